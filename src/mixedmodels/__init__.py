@@ -1,0 +1,54 @@
+"""mixedmodels: linear mixed-effects models in Python, checked against R's lme4.
+
+>>> import mixedmodels as mm
+>>> fit = mm.lmer("weight ~ treatment + sex + litsize + (1 | litter)", "ratpup")
+>>> print(fit.summary())  # doctest: +SKIP
+
+The public names are imported on first use, so ``import mixedmodels`` stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_PUBLIC = {
+    "lmer": "mixedmodels.model",
+    "LinearMixedModel": "mixedmodels.model",
+    "LinearMixedModelResult": "mixedmodels.results",
+    "OptimizerOptions": "mixedmodels.optimize",
+    "OptSummary": "mixedmodels.optimize",
+    "load_dataset": "mixedmodels.datasets",
+    "list_datasets": "mixedmodels.datasets",
+    "read_data": "mixedmodels.io",
+    "parse_formula": "mixedmodels.formula",
+    "build_design": "mixedmodels.design",
+    "MixedModelsError": "mixedmodels.errors",
+    "FormulaError": "mixedmodels.errors",
+    "DataError": "mixedmodels.errors",
+    "InputFileError": "mixedmodels.errors",
+    "ModelSpecificationError": "mixedmodels.errors",
+    "ConvergenceError": "mixedmodels.errors",
+    "MixedModelsWarning": "mixedmodels.errors",
+    "ConvergenceWarning": "mixedmodels.errors",
+    "SingularFitWarning": "mixedmodels.errors",
+    "RankDeficiencyWarning": "mixedmodels.errors",
+}
+
+__all__ = sorted(_PUBLIC) + ["__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    module = _PUBLIC.get(name)
+    if module is None:
+        raise AttributeError(f"module 'mixedmodels' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -1,0 +1,187 @@
+"""Relative covariance factors: the map theta -> Lambda_theta and back to variances.
+
+For grouping factor ``k`` with ``p_k`` columns, the random effects of one level are
+``b = Lambda_k u`` with ``u ~ N(0, sigma^2 I)``, so ``Var(b) = sigma^2 T_k T_k'`` where
+``T_k`` is a lower-triangular ``p_k x p_k`` template (Bates et al. 2015, JSS 67(1), eq. 4-5).
+``theta`` holds the free entries of the templates, column by column (lme4's order).
+
+Terms on the same grouping factor (as produced by ``||``) are merged into one factor
+whose template has a block-diagonal pattern of free entries: the engine then sees one
+block-diagonal term instead of several crossed ones, and theta keeps lme4's order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .design.model_design import RandomEffectsTerm
+
+
+@dataclass(frozen=True, eq=False)
+class GroupedTerm:
+    """Random-effects terms that share one grouping factor, merged for the engine.
+
+    Attributes
+    ----------
+    group
+        Grouping factor name (``"litter"``).
+    levels
+        Level labels; ``refs`` index them.
+    refs
+        int64 (n,) level of each row.
+    z
+        float64 (n, p) concatenated columns of the merged terms.
+    column_names
+        Names of the columns of ``z``.
+    blocks
+        Column index ranges ``(start, stop)`` of the original terms; correlations are free
+        only inside a block.
+    members
+        Indices (in the design's formula order) of the original terms, one per block.
+    """
+
+    group: str
+    levels: tuple[str, ...]
+    refs: np.ndarray
+    z: np.ndarray
+    column_names: tuple[str, ...]
+    blocks: tuple[tuple[int, int], ...]
+    members: tuple[int, ...] = ()
+
+    @property
+    def nlevels(self) -> int:
+        return len(self.levels)
+
+    @property
+    def ncols(self) -> int:
+        return self.z.shape[1]
+
+    @property
+    def nranef(self) -> int:
+        return self.nlevels * self.ncols
+
+    def free_entries(self) -> tuple[np.ndarray, np.ndarray]:
+        """Row and column indices of the free entries of the template, column-major.
+
+        Column-major order within each block reproduces lme4's theta order.
+        """
+        rows: list[int] = []
+        cols: list[int] = []
+        for start, stop in self.blocks:
+            for j in range(start, stop):
+                for i in range(j, stop):
+                    rows.append(i)
+                    cols.append(j)
+        return np.asarray(rows, dtype=np.intp), np.asarray(cols, dtype=np.intp)
+
+
+def group_terms(terms: tuple[RandomEffectsTerm, ...]) -> tuple[GroupedTerm, ...]:
+    """Merge terms on the same grouping factor and sort by number of levels, largest first.
+
+    Sorting by decreasing number of levels is lme4's order (and MixedModels.jl's): the
+    largest factor gets the block-diagonal first block of L, which keeps fill-in small.
+    The sort is stable, so factors with equal numbers of levels keep formula order.
+    """
+    merged: dict[str, list[RandomEffectsTerm]] = {}
+    member_index: dict[str, list[int]] = {}
+    for i, term in enumerate(terms):
+        merged.setdefault(term.group, []).append(term)
+        member_index.setdefault(term.group, []).append(i)
+    grouped: list[GroupedTerm] = []
+    for group, members in merged.items():
+        first = members[0]
+        for other in members[1:]:
+            if other.levels != first.levels or not np.array_equal(other.refs, first.refs):
+                raise ValueError(f"terms on grouping factor {group!r} disagree on its levels")
+        blocks = []
+        start = 0
+        for m in members:
+            blocks.append((start, start + m.ncols))
+            start += m.ncols
+        names = tuple(name for m in members for name in m.column_names)
+        z = members[0].z if len(members) == 1 else np.hstack([m.z for m in members])
+        grouped.append(
+            GroupedTerm(
+                group=group,
+                levels=first.levels,
+                refs=np.asarray(first.refs, dtype=np.int64),
+                z=np.ascontiguousarray(z, dtype=np.float64),
+                column_names=names,
+                blocks=tuple(blocks),
+                members=tuple(member_index[group]),
+            )
+        )
+    order = sorted(range(len(grouped)), key=lambda i: -grouped[i].nlevels)
+    return tuple(grouped[i] for i in order)
+
+
+@dataclass(frozen=True, eq=False)
+class CovarianceStructure:
+    """The parameterisation theta of all relative covariance templates.
+
+    Attributes
+    ----------
+    terms
+        Grouped terms in engine order (largest number of levels first).
+    offsets
+        ``offsets[k]:offsets[k+1]`` is the slice of theta belonging to term ``k``.
+    """
+
+    terms: tuple[GroupedTerm, ...]
+    offsets: tuple[int, ...]
+    rows: tuple[np.ndarray, ...]
+    cols: tuple[np.ndarray, ...]
+
+    @classmethod
+    def from_terms(cls, terms: tuple[GroupedTerm, ...]) -> CovarianceStructure:
+        rows, cols, offsets = [], [], [0]
+        for term in terms:
+            r, c = term.free_entries()
+            rows.append(r)
+            cols.append(c)
+            offsets.append(offsets[-1] + len(r))
+        return cls(terms=terms, offsets=tuple(offsets), rows=tuple(rows), cols=tuple(cols))
+
+    @property
+    def ntheta(self) -> int:
+        return self.offsets[-1]
+
+    def lower_bounds(self) -> np.ndarray:
+        """0 for diagonal template entries (standard deviations), -inf off the diagonal."""
+        return np.concatenate(
+            [np.where(r == c, 0.0, -np.inf) for r, c in zip(self.rows, self.cols, strict=True)]
+        )
+
+    def initial_theta(self) -> np.ndarray:
+        """lme4's start: identity templates (1 on the diagonal, 0 elsewhere)."""
+        return np.concatenate(
+            [np.where(r == c, 1.0, 0.0) for r, c in zip(self.rows, self.cols, strict=True)]
+        )
+
+    def templates(self, theta: np.ndarray) -> list[np.ndarray]:
+        """Lower-triangular templates T_k(theta), one ``p_k x p_k`` array per term."""
+        out = []
+        for k, term in enumerate(self.terms):
+            t = np.zeros((term.ncols, term.ncols))
+            t[self.rows[k], self.cols[k]] = theta[self.offsets[k] : self.offsets[k + 1]]
+            out.append(t)
+        return out
+
+    def theta_names(self) -> list[str]:
+        """lme4-style names ``group.term`` (diagonal) and ``group.term2.term1`` (off-diagonal)."""
+        names = []
+        for k, term in enumerate(self.terms):
+            for i, j in zip(self.rows[k], self.cols[k], strict=True):
+                if i == j:
+                    names.append(f"{term.group}.{term.column_names[i]}")
+                else:
+                    names.append(f"{term.group}.{term.column_names[i]}.{term.column_names[j]}")
+        return names
+
+    def is_singular(self, theta: np.ndarray, tol: float = 1e-4) -> bool:
+        """lme4's isSingular: a diagonal template entry below ``tol`` means a boundary fit."""
+        lower = self.lower_bounds()
+        on_diag = np.isfinite(lower)
+        return bool(np.any(np.abs(theta[on_diag]) < tol))

@@ -1,0 +1,96 @@
+"""The numeric design of a linear mixed model: y, X and the random-effects terms.
+
+This is the contract between ``design/`` (which builds it from a formula and a
+DataFrame) and the engine (``linalg/``, ``deviance.py``), which only reads it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True, eq=False)
+class RandomEffectsTerm:
+    """One random-effects term ``(z | group)``: a small model matrix per row and a level per row.
+
+    Z for this term is never stored as an n x (levels * ncols) matrix: row ``i`` of Z has the
+    entries ``z[i, :]`` in the columns of level ``refs[i]`` (Bates et al. 2015, sec. 2.3).
+
+    Attributes
+    ----------
+    group
+        Grouping factor name as lme4 prints it: ``"litter"``, ``"cask:batch"``.
+    levels
+        Level labels, in the order ``refs`` indexes them (lme4's order: sorted; for an
+        interaction ``a:b`` the labels are ``"a_level:b_level"`` with ``a`` varying slowest).
+    refs
+        int64 array (n,), the level index of each row.
+    z
+        float64 array (n, ncols), the term's model matrix (``(Intercept)`` column of ones first).
+    column_names
+        R-style names of the columns of ``z``: ``"(Intercept)"``, ``"Days"``, ``"sexMale"``.
+    """
+
+    group: str
+    levels: tuple[str, ...]
+    refs: np.ndarray
+    z: np.ndarray
+    column_names: tuple[str, ...]
+
+    @property
+    def nlevels(self) -> int:
+        return len(self.levels)
+
+    @property
+    def ncols(self) -> int:
+        return self.z.shape[1]
+
+    @property
+    def nranef(self) -> int:
+        """Number of random effects of this term: levels x columns."""
+        return self.nlevels * self.ncols
+
+
+@dataclass(frozen=True, eq=False)
+class ModelDesign:
+    """Everything the engine needs, and what results need to label it.
+
+    Attributes
+    ----------
+    y
+        float64 (n,) response.
+    X
+        float64 (n, p) fixed-effects matrix, full column rank (rank-deficient columns removed).
+    x_names
+        R-style column names of ``X`` (``"(Intercept)"``, ``"treatmentHigh"``, ``"treatmentHigh:sexMale"``).
+    re_terms
+        Random-effects terms in formula order (``||`` already split into one term per column,
+        ``/`` already expanded). The engine re-orders them by number of levels.
+    response_name
+        Name of the response as written in the formula.
+    dropped_columns
+        Names of X columns dropped for rank deficiency.
+    n_dropped_rows
+        Rows dropped because a used column was missing.
+    row_index
+        Index labels (of the input DataFrame) of the rows used, in order.
+    spec
+        Whatever ``design/`` needs to rebuild X and Z columns for new data (``predict``); opaque here.
+    """
+
+    y: np.ndarray
+    X: np.ndarray
+    x_names: tuple[str, ...]
+    re_terms: tuple[RandomEffectsTerm, ...]
+    response_name: str
+    dropped_columns: tuple[str, ...] = ()
+    n_dropped_rows: int = 0
+    row_index: Any = None
+    spec: Any = field(default=None, repr=False)
+
+    @property
+    def nobs(self) -> int:
+        return int(self.y.shape[0])

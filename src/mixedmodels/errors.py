@@ -1,0 +1,66 @@
+"""Exception and warning classes shared by every layer.
+
+Every error says what is wrong, where (column, formula position) and what to do.
+The CLI prints ``str(error)`` on one line and exits non-zero.
+"""
+
+from __future__ import annotations
+
+
+class MixedModelsError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class FormulaError(MixedModelsError, ValueError):
+    """A model formula that cannot be parsed or does not fit the data.
+
+    Parameters
+    ----------
+    message
+        What is wrong and how to fix it.
+    formula
+        The formula text, if known.
+    position
+        0-based character offset of the problem in ``formula``, if known.
+    """
+
+    def __init__(self, message: str, formula: str | None = None, position: int | None = None):
+        self.message = message
+        self.formula = formula
+        self.position = position
+        text = message
+        if formula is not None and position is not None:
+            text = f"{message} (at position {position}: {formula[:position]!s}<HERE>{formula[position:]!s})"
+        super().__init__(text)
+
+
+class DataError(MixedModelsError, ValueError):
+    """Data that cannot be used as given (missing column, wrong type, too few rows...)."""
+
+
+class InputFileError(DataError):
+    """A data file that cannot be found, opened or parsed."""
+
+
+class ModelSpecificationError(MixedModelsError, ValueError):
+    """A model that cannot be estimated from these data (e.g. more random effects than rows)."""
+
+
+class ConvergenceError(MixedModelsError, RuntimeError):
+    """The optimiser failed outright (non-finite deviance at the start, etc.)."""
+
+
+class MixedModelsWarning(UserWarning):
+    """Base class of the warnings this package issues; filter it to silence them all."""
+
+
+class ConvergenceWarning(MixedModelsWarning):
+    """The optimum may not have been reached (gradient or Hessian check failed)."""
+
+
+class SingularFitWarning(MixedModelsWarning):
+    """The fit is on the boundary: a variance is zero or a correlation is +-1."""
+
+
+class RankDeficiencyWarning(MixedModelsWarning):
+    """Fixed-effects columns were dropped because X is rank deficient."""

@@ -1,0 +1,415 @@
+"""Immutable results of a linear mixed-model fit.
+
+Names follow lme4 (``fixef``, ``vcov``, ``VarCorr`` -> ``varcorr``, ``ranef``, ``sigma``,
+``logLik`` -> ``loglik``) and tidy DataFrames use stable column names.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from .solution import Estimates, conditional_variances, estimate
+from .tables import Report, Table
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .deviance import ProfiledDeviance
+    from .model import LinearMixedModel
+    from .optimize import OptSummary
+
+
+class LinearMixedModelResult:
+    """The fitted model. All attributes are computed from the optimum and never change.
+
+    Attributes
+    ----------
+    fixef : pandas.Series
+        Fixed-effects estimates, indexed by R-style column names.
+    vcov : pandas.DataFrame
+        Covariance matrix of the fixed-effects estimates.
+    varcorr : pandas.DataFrame
+        Variance components: ``group, term, term2, variance, sd, corr`` (one row per
+        variance, one per correlation, and the residual).
+    ranef : dict[str, pandas.DataFrame]
+        Conditional modes (BLUPs) per grouping factor: levels x terms.
+    sigma : float
+        Residual standard deviation.
+    theta : numpy.ndarray
+        Relative covariance parameters in lme4's order.
+    loglik : float
+        Log-likelihood (REML log-likelihood for REML fits, as lme4's ``logLik``).
+    """
+
+    def __init__(
+        self,
+        *,
+        model: LinearMixedModel,
+        deviance_function: ProfiledDeviance,
+        opt: OptSummary,
+        reml: bool,
+    ):
+        self.model = model
+        self.design = model.design
+        self.structure = model.structure
+        self.reml = bool(reml)
+        self.opt = opt
+        self.deviance_function = deviance_function
+        self.factor = deviance_function.factor(opt.final_theta)
+        self.estimates: Estimates = estimate(deviance_function, self.factor)
+        self.objective = float(deviance_function.objective(self.factor))
+
+    # -- scalars ---------------------------------------------------------------------
+    @property
+    def formula(self) -> str | None:
+        return self.model.formula
+
+    @property
+    def theta(self) -> np.ndarray:
+        return self.opt.final_theta.copy()
+
+    @property
+    def sigma(self) -> float:
+        return self.estimates.sigma
+
+    @property
+    def nobs(self) -> int:
+        return self.design.nobs
+
+    @property
+    def ngroups(self) -> dict[str, int]:
+        """Number of levels of each grouping factor (engine order)."""
+        return {t.group: t.nlevels for t in self.structure.terms}
+
+    @property
+    def n_dropped_rows(self) -> int:
+        return int(self.design.n_dropped_rows)
+
+    @property
+    def nparams(self) -> int:
+        """Number of estimated parameters: fixed effects, theta and sigma (lme4's df)."""
+        return len(self.estimates.beta) + self.structure.ntheta + 1
+
+    @property
+    def loglik(self) -> float:
+        return -0.5 * self.objective
+
+    @property
+    def reml_criterion(self) -> float | None:
+        """-2 x REML log-likelihood (REML fits only)."""
+        return self.objective if self.reml else None
+
+    @property
+    def deviance(self) -> float | None:
+        """-2 x ML log-likelihood (ML fits only; None for REML fits, as in the JSON contract)."""
+        return None if self.reml else self.objective
+
+    @property
+    def aic(self) -> float:
+        return self.objective + 2.0 * self.nparams
+
+    @property
+    def bic(self) -> float:
+        """BIC with log(n) even for REML fits (lme4's convention)."""
+        return self.objective + math.log(self.nobs) * self.nparams
+
+    @property
+    def singular(self) -> bool:
+        return self.structure.is_singular(self.opt.final_theta)
+
+    @property
+    def converged(self) -> bool:
+        return bool(self.opt.converged)
+
+    # -- fixed effects -----------------------------------------------------------------
+    @property
+    def fixef(self) -> pd.Series:
+        return pd.Series(self.estimates.beta, index=list(self.design.x_names), name="estimate")
+
+    @property
+    def vcov(self) -> pd.DataFrame:
+        names = list(self.design.x_names)
+        return pd.DataFrame(self.estimates.vcov_beta, index=names, columns=names)
+
+    @property
+    def se(self) -> pd.Series:
+        return pd.Series(np.sqrt(np.diag(self.estimates.vcov_beta)), index=list(self.design.x_names))
+
+    def coef_table(self) -> pd.DataFrame:
+        """Fixed-effects table: ``estimate, se, df, t, p``.
+
+        ``df`` is infinite and ``p`` from the normal distribution (Wald z), until the
+        inference layer supplies Satterthwaite degrees of freedom.
+        """
+        est = self.fixef
+        se = self.se
+        t = est / se
+        df = pd.Series(np.inf, index=est.index)
+        p = pd.Series(2.0 * stats.norm.sf(np.abs(t.to_numpy())), index=est.index)
+        return pd.DataFrame({"estimate": est, "se": se, "df": df, "t": t, "p": p})
+
+    # -- variance components -------------------------------------------------------------
+    def covariance_matrices(self) -> dict[str, list[tuple[tuple[str, ...], np.ndarray]]]:
+        """Per grouping factor, the covariance matrix of each original term (with names)."""
+        s2 = self.sigma**2
+        out: dict[str, list[tuple[tuple[str, ...], np.ndarray]]] = {}
+        for T, term in zip(self.factor.templates, self.structure.terms, strict=True):
+            full = s2 * (T @ T.T)
+            for start, stop in term.blocks:
+                names = term.column_names[start:stop]
+                out.setdefault(term.group, []).append((names, full[start:stop, start:stop]))
+        return out
+
+    @cached_property
+    def varcorr(self) -> pd.DataFrame:
+        rows: list[dict[str, Any]] = []
+        for group, blocks in self.covariance_matrices().items():
+            for names, cov in blocks:
+                sd = np.sqrt(np.diag(cov))
+                for i, name in enumerate(names):
+                    rows.append(
+                        {"group": group, "term": name, "term2": None, "variance": cov[i, i],
+                         "sd": sd[i], "corr": np.nan}
+                    )
+                for j in range(len(names)):
+                    for i in range(j + 1, len(names)):
+                        denom = sd[i] * sd[j]
+                        corr = cov[i, j] / denom if denom > 0 else np.nan
+                        rows.append(
+                            {"group": group, "term": names[j], "term2": names[i],
+                             "variance": np.nan, "sd": np.nan, "corr": corr}
+                        )
+        rows.append(
+            {"group": "Residual", "term": None, "term2": None, "variance": self.sigma**2,
+             "sd": self.sigma, "corr": np.nan}
+        )
+        return pd.DataFrame(rows, columns=["group", "term", "term2", "variance", "sd", "corr"])
+
+    # -- random effects --------------------------------------------------------------------
+    @cached_property
+    def ranef(self) -> dict[str, pd.DataFrame]:
+        out = {}
+        for b, term in zip(self.estimates.b, self.structure.terms, strict=True):
+            out[term.group] = pd.DataFrame(
+                b, index=pd.Index(term.levels, name=term.group), columns=list(term.column_names)
+            )
+        return out
+
+    @cached_property
+    def _condvar(self) -> list[np.ndarray]:
+        return conditional_variances(self.deviance_function, self.factor, self.sigma)
+
+    @cached_property
+    def ranef_condvar(self) -> dict[str, np.ndarray]:
+        """Conditional covariance matrices of the BLUPs: group -> (levels, p, p)."""
+        return {t.group: v for t, v in zip(self.structure.terms, self._condvar, strict=True)}
+
+    @cached_property
+    def ranef_condsd(self) -> dict[str, pd.DataFrame]:
+        """Conditional standard deviations of the BLUPs (lme4's ``condVar``), levels x terms."""
+        out = {}
+        for v, term in zip(self._condvar, self.structure.terms, strict=True):
+            sd = np.sqrt(np.maximum(np.diagonal(v, axis1=1, axis2=2), 0.0))
+            out[term.group] = pd.DataFrame(
+                sd, index=pd.Index(term.levels, name=term.group), columns=list(term.column_names)
+            )
+        return out
+
+    def ranef_table(self) -> pd.DataFrame:
+        """Tidy BLUPs: ``group, level, term, condval, condsd`` (lme4's as.data.frame(ranef))."""
+        frames = []
+        for group, vals in self.ranef.items():
+            sds = self.ranef_condsd[group]
+            for term in vals.columns:
+                frames.append(
+                    pd.DataFrame(
+                        {"group": group, "level": vals.index.astype(str), "term": term,
+                         "condval": vals[term].to_numpy(), "condsd": sds[term].to_numpy()}
+                    )
+                )
+        return pd.concat(frames, ignore_index=True)
+
+    # -- fitted values ---------------------------------------------------------------------
+    def _random_part(self) -> np.ndarray:
+        out = np.zeros(self.nobs)
+        for b, term in zip(self.estimates.b, self.structure.terms, strict=True):
+            out += np.einsum("ij,ij->i", term.z, b[term.refs])
+        return out
+
+    @cached_property
+    def _fitted_values(self) -> np.ndarray:
+        return self.design.X @ self.estimates.beta + self._random_part()
+
+    @property
+    def fitted(self) -> pd.Series:
+        """Conditional fitted values X beta + Z b."""
+        return pd.Series(self._fitted_values, index=self.design.row_index, name="fitted")
+
+    @property
+    def resid(self) -> pd.Series:
+        """Conditional residuals y - X beta - Z b."""
+        return pd.Series(self.design.y - self._fitted_values, index=self.design.row_index, name="resid")
+
+    @property
+    def fitted_marginal(self) -> pd.Series:
+        """Population-level fitted values X beta."""
+        return pd.Series(self.design.X @ self.estimates.beta, index=self.design.row_index, name="fitted")
+
+    @property
+    def resid_marginal(self) -> pd.Series:
+        """Marginal residuals y - X beta."""
+        return pd.Series(
+            self.design.y - self.design.X @ self.estimates.beta, index=self.design.row_index, name="resid"
+        )
+
+    def predict(self, newdata: pd.DataFrame | None = None, *, re: bool = True) -> pd.Series:
+        """Predictions for new rows.
+
+        Parameters
+        ----------
+        newdata
+            Rows with the formula's predictor columns (the response is not needed). None
+            gives the fitted values.
+        re
+            Include the random effects (conditional prediction). Levels not seen in fitting
+            get zero random effects, i.e. the population-level prediction.
+        """
+        if newdata is None:
+            return self.fitted if re else self.fitted_marginal
+        spec = self.design.spec
+        X = spec.fixed_matrix(newdata)
+        pred = X @ self.estimates.beta
+        if re:
+            rows = spec.random_effects_rows(newdata)
+            for g, term in enumerate(self.structure.terms):
+                b = self.estimates.b[g]
+                for (start, stop), member in zip(term.blocks, term.members, strict=True):
+                    refs, z = rows[member]
+                    refs = np.asarray(refs)
+                    seen = refs >= 0
+                    contrib = np.zeros(len(pred))
+                    contrib[seen] = np.einsum("ij,ij->i", z[seen], b[refs[seen], start:stop])
+                    pred = pred + contrib
+        return pd.Series(pred, index=newdata.index, name="predicted")
+
+    # -- presentation ----------------------------------------------------------------------
+    def summary(self) -> Report:
+        """lme4-style summary: fit criteria, scaled residuals, random and fixed effects."""
+        method = "REML" if self.reml else "maximum likelihood"
+        lines = [f"Formula: {self.formula}"] if self.formula else []
+        if self.model.data_name:
+            lines.append(f"   Data: {self.model.data_name}")
+        crit = pd.DataFrame(
+            [[self.aic, self.bic, self.loglik, self.objective, self.nobs - len(self.estimates.beta)]],
+            columns=["AIC", "BIC", "logLik", "REML criterion" if self.reml else "deviance", "df.resid"],
+        )
+        scaled = self.resid.to_numpy() / self.sigma
+        q = np.quantile(scaled, [0, 0.25, 0.5, 0.75, 1.0])
+        res_tab = pd.DataFrame([q], columns=["Min", "1Q", "Median", "3Q", "Max"])
+        vc = self.varcorr
+        vc_rows = []
+        for _, r in vc.iterrows():
+            if r["group"] == "Residual":
+                vc_rows.append(["Residual", "", r["variance"], r["sd"], ""])
+            elif r["term2"] is None:
+                vc_rows.append([r["group"], r["term"], r["variance"], r["sd"], ""])
+        corr_notes = [
+            f"  corr({r['group']}: {r['term']}, {r['term2']}) = {r['corr']:.3f}"
+            for _, r in vc.iterrows()
+            if r["term2"] is not None and r["group"] != "Residual"
+        ]
+        vc_tab = pd.DataFrame(vc_rows, columns=["Groups", "Name", "Variance", "Std.Dev.", ""]).drop(columns="")
+        groups = ", ".join(f"{g}, {n}" for g, n in self.ngroups.items())
+        coef = self.coef_table()
+        has_df = np.isfinite(coef["df"]).any()
+        coef_disp = pd.DataFrame(
+            {
+                "Estimate": coef["estimate"],
+                "Std. Error": coef["se"],
+                **({"df": coef["df"]} if has_df else {}),
+                "t value": coef["t"],
+                "Pr(>|t|)" if has_df else "Pr(>|z|)": coef["p"],
+            }
+        )
+        notes = []
+        if self.design.dropped_columns:
+            notes.append("dropped (rank deficient): " + ", ".join(self.design.dropped_columns))
+        if self.n_dropped_rows:
+            notes.append(f"{self.n_dropped_rows} rows with missing values were dropped")
+        if self.singular:
+            notes.append("boundary (singular) fit: see help on singular fits")
+        if not self.converged:
+            notes.extend(self.opt.messages)
+        tables = (
+            Table("", crit, show_index=False, digits=6),
+            Table("Scaled residuals:", res_tab, show_index=False),
+            Table("Random effects:", vc_tab, notes=tuple(corr_notes) + (f"Number of obs: {self.nobs}, groups: {groups}",), show_index=False),
+            Table(
+                "Fixed effects:" + ("" if has_df else " (p from the normal approximation)"),
+                coef_disp,
+                pvalue_columns=("Pr(>|t|)", "Pr(>|z|)"),
+            ),
+        )
+        return Report(
+            title=f"Linear mixed model fit by {method}",
+            lines=tuple(lines),
+            tables=tables,
+            footer=tuple(notes),
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"<LinearMixedModelResult {self.formula!r}: {'REML' if self.reml else 'ML'}, "
+            f"nobs={self.nobs}, loglik={self.loglik:.4f}>"
+        )
+
+    def _repr_html_(self) -> str:
+        return self.summary().to_html()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The CLI's JSON contract (DESIGN.md): plain Python types only."""
+
+        def num(x):
+            if x is None:
+                return None
+            x = float(x)
+            return x if math.isfinite(x) else None
+
+        coef = self.coef_table()
+        fixef = [
+            {"term": name, "estimate": num(r.estimate), "se": num(r.se), "df": num(r.df),
+             "t": num(r.t), "p": num(r.p)}
+            for name, r in coef.iterrows()
+        ]
+        vc = []
+        for _, r in self.varcorr.iterrows():
+            if r["group"] == "Residual":
+                vc.append({"group": "Residual", "variance": num(r["variance"]), "sd": num(r["sd"])})
+            elif r["term2"] is None:
+                vc.append({"group": r["group"], "term": r["term"], "variance": num(r["variance"]),
+                           "sd": num(r["sd"])})
+            else:
+                vc.append({"group": r["group"], "term": r["term"], "term2": r["term2"],
+                           "corr": num(r["corr"])})
+        return {
+            "formula": self.formula,
+            "reml": self.reml,
+            "nobs": self.nobs,
+            "ngroups": self.ngroups,
+            "fixef": fixef,
+            "varcorr": vc,
+            "sigma": num(self.sigma),
+            "loglik": num(self.loglik),
+            "deviance": num(self.deviance),
+            "reml_criterion": num(self.reml_criterion),
+            "aic": num(self.aic),
+            "bic": num(self.bic),
+            "theta": [float(t) for t in self.theta],
+            "singular": self.singular,
+            "converged": self.converged,
+            "dropped_rows": self.n_dropped_rows,
+        }
