@@ -38,7 +38,7 @@ _PUBLIC = {
     "RankDeficiencyWarning": "mixedmodels.errors",
 }
 
-__all__ = sorted(_PUBLIC) + ["__version__"]
+__all__ = [*sorted(_PUBLIC), "__version__"]
 
 
 def __getattr__(name: str) -> Any:

@@ -30,7 +30,8 @@ class FormulaError(MixedModelsError, ValueError):
         self.position = position
         text = message
         if formula is not None and position is not None:
-            text = f"{message} (at position {position}: {formula[:position]!s}<HERE>{formula[position:]!s})"
+            marked = f"{formula[:position]}<HERE>{formula[position:]}"
+            text = f"{message} (at position {position}: {marked})"
         super().__init__(text)
 
 

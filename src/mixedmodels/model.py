@@ -65,9 +65,9 @@ class LinearMixedModel:
             if term.nranef >= n:
                 raise ModelSpecificationError(
                     f"number of observations ({n}) <= number of random effects ({term.nranef}) "
-                    f"for term ({' + '.join(term.column_names)} | {term.group}); the random-effects "
-                    "variances and the residual variance are not identifiable: simplify the "
-                    "random-effects structure"
+                    f"for term ({' + '.join(term.column_names)} | {term.group}); the "
+                    "random-effects variances and the residual variance are not identifiable: "
+                    "simplify the random-effects structure"
                 )
         self.terms = group_terms(design.re_terms)
         self.structure = CovarianceStructure.from_terms(self.terms)

@@ -137,7 +137,9 @@ class LinearMixedModelResult:
 
     @property
     def se(self) -> pd.Series:
-        return pd.Series(np.sqrt(np.diag(self.estimates.vcov_beta)), index=list(self.design.x_names))
+        return pd.Series(
+            np.sqrt(np.diag(self.estimates.vcov_beta)), index=list(self.design.x_names)
+        )
 
     def coef_table(self) -> pd.DataFrame:
         """Fixed-effects table: ``estimate, se, df, t, p``.
@@ -172,20 +174,38 @@ class LinearMixedModelResult:
                 sd = np.sqrt(np.diag(cov))
                 for i, name in enumerate(names):
                     rows.append(
-                        {"group": group, "term": name, "term2": None, "variance": cov[i, i],
-                         "sd": sd[i], "corr": np.nan}
+                        {
+                            "group": group,
+                            "term": name,
+                            "term2": None,
+                            "variance": cov[i, i],
+                            "sd": sd[i],
+                            "corr": np.nan,
+                        }
                     )
                 for j in range(len(names)):
                     for i in range(j + 1, len(names)):
                         denom = sd[i] * sd[j]
                         corr = cov[i, j] / denom if denom > 0 else np.nan
                         rows.append(
-                            {"group": group, "term": names[j], "term2": names[i],
-                             "variance": np.nan, "sd": np.nan, "corr": corr}
+                            {
+                                "group": group,
+                                "term": names[j],
+                                "term2": names[i],
+                                "variance": np.nan,
+                                "sd": np.nan,
+                                "corr": corr,
+                            }
                         )
         rows.append(
-            {"group": "Residual", "term": None, "term2": None, "variance": self.sigma**2,
-             "sd": self.sigma, "corr": np.nan}
+            {
+                "group": "Residual",
+                "term": None,
+                "term2": None,
+                "variance": self.sigma**2,
+                "sd": self.sigma,
+                "corr": np.nan,
+            }
         )
         return pd.DataFrame(rows, columns=["group", "term", "term2", "variance", "sd", "corr"])
 
@@ -227,8 +247,13 @@ class LinearMixedModelResult:
             for term in vals.columns:
                 frames.append(
                     pd.DataFrame(
-                        {"group": group, "level": vals.index.astype(str), "term": term,
-                         "condval": vals[term].to_numpy(), "condsd": sds[term].to_numpy()}
+                        {
+                            "group": group,
+                            "level": vals.index.astype(str),
+                            "term": term,
+                            "condval": vals[term].to_numpy(),
+                            "condsd": sds[term].to_numpy(),
+                        }
                     )
                 )
         return pd.concat(frames, ignore_index=True)
@@ -252,18 +277,24 @@ class LinearMixedModelResult:
     @property
     def resid(self) -> pd.Series:
         """Conditional residuals y - X beta - Z b."""
-        return pd.Series(self.design.y - self._fitted_values, index=self.design.row_index, name="resid")
+        return pd.Series(
+            self.design.y - self._fitted_values, index=self.design.row_index, name="resid"
+        )
 
     @property
     def fitted_marginal(self) -> pd.Series:
         """Population-level fitted values X beta."""
-        return pd.Series(self.design.X @ self.estimates.beta, index=self.design.row_index, name="fitted")
+        return pd.Series(
+            self.design.X @ self.estimates.beta, index=self.design.row_index, name="fitted"
+        )
 
     @property
     def resid_marginal(self) -> pd.Series:
         """Marginal residuals y - X beta."""
         return pd.Series(
-            self.design.y - self.design.X @ self.estimates.beta, index=self.design.row_index, name="resid"
+            self.design.y - self.design.X @ self.estimates.beta,
+            index=self.design.row_index,
+            name="resid",
         )
 
     def predict(self, newdata: pd.DataFrame | None = None, *, re: bool = True) -> pd.Series:
@@ -304,8 +335,22 @@ class LinearMixedModelResult:
         if self.model.data_name:
             lines.append(f"   Data: {self.model.data_name}")
         crit = pd.DataFrame(
-            [[self.aic, self.bic, self.loglik, self.objective, self.nobs - len(self.estimates.beta)]],
-            columns=["AIC", "BIC", "logLik", "REML criterion" if self.reml else "deviance", "df.resid"],
+            [
+                [
+                    self.aic,
+                    self.bic,
+                    self.loglik,
+                    self.objective,
+                    self.nobs - len(self.estimates.beta),
+                ]
+            ],
+            columns=[
+                "AIC",
+                "BIC",
+                "logLik",
+                "REML criterion" if self.reml else "deviance",
+                "df.resid",
+            ],
         )
         scaled = self.resid.to_numpy() / self.sigma
         q = np.quantile(scaled, [0, 0.25, 0.5, 0.75, 1.0])
@@ -322,7 +367,9 @@ class LinearMixedModelResult:
             for _, r in vc.iterrows()
             if r["term2"] is not None and r["group"] != "Residual"
         ]
-        vc_tab = pd.DataFrame(vc_rows, columns=["Groups", "Name", "Variance", "Std.Dev.", ""]).drop(columns="")
+        vc_tab = pd.DataFrame(vc_rows, columns=["Groups", "Name", "Variance", "Std.Dev.", ""]).drop(
+            columns=""
+        )
         groups = ", ".join(f"{g}, {n}" for g, n in self.ngroups.items())
         coef = self.coef_table()
         has_df = np.isfinite(coef["df"]).any()
@@ -347,7 +394,12 @@ class LinearMixedModelResult:
         tables = (
             Table("", crit, show_index=False, digits=6),
             Table("Scaled residuals:", res_tab, show_index=False),
-            Table("Random effects:", vc_tab, notes=tuple(corr_notes) + (f"Number of obs: {self.nobs}, groups: {groups}",), show_index=False),
+            Table(
+                "Random effects:",
+                vc_tab,
+                notes=(*tuple(corr_notes), f"Number of obs: {self.nobs}, groups: {groups}"),
+                show_index=False,
+            ),
             Table(
                 "Fixed effects:" + ("" if has_df else " (p from the normal approximation)"),
                 coef_disp,
@@ -381,8 +433,14 @@ class LinearMixedModelResult:
 
         coef = self.coef_table()
         fixef = [
-            {"term": name, "estimate": num(r.estimate), "se": num(r.se), "df": num(r.df),
-             "t": num(r.t), "p": num(r.p)}
+            {
+                "term": name,
+                "estimate": num(r.estimate),
+                "se": num(r.se),
+                "df": num(r.df),
+                "t": num(r.t),
+                "p": num(r.p),
+            }
             for name, r in coef.iterrows()
         ]
         vc = []
@@ -390,11 +448,23 @@ class LinearMixedModelResult:
             if r["group"] == "Residual":
                 vc.append({"group": "Residual", "variance": num(r["variance"]), "sd": num(r["sd"])})
             elif r["term2"] is None:
-                vc.append({"group": r["group"], "term": r["term"], "variance": num(r["variance"]),
-                           "sd": num(r["sd"])})
+                vc.append(
+                    {
+                        "group": r["group"],
+                        "term": r["term"],
+                        "variance": num(r["variance"]),
+                        "sd": num(r["sd"]),
+                    }
+                )
             else:
-                vc.append({"group": r["group"], "term": r["term"], "term2": r["term2"],
-                           "corr": num(r["corr"])})
+                vc.append(
+                    {
+                        "group": r["group"],
+                        "term": r["term"],
+                        "term2": r["term2"],
+                        "corr": num(r["corr"]),
+                    }
+                )
         return {
             "formula": self.formula,
             "reml": self.reml,

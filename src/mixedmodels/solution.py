@@ -92,7 +92,6 @@ def estimate(dev: ProfiledDeviance, f: BlockedFactor) -> Estimates:
     LX1 = np.linalg.solve(f.L11, Q) if t1.ncols > 1 else Q / f.L11
     coef = np.concatenate([-beta, [1.0]])
     v1 = LX1 @ coef  # (l1, p1): y row minus X rows times beta
-    bs: list[np.ndarray] = []
     us: list[np.ndarray] = []
     rest_b: list[np.ndarray] = []
     if f.L22 is not None:
@@ -125,7 +124,9 @@ def estimate(dev: ProfiledDeviance, f: BlockedFactor) -> Estimates:
     )
 
 
-def conditional_variances(dev: ProfiledDeviance, f: BlockedFactor, sigma: float) -> list[np.ndarray]:
+def conditional_variances(
+    dev: ProfiledDeviance, f: BlockedFactor, sigma: float
+) -> list[np.ndarray]:
     """Diagonal blocks of Var(b | y), one (levels, p, p) array per grouped term.
 
     Top-left: ``M_l^{-1} + G_l' G_l`` with ``G = L22^{-1} Lambda_r' A_r1 blockdiag(T1 M^{-1})``;

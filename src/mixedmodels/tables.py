@@ -91,13 +91,18 @@ class Table:
             ([str(i)] if self.show_index else []) + [str(v) for v in row]
             for i, row in zip(df.index, df.itertuples(index=False), strict=True)
         ]
-        widths = [max(len(h), *(len(r[j]) for r in rows)) if rows else len(h) for j, h in enumerate(header)]
+        widths = [
+            max(len(h), *(len(r[j]) for r in rows)) if rows else len(h)
+            for j, h in enumerate(header)
+        ]
         lines = [self.title] if self.title else []
 
         def fmt(cells):
             parts = []
             for j, c in enumerate(cells):
-                parts.append(c.ljust(widths[j]) if (j == 0 and self.show_index) else c.rjust(widths[j]))
+                parts.append(
+                    c.ljust(widths[j]) if (j == 0 and self.show_index) else c.rjust(widths[j])
+                )
             return " " + "  ".join(parts).rstrip()
 
         lines.append(fmt(header))
@@ -123,7 +128,9 @@ class Table:
         if self.title:
             parts.append(f"<caption>{html.escape(self.title)}</caption>")
         head = ([""] if self.show_index else []) + [str(c) for c in df.columns]
-        parts.append("<thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr></thead>")
+        parts.append(
+            "<thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr></thead>"
+        )
         parts.append("<tbody>")
         for i, row in zip(df.index, df.itertuples(index=False), strict=True):
             cells = ([f"<th>{html.escape(str(i))}</th>"] if self.show_index else []) + [

@@ -65,7 +65,8 @@ class ModelDesign:
     X
         float64 (n, p) fixed-effects matrix, full column rank (rank-deficient columns removed).
     x_names
-        R-style column names of ``X`` (``"(Intercept)"``, ``"treatmentHigh"``, ``"treatmentHigh:sexMale"``).
+        R-style column names of ``X`` (``"(Intercept)"``, ``"treatmentHigh"``,
+        ``"treatmentHigh:sexMale"``).
     re_terms
         Random-effects terms in formula order (``||`` already split into one term per column,
         ``/`` already expanded). The engine re-orders them by number of levels.
@@ -78,7 +79,8 @@ class ModelDesign:
     row_index
         Index labels (of the input DataFrame) of the rows used, in order.
     spec
-        Whatever ``design/`` needs to rebuild X and Z columns for new data (``predict``); opaque here.
+        Whatever ``design/`` needs to rebuild X and Z columns for new data (``predict``);
+        opaque here.
     """
 
     y: np.ndarray

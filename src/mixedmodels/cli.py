@@ -1,0 +1,326 @@
+"""The ``mixedmodels`` command: a thin layer over the public Python API.
+
+Subcommands::
+
+    mixedmodels datasets [--json]                       embedded datasets
+    mixedmodels fit DATA --formula F [--ml] [--json]    fit a linear mixed model
+
+Every command takes ``--debug`` (show tracebacks), and ``-o OUT`` /
+``--force`` to write its output to a file atomically instead of stdout.
+
+Exit status: 0 success, 1 a data, file or model error, 2 a usage error (bad
+command line), 3 an internal error (a bug: rerun with ``--debug`` and report
+the traceback), 130 interrupted. Errors and warnings are printed on stderr,
+one line each: ``mixedmodels: error: ...``, ``mixedmodels: warning: ...``.
+
+This module imports only the standard library and ``mixedmodels.errors`` at
+start-up; pandas and the model code are imported when a command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import traceback
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
+
+from mixedmodels.errors import MixedModelsError, MixedModelsWarning
+
+__all__ = ["build_parser", "main"]
+
+PROG = "mixedmodels"
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_INTERNAL = 3
+EXIT_INTERRUPTED = 130
+
+
+class UsageError(Exception):
+    """A command line that cannot be parsed (exit status 2)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser that raises instead of printing usage and exiting."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+class _VersionAction(argparse.Action):
+    """Print the version, looked up only when asked for."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> NoReturn:
+        print(f"{PROG} {_version()}", file=sys.stdout)
+        parser.exit(EXIT_OK)
+
+
+def _version() -> str:
+    package = sys.modules.get("mixedmodels")
+    declared = getattr(package, "__version__", None)
+    if declared:
+        return str(declared)
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(PROG)
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+# --------------------------------------------------------------------------- commands
+# Each command is a pair: `_add_<name>(subparsers, parents)` declares its
+# arguments and sets `run`; `_run_<name>(args) -> str` returns the text to emit
+# (stdout or -o). To add a command (e.g. `analyze`), write the pair and list the
+# `_add_` function in `_COMMANDS`.
+
+
+def _add_datasets(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "datasets",
+        parents=parents,
+        help="list the embedded datasets",
+        description="List the datasets shipped with mixedmodels; use a name as DATA in 'fit'.",
+    )
+    parser.add_argument("--json", action="store_true", help="print a JSON list of records")
+    parser.set_defaults(run=_run_datasets)
+
+
+def _run_datasets(args: argparse.Namespace) -> str:
+    from mixedmodels.datasets import list_datasets
+
+    table = list_datasets()
+    if args.json:
+        return _to_json(table.to_dict(orient="records"))
+    # Two lines per dataset (description, then source) keep the table narrow.
+    headers = ["name", "rows", "cols", "description / source"]
+    records = table.to_dict(orient="records")
+    name_width = max(len(headers[0]), *(len(str(r["name"])) for r in records))
+    indent = " " * (name_width + 14)
+    lines = [f"{headers[0]:<{name_width}}  {headers[1]:>4}  {headers[2]:>4}  {headers[3]}"]
+    for r in records:
+        lines.append(
+            f"{r['name']:<{name_width}}  {r['rows']:>4}  {r['columns']:>4}  {r['description']}"
+        )
+        lines.append(f"{indent}{r['source']}")
+    return "\n".join(lines) + "\n"
+
+
+def _add_fit(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "fit",
+        parents=parents,
+        help="fit a linear mixed model",
+        description=(
+            "Fit a linear mixed model (lme4 formula syntax) by REML, or ML with --ml, and "
+            "print an lme4-style summary, or the JSON described in the README with --json."
+        ),
+    )
+    parser.add_argument(
+        "data",
+        metavar="DATA",
+        help="data file (.csv, .tsv, .txt, .parquet, .pq, .json) or embedded dataset name",
+    )
+    parser.add_argument(
+        "-f",
+        "--formula",
+        required=True,
+        help="model formula, e.g. 'weight ~ treatment + sex + litsize + (1|litter)'",
+    )
+    parser.add_argument("--ml", action="store_true", help="maximum likelihood instead of REML")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.set_defaults(run=_run_fit)
+
+
+def _run_fit(args: argparse.Namespace) -> str:
+    import mixedmodels
+    from mixedmodels.io import read_data
+
+    data = read_data(args.data)
+    fit = mixedmodels.lmer(args.formula, data, reml=not args.ml)
+    if args.json:
+        return _to_json(fit.to_dict())
+    return str(fit.summary()).rstrip("\n") + "\n"
+
+
+_COMMANDS: tuple[Callable[[Any, list[argparse.ArgumentParser]], None], ...] = (
+    _add_datasets,
+    _add_fit,
+)
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the argument parser of the ``mixedmodels`` command."""
+    parser = _Parser(
+        prog=PROG,
+        description="Linear mixed-effects models with lme4 formulas.",
+        epilog="Run 'mixedmodels COMMAND --help' for a command's options.",
+    )
+    parser.add_argument("--version", action=_VersionAction, help="print the version and exit")
+    parser.add_argument(
+        "--debug", action="store_true", default=False, help="show a traceback on errors"
+    )
+
+    # Shared options. SUPPRESS keeps a subcommand from resetting a --debug given
+    # before the command name.
+    common = _Parser(add_help=False)
+    common.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="show a traceback on errors",
+    )
+    common.add_argument(
+        "-o",
+        "--output",
+        metavar="OUT",
+        help="write the output to OUT (atomically) instead of stdout",
+    )
+    common.add_argument("--force", action="store_true", help="with -o: overwrite OUT if it exists")
+
+    subparsers = parser.add_subparsers(title="commands", dest="command", metavar="COMMAND")
+    for add_command in _COMMANDS:
+        add_command(subparsers, [common])
+    return parser
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line ``argv`` (default ``sys.argv[1:]``); return the exit status."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if getattr(args, "run", None) is None:
+            parser.error(f"choose a command: {', '.join(_command_names(parser))}")
+    except UsageError as exc:
+        _print_error(str(exc))
+        return EXIT_USAGE
+    except SystemExit as exc:  # --help, --version
+        return exc.code if isinstance(exc.code, int) else EXIT_OK
+
+    debug = bool(getattr(args, "debug", False))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("default", MixedModelsWarning)
+            warnings.showwarning = _warning_printer(debug)
+            text = args.run(args)
+        _emit(text, args)
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (e.g. `| head`): stop quietly, as cat does.
+        _silence_stdout()
+        return EXIT_ERROR
+    except (MixedModelsError, OSError, ValueError) as exc:
+        if debug:
+            traceback.print_exc(file=sys.stderr)
+        _print_error(_describe(exc))
+        return EXIT_ERROR
+    except Exception as exc:
+        if debug:
+            traceback.print_exc(file=sys.stderr)
+        _print_error(
+            f"internal error: {type(exc).__name__}: {_describe(exc)} "
+            "(this is a bug: rerun with --debug and report the traceback)"
+        )
+        return EXIT_INTERNAL
+    return EXIT_OK
+
+
+def _command_names(parser: argparse.ArgumentParser) -> list[str]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return list(action.choices)
+    return []
+
+
+def _emit(text: str, args: argparse.Namespace) -> None:
+    output = getattr(args, "output", None)
+    if output and output != "-":
+        from mixedmodels.io import write_atomic
+
+        write_atomic(output, text, force=bool(getattr(args, "force", False)))
+        return
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+def _to_json(value: Any) -> str:
+    """Serialise to strict JSON on one line: NaN and infinities become null."""
+    return json.dumps(_jsonable(value), allow_nan=False) + "\n"
+
+
+def _jsonable(value: Any) -> Any:
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(key): _jsonable(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(item) for item in value]
+    if hasattr(value, "tolist"):  # numpy scalars and arrays
+        return _jsonable(value.tolist())
+    if type(value).__name__ in {"NAType", "NaTType"}:  # pandas missing values
+        return None
+    raise TypeError(f"cannot write a {type(value).__name__} value as JSON")
+
+
+def _warning_printer(debug: bool) -> Callable[..., None]:
+    def show(
+        message: Warning | str,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        file: Any = None,
+        line: str | None = None,
+    ) -> None:
+        text = _one_line(str(message))
+        if not issubclass(category, MixedModelsWarning):
+            text = f"{category.__name__}: {text}"
+        if debug:
+            text = f"{text} ({filename}:{lineno})"
+        print(f"{PROG}: warning: {text}", file=sys.stderr)
+
+    return show
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror and exc.filename:
+        return f"{exc.strerror}: '{exc.filename}'"
+    return _one_line(str(exc)) or type(exc).__name__
+
+
+def _one_line(text: str) -> str:
+    return " ".join(part.strip() for part in text.splitlines() if part.strip())
+
+
+def _print_error(message: str) -> None:
+    print(f"{PROG}: error: {_one_line(message)}", file=sys.stderr)
+
+
+def _silence_stdout() -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
+if __name__ == "__main__":
+    sys.exit(main())

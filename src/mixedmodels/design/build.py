@@ -1,0 +1,677 @@
+"""Build the numeric design (y, X, random-effects terms) from a formula and a DataFrame.
+
+R conventions reproduced here (``model.frame``/``model.matrix`` and lme4's ``mkReTrms``):
+
+* rows with a missing value in any used column are dropped (``na.omit``);
+* treatment contrasts; for each factor in a term, contrasts are used when the
+  term without that factor is contained in an earlier term (the intercept counts
+  as the empty term), otherwise full indicator coding; with no intercept the first
+  factor of the first term containing a factor is coded by indicators (R's
+  ``model.c``);
+* interaction columns: the first variable of the term varies fastest;
+* column names: ``(Intercept)``, ``litsize``, ``treatmentHigh``,
+  ``treatmentHigh:sexMale``; a factor level column is the variable's label followed
+  by the level, where the label of ``C(column, ...)`` is the bare column name
+  (``C(sex, Treatment('Male'))`` gives ``sexFemale``);
+* a rank-deficient X loses its later columns (pivoted QR, tolerance 1e-7), with a
+  :class:`~mixedmodels.errors.RankDeficiencyWarning`, like lme4.
+
+Random-effects terms written with ``||`` are split into one term per model-matrix
+column.  This deliberately differs from lme4 for factors: lme4 turns
+``(1 + sex || litter)`` into ``(1 | litter) + (0 + sex | litter)``, a correlated
+model in disguise, whereas here it is ``(1 | litter) + (0 + sexMale | litter)``
+(independent variances for the contrast columns, as MixedModels.jl's ``zerocorr``).
+"""
+
+from __future__ import annotations
+
+import difflib
+import warnings
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from mixedmodels.errors import DataError, ModelSpecificationError, RankDeficiencyWarning
+from mixedmodels.formula import FixedPart, ModelFormula, Variable, parse_formula
+from mixedmodels.formula.nodes import Name, Node, walk_names
+
+from .evaluate import TransformState, evaluate_numeric
+from .factors import FactorLevels, fit_factor, is_factor_dtype, is_numeric_dtype
+from .model_design import ModelDesign, RandomEffectsTerm
+
+#: Relative tolerance of the rank check (lme4's ``chkRank.drop.cols`` uses 1e-7).
+RANK_TOLERANCE = 1e-7
+
+Coding = Literal["numeric", "contrast", "full"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Plans: what to build, remembered for prediction
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TermPlan:
+    """How one term becomes columns: each variable's coding, in the term's order."""
+
+    label: str
+    variables: tuple[Variable, ...]
+    codings: tuple[Coding, ...]
+
+
+@dataclass(frozen=True)
+class MatrixPlan:
+    """A model matrix: optional intercept column, then the columns of each term."""
+
+    intercept: bool
+    terms: tuple[TermPlan, ...]
+    column_names: tuple[str, ...]
+
+
+@dataclass(frozen=True, eq=False)
+class GroupingPlan:
+    """A grouping factor: one column or an interaction of columns, with its levels."""
+
+    name: str
+    components: tuple[FactorLevels, ...]
+    levels: tuple[str, ...]
+    present: np.ndarray | None = field(default=None, repr=False)  # sorted linear codes
+
+
+@dataclass(frozen=True)
+class RandomPlan:
+    """One random-effects term of the design: columns of its LHS matrix and its grouping."""
+
+    matrix: MatrixPlan
+    columns: tuple[int, ...]
+    grouping: GroupingPlan
+
+
+@dataclass(frozen=True, eq=False)
+class DesignSpec:
+    """Everything needed to rebuild the design's columns on new data (for ``predict``).
+
+    Levels, reference levels, contrasts and ``scale()``/``center()`` parameters are
+    those of the fitting data.
+    """
+
+    formula: ModelFormula
+    factors: dict[str, FactorLevels]
+    transform_state: TransformState
+    fixed: MatrixPlan
+    kept_columns: tuple[int, ...]
+    random: tuple[RandomPlan, ...]
+
+    @property
+    def x_names(self) -> tuple[str, ...]:
+        return tuple(self.fixed.column_names[j] for j in self.kept_columns)
+
+    def fixed_matrix(self, newdata: pd.DataFrame) -> np.ndarray:
+        """Return X for ``newdata`` with the fitted design's columns (NaN rows where missing).
+
+        Raises
+        ------
+        DataError
+            If a needed column is absent or a factor has a level unseen in fitting.
+        """
+        frame = _Frame(newdata, self.formula, fitting=False)
+        columns = [v for t in self.fixed.terms for v in t.variables]
+        frame.require(_columns_of(columns))
+        X = _model_matrix(self.fixed, frame, self.factors, self.transform_state)
+        return np.ascontiguousarray(X[:, list(self.kept_columns)])
+
+    def random_effects_rows(self, newdata: pd.DataFrame) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Return, per random-effects term (fitted order), ``(refs, z)`` for ``newdata``.
+
+        ``refs`` is int64 with -1 where the grouping level was not seen in fitting
+        (or is missing); ``z`` is float64 (n, ncols).
+        """
+        frame = _Frame(newdata, self.formula, fitting=False)
+        out: list[tuple[np.ndarray, np.ndarray]] = []
+        cache: dict[int, np.ndarray] = {}
+        for plan in self.random:
+            variables = [v for t in plan.matrix.terms for v in t.variables]
+            frame.require(_columns_of(variables) + [c.column for c in plan.grouping.components])
+            key = id(plan.matrix)
+            if key not in cache:
+                cache[key] = _model_matrix(plan.matrix, frame, self.factors, self.transform_state)
+            z = np.ascontiguousarray(cache[key][:, list(plan.columns)])
+            out.append((_grouping_refs_new(plan.grouping, frame), z))
+        return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Public entry point
+# ---------------------------------------------------------------------------------------------
+def build_design(formula: str | ModelFormula, data: pd.DataFrame) -> ModelDesign:
+    """Build y, X and the random-effects terms of a linear mixed model.
+
+    Parameters
+    ----------
+    formula
+        An lme4-style formula (text or parsed), e.g.
+        ``"weight ~ treatment * sex + litsize + (1 | litter)"``.
+    data
+        One row per observation; every column the formula uses must be present.
+
+    Returns
+    -------
+    ModelDesign
+        ``spec`` rebuilds the same columns for new data.
+
+    Raises
+    ------
+    FormulaError
+        If the formula cannot be parsed.
+    DataError
+        For unknown columns, non-numeric responses, infinite values, unknown reference
+        levels, unusable grouping factors, or when no complete rows remain.
+    ModelSpecificationError
+        If a random-effects term has at least as many random effects as observations.
+
+    Warns
+    -----
+    RankDeficiencyWarning
+        When columns of X are dropped because X is rank deficient.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> df = pd.DataFrame({"y": [1.0, 2, 3, 4, 5, 7], "x": [1.0, 2, 3, 4, 5, 6],
+    ...                    "g": list("aabbcc")})
+    >>> d = build_design("y ~ x + (1 | g)", df)
+    >>> d.x_names, d.re_terms[0].levels
+    (('(Intercept)', 'x'), ('a', 'b', 'c'))
+    """
+    parsed = parse_formula(formula) if isinstance(formula, str) else formula
+    if not isinstance(parsed, ModelFormula):
+        raise TypeError("formula must be a string or a ModelFormula")
+    if parsed.response is None:
+        raise DataError(
+            "the formula has no response; write 'response ~ predictors', e.g. 'y ~ x + (1 | g)'"
+        )
+    frame = _Frame(data, parsed, fitting=True)
+    n_total = len(frame.data)
+    frame.require(list(parsed.columns_used()))
+    keep = frame.complete_rows(list(parsed.columns_used()))
+    frame = frame.subset(keep)
+    n = len(frame.data)
+
+    state: TransformState = {}
+    y = _response(parsed.response, frame, state)
+
+    fixed_vars = list(parsed.fixed.variables)
+    random_vars = [v for rt in parsed.random for v in rt.lhs.variables]
+    factors = _fit_factors(fixed_vars + random_vars, frame)
+    _check_numeric_inputs(fixed_vars + random_vars, frame, factors)
+
+    fixed_plan = _plan(parsed.fixed, factors)
+    X_full = _model_matrix(fixed_plan, frame, factors, state, fitting=True)
+    kept = _independent_columns(X_full)
+    dropped = tuple(name for j, name in enumerate(fixed_plan.column_names) if j not in set(kept))
+    if dropped:
+        warnings.warn(
+            f"fixed-effect model matrix is rank deficient so dropping {len(dropped)} "
+            f"column{'s' if len(dropped) > 1 else ''}: {', '.join(dropped)}",
+            RankDeficiencyWarning,
+            stacklevel=2,
+        )
+    X = np.ascontiguousarray(X_full[:, list(kept)])
+
+    re_terms: list[RandomEffectsTerm] = []
+    random_plans: list[RandomPlan] = []
+    for rt in parsed.random:
+        plan = _plan(rt.lhs, factors)
+        z_full = _model_matrix(plan, frame, factors, state, fitting=True)
+        grouping, refs = _fit_grouping(rt.grouping, frame)
+        _check_grouping(grouping, n, plan, str(rt))
+        blocks = [tuple(range(z_full.shape[1]))]
+        if not rt.correlated:
+            blocks = [(j,) for j in range(z_full.shape[1])]
+        for cols in blocks:
+            re_terms.append(
+                RandomEffectsTerm(
+                    group=grouping.name,
+                    levels=grouping.levels,
+                    refs=refs,
+                    z=np.ascontiguousarray(z_full[:, list(cols)]),
+                    column_names=tuple(plan.column_names[j] for j in cols),
+                )
+            )
+            random_plans.append(RandomPlan(plan, cols, grouping))
+
+    spec = DesignSpec(parsed, factors, state, fixed_plan, kept, tuple(random_plans))
+    return ModelDesign(
+        y=y,
+        X=X,
+        x_names=spec.x_names,
+        re_terms=tuple(re_terms),
+        response_name=parsed.response.name,
+        dropped_columns=dropped,
+        n_dropped_rows=n_total - n,
+        row_index=frame.data.index,
+        spec=spec,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Data access and validation
+# ---------------------------------------------------------------------------------------------
+class _Frame:
+    """The data restricted to the rows in use, with cached float64 columns."""
+
+    def __init__(self, data: pd.DataFrame, formula: ModelFormula, *, fitting: bool):
+        if not isinstance(data, pd.DataFrame):
+            raise DataError(f"data must be a pandas DataFrame, not {type(data).__name__}")
+        if not data.columns.is_unique:
+            dup = data.columns[data.columns.duplicated()].tolist()
+            raise DataError(f"the data have duplicated column names {dup}; rename them")
+        self.data = data
+        self.formula = formula
+        self.fitting = fitting
+        self._floats: dict[str, np.ndarray] = {}
+        self.codes: dict[str, np.ndarray] = {}  # level indices of factors found in fitting
+
+    def require(self, columns: list[str]) -> None:
+        available = [str(c) for c in self.data.columns]
+        for col in columns:
+            if col not in self.data.columns:
+                close = difflib.get_close_matches(col, available, n=3)
+                hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+                pos = self.formula.text.find(col)
+                where = f" (formula position {pos})" if pos >= 0 and self.fitting else ""
+                raise DataError(
+                    f"column '{col}' used in the formula{where} is not in the data{hint}"
+                )
+
+    def complete_rows(self, columns: list[str]) -> np.ndarray:
+        na = self.data[columns].isna()
+        keep = ~na.to_numpy().any(axis=1)
+        if not keep.any():
+            all_missing = [c for c in columns if bool(na[c].all())]
+            if len(self.data) == 0:
+                raise DataError("no complete rows: the data have no rows")
+            if all_missing:
+                raise DataError(
+                    f"no complete rows: column '{all_missing[0]}' is missing in all rows"
+                )
+            raise DataError(
+                "no complete rows: every row has a missing value in at least one of the "
+                f"columns {', '.join(columns)}; fill in or drop some of them"
+            )
+        return keep
+
+    def subset(self, keep: np.ndarray) -> _Frame:
+        sub = _Frame.__new__(_Frame)
+        sub.data = self.data.loc[keep] if not keep.all() else self.data
+        sub.formula = self.formula
+        sub.fitting = self.fitting
+        sub._floats = {}
+        sub.codes = {}
+        return sub
+
+    def series(self, column: str) -> pd.Series:
+        return self.data[column]
+
+    def floats(self, column: str, used_in: str) -> np.ndarray:
+        arr = self._floats.get(column)
+        if arr is None:
+            series = self.data[column]
+            if not is_numeric_dtype(series):
+                raise DataError(
+                    f"column '{column}' is not numeric (dtype {series.dtype}) but is used in "
+                    f"the numeric expression {used_in}; convert it or use it as a factor"
+                )
+            arr = series.to_numpy(dtype=np.float64, na_value=np.nan)
+            if self.fitting and np.isinf(arr).any():
+                count = int(np.isinf(arr).sum())
+                raise DataError(
+                    f"column '{column}' has {count} infinite value(s); replace or drop those rows"
+                )
+            self._floats[column] = arr
+        return arr
+
+    def numeric_inputs(self, node: Node, used_in: str) -> dict[str, np.ndarray]:
+        return {name: self.floats(name, used_in) for name in walk_names(node)}
+
+
+def _columns_of(variables: list[Variable]) -> list[str]:
+    return list(dict.fromkeys(c for v in variables for c in v.columns))
+
+
+def _is_factor(var: Variable, frame: _Frame) -> bool:
+    if var.kind == "factor":
+        return True
+    if var.kind == "transform":
+        return False
+    return is_factor_dtype(frame.series(var.columns[0]))
+
+
+def _response(var: Variable, frame: _Frame, state: TransformState) -> np.ndarray:
+    if isinstance(var.expr, Name):
+        series = frame.series(var.columns[0])
+        if (
+            not pd.api.types.is_numeric_dtype(series.dtype)
+            or pd.api.types.is_bool_dtype(series.dtype)
+            or isinstance(series.dtype, pd.CategoricalDtype)
+        ):
+            raise DataError(
+                f"the response '{var.columns[0]}' must be numeric, but its dtype is "
+                f"{series.dtype}; convert it with pandas.to_numeric or choose another column"
+            )
+    values = evaluate_numeric(
+        var.expr, frame.numeric_inputs(var.expr, var.name), state, fitting=True
+    )
+    y = np.ascontiguousarray(
+        np.broadcast_to(np.asarray(values, dtype=np.float64), (len(frame.data),))
+    )
+    if not np.isfinite(y).all():
+        raise DataError(
+            f"the response {var.name} has {int((~np.isfinite(y)).sum())} non-finite value(s)"
+        )
+    return y
+
+
+def _fit_factors(variables: list[Variable], frame: _Frame) -> dict[str, FactorLevels]:
+    factors: dict[str, FactorLevels] = {}
+    for var in variables:
+        if var.name in factors or not _is_factor(var, frame):
+            continue
+        levels, codes = fit_factor(frame.series(var.columns[0]), var.columns[0], var.reference)
+        frame.codes[var.name] = codes
+        if levels.nlevels < 2:
+            raise DataError(
+                f"factor {var.name} has only one level ({levels.levels[0]!r}) in the rows used; "
+                "remove it from the formula"
+            )
+        factors[var.name] = levels
+    return factors
+
+
+def _check_numeric_inputs(
+    variables: list[Variable], frame: _Frame, factors: dict[str, FactorLevels]
+) -> None:
+    for var in variables:
+        if var.name not in factors:
+            frame.numeric_inputs(var.expr, var.name)
+
+
+# ---------------------------------------------------------------------------------------------
+# Model matrices
+# ---------------------------------------------------------------------------------------------
+def _plan(part: FixedPart, factors: dict[str, FactorLevels]) -> MatrixPlan:
+    """Choose each factor's coding per term (R's ``TermCode``) and name the columns."""
+    keys = [frozenset(v.name for v in term) for term in part.terms]
+    codings: list[list[Coding]] = []
+    for j, term in enumerate(part.terms):
+        row: list[Coding] = []
+        for var in term:
+            if var.name not in factors:
+                row.append("numeric")
+                continue
+            rest = keys[j] - {var.name}
+            in_model = not rest or any(rest <= keys[k] for k in range(j))
+            row.append("contrast" if in_model else "full")
+        codings.append(row)
+    if not part.intercept:
+        # R: the first factor of the first term containing one is coded by indicators.
+        for row in codings:
+            idx = next((i for i, c in enumerate(row) if c != "numeric"), None)
+            if idx is not None:
+                row[idx] = "full"
+                break
+    terms: list[TermPlan] = []
+    names: list[str] = ["(Intercept)"] if part.intercept else []
+    for term, row in zip(part.terms, codings, strict=True):
+        plan = TermPlan(":".join(v.name for v in term), term, tuple(row))
+        terms.append(plan)
+        names.extend(_term_column_names(plan, factors))
+    return MatrixPlan(part.intercept, tuple(terms), tuple(names))
+
+
+def _variable_column_names(
+    var: Variable, coding: Coding, factors: dict[str, FactorLevels]
+) -> list[str]:
+    if coding == "numeric":
+        return [var.name]
+    levels = factors[var.name]
+    return [var.label + lev for i, lev in enumerate(levels.levels) if _keeps(levels, coding, i)]
+
+
+def _keeps(levels: FactorLevels, coding: Coding, i: int) -> bool:
+    return coding == "full" or i != levels.reference
+
+
+def _term_column_names(plan: TermPlan, factors: dict[str, FactorLevels]) -> list[str]:
+    names: list[str] = [""]
+    first = True
+    for var, coding in zip(plan.variables, plan.codings, strict=True):
+        block = _variable_column_names(var, coding, factors)
+        if first:
+            names = block
+            first = False
+        else:  # earlier variables vary fastest
+            names = [f"{a}:{b}" for b in block for a in names]
+    return names
+
+
+def _variable_block(
+    var: Variable,
+    coding: Coding,
+    frame: _Frame,
+    factors: dict[str, FactorLevels],
+    state: TransformState,
+    fitting: bool,
+) -> np.ndarray:
+    n = len(frame.data)
+    if coding == "numeric":
+        values = evaluate_numeric(
+            var.expr, frame.numeric_inputs(var.expr, var.name), state, fitting=fitting
+        )
+        col = np.broadcast_to(np.asarray(values, dtype=np.float64), (n,))
+        if fitting and not np.isfinite(col).all():
+            bad = int((~np.isfinite(col)).sum())
+            raise DataError(
+                f"{var.name} gives {bad} non-finite value(s) (division by zero or overflow?); "
+                "fix the expression or drop those rows"
+            )
+        return col.reshape(n, 1)
+    levels = factors[var.name]
+    codes = frame.codes.get(var.name)
+    if codes is None:
+        codes = levels.encode(frame.series(var.columns[0]))
+    unseen = codes == -2
+    if unseen.any():
+        bad = frame.series(var.columns[0])[unseen].unique()[:5]
+        raise DataError(
+            f"column '{var.columns[0]}' has level(s) {list(bad)} that were not in the data "
+            f"the model was fitted to; known levels: {', '.join(levels.levels)}"
+        )
+    keep = [i for i in range(levels.nlevels) if _keeps(levels, coding, i)]
+    position = np.full(levels.nlevels + 1, -1, dtype=np.int64)  # last slot: missing
+    position[keep] = np.arange(len(keep))
+    block = np.zeros((n, len(keep)), dtype=np.float64)
+    pos = position[codes]  # codes == -1 picks the trailing slot
+    rows = np.flatnonzero(pos >= 0)
+    block[rows, pos[rows]] = 1.0
+    missing = codes == -1
+    if missing.any():
+        block[missing, :] = np.nan
+    return block
+
+
+def _model_matrix(
+    plan: MatrixPlan,
+    frame: _Frame,
+    factors: dict[str, FactorLevels],
+    state: TransformState,
+    *,
+    fitting: bool = False,
+) -> np.ndarray:
+    n = len(frame.data)
+    blocks: list[np.ndarray] = []
+    if plan.intercept:
+        blocks.append(np.ones((n, 1)))
+    for term in plan.terms:
+        product: np.ndarray | None = None
+        for var, coding in zip(term.variables, term.codings, strict=True):
+            block = _variable_block(var, coding, frame, factors, state, fitting)
+            if product is None:
+                product = block
+            else:  # earlier variables vary fastest: column index = i_new * k_old + i_old
+                product = (block[:, :, None] * product[:, None, :]).reshape(n, -1)
+        assert product is not None
+        blocks.append(product)
+    if not blocks:
+        return np.zeros((n, 0))
+    return np.ascontiguousarray(np.hstack(blocks), dtype=np.float64)
+
+
+def _independent_columns(X: np.ndarray, tol: float = RANK_TOLERANCE) -> tuple[int, ...]:
+    """Return the columns to keep: each is kept unless it lies in the span of earlier kept ones.
+
+    Like R's ``qr()`` (LINPACK ``dqrdc2``, used by lme4) this keeps earlier columns: a
+    column is dropped when the norm of its residual after projection on the kept
+    columns is below ``tol`` times its own norm.
+
+    Notes
+    -----
+    The fast path works on the Gram matrix of the unit-scaled columns (a sequential
+    Cholesky whose pivots are the squared relative residual norms).  Squaring loses
+    half the digits, so when any pivot is within a factor 100 of ``tol**2`` the
+    decision is repeated on the triangular factor of a Householder QR of X, which has
+    the same column geometry as X and full accuracy.
+    """
+    p = X.shape[1]
+    if p == 0:
+        return ()
+    norms = np.sqrt(np.einsum("ij,ij->j", X, X))
+    nonzero = norms > 0
+    scaled = X[:, nonzero] / norms[nonzero]
+    gram = scaled.T @ scaled
+    kept_sub, ambiguous = _sequential_pivots(gram, tol**2, margin=100.0)
+    if ambiguous:
+        R = np.linalg.qr(scaled, mode="r")
+        if R.shape[0] < R.shape[1]:
+            R = np.vstack([R, np.zeros((R.shape[1] - R.shape[0], R.shape[1]))])
+        kept_sub = _sequential_residuals(R, tol)
+    index = np.flatnonzero(nonzero)
+    return tuple(int(index[j]) for j in kept_sub)
+
+
+def _sequential_pivots(gram: np.ndarray, tol2: float, margin: float) -> tuple[list[int], bool]:
+    """Sequential Cholesky on a unit-diagonal Gram matrix; flag pivots too close to call."""
+    p = gram.shape[0]
+    kept: list[int] = []
+    L = np.zeros((p, p))  # rows: columns of X; cols: kept pivots
+    ambiguous = False
+    for j in range(p):
+        k = len(kept)
+        lj = L[j, :k]
+        pivot = gram[j, j] - lj @ lj
+        if tol2 / margin < pivot < tol2 * margin:
+            ambiguous = True
+        if pivot > tol2:
+            d = np.sqrt(pivot)
+            rest = np.arange(j + 1, p)
+            L[rest, k] = (gram[rest, j] - L[rest, :k] @ lj) / d
+            L[j, k] = d
+            kept.append(j)
+    return kept, ambiguous
+
+
+def _sequential_residuals(R: np.ndarray, tol: float) -> list[int]:
+    """Keep-earlier rank decision on the columns of a triangular factor (Gram-Schmidt, twice)."""
+    kept: list[int] = []
+    Q = np.zeros((R.shape[0], 0))
+    for j in range(R.shape[1]):
+        col = R[:, j]
+        norm = np.linalg.norm(col)
+        resid = col - Q @ (Q.T @ col)
+        resid = resid - Q @ (Q.T @ resid)
+        rnorm = np.linalg.norm(resid)
+        if rnorm > tol * norm:
+            kept.append(j)
+            Q = np.column_stack([Q, resid / rnorm])
+    return kept
+
+
+# ---------------------------------------------------------------------------------------------
+# Grouping factors
+# ---------------------------------------------------------------------------------------------
+def _fit_grouping(grouping: tuple[Variable, ...], frame: _Frame) -> tuple[GroupingPlan, np.ndarray]:
+    name = ":".join(v.name for v in grouping)
+    components: list[FactorLevels] = []
+    codes_list: list[np.ndarray] = []
+    for var in grouping:
+        levels, codes = fit_factor(frame.series(var.columns[0]), var.columns[0])
+        components.append(levels)
+        codes_list.append(codes)
+    if len(components) == 1:
+        return GroupingPlan(name, tuple(components), components[0].levels), codes_list[0]
+    linear = _linear_codes(codes_list, components, name)
+    present, refs = np.unique(linear, return_inverse=True)
+    # Decode present combinations back to component level indices (first slowest).
+    labels = []
+    parts = []
+    rem = present.copy()
+    for comp in reversed(components):
+        parts.append(rem % comp.nlevels)
+        rem = rem // comp.nlevels
+    parts.reverse()
+    label_arrays = [
+        np.asarray(comp.levels, dtype=object)[idx]
+        for comp, idx in zip(components, parts, strict=True)
+    ]
+    labels = [":".join(t) for t in zip(*label_arrays, strict=True)]
+    plan = GroupingPlan(name, tuple(components), tuple(labels), present)
+    return plan, np.asarray(refs, dtype=np.int64).reshape(-1)
+
+
+def _linear_codes(codes_list: list[np.ndarray], components: list[FactorLevels], name: str):
+    total = 1
+    for comp in components:
+        total *= comp.nlevels
+    if total >= 2**62:
+        raise DataError(f"grouping factor {name} has too many level combinations")
+    linear = np.zeros(codes_list[0].shape[0], dtype=np.int64)
+    for codes, comp in zip(codes_list, components, strict=True):
+        linear = linear * comp.nlevels + codes
+    return linear
+
+
+def _grouping_refs_new(plan: GroupingPlan, frame: _Frame) -> np.ndarray:
+    codes_list = [comp.encode(frame.series(comp.column)) for comp in plan.components]
+    if len(codes_list) == 1:
+        refs = codes_list[0]
+        return np.where(refs >= 0, refs, -1).astype(np.int64)
+    valid = np.logical_and.reduce([c >= 0 for c in codes_list])
+    safe = [np.where(c >= 0, c, 0) for c in codes_list]
+    linear = _linear_codes(safe, list(plan.components), plan.name)
+    assert plan.present is not None
+    idx = np.searchsorted(plan.present, linear)
+    idx_clipped = np.minimum(idx, len(plan.present) - 1)
+    found = valid & (plan.present[idx_clipped] == linear)
+    return np.where(found, idx_clipped, -1).astype(np.int64)
+
+
+def _check_grouping(grouping: GroupingPlan, n: int, plan: MatrixPlan, term: str) -> None:
+    nlev = len(grouping.levels)
+    if nlev < 2:
+        raise DataError(
+            f"grouping factor '{grouping.name}' has only one level ({grouping.levels[0]!r}) "
+            f"in the rows used, so {term} cannot be estimated; remove the term"
+        )
+    if nlev >= n:
+        raise DataError(
+            f"number of levels of each grouping factor must be < number of observations: "
+            f"'{grouping.name}' has {nlev} levels for {n} observations; every row is its own "
+            "group, so the term is confounded with the residual — remove it"
+        )
+    nre = nlev * len(plan.column_names)
+    if nre >= n:
+        raise ModelSpecificationError(
+            f"number of observations ({n}) <= number of random effects ({nre}) for term "
+            f"{term}; the random-effects parameters and the residual variance are probably "
+            "unidentifiable — simplify the term"
+        )

@@ -1,0 +1,143 @@
+"""Factors: decide which columns are factors, find their levels and code rows, vectorised.
+
+R conventions: levels are sorted (numbers numerically, strings in C-locale order,
+which is Python's ``sorted()``), a pandas Categorical keeps its category order,
+unused levels are dropped, and numeric level labels print like R (``175``, not
+``175.0``; ``0.5``).  Logical columns have the levels ``FALSE`` and ``TRUE``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from mixedmodels.errors import DataError
+
+
+def format_level(value: object) -> str:
+    """Return the label R prints for a factor level value."""
+    if isinstance(value, bool | np.bool_):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, int | np.integer):
+        return str(int(value))
+    if isinstance(value, float | np.floating):
+        f = float(value)
+        if f.is_integer() and abs(f) < 1e15:
+            return str(int(f))
+        if np.isinf(f):
+            return "Inf" if f > 0 else "-Inf"
+        return format(f, ".15g")
+    return str(value)
+
+
+def is_factor_dtype(series: pd.Series) -> bool:
+    """Whether a bare column is a factor: strings, objects, booleans and Categoricals are."""
+    dtype = series.dtype
+    if isinstance(dtype, pd.CategoricalDtype):
+        return True
+    if pd.api.types.is_bool_dtype(dtype):
+        return True
+    return not pd.api.types.is_numeric_dtype(dtype)
+
+
+def is_numeric_dtype(series: pd.Series) -> bool:
+    """Whether a column can be used in arithmetic (numbers or booleans, not Categoricals)."""
+    dtype = series.dtype
+    if isinstance(dtype, pd.CategoricalDtype):
+        return False
+    return pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_bool_dtype(dtype)
+
+
+@dataclass(frozen=True)
+class FactorLevels:
+    """Levels of one factor as found in the fitting data, and its reference level.
+
+    Attributes
+    ----------
+    column
+        The data column (for messages).
+    levels
+        Level labels in model order.
+    reference
+        Index into ``levels`` of the treatment-contrast reference level.
+    """
+
+    column: str
+    levels: tuple[str, ...]
+    reference: int = 0
+
+    @property
+    def nlevels(self) -> int:
+        return len(self.levels)
+
+    def encode(self, series: pd.Series) -> np.ndarray:
+        """Return int64 level indices of ``series``: -1 for missing values, -2 for unseen levels."""
+        codes, labels = _factorize_labels(series, sort=False)
+        lookup = {label: i for i, label in enumerate(self.levels)}
+        mapping = np.array([lookup.get(label, -2) for label in labels] + [-1], dtype=np.int64)
+        # codes == -1 (missing) index the trailing -1 entry.
+        return mapping[codes]
+
+
+def _factorize_labels(series: pd.Series, *, sort: bool) -> tuple[np.ndarray, list[str]]:
+    """Return (codes with -1 for missing, labels of the uniques) for any column."""
+    if isinstance(series.dtype, pd.CategoricalDtype):
+        codes = np.asarray(series.cat.codes, dtype=np.int64)
+        categories = list(series.cat.categories)
+        if sort:  # drop unused categories, keeping the category order
+            used = np.bincount(codes[codes >= 0], minlength=len(categories)) > 0
+            if not used.all():
+                remap = np.cumsum(used) - 1
+                codes = np.where(codes >= 0, remap[np.maximum(codes, 0)], -1)
+                categories = [c for c, u in zip(categories, used, strict=True) if u]
+        return codes, [format_level(c) for c in categories]
+    try:
+        codes, uniques = pd.factorize(series, sort=sort, use_na_sentinel=True)
+    except TypeError:  # mixed types that do not compare: order by label instead
+        codes, uniques = pd.factorize(series, sort=False, use_na_sentinel=True)
+        labels = [format_level(u) for u in uniques]
+        order = sorted(range(len(labels)), key=labels.__getitem__)
+        remap = np.empty(len(order), dtype=np.int64)
+        remap[order] = np.arange(len(order))
+        codes = np.where(codes >= 0, remap[np.maximum(codes, 0)], -1)
+        return np.asarray(codes, dtype=np.int64), [labels[i] for i in order]
+    return np.asarray(codes, dtype=np.int64), [format_level(u) for u in uniques]
+
+
+def fit_factor(
+    series: pd.Series, column: str, reference: str | None = None
+) -> tuple[FactorLevels, np.ndarray]:
+    """Find the levels of a complete (no missing values) column and code its rows.
+
+    Parameters
+    ----------
+    series
+        The column, already restricted to the rows used.
+    column
+        Its name, for error messages.
+    reference
+        Label of the reference level, or None for the first level.
+
+    Returns
+    -------
+    (FactorLevels, codes)
+        ``codes`` are int64 indices into the levels.
+    """
+    codes, labels = _factorize_labels(series, sort=True)
+    if len(set(labels)) != len(labels):
+        raise DataError(
+            f"column '{column}' has distinct values that print the same ({labels[:10]}); "
+            "convert it to strings first"
+        )
+    ref_index = 0
+    if reference is not None:
+        if reference not in labels:
+            shown = ", ".join(repr(x) for x in labels[:20]) + (" ..." if len(labels) > 20 else "")
+            raise DataError(
+                f"reference level {reference!r} is not a level of column '{column}'; "
+                f"its levels are: {shown}"
+            )
+        ref_index = labels.index(reference)
+    return FactorLevels(column, tuple(labels), ref_index), codes
