@@ -360,12 +360,12 @@ class LinearMixedModelResult:
         for _, r in vc.iterrows():
             if r["group"] == "Residual":
                 vc_rows.append(["Residual", "", r["variance"], r["sd"], ""])
-            elif r["term2"] is None:
+            elif pd.isna(r["term2"]):
                 vc_rows.append([r["group"], r["term"], r["variance"], r["sd"], ""])
         corr_notes = [
             f"  corr({r['group']}: {r['term']}, {r['term2']}) = {r['corr']:.3f}"
             for _, r in vc.iterrows()
-            if r["term2"] is not None and r["group"] != "Residual"
+            if not pd.isna(r["term2"]) and r["group"] != "Residual"
         ]
         vc_tab = pd.DataFrame(vc_rows, columns=["Groups", "Name", "Variance", "Std.Dev.", ""]).drop(
             columns=""
@@ -447,7 +447,7 @@ class LinearMixedModelResult:
         for _, r in self.varcorr.iterrows():
             if r["group"] == "Residual":
                 vc.append({"group": "Residual", "variance": num(r["variance"]), "sd": num(r["sd"])})
-            elif r["term2"] is None:
+            elif pd.isna(r["term2"]):
                 vc.append(
                     {
                         "group": r["group"],

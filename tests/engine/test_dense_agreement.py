@@ -21,7 +21,7 @@ def _term(rng, n, group, nlevels, ncols):
     refs = rng.integers(0, nlevels, n)
     refs[:nlevels] = np.arange(nlevels)  # every level present
     z = np.column_stack([np.ones(n)] + [rng.normal(size=n) for _ in range(ncols - 1)])
-    names = ("(Intercept)",) + tuple(f"x{j}" for j in range(1, ncols))
+    names = ("(Intercept)", *tuple(f"x{j}" for j in range(1, ncols)))
     levels = tuple(f"{group}{i}" for i in range(nlevels))
     return RandomEffectsTerm(group, levels, refs.astype(np.int64), z, names)
 
@@ -85,9 +85,7 @@ DESIGNS = {
 def test_blocked_engine_equals_dense(name, reml):
     rng = np.random.default_rng(42)
     n = 240
-    terms = tuple(
-        _term(rng, n, f"g{k}", nl, nc) for k, (nl, nc) in enumerate(DESIGNS[name])
-    )
+    terms = tuple(_term(rng, n, f"g{k}", nl, nc) for k, (nl, nc) in enumerate(DESIGNS[name]))
     X = np.column_stack([np.ones(n), rng.normal(size=n), rng.integers(0, 2, n)])
     y = rng.normal(size=n) + X @ np.array([1.0, 0.5, -0.3])
     grouped = group_terms(terms)
@@ -101,7 +99,9 @@ def test_blocked_engine_equals_dense(name, reml):
     assert dev.objective(f) == pytest.approx(ref_dev, rel=1e-11)
     est = estimate(dev, f)
     np.testing.assert_allclose(est.beta, ref_beta, rtol=1e-9, atol=1e-11)
-    np.testing.assert_allclose(np.concatenate([b.ravel() for b in est.b]), ref_b, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(
+        np.concatenate([b.ravel() for b in est.b]), ref_b, rtol=1e-8, atol=1e-10
+    )
     cv = conditional_variances(dev, f, est.sigma)
     diag_blocks = []
     offset = 0
