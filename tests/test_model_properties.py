@@ -109,7 +109,7 @@ def test_summary_and_json_contract(fit_d):
 
 
 def test_unknown_column_names_the_column(ratpup):
-    with pytest.raises(DataError, match="treatmnt.*did you mean 'treatment'"):
+    with pytest.raises(DataError, match=r"treatmnt.*did you mean 'treatment'"):
         mm.lmer("weight ~ treatmnt + (1 | litter)", ratpup)
 
 
