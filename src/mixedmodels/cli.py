@@ -138,7 +138,37 @@ def _add_fit(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
     )
     parser.add_argument("--ml", action="store_true", help="maximum likelihood instead of REML")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument(
+        "--residual-groups",
+        metavar="COLUMN",
+        help="a residual variance per group of COLUMN (nlme's varIdent), e.g. treatment",
+    )
+    parser.add_argument(
+        "--residual-pool",
+        metavar="NAME=L1,L2",
+        action="append",
+        default=[],
+        help="with --residual-groups: pool levels into one group, e.g. HighLow=High,Low "
+        "(repeatable)",
+    )
     parser.set_defaults(run=_run_fit)
+
+
+def _residual_pooling(items: list[str]) -> dict[str, list[str]] | None:
+    """Parse repeated ``NAME=L1,L2`` options into ``{NAME: [L1, L2]}``."""
+    if not items:
+        return None
+    from mixedmodels.errors import DataError
+
+    pooling: dict[str, list[str]] = {}
+    for item in items:
+        name, sep, levels = item.partition("=")
+        if not sep or not name.strip() or not levels.strip():
+            raise DataError(
+                f"--residual-pool {item!r} is not NAME=LEVEL,LEVEL (e.g. HighLow=High,Low)"
+            )
+        pooling[name.strip()] = [lv.strip() for lv in levels.split(",") if lv.strip()]
+    return pooling
 
 
 def _run_fit(args: argparse.Namespace) -> str:
@@ -146,7 +176,18 @@ def _run_fit(args: argparse.Namespace) -> str:
     from mixedmodels.io import read_data
 
     data = read_data(args.data)
-    fit = mixedmodels.lmer(args.formula, data, reml=not args.ml)
+    pooling = _residual_pooling(args.residual_pool)
+    if pooling is not None and not args.residual_groups:
+        from mixedmodels.errors import DataError
+
+        raise DataError("--residual-pool needs --residual-groups COLUMN")
+    fit = mixedmodels.lmer(
+        args.formula,
+        data,
+        reml=not args.ml,
+        residual_groups=args.residual_groups,
+        residual_pooling=pooling,
+    )
     if args.json:
         return _to_json(fit.to_dict())
     return str(fit.summary()).rstrip("\n") + "\n"

@@ -112,6 +112,11 @@ class ProfiledDeviance:
         Cross-product blocks of ``[Z X y]``.
     reml
         REML criterion if True, ML deviance otherwise.
+    offset
+        Constant added to the deviance: ``2 sum_i log delta_i`` when rows were scaled by
+        ``1 / delta_i`` for unequal residual variances (the Jacobian of that scaling).
+    pattern
+        A rank-update pattern built for the same sparsity of Zr'Z1 (reused, not rebuilt).
 
     Examples
     --------
@@ -119,10 +124,18 @@ class ProfiledDeviance:
     >>> dev(structure.initial_theta())                      # doctest: +SKIP
     """
 
-    def __init__(self, structure: CovarianceStructure, A: CrossProducts, reml: bool = True):
+    def __init__(
+        self,
+        structure: CovarianceStructure,
+        A: CrossProducts,
+        reml: bool = True,
+        offset: float = 0.0,
+        pattern: RankUpdatePattern | None = None,
+    ):
         self.structure = structure
         self.A = A
         self.reml = bool(reml)
+        self.offset = float(offset)
         self.n = int(A.nobs)
         self.p = int(A.xytxy.shape[0] - 1)
         terms = structure.terms
@@ -131,7 +144,11 @@ class ProfiledDeviance:
         if self._has_rest:
             self._rest_offsets = rest_offsets(terms)
             self._rest_terms = terms[1:]
-            self._pattern = RankUpdatePattern.from_cross_products(A.zrtz1, self._p1)
+            self._pattern = (
+                RankUpdatePattern.from_cross_products(A.zrtz1, self._p1)
+                if pattern is None
+                else pattern.with_values(A.zrtz1.data)
+            )
             self._qr = int(self._rest_offsets[-1])
             self._rest_scalar = all(t.ncols == 1 for t in self._rest_terms)
             # Diagonal scaling vector index: which theta scales each rest column (scalar terms).
@@ -145,6 +162,16 @@ class ProfiledDeviance:
             off = r != c
             self._upper_rows, self._upper_cols = c[off], r[off]
         self.evaluations = 0
+
+    def with_cross_products(self, A: CrossProducts, offset: float = 0.0) -> ProfiledDeviance:
+        """The same deviance for new cross products with the same sparsity (reweighted rows)."""
+        return ProfiledDeviance(
+            self.structure,
+            A,
+            reml=self.reml,
+            offset=offset,
+            pattern=self._pattern if self._has_rest else None,
+        )
 
     # -- Lambda applied to the rest block ---------------------------------------------
     def _rest_right(self, M: np.ndarray, templates: list[np.ndarray], theta: np.ndarray):
@@ -222,8 +249,10 @@ class ProfiledDeviance:
         r2 = f.pwrss
         if self.reml:
             nmp = self.n - self.p
-            return f.logdet_z + f.logdet_x + nmp * (1.0 + _LOG_2PI + np.log(r2 / nmp))
-        return f.logdet_z + self.n * (1.0 + _LOG_2PI + np.log(r2 / self.n))
+            d = f.logdet_z + f.logdet_x + nmp * (1.0 + _LOG_2PI + np.log(r2 / nmp))
+        else:
+            d = f.logdet_z + self.n * (1.0 + _LOG_2PI + np.log(r2 / self.n))
+        return d + self.offset
 
     def __call__(self, theta: np.ndarray) -> float:
         """Deviance at ``theta``; ``inf`` where a block is not positive definite."""

@@ -9,6 +9,8 @@ checks) and :class:`~mixedmodels.results.LinearMixedModelResult` (immutable resu
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -17,9 +19,10 @@ import pandas as pd
 from .covariance import CovarianceStructure, group_terms
 from .design.model_design import ModelDesign
 from .deviance import ProfiledDeviance
-from .errors import ConvergenceWarning, ModelSpecificationError, SingularFitWarning
-from .linalg.cross_products import compute_cross_products
+from .errors import ConvergenceWarning, DataError, ModelSpecificationError, SingularFitWarning
+from .linalg.cross_products import compute_cross_products, compute_stratified_cross_products
 from .optimize import OptimizerOptions, check_convergence, minimize_bobyqa
+from .residual_variance import ResidualStrata, StratifiedDeviance, residual_strata
 from .results import LinearMixedModelResult
 
 
@@ -36,6 +39,9 @@ class LinearMixedModel:
         The formula text, for display.
     data_name
         What the data were called, for display.
+    residual_strata
+        Rows whose residual variances differ (nlme's ``varIdent``); None for one residual
+        variance.
     """
 
     def __init__(
@@ -45,8 +51,10 @@ class LinearMixedModel:
         reml: bool = True,
         formula: str | None = None,
         data_name: str | None = None,
+        residual_strata: ResidualStrata | None = None,
     ):
         self.design = design
+        self.residual_strata = residual_strata
         self.reml = bool(reml)
         self.formula = formula
         self.data_name = data_name
@@ -71,8 +79,21 @@ class LinearMixedModel:
                 )
         self.terms = group_terms(design.re_terms)
         self.structure = CovarianceStructure.from_terms(self.terms)
-        self.cross_products = compute_cross_products(self.terms, design.X, design.y)
         self._deviances: dict[bool, ProfiledDeviance] = {}
+        self._stratified: dict[bool, StratifiedDeviance] = {}
+        if residual_strata is None:
+            self.stratified_cross_products = None
+            self.cross_products = compute_cross_products(self.terms, design.X, design.y)
+        else:
+            if residual_strata.codes.shape[0] != n:
+                raise ValueError("residual strata must have one code per row of the design")
+            self.stratified_cross_products = compute_stratified_cross_products(
+                self.terms, design.X, design.y, residual_strata.codes, residual_strata.nstrata
+            )
+            # The unweighted sum: what the homoscedastic model would use.
+            self.cross_products = self.stratified_cross_products.combine(
+                np.ones(residual_strata.nstrata)
+            )
 
     def deviance_function(self, reml: bool | None = None) -> ProfiledDeviance:
         """The profiled deviance (REML or ML) as a function of theta; built once and cached."""
@@ -80,6 +101,17 @@ class LinearMixedModel:
         if key not in self._deviances:
             self._deviances[key] = ProfiledDeviance(self.structure, self.cross_products, reml=key)
         return self._deviances[key]
+
+    def stratified_deviance(self, reml: bool | None = None) -> StratifiedDeviance:
+        """The deviance over (theta, log SD ratios) for residual variances by stratum."""
+        if self.stratified_cross_products is None:
+            raise ModelSpecificationError("this model has a single residual variance")
+        key = self.reml if reml is None else bool(reml)
+        if key not in self._stratified:
+            self._stratified[key] = StratifiedDeviance(
+                self.structure, self.stratified_cross_products, reml=key
+            )
+        return self._stratified[key]
 
     def fit(
         self,
@@ -100,13 +132,22 @@ class LinearMixedModel:
             Optimiser tolerances.
         """
         use_reml = self.reml if reml is None else bool(reml)
-        dev = self.deviance_function(use_reml)
-        theta0 = self.structure.initial_theta() if start is None else np.asarray(start, float)
-        lower = self.structure.lower_bounds()
-        summary = minimize_bobyqa(dev, theta0, lower, options)
-        summary = check_convergence(dev, summary)
+        if self.residual_strata is None:
+            dev = self.deviance_function(use_reml)
+            x0 = self.structure.initial_theta() if start is None else np.asarray(start, float)
+            summary = check_convergence(
+                dev, minimize_bobyqa(dev, x0, self.structure.lower_bounds(), options)
+            )
+            at_optimum = dev
+        else:
+            sdev = self.stratified_deviance(use_reml)
+            x0 = sdev.initial_values() if start is None else np.asarray(start, float)
+            summary = check_convergence(
+                sdev, minimize_bobyqa(sdev, x0, sdev.lower_bounds(), options)
+            )
+            at_optimum = sdev.at(summary.final_theta[self.structure.ntheta :])
         result = LinearMixedModelResult(
-            model=self, deviance_function=dev, opt=summary, reml=use_reml
+            model=self, deviance_function=at_optimum, opt=summary, reml=use_reml
         )
         for msg in summary.messages:
             warnings.warn(msg, ConvergenceWarning, stacklevel=2)
@@ -125,6 +166,9 @@ def lmer(
     data: Any,
     *,
     reml: bool = True,
+    residual_groups: str | None = None,
+    residual_pooling: Mapping[str, Sequence[object]] | None = None,
+    residual_reference: str | None = None,
     start: np.ndarray | None = None,
     control: OptimizerOptions | None = None,
 ) -> LinearMixedModelResult:
@@ -140,8 +184,16 @@ def lmer(
         dataset (``"ratpup"``).
     reml
         REML (default) or ML estimation.
+    residual_groups
+        A column whose groups get their own residual variance (nlme's
+        ``weights = varIdent(form = ~ 1 | column)``); None for one residual variance.
+    residual_pooling
+        Levels of ``residual_groups`` that share a variance, e.g.
+        ``{"High/Low": ["High", "Low"]}`` (West et al.'s Model 3.2B).
+    residual_reference
+        The stratum whose SD ratio is 1 (default: the first in sorted order).
     start
-        Starting values for theta.
+        Starting values for theta (followed by the log SD ratios with residual groups).
     control
         Optimiser options.
 
@@ -163,6 +215,48 @@ def lmer(
     frame = read_data(data)
     if not isinstance(frame, pd.DataFrame):  # pragma: no cover - read_data guarantees it
         raise TypeError("data must be a pandas DataFrame, a file path or a dataset name")
-    design = build_design(formula, frame)
-    model = LinearMixedModel(design, reml=reml, formula=formula, data_name=data_name)
+    strata = None
+    if residual_groups is None:
+        if residual_pooling is not None or residual_reference is not None:
+            raise ModelSpecificationError(
+                "residual_pooling and residual_reference need residual_groups=<column>"
+            )
+        design = build_design(formula, frame)
+    else:
+        design, strata = _design_with_strata(
+            formula, frame, residual_groups, residual_pooling, residual_reference
+        )
+    model = LinearMixedModel(
+        design, reml=reml, formula=formula, data_name=data_name, residual_strata=strata
+    )
     return model.fit(start=start, options=control)
+
+
+def _design_with_strata(
+    formula: str,
+    frame: pd.DataFrame,
+    column: str,
+    pooling: Mapping[str, Sequence[object]] | None,
+    reference: str | None,
+) -> tuple[ModelDesign, ResidualStrata]:
+    """Build the design on rows where ``column`` is present, and the strata of those rows."""
+    import difflib
+
+    from .design import build_design
+
+    if column not in frame.columns:
+        close = difflib.get_close_matches(column, [str(c) for c in frame.columns], n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise DataError(f"residual groups column {column!r} is not in the data{hint}")
+    present = frame[column].notna().to_numpy()
+    used = frame.loc[present].reset_index(drop=True)
+    design = build_design(formula, used)
+    positions = np.asarray(design.row_index)
+    original_index = frame.index[present][positions]
+    design = replace(
+        design,
+        row_index=original_index,
+        n_dropped_rows=design.n_dropped_rows + int((~present).sum()),
+    )
+    strata = residual_strata(used[column].iloc[positions], column, pooling, reference)
+    return design, strata

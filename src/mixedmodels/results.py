@@ -70,7 +70,35 @@ class LinearMixedModelResult:
 
     @property
     def theta(self) -> np.ndarray:
-        return self.opt.final_theta.copy()
+        return self.opt.final_theta[: self.structure.ntheta].copy()
+
+    @property
+    def residual_strata(self):
+        """The residual-variance strata (None when there is one residual variance)."""
+        return self.model.residual_strata
+
+    @property
+    def residual_sd_ratio(self) -> pd.Series:
+        """SD of each residual stratum relative to the reference (nlme's varIdent coef)."""
+        strata = self.residual_strata
+        if strata is None:
+            return pd.Series([1.0], index=["Residual"], name="sd_ratio")
+        rho = self.opt.final_theta[self.structure.ntheta :]
+        ratios = np.exp(np.concatenate([[0.0], rho]))
+        return pd.Series(ratios, index=list(strata.labels), name="sd_ratio")
+
+    @property
+    def residual_sd_by_row(self) -> np.ndarray:
+        """The residual SD of each row's stratum (sigma everywhere without strata)."""
+        strata = self.residual_strata
+        if strata is None:
+            return np.full(self.nobs, self.sigma)
+        return self.residual_sd.to_numpy()[strata.codes]
+
+    @property
+    def residual_sd(self) -> pd.Series:
+        """Residual SD of each stratum (``sigma`` x ratio); one value without strata."""
+        return (self.residual_sd_ratio * self.sigma).rename("sd")
 
     @property
     def sigma(self) -> float:
@@ -92,7 +120,8 @@ class LinearMixedModelResult:
     @property
     def nparams(self) -> int:
         """Number of estimated parameters: fixed effects, theta and sigma (lme4's df)."""
-        return len(self.estimates.beta) + self.structure.ntheta + 1
+        extra = 0 if self.residual_strata is None else self.residual_strata.nstrata - 1
+        return len(self.estimates.beta) + self.structure.ntheta + 1 + extra
 
     @property
     def loglik(self) -> float:
@@ -119,7 +148,7 @@ class LinearMixedModelResult:
 
     @property
     def singular(self) -> bool:
-        return self.structure.is_singular(self.opt.final_theta)
+        return self.structure.is_singular(self.theta)
 
     @property
     def converged(self) -> bool:
@@ -197,16 +226,18 @@ class LinearMixedModelResult:
                                 "corr": corr,
                             }
                         )
-        rows.append(
-            {
-                "group": "Residual",
-                "term": None,
-                "term2": None,
-                "variance": self.sigma**2,
-                "sd": self.sigma,
-                "corr": np.nan,
-            }
-        )
+        strata = self.residual_strata
+        for label, sd in self.residual_sd.items():
+            rows.append(
+                {
+                    "group": "Residual",
+                    "term": None if strata is None else f"{strata.column}={label}",
+                    "term2": None,
+                    "variance": sd**2,
+                    "sd": sd,
+                    "corr": np.nan,
+                }
+            )
         return pd.DataFrame(rows, columns=["group", "term", "term2", "variance", "sd", "corr"])
 
     # -- random effects --------------------------------------------------------------------
@@ -352,14 +383,15 @@ class LinearMixedModelResult:
                 "df.resid",
             ],
         )
-        scaled = self.resid.to_numpy() / self.sigma
+        scaled = self.resid.to_numpy() / self.residual_sd_by_row
         q = np.quantile(scaled, [0, 0.25, 0.5, 0.75, 1.0])
         res_tab = pd.DataFrame([q], columns=["Min", "1Q", "Median", "3Q", "Max"])
         vc = self.varcorr
         vc_rows = []
         for _, r in vc.iterrows():
             if r["group"] == "Residual":
-                vc_rows.append(["Residual", "", r["variance"], r["sd"], ""])
+                label = "" if pd.isna(r["term"]) else r["term"]
+                vc_rows.append(["Residual", label, r["variance"], r["sd"], ""])
             elif pd.isna(r["term2"]):
                 vc_rows.append([r["group"], r["term"], r["variance"], r["sd"], ""])
         corr_notes = [
@@ -446,7 +478,10 @@ class LinearMixedModelResult:
         vc = []
         for _, r in self.varcorr.iterrows():
             if r["group"] == "Residual":
-                vc.append({"group": "Residual", "variance": num(r["variance"]), "sd": num(r["sd"])})
+                entry = {"group": "Residual", "variance": num(r["variance"]), "sd": num(r["sd"])}
+                if not pd.isna(r["term"]):
+                    entry["term"] = r["term"]
+                vc.append(entry)
             elif pd.isna(r["term2"]):
                 vc.append(
                     {
@@ -465,7 +500,7 @@ class LinearMixedModelResult:
                         "corr": num(r["corr"]),
                     }
                 )
-        return {
+        out = {
             "formula": self.formula,
             "reml": self.reml,
             "nobs": self.nobs,
@@ -483,3 +518,8 @@ class LinearMixedModelResult:
             "converged": self.converged,
             "dropped_rows": self.n_dropped_rows,
         }
+        if self.residual_strata is not None:
+            out["residual_groups"] = self.residual_strata.column
+            out["residual_sd"] = {k: num(v) for k, v in self.residual_sd.items()}
+            out["residual_sd_ratio"] = {k: num(v) for k, v in self.residual_sd_ratio.items()}
+        return out

@@ -161,6 +161,7 @@ def compute_cross_products(
     ).tocsr()
     zrtz1.sum_duplicates()
     zrtz1.eliminate_zeros()
+    zrtz1.sort_indices()
 
     # Zr'Zr dense, via a flat bincount over (row, col) pairs.
     zrtzr = np.zeros(qr * qr)
@@ -181,3 +182,100 @@ def compute_cross_products(
             xytzr[c] += np.bincount(ridx, weights=wxy[:, c] * rz, minlength=qr)
 
     return CrossProducts(z1tz1, zrtz1, zrtzr, xytz1, xytzr, xytxy, n)
+
+
+@dataclass(frozen=True, eq=False)
+class StratifiedCrossProducts:
+    """Cross products of each stratum of rows, for residual variances that differ by stratum.
+
+    With ``Var(e_i) = sigma^2 delta_g(i)^2``, scaling row ``i`` by ``1 / delta_g(i)`` gives a
+    homoscedastic model whose cross products are ``sum_g A_g / delta_g^2``
+    (:meth:`combine`). Zr'Z1 of every stratum is stored on the union sparsity pattern, so
+    the combination has a fixed structure.
+
+    Attributes
+    ----------
+    strata
+        Per-stratum blocks (their ``zrtz1`` on the union pattern).
+    counts
+        Number of rows in each stratum.
+    """
+
+    strata: tuple[CrossProducts, ...]
+    counts: np.ndarray
+
+    def combine(self, weights: np.ndarray) -> CrossProducts:
+        """``sum_g weights[g] * A_g``."""
+
+        def wsum(attr):
+            parts = [getattr(a, attr) for a in self.strata]
+            if parts[0] is None:
+                return None
+            out = parts[0] * weights[0]
+            for w, part in zip(weights[1:], parts[1:], strict=True):
+                out = out + part * w
+            return out
+
+        zrtz1 = None
+        first = self.strata[0].zrtz1
+        if first is not None:
+            data = sum(w * a.zrtz1.data for w, a in zip(weights, self.strata, strict=True))
+            zrtz1 = sp.csr_matrix((data, first.indices, first.indptr), shape=first.shape)
+        return CrossProducts(
+            z1tz1=wsum("z1tz1"),
+            zrtz1=zrtz1,
+            zrtzr=wsum("zrtzr"),
+            xytz1=wsum("xytz1"),
+            xytzr=wsum("xytzr"),
+            xytxy=wsum("xytxy"),
+            nobs=int(self.counts.sum()),
+        )
+
+
+def compute_stratified_cross_products(
+    terms: tuple[GroupedTerm, ...], X: np.ndarray, y: np.ndarray, strata: np.ndarray, nstrata: int
+) -> StratifiedCrossProducts:
+    """Cross products of the rows of each stratum (``strata`` holds 0..nstrata-1 per row)."""
+    parts = []
+    for g in range(nstrata):
+        rows = np.flatnonzero(strata == g)
+        parts.append(
+            compute_cross_products(
+                terms,
+                X[rows],
+                y[rows],
+                refs=[t.refs[rows] for t in terms],
+                zs=[t.z[rows] for t in terms],
+            )
+        )
+    if parts[0].zrtz1 is not None:
+        # Put every stratum's Zr'Z1 on the union pattern (canonical CSR order).
+        ncols = parts[0].zrtz1.shape[1]
+
+        def keys(m):
+            rows = np.repeat(np.arange(m.shape[0], dtype=np.int64), np.diff(m.indptr))
+            return rows * ncols + m.indices
+
+        union = np.unique(np.concatenate([keys(p.zrtz1) for p in parts]))
+        shape = parts[0].zrtz1.shape
+        indptr = np.zeros(shape[0] + 1, dtype=np.int64)
+        np.cumsum(np.bincount(union // ncols, minlength=shape[0]), out=indptr[1:])
+        indices = (union % ncols).astype(np.int32)
+        aligned = []
+        for part in parts:
+            data = np.zeros(union.shape[0])
+            data[np.searchsorted(union, keys(part.zrtz1))] = part.zrtz1.data
+            aligned.append(
+                CrossProducts(
+                    z1tz1=part.z1tz1,
+                    zrtz1=sp.csr_matrix((data, indices, indptr), shape=shape),
+                    zrtzr=part.zrtzr,
+                    xytz1=part.xytz1,
+                    xytzr=part.xytzr,
+                    xytxy=part.xytxy,
+                    nobs=part.nobs,
+                )
+            )
+        parts = aligned
+    counts = np.array([p.nobs for p in parts], dtype=np.int64)
+    return StratifiedCrossProducts(strata=tuple(parts), counts=counts)
