@@ -20,7 +20,11 @@ from .covariance import CovarianceStructure, group_terms
 from .design.model_design import ModelDesign
 from .deviance import ProfiledDeviance
 from .errors import ConvergenceWarning, DataError, ModelSpecificationError, SingularFitWarning
-from .linalg.cross_products import compute_cross_products, compute_stratified_cross_products
+from .linalg.cross_products import (
+    CrossProducts,
+    compute_cross_products,
+    compute_stratified_cross_products,
+)
 from .optimize import OptimizerOptions, check_convergence, minimize_bobyqa
 from .residual_variance import ResidualStrata, StratifiedDeviance, residual_strata
 from .results import LinearMixedModelResult
@@ -42,6 +46,10 @@ class LinearMixedModel:
     residual_strata
         Rows whose residual variances differ (nlme's ``varIdent``); None for one residual
         variance.
+    cross_products
+        Blocks of [Z X y]'[Z X y] computed elsewhere (streamed in chunks, or reduced on a
+        cluster). Then ``design`` need not hold any rows: only its names, levels and spec
+        are used, and results that need rows (fitted values, residuals) are unavailable.
     """
 
     def __init__(
@@ -52,13 +60,17 @@ class LinearMixedModel:
         formula: str | None = None,
         data_name: str | None = None,
         residual_strata: ResidualStrata | None = None,
+        cross_products: CrossProducts | None = None,
     ):
         self.design = design
         self.residual_strata = residual_strata
         self.reml = bool(reml)
         self.formula = formula
         self.data_name = data_name
-        n, p = design.X.shape
+        p = design.X.shape[1]
+        n = design.nobs if cross_products is None else int(cross_products.nobs)
+        self.nobs = n
+        self.has_rows = cross_products is None
         if not design.re_terms:
             raise ModelSpecificationError(
                 "the formula has no random-effects term such as (1 | group); "
@@ -81,7 +93,14 @@ class LinearMixedModel:
         self.structure = CovarianceStructure.from_terms(self.terms)
         self._deviances: dict[bool, ProfiledDeviance] = {}
         self._stratified: dict[bool, StratifiedDeviance] = {}
-        if residual_strata is None:
+        if cross_products is not None:
+            if residual_strata is not None:
+                raise ModelSpecificationError(
+                    "residual variances by group are not available for precomputed cross products"
+                )
+            self.stratified_cross_products = None
+            self.cross_products = cross_products
+        elif residual_strata is None:
             self.stratified_cross_products = None
             self.cross_products = compute_cross_products(self.terms, design.X, design.y)
         else:

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from .errors import ModelSpecificationError
 from .solution import Estimates, conditional_variances, estimate
 from .tables import Report, Table
 
@@ -106,7 +107,14 @@ class LinearMixedModelResult:
 
     @property
     def nobs(self) -> int:
-        return self.design.nobs
+        return self.model.nobs
+
+    def _require_rows(self, what: str) -> None:
+        if not self.model.has_rows:
+            raise ModelSpecificationError(
+                f"{what} need the data rows, and this model was fitted from precomputed cross "
+                "products (streamed data); compute them chunk by chunk with predict(chunk)"
+            )
 
     @property
     def ngroups(self) -> dict[str, int]:
@@ -298,6 +306,7 @@ class LinearMixedModelResult:
 
     @cached_property
     def _fitted_values(self) -> np.ndarray:
+        self._require_rows("fitted values and residuals")
         return self.design.X @ self.estimates.beta + self._random_part()
 
     @property
@@ -315,6 +324,7 @@ class LinearMixedModelResult:
     @property
     def fitted_marginal(self) -> pd.Series:
         """Population-level fitted values X beta."""
+        self._require_rows("fitted values")
         return pd.Series(
             self.design.X @ self.estimates.beta, index=self.design.row_index, name="fitted"
         )
@@ -322,6 +332,7 @@ class LinearMixedModelResult:
     @property
     def resid_marginal(self) -> pd.Series:
         """Marginal residuals y - X beta."""
+        self._require_rows("residuals")
         return pd.Series(
             self.design.y - self.design.X @ self.estimates.beta,
             index=self.design.row_index,
@@ -383,9 +394,12 @@ class LinearMixedModelResult:
                 "df.resid",
             ],
         )
-        scaled = self.resid.to_numpy() / self.residual_sd_by_row
-        q = np.quantile(scaled, [0, 0.25, 0.5, 0.75, 1.0])
-        res_tab = pd.DataFrame([q], columns=["Min", "1Q", "Median", "3Q", "Max"])
+        residual_tables = []
+        if self.model.has_rows:
+            scaled = self.resid.to_numpy() / self.residual_sd_by_row
+            q = np.quantile(scaled, [0, 0.25, 0.5, 0.75, 1.0])
+            res_tab = pd.DataFrame([q], columns=["Min", "1Q", "Median", "3Q", "Max"])
+            residual_tables.append(Table("Scaled residuals:", res_tab, show_index=False))
         vc = self.varcorr
         vc_rows = []
         for _, r in vc.iterrows():
@@ -425,7 +439,7 @@ class LinearMixedModelResult:
             notes.extend(self.opt.messages)
         tables = (
             Table("", crit, show_index=False, digits=6),
-            Table("Scaled residuals:", res_tab, show_index=False),
+            *residual_tables,
             Table(
                 "Random effects:",
                 vc_tab,
