@@ -47,6 +47,10 @@ class ModelSpecificationError(MixedModelsError, ValueError):
     """A model that cannot be estimated from these data (e.g. more random effects than rows)."""
 
 
+class ModelComparisonError(MixedModelsError, ValueError):
+    """Models that cannot be compared (not nested, different data or response)."""
+
+
 class ConvergenceError(MixedModelsError, RuntimeError):
     """The optimiser failed outright (non-finite deviance at the start, etc.)."""
 

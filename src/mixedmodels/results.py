@@ -369,6 +369,35 @@ class LinearMixedModelResult:
                     pred = pred + contrib
         return pd.Series(pred, index=newdata.index, name="predicted")
 
+    # -- inference (imported on use: keeps `import mixedmodels` light) ----------------------
+    def confint(
+        self, method: str = "wald", level: float = 0.95, parm: Any = None, **kwargs: Any
+    ) -> pd.DataFrame:
+        """Confidence intervals: ``method="wald"`` (fixed effects), ``"profile"`` (lme4's
+        profile likelihood intervals, all parameters) or ``"bootstrap"`` (parametric,
+        percentile). See :func:`mixedmodels.inference.profile.confint`."""
+        from .inference.profile import confint
+
+        return confint(self, method, level, parm, **kwargs)
+
+    def profile(self, **kwargs: Any):
+        """Likelihood profiles of all parameters (lme4's ``profile``)."""
+        from .inference.profile import profile
+
+        return profile(self, **kwargs)
+
+    def icc(self, **kwargs: Any):
+        """Intraclass correlation per grouping factor, with its definition stated."""
+        from .diagnostics.icc import icc
+
+        return icc(self, **kwargs)
+
+    def bootstrap(self, nsim: int = 500, seed: int | None = None, **kwargs: Any):
+        """Parametric bootstrap of the fit (reproducible given ``seed``)."""
+        from .inference.bootstrap import bootstrap
+
+        return bootstrap(self, nsim, seed, **kwargs)
+
     # -- presentation ----------------------------------------------------------------------
     def summary(self) -> Report:
         """lme4-style summary: fit criteria, scaled residuals, random and fixed effects."""

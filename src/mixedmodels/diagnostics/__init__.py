@@ -1,0 +1,1 @@
+"""Diagnostics of fitted models: residual checks, variance tests, influence and ICC."""

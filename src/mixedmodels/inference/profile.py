@@ -1,0 +1,508 @@
+"""Profile-likelihood confidence intervals (lme4's ``confint(profile(fit))``), and ``confint``.
+
+The profile of a parameter ``phi_i`` is the signed square root of the deviance increase,
+
+    zeta(v) = sign(v - phi_i_hat) sqrt( min_{phi: phi_i = v} d(phi) - d(phi_hat) ),
+
+and the ``level`` interval is ``{v : |zeta(v)| <= z_{(1+level)/2}}``. As in lme4, the deviance
+is always the ML deviance (a REML fit is refitted by ML first; lme4's ``devfun2`` does the
+same), so the intervals of a REML fit equal those of the ML fit.
+
+* Variance parameters (``sd_<term>|<group>``, ``cor_<term2>.<term1>|<group>``, ``sigma``):
+  the deviance as a function of the standard deviations, correlations and sigma (with beta
+  profiled out), ``d = log|L_Z|^2 + n log(2 pi sigma^2) + r^2(theta) / sigma^2`` with
+  ``theta = T / sigma``, ``T = diag(sd) chol(corr)`` (lme4's ``devfun2``), is minimised over
+  the other parameters with the profiled one held fixed.
+* Fixed effects: ``beta_j = b`` is imposed by moving ``b x_j`` into the response (an offset)
+  and dropping column ``j``; the new cross products are a linear map of the old ones, so no
+  data rows are touched; the ML deviance is then minimised over theta.
+
+lme4 interpolates a spline through a grid of profile points; here each end point is found
+by root-finding on ``zeta(v) = +-z`` directly (Brent's method), which is more exact.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import warnings
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import optimize, stats
+
+from ..deviance import ProfiledDeviance
+from ..optimize import OptimizerOptions, minimize_bobyqa
+
+_LOG_2PI = math.log(2.0 * math.pi)
+_INNER = OptimizerOptions(ftol_rel=1e-12, ftol_abs=1e-9, xtol_abs=1e-8, initial_step=0.2)
+
+
+# -- sd/cor parameterisation ------------------------------------------------------------------
+def _corr_cholesky(R: np.ndarray) -> np.ndarray | None:
+    """Lower Cholesky factor of a correlation matrix, allowing the semidefinite edge (|r| = 1)."""
+    m = R.shape[0]
+    if m == 1:
+        return np.ones((1, 1))
+    if m == 2:
+        r = R[1, 0]
+        if abs(r) > 1.0:
+            return None
+        return np.array([[1.0, 0.0], [r, math.sqrt(max(0.0, 1.0 - r * r))]])
+    try:
+        return np.linalg.cholesky(R)
+    except np.linalg.LinAlgError:
+        return None
+
+
+class SdCorParameters:
+    """The map between ``(theta, sigma)`` and ``phi = (sd's and correlations, sigma)``.
+
+    ``phi`` has one entry per theta entry (a standard deviation where theta has a diagonal
+    template entry, a correlation where it has an off-diagonal one, in theta's order) and
+    ``sigma`` last: lme4's ``Cv_to_Sv`` ordering and ``sd_`` / ``cor_`` names.
+    """
+
+    def __init__(self, structure: Any):
+        self.structure = structure
+        self.ntheta = structure.ntheta
+        names = []
+        kinds = []
+        for k, term in enumerate(structure.terms):
+            for i, j in zip(structure.rows[k], structure.cols[k], strict=True):
+                cn = term.column_names
+                if i == j:
+                    names.append(f"sd_{cn[i]}|{term.group}")
+                    kinds.append("sd")
+                else:
+                    names.append(f"cor_{cn[i]}.{cn[j]}|{term.group}")
+                    kinds.append("cor")
+        self.names = [*names, "sigma"]
+        self.kinds = [*kinds, "sigma"]
+
+    def to_phi(self, theta: np.ndarray, sigma: float) -> np.ndarray:
+        s = self.structure
+        out = np.empty(self.ntheta + 1)
+        for k, T in enumerate(s.templates(np.asarray(theta, float))):
+            S = T @ T.T
+            d = np.sqrt(np.diag(S))
+            vals = []
+            for i, j in zip(s.rows[k], s.cols[k], strict=True):
+                if i == j:
+                    vals.append(sigma * d[i])
+                else:
+                    den = d[i] * d[j]
+                    vals.append(S[i, j] / den if den > 0 else 0.0)
+            out[s.offsets[k] : s.offsets[k + 1]] = vals
+        out[-1] = sigma
+        return out
+
+    def to_theta(self, phi: np.ndarray) -> np.ndarray | None:
+        """theta for ``phi`` (None where the correlations are not positive semidefinite)."""
+        s = self.structure
+        sigma = phi[-1]
+        theta = np.empty(self.ntheta)
+        for k, term in enumerate(s.terms):
+            seg = phi[s.offsets[k] : s.offsets[k + 1]]
+            rows, cols = s.rows[k], s.cols[k]
+            p = term.ncols
+            sd = np.zeros(p)
+            R = np.eye(p)
+            for v, i, j in zip(seg, rows, cols, strict=True):
+                if i == j:
+                    sd[i] = v
+                else:
+                    R[i, j] = R[j, i] = v
+            T = np.zeros((p, p))
+            for start, stop in term.blocks:
+                Lr = _corr_cholesky(R[start:stop, start:stop])
+                if Lr is None:
+                    return None
+                T[start:stop, start:stop] = sd[start:stop, None] * Lr / sigma
+            theta[s.offsets[k] : s.offsets[k + 1]] = T[rows, cols]
+        return theta
+
+
+def ml_deviance_sdcor(dev: ProfiledDeviance, params: SdCorParameters, phi: np.ndarray) -> float:
+    """ML deviance at ``phi`` (sd's, correlations, sigma), beta profiled out (lme4's devfun2)."""
+    sigma = phi[-1]
+    if not sigma > 0:
+        return math.inf
+    theta = params.to_theta(phi)
+    if theta is None:
+        return math.inf
+    try:
+        f = dev.factor(theta)
+    except np.linalg.LinAlgError:
+        return math.inf
+    s2 = sigma * sigma
+    return f.logdet_z + dev.n * (_LOG_2PI + math.log(s2)) + f.pwrss / s2
+
+
+def _bobyqa(fun, x0: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> tuple[np.ndarray, float]:
+    """Bound-constrained BOBYQA (NLopt) with tight tolerances, for the small inner problems."""
+    import nlopt
+
+    k = x0.shape[0]
+    if k == 0:
+        return x0, float(fun(x0))
+    best = [math.inf, x0.copy()]
+
+    def wrapped(x, grad):
+        v = float(fun(x))
+        if v < best[0]:
+            best[0] = v
+            best[1] = np.array(x, copy=True)
+        return v if math.isfinite(v) else 1e300
+
+    opt = nlopt.opt(nlopt.LN_BOBYQA, k)
+    opt.set_min_objective(wrapped)
+    opt.set_lower_bounds(lower)
+    opt.set_upper_bounds(upper)
+    opt.set_ftol_rel(_INNER.ftol_rel)
+    opt.set_ftol_abs(_INNER.ftol_abs)
+    opt.set_xtol_abs(_INNER.xtol_abs)
+    opt.set_maxeval(20_000)
+    x0 = np.clip(x0, lower, upper)
+    width = np.minimum(upper - lower, 1e6)
+    step = np.maximum(0.1 * np.abs(x0), 0.05)
+    step = np.minimum(step, 0.25 * width)
+    opt.set_initial_step(step)
+    try:
+        opt.optimize(x0)
+    except (nlopt.RoundoffLimited, ValueError):
+        pass
+    return best[1], best[0]
+
+
+class _Progress:
+    def __init__(self, total: int, label: str, enabled: bool | None):
+        self.total = total
+        self.label = label
+        self.enabled = sys.stderr.isatty() if enabled is None else bool(enabled)
+        self.done = 0
+
+    def step(self, what: str) -> None:
+        self.done += 1
+        if self.enabled:
+            end = "\n" if self.done >= self.total else ""
+            sys.stderr.write(f"\r{self.label}: {self.done}/{self.total} {what[:40]:<40}{end}")
+            sys.stderr.flush()
+
+
+# -- the profile ------------------------------------------------------------------------------
+class LikelihoodProfile:
+    """Profile zeta functions of every parameter of a fit, evaluated on demand and cached.
+
+    Parameters
+    ----------
+    fit
+        A fitted linear mixed model (REML fits are refitted by ML, as lme4 does).
+    progress
+        Show progress on stderr (default: when stderr is a terminal).
+
+    Attributes
+    ----------
+    names
+        ``sd_...``, ``cor_...``, ``sigma`` and the fixed-effect names (lme4's
+        ``oldNames = FALSE`` names).
+    estimates
+        ML estimates of those parameters.
+    base_deviance
+        ML deviance at the optimum.
+    points
+        Every profile point evaluated so far: ``param, value, zeta``.
+    """
+
+    def __init__(self, fit: Any, *, progress: bool | None = None):
+        if fit.reml:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ml = fit.model.fit(reml=False, start=fit.theta)
+        else:
+            ml = fit
+        self.fit = fit
+        self.ml_fit = ml
+        self.progress = progress
+        self.dev = ml.model.deviance_function(False)
+        self.params = SdCorParameters(ml.structure)
+        self.phi_hat = self.params.to_phi(ml.theta, ml.sigma)
+        self.base_deviance = float(ml.objective)
+        # The optimum may improve slightly in sd/cor coordinates: take the better one.
+        self.beta_hat = ml.fixef.to_numpy()
+        self.beta_se = ml.se.to_numpy()
+        self.x_names = list(ml.design.x_names)
+        self.names = [*self.params.names, *self.x_names]
+        self.estimates = pd.Series(np.concatenate([self.phi_hat, self.beta_hat]), index=self.names)
+        nvp = len(self.phi_hat)
+        lower = np.array([0.0 if k in ("sd", "sigma") else -1.0 for k in self.params.kinds])
+        upper = np.array([math.inf if k != "cor" else 1.0 for k in self.params.kinds])
+        self._lower = np.concatenate([lower, np.full(len(self.beta_hat), -math.inf)])
+        self._upper = np.concatenate([upper, np.full(len(self.beta_hat), math.inf)])
+        self._nvp = nvp
+        self._cache: dict[str, dict[float, tuple[float, np.ndarray]]] = {n: {} for n in self.names}
+        self._fixed_dev: dict[int, Any] = {}
+
+    # -- zeta -----------------------------------------------------------------------------
+    def _warm_start(self, name: str, value: float, default: np.ndarray) -> np.ndarray:
+        # Start from the nearest point already profiled on the same side of the estimate: a
+        # start from the other side can sit in another basin (e.g. a correlation near -1).
+        est = float(self.estimates[name])
+        same_side = [v for v in self._cache[name] if (v - est) * (value - est) > 0]
+        if not same_side:
+            return default
+        nearest = min(same_side, key=lambda v: abs(v - value))
+        return self._cache[name][nearest][1]
+
+    def _zeta_variance(self, i: int, value: float) -> tuple[float, np.ndarray]:
+        name = self.names[i]
+        free = np.array([j for j in range(self._nvp) if j != i])
+        phi = self.phi_hat.copy()
+        sig_pos = self._nvp - 1
+        x0 = self._warm_start(name, value, self.phi_hat[free])
+        lower = self._lower[free].copy()
+        upper = self._upper[free].copy()
+        # sigma (when free) is optimised on the log scale: unbounded and better scaled.
+        log_pos = np.flatnonzero(free == sig_pos)
+        x0 = x0.copy()
+        if log_pos.size:
+            x0[log_pos] = math.log(max(x0[log_pos][0], 1e-300))
+            lower[log_pos] = -math.inf
+        params, dev = self.params, self.dev
+
+        def objective(x):
+            full = phi.copy()
+            full[i] = value
+            xx = x.copy()
+            if log_pos.size:
+                xx[log_pos] = math.exp(xx[log_pos][0])
+            full[free] = xx
+            return ml_deviance_sdcor(dev, params, full)
+
+        x, fval = _bobyqa(objective, x0, lower, upper)
+        if log_pos.size:
+            x = x.copy()
+            x[log_pos] = math.exp(x[log_pos][0])
+        return fval, x
+
+    def _fixed_deviance(self, j: int, b: float) -> ProfiledDeviance:
+        A = self.dev.A
+        p = A.xytxy.shape[0] - 1
+        keep = [c for c in range(p) if c != j]
+        M = np.zeros((p, p + 1))
+        M[np.arange(p - 1), keep] = 1.0
+        M[p - 1, p] = 1.0
+        M[p - 1, j] = -b
+        newA = replace(
+            A,
+            xytz1=np.tensordot(M, A.xytz1, axes=1),
+            xytzr=None if A.xytzr is None else M @ A.xytzr,
+            xytxy=M @ A.xytxy @ M.T,
+        )
+        return ProfiledDeviance(self.dev.structure, newA, reml=False)
+
+    def _zeta_fixed(self, j: int, value: float) -> tuple[float, np.ndarray]:
+        name = self.x_names[j]
+        dev = self._fixed_deviance(j, value)
+        x0 = self._warm_start(name, value, self.ml_fit.theta)
+        res = minimize_bobyqa(dev, x0, self.dev.structure.lower_bounds(), _INNER)
+        return res.final_objective, res.final_theta
+
+    def zeta(self, name: str, value: float) -> float:
+        """Signed root of the ML deviance increase with ``name`` held at ``value``."""
+        i = self.names.index(name)
+        value = float(value)
+        cache = self._cache[name]
+        if value not in cache:
+            if i < self._nvp:
+                fval, x = self._zeta_variance(i, value)
+            else:
+                fval, x = self._zeta_fixed(i - self._nvp, value)
+            cache[value] = (fval, x)
+        fval = cache[value][0]
+        diff = fval - self.base_deviance
+        if diff < -1e-6 * max(1.0, abs(self.base_deviance)):
+            warnings.warn(
+                f"profiling {name} found a deviance {-diff:.3g} below the fit's: the fit may not "
+                "be at the optimum; refit with tighter optimiser tolerances",
+                stacklevel=2,
+            )
+        est = self.estimates[name]
+        return math.copysign(math.sqrt(max(diff, 0.0)), value - est) if value != est else 0.0
+
+    @property
+    def points(self) -> pd.DataFrame:
+        rows = [
+            {"param": n, "value": v, "zeta": self.zeta(n, v)}
+            for n in self.names
+            for v in sorted(self._cache[n])
+        ]
+        return pd.DataFrame(rows, columns=["param", "value", "zeta"])
+
+    # -- intervals ------------------------------------------------------------------------
+    def _scale(self, i: int) -> float:
+        if i >= self._nvp:
+            return float(self.beta_se[i - self._nvp])
+        kind = self.params.kinds[i]
+        est = self.phi_hat[i]
+        if kind == "cor":
+            return 0.2
+        if kind == "sigma":
+            return 0.1 * est
+        return 0.5 * est if est > 0 else 0.2 * self.phi_hat[-1]
+
+    def _endpoint(self, name: str, i: int, sign: int, z: float) -> float:
+        est = float(self.estimates[name])
+        lo, hi = self._lower[i], self._upper[i]
+        open_lower = self.names[i] == "sigma"
+        h = self._scale(i) * (z if i >= self._nvp else 1.0)
+        prev_v = est
+        if (sign < 0 and est <= lo) or (sign > 0 and est >= hi):
+            return est
+        for _ in range(80):
+            v = est + sign * h
+            at_bound = False
+            if v <= lo:
+                if open_lower:
+                    v = 0.5 * (prev_v + lo)
+                else:
+                    v, at_bound = lo, True
+            elif v >= hi:
+                v, at_bound = hi, True
+            zv = self.zeta(name, v)
+            if sign * zv >= z:
+                a, b = sorted((prev_v, v))
+                return optimize.brentq(
+                    lambda x: self.zeta(name, x) - sign * z,
+                    a,
+                    b,
+                    xtol=1e-10 * max(abs(est), self._scale(i)),
+                    rtol=1e-10,
+                )
+            if at_bound:
+                return v
+            prev_v = v
+            h *= 1.6 if i >= self._nvp else 2.0
+        return math.nan
+
+    def _select(self, parm: Any) -> list[str]:
+        if parm is None:
+            return list(self.names)
+        if isinstance(parm, str):
+            parm = [parm]
+        out: list[str] = []
+        for p in parm:
+            if p == "theta_":
+                out.extend(self.params.names)
+            elif p == "beta_":
+                out.extend(self.x_names)
+            elif p in self.names:
+                out.append(p)
+            else:
+                raise KeyError(f"unknown parameter {p!r}; choose from {self.names}")
+        return out
+
+    def confint(self, level: float = 0.95, parm: Any = None) -> pd.DataFrame:
+        """Profile intervals: rows ``parm`` (default all), columns ``estimate, lower, upper``."""
+        z = float(stats.norm.ppf(0.5 + level / 2.0))
+        names = self._select(parm)
+        bar = _Progress(len(names), "profile", self.progress)
+        rows = []
+        for name in names:
+            i = self.names.index(name)
+            lower = self._endpoint(name, i, -1, z)
+            upper = self._endpoint(name, i, +1, z)
+            rows.append({"estimate": float(self.estimates[name]), "lower": lower, "upper": upper})
+            bar.step(name)
+        out = pd.DataFrame(rows, index=pd.Index(names, name="param"))
+        out.attrs["level"] = level
+        out.attrs["method"] = "profile"
+        return out
+
+
+def profile(fit: Any, *, progress: bool | None = None) -> LikelihoodProfile:
+    """Profile the ML likelihood of a fit (lme4's ``profile``); evaluate with ``.confint()``."""
+    return LikelihoodProfile(fit, progress=progress)
+
+
+# -- confint ----------------------------------------------------------------------------------
+def wald_confint(fit: Any, level: float = 0.95, parm: Any = None) -> pd.DataFrame:
+    """Wald intervals ``beta_hat +- z se`` for the fixed effects (lme4's ``method = "Wald"``)."""
+    z = float(stats.norm.ppf(0.5 + level / 2.0))
+    est = fit.fixef
+    se = fit.se
+    out = pd.DataFrame({"estimate": est, "lower": est - z * se, "upper": est + z * se})
+    out.index.name = "param"
+    if parm is not None:
+        names = [parm] if isinstance(parm, str) else list(parm)
+        if names == ["beta_"]:
+            names = list(est.index)
+        out = out.loc[names]
+    out.attrs["level"] = level
+    out.attrs["method"] = "wald"
+    return out
+
+
+def confint(
+    fit: Any,
+    method: str = "wald",
+    level: float = 0.95,
+    parm: Any = None,
+    *,
+    nsim: int = 500,
+    seed: int | None = None,
+    n_jobs: int = 1,
+    progress: bool | None = None,
+) -> pd.DataFrame:
+    """Confidence intervals for the parameters of a fit.
+
+    Parameters
+    ----------
+    fit
+        A fitted linear mixed model.
+    method
+        ``"wald"`` (fixed effects, normal quantiles: fast), ``"profile"`` (profile likelihood,
+        as lme4's ``confint(profile(fit))``: sd/cor parameters, sigma and fixed effects) or
+        ``"bootstrap"`` (parametric bootstrap percentile intervals).
+    level
+        Confidence level.
+    parm
+        Parameter names (``"sd_(Intercept)|litter"``, ``"sigma"``, ``"treatmentHigh"``), or
+        ``"theta_"`` / ``"beta_"`` for all variance / fixed-effect parameters; default all.
+    nsim, seed, n_jobs
+        Bootstrap settings (``method="bootstrap"`` only).
+    progress
+        Progress on stderr for profile and bootstrap (default: when stderr is a terminal).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Indexed by parameter; columns ``estimate, lower, upper``.
+
+    Notes
+    -----
+    Profile intervals use the ML likelihood even for REML fits, as lme4 does (its
+    ``profile`` refits by ML), so they are the same for a REML fit and its ML refit.
+
+    Examples
+    --------
+    >>> import mixedmodels as mm
+    >>> from mixedmodels.inference.profile import confint
+    >>> fit = mm.lmer("weight ~ treatment + sex + litsize + (1 | litter)", "ratpup")
+    >>> ci = confint(fit, "profile", parm="sigma")
+    >>> round(float(ci.loc["sigma", "lower"]), 4)
+    0.3723
+    """
+    m = method.lower()
+    if m == "wald":
+        return wald_confint(fit, level, parm)
+    if m == "profile":
+        return LikelihoodProfile(fit, progress=progress).confint(level, parm)
+    if m in ("bootstrap", "boot"):
+        from .bootstrap import bootstrap
+
+        boot = bootstrap(fit, nsim=nsim, seed=seed, n_jobs=n_jobs, progress=progress)
+        return boot.confint(level, parm)
+    raise ValueError(f"method must be 'wald', 'profile' or 'bootstrap', not {method!r}")
