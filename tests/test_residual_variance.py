@@ -193,3 +193,25 @@ def test_rows_missing_the_residual_group_are_dropped_and_counted():
     assert f.nobs == len(df) - 2
     assert f.n_dropped_rows == 2
     assert isinstance(f.fitted.index, pd.Index) and 3 not in f.fitted.index
+
+
+def test_compare_reproduces_the_book_tests_h3_1_h3_5_h3_6():
+    """H3.1 against a model without random effects (REML), H3.5/H3.6 refitted by ML."""
+    h31 = json.loads((NLME / "lrt_west_H3_1.json").read_text())
+    no_litter = mm.lm("weight ~ treatment*C(sex, ref='Male') + litsize", "ratpup", reml=True)
+    table = mm.compare(no_litter, fit("west_3_1_reml")).table
+    assert table["Chisq"].iloc[1] == pytest.approx(h31["chisq"], rel=1e-6)
+    assert table["Pr(>Chisq)"].iloc[1] == pytest.approx(h31["p_mixture"], rel=1e-3)
+    for hyp, null_formula, alt_formula in [
+        ("H3_5", MEAN_B, MEAN_A),
+        ("H3_6", "weight ~ C(sex, ref='Male') + litsize + (1 | litter)", MEAN_B),
+    ]:
+        lrt = json.loads((NLME / f"lrt_west_{hyp}.json").read_text())
+        null, alt = (
+            mm.lmer(f, "ratpup", residual_groups="treatment", residual_pooling=POOLED)
+            for f in (null_formula, alt_formula)
+        )  # REML fits: compare refits both by ML because the fixed effects differ
+        result = mm.compare(null, alt)
+        assert result.criterion == "ML"
+        assert result.table["Chisq"].iloc[1] == pytest.approx(lrt["chisq"], rel=1e-4)
+        assert result.table["Pr(>Chisq)"].iloc[1] == pytest.approx(lrt["p_naive_chisq"], rel=1e-3)

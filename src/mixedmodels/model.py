@@ -160,7 +160,11 @@ class LinearMixedModel:
             at_optimum = dev
         else:
             sdev = self.stratified_deviance(use_reml)
-            x0 = sdev.initial_values() if start is None else np.asarray(start, float)
+            x0 = sdev.initial_values()
+            if start is not None:
+                # theta alone (e.g. a REML fit's theta for an ML refit) or theta + log ratios
+                start = np.asarray(start, float)
+                x0[: start.shape[0]] = start
             summary = check_convergence(
                 sdev, minimize_bobyqa(sdev, x0, sdev.lower_bounds(), options)
             )
