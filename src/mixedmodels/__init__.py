@@ -26,6 +26,10 @@ _PUBLIC = {
     "read_data": "mixedmodels.io",
     "parse_formula": "mixedmodels.formula",
     "build_design": "mixedmodels.design",
+    "analyze": "mixedmodels.report",
+    "AnalysisReport": "mixedmodels.report",
+    "mixedlm": "mixedmodels.compat",
+    "summary_by": "mixedmodels.describe",
     "compare": "mixedmodels.inference.lrt",
     "lrt": "mixedmodels.inference.lrt",
     "lm": "mixedmodels.inference.linear_model",
@@ -35,6 +39,11 @@ _PUBLIC = {
     "bootstrap_compare": "mixedmodels.inference.bootstrap",
     "icc": "mixedmodels.diagnostics.icc",
     "ModelComparisonError": "mixedmodels.errors",
+    "duckdb_query": "mixedmodels.io.duckdb_source",
+    "lmer_streamed": "mixedmodels.io.streaming",
+    "write_predictions": "mixedmodels.io.streaming",
+    "sample_residuals": "mixedmodels.io.streaming",
+    "lmer_dask": "mixedmodels.io.dask_backend",
     "MixedModelsError": "mixedmodels.errors",
     "FormulaError": "mixedmodels.errors",
     "DataError": "mixedmodels.errors",
@@ -50,7 +59,15 @@ _PUBLIC = {
 __all__ = [*sorted(_PUBLIC), "__version__"]
 
 
+# public submodules, imported on first attribute access (``mm.plots.qq(fit)``)
+_SUBMODULES = ("plots", "datasets", "inference", "diagnostics", "report")
+
+
 def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        value = importlib.import_module(f"mixedmodels.{name}")
+        globals()[name] = value
+        return value
     module = _PUBLIC.get(name)
     if module is None:
         raise AttributeError(f"module 'mixedmodels' has no attribute {name!r}")

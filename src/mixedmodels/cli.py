@@ -4,6 +4,7 @@ Subcommands::
 
     mixedmodels datasets [--json]                       embedded datasets
     mixedmodels fit DATA --formula F [--ml] [--json]    fit a linear mixed model
+    mixedmodels analyze [DATA --formula F ...]          the whole analysis -> HTML report
 
 Every command takes ``--debug`` (show tracebacks), and ``-o OUT`` /
 ``--force`` to write its output to a file atomically instead of stdout.
@@ -151,6 +152,21 @@ def _add_fit(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
         help="with --residual-groups: pool levels into one group, e.g. HighLow=High,Low "
         "(repeatable)",
     )
+    parser.add_argument(
+        "--chunk-rows",
+        metavar="N",
+        type=int,
+        default=None,
+        help="stream DATA (Parquet file, folder or quoted glob 'events/*.parquet') in chunks "
+        "of N rows: two passes, bounded memory (a folder or glob streams by default)",
+    )
+    parser.add_argument(
+        "--dask",
+        metavar="ADDRESS",
+        default=None,
+        help="compute on the Dask cluster at ADDRESS (e.g. tcp://host:8786); DATA is read "
+        "with dask.dataframe.read_parquet",
+    )
     parser.set_defaults(run=_run_fit)
 
 
@@ -175,6 +191,12 @@ def _run_fit(args: argparse.Namespace) -> str:
     import mixedmodels
     from mixedmodels.io import read_data
 
+    streamed = _fit_streamed(args)
+    if streamed is not None:
+        fit = streamed
+        if args.json:
+            return _to_json(fit.to_dict())
+        return str(fit.summary()).rstrip("\n") + "\n"
     data = read_data(args.data)
     pooling = _residual_pooling(args.residual_pool)
     if pooling is not None and not args.residual_groups:
@@ -193,9 +215,153 @@ def _run_fit(args: argparse.Namespace) -> str:
     return str(fit.summary()).rstrip("\n") + "\n"
 
 
+def _fit_streamed(args: argparse.Namespace) -> Any:
+    """Fit in chunks or on a Dask cluster when asked (or for a folder/glob); else None."""
+    from mixedmodels.io.streaming import is_streamed_source
+
+    if args.chunk_rows is None and args.dask is None and not is_streamed_source(args.data):
+        return None
+    if args.residual_groups or args.residual_pool:
+        from mixedmodels.errors import ModelSpecificationError
+
+        raise ModelSpecificationError(
+            "--residual-groups is not available for streamed or Dask fits; drop --chunk-rows/"
+            "--dask or the residual groups"
+        )
+    if args.dask is not None:
+        from mixedmodels.io.dask_backend import lmer_dask
+
+        try:
+            import dask.dataframe as dd
+            from distributed import Client
+        except ImportError:
+            from mixedmodels.errors import InputFileError
+
+            raise InputFileError(
+                "--dask needs dask and distributed: python3 -m pip install 'mixedmodels[dask]'"
+            ) from None
+        with Client(args.dask):
+            return lmer_dask(args.formula, dd.read_parquet(args.data), reml=not args.ml)
+    from mixedmodels.io.streaming import lmer_streamed
+
+    return lmer_streamed(args.formula, args.data, reml=not args.ml, chunk_rows=args.chunk_rows)
+
+
+def _add_analyze(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "analyze",
+        parents=parents,
+        help="the whole analysis: data, models, tests, diagnostics -> HTML report",
+        description=(
+            "Describe the data, fit a sequence of models, compare neighbours by likelihood-"
+            "ratio tests, check the assumptions of the last model, and write a self-contained "
+            "report (HTML, Markdown or JSON) plus a short summary on stdout. Without "
+            "arguments: the rat-pup analysis (West, Welch & Galecki 2014, ch. 3) written to "
+            "ratpup-report.html. The default output name is replaced if it exists; -o OUT "
+            "needs --force to replace OUT."
+        ),
+    )
+    parser.add_argument(
+        "data",
+        metavar="DATA",
+        nargs="?",
+        default="ratpup",
+        help="data file or embedded dataset name (default: ratpup)",
+    )
+    parser.add_argument(
+        "-f",
+        "--formula",
+        action="append",
+        default=[],
+        help="a model formula; repeat for a sequence of models (default for ratpup: "
+        "the book's three models)",
+    )
+    parser.add_argument(
+        "--describe-by",
+        metavar="COLS",
+        help="comma-separated factors to summarise the response by, e.g. treatment,sex",
+    )
+    parser.add_argument(
+        "--format",
+        choices=("html", "md", "json"),
+        help="report format (default: from the suffix of -o, else html)",
+    )
+    parser.add_argument(
+        "--diagnose",
+        type=int,
+        metavar="K",
+        help="check the assumptions of model K (1-based; default: the last)",
+    )
+    parser.add_argument("--ml", action="store_true", help="fit by maximum likelihood")
+    parser.add_argument("--quiet", action="store_true", help="no progress display on stderr")
+    parser.set_defaults(run=_run_analyze)
+
+
+def _check_writable(path: str, force: bool) -> None:
+    """Fail before the (long) analysis when the report could not be written."""
+    from pathlib import Path
+
+    target = Path(path)
+    parent = target.parent if str(target.parent) else Path(".")
+    if target.is_dir():
+        raise IsADirectoryError(21, "Is a directory (give a file name)", str(target))
+    if not parent.is_dir():
+        raise FileNotFoundError(2, "No such directory for the report", str(parent))
+    if not os.access(parent, os.W_OK):
+        raise PermissionError(13, "Cannot write the report in this directory", str(parent))
+    if target.exists() and not force:
+        raise FileExistsError(17, "File exists (use --force to replace it)", str(target))
+
+
+def _run_analyze(args: argparse.Namespace) -> str:
+    from mixedmodels.report import analyze, format_from_path
+    from mixedmodels.report.progress import StepProgress
+    from mixedmodels.report.terminal import print_summary, terminal_summary
+
+    if args.format:
+        fmt = args.format
+    elif args.output and args.output != "-":
+        fmt = format_from_path(args.output)
+    else:
+        fmt = "html"
+    if args.output and args.output != "-":
+        path, force = args.output, bool(args.force)
+    else:
+        stem = os.path.splitext(os.path.basename(args.data))[0] or "analysis"
+        path, force = f"{stem.lower()}-report.{fmt}", True
+    _check_writable(path, force)
+    describe_by = args.describe_by.split(",") if args.describe_by else None
+    diagnose = -1 if args.diagnose is None else args.diagnose - 1
+    if args.diagnose is not None and args.diagnose < 1:
+        raise ValueError("--diagnose counts models from 1")
+    progress = None if args.quiet else StepProgress()
+    try:
+        report = analyze(
+            args.data,
+            args.formula or None,
+            describe_by=describe_by,
+            diagnose=diagnose,
+            reml=not args.ml,
+            progress=progress.step if progress else None,
+        )
+        if progress:
+            progress.step(f"writing {path}")
+        report.save(path, fmt, force=force)
+    finally:
+        if progress:
+            progress.close()
+    # The report is this command's file output; stdout gets the summary, so the generic
+    # writer must not send the summary to -o as well.
+    args.output = None
+    if sys.stdout.isatty() and print_summary(report, path=path):
+        return ""
+    return terminal_summary(report, path=path)
+
+
 _COMMANDS: tuple[Callable[[Any, list[argparse.ArgumentParser]], None], ...] = (
     _add_datasets,
     _add_fit,
+    _add_analyze,
 )
 
 
@@ -295,10 +461,22 @@ def _emit(text: str, args: argparse.Namespace) -> None:
     if output and output != "-":
         from mixedmodels.io import write_atomic
 
+        _refuse_to_overwrite_input(output, getattr(args, "data", None))
         write_atomic(output, text, force=bool(getattr(args, "force", False)))
         return
     sys.stdout.write(text)
     sys.stdout.flush()
+
+
+def _refuse_to_overwrite_input(output: str, data: Any) -> None:
+    """Never replace the input data with the output, not even with --force."""
+    if not isinstance(data, str) or not os.path.isfile(data) or not os.path.exists(output):
+        return
+    if os.path.samefile(data, output):
+        raise MixedModelsError(
+            f"refusing to write the output to '{output}': it is the input data file; "
+            "choose another output path"
+        )
 
 
 def _to_json(value: Any) -> str:

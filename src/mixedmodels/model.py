@@ -194,6 +194,8 @@ def lmer(
     residual_reference: str | None = None,
     start: np.ndarray | None = None,
     control: OptimizerOptions | None = None,
+    chunk_rows: int | None = None,
+    progress: bool = True,
 ) -> LinearMixedModelResult:
     """Fit a linear mixed model given in lme4 formula syntax.
 
@@ -204,7 +206,9 @@ def lmer(
         formula is parsed, never evaluated as Python.
     data
         A pandas DataFrame, a path to a CSV or Parquet file, or the name of an embedded
-        dataset (``"ratpup"``).
+        dataset (``"ratpup"``). Data larger than memory are streamed in chunks: a glob or a
+        folder of Parquet files (``"events/*.parquet"``), a list of files or DataFrames,
+        ``mm.duckdb_query(sql)``, or a Dask DataFrame (map-reduced on its cluster).
     reml
         REML (default) or ML estimation.
     residual_groups
@@ -219,6 +223,10 @@ def lmer(
         Starting values for theta (followed by the log SD ratios with residual groups).
     control
         Optimiser options.
+    chunk_rows
+        Stream the data in chunks of this many rows (default for streamed sources: 500,000).
+    progress
+        Show a progress bar on stderr while streaming.
 
     Returns
     -------
@@ -233,7 +241,23 @@ def lmer(
     """
     from .design import build_design
     from .io import read_data
+    from .io.streaming import is_streamed_source, lmer_streamed
 
+    if chunk_rows is not None or is_streamed_source(data):
+        if residual_groups is not None:
+            raise ModelSpecificationError(
+                "residual_groups is not available for streamed or Dask data yet; "
+                "fit an in-memory DataFrame instead"
+            )
+        return lmer_streamed(
+            formula,
+            data,
+            reml=reml,
+            chunk_rows=chunk_rows,
+            progress=progress,
+            start=start,
+            control=control,
+        )
     data_name = data if isinstance(data, str) else None
     frame = read_data(data)
     if not isinstance(frame, pd.DataFrame):  # pragma: no cover - read_data guarantees it

@@ -178,18 +178,55 @@ class LinearMixedModelResult:
             np.sqrt(np.diag(self.estimates.vcov_beta)), index=list(self.design.x_names)
         )
 
-    def coef_table(self) -> pd.DataFrame:
-        """Fixed-effects table: ``estimate, se, df, t, p``.
+    def coef_table(self, *, ddf: str = "satterthwaite") -> pd.DataFrame:
+        """Fixed-effects table: ``estimate, se, df, t, p`` (lmerTest's summary).
 
-        ``df`` is infinite and ``p`` from the normal distribution (Wald z), until the
-        inference layer supplies Satterthwaite degrees of freedom.
+        Parameters
+        ----------
+        ddf
+            Denominator degrees of freedom: ``"satterthwaite"`` (default, as lmerTest),
+            ``"kenward-roger"`` (REML fits; adjusted SEs as pbkrtest), ``"residual"``
+            (n - p) or ``"normal"`` (Wald z, infinite df).
         """
-        est = self.fixef
-        se = self.se
-        t = est / se
-        df = pd.Series(np.inf, index=est.index)
-        p = pd.Series(2.0 * stats.norm.sf(np.abs(t.to_numpy())), index=est.index)
-        return pd.DataFrame({"estimate": est, "se": se, "df": df, "t": t, "p": p})
+        if ddf == "normal":
+            est = self.fixef
+            se = self.se
+            t = est / se
+            df = pd.Series(np.inf, index=est.index)
+            p = pd.Series(2.0 * stats.norm.sf(np.abs(t.to_numpy())), index=est.index)
+            return pd.DataFrame({"estimate": est, "se": se, "df": df, "t": t, "p": p})
+        from .inference.wald import coef_table
+
+        return coef_table(self, ddf=ddf)
+
+    def anova(self, *, type: int | str = 3, ddf: str = "satterthwaite") -> pd.DataFrame:
+        """F tests per model term (lmerTest's ``anova``): Type I, II or III (default).
+
+        Columns ``SumSq, MeanSq, NumDF, DenDF, F, p``; ``ddf`` as in :meth:`coef_table`.
+        """
+        from .inference.anova import anova
+
+        return anova(self, type=type, ddf=ddf)
+
+    def test(self, hypothesis: Any, rhs: Any = None, *, ddf: str = "satterthwaite"):
+        """Wald test of a linear hypothesis ``L beta = c``.
+
+        ``hypothesis`` is a string over coefficient names (``"treatmentHigh =
+        treatmentLow"``, ``"treatmentHigh = 0, treatmentLow = 0"``), parsed safely, or a
+        matrix ``L`` with ``rhs``. One row gives a t test, several an F test.
+        """
+        from .inference.wald import linear_hypothesis
+
+        return linear_hypothesis(self, hypothesis, rhs, ddf=ddf)
+
+    @property
+    def vcov_kenward_roger(self) -> pd.DataFrame:
+        """Kenward-Roger adjusted covariance of the fixed effects (REML fits; pbkrtest)."""
+        from .inference.kenward_roger import kenward_roger_covariance_of
+
+        names = list(self.design.x_names)
+        V = kenward_roger_covariance_of(self).vcov_beta_adjusted
+        return pd.DataFrame(V, index=names, columns=names)
 
     # -- variance components -------------------------------------------------------------
     def covariance_matrices(self) -> dict[str, list[tuple[tuple[str, ...], np.ndarray]]]:
@@ -397,6 +434,25 @@ class LinearMixedModelResult:
         from .inference.bootstrap import bootstrap
 
         return bootstrap(self, nsim, seed, **kwargs)
+
+    # -- figures (matplotlib is imported on use) -------------------------------------------
+    def plot_diagnostics(self, group: str | None = None):
+        """Six-panel residual and random-effects diagnostics (a matplotlib Figure)."""
+        from . import plots
+
+        return plots.diagnostics(self, group)
+
+    def plot_qq(self):
+        """Normal Q-Q plot of the conditional residuals with a 95% band."""
+        from . import plots
+
+        return plots.qq(self)
+
+    def plot_caterpillar(self, group: str | None = None):
+        """BLUPs with 95% intervals from their conditional SDs, sorted."""
+        from . import plots
+
+        return plots.caterpillar(self, group)
 
     # -- presentation ----------------------------------------------------------------------
     def summary(self) -> Report:

@@ -61,7 +61,7 @@ class FakeFit:
         }
 
 
-def lmer(formula, data, *, reml=True):
+def lmer(formula, data, *, reml=True, **options):
     CALLS.append((formula, reml))
     if "syntax error" in formula:
         raise FormulaError("unexpected ')' in formula", formula, 3)

@@ -26,6 +26,7 @@ model in disguise, whereas here it is ``(1 | litter) + (0 + sexMale | litter)``
 from __future__ import annotations
 
 import difflib
+import re
 import warnings
 from dataclasses import dataclass, field
 from typing import Literal
@@ -278,7 +279,9 @@ class _Frame:
             if col not in self.data.columns:
                 close = difflib.get_close_matches(col, available, n=3)
                 hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-                pos = self.formula.text.find(col)
+                if not close:
+                    hint = _available_hint(col, available)
+                pos = _column_position(self.formula.text, col)
                 where = f" (formula position {pos})" if pos >= 0 and self.fitting else ""
                 raise DataError(
                     f"column '{col}' used in the formula{where} is not in the data{hint}"
@@ -335,6 +338,44 @@ class _Frame:
         return {name: self.floats(name, used_in) for name in walk_names(node)}
 
 
+_SEPARATORS = ("|", ";", ",", "\t", ":", " ")
+
+
+def _column_position(text: str, column: str) -> int:
+    """Offset of ``column`` as a whole name (bare or in backticks) in the formula, or -1.
+
+    ``str.find`` would point into a longer name: 'a' in 'y ~ lag + a' is at 10, not 5.
+    """
+    for match in re.finditer(re.escape(column), text):
+        start, end = match.start(), match.end()
+        if start > 0 and end < len(text) and text[start - 1] == "`" and text[end] == "`":
+            return start - 1
+        before = text[start - 1] if start > 0 else " "
+        after = text[end] if end < len(text) else " "
+        if not (_is_word(before) or _is_word(after) or "`" in (before, after)):
+            return start
+    return -1
+
+
+def _is_word(ch: str) -> bool:
+    return ch.isalnum() or ch in "_."
+
+
+def _available_hint(col: str, available: list[str]) -> str:
+    """Say which columns exist; spot a file read with the wrong delimiter (one glued column)."""
+    if len(available) == 1:
+        only = available[0]
+        for sep in _SEPARATORS:
+            if sep in only and col in (part.strip() for part in only.split(sep)):
+                return (
+                    f"; the data have a single column named {only!r}: the file seems to "
+                    f"separate values with {sep!r}, which is not detected — save it with "
+                    "commas, tabs or semicolons between values"
+                )
+    shown = ", ".join(repr(c) for c in available[:10]) + (", ..." if len(available) > 10 else "")
+    return f"; the data have the columns {shown}"
+
+
 def _columns_of(variables: list[Variable]) -> list[str]:
     return list(dict.fromkeys(c for v in variables for c in v.columns))
 
@@ -368,6 +409,13 @@ def _response(var: Variable, frame: _Frame, state: TransformState) -> np.ndarray
     if not np.isfinite(y).all():
         raise DataError(
             f"the response {var.name} has {int((~np.isfinite(y)).sum())} non-finite value(s)"
+        )
+    if y.size and y.min() == y.max():
+        # Otherwise the engine fails later with a non-finite deviance and a misleading hint.
+        raise DataError(
+            f"the response '{var.name}' is constant (every value is {y[0]:.6g} in the "
+            f"{y.size} rows used), so there is no variation to model; check that the "
+            "formula uses the right column"
         )
     return y
 

@@ -456,6 +456,15 @@ class _Expander:
         out: list[tuple[Variable, ...]] = []
         nested: tuple[Variable, ...] = ()
         for component in components:
+            # (1 | g/g) would give (1 | g) twice: two copies of one variance, not identifiable.
+            repeated = next((v for v in component if v in nested), None)
+            if repeated is not None:
+                raise self.error(
+                    f"grouping factor '{repeated.name}' is nested in itself; each factor may "
+                    f"appear once in a/b/..., e.g. write (1 | {repeated.name}) instead of "
+                    f"(1 | {repeated.name}/{repeated.name})",
+                    repeated.pos,
+                )
             nested = component + tuple(v for v in nested if v not in component)
             out.append(nested)
         return out

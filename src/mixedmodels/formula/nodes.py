@@ -62,7 +62,9 @@ class String:
     pos: int
 
     def deparse(self) -> str:
-        return "'" + self.value + "'"
+        # Formulas have no escapes: a level containing ' must be shown in double quotes.
+        quote = '"' if "'" in self.value else "'"
+        return quote + self.value + quote
 
 
 @dataclass(frozen=True, slots=True)

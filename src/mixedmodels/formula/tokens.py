@@ -9,6 +9,7 @@ names, so that nothing resembling code ever reaches the parser.
 from __future__ import annotations
 
 import keyword
+import math
 from dataclasses import dataclass
 from enum import Enum
 
@@ -74,6 +75,11 @@ def _is_name_char(ch: str) -> bool:
     return ch.isascii() and (ch.isalnum() or ch == "_")
 
 
+def _is_digit(ch: str) -> bool:
+    # ASCII only: str.isdigit() also accepts '²' or '٣', which float() rejects or misreads.
+    return "0" <= ch <= "9"
+
+
 def tokenize(text: str) -> list[Token]:
     """Return the tokens of ``text``, ending with an END token.
 
@@ -87,8 +93,7 @@ def tokenize(text: str) -> list[Token]:
     if len(text) > MAX_FORMULA_LENGTH:
         raise FormulaError(
             f"formula is too long ({len(text)} characters; the limit is {MAX_FORMULA_LENGTH})",
-            formula=text[:200] + "...",
-            position=None,
+            position=MAX_FORMULA_LENGTH,
         )
     tokens: list[Token] = []
     i = 0
@@ -123,8 +128,9 @@ def tokenize(text: str) -> list[Token]:
             tokens.append(Token(Kind.NAME, name, i, quoted=True))
             i = j + 1
             continue
-        if ch.isdigit() or (ch == "." and i + 1 < n and text[i + 1].isdigit()):
+        if _is_digit(ch) or (ch == "." and i + 1 < n and _is_digit(text[i + 1])):
             j = _scan_number(text, i)
+            _check_finite(text, i, j)
             tokens.append(Token(Kind.NUMBER, text[i:j], i))
             i = j
             continue
@@ -180,23 +186,33 @@ def _check_bare_name(name: str, text: str, pos: int) -> None:
 def _scan_number(text: str, i: int) -> int:
     n = len(text)
     j = i
-    while j < n and text[j].isdigit():
+    while j < n and _is_digit(text[j]):
         j += 1
     if j < n and text[j] == ".":
         j += 1
-        while j < n and text[j].isdigit():
+        while j < n and _is_digit(text[j]):
             j += 1
     if j < n and text[j] in "eE":
         k = j + 1
         if k < n and text[k] in "+-":
             k += 1
-        if k < n and text[k].isdigit():
-            while k < n and text[k].isdigit():
+        if k < n and _is_digit(text[k]):
+            while k < n and _is_digit(text[k]):
                 k += 1
             j = k
     if j < n and (_is_name_char(text[j]) or text[j] == "."):
         raise FormulaError(f"malformed number {text[i : j + 1]!r}", formula=text, position=i)
     return j
+
+
+def _check_finite(text: str, i: int, j: int) -> None:
+    # 1e400 would silently become inf (and deparse as the name 'inf').
+    if not math.isfinite(float(text[i:j])):
+        raise FormulaError(
+            f"the number {text[i:j]} is too large to be represented; rescale it",
+            formula=text,
+            position=i,
+        )
 
 
 def _scan_string(text: str, i: int) -> int:

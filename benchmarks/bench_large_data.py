@@ -1,0 +1,253 @@
+"""Streamed fits of large synthetic data from Parquet: time, peak memory and correctness.
+
+Model: ``y ~ x + f + (1 + x | g)`` with 100,000 groups ``g``, a three-level factor ``f``
+and known parameters. Rows are written once (10 files of 1e6 rows) to ``--data-dir``;
+the fit at ``n`` rows reads the first ``n / 1e6`` files. Each size runs in a fresh
+process, so its peak RSS is its own.
+
+Run on demand (not part of the test suite)::
+
+    OPENBLAS_NUM_THREADS=1 python benchmarks/bench_large_data.py            # 1e6, 3e6, 1e7
+    python benchmarks/bench_large_data.py --sizes 1e6 --data-dir /tmp/mm-large
+
+Writes ``benchmarks/results/large_data.json`` and, with ``--docs``, the table and plot in
+``docs/large-data.md`` / ``docs/large-data.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+FORMULA = "y ~ x + f + (1 + x | g)"
+ROWS_PER_FILE = 1_000_000
+NGROUPS = 100_000
+SEED = 20240601
+#: The simulation's true values.
+TRUTH = {
+    "beta": {"(Intercept)": 1.0, "x": 0.5, "fb": 0.3, "fc": -0.2},
+    "sd_intercept": 0.5,
+    "sd_slope": 0.2,
+    "corr": 0.3,
+    "sigma": 1.0,
+}
+
+
+def write_data(folder: Path, nfiles: int) -> list[Path]:
+    """Write (or reuse) ``nfiles`` Parquet files of the simulation; return their paths."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder.mkdir(parents=True, exist_ok=True)
+    manifest = folder / "manifest.json"
+    spec = {"seed": SEED, "rows_per_file": ROWS_PER_FILE, "groups": NGROUPS, "truth": TRUTH}
+    files = [folder / f"part-{i:03d}.parquet" for i in range(nfiles)]
+    if manifest.exists() and json.loads(manifest.read_text()) == spec:
+        if all(f.exists() for f in files):
+            return files
+    rng = np.random.default_rng(SEED)
+    sd = np.array([TRUTH["sd_intercept"], TRUTH["sd_slope"]])
+    corr = np.array([[1.0, TRUTH["corr"]], [TRUTH["corr"], 1.0]])
+    cov = corr * np.outer(sd, sd)
+    u = rng.multivariate_normal(np.zeros(2), cov, size=NGROUPS)
+    beta = TRUTH["beta"]
+    for i, path in enumerate(files):
+        file_rng = np.random.default_rng([SEED, i])
+        g = file_rng.integers(0, NGROUPS, ROWS_PER_FILE)
+        x = file_rng.normal(size=ROWS_PER_FILE)
+        f = file_rng.integers(0, 3, ROWS_PER_FILE)
+        y = (
+            beta["(Intercept)"]
+            + beta["x"] * x
+            + np.where(f == 1, beta["fb"], 0.0)
+            + np.where(f == 2, beta["fc"], 0.0)
+            + u[g, 0]
+            + u[g, 1] * x
+            + TRUTH["sigma"] * file_rng.normal(size=ROWS_PER_FILE)
+        )
+        table = pa.table(
+            {
+                "y": y,
+                "x": x,
+                "f": pa.array(np.array(["a", "b", "c"])[f]),
+                "g": g,
+            }
+        )
+        pq.write_table(table, path, row_group_size=ROWS_PER_FILE // 4)
+    manifest.write_text(json.dumps(spec))
+    return files
+
+
+def worker(files: list[str], chunk_rows: int | None) -> dict:
+    """Fit once in this process; return timings, peak RSS and the estimates."""
+    import warnings
+
+    import mixedmodels as mm
+    from mixedmodels.io.streaming import streamed_cross_products
+
+    t0 = time.perf_counter()
+    result = streamed_cross_products(FORMULA, files, chunk_rows=chunk_rows, progress=False)
+    t1 = time.perf_counter()
+    model = mm.LinearMixedModel(
+        result.design, formula=FORMULA, cross_products=result.cross_products
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit = model.fit()
+    t2 = time.perf_counter()
+    vc = fit.varcorr
+    sds = vc[vc["group"] == "g"]
+    fixef = fit.fixef
+    se = fit.se
+    return {
+        "rows": int(result.nrows),
+        "chunks": int(result.nchunks),
+        "pass1_s": result.seconds["pass1"],
+        "pass2_s": result.seconds["pass2"],
+        "optimise_s": t2 - t1,
+        "total_s": t2 - t0,
+        "evaluations": int(fit.opt.evaluations),
+        "seconds_per_evaluation": (t2 - t1) / max(int(fit.opt.evaluations), 1),
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+        "fixef": {k: float(v) for k, v in fixef.items()},
+        "se": {k: float(v) for k, v in se.items()},
+        "z_vs_truth": {k: float((fixef[k] - TRUTH["beta"][k]) / se[k]) for k in fixef.index},
+        "sd_intercept": float(sds[sds["term"] == "(Intercept)"]["sd"].dropna().iloc[0]),
+        "sd_slope": float(sds[sds["term"] == "x"]["sd"].dropna().iloc[0]),
+        "corr": float(sds["corr"].dropna().iloc[0]),
+        "sigma": float(fit.sigma),
+        "warnings": [str(w.message) for w in caught],
+        "converged": bool(fit.converged),
+    }
+
+
+def run_size(files: list[Path], chunk_rows: int | None) -> dict:
+    """Run :func:`worker` in a fresh interpreter (own peak RSS) and return its record."""
+    env = dict(os.environ, OPENBLAS_NUM_THREADS=os.environ.get("OPENBLAS_NUM_THREADS", "1"))
+    load_before = os.getloadavg()[0]
+    cmd = [sys.executable, __file__, "--worker", *map(str, files)]
+    if chunk_rows:
+        cmd += ["--chunk-rows", str(chunk_rows)]
+    wall = time.perf_counter()
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
+    record = json.loads(out.stdout.strip().splitlines()[-1])
+    record["process_wall_s"] = time.perf_counter() - wall
+    record["load_before"] = load_before
+    record["load_after"] = os.getloadavg()[0]
+    return record
+
+
+def write_docs(records: list[dict], chunk_rows: int | None) -> None:
+    """Plot time and memory against rows and rewrite the results table in the doc."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = np.array([r["rows"] for r in records]) / 1e6
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.4))
+    ax1.plot(rows, [r["pass1_s"] + r["pass2_s"] for r in records], "o-", label="passes 1+2")
+    ax1.plot(rows, [r["optimise_s"] for r in records], "s-", label="optimiser")
+    ax1.plot(rows, [r["total_s"] for r in records], "^-", label="total")
+    ax1.axhline(60, color="grey", ls=":", lw=1)
+    ax1.set_xlabel("rows (millions)")
+    ax1.set_ylabel("seconds")
+    ax1.legend(frameon=False)
+    ax1.set_title("wall time")
+    ax2.plot(rows, [r["peak_rss_mb"] for r in records], "o-", color="C3")
+    ax2.axhline(2048, color="grey", ls=":", lw=1)
+    ax2.set_xlabel("rows (millions)")
+    ax2.set_ylabel("MB")
+    ax2.set_ylim(0, 2200)
+    ax2.set_title("peak RSS")
+    fig.suptitle(f"{FORMULA}, {NGROUPS:,} groups, streamed from Parquet")
+    fig.tight_layout()
+    fig.savefig(ROOT / "docs" / "large-data.png", dpi=110)
+
+    lines = [
+        "| rows | chunks | pass 1 (s) | pass 2 (s) | optimiser (s) | evaluations | total (s) "
+        "| peak RSS (MB) | load (1-min avg) |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in records:
+        lines.append(
+            f"| {r['rows']:,} | {r['chunks']} | {r['pass1_s']:.1f} | {r['pass2_s']:.1f} | "
+            f"{r['optimise_s']:.1f} | {r['evaluations']} | {r['total_s']:.1f} | "
+            f"{r['peak_rss_mb']:.0f} | {r['load_before']:.1f}-{r['load_after']:.1f} |"
+        )
+    lines += [
+        "",
+        "| rows | " + " | ".join(f"{k} (z vs truth)" for k in TRUTH["beta"]) + " | sd(Int) "
+        "| sd(x) | corr | sigma |",
+        "|---:|" + "---:|" * (len(TRUTH["beta"]) + 4),
+    ]
+    for r in records:
+        fx = " | ".join(
+            f"{r['fixef'][k]:.4f} ± {r['se'][k]:.4f} ({r['z_vs_truth'][k]:+.2f})"
+            for k in TRUTH["beta"]
+        )
+        lines.append(
+            f"| {r['rows']:,} | {fx} | {r['sd_intercept']:.4f} | {r['sd_slope']:.4f} | "
+            f"{r['corr']:.3f} | {r['sigma']:.4f} |"
+        )
+    truth = " | ".join(f"{v}" for v in TRUTH["beta"].values())
+    lines.append(
+        f"| truth | {truth} | {TRUTH['sd_intercept']} | {TRUTH['sd_slope']} | "
+        f"{TRUTH['corr']} | {TRUTH['sigma']} |"
+    )
+    table = "\n".join(lines)
+    doc = ROOT / "docs" / "large-data.md"
+    text = doc.read_text()
+    start, end = "<!-- results:start -->", "<!-- results:end -->"
+    if start in text and end in text:
+        head, rest = text.split(start, 1)
+        _, tail = rest.split(end, 1)
+        rows = chunk_rows or "default (500,000)"
+        note = f"\nchunk_rows = {rows}; machine: {os.cpu_count()} cores.\n\n"
+        doc.write_text(head + start + note + table + "\n" + end + tail)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="1e6,3e6,1e7", help="comma-separated row counts")
+    parser.add_argument("--data-dir", default="/tmp/mixedmodels-large-data")
+    parser.add_argument("--chunk-rows", type=int, default=None)
+    parser.add_argument("--docs", action="store_true", help="update docs/large-data.md and plot")
+    parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        print(json.dumps(worker(args.worker, args.chunk_rows)))
+        return 0
+    sizes = [int(float(s)) for s in args.sizes.split(",")]
+    nfiles = max(-(-s // ROWS_PER_FILE) for s in sizes)
+    files = write_data(Path(args.data_dir), nfiles)
+    records = []
+    for size in sizes:
+        record = run_size(files[: -(-size // ROWS_PER_FILE)], args.chunk_rows)
+        records.append(record)
+        print(
+            f"{record['rows']:>11,} rows: pass1 {record['pass1_s']:.1f} s, pass2 "
+            f"{record['pass2_s']:.1f} s, optimiser {record['optimise_s']:.1f} s "
+            f"({record['evaluations']} evaluations), total {record['total_s']:.1f} s, peak RSS "
+            f"{record['peak_rss_mb']:.0f} MB, load {record['load_before']:.1f}",
+            flush=True,
+        )
+    out = ROOT / "benchmarks" / "results" / "large_data.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(records, indent=1))
+    if args.docs:
+        write_docs(records, args.chunk_rows)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,575 @@
+"""The design of data that are never in memory at once, from one pass of summaries over chunks.
+
+``build_design`` sees every row; streamed and distributed fits see one chunk at a time.
+They get the same design in two steps:
+
+1. :func:`summarize_chunk` on each chunk, merged with :meth:`ChunkSummary.merge` (in any
+   tree shape): the kinds of the columns, the distinct values of factors and grouping
+   factors among complete rows (a level that first appears in the last chunk is found),
+   the number of rows and of complete rows, the moments that ``scale()``/``center()``
+   need, and the range of the response;
+2. :func:`design_from_summary` turns the merged summary into a :class:`StreamedDesign`
+   whose :class:`~mixedmodels.design.build.DesignSpec` is the one ``build_design`` would
+   have built on all rows: same factor levels and reference levels, same column names,
+   same grouping-factor levels (sorted as R sorts them), same ``scale()`` parameters.
+   :meth:`StreamedDesign.chunk_arrays` then gives each chunk's ``X``, ``y`` and
+   random-effects rows with the columns and level indices of the whole data.
+
+Whether X is rank deficient is decided from ``X'X`` once the cross products are summed
+(:func:`independent_columns_from_gram`), as ``build_design``'s fast path does; in the rare
+case that the decision is too close to call, from the R factor of ``X`` accumulated over
+chunks (:func:`independent_columns_from_r`), as its exact path does.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import pandas as pd
+
+from mixedmodels.errors import DataError, RankDeficiencyWarning
+from mixedmodels.formula import ModelFormula, Variable
+from mixedmodels.formula.nodes import BinOp, Call, Node, Paren, UnaryOp
+
+from .build import (
+    RANK_TOLERANCE,
+    DesignSpec,
+    RandomPlan,
+    _check_grouping,
+    _fit_grouping,
+    _Frame,
+    _is_factor,
+    _plan,
+    _sequential_pivots,
+    _sequential_residuals,
+)
+from .evaluate import TransformState, evaluate_numeric
+from .factors import fit_factor
+from .model_design import ModelDesign, RandomEffectsTerm
+
+__all__ = [
+    "ChunkSummary",
+    "StreamedDesign",
+    "column_kind",
+    "design_from_summary",
+    "independent_columns_from_gram",
+    "independent_columns_from_r",
+    "response_values",
+    "summarize_chunk",
+]
+
+#: Column kinds; "empty" (all values missing) agrees with every other kind.
+KINDS = ("number", "logical", "text", "categorical", "empty")
+_KIND_WORDS = {
+    "number": "numbers",
+    "logical": "true/false values",
+    "text": "text",
+    "categorical": "categories (a dictionary-encoded or pandas Categorical column)",
+}
+_STATEFUL = ("scale", "center")
+
+
+def column_kind(series: pd.Series) -> str:
+    """Classify a column as build_design sees it: numbers, logical, text or categorical."""
+    if len(series) == 0 or bool(series.isna().all()):
+        return "empty"
+    dtype = series.dtype
+    if isinstance(dtype, pd.CategoricalDtype):
+        return "categorical"
+    if pd.api.types.is_bool_dtype(dtype):
+        return "logical"
+    if pd.api.types.is_numeric_dtype(dtype):
+        return "number"
+    return "text"
+
+
+# ---------------------------------------------------------------------------------------------
+# Pass 1: summaries of chunks
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True, eq=False)
+class ChunkSummary:
+    """What pass 1 learns from some rows; summaries of disjoint rows merge exactly.
+
+    Attributes
+    ----------
+    nrows
+        Rows seen.
+    ncomplete
+        Rows with no missing value in a column the formula uses (the rows fitted).
+    kinds
+        Column -> (kind, where it was first seen).
+    distinct
+        Tuple of columns -> DataFrame of their distinct value combinations among
+        complete rows (one column for a factor, several for an interaction grouping).
+    moments
+        ``scale()``/``center()`` call text -> (count, mean, sum of squared deviations).
+    y_range
+        Smallest and largest response value among complete rows (None if unknown).
+    """
+
+    nrows: int = 0
+    ncomplete: int = 0
+    kinds: dict[str, tuple[str, str]] = field(default_factory=dict)
+    distinct: dict[tuple[str, ...], pd.DataFrame] = field(default_factory=dict)
+    moments: dict[str, tuple[int, float, float]] = field(default_factory=dict)
+    y_range: tuple[float, float] | None = None
+
+    def merge(self, other: ChunkSummary) -> ChunkSummary:
+        """Return the summary of the rows of both (``self``'s rows first)."""
+        kinds = dict(self.kinds)
+        for column, (kind, where) in other.kinds.items():
+            mine = kinds.get(column)
+            if mine is None or mine[0] == "empty":
+                kinds[column] = (kind, where)
+            elif kind != "empty" and kind != mine[0]:
+                raise DataError(
+                    f"column '{column}' holds {_KIND_WORDS[mine[0]]} in {mine[1]} but "
+                    f"{_KIND_WORDS[kind]} in {where}; every chunk (file, partition) must give "
+                    "the column the same type: fix or re-export the odd one, or cast the "
+                    "column to one type in the query"
+                )
+        distinct = dict(self.distinct)
+        for key, frame in other.distinct.items():
+            distinct[key] = frame if key not in distinct else _union(distinct[key], frame)
+        moments = dict(self.moments)
+        for key, value in other.moments.items():
+            moments[key] = value if key not in moments else _merge_moments(moments[key], value)
+        y_range = self.y_range
+        if other.y_range is not None:
+            y_range = (
+                other.y_range
+                if y_range is None
+                else (min(y_range[0], other.y_range[0]), max(y_range[1], other.y_range[1]))
+            )
+        return ChunkSummary(
+            nrows=self.nrows + other.nrows,
+            ncomplete=self.ncomplete + other.ncomplete,
+            kinds=kinds,
+            distinct=distinct,
+            moments=moments,
+            y_range=y_range,
+        )
+
+
+def _union(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
+    """Distinct rows of both, ``a``'s first; categorical columns get the union of categories."""
+    a = a.copy()
+    b = b.copy()
+    for column in a.columns:
+        ca, cb = a[column].dtype, b[column].dtype
+        if isinstance(ca, pd.CategoricalDtype) and isinstance(cb, pd.CategoricalDtype):
+            if list(ca.categories) != list(cb.categories):
+                # Categories in order of first appearance, as pyarrow unifies dictionaries.
+                extra = [c for c in cb.categories if c not in set(ca.categories)]
+                dtype = pd.CategoricalDtype([*ca.categories, *extra], ordered=ca.ordered)
+                a[column] = a[column].astype(dtype)
+                b[column] = b[column].astype(dtype)
+    return pd.concat([a, b], ignore_index=True).drop_duplicates(ignore_index=True)
+
+
+def _merge_moments(a: tuple[int, float, float], b: tuple[int, float, float]):
+    """Combine (count, mean, M2) of two samples (Chan, Golub & LeVeque 1979)."""
+    na, ma, sa = a
+    nb, mb, sb = b
+    if na == 0:
+        return b
+    if nb == 0:
+        return a
+    n = na + nb
+    delta = mb - ma
+    return (n, ma + delta * nb / n, sa + sb + delta * delta * na * nb / n)
+
+
+def _stateful_calls(node: Node, inside: bool = False) -> list[Call]:
+    """``scale()``/``center()`` calls in ``node``; nested ones cannot be streamed."""
+    found: list[Call] = []
+    stack: list[tuple[Node, bool]] = [(node, inside)]
+    while stack:
+        sub, within = stack.pop()
+        if isinstance(sub, Call):
+            hit = sub.func in _STATEFUL
+            if hit and within:
+                raise DataError(
+                    f"{sub.deparse()} inside another scale()/center() needs the data twice; "
+                    "for streamed data compute the inner transform as a column first"
+                )
+            if hit:
+                found.append(sub)
+            stack.extend((arg, within or hit) for arg in sub.args)
+        elif isinstance(sub, BinOp):
+            stack.extend(((sub.left, within), (sub.right, within)))
+        elif isinstance(sub, UnaryOp):
+            stack.append((sub.operand, within))
+        elif isinstance(sub, Paren):
+            stack.append((sub.inner, within))
+    return found
+
+
+def _variables(formula: ModelFormula) -> list[Variable]:
+    """Fixed and random-effects variables, distinct by name, in build_design's order."""
+    seen: dict[str, Variable] = {}
+    for var in [*formula.fixed.variables, *(v for rt in formula.random for v in rt.lhs.variables)]:
+        seen.setdefault(var.name, var)
+    return list(seen.values())
+
+
+def _grouping_columns(formula: ModelFormula) -> list[tuple[str, ...]]:
+    keys = [tuple(v.columns[0] for v in rt.grouping) for rt in formula.random]
+    return list(dict.fromkeys(keys))
+
+
+def summarize_chunk(formula: ModelFormula, data: pd.DataFrame, where: str) -> ChunkSummary:
+    """Summarise one chunk of rows for :func:`design_from_summary`.
+
+    Parameters
+    ----------
+    formula
+        The parsed formula.
+    data
+        The chunk; it must hold every column the formula uses.
+    where
+        Where the chunk comes from (file and rows, partition number), for messages.
+
+    Raises
+    ------
+    DataError
+        A column is missing, not numeric where it must be, has infinite values, or the
+        response is not numeric.
+    """
+    columns = list(formula.columns_used())
+    frame = _Frame(data, formula, fitting=True)
+    try:
+        frame.require(columns)
+    except DataError as exc:
+        raise DataError(f"{where}: {exc}") from None
+    kinds = {c: (column_kind(data[c]), where) for c in columns}
+    keep = ~data[columns].isna().to_numpy().any(axis=1)
+    ncomplete = int(keep.sum())
+    if ncomplete == 0:
+        return ChunkSummary(nrows=len(data), kinds=kinds)
+    used = frame.subset(keep)
+    try:
+        return _summarize_complete(formula, used, len(data), ncomplete, kinds)
+    except DataError as exc:
+        raise DataError(f"{where}: {exc}") from None
+
+
+def _summarize_complete(
+    formula: ModelFormula,
+    frame: _Frame,
+    nrows: int,
+    ncomplete: int,
+    kinds: dict[str, tuple[str, str]],
+) -> ChunkSummary:
+    distinct: dict[tuple[str, ...], pd.DataFrame] = {}
+    moments: dict[str, tuple[int, float, float]] = {}
+    response = formula.response
+    assert response is not None
+    if response.is_plain_column:
+        series = frame.series(response.columns[0])
+        if kinds[response.columns[0]][0] != "number":
+            raise DataError(
+                f"the response '{response.columns[0]}' must be numeric, but its dtype is "
+                f"{series.dtype}; convert it with pandas.to_numeric or choose another column"
+            )
+    stateful: dict[str, Call] = {}
+    for var in [response, *_variables(formula)]:
+        for call in _stateful_calls(var.expr):
+            stateful.setdefault(call.deparse(), call)
+    y_range = None
+    inputs = frame.numeric_inputs(response.expr, response.name)
+    if not any(_stateful_calls(response.expr)):
+        y = np.broadcast_to(
+            np.asarray(evaluate_numeric(response.expr, inputs, {}, fitting=False), float),
+            (ncomplete,),
+        )
+        bad = int((~np.isfinite(y)).sum())
+        if bad:
+            raise DataError(f"the response {response.name} has {bad} non-finite value(s)")
+        y_range = (float(y.min()), float(y.max()))
+    for var in _variables(formula):
+        if _is_factor(var, frame):
+            key = (var.columns[0],)
+            if key not in distinct:
+                distinct[key] = frame.data[list(key)].drop_duplicates(ignore_index=True)
+        else:
+            frame.numeric_inputs(var.expr, var.name)  # numeric, finite
+    for key in _grouping_columns(formula):
+        if key not in distinct:
+            distinct[key] = frame.data[list(key)].drop_duplicates(ignore_index=True)
+    for text, call in stateful.items():
+        arg = call.args[0]
+        x = evaluate_numeric(arg, frame.numeric_inputs(arg, text), {}, fitting=False)
+        x = np.broadcast_to(np.asarray(x, dtype=np.float64), (ncomplete,))
+        mean = float(np.mean(x))
+        moments[text] = (ncomplete, mean, float(np.sum((x - mean) ** 2)))
+    return ChunkSummary(
+        nrows=nrows,
+        ncomplete=ncomplete,
+        kinds=kinds,
+        distinct=distinct,
+        moments=moments,
+        y_range=y_range,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# From the summary to a design
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True, eq=False)
+class StreamedDesign:
+    """The design of all rows, known from pass 1, applied one chunk at a time.
+
+    Attributes
+    ----------
+    formula
+        The parsed formula.
+    spec
+        The spec with every column of the fixed-effects matrix (the rank is decided later).
+    nobs
+        Number of complete rows (the rows fitted).
+    n_dropped_rows
+        Rows dropped for missing values.
+    re_terms
+        Random-effects terms with levels and column names but no rows.
+    """
+
+    formula: ModelFormula
+    spec: DesignSpec
+    nobs: int
+    n_dropped_rows: int
+    re_terms: tuple[RandomEffectsTerm, ...]
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return self.formula.columns_used()
+
+    @property
+    def nfixed(self) -> int:
+        """Number of fixed-effects columns before the rank check."""
+        return len(self.spec.fixed.column_names)
+
+    def complete(self, data: pd.DataFrame) -> pd.DataFrame:
+        """The rows of ``data`` with every used column present (the rows fitted)."""
+        return data.loc[complete_rows(self.formula, data)]
+
+    def chunk_arrays(
+        self, data: pd.DataFrame
+    ) -> tuple[np.ndarray, np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
+        """Return ``X`` (all columns), ``y`` and per random-effects term ``(refs, z)``.
+
+        ``data`` must hold complete rows only (see :meth:`complete`).
+
+        Raises
+        ------
+        DataError
+            A level was not seen in pass 1 (the data changed between passes), or a value
+            is not finite.
+        """
+        X = self.spec.fixed_matrix(data)
+        y = response_values(self.spec, data)
+        rows = self.spec.random_effects_rows(data)
+        for (refs, z), term in zip(rows, self.re_terms, strict=True):
+            if refs.size and refs.min() < 0:
+                raise DataError(
+                    f"grouping factor '{term.group}' has a level that was not in the first pass "
+                    "over the data; the data changed between passes — fit again"
+                )
+            if not np.isfinite(z).all():
+                raise DataError(f"the random-effects term on '{term.group}' has non-finite values")
+        if not np.isfinite(X).all():
+            bad = [self.spec.fixed.column_names[j] for j in np.flatnonzero(~np.isfinite(X).all(0))]
+            raise DataError(
+                f"fixed-effects column(s) {', '.join(bad)} have non-finite values (division by "
+                "zero or overflow?); fix the expression or drop those rows"
+            )
+        if not np.isfinite(y).all():
+            raise DataError(
+                f"the response {self.formula.response.name} has "  # type: ignore[union-attr]
+                f"{int((~np.isfinite(y)).sum())} non-finite value(s)"
+            )
+        return X, y, rows
+
+    def model_design(self, kept: tuple[int, ...]) -> ModelDesign:
+        """The row-free design with fixed-effects columns ``kept``; warns about dropped ones."""
+        names = self.spec.fixed.column_names
+        dropped = tuple(name for j, name in enumerate(names) if j not in set(kept))
+        if dropped:
+            warnings.warn(
+                f"fixed-effect model matrix is rank deficient so dropping {len(dropped)} "
+                f"column{'s' if len(dropped) > 1 else ''}: {', '.join(dropped)}",
+                RankDeficiencyWarning,
+                stacklevel=3,
+            )
+        spec = replace(self.spec, kept_columns=tuple(kept))
+        assert self.formula.response is not None
+        return ModelDesign(
+            y=np.empty(0),
+            X=np.empty((0, len(kept))),
+            x_names=spec.x_names,
+            re_terms=self.re_terms,
+            response_name=self.formula.response.name,
+            dropped_columns=dropped,
+            n_dropped_rows=self.n_dropped_rows,
+            row_index=None,
+            spec=spec,
+        )
+
+
+def complete_rows(formula: ModelFormula, data: pd.DataFrame) -> np.ndarray:
+    """Boolean mask of the rows with no missing value in a column the formula uses."""
+    columns = list(formula.columns_used())
+    _Frame(data, formula, fitting=False).require(columns)
+    return ~data[columns].isna().to_numpy().any(axis=1)
+
+
+def response_values(spec: DesignSpec, data: pd.DataFrame) -> np.ndarray:
+    """The response of ``data`` (complete rows) with the fitted ``scale()`` parameters."""
+    response = spec.formula.response
+    if response is None:
+        raise DataError("the formula has no response")
+    frame = _Frame(data, spec.formula, fitting=False)
+    values = evaluate_numeric(
+        response.expr,
+        frame.numeric_inputs(response.expr, response.name),
+        spec.transform_state,
+        fitting=False,
+    )
+    return np.ascontiguousarray(np.broadcast_to(np.asarray(values, dtype=np.float64), (len(data),)))
+
+
+def design_from_summary(formula: ModelFormula, summary: ChunkSummary) -> StreamedDesign:
+    """Build the design of all rows from the merged pass-1 summary.
+
+    The checks are ``build_design``'s, on all rows: factors need two levels, grouping
+    factors need two levels and fewer levels than rows, the response must vary.
+
+    Raises
+    ------
+    DataError
+        No complete rows, a one-level factor, a constant response, a constant ``scale()``
+        argument, or an unusable grouping factor.
+    """
+    n = summary.ncomplete
+    if n == 0:
+        if summary.nrows == 0:
+            raise DataError("no complete rows: the data have no rows")
+        raise DataError(
+            f"no complete rows: each of the {summary.nrows} rows has a missing value in at "
+            f"least one of the columns {', '.join(formula.columns_used())}"
+        )
+    response = formula.response
+    assert response is not None
+    if summary.y_range is not None and summary.y_range[0] == summary.y_range[1]:
+        raise DataError(
+            f"the response '{response.name}' is constant (every value is "
+            f"{summary.y_range[0]:.6g} in the {n} rows used), so there is no variation to "
+            "model; check that the formula uses the right column"
+        )
+    kinds = {c: k for c, (k, _) in summary.kinds.items()}
+    factors = {}
+    for var in _variables(formula):
+        if var.name in factors or not _is_factor_kind(var, kinds):
+            continue
+        values = summary.distinct[(var.columns[0],)][var.columns[0]]
+        levels, _ = fit_factor(values, var.columns[0], var.reference)
+        if levels.nlevels < 2:
+            raise DataError(
+                f"factor {var.name} has only one level ({levels.levels[0]!r}) in the rows used; "
+                "remove it from the formula"
+            )
+        factors[var.name] = levels
+    state: TransformState = {}
+    for text, (count, mean, m2) in summary.moments.items():
+        sd = math.sqrt(m2 / (count - 1)) if count > 1 else float("nan")
+        if text.startswith("scale("):
+            if not (sd > 0):
+                raise DataError(
+                    f"{text}: its argument is constant, so it cannot be scaled; drop it or use "
+                    "center()"
+                )
+            state[text] = (mean, sd)
+        else:
+            state[text] = (mean, 1.0)
+    fixed_plan = _plan(formula.fixed, factors)
+    re_terms: list[RandomEffectsTerm] = []
+    random_plans: list[RandomPlan] = []
+    for rt in formula.random:
+        plan = _plan(rt.lhs, factors)
+        key = tuple(v.columns[0] for v in rt.grouping)
+        grouping, _ = _fit_grouping(
+            rt.grouping, _Frame(summary.distinct[key], formula, fitting=True)
+        )
+        _check_grouping(grouping, n, plan, str(rt))
+        ncols = len(plan.column_names)
+        blocks = [tuple(range(ncols))] if rt.correlated else [(j,) for j in range(ncols)]
+        for cols in blocks:
+            re_terms.append(
+                RandomEffectsTerm(
+                    group=grouping.name,
+                    levels=grouping.levels,
+                    refs=np.empty(0, dtype=np.int64),
+                    z=np.empty((0, len(cols))),
+                    column_names=tuple(plan.column_names[j] for j in cols),
+                )
+            )
+            random_plans.append(RandomPlan(plan, cols, grouping))
+    spec = DesignSpec(
+        formula,
+        factors,
+        state,
+        fixed_plan,
+        tuple(range(len(fixed_plan.column_names))),
+        tuple(random_plans),
+    )
+    return StreamedDesign(
+        formula=formula,
+        spec=spec,
+        nobs=n,
+        n_dropped_rows=summary.nrows - n,
+        re_terms=tuple(re_terms),
+    )
+
+
+def _is_factor_kind(var: Variable, kinds: dict[str, str]) -> bool:
+    """build_design's ``_is_factor`` from the merged column kinds."""
+    if var.kind == "factor":
+        return True
+    if var.kind == "transform":
+        return False
+    return kinds.get(var.columns[0]) in ("text", "categorical", "logical")
+
+
+# ---------------------------------------------------------------------------------------------
+# Rank of X from its cross products
+# ---------------------------------------------------------------------------------------------
+def independent_columns_from_gram(
+    xtx: np.ndarray, tol: float = RANK_TOLERANCE
+) -> tuple[tuple[int, ...], bool]:
+    """Columns of X to keep, decided from ``X'X``; and whether the decision is too close.
+
+    The same sequential test as ``build_design`` (keep a column unless its residual on
+    the kept earlier columns is below ``tol`` times its norm). When ambiguous, decide with
+    :func:`independent_columns_from_r` instead.
+    """
+    p = xtx.shape[0]
+    if p == 0:
+        return (), False
+    norms = np.sqrt(np.clip(np.diag(xtx), 0.0, None))
+    nonzero = norms > 0
+    index = np.flatnonzero(nonzero)
+    gram = xtx[np.ix_(index, index)] / np.outer(norms[index], norms[index])
+    kept_sub, ambiguous = _sequential_pivots(gram, tol**2, margin=100.0)
+    return tuple(int(index[j]) for j in kept_sub), ambiguous
+
+
+def independent_columns_from_r(R: np.ndarray, tol: float = RANK_TOLERANCE) -> tuple[int, ...]:
+    """Columns of X to keep, from the triangular factor R of a QR decomposition of X."""
+    norms = np.sqrt(np.einsum("ij,ij->j", R, R))
+    nonzero = norms > 0
+    index = np.flatnonzero(nonzero)
+    kept_sub = _sequential_residuals(R[:, index] / norms[index], tol)
+    return tuple(int(index[j]) for j in kept_sub)

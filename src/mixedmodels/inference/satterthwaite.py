@@ -1,0 +1,383 @@
+"""Satterthwaite's denominator degrees of freedom for contrasts of the fixed effects.
+
+lmerTest's method (Kuznetsova, Brockhoff & Christensen 2017, JSS 82(13), sec. 3): the
+variance parameters are ``varpar = (theta, sigma)``; their asymptotic covariance is
+``A = 2 H^{-1}`` with ``H`` the Hessian of the *unprofiled* deviance
+``-2 log L(theta, sigma)`` at the optimum,
+
+    ML:   d(theta, sigma)   = log|L_Z|^2 + r^2(theta) / sigma^2 + n log(2 pi sigma^2)
+    REML: d_R(theta, sigma) = d(theta, sigma) + log|R_X|^2 - p log(2 pi sigma^2)
+
+(Bates et al. 2015, JSS 67(1), eqs. 32 and 40, before sigma is profiled out). For a
+contrast ``l`` (one row) with ``V(varpar) = sigma^2 (R_X' R_X)^{-1}(theta)`` and gradient
+``g = d(l' V l) / d varpar``,
+
+    nu = 2 (l' V l)^2 / (g' A g).
+
+Everything is computed from the blocked factor of :mod:`mixedmodels.deviance` at a few
+theta values: no n x n or q x q matrix is formed. The theta derivatives are central
+differences refined by Richardson extrapolation (as ``numDeriv``, which lmerTest uses);
+the sigma derivatives are analytic.
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..deviance import BlockedFactor, ProfiledDeviance
+    from ..results import LinearMixedModelResult
+
+_LOG_2PI = float(np.log(2.0 * np.pi))
+
+#: Eigenvalues of the Hessian at or below this are treated as zero (lmerTest's ``tol``).
+HESSIAN_TOL = 1e-8
+
+
+@dataclass(frozen=True, eq=False)
+class VarparCovariance:
+    """What Satterthwaite's method needs, computed once per fit.
+
+    Attributes
+    ----------
+    varpar
+        ``(theta, sigma)`` at the optimum.
+    hessian
+        Hessian of ``-2 log L`` (REML or ML, as the fit) with respect to ``varpar``.
+    vcov_varpar
+        ``A = 2 H^+`` (Moore-Penrose inverse over eigenvalues above ``HESSIAN_TOL``).
+    jacobian
+        ``(k, p, p)``: derivative of ``vcov(beta)`` with respect to each element of varpar.
+    vcov_beta
+        ``(p, p)`` covariance of beta-hat.
+    nonpositive_eigenvalues
+        Eigenvalues of the Hessian that are not clearly positive (lmerTest warns on them).
+    """
+
+    varpar: np.ndarray
+    hessian: np.ndarray
+    vcov_varpar: np.ndarray
+    jacobian: np.ndarray
+    vcov_beta: np.ndarray
+    nonpositive_eigenvalues: np.ndarray
+
+
+@dataclass(frozen=True)
+class _ThetaState:
+    """Quantities of the factor at one theta that the derivatives need."""
+
+    logdet: float  # log|L_Z|^2 (+ log|R_X|^2 for REML)
+    pwrss: float  # r^2(theta)
+    xtvinvx_inv: np.ndarray  # (R_X' R_X)^{-1}
+
+
+def _state(dev: ProfiledDeviance, f: BlockedFactor, reml: bool) -> _ThetaState:
+    p = dev.p
+    logdet = f.logdet_z + (f.logdet_x if reml else 0.0)
+    if p:
+        # p is small: a plain inverse of the triangle is faster than a LAPACK call here.
+        Rinv = np.linalg.inv(np.ascontiguousarray(f.LXX[:p, :p]))
+        xv = Rinv.T @ Rinv
+    else:
+        xv = np.zeros((0, 0))
+    return _ThetaState(logdet, f.pwrss, xv)
+
+
+def unprofiled_deviance(
+    dev: ProfiledDeviance, theta: np.ndarray, sigma: float, *, reml: bool | None = None
+) -> float:
+    """Return ``-2 log L(theta, sigma)`` (REML or ML) with sigma not profiled out.
+
+    Parameters
+    ----------
+    dev
+        The profiled deviance of the fit (supplies the factor at ``theta``).
+    theta, sigma
+        Where to evaluate.
+    reml
+        REML criterion (default: the deviance function's own flag).
+
+    Notes
+    -----
+    ``log|L_Z|^2 + r^2/sigma^2 + n log(2 pi sigma^2)``, plus ``log|R_X|^2 -
+    p log(2 pi sigma^2)`` for REML. At ``sigma^2 = r^2 / n`` (ML) or ``r^2 / (n - p)``
+    (REML) it equals the profiled deviance (Bates et al. 2015, eqs. 32-34, 40-41).
+
+    Examples
+    --------
+    >>> unprofiled_deviance(fit.deviance_function, fit.theta, fit.sigma)  # doctest: +SKIP
+    """
+    reml = dev.reml if reml is None else bool(reml)
+    s = _state(dev, dev.factor(np.asarray(theta, dtype=np.float64)), reml)
+    c = dev.n - dev.p if reml else dev.n
+    s2 = float(sigma) ** 2
+    return s.logdet + s.pwrss / s2 + c * (_LOG_2PI + np.log(s2))
+
+
+def _richardson(values: list, order: int = 2):
+    """Extrapolate estimates made at steps h, h/2, h/4, ... (error a series in h^order).
+
+    Ridders' variant of Richardson extrapolation (Press et al., Numerical Recipes, sec.
+    5.7): the whole tableau is built and the entry whose two neighbours agree best is
+    returned, so round-off at the smallest steps cannot spoil an accurate coarser value.
+    Works elementwise-consistently for arrays (the error is the largest absolute change).
+    """
+    best, best_err = values[0], np.inf
+    prev = [values[0]]
+    for lev in range(1, len(values)):
+        row = [values[lev]]
+        for m in range(1, lev + 1):
+            fac = 2.0 ** (order * m)
+            row.append((fac * row[m - 1] - prev[m - 1]) / (fac - 1.0))
+            err = max(
+                float(np.max(np.abs(row[m] - row[m - 1]))),
+                float(np.max(np.abs(row[m] - prev[m - 1]))),
+            )
+            if err <= best_err:
+                best, best_err = row[m], err
+        prev = row
+    return best
+
+
+def _base_steps(x: np.ndarray, d: float = 0.1, eps: float = 1e-4) -> np.ndarray:
+    """numDeriv's steps: relative ``d |x|``, or ``eps`` where x is (nearly) zero."""
+    zero_tol = np.sqrt(np.finfo(float).eps / 7e-7)
+    return np.where(np.abs(x) < zero_tol, eps, d * np.abs(x))
+
+
+def varpar_covariance(
+    dev: ProfiledDeviance,
+    theta: np.ndarray,
+    sigma: float,
+    *,
+    reml: bool | None = None,
+    levels: int = 4,
+) -> VarparCovariance:
+    """Compute the Hessian of ``-2 log L(theta, sigma)``, ``A = 2 H^+`` and ``dV/dvarpar``.
+
+    Parameters
+    ----------
+    dev
+        The fit's profiled deviance function.
+    theta, sigma
+        The optimum.
+    reml
+        REML or ML likelihood (default: the deviance function's flag).
+    levels
+        Number of steps (each half the previous) in the Richardson tableau.
+
+    Returns
+    -------
+    VarparCovariance
+
+    Notes
+    -----
+    With ``a(theta) = log|L_Z|^2 (+ log|R_X|^2)``, ``c = n (- p)``,
+    ``d = a(theta) + r^2(theta)/sigma^2 + c log(2 pi sigma^2)``, so
+
+        d2d/dtheta2       = a'' + (r^2)'' / sigma^2       (numerical)
+        d2d/dtheta dsigma = -2 (r^2)' / sigma^3           (numerical gradient)
+        d2d/dsigma2       = 6 r^2 / sigma^4 - 2 c / sigma^2,
+
+    and ``dV/dsigma = 2 sigma (R_X'R_X)^{-1}``, ``dV/dtheta = sigma^2 d(R_X'R_X)^{-1}/dtheta``.
+    The first step is ``numDeriv::hessian``'s (0.1 |theta_i|, or 1e-4 at zero); lmerTest
+    (Kuznetsova et al. 2017, sec. 3.1) differentiates numerically too.
+    """
+    reml = dev.reml if reml is None else bool(reml)
+    theta = np.asarray(theta, dtype=np.float64)
+    k = theta.size
+    sigma = float(sigma)
+    s2 = sigma * sigma
+    c = dev.n - dev.p if reml else dev.n
+    cache: dict[bytes, _ThetaState] = {}
+
+    def at(t: np.ndarray) -> _ThetaState:
+        key = t.tobytes()
+        if key not in cache:
+            cache[key] = _state(dev, dev.factor(t), reml)
+        return cache[key]
+
+    def g(st: _ThetaState) -> float:  # the theta-dependent part of d at fixed sigma
+        return st.logdet + st.pwrss / s2
+
+    s0 = at(theta)
+    h0 = _base_steps(theta)
+    H = np.zeros((k + 1, k + 1))
+    grad_r2 = np.zeros(k)
+    p = s0.xtvinvx_inv.shape[0]
+    jac = np.zeros((k + 1, p, p))
+    for i in range(k):
+        diag_est, grad_est, jac_est = [], [], []
+        for lev in range(levels):
+            h = h0[i] / 2.0**lev
+            e = np.zeros(k)
+            e[i] = h
+            sp, sm = at(theta + e), at(theta - e)
+            diag_est.append((g(sp) - 2.0 * g(s0) + g(sm)) / (h * h))
+            grad_est.append((sp.pwrss - sm.pwrss) / (2.0 * h))
+            jac_est.append((sp.xtvinvx_inv - sm.xtvinvx_inv) / (2.0 * h))
+        H[i, i] = _richardson(diag_est)
+        grad_r2[i] = _richardson(grad_est)
+        jac[i] = s2 * _richardson(jac_est)
+        for j in range(i):
+            est = []
+            for lev in range(levels):
+                hi, hj = h0[i] / 2.0**lev, h0[j] / 2.0**lev
+                ei = np.zeros(k)
+                ej = np.zeros(k)
+                ei[i], ej[j] = hi, hj
+                num = (
+                    g(at(theta + ei + ej))
+                    - g(at(theta + ei - ej))
+                    - g(at(theta - ei + ej))
+                    + g(at(theta - ei - ej))
+                )
+                est.append(num / (4.0 * hi * hj))
+            H[i, j] = H[j, i] = _richardson(est)
+    H[:k, k] = H[k, :k] = -2.0 * grad_r2 / sigma**3
+    H[k, k] = 6.0 * s0.pwrss / s2**2 - 2.0 * c / s2
+    jac[k] = 2.0 * sigma * s0.xtvinvx_inv
+
+    evals, evecs = np.linalg.eigh(H)
+    pos = evals > HESSIAN_TOL
+    Hinv = (evecs[:, pos] / evals[pos]) @ evecs[:, pos].T
+    return VarparCovariance(
+        varpar=np.concatenate([theta, [sigma]]),
+        hessian=H,
+        vcov_varpar=2.0 * Hinv,
+        jacobian=jac,
+        vcov_beta=s2 * s0.xtvinvx_inv,
+        nonpositive_eigenvalues=evals[~pos],
+    )
+
+
+_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def varpar_covariance_of(fit: LinearMixedModelResult) -> VarparCovariance:
+    """:func:`varpar_covariance` at a fit's optimum, computed once per fit and cached."""
+    out = _CACHE.get(fit)
+    if out is None:
+        out = varpar_covariance(fit.deviance_function, fit.theta, fit.sigma, reml=fit.reml)
+        _CACHE[fit] = out
+    return out
+
+
+def satterthwaite_df(fit: LinearMixedModelResult, L: np.ndarray) -> np.ndarray:
+    """Return Satterthwaite's df of each row of ``L`` taken as a single contrast.
+
+    Parameters
+    ----------
+    fit
+        A fitted linear mixed model (REML or ML).
+    L
+        ``(p,)`` or ``(m, p)`` contrast(s).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(m,)`` degrees of freedom ``2 (l'Vl)^2 / (g'Ag)``.
+
+    Notes
+    -----
+    Kuznetsova et al. (2017), JSS 82(13), eq. (6); Satterthwaite (1946).
+
+    Examples
+    --------
+    >>> satterthwaite_df(fit, [0, 1])  # doctest: +SKIP
+    array([17.])
+    """
+    info = varpar_covariance_of(fit)
+    L = np.atleast_2d(np.asarray(L, dtype=np.float64))
+    var = np.einsum("ma,ab,mb->m", L, info.vcov_beta, L)
+    grad = np.einsum("ma,kab,mb->mk", L, info.jacobian, L)
+    denom = np.einsum("mk,kl,ml->m", grad, info.vcov_varpar, grad)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return 2.0 * var**2 / denom
+
+
+def f_test_ddf(nu: np.ndarray, tol: float = 1e-8) -> float:
+    """Denominator df of an F statistic that averages ``q`` independent squared t statistics.
+
+    ``E = sum nu_m / (nu_m - 2)``; ``ddf = 2 E / (E - q)``; 2 if any ``nu_m <= 2``; the mean
+    if all ``nu_m`` agree to ``tol`` (Fai & Cornelius 1996, J. Stat. Comput. Simul. 54;
+    lmerTest's ``get_Fstat_ddf``).
+    """
+    nu = np.asarray(nu, dtype=np.float64)
+    if nu.size == 1:
+        return float(nu[0])
+    if np.all(np.abs(np.diff(nu)) < tol):
+        return float(np.mean(nu))
+    if np.any(nu <= 2):
+        return 2.0
+    E = float(np.sum(nu / (nu - 2.0)))
+    return 2.0 * E / (E - nu.size)
+
+
+@dataclass(frozen=True)
+class FTest:
+    """An F test of ``L beta = rhs``: lmerTest's ``contestMD`` table row."""
+
+    sum_sq: float
+    mean_sq: float
+    num_df: int
+    den_df: float
+    F: float
+    p: float
+
+
+def satterthwaite_f_test(
+    fit: LinearMixedModelResult,
+    L: np.ndarray,
+    rhs: np.ndarray | float = 0.0,
+    *,
+    eps: float = float(np.sqrt(np.finfo(float).eps)),
+) -> FTest:
+    """Multi-degree-of-freedom F test of ``L beta = rhs`` with Satterthwaite's ddf.
+
+    Parameters
+    ----------
+    fit
+        A fitted model.
+    L
+        ``(m, p)`` hypothesis matrix; may be row-rank deficient (NumDF = its rank).
+    rhs
+        Right-hand side (``m``,), default 0.
+    eps
+        Relative tolerance on the eigenvalues of ``L V L'`` that decides the rank.
+
+    Notes
+    -----
+    ``L V L' = P D P'``; the ``q`` positive eigen-directions give independent t statistics
+    ``t_m = p_m'(L beta - rhs) / sqrt(d_m)`` with Satterthwaite df ``nu_m``;
+    ``F = sum t_m^2 / q`` and the ddf combine the ``nu_m`` as in :func:`f_test_ddf`
+    (Fai & Cornelius 1996; Kuznetsova et al. 2017, sec. 3.2). ``MeanSq = F sigma^2``.
+    """
+    from scipy import stats
+
+    info = varpar_covariance_of(fit)
+    L = np.atleast_2d(np.asarray(L, dtype=np.float64))
+    beta = fit.estimates.beta
+    rhs_v = np.broadcast_to(np.asarray(rhs, dtype=np.float64), (L.shape[0],))
+    VL = L @ info.vcov_beta @ L.T
+    d, P = np.linalg.eigh(VL)
+    d, P = d[::-1], P[:, ::-1]
+    tol = max(eps * d[0], 0.0) if d.size else 0.0
+    pos = d > tol
+    q = int(pos.sum())
+    if q == 0:
+        nan = float("nan")
+        return FTest(nan, nan, 0, nan, nan, nan)
+    PtL = P[:, pos].T @ L
+    est = P[:, pos].T @ (L @ beta - rhs_v)
+    t2 = est**2 / d[pos]
+    Fval = float(np.sum(t2) / q)
+    nu = satterthwaite_df(fit, PtL)
+    ddf = f_test_ddf(nu)
+    s2 = fit.sigma**2
+    ms = Fval * s2
+    return FTest(ms * q, ms, q, ddf, Fval, float(stats.f.sf(Fval, q, ddf)))

@@ -1,0 +1,37 @@
+"""Figures of the analysis, one function per figure, each returning a matplotlib Figure.
+
+matplotlib is imported when a figure is drawn, not when ``mixedmodels`` is imported.
+
+>>> import mixedmodels as mm
+>>> from mixedmodels import plots
+>>> fit = mm.lmer("weight ~ treatment + sex + litsize + (1 | litter)", "ratpup")
+>>> fig = plots.qq(fit)
+>>> fig.savefig("qq.png")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from .figures import (
+    boxplot_by,
+    caterpillar,
+    diagnostics,
+    qq,
+    ranef_qq,
+    residual_kde,
+    residuals_by_group,
+    residuals_vs_fitted,
+)
+from .render import figure_to_png, figure_to_svg
+
+__all__ = [
+    "boxplot_by",
+    "caterpillar",
+    "diagnostics",
+    "figure_to_png",
+    "figure_to_svg",
+    "qq",
+    "ranef_qq",
+    "residual_kde",
+    "residuals_by_group",
+    "residuals_vs_fitted",
+]

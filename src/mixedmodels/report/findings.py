@@ -1,0 +1,301 @@
+"""The findings of an analysis in plain words: effects, ICC, assumptions, what to try next.
+
+Each finding is ``(text, kind)`` with kind ``good`` (an assumption that holds, a clear
+result), ``warn`` (a failed assumption, a doubtful fit) or ``info``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import pandas as pd
+
+from ..tables import format_number, format_pvalue
+
+__all__ = ["findings"]
+
+Finding = tuple[str, str]
+
+
+def _p(p: float) -> str:
+    text = format_pvalue(p)
+    return f"p {text}" if text.startswith("<") else f"p = {text}"
+
+
+def _num(x: float) -> str:
+    return format_number(float(x), 3)
+
+
+def _factor_reading(data: pd.DataFrame, column: str, columns: tuple[str, ...] = ()) -> str | None:
+    """``treatmentHigh`` -> "treatment = High (vs Control)" when it is a factor dummy.
+
+    The reference is the one level of the factor without a column among ``columns``.
+    """
+    for var in sorted(data.columns, key=lambda c: -len(str(c))):
+        name = str(var)
+        if not column.startswith(name) or column == name:
+            continue
+        s = data[var]
+        if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
+            continue
+        level = column[len(name) :]
+        levels = sorted(map(str, s.dropna().unique()))
+        if level not in levels:
+            continue
+        coded = {c[len(name) :] for c in columns if c.startswith(name) and ":" not in c}
+        coded.add(level)
+        others = [lv for lv in levels if lv not in coded]
+        ref = others[0] if len(others) == 1 else None
+        if ref is None:
+            return f"{name} = {level} (vs the reference level)"
+        return f"{name} = {level} (vs {ref})"
+    return None
+
+
+def describe_effect(
+    data: pd.DataFrame,
+    response: str,
+    term: str,
+    est: float,
+    p: float,
+    columns: tuple[str, ...] = (),
+) -> str:
+    """One sentence for one fixed effect (``columns``: all fixed-effects column names)."""
+    direction = "higher" if est > 0 else "lower"
+    size = _num(abs(est))
+    if ":" in term:
+        return f"interaction {term}: an extra {_num(est)} in {response} ({_p(p)})"
+    reading = _factor_reading(data, term, columns)
+    if reading is not None:
+        return f"{reading}: {response} {direction} by {size} ({_p(p)})"
+    if term in data.columns:
+        return f"{term}: each extra unit goes with {response} {direction} by {size} ({_p(p)})"
+    return f"{term}: estimate {_num(est)} ({_p(p)})"
+
+
+def _has_residual_groups() -> bool:
+    from ..model import lmer
+
+    return "residual_groups" in inspect.signature(lmer).parameters
+
+
+def findings(analysis: Any) -> list[Finding]:
+    """The findings of :class:`~mixedmodels.report.analysis.Analysis` in plain words."""
+    a = analysis
+    alpha = a.alpha
+    out: list[Finding] = []
+    last = a.diagnosed
+    data = a.data
+
+    # Interaction tests, from the first model that has any.
+    for m in a.models:
+        inter = m.interaction_tests
+        if inter is None:
+            continue
+        for term, r in inter.iterrows():
+            ftxt = f"F({int(r['NumDF'])}, {_num(r['DenDF'])}) = {_num(r['F'])}, {_p(r['p'])}"
+            if r["p"] < alpha:
+                out.append(
+                    (
+                        f"The {term} interaction is significant in {m.label} ({ftxt}): the effect "
+                        f"of one factor on {a.response} depends on the other; keep it.",
+                        "info",
+                    )
+                )
+            else:
+                out.append(
+                    (
+                        f"The {term} interaction is not significant in {m.label} ({ftxt}): the "
+                        "effects can be interpreted separately, and a model without it is simpler.",
+                        "good",
+                    )
+                )
+        break
+
+    # Fixed effects of the diagnosed model.
+    coef = last.coef.drop(index="(Intercept)", errors="ignore")
+    sig = coef[coef["p"] < alpha]
+    nonsig = coef[coef["p"] >= alpha]
+    if len(sig):
+        names = tuple(map(str, last.coef.index))
+        parts = [
+            describe_effect(data, a.response, str(t), r["estimate"], r["p"], names)
+            for t, r in sig.iterrows()
+        ]
+        out.append(
+            (
+                f"Significant fixed effects in {last.label} (at {alpha:g}, Satterthwaite df): "
+                + "; ".join(parts)
+                + ".",
+                "info",
+            )
+        )
+    if len(nonsig):
+        out.append(
+            (
+                f"Not significant in {last.label}: "
+                + ", ".join(f"{t} ({_p(r['p'])})" for t, r in nonsig.iterrows())
+                + ".",
+                "info",
+            )
+        )
+
+    # ICC of the last random-intercept model.
+    icc_model = next((m for m in reversed(a.models) if m.icc is not None), None)
+    if icc_model is not None:
+        for group, r in icc_model.icc.table.iterrows():
+            v = float(r["icc"])
+            out.append(
+                (
+                    f"ICC for {group} = {_num(v)} ({icc_model.label}): {v:.0%} of the variance "
+                    f"left after the fixed effects lies between {group} groups, so two "
+                    f"observations from the same {group} have correlation {_num(v)}. "
+                    + (
+                        "They are not independent: a model that ignores the grouping would give "
+                        "too small standard errors."
+                        if v >= 0.05
+                        else "The grouping explains little of the variance."
+                    ),
+                    "info",
+                )
+            )
+
+    # Random slopes: correlation, and the LRT that added them.
+    for m in a.models:
+        corr = m.correlations
+        for _, r in corr.iterrows():
+            c = float(r["corr"])
+            kind = "warn" if abs(c) > 0.95 else "info"
+            extra = (
+                " A correlation this close to ±1 means the model is over-parameterised "
+                "(nearly singular): prefer the simpler model."
+                if kind == "warn"
+                else ""
+            )
+            out.append(
+                (
+                    f"In {m.label} the random {r['term']} and {r['term2']} of {r['group']} have "
+                    f"correlation {_num(c)}.{extra}",
+                    kind,
+                )
+            )
+    for c in a.comparisons:
+        if c.result is None:
+            out.append(
+                (
+                    f"{c.first} and {c.second} were not compared by a likelihood-ratio "
+                    f"test: {c.refused}",
+                    "warn",
+                )
+            )
+            continue
+        r = c.result.table.iloc[1]
+        bigger = c.result.table.index[1]
+        smaller = c.result.table.index[0]
+        verdict = (
+            f"the data support the larger model {bigger}"
+            if r["Pr(>Chisq)"] < alpha
+            else f"the simpler model {smaller} is enough"
+        )
+        ref = f", {r['Reference']}" if r["Reference"] else ""
+        out.append(
+            (
+                f"{smaller} vs {bigger}: likelihood ratio {_num(r['Chisq'])} on {int(r['Df'])} df"
+                f"{ref}, {_p(r['Pr(>Chisq)'])} ({c.result.criterion}): {verdict}.",
+                "info",
+            )
+        )
+
+    # Fits.
+    for m in a.models:
+        for w in m.warnings:
+            out.append((f"{m.label}: {w}", "warn"))
+
+    # Assumptions.
+    unequal: list[str] = []
+    for t in a.tests:
+        rejected = t.pvalue < alpha
+        name = t.name
+        if name.startswith("Shapiro"):
+            if rejected:
+                out.append(
+                    (
+                        f"Residuals of {last.label} are not normal (Shapiro-Wilk W = "
+                        f"{_num(t.statistic)}, {_p(t.pvalue)}). Look at the Q-Q plot for outliers "
+                        "or heavy tails; with many observations the fixed-effect tests are fairly "
+                        "robust, but check influential points.",
+                        "warn",
+                    )
+                )
+            else:
+                out.append(
+                    (
+                        f"Residuals of {last.label} look normal (Shapiro-Wilk {_p(t.pvalue)}).",
+                        "good",
+                    )
+                )
+        elif name.startswith("White"):
+            if rejected:
+                unequal.append("the fixed-effects covariates")
+                out.append(
+                    (
+                        f"White's test: the residual variance changes with the covariates "
+                        f"(LM = {_num(t.statistic)}, {_p(t.pvalue)}).",
+                        "warn",
+                    )
+                )
+            else:
+                out.append(
+                    (
+                        f"White's test finds no change of residual variance with the "
+                        f"covariates ({_p(t.pvalue)}).",
+                        "good",
+                    )
+                )
+        elif " across " in name:
+            across = name.split(" across ", 1)[1]
+            if rejected:
+                unequal.append(across)
+                out.append(
+                    (
+                        f"The residual variance differs across {across} ({name.split(' across')[0]}"
+                        f" F = {_num(t.statistic)}, {_p(t.pvalue)}).",
+                        "warn",
+                    )
+                )
+            else:
+                out.append(
+                    (f"Residual variance is similar across {across} ({_p(t.pvalue)}).", "good")
+                )
+
+    # What to try next.
+    if unequal:
+        factors = [u for u in unequal if u in a.describe_by]
+        column = factors[0] if factors else None
+        if column is not None and _has_residual_groups():
+            out.append(
+                (
+                    f"Try next: give each {column} group its own residual variance, "
+                    f'mm.lmer("{last.formula}", data, residual_groups="{column}"), and compare '
+                    "it with this model by a likelihood-ratio test (West et al. 2014, Model 3.2A).",
+                    "info",
+                )
+            )
+        elif column is not None:
+            out.append(
+                (
+                    f"Try next: a model with a residual variance per {column} group "
+                    f'(residual_groups="{column}").',
+                    "info",
+                )
+            )
+        else:
+            out.append(
+                (
+                    "Try next: model the residual variance by group (residual_groups=<factor>), or "
+                    "transform the response.",
+                    "info",
+                )
+            )
+    return out

@@ -1,0 +1,179 @@
+"""The analysis report: every section, the numbers it shows, and its three formats."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+import mixedmodels as mm
+from mixedmodels import describe
+from mixedmodels.report import analyze
+
+SECTION_IDS = [
+    "findings",
+    "data",
+    "data-summaries",
+    "data-boxplots",
+    "data-hierarchy",
+    "models",
+    "model-m1",
+    "model-m2",
+    "model-m3",
+    "model-comparison",
+    "assumptions",
+    "assumptions-normality",
+    "assumptions-variance",
+    "assumptions-ranef",
+]
+
+
+def _section_ids(d):
+    out = []
+    for s in d["sections"]:
+        out.append(s["id"])
+        out.extend(_section_ids(s))
+    return out
+
+
+def _tables(d):
+    for s in d["sections"]:
+        for b in s["blocks"]:
+            if b["type"] == "table":
+                yield b
+        yield from _tables(s)
+
+
+def test_every_section(ratpup_report):
+    d = ratpup_report.to_dict()
+    assert _section_ids(d) == [i for i in _section_ids(d) if i]  # no empty ids
+    assert set(SECTION_IDS) <= set(_section_ids(d))
+    html = ratpup_report.to_html()
+    for sid in SECTION_IDS:
+        assert f'id="{sid}"' in html
+        assert f'href="#{sid}"' in html  # the contents list links to it
+    titles = [t["title"] for t in _tables(d)]
+    for needed in [
+        "Variables",
+        "weight by treatment × sex",
+        "Fixed effects",
+        "Tests of fixed-effects terms",
+        "Random effects",
+        "Intraclass correlation",
+        "Correlation of random effects",
+        "Fit statistics",
+        "Likelihood-ratio tests of neighbouring models",
+        "Tests of the residual assumptions",
+    ]:
+        assert needed in titles, needed
+
+
+def test_html_is_self_contained(ratpup_report):
+    html = ratpup_report.to_html()
+    assert "<script" not in html and "<link" not in html
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:|//)""", html)
+    assert "url(" not in html
+    imgs = re.findall(r'<img src="([^"]+)"', html)
+    assert len(imgs) >= 8 and all(u.startswith("data:image/png;base64,") for u in imgs)
+    assert 'name="viewport"' in html
+
+
+def test_numbers_match_the_library(ratpup_report):
+    a = ratpup_report.analysis
+    m1 = a.models[0]
+    inter = m1.interaction_tests
+    assert list(inter.index) == ["treatment:sex"]
+    assert inter.loc["treatment:sex", "p"] == pytest.approx(0.6282, abs=1e-3)  # lmerTest
+    m2 = a.models[1]
+    assert m2.icc.table.loc["litter", "icc"] == pytest.approx(0.3743, abs=1e-4)
+    assert m2.coef.loc["treatmentHigh", "df"] == pytest.approx(24.98, abs=0.05)
+    c12, c23 = a.comparisons
+    assert c12.result.criterion == "ML"
+    assert c23.result.table["Reference"].iloc[1].startswith("0.5*chisq(1)")
+    sw = next(t for t in a.tests if t.name == "Shapiro-Wilk")
+    assert sw.statistic == stats.shapiro(a.diagnosed.fit.resid.to_numpy()).statistic
+    text = " ".join(ratpup_report.findings)
+    assert "residual_groups" in text and "ICC" in text and "not significant" in text
+
+
+def test_markdown_and_json(ratpup_report, tmp_path):
+    md = ratpup_report.to_markdown()
+    assert md.startswith("# Mixed-model analysis of ratpup")
+    for heading in ["## 1. Findings", "## 2. Data", "## 3. Models", "## 4. Assumptions of M3"]:
+        assert heading in md
+    assert "| Shapiro-Wilk |" in md
+    out = ratpup_report.save(tmp_path / "r.json")
+    data = json.loads(out.read_text())
+    assert data["facts"]["Observations"] == "322"
+    (tmp_path / "r.md").write_text("old")
+    with pytest.raises(FileExistsError):
+        ratpup_report.save(tmp_path / "r.md")
+    assert (tmp_path / "r.md").read_text() == "old"
+    ratpup_report.save(tmp_path / "r.md", force=True)
+    assert (tmp_path / "r.md").read_text() == md
+
+
+def test_repr_html_is_a_fragment(ratpup_report):
+    frag = ratpup_report._repr_html_()
+    assert frag.startswith("<style>") and "<html" not in frag
+
+
+def test_missing_describe_by_column():
+    with pytest.raises(mm.DataError, match="no column named 'nope'"):
+        analyze("ratpup", ["weight ~ sex + (1 | litter)"], describe_by=["sex", "nope"])
+
+
+def test_not_nested_models_still_report(tmp_path):
+    data = mm.load_dataset("ratpup")
+    rep = analyze(
+        data,
+        ["weight ~ sex + (1 | litter)", "weight ~ litsize + (1 | litter)"],
+        describe_by="sex",
+    )
+    (comp,) = rep.analysis.comparisons
+    assert comp.result is None and "not nested" in comp.refused
+    html = rep.to_html()
+    assert "not tested" in html and 'id="assumptions"' in html
+    assert any("not compared" in f for f in rep.findings)
+
+
+def test_formulas_required_for_other_data():
+    with pytest.raises(mm.ModelSpecificationError, match="formula"):
+        analyze(mm.load_dataset("sleepstudy"))
+
+
+def test_progress_callback():
+    seen = []
+    analyze("sleepstudy", ["Reaction ~ Days + (Days | Subject)"], progress=seen.append)
+    assert any(s.startswith("fitting M1") for s in seen)
+    assert any("assumptions" in s for s in seen)
+
+
+# -------------------------------------------------------------------- describe
+def test_summary_by_matches_researchpy_definition():
+    data = mm.load_dataset("ratpup")
+    table = describe.summary_by(data, "weight", ["treatment", "sex"])
+    g = data[(data.treatment == "High") & (data.sex == "Male")]["weight"]
+    row = table.loc["High / Male"]
+    n = len(g)
+    assert row["N"] == n
+    assert row["Mean"] == pytest.approx(g.mean())
+    assert row["SD"] == pytest.approx(g.std(ddof=1))
+    assert row["SE"] == pytest.approx(g.std(ddof=1) / np.sqrt(n))
+    half = stats.t.ppf(0.975, n - 1) * g.std(ddof=1) / np.sqrt(n)
+    assert row["95% CI lower"] == pytest.approx(g.mean() - half)
+    assert row["95% CI upper"] == pytest.approx(g.mean() + half)
+    assert list(table.index)[:2] == ["Control / Female", "Control / Male"]
+
+
+def test_variables_and_hierarchy():
+    df = pd.DataFrame({"y": [1.0, 2.0, None, 4.0], "g": ["a", "a", "b", None]})
+    v = describe.variables(df)
+    assert v.loc["y", "missing"] == 1 and v.loc["g", "type"] == "factor"
+    assert v.loc["g", "levels"] == "a, b"
+    h = describe.hierarchy(df, "g")
+    assert h["ngroups"] == 2 and h["sizes"].to_dict() == {"a": 2, "b": 1}
