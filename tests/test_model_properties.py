@@ -161,3 +161,10 @@ def test_data_argument_must_be_usable():
         mm.lmer("y ~ x + (1 | g)", "no-such-file-or-dataset.csv")
     with pytest.raises(mm.MixedModelsError):
         mm.lmer("y ~ x + (1 | g)", pd.DataFrame())
+
+
+def test_response_that_the_fixed_effects_reproduce_exactly_is_refused():
+    df = pd.DataFrame({"x": np.arange(30.0), "g": np.repeat(["a", "b", "c"], 10)})
+    df["y"] = 1.0 + 2.0 * df["x"]
+    with pytest.raises(DataError, match="exactly"):
+        mm.lmer("y ~ x + (1 | g)", df)

@@ -44,6 +44,14 @@ def _batched_inverse_spd(L: np.ndarray) -> np.ndarray:
     """Inverses of ``L L'`` for a stack of lower-triangular factors ``L`` (l, p, p)."""
     if L.shape[1] == 1:
         return 1.0 / (L * L)
+    if L.shape[1] == 2:
+        # Closed form: batched LAPACK calls on 2 x 2 blocks cost more than the arithmetic.
+        a, b, c = L[:, 0, 0], L[:, 1, 0], L[:, 1, 1]
+        inv = np.zeros_like(L)
+        inv[:, 0, 0] = 1.0 / a
+        inv[:, 1, 1] = 1.0 / c
+        inv[:, 1, 0] = -b / (a * c)
+        return np.swapaxes(inv, 1, 2) @ inv
     eye = np.broadcast_to(np.eye(L.shape[1]), L.shape)
     Linv = np.linalg.solve(L, eye)
     return np.swapaxes(Linv, 1, 2) @ Linv
@@ -214,7 +222,7 @@ class ProfiledDeviance:
         if self._p1 == 1:
             AX1W = AX1 * W1[None, :, :, 0]
         else:
-            AX1W = np.einsum("cla,lab->clb", AX1, W1)
+            AX1W = np.einsum("cla,lab->clb", AX1, W1, optimize=True)
         pp1 = AX1.shape[0]
         SXX = A.xytxy - AX1W.reshape(pp1, -1) @ AX1.reshape(pp1, -1).T
 

@@ -25,7 +25,7 @@ from .linalg.cross_products import (
     compute_cross_products,
     compute_stratified_cross_products,
 )
-from .optimize import OptimizerOptions, check_convergence, minimize_bobyqa
+from .optimize import OptimizerOptions, OptSummary, check_convergence, minimize_bobyqa
 from .residual_variance import ResidualStrata, StratifiedDeviance, residual_strata
 from .results import LinearMixedModelResult
 
@@ -132,6 +132,42 @@ class LinearMixedModel:
             )
         return self._stratified[key]
 
+    def _check_not_exact(self) -> None:
+        """Refuse a response that the fixed effects reproduce exactly (OLS RSS ~ 0)."""
+        A = self.cross_products.xytxy
+        try:
+            r = np.linalg.cholesky(A)[-1, -1]
+        except np.linalg.LinAlgError:
+            r = 0.0
+        if r * r <= 1e-20 * max(float(A[-1, -1]), 1e-300):
+            raise DataError(
+                "the fixed effects reproduce the response exactly (residual sum of squares "
+                "~0), so no variance can be estimated; check that the response is not "
+                "computed from the predictors"
+            )
+
+    def _minimize(self, objective, x0, lower, options) -> OptSummary:
+        """BOBYQA, restarted once when it ends on the boundary (lme4's ``restart_edge``).
+
+        A fit that ends with a template diagonal at 0 may be a genuine boundary optimum or a
+        trust region that collapsed onto the boundary early (it happens for correlated
+        random slopes on small data). Restart from the end point with those diagonals
+        moved back inside, and keep the better optimum: singular fits are rare and cheap.
+        """
+        summary = minimize_bobyqa(objective, x0, lower, options)
+        ntheta = self.structure.ntheta
+        on_diag = np.isfinite(lower[:ntheta])
+        theta = summary.final_theta[:ntheta]
+        at_edge = on_diag & (theta - lower[:ntheta] < 1e-6)
+        if not np.any(at_edge):
+            return summary
+        restart = summary.final_theta.copy()
+        restart[:ntheta][at_edge] = 0.5 * max(1.0, float(np.max(np.abs(theta), initial=0.0)))
+        second = minimize_bobyqa(objective, restart, lower, options)
+        evaluations = summary.evaluations + second.evaluations
+        best = second if second.final_objective < summary.final_objective - 1e-10 else summary
+        return replace(best, evaluations=evaluations, initial_theta=summary.initial_theta)
+
     def fit(
         self,
         *,
@@ -151,12 +187,12 @@ class LinearMixedModel:
             Optimiser tolerances.
         """
         use_reml = self.reml if reml is None else bool(reml)
+        self._check_not_exact()
         if self.residual_strata is None:
             dev = self.deviance_function(use_reml)
             x0 = self.structure.initial_theta() if start is None else np.asarray(start, float)
-            summary = check_convergence(
-                dev, minimize_bobyqa(dev, x0, self.structure.lower_bounds(), options)
-            )
+            lower = self.structure.lower_bounds()
+            summary = check_convergence(dev, self._minimize(dev, x0, lower, options))
             at_optimum = dev
         else:
             sdev = self.stratified_deviance(use_reml)
@@ -166,12 +202,13 @@ class LinearMixedModel:
                 start = np.asarray(start, float)
                 x0[: start.shape[0]] = start
             summary = check_convergence(
-                sdev, minimize_bobyqa(sdev, x0, sdev.lower_bounds(), options)
+                sdev, self._minimize(sdev, x0, sdev.lower_bounds(), options)
             )
             at_optimum = sdev.at(summary.final_theta[self.structure.ntheta :])
         result = LinearMixedModelResult(
             model=self, deviance_function=at_optimum, opt=summary, reml=use_reml
         )
+
         for msg in summary.messages:
             warnings.warn(msg, ConvergenceWarning, stacklevel=2)
         if result.singular:

@@ -127,12 +127,18 @@ def minimize_bobyqa(
     except nlopt.RoundoffLimited:
         xopt = best[1]
         code = "ROUNDOFF_LIMITED"
-        messages.append("optimizer stopped at round-off limit; best point kept")
+        messages.append(
+            "optimizer stopped at its round-off limit (best point kept); if estimates look "
+            "odd, rescale covariates (e.g. scale(x)) or simplify the random effects"
+        )
     fopt = float(objective(xopt))
     if best[0] < fopt:
         xopt, fopt = best[1], best[0]
     if code == "MAXEVAL_REACHED":
-        messages.append(f"optimizer reached its evaluation limit ({opts.maxeval})")
+        messages.append(
+            f"optimizer reached its evaluation limit ({opts.maxeval}); raise "
+            "OptimizerOptions(maxeval=...), rescale covariates or simplify the random effects"
+        )
     return OptSummary(
         initial_theta=theta0,
         final_theta=np.asarray(xopt, dtype=np.float64),

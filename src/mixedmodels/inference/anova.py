@@ -31,9 +31,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from ..errors import DataError
+from .distributions import chi2_sf, f_sf
 from .kenward_roger import kenward_roger_f_test
 from .satterthwaite import satterthwaite_f_test
 from .wald import normalize_ddf
@@ -305,7 +305,7 @@ def _f_row(fit: LinearMixedModelResult, L: np.ndarray, method: str) -> list[floa
     z = P[:, pos].T @ (L @ beta)
     F = float(np.sum(z**2 / d[pos]) / q)
     den = float(fit.nobs - len(beta)) if method == "residual" else float("inf")
-    p = float(stats.f.sf(F, q, den)) if np.isfinite(den) else float(stats.chi2.sf(F * q, q))
+    p = float(f_sf(F, q, den)) if np.isfinite(den) else float(chi2_sf(F * q, q))
     ms = F * fit.sigma**2
     return [ms * q, ms, q, den, F, p]
 

@@ -34,9 +34,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.linalg as sla
-from scipy import stats
 
 from ..errors import ModelSpecificationError
+from .distributions import f_sf
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..results import LinearMixedModelResult
@@ -382,4 +382,4 @@ def kenward_roger_f_test(
     wald = float(diff @ np.linalg.solve(L @ kr.vcov_beta_adjusted @ L.T, diff))
     FU = wald / q
     Fs = scaling * FU
-    return KenwardRogerTest(q, ddf, FU, scaling, Fs, float(stats.f.sf(Fs, q, ddf)))
+    return KenwardRogerTest(q, ddf, FU, scaling, Fs, float(f_sf(Fs, q, ddf)))

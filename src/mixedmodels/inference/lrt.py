@@ -29,11 +29,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from .. import errors
 from ..errors import MixedModelsError
 from ..tables import Report, Table
+from .distributions import chi2_sf
 from .linear_model import LinearModelResult
 
 if hasattr(errors, "ModelComparisonError"):
@@ -174,7 +174,7 @@ def chisq_sf(x: float, df: int) -> float:
     """Upper tail of chi2(df), with chi2(0) the point mass at 0."""
     if df <= 0:
         return 1.0 if x <= 0 else 0.0
-    return float(stats.chi2.sf(max(x, 0.0), df))
+    return float(chi2_sf(max(x, 0.0), df))
 
 
 def chibar_pvalue(chisq: float, df: int) -> float:

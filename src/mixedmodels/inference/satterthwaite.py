@@ -357,7 +357,7 @@ def satterthwaite_f_test(
     ``F = sum t_m^2 / q`` and the ddf combine the ``nu_m`` as in :func:`f_test_ddf`
     (Fai & Cornelius 1996; Kuznetsova et al. 2017, sec. 3.2). ``MeanSq = F sigma^2``.
     """
-    from scipy import stats
+    from .distributions import f_sf
 
     info = varpar_covariance_of(fit)
     L = np.atleast_2d(np.asarray(L, dtype=np.float64))
@@ -380,4 +380,4 @@ def satterthwaite_f_test(
     ddf = f_test_ddf(nu)
     s2 = fit.sigma**2
     ms = Fval * s2
-    return FTest(ms * q, ms, q, ddf, Fval, float(stats.f.sf(Fval, q, ddf)))
+    return FTest(ms * q, ms, q, ddf, Fval, float(f_sf(Fval, q, ddf)))

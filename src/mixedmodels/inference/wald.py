@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from ..errors import DataError, FormulaError
+from .distributions import chi2_sf, f_sf, norm_sf, t_sf
 from .kenward_roger import kenward_roger_covariance_of, kenward_roger_df, kenward_roger_f_test
 from .satterthwaite import satterthwaite_df, satterthwaite_f_test
 
@@ -426,11 +426,7 @@ def linear_hypothesis(
         else:
             df = float("inf")
         t = float(est[0] / se[0])
-        p = (
-            float(2.0 * stats.t.sf(abs(t), df))
-            if np.isfinite(df)
-            else float(2.0 * stats.norm.sf(abs(t)))
-        )
+        p = float(2.0 * t_sf(abs(t), df)) if np.isfinite(df) else float(2.0 * norm_sf(abs(t)))
         return WaldTest(tuple(labels), L, r, est, se, t, t * t, 1, df, p, method)
     if method == "satterthwaite":
         res = satterthwaite_f_test(fit, L, r)
@@ -442,7 +438,7 @@ def linear_hypothesis(
         F = float(est @ np.linalg.solve(L @ V @ L.T, est) / q)
         num = q
         den = _residual_df(fit) if method == "residual" else float("inf")
-        p = float(stats.f.sf(F, q, den)) if np.isfinite(den) else float(stats.chi2.sf(F * q, q))
+        p = float(f_sf(F, q, den)) if np.isfinite(den) else float(chi2_sf(F * q, q))
     return WaldTest(tuple(labels), L, r, est, se, None, F, num, den, p, method)
 
 
@@ -473,5 +469,5 @@ def coef_table(fit: LinearMixedModelResult, *, ddf: str = "satterthwaite") -> pd
         else:
             df = np.full(p, np.inf)
     t = beta / se
-    pv = np.where(np.isfinite(df), 2.0 * stats.t.sf(np.abs(t), df), 2.0 * stats.norm.sf(np.abs(t)))
+    pv = np.where(np.isfinite(df), 2.0 * t_sf(np.abs(t), df), 2.0 * norm_sf(np.abs(t)))
     return pd.DataFrame({"estimate": beta, "se": se, "df": df, "t": t, "p": pv}, index=names)
