@@ -140,6 +140,15 @@ def _add_fit(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
     parser.add_argument("--ml", action="store_true", help="maximum likelihood instead of REML")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument(
+        "--anova", action="store_true", help="add Type III F tests of each model term"
+    )
+    parser.add_argument(
+        "--ddf",
+        choices=("satterthwaite", "kenward-roger"),
+        default="satterthwaite",
+        help="denominator degrees of freedom of t and F tests (default: satterthwaite)",
+    )
+    parser.add_argument(
         "--residual-groups",
         metavar="COLUMN",
         help="a residual variance per group of COLUMN (nlme's varIdent), e.g. treatment",
@@ -187,16 +196,41 @@ def _residual_pooling(items: list[str]) -> dict[str, list[str]] | None:
     return pooling
 
 
+def _fit_output(fit: Any, args: argparse.Namespace) -> str:
+    """The summary (or JSON) of a fit, with the ANOVA table when asked."""
+    ddf = getattr(args, "ddf", "satterthwaite")
+    want_anova = getattr(args, "anova", False)
+    if args.json:
+        out = fit.to_dict()
+        if ddf != "satterthwaite":
+            out["fixef"] = _coef_records(fit.coef_table(ddf=ddf))
+        if want_anova:
+            table = fit.anova(ddf=ddf)
+            out["anova"] = [{"term": str(term), **row} for term, row in table.iterrows()]
+        return _to_json(out)
+    text = str(fit.summary()).rstrip("\n") + "\n"
+    if ddf != "satterthwaite":
+        text += f"\nFixed effects ({ddf} df):\n{fit.coef_table(ddf=ddf).to_string()}\n"
+    if want_anova:
+        text += f"\nType III Analysis of Variance Table ({ddf} df):\n"
+        text += fit.anova(ddf=ddf).to_string() + "\n"
+    return text
+
+
+def _coef_records(table: Any) -> list[dict[str, Any]]:
+    return [
+        {"term": str(name), "estimate": r.estimate, "se": r.se, "df": r.df, "t": r.t, "p": r.p}
+        for name, r in table.iterrows()
+    ]
+
+
 def _run_fit(args: argparse.Namespace) -> str:
     import mixedmodels
     from mixedmodels.io import read_data
 
     streamed = _fit_streamed(args)
     if streamed is not None:
-        fit = streamed
-        if args.json:
-            return _to_json(fit.to_dict())
-        return str(fit.summary()).rstrip("\n") + "\n"
+        return _fit_output(streamed, args)
     data = read_data(args.data)
     pooling = _residual_pooling(args.residual_pool)
     if pooling is not None and not args.residual_groups:
@@ -210,9 +244,7 @@ def _run_fit(args: argparse.Namespace) -> str:
         residual_groups=args.residual_groups,
         residual_pooling=pooling,
     )
-    if args.json:
-        return _to_json(fit.to_dict())
-    return str(fit.summary()).rstrip("\n") + "\n"
+    return _fit_output(fit, args)
 
 
 def _fit_streamed(args: argparse.Namespace) -> Any:
@@ -245,6 +277,55 @@ def _fit_streamed(args: argparse.Namespace) -> Any:
     from mixedmodels.io.streaming import lmer_streamed
 
     return lmer_streamed(args.formula, args.data, reml=not args.ml, chunk_rows=args.chunk_rows)
+
+
+def _add_compare(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "compare",
+        parents=parents,
+        help="likelihood-ratio tests of nested models",
+        description=(
+            "Fit two or more nested models and compare them by likelihood-ratio tests, as "
+            "lme4's anova(): models whose fixed effects differ are refitted by ML; a variance "
+            "tested on the boundary gets the chi-bar-square mixture p beside the naive p. A "
+            "formula without a (...|group) term is fitted as an ordinary linear model."
+        ),
+    )
+    parser.add_argument("data", metavar="DATA", help="data file or embedded dataset name")
+    parser.add_argument(
+        "-f", "--formula", action="append", required=True, help="a model (give two or more)"
+    )
+    parser.add_argument("--ml", action="store_true", help="fit by ML instead of REML")
+    parser.add_argument(
+        "--boundary",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="force (or, with --no-boundary, refuse) the chi-bar-square boundary p-value; "
+        "by default it is used where a variance is tested at 0",
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.set_defaults(run=_run_compare)
+
+
+def _run_compare(args: argparse.Namespace) -> str:
+    import mixedmodels
+    from mixedmodels.errors import DataError
+    from mixedmodels.io import read_data
+
+    if len(args.formula) < 2:
+        raise DataError("compare needs at least two --formula options")
+    data = read_data(args.data)
+    fits = []
+    for formula in args.formula:
+        parsed = mixedmodels.parse_formula(formula)
+        if parsed.random:
+            fits.append(mixedmodels.lmer(formula, data, reml=not args.ml))
+        else:
+            fits.append(mixedmodels.lm(formula, data, reml=not args.ml))
+    result = mixedmodels.compare(*fits, boundary=args.boundary)
+    if args.json:
+        return _to_json(result.to_dict())
+    return str(result).rstrip("\n") + "\n"
 
 
 def _add_analyze(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
@@ -361,6 +442,7 @@ def _run_analyze(args: argparse.Namespace) -> str:
 _COMMANDS: tuple[Callable[[Any, list[argparse.ArgumentParser]], None], ...] = (
     _add_datasets,
     _add_fit,
+    _add_compare,
     _add_analyze,
 )
 

@@ -5,10 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-FIT_COMMAND = (
-    "python3 -m pip install . && mixedmodels fit ratpup "
-    '--formula "weight ~ treatment + sex + litsize + (1|litter)"'
-)
+FIT_COMMAND = "python3 -m pip install . && mixedmodels analyze"
 TEST_COMMAND = 'python3 -m pip install -e ".[test]" && python3 -m pytest -q'
 
 

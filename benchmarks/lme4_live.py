@@ -1,0 +1,132 @@
+"""The lme4 column: timed live through Rscript when R and lme4 are installed, otherwise
+read from ``benchmarks/lme4_timings.md`` (numbers copied from the project's R run).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from models import Model
+
+HERE = Path(__file__).resolve().parent
+TIMINGS_FILE = HERE / "lme4_timings.md"
+
+
+def rscript_works() -> bool:
+    """True when ``Rscript -e 'library(lme4)'`` runs cleanly."""
+    if shutil.which("Rscript") is None:
+        return False
+    try:
+        done = subprocess.run(
+            ["Rscript", "-e", "suppressMessages(library(lme4))"],
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0
+
+
+def from_file() -> dict[str, dict[str, Any]]:
+    """model key -> {seconds, reps, criterion, source} from the copied table."""
+    rows: dict[str, dict[str, Any]] = {}
+    for line in TIMINGS_FILE.read_text(encoding="utf-8").splitlines():
+        # Cells are separated by "|" not preceded by a backslash (formulas escape theirs).
+        cells = [c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1]]
+        if len(cells) != 7 or not re.fullmatch(r"[0-9.]+", cells[3]):
+            continue
+        rows[cells[0]] = {
+            "n": int(cells[2]),
+            "seconds": float(cells[3]),
+            "reps": int(cells[4]),
+            "criterion": float(cells[6]),
+            "source": "benchmarks/lme4_timings.md",
+        }
+    return rows
+
+
+# One R function per run: fits every model once as a warm-up, then times each one.
+# Output is one line per model, "RESULT<TAB>key<TAB>median seconds<TAB>reps<TAB>REMLcrit",
+# so that no R package beyond lme4 is needed to report back.
+_R_TEMPLATE = r"""
+suppressMessages(library(lme4))
+jobs <- read.csv("{jobs}", stringsAsFactors = FALSE)
+for (i in seq_len(nrow(jobs))) {{
+  d <- read.csv(jobs$csv[i], stringsAsFactors = FALSE)
+  fac <- strsplit(jobs$factors[i], ",", fixed = TRUE)[[1]]
+  for (v in fac) d[[v]] <- factor(as.character(d[[v]]))
+  for (v in names(d)) if (is.character(d[[v]])) d[[v]] <- factor(d[[v]])
+  f <- as.formula(jobs$formula[i])
+  fit <- lmer(f, data = d, REML = TRUE)
+  reps <- jobs$reps[i]
+  times <- numeric(reps)
+  for (r in seq_len(reps)) {{
+    t0 <- proc.time()[["elapsed"]]
+    fit <- lmer(f, data = d, REML = TRUE)
+    times[r] <- proc.time()[["elapsed"]] - t0
+  }}
+  cat(sprintf("RESULT\t%s\t%.9g\t%d\t%.15g\n", jobs$key[i], median(times), reps,
+              unname(REMLcrit(fit))))
+}}
+cat(sprintf("VERSION\t%s\t%s\n", R.version.string, as.character(packageVersion("lme4"))))
+"""
+
+
+def run_live(
+    models: list[Model], frames: dict[str, pd.DataFrame], reps: dict[str, int], timeout: float
+) -> tuple[dict[str, dict[str, Any]], str]:
+    """Time lme4 on the very DataFrames the Python contestants fit.
+
+    Returns (model key -> {seconds, reps, criterion, source}, R/lme4 version string).
+    Note: R's ``proc.time`` has a 1 ms resolution, so millisecond fits are coarse.
+    """
+    rows: dict[str, dict[str, Any]] = {}
+    version = ""
+    with tempfile.TemporaryDirectory(prefix="mm-bench-r-") as tmp:
+        jobs = []
+        for model in models:
+            csv = Path(tmp) / f"{model.key}.csv"
+            frames[model.key].to_csv(csv, index=False)
+            jobs.append(
+                {
+                    "key": model.key,
+                    "csv": str(csv),
+                    "formula": model.formula,
+                    "factors": ",".join(model.factors),
+                    "reps": reps[model.key],
+                }
+            )
+        jobs_csv = Path(tmp) / "jobs.csv"
+        pd.DataFrame(jobs).to_csv(jobs_csv, index=False)
+        script = Path(tmp) / "bench.R"
+        script.write_text(_R_TEMPLATE.format(jobs=jobs_csv), encoding="utf-8")
+        done = subprocess.run(
+            ["Rscript", str(script)], capture_output=True, text=True, timeout=timeout, check=False
+        )
+    for line in done.stdout.splitlines():
+        parts = line.split("\t")
+        if parts[0] == "RESULT" and len(parts) == 5:
+            rows[parts[1]] = {
+                "seconds": float(parts[2]),
+                "reps": int(parts[3]),
+                "criterion": float(parts[4]),
+                "source": "Rscript (live)",
+            }
+        elif parts[0] == "VERSION" and len(parts) == 3:
+            version = f"{parts[1]}, lme4 {parts[2]}"
+    if done.returncode != 0:
+        version += f" (Rscript exited {done.returncode}: {done.stderr.strip()[-300:]})"
+    return rows, version
+
+
+FILE_SOURCE = (
+    "R 4.2.2, lme4 1.1.31, Debian reference BLAS; recorded 2026-11-25 on the project's "
+    "2-vCPU VM (copied into benchmarks/lme4_timings.md)"
+)
