@@ -30,6 +30,8 @@ _PUBLIC = {
     "AnalysisReport": "mixedmodels.report",
     "mixedlm": "mixedmodels.compat",
     "summary_by": "mixedmodels.describe",
+    "emmeans": "mixedmodels.inference.emmeans",
+    "MarginalMeans": "mixedmodels.inference.emmeans",
     "compare": "mixedmodels.inference.lrt",
     "lrt": "mixedmodels.inference.lrt",
     "lm": "mixedmodels.inference.linear_model",

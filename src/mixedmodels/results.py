@@ -424,6 +424,24 @@ class LinearMixedModelResult:
 
         return profile(self, **kwargs)
 
+    def emmeans(
+        self,
+        specs: Any,
+        by: Any = None,
+        *,
+        adjust: str = "tukey",
+        ddf: str = "satterthwaite",
+        level: float = 0.95,
+        at: Any = None,
+        data: Any = None,
+    ):
+        """Estimated marginal means of ``specs`` (within ``by``) and their pairwise
+        contrasts (R's emmeans + pairs): ``adjust="tukey"|"holm"|"bonferroni"|"none"``.
+        See :func:`mixedmodels.inference.emmeans.emmeans`."""
+        from .inference.emmeans import emmeans
+
+        return emmeans(self, specs, by, adjust=adjust, ddf=ddf, level=level, at=at, data=data)
+
     def icc(self, **kwargs: Any):
         """Intraclass correlation per grouping factor, with its definition stated."""
         from .diagnostics.icc import icc
