@@ -103,7 +103,7 @@ def test_numbers_match_the_library(ratpup_report):
 def test_markdown_and_json(ratpup_report, tmp_path):
     md = ratpup_report.to_markdown()
     assert md.startswith("# Mixed-model analysis of ratpup")
-    for heading in ["## 1. Findings", "## 2. Data", "## 3. Models", "## 4. Assumptions of M3"]:
+    for heading in ["## 1. Findings", "## 2. Data", "## 3. Models", "## 4. Assumptions of M2"]:
         assert heading in md
     assert "| Shapiro-Wilk |" in md
     out = ratpup_report.save(tmp_path / "r.json")

@@ -40,6 +40,9 @@ DEFAULT_FORMULAS = (
     "weight ~ treatment + sex + litsize + (1 + sex | litter)",
 )
 DEFAULT_DESCRIBE_BY = ("treatment", "sex")
+# The default sequence's comparisons select M2 (no interaction, random intercept: the
+# book's mean structure); M3's random sex effect is nearly singular. Diagnose M2.
+DEFAULT_DIAGNOSE = 1
 
 ProgressCallback = Callable[[str], None]
 
@@ -205,6 +208,8 @@ def run_analysis(
     if formulas is None or len(formulas) == 0:
         if isinstance(data, str) and data.lower() == DEFAULT_DATA:
             formulas = list(DEFAULT_FORMULAS)
+            if diagnose == -1:
+                diagnose = DEFAULT_DIAGNOSE
             if describe_by is None:
                 describe_by = list(DEFAULT_DESCRIBE_BY)
         else:
