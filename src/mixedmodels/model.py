@@ -147,19 +147,22 @@ class LinearMixedModel:
                 "computed from the predictors"
             )
 
-    def _minimize(self, objective, x0, lower, options) -> OptSummary:
+    def _minimize(self, objective, x0, lower, options, initial_steps=None) -> OptSummary:
         """BOBYQA, restarted once when it ends on the boundary (lme4's ``restart_edge``).
 
         A fit that ends with a template diagonal at 0 may be a genuine boundary optimum or a
         trust region that collapsed onto the boundary early (it happens for correlated
         random slopes on small data). Restart from the end point with those diagonals
         moved back inside, and keep the better optimum: singular fits are rare and cheap.
+        "At the edge" uses the singular-fit tolerance (lme4's isSingular, 1e-4): a collapsed
+        trust region may stop a few 1e-6 off the bound, and whether it lands exactly on it
+        depends on rounding.
         """
-        summary = minimize_bobyqa(objective, x0, lower, options)
+        summary = minimize_bobyqa(objective, x0, lower, options, initial_steps)
         ntheta = self.structure.ntheta
         on_diag = np.isfinite(lower[:ntheta])
         theta = summary.final_theta[:ntheta]
-        at_edge = on_diag & (theta - lower[:ntheta] < 1e-6)
+        at_edge = on_diag & (theta - lower[:ntheta] < _EDGE_TOL)
         if not np.any(at_edge):
             return summary
         restart = summary.final_theta.copy()
@@ -183,7 +186,8 @@ class LinearMixedModel:
         reml
             Override the model's REML flag for this fit (e.g. ML refits for LRTs).
         start
-            Starting theta (default: lme4's, identity templates).
+            Starting theta (default: lme4's identity templates, with scalar terms at a
+            method-of-moments estimate).
         options
             Optimiser tolerances.
         """
@@ -197,9 +201,15 @@ class LinearMixedModel:
     ) -> LinearMixedModelResult:
         if self.residual_strata is None:
             dev = self.deviance_function(use_reml)
-            x0 = self.structure.initial_theta() if start is None else np.asarray(start, float)
             lower = self.structure.lower_bounds()
-            summary = check_convergence(dev, self._minimize(dev, x0, lower, options))
+            steps = None
+            if start is None:
+                # Scalar terms start at a moment estimate: on large data that halves the
+                # evaluations (see ProfiledDeviance.moment_start).
+                x0, steps = dev.moment_start((options or OptimizerOptions()).initial_step)
+            else:
+                x0 = np.asarray(start, float)
+            summary = check_convergence(dev, self._minimize(dev, x0, lower, options, steps))
             at_optimum = dev
         else:
             sdev = self.stratified_deviance(use_reml)
@@ -228,6 +238,7 @@ class LinearMixedModel:
         return result
 
 
+_EDGE_TOL = 1e-4  # CovarianceStructure.is_singular's default tolerance
 _SMALL_DENSE_BLOCK = 512
 _BLAS_CONTROLLER: list[Any] = []
 

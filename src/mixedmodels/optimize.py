@@ -9,6 +9,7 @@ coordinates that sit on their bound with the gradient pointing outwards.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -71,6 +72,7 @@ def minimize_bobyqa(
     theta0: np.ndarray,
     lower: np.ndarray,
     options: OptimizerOptions | None = None,
+    initial_steps: np.ndarray | None = None,
 ) -> OptSummary:
     """Minimise ``objective`` over theta >= lower with BOBYQA.
 
@@ -84,6 +86,8 @@ def minimize_bobyqa(
         Lower bounds (0 for diagonal template entries, -inf otherwise).
     options
         Tolerances and budget.
+    initial_steps
+        Initial trust-region radius per coordinate (default: ``options.initial_step``).
 
     Returns
     -------
@@ -109,7 +113,7 @@ def minimize_bobyqa(
         if val < best[0]:
             best[0] = val
             best[1] = np.array(x, copy=True)
-        return val if np.isfinite(val) else 1e300
+        return val if math.isfinite(val) else 1e300  # math: no numpy call per evaluation
 
     opt = nlopt.opt(nlopt.LN_BOBYQA, k)
     opt.set_min_objective(wrapped)
@@ -119,7 +123,9 @@ def minimize_bobyqa(
     opt.set_ftol_abs(opts.ftol_abs)
     opt.set_xtol_abs(opts.xtol_abs)
     opt.set_maxeval(opts.maxeval)
-    opt.set_initial_step(np.full(k, opts.initial_step))
+    if initial_steps is None:
+        initial_steps = np.full(k, opts.initial_step)
+    opt.set_initial_step(np.asarray(initial_steps, dtype=np.float64))
     messages: list[str] = []
     try:
         xopt = opt.optimize(theta0)
@@ -153,45 +159,55 @@ def minimize_bobyqa(
     )
 
 
-def finite_difference_gradient(
-    objective: Callable[[np.ndarray], float], x: np.ndarray, lower: np.ndarray, h: float = 1e-5
-) -> np.ndarray:
-    """Central differences, one-sided (forward) where the point sits on its lower bound."""
-    g = np.empty_like(x)
-    f0 = objective(x)
-    for i in range(x.shape[0]):
-        e = np.zeros_like(x)
-        step = h * max(1.0, abs(x[i]))
-        e[i] = step
-        if x[i] - step < lower[i]:
-            g[i] = (objective(x + e) - f0) / step
-        else:
-            g[i] = (objective(x + e) - objective(x - e)) / (2 * step)
-    return g
+def _derivatives(
+    objective: Callable[[np.ndarray], float],
+    x: np.ndarray,
+    f0: float,
+    lower: np.ndarray,
+    h: float = 1e-4,
+) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]]:
+    """Finite-difference gradient at ``x`` and a function giving the Hessian on demand.
 
-
-def finite_difference_hessian(
-    objective: Callable[[np.ndarray], float], x: np.ndarray, h: float = 1e-4
-) -> np.ndarray:
-    """Central second differences (points may step slightly past a bound)."""
+    One step ``h * max(1, |x_i|)`` serves both (lme4's ``deriv12`` design), so the points
+    ``x +- h e_i`` of the gradient also give the Hessian's diagonal and each off-diagonal
+    entry costs one more evaluation, ``f(x + h_i e_i + h_j e_j)`` (forward differences,
+    O(h) error: plenty for scaling a gradient). ``f0 = objective(x)`` is passed in (the
+    optimiser already knows it). The gradient is central, one-sided (forward) where the
+    point sits on its lower bound.
+    """
     k = x.shape[0]
-    H = np.empty((k, k))
-    f0 = objective(x)
     steps = h * np.maximum(1.0, np.abs(x))
+    f_plus = np.empty(k)
+    f_minus = np.full(k, np.nan)
+    g = np.empty(k)
     for i in range(k):
-        ei = np.zeros(k)
-        ei[i] = steps[i]
-        H[i, i] = (objective(x + ei) - 2 * f0 + objective(x - ei)) / steps[i] ** 2
-        for j in range(i):
-            ej = np.zeros(k)
-            ej[j] = steps[j]
-            H[i, j] = H[j, i] = (
-                objective(x + ei + ej)
-                - objective(x + ei - ej)
-                - objective(x - ei + ej)
-                + objective(x - ei - ej)
-            ) / (4 * steps[i] * steps[j])
-    return H
+        e = np.zeros(k)
+        e[i] = steps[i]
+        f_plus[i] = objective(x + e)
+        if x[i] - steps[i] < lower[i]:
+            g[i] = (f_plus[i] - f0) / steps[i]
+        else:
+            f_minus[i] = objective(x - e)
+            g[i] = (f_plus[i] - f_minus[i]) / (2 * steps[i])
+
+    def hessian(idx: np.ndarray) -> np.ndarray:
+        """Hessian restricted to coordinates ``idx`` (points may step slightly past a bound)."""
+        H = np.empty((idx.shape[0], idx.shape[0]))
+        for a, i in enumerate(idx):
+            if np.isnan(f_minus[i]):
+                e = np.zeros(k)
+                e[i] = steps[i]
+                f_minus[i] = objective(x - e)
+            H[a, a] = (f_plus[i] - 2 * f0 + f_minus[i]) / steps[i] ** 2
+            for b, j in enumerate(idx[:a]):
+                e = np.zeros(k)
+                e[i], e[j] = steps[i], steps[j]
+                H[a, b] = H[b, a] = (objective(x + e) - f_plus[i] - f_plus[j] + f0) / (
+                    steps[i] * steps[j]
+                )
+        return H
+
+    return g, hessian
 
 
 def check_convergence(
@@ -203,10 +219,12 @@ def check_convergence(
     ignored. For the others the finite-difference gradient must be below ``tol`` (lme4's
     default, 2e-3); if it is not, the gradient is scaled by the Hessian (the Newton step,
     lme4's ``checkConv`` criterion) and must be below ``tol`` on that scale. The Hessian is
-    only computed in that second case: on large data each evaluation costs milliseconds.
+    only computed in that second case, from the gradient's evaluations plus one per pair of
+    free coordinates: on large data each evaluation costs milliseconds. ``summary`` must
+    come from minimising this ``objective`` (its ``final_objective`` is reused).
     """
     x, lower = summary.final_theta, summary.lower
-    g = finite_difference_gradient(objective, x, lower)
+    g, hessian = _derivatives(objective, x, summary.final_objective, lower)
     active = np.isfinite(lower) & (x - lower < 1e-8) & (g >= 0)
     free = ~active
     messages = list(summary.messages)
@@ -215,13 +233,7 @@ def check_convergence(
     if worst > tol:
         scaled = None
         idx = np.flatnonzero(free)
-
-        def restricted(v):
-            full = x.copy()
-            full[idx] = v
-            return objective(full)
-
-        H = finite_difference_hessian(restricted, x[idx])
+        H = hessian(idx)
         try:
             scaled = np.linalg.solve(np.linalg.cholesky(H), g[idx])
         except np.linalg.LinAlgError:

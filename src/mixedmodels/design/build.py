@@ -288,8 +288,12 @@ class _Frame:
                 )
 
     def complete_rows(self, columns: list[str]) -> np.ndarray:
-        na = self.data[columns].isna()
-        keep = ~na.to_numpy().any(axis=1)
+        # Column by column: selecting a sub-DataFrame copies it, which costs more than a
+        # whole small-model fit's deviance evaluations.
+        na = {c: self.data[c].isna().to_numpy() for c in columns}
+        keep = np.ones(len(self.data), dtype=bool)
+        for missing in na.values():
+            keep &= ~missing
         if not keep.any():
             all_missing = [c for c in columns if bool(na[c].all())]
             if len(self.data) == 0:
