@@ -34,6 +34,7 @@ from .nodes import (
     UnaryOp,
     left_spine,
     r_name,
+    walk,
     walk_names,
 )
 from .parser import parse_ast
@@ -109,7 +110,7 @@ class _Expander:
     # -- top level -------------------------------------------------------------------------
     def formula(self, root: Node) -> ModelFormula:
         if isinstance(root, BinOp) and root.op == "~":
-            if any(isinstance(n, BinOp | UnaryOp) and n.op == "~" for n in _walk(root.left)):
+            if any(isinstance(n, BinOp | UnaryOp) and n.op == "~" for n in walk(root.left)):
                 raise self.error("only one '~' is allowed in a formula", root.pos)
             response = self.response(root.left)
             rhs = root.right
@@ -128,7 +129,7 @@ class _Expander:
         return ModelFormula(self.text, response, fixed, tuple(self.random))
 
     def reject_tilde(self, node: Node) -> None:
-        for sub in _walk(node):
+        for sub in walk(node):
             if (isinstance(sub, BinOp | UnaryOp)) and sub.op == "~":
                 raise self.error("only one '~' is allowed in a formula", sub.pos)
 
@@ -509,22 +510,6 @@ class _Expander:
             "a grouping factor must be a column name, an interaction a:b or nesting a/b",
             node.pos,
         )
-
-
-def _walk(node: Node):
-    stack = [node]
-    while stack:
-        sub = stack.pop()
-        yield sub
-        if isinstance(sub, BinOp):
-            stack.extend((sub.left, sub.right))
-        elif isinstance(sub, UnaryOp):
-            stack.append(sub.operand)
-        elif isinstance(sub, Paren):
-            stack.append(sub.inner)
-        elif isinstance(sub, Call):
-            stack.extend(sub.args)
-            stack.extend(v for _, v in sub.kwargs)
 
 
 def _columns(node: Node) -> tuple[str, ...]:

@@ -128,15 +128,13 @@ class Paren:
 Node = Name | Number | String | Call | BinOp | UnaryOp | Paren
 
 
-def walk_names(node: Node) -> list[str]:
-    """Return the column names read by ``node``, distinct, in order of appearance."""
-    found: list[Name] = []
+def walk(node: Node):
+    """Yield ``node`` and every node below it (iteratively: deep formulas cannot overflow)."""
     stack: list[Node] = [node]
     while stack:
         sub = stack.pop()
-        if isinstance(sub, Name):
-            found.append(sub)
-        elif isinstance(sub, BinOp):
+        yield sub
+        if isinstance(sub, BinOp):
             stack.extend((sub.left, sub.right))
         elif isinstance(sub, UnaryOp):
             stack.append(sub.operand)
@@ -145,6 +143,11 @@ def walk_names(node: Node) -> list[str]:
         elif isinstance(sub, Call):
             stack.extend(sub.args)
             stack.extend(v for _, v in sub.kwargs)
+
+
+def walk_names(node: Node) -> list[str]:
+    """Return the column names read by ``node``, distinct, in order of appearance."""
+    found = [sub for sub in walk(node) if isinstance(sub, Name)]
     found.sort(key=lambda n: n.pos)
     return list(dict.fromkeys(n.name for n in found))
 
