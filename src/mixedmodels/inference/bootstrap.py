@@ -24,10 +24,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import scipy.linalg as sla
 
-from ..deviance import ProfiledDeviance
 from ..optimize import OptimizerOptions, minimize_bobyqa
+from ..solution import estimate
 from .linear_model import LinearModelResult, ols_criterion
 from .profile import SdCorParameters
 
@@ -99,6 +98,8 @@ class _Refitter:
         if self.mixed:
             self.structure = fit.structure
             self.A = fit.model.cross_products
+            # Built once (with its rank-update pattern); replicates only swap the y parts.
+            self._base = fit.model.deviance_function(self.reml)
             self.theta0 = fit.theta
             self.lower = fit.structure.lower_bounds()
             terms = fit.structure.terms
@@ -142,19 +143,14 @@ class _Refitter:
         xytxy[-1, :-1] = xty
         xytxy[:-1, -1] = xty
         xytxy[-1, -1] = y @ y
-        dev = ProfiledDeviance(
-            self.structure, replace(A, xytz1=xytz1, xytzr=xytzr, xytxy=xytxy), self.reml
-        )
+        dev = self._base.with_cross_products(replace(A, xytz1=xytz1, xytzr=xytzr, xytxy=xytxy))
         opt = minimize_bobyqa(dev, self.theta0, self.lower, _REFIT)
         f = dev.factor(opt.final_theta)
-        p = dev.p
-        Rt = f.LXX[:p, :p]
-        beta = sla.solve_triangular(Rt, f.LXX[p, :p], lower=True, trans="T") if p else np.zeros(0)
-        sigma = math.sqrt(f.pwrss / (dev.n - p if self.reml else dev.n))
+        est = estimate(dev, f)
         return BootstrapFit(
             opt.final_theta,
-            beta,
-            sigma,
+            est.beta,
+            est.sigma,
             float(dev.objective(f)),
             self.reml,
             self.structure,

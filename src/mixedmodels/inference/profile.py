@@ -301,7 +301,8 @@ class LikelihoodProfile:
             xytzr=None if A.xytzr is None else M @ A.xytzr,
             xytxy=M @ A.xytxy @ M.T,
         )
-        return ProfiledDeviance(self.dev.structure, newA, reml=False)
+        # self.dev is the ML deviance; reuse its rank-update pattern (Zr'Z1 is unchanged).
+        return self.dev.with_cross_products(newA)
 
     def _zeta_fixed(self, j: int, value: float) -> tuple[float, np.ndarray]:
         name = self.x_names[j]
