@@ -33,7 +33,8 @@ def test_query_over_parquet_glob_with_filter(ratpup_files):
     streamed = lmer_streamed(FORMULA, query, chunk_rows=40, progress=False)
     assert streamed.nobs == whole.nobs
     assert streamed.objective == pytest.approx(whole.objective, rel=1e-10)
-    np.testing.assert_allclose(streamed.fixef, whole.fixef, rtol=1e-5)
+    np.testing.assert_allclose(streamed.fixef, whole.fixef, rtol=1e-8)
+    np.testing.assert_allclose(streamed.theta, whole.theta, rtol=1e-8)
     assert list(streamed.fixef.index) == list(whole.fixef.index)
 
 
