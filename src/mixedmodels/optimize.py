@@ -215,33 +215,35 @@ def _derivatives(
 
 
 def _hessian(
-    objective: Callable[[np.ndarray], float], x: np.ndarray, f0: float, h: float = 1e-3
+    objective: Callable[[np.ndarray], float],
+    x: np.ndarray,
+    f0: float,
+    g: np.ndarray,
+    h: float = 1e-3,
 ) -> tuple[np.ndarray, int]:
-    """Finite-difference Hessian of ``objective`` at ``x`` and the evaluations it took.
+    """Hessian of ``objective`` at ``x`` from its values and the known gradient ``g``.
 
-    Central second differences on the diagonal, forward differences off it (``2k + k(k-1)/2``
-    evaluations), step ``h max(1, |x_i|)``. Points may step past a bound: the deviance is
-    smooth there (Lambda is linear in theta). ``O(h)`` accuracy is plenty to scale a
-    gradient or a Newton step.
+    With ``f(x + d) = f0 + g'd + d'Hd / 2 + O(|d|^3)``, one evaluation at ``x + h_i e_i``
+    gives ``H_ii`` and one at ``x + h_i e_i + h_j e_j`` gives ``H_ij``: ``k (k + 1) / 2``
+    evaluations in all, step ``h_i = h max(1, |x_i|)``, ``O(h)`` accuracy (plenty to
+    scale a gradient or a Newton step). Points may step past a bound: the deviance is
+    smooth there (Lambda is linear in theta).
     """
     k = x.shape[0]
     steps = h * np.maximum(1.0, np.abs(x))
-    f_plus = np.empty(k)
     H = np.empty((k, k))
     count = 0
     for i in range(k):
         e = np.zeros(k)
         e[i] = steps[i]
-        f_plus[i] = objective(x + e)
-        H[i, i] = (f_plus[i] - 2.0 * f0 + objective(x - e)) / steps[i] ** 2
-        count += 2
+        H[i, i] = 2.0 * (objective(x + e) - f0 - steps[i] * g[i]) / steps[i] ** 2
+        count += 1
     for i in range(k):
         for j in range(i):
             e = np.zeros(k)
             e[i], e[j] = steps[i], steps[j]
-            H[i, j] = H[j, i] = (objective(x + e) - f_plus[i] - f_plus[j] + f0) / (
-                steps[i] * steps[j]
-            )
+            rest = f0 + e @ g + 0.5 * (steps[i] ** 2 * H[i, i] + steps[j] ** 2 * H[j, j])
+            H[i, j] = H[j, i] = (objective(x + e) - rest) / (steps[i] * steps[j])
             count += 1
     return H, count
 
@@ -258,8 +260,8 @@ def newton_polish(
     rounding of ``1e-14`` in the deviance leaves theta uncertain by ``~sqrt(1e-14)``, so
     two fits of the same data (rows in another order, or summed in chunks) stop ``1e-6``
     apart. The gradient pins the optimum to its own rounding instead. Newton steps
-    ``x - H^{-1} g`` (``H`` by finite differences of the deviance, :func:`_hessian`; its
-    error only slows the convergence) are taken while they lower the Newton decrement
+    ``x - H^{-1} g`` (``H`` from deviance values and ``g``, :func:`_hessian`; its error
+    only slows the convergence) are taken while they lower the Newton decrement
     ``g' H^{-1} g`` without raising the deviance beyond its rounding and stay inside the
     bounds; they stop once a step is below ``1e-13`` relative. A ``gradient`` object with a
     ``value_and_gradient`` method gets both from one factorisation.
@@ -274,7 +276,7 @@ def newton_polish(
     f = summary.final_objective
     lower = summary.lower
     g = np.asarray(gradient(x), dtype=np.float64)
-    H, count = _hessian(objective, x, f)
+    H, count = _hessian(objective, x, f, g)
     count += 1
     try:
         C = np.linalg.cholesky(H)
@@ -289,15 +291,17 @@ def newton_polish(
     noise = 1e-10 * max(1.0, abs(f))
     both = getattr(gradient, "value_and_gradient", None)
     for _ in range(max_steps):
-        size = float(np.max(np.abs(step) / np.maximum(1.0, np.abs(x))))
+        # Relative to each entry (small standard deviations count as much as large ones).
+        size = float(np.max(np.abs(step) / np.maximum(1e-3, np.abs(x))))
         if not math.isfinite(size) or size < 1e-13:
             break
         x1 = x - step
         if np.any(x1 < lower):
             break
-        if size < 1e-9:
-            # A last step this small is inside the gradient's own rounding of the
-            # optimum: take it without paying for one more gradient (g is kept).
+        if size < 1e-8:
+            # The error left after a step this small is ~(relative error of H) x size,
+            # far below the 1e-8 the fit is reproducible to: take it without paying for
+            # one more gradient (g is kept for the convergence report).
             f1 = float(objective(x1))
             count += 1
             if math.isfinite(f1) and f1 <= f + noise:
