@@ -25,9 +25,10 @@ sum over that term's levels of the diagonal blocks of ``[Omega_S^{-1}]_ZZ`` is n
   columns ``Y`` are the rows of ``L^{-1}`` for X and y restricted to Z (p + 1 triangular
   solves through the blocked factor).
 
-This needs ``Lambda`` invertible: every template diagonal non-zero. At a boundary
-(singular) optimum the gradient of that term is not available here and
-:func:`profiled_deviance_gradient` raises ``ValueError``. The cost is one factorisation,
+Writing ``E_i = D F_i`` needs only the template of ``theta_i``'s own term invertible
+(``D`` is block diagonal). Where a template has a zero diagonal (a boundary, singular
+optimum) the entries of that term are returned as NaN; the other terms' entries are
+exact. The cost is one factorisation,
 one inverse of the rest block (``q_r^3 / 3`` flops) and sparse products with the pattern
 of ``Zr'Z1``; no step touches the rows of the data.
 
@@ -83,10 +84,8 @@ class ProfiledDevianceGradient:
     Built once per deviance (it keeps a dense copy of ``Zr'Z1`` when that is small);
     calling it with theta returns the (ntheta,) gradient in the deviance's own order.
 
-    Raises
-    ------
-    ValueError
-        (on call) If a template has a (near-)zero diagonal: Lambda is singular there.
+    Entries of a term whose template has a (near-)zero diagonal are NaN: the formula
+    needs that template's inverse.
 
     Examples
     --------
@@ -159,12 +158,11 @@ class ProfiledDevianceGradient:
         theta = np.asarray(theta, dtype=np.float64)
         f = dev.factor(theta) if factor is None else factor
         templates = f.templates
-        inverses = []
+        inverses: list[np.ndarray | None] = []
         for T in templates:
             d = np.abs(np.diag(T))
-            if np.min(d) <= _SINGULAR_DIAGONAL * max(1.0, float(np.max(np.abs(T)))):
-                raise ValueError("a template diagonal is zero: Lambda is singular at theta")
-            inverses.append(_lower_inverse(T))
+            singular = np.min(d) <= _SINGULAR_DIAGONAL * max(1.0, float(np.max(np.abs(T))))
+            inverses.append(None if singular else _lower_inverse(T))
         A, p = dev.A, dev.p
         structure = dev.structure
 
@@ -203,13 +201,16 @@ class ProfiledDevianceGradient:
         weight = (dev.n - p) if dev.reml else dev.n
         grad = np.empty(structure.ntheta)
         for k, term in enumerate(structure.terms):
+            s, e = structure.offsets[k], structure.offsets[k + 1]
+            if inverses[k] is None:
+                grad[s:e] = np.nan
+                continue
             # 2 tr((I - V_S) T^{-1} E_rc) is entry (c, r) of 2 (l I - sum V_S) T^{-1}; the
             # leading blocks differ by the X and y rows: d(l_ZX - l_Z) and d log r^2.
             total = (term.nlevels * np.eye(term.ncols) - vsum[k]) - weight * ysum[k]
             if dev.reml:
                 total = total - xsum[k]
             total = 2.0 * (total @ inverses[k])
-            s, e = structure.offsets[k], structure.offsets[k + 1]
             grad[s:e] = total[structure.cols[k], structure.rows[k]]
         return grad
 

@@ -266,61 +266,81 @@ def newton_polish(
     bounds; they stop once a step is below ``1e-13`` relative. A ``gradient`` object with a
     ``value_and_gradient`` method gets both from one factorisation.
 
+    Entries where the gradient is NaN (a singular template, see
+    :class:`.gradient.ProfiledDevianceGradient`) are held where they are; the others are
+    finished.
+
     Returns
     -------
     summary, g, H
-        The (possibly moved) optimum with the evaluations added, the gradient there, and
-        the Hessian (None if it is not positive definite: no step is taken then).
+        The (possibly moved) optimum with the evaluations added, the gradient there (NaN
+        where unavailable), and the Hessian over the finite entries (None if there are
+        none or it is not positive definite: no step is taken then).
     """
     x = np.array(summary.final_theta, dtype=np.float64)
     f = summary.final_objective
-    lower = summary.lower
     g = np.asarray(gradient(x), dtype=np.float64)
-    H, count = _hessian(objective, x, f, g)
-    count += 1
+    idx = np.flatnonzero(np.isfinite(g))
+    count = 1
+    if idx.shape[0] == 0:
+        return replace(summary, evaluations=summary.evaluations + count), g, None
+
+    def full(z: np.ndarray) -> np.ndarray:
+        out = x.copy()
+        out[idx] = z
+        return out
+
+    def sub_objective(z: np.ndarray) -> float:
+        return objective(full(z))
+
+    z = x[idx]
+    lower = summary.lower[idx]
+    gz = g[idx]
+    H, used = _hessian(sub_objective, z, f, gz)
+    count += used
     try:
         C = np.linalg.cholesky(H)
     except np.linalg.LinAlgError:
         return replace(summary, evaluations=summary.evaluations + count), g, None
 
     def newton(grad: np.ndarray) -> tuple[np.ndarray, float]:
-        z = np.linalg.solve(C, grad)
-        return np.linalg.solve(C.T, z), float(z @ z)
+        w = np.linalg.solve(C, grad)
+        return np.linalg.solve(C.T, w), float(w @ w)
 
-    step, dec = newton(g)
+    step, dec = newton(gz)
     noise = 1e-10 * max(1.0, abs(f))
     both = getattr(gradient, "value_and_gradient", None)
     for _ in range(max_steps):
         # Relative to each entry (small standard deviations count as much as large ones).
-        size = float(np.max(np.abs(step) / np.maximum(1e-3, np.abs(x))))
+        size = float(np.max(np.abs(step) / np.maximum(1e-3, np.abs(z))))
         if not math.isfinite(size) or size < 1e-13:
             break
-        x1 = x - step
-        if np.any(x1 < lower):
+        z1 = z - step
+        if np.any(z1 < lower):
             break
         if size < 1e-8:
             # The error left after a step this small is ~(relative error of H) x size,
             # far below the 1e-8 the fit is reproducible to: take it without paying for
             # one more gradient (g is kept for the convergence report).
-            f1 = float(objective(x1))
+            f1 = float(sub_objective(z1))
             count += 1
             if math.isfinite(f1) and f1 <= f + noise:
-                x, f = x1, f1
+                z, f = z1, f1
             break
         if both is not None:  # one factorisation for the value and the gradient
-            f1, g1 = both(x1)
+            f1, g1 = both(full(z1))
         else:
-            f1, g1 = float(objective(x1)), gradient(x1)
+            f1, g1 = float(sub_objective(z1)), gradient(full(z1))
         g1 = np.asarray(g1, dtype=np.float64)
         count += 2
         if not (math.isfinite(f1) and f1 <= f + noise):
             break
-        step1, dec1 = newton(g1)
+        step1, dec1 = newton(g1[idx])
         if not dec1 < dec:
             break
-        x, f, g, step, dec = x1, f1, g1, step1, dec1
+        z, f, g, gz, step, dec = z1, f1, g1, g1[idx], step1, dec1
     out = replace(
-        summary, final_theta=x, final_objective=f, evaluations=summary.evaluations + count
+        summary, final_theta=full(z), final_objective=f, evaluations=summary.evaluations + count
     )
     return out, g, H
 
@@ -342,10 +362,12 @@ def check_convergence(
     come from minimising this ``objective`` (its ``final_objective`` is reused).
     """
     if gradient is not None:
-        try:
-            return _check_with_gradient(objective, gradient, summary, tol)
-        except ValueError:
-            pass  # Lambda singular at the optimum: the finite-difference check below
+        polished, g, H = newton_polish(objective, gradient, summary)
+        if np.all(np.isfinite(g)):
+            return _verdict(polished, g, H, tol)
+        # A singular template: its entries sit on (or at) the boundary, where only the
+        # finite-difference check below can tell a KKT point; the rest was finished.
+        summary = polished
     x, lower = summary.final_theta, summary.lower
     g, hessian = _derivatives(objective, x, summary.final_objective, lower)
     active = np.isfinite(lower) & (x - lower < 1e-8) & (g >= 0)
@@ -386,14 +408,8 @@ def check_convergence(
     )
 
 
-def _check_with_gradient(
-    objective: Callable[[np.ndarray], float],
-    gradient: Callable[[np.ndarray], np.ndarray],
-    summary: OptSummary,
-    tol: float,
-) -> OptSummary:
-    """:func:`check_convergence` after a :func:`newton_polish` (interior optima only)."""
-    polished, g, H = newton_polish(objective, gradient, summary)
+def _verdict(polished: OptSummary, g: np.ndarray, H: np.ndarray | None, tol: float):
+    """:func:`check_convergence`'s verdict at a finished interior optimum."""
     messages = list(polished.messages)
     converged = polished.converged
     worst = float(np.max(np.abs(g), initial=0.0))

@@ -3,8 +3,9 @@
 The gradient is checked against Richardson-extrapolated central differences of the
 deviance itself (error ~1e-9 relative at these steps), on every engine path: one term
 (closed-form 1x1 and 2x2 blocks, and a 3x3 block), crossed and nested terms (dense small
-path), the sparse large path, `||` templates with fixed zeros, REML and ML. The Newton
-finish must bring a perturbed optimum back to the same point to 1e-9.
+path), the sparse large path, `||` templates with fixed zeros, REML and ML; a singular
+template gives NaN for its own entries only. The Newton finish must bring a perturbed
+optimum back to the same point to 1e-9.
 """
 
 from __future__ import annotations
@@ -101,13 +102,31 @@ def test_gradient_on_the_large_sparse_path(monkeypatch, dense_trace):
     assert_gradient_matches(ml, fit.theta * 1.1 + 0.02)
 
 
-def test_singular_template_is_refused():
+def test_singular_template_gives_nan_for_its_own_entries_only():
     with pytest.warns(SingularFitWarning):
         fit = mm.lmer("Yield ~ 1 + (1|Batch)", mm.load_dataset("dyestuff2"))
-    dev = fit.model.deviance_function(True)
     assert fit.theta[0] == 0.0  # Dyestuff2's boundary optimum
-    with pytest.raises(ValueError, match="singular"):
-        ProfiledDevianceGradient(dev)(fit.theta)
+    g = ProfiledDevianceGradient(fit.model.deviance_function(True))(fit.theta)
+    assert np.isnan(g).all()
+
+    # (1|Days) is estimated at 0; the (Days|Subject) entries stay exact.
+    formula = "Reaction ~ Days + (Days|Subject) + (1|Days)"
+    frame = mm.load_dataset("sleepstudy")
+    with pytest.warns(SingularFitWarning):
+        fit = mm.lmer(formula, frame)
+    dev = fit.model.deviance_function(True)
+    assert fit.theta[3] == 0.0
+    theta = fit.theta + np.array([0.05, 0.02, -0.03, 0.0])
+    g = ProfiledDevianceGradient(dev)(theta)
+    assert np.isnan(g[3])
+    fd = richardson(dev, theta)
+    assert np.max(np.abs(g[:3] - fd[:3])) / max(1.0, np.max(np.abs(fd[:3]))) < 1e-6
+    # ... so the finish still applies to them: row order does not move them.
+    at_optimum = ProfiledDevianceGradient(dev)(fit.theta)
+    assert np.max(np.abs(at_optimum[:3])) < 1e-9 * abs(fit.objective)
+    with pytest.warns(SingularFitWarning):
+        other = mm.lmer(formula, frame.sample(frac=1.0, random_state=3))
+    np.testing.assert_allclose(other.theta, fit.theta, rtol=1e-8, atol=1e-11)
 
 
 @pytest.mark.parametrize(("name", "formula"), CASES[:6], ids=[c[1] for c in CASES[:6]])
