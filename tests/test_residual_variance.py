@@ -215,3 +215,28 @@ def test_compare_reproduces_the_book_tests_h3_1_h3_5_h3_6():
         assert result.criterion == "ML"
         assert result.table["Chisq"].iloc[1] == pytest.approx(lrt["chisq"], rel=1e-4)
         assert result.table["Pr(>Chisq)"].iloc[1] == pytest.approx(lrt["p_naive_chisq"], rel=1e-3)
+
+
+@pytest.mark.parametrize("hypothesis", ["H3_2", "H3_3"])
+def test_compare_accepts_nested_residual_strata(hypothesis):
+    """H3.2 (one variance within strata by treatment) and H3.3 (pooled within full)."""
+    lrt = json.loads((NLME / f"lrt_west_{hypothesis}.json").read_text())
+    null, alt = fit(lrt["null_model"]), fit(lrt["alt_model"])
+    table = mm.compare(null, alt).table
+    assert table["Chisq"].iloc[1] == pytest.approx(lrt["chisq"], rel=1e-4, abs=1e-6)
+    assert table["Df"].iloc[1] == lrt["df"]
+    assert table["Pr(>Chisq)"].iloc[1] == pytest.approx(lrt["p_naive_chisq"], rel=1e-3)
+    # Either order: compare sorts by the number of parameters.
+    again = mm.compare(alt, null).table
+    assert again["Chisq"].iloc[1] == pytest.approx(table["Chisq"].iloc[1], rel=1e-12)
+
+
+def test_compare_refuses_residual_strata_that_are_not_nested():
+    formula = MODELS["west_3_2a_reml"][0]
+    by_sex = mm.lmer(formula, "ratpup", residual_groups="sex")
+    by_treatment = fit("west_3_2b_reml")  # 2 strata, as by_sex: different partitions
+    with pytest.raises(mm.ModelComparisonError, match="do not pool"):
+        mm.compare(by_sex, by_treatment)
+    full = fit("west_3_2a_reml")  # 3 strata by treatment do not pool the 2 by sex
+    with pytest.raises(mm.ModelComparisonError, match="do not pool"):
+        mm.compare(by_sex, full)

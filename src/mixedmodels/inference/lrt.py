@@ -63,6 +63,8 @@ class _ModelInfo:
     X: np.ndarray
     y: np.ndarray
     groups: dict[str, _GroupInfo] = field(default_factory=dict)
+    # Residual-variance strata (column name, stratum of each row), None for one variance.
+    strata: tuple[str, np.ndarray] | None = None
 
     @property
     def is_mixed(self) -> bool:
@@ -85,7 +87,9 @@ def _describe(fit: Any, name: str) -> _ModelInfo:
         t.group: _GroupInfo(np.asarray(t.refs), t.z, t.column_names, t.blocks)
         for t in fit.structure.terms
     }
-    return _ModelInfo(name, fit, fit.design.X, fit.design.y, groups)
+    found = getattr(fit, "residual_strata", None)
+    strata = None if found is None else (found.column, np.asarray(found.codes))
+    return _ModelInfo(name, fit, fit.design.X, fit.design.y, groups, strata)
 
 
 def _residual_fraction(A: np.ndarray, B: np.ndarray) -> tuple[np.ndarray, float]:
@@ -160,13 +164,41 @@ def random_effects_nested(small: _ModelInfo, big: _ModelInfo) -> str | None:
     return None
 
 
+def residual_variances_nested(small: _ModelInfo, big: _ModelInfo) -> str | None:
+    """None if ``small``'s residual variances are a special case of ``big``'s, else why not.
+
+    One residual variance is a special case of any strata; strata are nested when every
+    stratum of ``big`` lies inside one stratum of ``small`` (``small`` pools ``big``'s
+    strata, as West et al.'s Model 3.2B pools 3.2A's Low and High dose groups).
+    """
+    if small.strata is None:
+        return None
+    column, codes = small.strata
+    if big.strata is None:
+        return (
+            f"{small.name!r} has residual variances by {column!r} but {big.name!r} has one "
+            "residual variance"
+        )
+    big_column, big_codes = big.strata
+    if codes.shape != big_codes.shape:
+        return "the residual strata are defined on different rows"
+    pairs = np.unique(np.stack([big_codes, codes]), axis=1)
+    if pairs.shape[1] != np.unique(big_codes).shape[0]:
+        return (
+            f"the residual strata of {small.name!r} (by {column!r}) do not pool those of "
+            f"{big.name!r} (by {big_column!r}): a stratum of {big.name!r} spans several of "
+            f"{small.name!r}'s"
+        )
+    return None
+
+
 def _nesting_problem(small: _ModelInfo, big: _ModelInfo) -> str | None:
     if not in_column_space(small.X, big.X):
         return (
             f"the fixed effects of {small.name!r} are not contained in those of {big.name!r} "
             "(a fixed-effect column is outside the larger model's column space)"
         )
-    return random_effects_nested(small, big)
+    return random_effects_nested(small, big) or residual_variances_nested(small, big)
 
 
 # -- p-values -------------------------------------------------------------------------------
