@@ -254,7 +254,8 @@ def _assumptions_section(a: Analysis, step: Callable[[str], None]) -> Section:
         make_figure(
             plots.qq(fit),
             "Normal Q-Q plot of residuals",
-            "Points outside the shaded 95% pointwise band are marked.",
+            "Points outside the shaded band are marked: a 95% simultaneous (tail-sensitive) "
+            "band, so under normality all points fall inside it with probability 0.95.",
         ),
     ]
     spread = [
