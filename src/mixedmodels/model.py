@@ -261,8 +261,14 @@ def _blas_threads_for(A: CrossProducts):
     if not _BLAS_CONTROLLER:
         from threadpoolctl import ThreadpoolController
 
-        _BLAS_CONTROLLER.append(ThreadpoolController())
-    return _BLAS_CONTROLLER[0].limit(limits=1, user_api="blas")
+        controller = ThreadpoolController()
+        _BLAS_CONTROLLER.extend([controller, controller.select(user_api="blas").lib_controllers])
+    controller, blas_libraries = _BLAS_CONTROLLER
+    # Already one thread (OPENBLAS_NUM_THREADS=1, or an outer threadpool_limits): nothing
+    # to limit. Asking costs ~1 us; entering and leaving the limit costs ~10 us or more.
+    if all(lib.num_threads <= 1 for lib in blas_libraries):
+        return contextlib.nullcontext()
+    return controller.limit(limits=1, user_api="blas")
 
 
 def lmer(

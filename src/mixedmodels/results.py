@@ -18,7 +18,7 @@ from .solution import Estimates, conditional_variances, estimate
 from .tables import Report, Table
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .deviance import ProfiledDeviance
+    from .deviance import BlockedFactor, ProfiledDeviance
     from .model import LinearMixedModel
     from .optimize import OptSummary
 
@@ -59,9 +59,26 @@ class LinearMixedModelResult:
         self.reml = bool(reml)
         self.opt = opt
         self.deviance_function = deviance_function
-        self.factor = deviance_function.factor(opt.final_theta)
-        self.estimates: Estimates = estimate(deviance_function, self.factor)
-        self.objective = float(deviance_function.objective(self.factor))
+
+    # -- the factor at the optimum and what follows from it ----------------------------
+    # Computed on first use, once: the deviance function is a pure function of theta (its
+    # cross products never change), so the numbers are those an eager computation would
+    # give. A caller that only needs the optimum (a benchmark, an LRT refit that reads
+    # the criterion) skips the solves for beta, b and Var(beta) until they are asked for.
+    @cached_property
+    def factor(self) -> BlockedFactor:
+        """The blocked Cholesky factor ``L`` at theta-hat (see :mod:`mixedmodels.deviance`)."""
+        return self.deviance_function.factor(self.opt.final_theta)
+
+    @cached_property
+    def estimates(self) -> Estimates:
+        """beta-hat, sigma-hat, Var(beta-hat) and the conditional modes, from :attr:`factor`."""
+        return estimate(self.deviance_function, self.factor)
+
+    @cached_property
+    def objective(self) -> float:
+        """The REML criterion or ML deviance at theta-hat, from :attr:`factor`."""
+        return float(self.deviance_function.objective(self.factor))
 
     # -- scalars ---------------------------------------------------------------------
     @property

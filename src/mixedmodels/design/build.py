@@ -26,6 +26,7 @@ model in disguise, whereas here it is ``(1 | litter) + (0 + sexMale | litter)``
 from __future__ import annotations
 
 import difflib
+import math
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -221,9 +222,13 @@ def build_design(formula: str | ModelFormula, data: pd.DataFrame) -> ModelDesign
 
     re_terms: list[RandomEffectsTerm] = []
     random_plans: list[RandomPlan] = []
+    # Terms with the same left-hand side ((1 | a) + (1 | a:b)) share one model matrix.
+    z_by_plan: dict[MatrixPlan, np.ndarray] = {}
     for rt in parsed.random:
         plan = _plan(rt.lhs, factors)
-        z_full = _model_matrix(plan, frame, factors, state, fitting=True)
+        z_full = z_by_plan.get(plan)
+        if z_full is None:
+            z_full = z_by_plan[plan] = _model_matrix(plan, frame, factors, state, fitting=True)
         grouping, refs = _fit_grouping(rt.grouping, frame)
         _check_grouping(grouping, n, plan, str(rt))
         blocks = [tuple(range(z_full.shape[1]))]
@@ -270,13 +275,18 @@ class _Frame:
         self.data = data
         self.formula = formula
         self.fitting = fitting
+        # pandas builds a new Series on every ``data[column]`` (~10 us each); a small
+        # model's design asks for each column several times.
+        self._series: dict[str, pd.Series] = {}
         self._floats: dict[str, np.ndarray] = {}
         self.codes: dict[str, np.ndarray] = {}  # level indices of factors found in fitting
+        # Levels and codes of grouping columns: (1 | a) + (1 | a:b) uses column a twice.
+        self.grouping_levels: dict[str, tuple[FactorLevels, np.ndarray]] = {}
 
     def require(self, columns: list[str]) -> None:
-        available = [str(c) for c in self.data.columns]
         for col in columns:
             if col not in self.data.columns:
+                available = [str(c) for c in self.data.columns]
                 close = difflib.get_close_matches(col, available, n=3)
                 hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
                 if not close:
@@ -290,12 +300,13 @@ class _Frame:
     def complete_rows(self, columns: list[str]) -> np.ndarray:
         # Column by column: selecting a sub-DataFrame copies it, which costs more than a
         # whole small-model fit's deviance evaluations.
-        na = {c: self.data[c].isna().to_numpy() for c in columns}
+        na = {c: _missing(self.series(c)) for c in columns}
         keep = np.ones(len(self.data), dtype=bool)
         for missing in na.values():
-            keep &= ~missing
+            if missing is not None:
+                keep &= ~missing
         if not keep.any():
-            all_missing = [c for c in columns if bool(na[c].all())]
+            all_missing = [c for c in columns if na[c] is not None and bool(na[c].all())]
             if len(self.data) == 0:
                 raise DataError("no complete rows: the data have no rows")
             if all_missing:
@@ -313,23 +324,35 @@ class _Frame:
         sub.data = self.data.loc[keep] if not keep.all() else self.data
         sub.formula = self.formula
         sub.fitting = self.fitting
+        sub._series = {} if sub.data is not self.data else self._series
         sub._floats = {}
         sub.codes = {}
+        sub.grouping_levels = {}
         return sub
 
     def series(self, column: str) -> pd.Series:
-        return self.data[column]
+        series = self._series.get(column)
+        if series is None:
+            series = self._series[column] = self.data[column]
+        return series
 
     def floats(self, column: str, used_in: str) -> np.ndarray:
         arr = self._floats.get(column)
         if arr is None:
-            series = self.data[column]
+            series = self.series(column)
             if not is_numeric_dtype(series):
                 raise DataError(
                     f"column '{column}' is not numeric (dtype {series.dtype}) but is used in "
                     f"the numeric expression {used_in}; convert it or use it as a factor"
                 )
-            arr = series.to_numpy(dtype=np.float64, na_value=np.nan)
+            dtype = series.dtype
+            if isinstance(dtype, np.dtype) and dtype.kind in "biuf":
+                # NumPy-backed numbers hold no missing value other than NaN, so na_value
+                # has nothing to do; pandas' na_value path costs ~30 us more. A copy, as
+                # there: the design must not share memory with the caller's DataFrame.
+                arr = np.array(series.to_numpy(), dtype=np.float64)
+            else:
+                arr = series.to_numpy(dtype=np.float64, na_value=np.nan)
             if self.fitting and np.isinf(arr).any():
                 count = int(np.isinf(arr).sum())
                 raise DataError(
@@ -340,6 +363,21 @@ class _Frame:
 
     def numeric_inputs(self, node: Node, used_in: str) -> dict[str, np.ndarray]:
         return {name: self.floats(name, used_in) for name in walk_names(node)}
+
+
+def _missing(series: pd.Series) -> np.ndarray | None:
+    """Missing-value mask of a column, or None when its dtype cannot hold missing values.
+
+    ``Series.isna()`` builds a new Series (~15 us); NumPy integer and boolean columns
+    cannot be missing and float columns are missing exactly where they are NaN.
+    """
+    dtype = series.dtype
+    if isinstance(dtype, np.dtype):
+        if dtype.kind in "biu":
+            return None
+        if dtype.kind == "f":
+            return np.isnan(series.to_numpy())
+    return np.asarray(series.array.isna(), dtype=bool)
 
 
 _SEPARATORS = ("|", ";", ",", "\t", ":", " ")
@@ -407,9 +445,7 @@ def _response(var: Variable, frame: _Frame, state: TransformState) -> np.ndarray
     values = evaluate_numeric(
         var.expr, frame.numeric_inputs(var.expr, var.name), state, fitting=True
     )
-    y = np.ascontiguousarray(
-        np.broadcast_to(np.asarray(values, dtype=np.float64), (len(frame.data),))
-    )
+    y = _full_column(values, len(frame.data))
     if not np.isfinite(y).all():
         raise DataError(
             f"the response {var.name} has {int((~np.isfinite(y)).sum())} non-finite value(s)"
@@ -422,6 +458,20 @@ def _response(var: Variable, frame: _Frame, state: TransformState) -> np.ndarray
             "formula uses the right column"
         )
     return y
+
+
+def _full_column(values: np.ndarray | float, n: int) -> np.ndarray:
+    """Return ``values`` as a read-only float64 (n,) array (a constant is repeated).
+
+    The result may share memory with ``values``: callers copy when they build matrices.
+    ``np.broadcast_to`` gives the same read-only view but costs more than the check.
+    """
+    if isinstance(values, np.ndarray) and values.dtype == np.float64 and values.shape == (n,):
+        if values.flags.c_contiguous:
+            view = values.view()
+            view.flags.writeable = False
+            return view
+    return np.ascontiguousarray(np.broadcast_to(np.asarray(values, dtype=np.float64), (n,)))
 
 
 def _fit_factors(variables: list[Variable], frame: _Frame) -> dict[str, FactorLevels]:
@@ -520,7 +570,7 @@ def _variable_block(
         values = evaluate_numeric(
             var.expr, frame.numeric_inputs(var.expr, var.name), state, fitting=fitting
         )
-        col = np.broadcast_to(np.asarray(values, dtype=np.float64), (n,))
+        col = _full_column(values, n)
         if fitting and not np.isfinite(col).all():
             bad = int((~np.isfinite(col)).sum())
             raise DataError(
@@ -598,10 +648,18 @@ def _independent_columns(X: np.ndarray, tol: float = RANK_TOLERANCE) -> tuple[in
     if p == 0:
         return ()
     norms = np.sqrt(np.einsum("ij,ij->j", X, X))
+    if p == 1 and np.isfinite(norms[0]):
+        # One column (often the intercept alone): kept unless it is zero, which is what
+        # the pivots below decide too (the unit-scaled column has pivot 1).
+        return (0,) if norms[0] > 0 else ()
     nonzero = norms > 0
     scaled = X[:, nonzero] / norms[nonzero]
     gram = scaled.T @ scaled
-    kept_sub, ambiguous = _sequential_pivots(gram, tol**2, margin=100.0)
+    margin = 100.0
+    if _clearly_full_rank(gram, tol**2 * margin):
+        index = np.flatnonzero(nonzero)
+        return tuple(int(j) for j in index)
+    kept_sub, ambiguous = _sequential_pivots(gram, tol**2, margin=margin)
     if ambiguous:
         R = np.linalg.qr(scaled, mode="r")
         if R.shape[0] < R.shape[1]:
@@ -609,6 +667,43 @@ def _independent_columns(X: np.ndarray, tol: float = RANK_TOLERANCE) -> tuple[in
         kept_sub = _sequential_residuals(R, tol)
     index = np.flatnonzero(nonzero)
     return tuple(int(index[j]) for j in kept_sub)
+
+
+def _clearly_full_rank(gram: np.ndarray, threshold: float) -> bool:
+    """Whether every pivot of the Gram matrix is well above ``threshold`` (then all are kept).
+
+    The common case, a full-rank X, by one Cholesky factorisation instead of the column by
+    column loop of :func:`_sequential_pivots`. When every column is kept, the sequential
+    pivots are the squared diagonal of this factor, up to rounding of order 1e-16; the
+    factor 2 keeps the decision away from the ambiguity band of :func:`_sequential_pivots`,
+    so both paths agree.
+    """
+    p = gram.shape[0]
+    if p > _SMALL_GRAM:
+        try:
+            L = np.linalg.cholesky(gram)
+        except np.linalg.LinAlgError:
+            return False
+        return bool(np.all(np.diagonal(L) ** 2 > 2.0 * threshold))
+    # Few columns (the usual X): Python floats cost less than the LAPACK call's wrapper.
+    g = gram.tolist()
+    rows: list[list[float]] = []
+    for j in range(p):
+        row = []
+        for k in range(j):
+            row.append(
+                (g[j][k] - sum(a * b for a, b in zip(row, rows[k], strict=False))) / rows[k][k]
+            )
+        pivot = g[j][j] - sum(a * a for a in row)
+        if not pivot > 2.0 * threshold:  # also False for NaN
+            return False
+        row.append(math.sqrt(pivot))
+        rows.append(row)
+    return True
+
+
+#: Columns up to which the full-rank check runs in Python floats.
+_SMALL_GRAM = 12
 
 
 def _sequential_pivots(gram: np.ndarray, tol2: float, margin: float) -> tuple[list[int], bool]:
@@ -656,7 +751,11 @@ def _fit_grouping(grouping: tuple[Variable, ...], frame: _Frame) -> tuple[Groupi
     components: list[FactorLevels] = []
     codes_list: list[np.ndarray] = []
     for var in grouping:
-        levels, codes = fit_factor(frame.series(var.columns[0]), var.columns[0])
+        column = var.columns[0]
+        fitted = frame.grouping_levels.get(column)
+        if fitted is None:
+            fitted = frame.grouping_levels[column] = fit_factor(frame.series(column), column)
+        levels, codes = fitted
         components.append(levels)
         codes_list.append(codes)
     if len(components) == 1:

@@ -53,6 +53,9 @@ def evaluate_numeric(
     fitting
         True on the fitting data (compute and store parameters), False for new data.
     """
+    if isinstance(node, Name):
+        # A bare column (most variables): no arithmetic, so no floating-point state to set.
+        return columns[node.name]
     with np.errstate(all="ignore"):
         return _eval(node, columns, state, fitting)
 

@@ -81,8 +81,63 @@ class FactorLevels:
         return mapping[codes]
 
 
+def _factorize_sorted_fast(series: pd.Series) -> tuple[np.ndarray, list[str]] | None:
+    """Sorted factorisation of plain numeric, boolean and string columns, or None.
+
+    ``pd.factorize(series, sort=True)`` costs ~0.05 ms on a numeric column and ~0.15 ms
+    on a pyarrow-backed string column of a few hundred rows, a tenth of a small model's
+    whole fit. Factorising unsorted (a hash table, O(n)) and then sorting the few
+    uniques gives the same codes and labels at every size: numbers are sorted
+    numerically, as by pandas; Arrow orders strings by their UTF-8 bytes, which is
+    code-point order, as Python's ``sorted``. Object columns (possibly of mixed types,
+    which pandas sorts its own way) and float columns with NaN return None and keep the
+    general path.
+    """
+    dtype = series.dtype
+    if isinstance(dtype, np.dtype) and dtype.kind in "biuf":
+        values = series.to_numpy()
+        if dtype.kind == "f" and np.isnan(values).any():
+            return None
+        codes, uniques = pd.factorize(values, sort=False)
+        order = np.argsort(uniques, kind="stable")
+        if dtype.kind in "iu":
+            # Python ints print as R does; format_level would give the same text, slower.
+            labels = [str(u) for u in uniques[order].tolist()]
+        else:
+            labels = [format_level(u) for u in uniques[order]]
+        return _remap(codes, order), labels
+    if isinstance(dtype, pd.StringDtype):
+        if len(series) <= _SMALL_COLUMN:
+            # Hashing Python strings costs less than Arrow's dictionary encoding on a few
+            # hundred rows; on many rows, making the Python strings costs far more.
+            codes, uniques = pd.factorize(series.to_numpy(dtype=object), sort=False)
+            raw = [str(u) for u in uniques.tolist()]
+        else:
+            codes, uniques = series.array.factorize()
+            raw = [str(u) for u in uniques.to_numpy(dtype=object).tolist()]
+        order = sorted(range(len(raw)), key=raw.__getitem__)
+        return _remap(codes, np.asarray(order, dtype=np.intp)), [raw[i] for i in order]
+    return None
+
+
+#: Rows up to which a string column is factorised through Python strings.
+_SMALL_COLUMN = 5_000
+
+
+def _remap(codes: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """Codes into the uniques -> codes into the sorted uniques ``uniques[order]``; -1 stays."""
+    remap = np.empty(len(order) + 1, dtype=np.int64)
+    remap[order] = np.arange(len(order))
+    remap[-1] = -1  # missing values (code -1) index the last slot
+    return remap[np.asarray(codes, dtype=np.int64)]
+
+
 def _factorize_labels(series: pd.Series, *, sort: bool) -> tuple[np.ndarray, list[str]]:
     """Return (codes with -1 for missing, labels of the uniques) for any column."""
+    if sort:
+        fast = _factorize_sorted_fast(series)
+        if fast is not None:
+            return fast
     if isinstance(series.dtype, pd.CategoricalDtype):
         codes = np.asarray(series.cat.codes, dtype=np.int64)
         categories = list(series.cat.categories)

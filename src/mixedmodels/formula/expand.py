@@ -18,6 +18,7 @@ the formula, as R does.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 from mixedmodels.errors import FormulaError
@@ -78,8 +79,21 @@ def parse_formula(text: str) -> ModelFormula:
     """
     if isinstance(text, ModelFormula):
         return text
+    if isinstance(text, str):
+        return _parse_cached(text)
+    return _parse(text)
+
+
+def _parse(text: str) -> ModelFormula:
     root = parse_ast(text)
     return _Expander(text).formula(root)
+
+
+# A ModelFormula is immutable (frozen dataclasses down to the AST nodes), so the same
+# text can share one parse: refits, bootstraps and benchmarks parse one formula many
+# times, and a parse costs about as much as a small model's deviance evaluations.
+# Errors are raised afresh on every call (lru_cache does not cache exceptions).
+_parse_cached = functools.lru_cache(maxsize=256)(_parse)
 
 
 @dataclass

@@ -1,0 +1,129 @@
+"""Per-fit overheads removed from ``lmer`` keep every result as it was.
+
+Results computed on first use (the factor at the optimum, the estimates, the criterion),
+the cached formula parse, DataFrames that skip the streaming check, and the BLAS thread
+limit that is skipped when there is nothing to limit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import mixedmodels as mm
+from mixedmodels.errors import FormulaError
+from mixedmodels.formula import ModelFormula, parse_formula
+from mixedmodels.model import _blas_threads_for
+from mixedmodels.solution import estimate
+
+SLEEP = "Reaction ~ Days + (Days | Subject)"
+PASTES = "strength ~ 1 + (1 | batch/cask)"
+
+
+@pytest.fixture(scope="module", params=[SLEEP, PASTES], ids=["sleepstudy", "pastes"])
+def fit(request):
+    data = "sleepstudy" if request.param == SLEEP else "pastes"
+    return mm.lmer(request.param, data)
+
+
+# -- lazy results ------------------------------------------------------------------------
+def test_factor_and_estimates_are_computed_on_first_use():
+    fit = mm.lmer(SLEEP, "sleepstudy")
+    for name in ("factor", "estimates", "objective"):
+        assert name not in vars(fit)
+    assert fit.converged and not fit.singular  # needs neither
+    assert "factor" not in vars(fit)
+    _ = fit.fixef
+    assert "factor" in vars(fit) and "estimates" in vars(fit)
+    assert fit.estimates is fit.estimates  # computed once, then kept
+
+
+def test_lazy_values_equal_an_eager_computation(fit):
+    dev = fit.deviance_function
+    factor = dev.factor(fit.opt.final_theta)
+    eager = estimate(dev, factor)
+    assert fit.objective == float(dev.objective(factor))
+    assert fit.sigma == eager.sigma
+    np.testing.assert_array_equal(fit.estimates.beta, eager.beta)
+    np.testing.assert_array_equal(fit.estimates.vcov_beta, eager.vcov_beta)
+    for got, want in zip(fit.estimates.b, eager.b, strict=True):
+        np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(fit.factor.LXX, factor.LXX)
+
+
+def test_criterion_agrees_with_the_optimiser(fit):
+    assert fit.objective == pytest.approx(fit.opt.final_objective, rel=1e-12, abs=1e-9)
+    assert fit.loglik == -0.5 * fit.objective
+    assert fit.reml_criterion == fit.objective
+
+
+def test_every_access_order_gives_the_same_results():
+    a = mm.lmer(SLEEP, "sleepstudy")
+    b = mm.lmer(SLEEP, "sleepstudy")
+    _ = b.ranef_condsd, b.varcorr  # b computes its factor through another attribute
+    assert a.to_dict() == b.to_dict()
+    pd.testing.assert_frame_equal(a.ranef_table(), b.ranef_table())
+    assert str(a.summary()) == str(b.summary())
+
+
+# -- formula parsing ------------------------------------------------------------------------
+def test_the_same_formula_text_shares_one_parse():
+    first = parse_formula("y ~ x + (1 | g)")
+    assert parse_formula("y ~ x + (1 | g)") is first
+    assert parse_formula("y ~ x + (1 | h)") is not first
+    assert parse_formula(first) is first
+
+
+def test_a_bad_formula_fails_every_time():
+    for _ in range(2):
+        with pytest.raises(FormulaError) as err:
+            parse_formula("y ~ x + (1 | ")
+        assert err.value.position is not None
+
+
+def test_a_parsed_formula_cannot_be_changed():
+    parsed = parse_formula("y ~ x + (1 | g)")
+    assert isinstance(parsed, ModelFormula)
+    with pytest.raises(AttributeError):
+        parsed.text = "z ~ 1"  # type: ignore[misc]
+
+
+# -- in-memory data -------------------------------------------------------------------------
+def test_a_dataframe_is_fitted_in_memory_whatever_its_columns():
+    # Columns named like the ChunkSource protocol's members once made a DataFrame look
+    # like a streamed source to the protocol check.
+    df = mm.load_dataset("sleepstudy").assign(name="x", check=1.0, total_rows=2.0, chunks=3.0)
+    fit = mm.lmer(SLEEP, df)
+    assert fit.model.has_rows
+    assert len(fit.fitted) == len(df)
+
+
+# -- BLAS threads ---------------------------------------------------------------------------
+def _blas_thread_counts() -> list[int]:
+    from threadpoolctl import threadpool_info
+
+    return [info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"]
+
+
+def test_no_thread_limit_when_blas_already_uses_one_thread():
+    from threadpoolctl import threadpool_limits
+
+    fit = mm.lmer(SLEEP, "sleepstudy")
+    with threadpool_limits(limits=1, user_api="blas"):
+        assert isinstance(_blas_threads_for(fit.model.cross_products), contextlib.nullcontext)
+
+
+def test_thread_limit_when_blas_uses_more_threads():
+    from threadpoolctl import threadpool_limits
+
+    fit = mm.lmer(SLEEP, "sleepstudy")
+    with threadpool_limits(limits=2, user_api="blas"):
+        if not any(n > 1 for n in _blas_thread_counts()):
+            pytest.skip("the BLAS library cannot use two threads here")
+        limiter = _blas_threads_for(fit.model.cross_products)
+        assert not isinstance(limiter, contextlib.nullcontext)
+        with limiter:
+            assert all(n == 1 for n in _blas_thread_counts())
