@@ -360,3 +360,10 @@ def test_cli_streams_a_glob_and_a_chunked_file(tmp_path, capsys):
         == 0
     )
     assert json.loads(capsys.readouterr().out)["nobs"] == 60
+
+
+def test_a_frame_with_columns_named_like_the_chunk_protocol_is_not_streamed():
+    frame = mm.load_dataset("ratpup").assign(check=1, chunks=2, total_rows=3, name="x")
+    assert not is_streamed_source(frame)
+    fit = mm.lmer("weight ~ treatment + (1 | litter)", frame)
+    assert fit.nobs == len(frame)

@@ -271,6 +271,10 @@ def is_streamed_source(data: Any) -> bool:
     DataFrame, a list of DataFrames, or any :class:`ChunkSource`. A single file or a
     DataFrame is read into memory (pass ``chunk_rows`` to stream it).
     """
+    if isinstance(data, pd.DataFrame):
+        # First: the runtime Protocol check below looks up attributes by name, so a frame
+        # with columns called "check" or "chunks" would pass it (and it is slow).
+        return False
     if _is_dask_collection(data) or isinstance(data, ChunkSource):
         return True
     if isinstance(data, str | os.PathLike):
