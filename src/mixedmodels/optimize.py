@@ -252,7 +252,7 @@ def newton_polish(
     objective: Callable[[np.ndarray], float],
     gradient: Callable[[np.ndarray], np.ndarray],
     summary: OptSummary,
-    max_steps: int = 4,
+    max_steps: int = 8,
 ) -> tuple[OptSummary, np.ndarray, np.ndarray | None]:
     """Finish a derivative-free optimum with Newton steps on the analytic gradient.
 
@@ -338,6 +338,19 @@ def newton_polish(
         step1, dec1 = newton(g1[idx])
         if not dec1 < dec:
             break
+        size1 = float(np.max(np.abs(step1) / np.maximum(1e-3, np.abs(z1))))
+        if size1 > 0.1 * size:
+            # Slow progress: the start was far enough that H there no longer fits (an
+            # optimiser stopped early); refresh it here.
+            H1, used = _hessian(sub_objective, z1, f1, g1[idx])
+            count += used
+            try:
+                C1 = np.linalg.cholesky(H1)
+            except np.linalg.LinAlgError:
+                pass
+            else:
+                H, C = H1, C1
+                step1, dec1 = newton(g1[idx])
         z, f, g, gz, step, dec = z1, f1, g1, g1[idx], step1, dec1
     out = replace(
         summary, final_theta=full(z), final_objective=f, evaluations=summary.evaluations + count
