@@ -7,12 +7,14 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from models import Model
+import supervise
+from models import Model, load_frame
 
 HERE = Path(__file__).resolve().parent
 TIMINGS_FILE = HERE / "lme4_timings.md"
@@ -124,6 +126,89 @@ def run_live(
     if done.returncode != 0:
         version += f" (Rscript exited {done.returncode}: {done.stderr.strip()[-300:]})"
     return rows, version
+
+
+# A synthetic 1e6-row design: warm-up on the 1% version, then one timed fit, then the peak
+# resident memory of this R process (VmHWM, kB) and lme4's convergence messages.
+_R_SYNTHETIC = r"""
+suppressMessages(library(lme4))
+read <- function(path) {{
+  d <- read.csv(path, stringsAsFactors = FALSE)
+  for (v in names(d)) if (is.character(d[[v]])) d[[v]] <- factor(d[[v]])
+  d
+}}
+f <- as.formula("{formula}")
+small <- read("{small}")
+fit <- lmer(f, data = small, REML = TRUE)
+d <- read("{full}")
+rm(small, fit)
+invisible(gc())
+cat("{started}\n")
+flush(stdout())
+t0 <- proc.time()[["elapsed"]]
+fit <- lmer(f, data = d, REML = TRUE)
+elapsed <- proc.time()[["elapsed"]] - t0
+status <- readLines("/proc/self/status")
+hwm <- as.numeric(gsub("[^0-9]", "", grep("^VmHWM", status, value = TRUE)))
+msgs <- paste(fit@optinfo$conv$lme4$messages, collapse = "; ")
+cat(sprintf("RESULT\t%s\t%.9g\t%.15g\t%.0f\t%s\n", "{key}", elapsed,
+            unname(REMLcrit(fit)), hwm, msgs))
+cat(sprintf("VERSION\t%s\t%s\n", R.version.string, as.character(packageVersion("lme4"))))
+"""
+
+
+def run_synthetic(
+    model: Model, fit_timeout: float, setup_timeout: float, memory_cap_mb: float
+) -> tuple[dict[str, Any], str]:
+    """Time lme4 on one synthetic design in an R process of its own, under both caps.
+
+    Returns the lme4 row ({seconds, criterion, peak_rss_mb, ...} or {status, reason}) and
+    the R/lme4 version string ("" when R was stopped before printing it).
+    """
+    with tempfile.TemporaryDirectory(prefix="mm-bench-r-") as tmp:
+        full, small = Path(tmp) / "full.csv", Path(tmp) / "small.csv"
+        load_frame(model).to_csv(full, index=False)
+        load_frame(model, scale=0.01).to_csv(small, index=False)
+        script = Path(tmp) / "synthetic.R"
+        script.write_text(
+            _R_SYNTHETIC.format(
+                formula=model.formula,
+                small=small,
+                full=full,
+                key=model.key,
+                started=supervise.FIT_STARTED,
+            ),
+            encoding="utf-8",
+        )
+        out = supervise.run_supervised(
+            ["Rscript", str(script)],
+            None,
+            fit_timeout=fit_timeout,
+            setup_timeout=setup_timeout,
+            memory_cap_mb=memory_cap_mb,
+        )
+    row: dict[str, Any] = {"source": "Rscript (live)", "sampled_peak_rss_mb": out.peak_rss_mb}
+    version = ""
+    for line in out.stdout:
+        parts = line.split("\t")
+        if parts[0] == "RESULT" and len(parts) == 6:
+            row.update(
+                status="ok",
+                seconds=float(parts[2]),
+                reps=1,
+                criterion=float(parts[3]),
+                peak_rss_mb=float(parts[4]) / 1024.0,
+                messages=parts[5],
+            )
+        elif parts[0] == "VERSION" and len(parts) == 3:
+            version = f"{parts[1]}, lme4 {parts[2]}"
+    if out.status != "exited":
+        row.update(status="stopped", reason=out.reason)
+    elif "seconds" not in row:
+        row.update(status="failed", reason="Rscript " + out.crash_reason())
+    brief = row.get("seconds", row.get("reason"))
+    print(f"  lme4         {model.key}: {brief}", file=sys.stderr, flush=True)
+    return row, version
 
 
 FILE_SOURCE = (

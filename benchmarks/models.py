@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
+import synthetic
 
 REPO = Path(__file__).resolve().parent.parent
 # InstEval is not embedded in the package; it is read from the project's shared data
@@ -46,6 +47,8 @@ class Model:
     statsmodels: StatsmodelsSpec | None = None
     statsmodels_skip: str = ""
     notes: tuple[str, ...] = field(default_factory=tuple)
+    #: Key of a design simulated by ``synthetic.py`` (the dataset is then "synthetic").
+    synthetic: str | None = None
 
 
 ONE_GROUP: tuple[str, ...] = ()
@@ -146,6 +149,32 @@ MODELS: tuple[Model, ...] = (
         ),
         statsmodels_skip="too slow",
     ),
+    # The synthetic 1e6-row designs of issue 8: every contestant runs under a fit-time cap
+    # and a memory cap (run.py --synthetic-timeout, --memory-cap-gb); see synthetic.py.
+    Model(
+        key="synthetic_crossed",
+        dataset="synthetic",
+        formula=synthetic.CROSSED.formula,
+        large=True,
+        synthetic="crossed",
+        statsmodels=StatsmodelsSpec(
+            "y ~ x",
+            groups=ONE_GROUP,
+            re_formula="0",
+            vc_formula={"a": "0 + C(a)", "b": "0 + C(b)"},
+            use_sparse=True,
+        ),
+        notes=(synthetic.CROSSED.describe,),
+    ),
+    Model(
+        key="synthetic_slope",
+        dataset="synthetic",
+        formula=synthetic.SLOPE.formula,
+        large=True,
+        synthetic="slope",
+        statsmodels=StatsmodelsSpec("y ~ x", groups=("g",), re_formula="~x"),
+        notes=(synthetic.SLOPE.describe,),
+    ),
 )
 
 BY_KEY = {m.key: m for m in MODELS}
@@ -161,8 +190,13 @@ def dataset_missing(model: Model) -> str | None:
     return None
 
 
-def load_frame(model: Model) -> pd.DataFrame:
-    """The DataFrame every contestant fits, factor columns already turned into strings."""
+def load_frame(model: Model, scale: float = 1.0) -> pd.DataFrame:
+    """The DataFrame every contestant fits, factor columns already turned into strings.
+
+    ``scale`` applies to the synthetic designs only (their warm-up fits a 1% version).
+    """
+    if model.synthetic is not None:
+        return synthetic.simulate(model.synthetic, scale)
     if model.dataset == "InstEval":
         frame = pd.read_csv(INSTEVAL_CSV)
     else:

@@ -61,8 +61,19 @@ def cell(row: dict | None) -> str:
         return _seconds(row["median_s"])
     reason = row.get("reason", "")
     if row.get("status") == "failed":
-        return f"failed: {reason[:60]}"
+        return f"failed: {reason[:110]}"
+    if row.get("status") == "stopped":  # a synthetic design's fit-time or memory cap
+        return reason
     return f"not run: {reason}"
+
+
+def lme4_cell(row: dict | None) -> str:
+    """The lme4 time cell: seconds, why it was stopped, or 'not available'."""
+    if row is None:
+        return "not available"
+    if "seconds" in row:
+        return _seconds(row["seconds"])
+    return cell(row)
 
 
 def seconds(row: dict | None) -> float | None:
@@ -134,7 +145,7 @@ def markdown(results: dict) -> str:
         lme4_s = lme4.get("seconds")
         lines.append(
             f"| {mk} | {entry['n'] or ''} | {cell(rows.get('ours'))} |"
-            f" {cell(rows.get('statsmodels'))} | {_seconds(lme4_s) or 'not available'} |"
+            f" {cell(rows.get('statsmodels'))} | {lme4_cell(entry.get('lme4'))} |"
             f" {_ratio(sm, ours)} | {_ratio(lme4_s, ours)} | {entry['agreement']['text']} |"
         )
     lines += ["", "Formulas (lme4 syntax, the same for every contestant except statsmodels):", ""]
@@ -168,7 +179,8 @@ def markdown(results: dict) -> str:
             f"| {mk} | " + " | ".join(f"{crit[k]:.6f}" if k in crit else "" for k in keys) + " |"
         )
 
-    if not results["settings"]["quick"]:
+    regular = [k for k in results["models"] if not k.startswith("synthetic_")]
+    if not results["settings"]["quick"] and regular:
         lines += [
             "",
             "## Peak memory (MB)",
@@ -180,11 +192,13 @@ def markdown(results: dict) -> str:
             "| model | ours | statsmodels |",
             "|---|---:|---:|",
         ]
-        for mk, entry in results["models"].items():
-            rows = entry["rows"]
+        for mk in regular:  # the synthetic designs have their own section
+            rows = results["models"][mk]["rows"]
             lines.append(
                 f"| {mk} | {_fmt_mb(rows.get('ours'))} | {_fmt_mb(rows.get('statsmodels'))} |"
             )
+
+    lines += synthetic_section(results)
 
     startup = results.get("startup")
     if startup:
@@ -204,6 +218,95 @@ def markdown(results: dict) -> str:
     if results.get("plot"):
         lines += ["", "## Plot", "", f"![time ratios]({results['plot']})"]
     return "\n".join(lines) + "\n"
+
+
+def _mb(value: float | None) -> str:
+    return "" if value is None else f"{value:.0f}"
+
+
+def synthetic_section(results: dict) -> list[str]:
+    """Every contestant on the synthetic 1e6-row designs: time, peak memory, optimum."""
+    import synthetic
+
+    entries = {k: e for k, e in results["models"].items() if k.startswith("synthetic_")}
+    if not entries:
+        return []
+    settings = results["settings"]
+    keys = [
+        k for k in ("ours", "statsmodels", "mixedlm", "lme_python") if k in results["contestants"]
+    ]
+    lines = [
+        "",
+        "## Synthetic 1e6-row designs",
+        "",
+        "Issue 8's target: faster than every contestant that finishes, peak memory < 2 GB.",
+        f"Caps: {settings.get('synthetic_timeout_s', 600):g} s per fit, "
+        f"{settings.get('memory_cap_gb', 8):g} GB resident memory per process.",
+        "Peak RSS is that of the whole fitting process (data, warm-up and fit); for a",
+        "stopped process, the highest value sampled every 0.25 s. *vs best* is the REML",
+        "criterion minus the lowest one reached by any contestant.",
+    ]
+    for mk, entry in entries.items():
+        design = synthetic.DESIGNS[mk.removeprefix("synthetic_")]
+        best = entry["agreement"]["best"]
+        lines += [
+            "",
+            f"### `{mk}`: `{entry['formula']}`",
+            "",
+            f"{design.describe}; seed {design.seed}.",
+            "",
+            "| contestant | fit (s) | peak RSS (MB) | REML criterion | vs best | ours faster by |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        ours = seconds(entry["rows"].get("ours"))
+        table: list[tuple[str, dict | None, float | None]] = []
+        for k in keys:
+            row = entry["rows"].get(k)
+            table.append((k, row, seconds(row)))
+        lme4 = entry.get("lme4")
+        if lme4 is not None:
+            table.append(("lme4", lme4, lme4.get("seconds")))
+        for k, row, secs in table:
+            crit = entry["criteria"].get(k)
+            if row is None:
+                time_cell, rss = "not run", None
+            elif k == "lme4":
+                time_cell = lme4_cell(row)
+                rss = row.get("peak_rss_mb", row.get("sampled_peak_rss_mb"))
+            else:
+                time_cell = cell(row)
+                rss = row.get("peak_rss_mb", row.get("sampled_peak_rss_mb"))
+            diff = "" if crit is None or best is None else f"{crit - best:.2g}"
+            ratio = "" if k == "ours" else _ratio(secs, ours)
+            crit_cell = "" if crit is None else f"{crit:.4f}"
+            lines.append(
+                f"| {LABELS[k]} | {time_cell} | {_mb(rss)} | {crit_cell} | {diff} | {ratio} |"
+            )
+        details = (entry["rows"].get("ours") or {}).get("details")
+        if details:
+            lines += ["", _truth_line(design, details)]
+    return lines
+
+
+def _truth_line(design: Any, d: dict) -> str:
+    """Our estimates next to the simulation's true values."""
+    t = design.truth
+    parts = [f"{name} {d['fixef'][name]:.4f} (true {t[name]:g})" for name in d["fixef"]]
+    sds = [r for r in d["varcorr"] if r.get("term2") is None and r.get("sd") is not None]
+    for r in sds:
+        if r["group"] == "Residual":
+            parts.append(f"sigma {r['sd']:.4f} (true {t['sigma']:g})")
+            continue
+        name = {"a": "sd_a", "b": "sd_b"}.get(r["group"])
+        if name is None:
+            name = "sd_intercept" if r["term"] == "(Intercept)" else "sd_x"
+        parts.append(f"sd({r['group']}: {r['term']}) {r['sd']:.4f} (true {t[name]:g})")
+    for r in d["varcorr"]:
+        if r.get("term2") is not None and r.get("corr") is not None:
+            parts.append(f"corr {r['corr']:.3f} (true {t['corr']:g})")
+    return (
+        f"mixedmodels: {d['evaluations']} deviance evaluations; estimates " + ", ".join(parts) + "."
+    )
 
 
 def _short(arg: str) -> str:

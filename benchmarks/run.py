@@ -8,8 +8,12 @@ Each (model, contestant) pair is timed in a fresh worker process (``worker.py``)
 DataFrame is built, one warm-up fit is made, then the median of repeated fits is taken
 (fewer repeats for the InstEval models). Results go to benchmarks/results/latest.json
 (git-ignored). The full run writes docs/benchmarks.md and docs/benchmarks.png; --quick
-writes benchmarks/results/quick.md instead, so that a quick look does not overwrite the
-published numbers.
+and --models write benchmarks/results/quick.md or subset.md instead, so that a partial
+run does not overwrite the published numbers.
+
+The synthetic 1e6-row designs (synthetic.py) run each contestant under a fit-time cap
+(--synthetic-timeout, default 600 s) and a memory cap (--memory-cap-gb); --no-synthetic
+leaves them out.
 """
 
 from __future__ import annotations
@@ -32,11 +36,15 @@ import machine  # noqa: E402
 import models  # noqa: E402
 import render  # noqa: E402
 import startup  # noqa: E402
+import supervise  # noqa: E402
 
 RESULTS_DIR = HERE / "results"
 DOCS_MD = REPO / "docs" / "benchmarks.md"
 DOCS_PNG = REPO / "docs" / "benchmarks.png"
 LME4_LIVE_REPS = {False: 10, True: 3}  # small, large
+# Seconds a synthetic-design worker may spend simulating data and on its 1% warm-up fit
+# before its fit-time cap starts (lme4 also reads the 1e6-row CSV in that time).
+SYNTHETIC_SETUP_S = 300.0
 
 
 BLAS_THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
@@ -88,6 +96,31 @@ def run_worker(
             ]
         }
     return json.loads(lines[-1])
+
+
+def run_synthetic_worker(
+    contestant: str, model: models.Model, args: argparse.Namespace, env: dict[str, str]
+) -> dict:
+    """One contestant on one synthetic design, under the fit-time and memory caps."""
+    cmd = [sys.executable, str(HERE / "worker.py"), contestant, model.key]
+    out = supervise.run_supervised(
+        cmd,
+        env,
+        fit_timeout=args.synthetic_timeout,
+        setup_timeout=SYNTHETIC_SETUP_S,
+        memory_cap_mb=args.memory_cap_gb * 1024.0,
+    )
+    base = {"model": model.key, "contestant": contestant, "sampled_peak_rss_mb": out.peak_rss_mb}
+    if out.status != "exited":
+        print(f"  {contestant:12s} {model.key}: {out.reason}", file=sys.stderr, flush=True)
+        return {"rows": [{**base, "status": "stopped", "reason": out.reason}]}
+    if out.returncode != 0 or not out.stdout or not out.stdout[-1].startswith("{"):
+        reason = "worker " + out.crash_reason()
+        return {"rows": [{**base, "status": "failed", "reason": reason}]}
+    doc = json.loads(out.stdout[-1])
+    for row in doc["rows"]:
+        row["sampled_peak_rss_mb"] = out.peak_rss_mb
+    return doc
 
 
 def skip_reason(model: models.Model, contestant: str, try_slow: bool) -> str | None:
@@ -169,6 +202,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-startup", action="store_true", help="skip the import and CLI start-up timings"
     )
+    parser.add_argument(
+        "--no-synthetic",
+        action="store_true",
+        help="skip the synthetic 1e6-row designs (each contestant may take up to "
+        "--synthetic-timeout seconds on each)",
+    )
+    parser.add_argument(
+        "--synthetic-timeout",
+        type=float,
+        default=600.0,
+        help="seconds one fit of a synthetic 1e6-row design may take before the contestant "
+        "is stopped and reported as 'did not finish' (default 600)",
+    )
+    parser.add_argument(
+        "--memory-cap-gb",
+        type=float,
+        default=8.0,
+        help="resident memory (GB) above which a contestant on a synthetic design is "
+        "stopped (default 8)",
+    )
     args = parser.parse_args(argv)
 
     quick = args.quick
@@ -176,6 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     chosen = [models.BY_KEY[k] for k in keys]
     if quick:
         chosen = [m for m in chosen if not m.large]
+    if args.no_synthetic:
+        chosen = [m for m in chosen if m.synthetic is None]
     env = worker_env(args.blas_threads or None)
     sys.path.insert(0, str(REPO / "src"))
 
@@ -187,6 +242,8 @@ def main(argv: list[str] | None = None) -> int:
             "contestants": args.contestants,
             "try_slow": args.try_slow,
             "blas_threads": args.blas_threads,
+            "synthetic_timeout_s": args.synthetic_timeout,
+            "memory_cap_gb": args.memory_cap_gb,
         },
         "machine": machine.describe(),
         "load_before": machine.load_average(),
@@ -214,12 +271,19 @@ def main(argv: list[str] | None = None) -> int:
         else:
             batches = [[m] for m in todo]
         for batch in batches:
-            timeout = args.large_timeout if any(m.large for m in batch) else args.small_timeout
-            out = run_worker(ckey, [m.key for m in batch], quick, timeout, env)
+            if len(batch) == 1 and batch[0].synthetic is not None:
+                out = run_synthetic_worker(ckey, batch[0], args, env)
+            else:
+                timeout = args.large_timeout if any(m.large for m in batch) else args.small_timeout
+                out = run_worker(ckey, [m.key for m in batch], quick, timeout, env)
             if "version" in out:
                 results["contestant_versions"][ckey] = out["version"]
             for row in out["rows"]:
                 rows[(row["model"], ckey)] = row
+        contestant = contestants.BY_KEY[ckey]
+        if ckey not in results["contestant_versions"] and contestant.missing() is None:
+            # Installed, but every worker was stopped before reporting its version.
+            results["contestant_versions"][ckey] = contestant.version()
         if ckey not in results["contestant_versions"] and ckey not in ("ours", "statsmodels"):
             # Not installed (or never ran): leave it out of the tables.
             for model in chosen:
@@ -231,10 +295,24 @@ def main(argv: list[str] | None = None) -> int:
     live = args.lme4 == "live" or (args.lme4 == "auto" and lme4_live.rscript_works())
     if live:
         print("[lme4 via Rscript]", file=sys.stderr, flush=True)
-        frames = {m.key: models.load_frame(m) for m in chosen if not models.dataset_missing(m)}
-        reps = {m.key: 3 if quick else LME4_LIVE_REPS[m.large] for m in chosen}
-        runnable = [m for m in chosen if m.key in frames]
-        lme4_rows, lme4_version = lme4_live.run_live(runnable, frames, reps, timeout=3600)
+        regular = [m for m in chosen if m.synthetic is None]
+        frames = {m.key: models.load_frame(m) for m in regular if not models.dataset_missing(m)}
+        reps = {m.key: 3 if quick else LME4_LIVE_REPS[m.large] for m in regular}
+        runnable = [m for m in regular if m.key in frames]
+        lme4_rows, lme4_version = {}, ""
+        if runnable:
+            lme4_rows, lme4_version = lme4_live.run_live(runnable, frames, reps, timeout=3600)
+        for model in chosen:
+            if model.synthetic is None:
+                continue
+            row, version = lme4_live.run_synthetic(
+                model,
+                fit_timeout=args.synthetic_timeout,
+                setup_timeout=SYNTHETIC_SETUP_S,
+                memory_cap_mb=args.memory_cap_gb * 1024.0,
+            )
+            lme4_rows[model.key] = row
+            lme4_version = lme4_version or version
         results["lme4"] = {
             "source": "live",
             "description": f"{lme4_version}, timed live on this machine through Rscript "
@@ -268,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
             c: float(r["criterion"]) for c, r in model_rows.items() if r.get("status") == "ok"
         }
         lme4_row = lme4_rows.get(model.key)
-        if lme4_row is not None:
+        if lme4_row is not None and "criterion" in lme4_row:
             criteria["lme4"] = float(lme4_row["criterion"])
         results["models"][model.key] = {
             "formula": model.formula,
@@ -283,6 +361,8 @@ def main(argv: list[str] | None = None) -> int:
             if r.get("status") == "ok" and r.get("converged") is False:
                 label = render.LABELS[c]
                 results["notes"].append(f"{model.key}: {label} reported non-convergence.")
+        if lme4_row is not None and lme4_row.get("messages"):
+            results["notes"].append(f"{model.key}: lme4 warned: {lme4_row['messages']}")
 
     # -- start-up times ---------------------------------------------------------------------
     if not (quick or args.no_startup):
@@ -303,18 +383,23 @@ def main(argv: list[str] | None = None) -> int:
             "libraries' defaults."
         )
     results["notes"] += model_notes(chosen, args.try_slow)
+    if any(m.synthetic is not None for m in chosen):
+        results["method"] += synthetic_method_notes(args)
 
     # -- write ------------------------------------------------------------------------------
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    if quick:
-        md_path, png_path = RESULTS_DIR / "quick.md", RESULTS_DIR / "quick.png"
+    # Only a full run replaces the published page; a quick look or a subset of models
+    # (--models) goes to benchmarks/results/ under its own name.
+    name = "quick" if quick else ("subset" if args.models else None)
+    if name:
+        md_path, png_path = RESULTS_DIR / f"{name}.md", RESULTS_DIR / f"{name}.png"
     else:
         md_path, png_path = DOCS_MD, DOCS_PNG
     if render.plot(results, png_path):
         results["plot"] = png_path.name if png_path.parent == md_path.parent else str(png_path)
     md_path.parent.mkdir(parents=True, exist_ok=True)
     md_path.write_text(render.markdown(results), encoding="utf-8")
-    json_path = RESULTS_DIR / ("quick.json" if quick else "latest.json")
+    json_path = RESULTS_DIR / (f"{name}.json" if name else "latest.json")
     json_path.write_text(json.dumps(results, indent=1, default=str) + "\n", encoding="utf-8")
     print(
         f"wrote {md_path.relative_to(REPO)} and {json_path.relative_to(REPO)} "
@@ -345,7 +430,9 @@ def method_notes(quick: bool, live_lme4: bool) -> list[str]:
     notes = [
         "What is timed: one call from formula string + pandas DataFrame to a fitted REML "
         "model, in-process (`time.perf_counter`), so formula parsing and design matrices "
-        "are included; interpreter start-up and imports are not (see Start-up).",
+        "are included; interpreter start-up and imports are not (see Start-up). "
+        "mixedmodels computes beta-hat, the conditional modes and the criterion on first "
+        "use, so its timed call reads them (the other libraries return them computed).",
         f"Each (model, library) pair runs in a fresh Python process: one warm-up fit, then "
         f"the median of the timed fits ({reps}). `gc.collect()` runs before each fit.",
         "Every library gets the same DataFrame; columns listed as factors (InstEval `s`, `d`, "
@@ -363,6 +450,19 @@ def method_notes(quick: bool, live_lme4: bool) -> list[str]:
             "benchmarks/lme4_timings.md (see there for how they were measured)."
         )
     return notes
+
+
+def synthetic_method_notes(args: argparse.Namespace) -> list[str]:
+    return [
+        "Synthetic 1e6-row designs (`benchmarks/synthetic.py`, simulated from a fixed seed "
+        "in every worker, no data files): each contestant makes one warm-up fit of the same "
+        "formula on a 1% version of the design (10,000 rows), then one timed fit of the "
+        f"full design. A fit that runs past {args.synthetic_timeout:g} s is stopped and "
+        "reported as 'did not finish'; a process whose resident memory passes "
+        f"{args.memory_cap_gb:g} GB is stopped too. lme4 reads the same rows from a CSV "
+        "file (reading is not timed) and reports its peak RSS from /proc/self/status "
+        "(VmHWM); the Python workers from `ru_maxrss`.",
+    ]
 
 
 def model_notes(chosen: list[models.Model], try_slow: bool) -> list[str]:

@@ -4,7 +4,10 @@ Layout (Bates et al. 2015, sec. 3; MixedModels.jl's blocked A):
 
 * term 1 (the grouping factor with most levels) is block diagonal: ``Z1'Z1`` is stored
   as ``(levels, p1, p1)``;
-* terms 2..K ("rest") are stored dense: ``Zr'Zr`` is ``q_r x q_r``, ``Zr'Z1`` is sparse;
+* terms 2..K ("rest"): ``Zr'Z1`` is sparse; ``Zr'Zr`` (``q_r x q_r``) is dense up to
+  ``SPARSE_REST_MIN`` rows and sparse (CSR) above: with one scalar rest term it is
+  diagonal, and a dense copy of a large one (800 MB for 10,000 levels) would cost more
+  memory than the factorisation itself;
 * ``Xy = [X y]`` cross products ``Xy'Z1`` as ``(p+1, levels, p1)``, ``Xy'Zr`` and ``Xy'Xy``
   dense.
 
@@ -22,6 +25,10 @@ import scipy.sparse as sp
 
 from ..covariance import GroupedTerm
 
+#: Above this many rest-block rows, ``Zr'Zr`` is stored sparse (see the module docstring).
+#: The choice depends on the size alone, so that blocks of chunks of rows always add up.
+SPARSE_REST_MIN = 2048
+
 
 @dataclass(frozen=True, eq=False)
 class CrossProducts:
@@ -34,7 +41,8 @@ class CrossProducts:
     zrtz1
         (q_r, q1) sparse CSR, Zr'Z1 (None if only one term).
     zrtzr
-        (q_r, q_r) dense, Zr'Zr (None if only one term).
+        (q_r, q_r) Zr'Zr (None if only one term): a dense array, or for large rest blocks
+        (more than ``SPARSE_REST_MIN`` rows) a sparse CSR matrix with sorted indices.
     xytz1
         (p+1, l1, p1) dense, [X y]'Z1.
     xytzr
@@ -47,7 +55,7 @@ class CrossProducts:
 
     z1tz1: np.ndarray
     zrtz1: sp.csr_matrix | None
-    zrtzr: np.ndarray | None
+    zrtzr: np.ndarray | sp.csr_matrix | None
     xytz1: np.ndarray
     xytzr: np.ndarray | None
     xytxy: np.ndarray
@@ -58,15 +66,54 @@ class CrossProducts:
             return None if a is None else a + b
 
         zrtz1 = None if self.zrtz1 is None else (self.zrtz1 + other.zrtz1).tocsr()
+        zrtzr = add(self.zrtzr, other.zrtzr)
+        if sp.issparse(zrtzr):
+            zrtzr = _canonical(zrtzr)
         return CrossProducts(
             z1tz1=self.z1tz1 + other.z1tz1,
             zrtz1=zrtz1,
-            zrtzr=add(self.zrtzr, other.zrtzr),
+            zrtzr=zrtzr,
             xytz1=self.xytz1 + other.xytz1,
             xytzr=add(self.xytzr, other.xytzr),
             xytxy=self.xytxy + other.xytxy,
             nobs=self.nobs + other.nobs,
         )
+
+    def zrtzr_lower(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Row, column and value of every nonzero of Zr'Zr's lower triangle, row-major.
+
+        The same for both storage kinds, so that the deviance reads ``Zr'Zr`` without a
+        dense copy of a sparse one.
+        """
+        Z = self.zrtzr
+        if Z is None:
+            raise ValueError("no rest block: the model has one random-effects term")
+        if sp.issparse(Z):
+            coo = Z.tocoo()
+            rows, cols, vals = coo.row.astype(np.intp), coo.col.astype(np.intp), coo.data
+            keep = (rows >= cols) & (vals != 0.0)
+            rows, cols, vals = rows[keep], cols[keep], vals[keep]
+            order = np.lexsort((cols, rows))
+            return rows[order], cols[order], vals[order]
+        rows, cols = np.nonzero(np.tril(Z))
+        return rows, cols, Z[rows, cols]
+
+    def zrtzr_diagonal(self) -> np.ndarray:
+        """The diagonal of Zr'Zr, whatever its storage."""
+        if self.zrtzr is None:
+            raise ValueError("no rest block: the model has one random-effects term")
+        if sp.issparse(self.zrtzr):
+            return np.asarray(self.zrtzr.diagonal())
+        return np.diagonal(self.zrtzr).copy()
+
+
+def _canonical(M: sp.spmatrix) -> sp.csr_matrix:
+    """CSR with duplicates summed, explicit zeros kept out and indices sorted."""
+    M = M.tocsr()
+    M.sum_duplicates()
+    M.eliminate_zeros()
+    M.sort_indices()
+    return M
 
 
 def rest_offsets(terms: tuple[GroupedTerm, ...]) -> np.ndarray:
@@ -86,6 +133,7 @@ def compute_cross_products(
     weights: np.ndarray | None = None,
     refs: list[np.ndarray] | None = None,
     zs: list[np.ndarray] | None = None,
+    sparse_rest: bool | None = None,
 ) -> CrossProducts:
     """Form the blocks of A from rows, in one vectorised pass.
 
@@ -100,6 +148,9 @@ def compute_cross_products(
     refs, zs
         Level indices and term matrices of these rows, one per term; default: the terms'
         own (for chunked data the caller passes the chunk's).
+    sparse_rest
+        Store ``Zr'Zr`` sparse (True) or dense (False); default: sparse when the rest
+        block has more than ``SPARSE_REST_MIN`` rows.
 
     Returns
     -------
@@ -163,18 +214,44 @@ def compute_cross_products(
     zrtz1.eliminate_zeros()
     zrtz1.sort_indices()
 
-    # Zr'Zr dense, via a flat bincount over (row, col) pairs.
-    zrtzr = np.zeros(qr * qr)
-    for ia, (ra, za) in enumerate(rest_cols):
-        wza = za if weights is None else za * weights
-        for ib, (rb, zb) in enumerate(rest_cols):
-            if ib < ia:
-                continue
-            flat = np.bincount(ra * qr + rb, weights=wza * zb, minlength=qr * qr)
-            zrtzr += flat
-            if ib != ia:
-                zrtzr += flat.reshape(qr, qr).T.ravel()
-    zrtzr = zrtzr.reshape(qr, qr)
+    if sparse_rest is None:
+        sparse_rest = qr > SPARSE_REST_MIN
+    if sparse_rest:
+        # Zr'Zr sparse: (row, col) entries of every pair of rest columns, both orders off
+        # the diagonal, summed by the COO -> CSR conversion. Never a q_r x q_r array.
+        rows_idx, cols_idx, vals = [], [], []
+        for ia, (ra, za) in enumerate(rest_cols):
+            wza = za if weights is None else za * weights
+            for ib, (rb, zb) in enumerate(rest_cols):
+                if ib < ia:
+                    continue
+                v = wza * zb
+                rows_idx.append(ra)
+                cols_idx.append(rb)
+                vals.append(v)
+                if ib != ia:
+                    rows_idx.append(rb)
+                    cols_idx.append(ra)
+                    vals.append(v)
+        zrtzr = _canonical(
+            sp.coo_matrix(
+                (np.concatenate(vals), (np.concatenate(rows_idx), np.concatenate(cols_idx))),
+                shape=(qr, qr),
+            )
+        )
+    else:
+        # Zr'Zr dense, via a flat bincount over (row, col) pairs.
+        zrtzr = np.zeros(qr * qr)
+        for ia, (ra, za) in enumerate(rest_cols):
+            wza = za if weights is None else za * weights
+            for ib, (rb, zb) in enumerate(rest_cols):
+                if ib < ia:
+                    continue
+                flat = np.bincount(ra * qr + rb, weights=wza * zb, minlength=qr * qr)
+                zrtzr += flat
+                if ib != ia:
+                    zrtzr += flat.reshape(qr, qr).T.ravel()
+        zrtzr = zrtzr.reshape(qr, qr)
 
     xytzr = np.zeros((xy.shape[1], qr))
     for ridx, rz in rest_cols:

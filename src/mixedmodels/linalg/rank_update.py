@@ -105,16 +105,21 @@ class RankUpdatePattern:
         u, v, npairs = _pairs_within_segments(starts, lengths)
         i, j = urow[u], urow[v]  # i >= j because rows are sorted within a level
         # Output positions in the qr x qr lower triangle, numbered without a sort: a dense
-        # marker and its running count (int32: half the size of the dense block the engine
-        # keeps anyway) number them in two linear passes, 4x faster than a binary search.
+        # marker gives the sorted distinct positions, and a dense index (int32: half the
+        # size of the dense block the engine keeps anyway; only its touched entries are
+        # written) numbers them by one scatter and one gather. A running count over the
+        # marker costs 10x more at qr = 10,000 (a cast of every one of the qr^2 entries)
+        # and a binary search 30x more.
         pos_key = i * qr + j
         del i, j
         mark = np.zeros(qr * qr, dtype=bool)
         mark[pos_key] = True
         upos = np.flatnonzero(mark)
-        rank = np.cumsum(mark, dtype=np.int32 if qr * qr < 2**31 else np.int64)
         del mark
-        pos = rank[pos_key] - 1
+        index_type = np.int32 if upos.shape[0] < 2**31 else np.int64
+        rank = np.empty(qr * qr, dtype=index_type)
+        rank[upos] = np.arange(upos.shape[0], dtype=index_type)
+        pos = rank[pos_key]
         del rank, pos_key
         if p1 == 1:
             # Columns are levels and the pairs come level by level: already CSC order.
@@ -137,6 +142,8 @@ class RankUpdatePattern:
             (values[ia_a] * values[ib_a], row_idx, indptr),
             shape=(upos.shape[0], n_levels * p1 * p1),
         )
+        if nnz < 2**31:  # data positions, kept for with_values: half the memory as int32
+            ia_a, ib_a = ia_a.astype(np.int32), ib_a.astype(np.int32)
         return cls(
             P=P,
             rows=(upos // qr).astype(np.intp),
