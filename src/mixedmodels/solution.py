@@ -101,7 +101,7 @@ def estimate(dev: ProfiledDeviance, f: BlockedFactor) -> Estimates:
     rest_b: list[np.ndarray] = []
     if f.L22 is not None:
         v2 = coef @ f.LX2
-        u2 = _solve_l22_transposed(f, v2)
+        u2 = solve_l22_transposed(f, v2)
         offs = dev._rest_offsets
         b2 = np.empty_like(u2)
         for k, term in enumerate(terms[1:], start=1):
@@ -129,8 +129,8 @@ def estimate(dev: ProfiledDeviance, f: BlockedFactor) -> Estimates:
     )
 
 
-def _solve_l22_transposed(f: BlockedFactor, v: np.ndarray) -> np.ndarray:
-    """``L22^{-T} v`` without copying ``L22`` when the whole factor is at hand.
+def solve_l22_transposed(f: BlockedFactor, v: np.ndarray) -> np.ndarray:
+    """``L22^{-T} v`` (``v``: a vector or a matrix) without copying ``L22``.
 
     ``L22`` is a strided view into the factor of the rest + [X y] block, which LAPACK
     would copy (800 MB for 10,000 rest levels). With ``L = [[L22, 0], [LX2, LXX]]``,
@@ -139,7 +139,7 @@ def _solve_l22_transposed(f: BlockedFactor, v: np.ndarray) -> np.ndarray:
     if f.L is None:
         return sla.solve_triangular(f.L22, v, lower=True, trans="T", check_finite=False)
     qr = f.L22.shape[0]
-    rhs = np.zeros(f.L.shape[0])
+    rhs = np.zeros((f.L.shape[0], *v.shape[1:]))
     rhs[:qr] = v
     return sla.solve_triangular(f.L.T, rhs, lower=False, check_finite=False)[:qr]
 

@@ -23,6 +23,7 @@ from mixedmodels.solution import (
     estimate,
     rest_inverse_in_place,
     rest_inverse_lower,
+    solve_l22_transposed,
 )
 
 WITH_REST = sorted(k for k, v in DESIGNS.items() if len(v) > 1)
@@ -212,3 +213,13 @@ def test_rest_inverse_in_place_equals_the_copying_one(name, monkeypatch):
     fresh = dev.factor(theta)
     assert fresh is not f
     np.testing.assert_allclose(fresh.L22 @ fresh.L22.T, S, rtol=1e-12, atol=1e-12)
+
+
+def test_solve_l22_transposed_takes_vectors_and_matrices(monkeypatch):
+    grouped, structure, X, y, theta = _problem("crossed_vector")
+    dev = _large_path(structure, compute_cross_products(grouped, X, y), monkeypatch)
+    f = dev.factor(theta)
+    rng = np.random.default_rng(5)
+    for v in (rng.normal(size=f.L22.shape[0]), rng.normal(size=(f.L22.shape[0], 3))):
+        want = np.linalg.solve(f.L22.T, v)
+        np.testing.assert_allclose(solve_l22_transposed(f, v), want, rtol=1e-10, atol=1e-12)
