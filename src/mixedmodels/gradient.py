@@ -56,13 +56,22 @@ _DENSE_LIMIT = 1 << 18
 
 
 def _rest_inverse(L22: np.ndarray) -> np.ndarray:
-    """``(L22 L22')^{-1}``, both triangles, from the lower factor."""
-    # LAPACK's potri on the Fortran-ordered transpose works in place on the upper triangle.
-    inv, info = _dpotri(np.asfortranarray(L22.T), lower=0)
+    """``(L22 L22')^{-1}`` from the lower factor: only its UPPER triangle is valid.
+
+    One ``q_r x q_r`` array (LAPACK potri in place on a Fortran copy of ``L22'``): with
+    10,000 rest levels each extra copy is 800 MB, so callers read ``[min(i, j), max(i, j)]``
+    instead of symmetrising (:func:`_symmetric`).
+    """
+    inv, info = _dpotri(np.asfortranarray(L22.T), lower=0, overwrite_c=1)
     if info != 0:
         raise np.linalg.LinAlgError("the rest block is singular")
-    upper = np.triu(inv)
-    return upper + np.triu(upper, 1).T
+    return inv
+
+
+def _symmetric(upper: np.ndarray) -> np.ndarray:
+    """A symmetric copy of a (small) matrix from its upper triangle."""
+    out = np.triu(upper)
+    return out + np.triu(out, 1).T
 
 
 def _lower_inverse(T: np.ndarray) -> np.ndarray:
@@ -128,7 +137,7 @@ class ProfiledDevianceGradient:
         if self._zr1 is not None:
             K = self._lambda_rows(self._zr1, f.templates, trans=True)
             H = np.einsum("rlb,lba->rla", K, TM)
-            SH = (Sinv @ H.reshape(H.shape[0], -1)).reshape(H.shape)
+            SH = (_symmetric(Sinv) @ H.reshape(H.shape[0], -1)).reshape(H.shape)
             return np.einsum("rla,rlb->ab", H, SH)
         BD = block_diagonal_sparse(TM)
         H = (rest_lambda_sparse(dev, f.templates).T @ (dev.A.zrtz1 @ BD)).tocsc()
@@ -137,7 +146,8 @@ class ProfiledDevianceGradient:
         for a in range(p1):
             for b in range(a + 1):
                 HH = (cols[a] @ cols[b].T).tocoo()
-                gg[a, b] = gg[b, a] = float(np.dot(HH.data, Sinv[HH.row, HH.col]))
+                lo, hi = np.minimum(HH.row, HH.col), np.maximum(HH.row, HH.col)
+                gg[a, b] = gg[b, a] = float(np.dot(HH.data, Sinv[lo, hi]))
         return gg
 
     def value_and_gradient(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
@@ -192,8 +202,15 @@ class ProfiledDevianceGradient:
             vsum[0] = vsum[0] + self._term1_trace(f, Sinv)
             for _, term, s, e in self._rest_blocks():
                 b = term.ncols
-                blocks = Sinv[s:e, s:e].reshape(term.nlevels, b, term.nlevels, b)
-                vsum.append(np.einsum("lalb->ab", blocks))
+                if b == 1:
+                    vsum.append(np.array([[np.trace(Sinv[s:e, s:e])]]))
+                else:
+                    # The levels' diagonal blocks, from the upper triangle.
+                    lev = s + np.arange(term.nlevels)[:, None, None] * b
+                    rows = lev + np.arange(b)[None, :, None]
+                    cols = lev + np.arange(b)[None, None, :]
+                    blocks = Sinv[np.minimum(rows, cols), np.maximum(rows, cols)]
+                    vsum.append(blocks.sum(axis=0))
                 Yk = Yr[s:e].reshape(term.nlevels, b, p + 1)
                 xsum.append(_level_sums(Yk[:, :, :p]))
                 ysum.append(_level_sums(Yk[:, :, p:]))
