@@ -40,12 +40,15 @@ Matrix Differential Calculus, ch. 8).
 from __future__ import annotations
 
 import numpy as np
-import scipy.linalg as sla
-from scipy.linalg.lapack import dpotri as _dpotri
 from scipy.linalg.lapack import dtrtri as _dtrtri
 
 from .deviance import BlockedFactor, ProfiledDeviance
-from .solution import block_diagonal_sparse, rest_lambda_sparse
+from .solution import (
+    block_diagonal_sparse,
+    rest_inverse_lower,
+    rest_lambda_sparse,
+    solve_l22_transposed,
+)
 
 # A template diagonal below this (relative to the template's largest entry, and absolute)
 # is treated as singular: Lambda^{-1} would amplify rounding beyond use.
@@ -53,19 +56,6 @@ _SINGULAR_DIAGONAL = 1e-6
 # Up to this many entries of Zr'Z1 the term-1 trace uses dense products (no sparse
 # bookkeeping, which costs more than the arithmetic on small models).
 _DENSE_LIMIT = 1 << 18
-
-
-def _rest_inverse(L22: np.ndarray) -> np.ndarray:
-    """``(L22 L22')^{-1}`` from the lower factor: only its UPPER triangle is valid.
-
-    One ``q_r x q_r`` array (LAPACK potri in place on a Fortran copy of ``L22'``): with
-    10,000 rest levels each extra copy is 800 MB, so callers read ``[min(i, j), max(i, j)]``
-    instead of symmetrising (:func:`_symmetric`).
-    """
-    inv, info = _dpotri(np.asfortranarray(L22.T), lower=0, overwrite_c=1)
-    if info != 0:
-        raise np.linalg.LinAlgError("the rest block is singular")
-    return inv
 
 
 def _symmetric(upper: np.ndarray) -> np.ndarray:
@@ -182,9 +172,7 @@ class ProfiledDevianceGradient:
         Yxy = _lower_inverse(f.LXX).T
         acc = np.einsum("cla,cj->laj", A.xytz1, Yxy)
         if self._rest:
-            Yr = sla.solve_triangular(
-                f.L22, -(f.LX2.T @ Yxy), lower=True, trans="T", check_finite=False
-            )
+            Yr = solve_l22_transposed(f, -(f.LX2.T @ Yxy))
             lamY = self._lambda_rows(Yr, templates, trans=False)
             if self._zr1 is not None:
                 acc += np.einsum("rla,rj->laj", self._zr1, lamY)
@@ -198,7 +186,7 @@ class ProfiledDevianceGradient:
         xsum = [_level_sums(Y1[:, :, :p])]
         ysum = [_level_sums(Y1[:, :, p:])]
         if self._rest:
-            Sinv = _rest_inverse(f.L22)
+            Sinv = rest_inverse_lower(f).T  # valid in its upper triangle
             vsum[0] = vsum[0] + self._term1_trace(f, Sinv)
             for _, term, s, e in self._rest_blocks():
                 b = term.ncols

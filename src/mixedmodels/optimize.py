@@ -377,64 +377,42 @@ def check_convergence(
     if gradient is not None:
         polished, g, H = newton_polish(objective, gradient, summary)
         if np.all(np.isfinite(g)):
-            return _verdict(polished, g, H, tol)
+            return _verdict(polished, g, g, lambda: H, tol)
         # A singular template: its entries sit on (or at) the boundary, where only the
         # finite-difference check below can tell a KKT point; the rest was finished.
         summary = polished
     x, lower = summary.final_theta, summary.lower
     g, hessian = _derivatives(objective, x, summary.final_objective, lower)
     active = np.isfinite(lower) & (x - lower < 1e-8) & (g >= 0)
-    free = ~active
+    idx = np.flatnonzero(~active)
+    return _verdict(summary, g, g[idx], lambda: hessian(idx), tol)
+
+
+def _verdict(
+    summary: OptSummary,
+    g: np.ndarray,
+    checked: np.ndarray,
+    hessian: Callable[[], np.ndarray | None],
+    tol: float,
+) -> OptSummary:
+    """lme4's ``checkConv`` verdict: the ``checked`` gradient entries below ``tol``, or else
+    the gradient scaled by the Hessian over them (asked for only then; None: not positive
+    definite). ``g`` is what the summary records."""
     messages = list(summary.messages)
     converged = summary.converged
-    worst = float(np.max(np.abs(g[free]), initial=0.0))
-    if worst > tol:
-        scaled = None
-        idx = np.flatnonzero(free)
-        H = hessian(idx)
+    if float(np.max(np.abs(checked), initial=0.0)) > tol:
+        H = hessian()
         try:
-            scaled = np.linalg.solve(np.linalg.cholesky(H), g[idx])
+            if H is None:
+                raise np.linalg.LinAlgError
+            scaled = np.linalg.solve(np.linalg.cholesky(H), checked)
         except np.linalg.LinAlgError:
             messages.append(
                 "model failed to converge: the Hessian of the deviance is not positive "
                 "definite at the optimum; the model may be over-parameterised"
             )
             converged = False
-        if scaled is not None and np.max(np.abs(scaled)) > tol:
-            converged = False
-            messages.append(
-                f"model failed to converge: scaled gradient {np.max(np.abs(scaled)):.3g} "
-                f"(tol = {tol}); try rescaling covariates or a simpler random-effects structure"
-            )
-    return OptSummary(
-        initial_theta=summary.initial_theta,
-        final_theta=summary.final_theta,
-        lower=summary.lower,
-        initial_objective=summary.initial_objective,
-        final_objective=summary.final_objective,
-        evaluations=summary.evaluations,
-        optimizer=summary.optimizer,
-        return_code=summary.return_code,
-        gradient=g,
-        converged=converged,
-        messages=tuple(messages),
-    )
-
-
-def _verdict(polished: OptSummary, g: np.ndarray, H: np.ndarray | None, tol: float):
-    """:func:`check_convergence`'s verdict at a finished interior optimum."""
-    messages = list(polished.messages)
-    converged = polished.converged
-    worst = float(np.max(np.abs(g), initial=0.0))
-    if worst > tol:
-        if H is None:
-            messages.append(
-                "model failed to converge: the Hessian of the deviance is not positive "
-                "definite at the optimum; the model may be over-parameterised"
-            )
-            converged = False
         else:
-            scaled = np.linalg.solve(np.linalg.cholesky(H), g)
             if np.max(np.abs(scaled)) > tol:
                 converged = False
                 messages.append(
@@ -442,4 +420,4 @@ def _verdict(polished: OptSummary, g: np.ndarray, H: np.ndarray | None, tol: flo
                     f"(tol = {tol}); try rescaling covariates or a simpler random-effects "
                     "structure"
                 )
-    return replace(polished, gradient=g, converged=converged, messages=tuple(messages))
+    return replace(summary, gradient=g, converged=converged, messages=tuple(messages))
