@@ -7,9 +7,11 @@ Woodbury-based computation is also checked against a dense n x n implementation.
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 from test_satterthwaite import MODELS, assert_p_close, fit, reference
 
+import mixedmodels as mm
 from mixedmodels.errors import ModelSpecificationError
 from mixedmodels.inference.kenward_roger import (
     _lambda_dense,
@@ -100,3 +102,18 @@ def test_linear_hypothesis_kr():
 def test_ml_fit_is_refused():
     with pytest.raises(ModelSpecificationError, match="REML"):
         kenward_roger_covariance(fit("ratpup_b", False))
+
+
+def test_kenward_roger_with_a_sparse_rest_block(monkeypatch):
+    """Above SPARSE_REST_MIN rest rows Zr'Zr is stored sparse; KR must read it as well."""
+    import mixedmodels.linalg.cross_products as cross_products
+
+    formula = "diameter ~ 1 + (1 | plate) + (1 | sample)"
+    dense = mm.lmer(formula, "penicillin")
+    monkeypatch.setattr(cross_products, "SPARSE_REST_MIN", 0)
+    sparse = mm.lmer(formula, "penicillin")
+    assert sparse.model.cross_products.zrtzr.__class__.__name__.startswith("csr")
+    np.testing.assert_allclose(sparse.vcov_kenward_roger, dense.vcov_kenward_roger, rtol=1e-10)
+    pd.testing.assert_frame_equal(
+        sparse.coef_table(ddf="kenward-roger"), dense.coef_table(ddf="kenward-roger"), rtol=1e-8
+    )

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.linalg as sla
+import scipy.sparse as sp
 
 from ..errors import ModelSpecificationError
 from .distributions import f_sf
@@ -89,7 +90,8 @@ def _dense_cross_products(fit: LinearMixedModelResult):
         R1 = A.zrtz1.toarray()
         C[q1:, :q1] = R1
         C[:q1, q1:] = R1.T
-        C[q1:, q1:] = A.zrtzr
+        # Zr'Zr is sparse above linalg.cross_products.SPARSE_REST_MIN rest rows.
+        C[q1:, q1:] = A.zrtzr.toarray() if sp.issparse(A.zrtzr) else A.zrtzr
         ZtX[q1:] = A.xytzr[:p].T
     XtX = A.xytxy[:p, :p]
     return C, ZtX, XtX
