@@ -653,6 +653,24 @@ class ProfiledDeviance:
             self._kept = f
         return f
 
+    def owned_factor(self, theta: np.ndarray) -> tuple[BlockedFactor, bool]:
+        """A factor at ``theta`` and whether the caller owns it (may overwrite its arrays).
+
+        The factor :meth:`factor` last handed out is shared (it is returned again for the
+        same theta, and a result may hold it): then ``False``. Otherwise a new factor is
+        computed and not remembered, so the caller can, e.g., invert it in place
+        (:func:`.solution.rest_inverse_in_place`) without a second ``m x m`` array.
+        """
+        theta = np.asarray(theta, dtype=np.float64)
+        if self._dense:
+            return self.factor(theta), True  # a fresh array on every call
+        kept = self._kept
+        if kept is not None and kept.theta.tobytes() == theta.tobytes():
+            return kept, False
+        f = self.factor(theta)
+        self._kept = None
+        return f, True
+
     def release(self, f: BlockedFactor) -> None:
         """Stop handing out ``f`` again (the caller is about to overwrite its arrays).
 
