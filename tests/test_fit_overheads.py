@@ -30,27 +30,48 @@ def fit(request):
 
 
 # -- lazy results ------------------------------------------------------------------------
-def test_factor_and_estimates_are_computed_on_first_use():
+def test_small_model_builds_the_blocked_engine_only_on_first_use():
+    """A small model is fitted in dense form, which yields the estimates and the criterion;
+    the cross-product blocks, the blocked deviance and its factor wait until asked for."""
     fit = mm.lmer(SLEEP, "sleepstudy")
+    assert fit.model.is_small()
+    assert {"estimates", "objective"} <= set(vars(fit))
+    assert not {"factor", "deviance_function"} & set(vars(fit))
+    assert fit.model._cross_products is None
+    assert fit.converged and not fit.singular
+    _ = fit.fixef, fit.se, fit.sigma, fit.loglik, fit.ranef
+    assert "factor" not in vars(fit) and fit.model._cross_products is None
+    _ = fit.ranef_condsd  # conditional variances come from the blocked factor
+    assert "factor" in vars(fit) and fit.model._cross_products is not None
+    assert fit.factor is fit.factor  # computed once, then kept
+
+
+def test_large_model_computes_its_factor_and_estimates_on_first_use(monkeypatch):
+    import mixedmodels.dense_deviance as dense_module
+
+    monkeypatch.setattr(dense_module, "DENSE_MAX", 0)
+    fit = mm.lmer(SLEEP, "sleepstudy")
+    assert not fit.model.is_small()
     for name in ("factor", "estimates", "objective"):
         assert name not in vars(fit)
     assert fit.converged and not fit.singular  # needs neither
-    assert "factor" not in vars(fit)
     _ = fit.fixef
     assert "factor" in vars(fit) and "estimates" in vars(fit)
-    assert fit.estimates is fit.estimates  # computed once, then kept
+    assert fit.estimates is fit.estimates
 
 
-def test_lazy_values_equal_an_eager_computation(fit):
+def test_dense_estimates_equal_the_blocked_engine(fit):
+    """The dense estimates (dense_deviance.py) and the blocked ones (solution.estimate) are
+    two computations of the same numbers: equal to rounding (1e-10 relative)."""
     dev = fit.deviance_function
     factor = dev.factor(fit.opt.final_theta)
-    eager = estimate(dev, factor)
-    assert fit.objective == float(dev.objective(factor))
-    assert fit.sigma == eager.sigma
-    np.testing.assert_array_equal(fit.estimates.beta, eager.beta)
-    np.testing.assert_array_equal(fit.estimates.vcov_beta, eager.vcov_beta)
-    for got, want in zip(fit.estimates.b, eager.b, strict=True):
-        np.testing.assert_array_equal(got, want)
+    blocked = estimate(dev, factor)
+    assert fit.objective == pytest.approx(float(dev.objective(factor)), rel=1e-12)
+    assert fit.sigma == pytest.approx(blocked.sigma, rel=1e-10)
+    np.testing.assert_allclose(fit.estimates.beta, blocked.beta, rtol=1e-10)
+    np.testing.assert_allclose(fit.estimates.vcov_beta, blocked.vcov_beta, rtol=1e-10)
+    for got, want in zip(fit.estimates.b, blocked.b, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12 * np.max(np.abs(want)))
     np.testing.assert_array_equal(fit.factor.LXX, factor.LXX)
 
 
@@ -113,7 +134,7 @@ def test_no_thread_limit_when_blas_already_uses_one_thread():
 
     fit = mm.lmer(SLEEP, "sleepstudy")
     with threadpool_limits(limits=1, user_api="blas"):
-        assert isinstance(_blas_threads_for(fit.model.cross_products), contextlib.nullcontext)
+        assert isinstance(_blas_threads_for(fit.model.rest_size), contextlib.nullcontext)
 
 
 def test_thread_limit_when_blas_uses_more_threads():
@@ -123,7 +144,7 @@ def test_thread_limit_when_blas_uses_more_threads():
     with threadpool_limits(limits=2, user_api="blas"):
         if not any(n > 1 for n in _blas_thread_counts()):
             pytest.skip("the BLAS library cannot use two threads here")
-        limiter = _blas_threads_for(fit.model.cross_products)
+        limiter = _blas_threads_for(fit.model.rest_size)
         assert not isinstance(limiter, contextlib.nullcontext)
         with limiter:
             assert all(n == 1 for n in _blas_thread_counts())

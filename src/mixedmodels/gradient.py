@@ -42,7 +42,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.linalg.lapack import dtrtri as _dtrtri
 
-from .dense_gradient import DENSE_GRADIENT_MAX, DenseDevianceGradient, dense_size
+from .dense_deviance import DenseDevianceGradient, DenseProfiledDeviance, prefers_dense
 from .deviance import BlockedFactor, ProfiledDeviance
 from .solution import (
     block_diagonal_sparse,
@@ -258,12 +258,12 @@ def profiled_deviance_gradient(
 def deviance_gradient(dev: ProfiledDeviance) -> ProfiledDevianceGradient | DenseDevianceGradient:
     """The exact gradient of ``dev`` in the form that costs least for its size.
 
-    Small models (``q + p + 1 <= DENSE_GRADIENT_MAX``) get the dense formula of
-    :mod:`.dense_gradient` (one ``m x m`` factorisation and solve, a few dozen
-    microseconds); larger ones the blocked :class:`ProfiledDevianceGradient`. The choice
-    depends on the sizes alone, so fits of the same model from streamed chunks and from
-    memory take the same path.
+    Small models (:func:`.dense_deviance.prefers_dense`, no offset) get the dense formula of
+    :mod:`.dense_deviance` (one ``m x m`` factorisation and solve, a few dozen
+    microseconds); larger ones the blocked :class:`ProfiledDevianceGradient`.
     """
-    if dense_size(dev) <= DENSE_GRADIENT_MAX:
-        return DenseDevianceGradient(dev)
+    if dev.offset == 0.0 and prefers_dense(dev.structure, dev.p):
+        return DenseDevianceGradient(
+            DenseProfiledDeviance.from_cross_products(dev.structure, dev.A, dev.reml)
+        )
     return ProfiledDevianceGradient(dev)

@@ -18,10 +18,18 @@ import numpy as np
 import pandas as pd
 
 from .covariance import CovarianceStructure, group_terms
+from .dense_deviance import (
+    ROWS_PRODUCT_MAX,
+    DenseDevianceGradient,
+    DenseProfiledDeviance,
+    cross_products_from_rows,
+    dense_size,
+    prefers_dense,
+)
 from .design.model_design import ModelDesign
 from .deviance import ProfiledDeviance
 from .errors import ConvergenceWarning, DataError, ModelSpecificationError, SingularFitWarning
-from .gradient import deviance_gradient
+from .gradient import ProfiledDevianceGradient
 from .linalg.cross_products import (
     CrossProducts,
     compute_cross_products,
@@ -95,16 +103,19 @@ class LinearMixedModel:
         self.structure = CovarianceStructure.from_terms(self.terms)
         self._deviances: dict[bool, ProfiledDeviance] = {}
         self._stratified: dict[bool, StratifiedDeviance] = {}
+        self._dense: dict[bool, DenseProfiledDeviance] = {}
+        self._cross_products: CrossProducts | None = None
         if cross_products is not None:
             if residual_strata is not None:
                 raise ModelSpecificationError(
                     "residual variances by group are not available for precomputed cross products"
                 )
             self.stratified_cross_products = None
-            self.cross_products = cross_products
+            self._cross_products = cross_products
         elif residual_strata is None:
+            # Computed on first use: a small model is fitted in dense form (see _fit) and
+            # needs the blocks only for what follows the fit (conditional variances, KR...).
             self.stratified_cross_products = None
-            self.cross_products = compute_cross_products(self.terms, design.X, design.y)
         else:
             if residual_strata.codes.shape[0] != n:
                 raise ValueError("residual strata must have one code per row of the design")
@@ -112,9 +123,50 @@ class LinearMixedModel:
                 self.terms, design.X, design.y, residual_strata.codes, residual_strata.nstrata
             )
             # The unweighted sum: what the homoscedastic model would use.
-            self.cross_products = self.stratified_cross_products.combine(
+            self._cross_products = self.stratified_cross_products.combine(
                 np.ones(residual_strata.nstrata)
             )
+
+    @property
+    def cross_products(self) -> CrossProducts:
+        """The blocks of ``[Z X y]'[Z X y]`` (see :mod:`.linalg.cross_products`), formed once."""
+        if self._cross_products is None:
+            self._cross_products = compute_cross_products(self.terms, self.design.X, self.design.y)
+        return self._cross_products
+
+    @property
+    def rest_size(self) -> int:
+        """``q_r``: random effects of the terms after the first (the dense rest block)."""
+        return sum(t.nranef for t in self.terms[1:])
+
+    def is_small(self) -> bool:
+        """Fitted in dense form (:mod:`.dense_deviance`): a small model (by its sizes alone,
+        :func:`.dense_deviance.prefers_dense`) with one residual variance."""
+        p = self.design.X.shape[1]
+        return self.residual_strata is None and prefers_dense(self.structure, p)
+
+    def dense_deviance(self, reml: bool | None = None) -> DenseProfiledDeviance:
+        """The profiled deviance of a small model in dense form; built once and cached."""
+        key = self.reml if reml is None else bool(reml)
+        if key not in self._dense:
+            other = self._dense.get(not key)
+            if other is not None:
+                self._dense[key] = other.with_reml(key)
+            elif (
+                self._cross_products is None
+                and self.has_rows
+                and (
+                    self.nobs * dense_size(self.structure, self.design.X.shape[1])
+                    <= ROWS_PRODUCT_MAX
+                )
+            ):
+                W = cross_products_from_rows(self.structure, self.design.X, self.design.y)
+                self._dense[key] = DenseProfiledDeviance(self.structure, W, self.nobs, key)
+            else:
+                self._dense[key] = DenseProfiledDeviance.from_cross_products(
+                    self.structure, self.cross_products, key
+                )
+        return self._dense[key]
 
     def deviance_function(self, reml: bool | None = None) -> ProfiledDeviance:
         """The profiled deviance (REML or ML) as a function of theta; built once and cached."""
@@ -136,7 +188,11 @@ class LinearMixedModel:
 
     def _check_not_exact(self) -> None:
         """Refuse a response that the fixed effects reproduce exactly (OLS RSS ~ 0)."""
-        A = self.cross_products.xytxy
+        if self._cross_products is not None:
+            A = self._cross_products.xytxy
+        else:
+            xy = np.column_stack([self.design.X, self.design.y])
+            A = xy.T @ xy
         try:
             r = np.linalg.cholesky(A)[-1, -1]
         except np.linalg.LinAlgError:
@@ -198,14 +254,18 @@ class LinearMixedModel:
         """
         use_reml = self.reml if reml is None else bool(reml)
         self._check_not_exact()
-        with _blas_threads_for(self.cross_products):
+        with _blas_threads_for(self.rest_size):
             return self._fit(use_reml, start, options)
 
     def _fit(
         self, use_reml: bool, start: np.ndarray | None, options: OptimizerOptions | None
     ) -> LinearMixedModelResult:
+        precomputed: dict[str, Any] = {}
         if self.residual_strata is None:
-            dev = self.deviance_function(use_reml)
+            small = self.is_small()
+            # Small models are fitted in dense form (dense_deviance.py), large ones by the
+            # blocked engine; both give the same criterion to rounding.
+            dev = self.dense_deviance(use_reml) if small else self.deviance_function(use_reml)
             lower = self.structure.lower_bounds()
             steps = None
             if start is None:
@@ -219,12 +279,20 @@ class LinearMixedModel:
             # cannot be finished that way: its restart (see _minimize) runs to the tight
             # tolerances. Options the caller passes are used as given.
             first = _BEFORE_NEWTON if options is None else options
+            gradient = DenseDevianceGradient(dev) if small else ProfiledDevianceGradient(dev)
             summary = check_convergence(
                 dev,
                 self._minimize(dev, x0, lower, first, steps, restart_options=options),
-                gradient=deviance_gradient(dev),
+                gradient=gradient,
             )
-            at_optimum = dev
+            if small:
+                # The estimates from the dense factor at the optimum; the blocked deviance
+                # (and the cross-product blocks) is built only if a later result asks.
+                estimates, objective = dev.estimates(summary.final_theta)
+                precomputed = {"estimates": estimates, "objective": objective}
+                at_optimum = None
+            else:
+                at_optimum = dev
         else:
             sdev = self.stratified_deviance(use_reml)
             x0 = sdev.initial_values()
@@ -237,7 +305,7 @@ class LinearMixedModel:
             )
             at_optimum = sdev.at(summary.final_theta[self.structure.ntheta :])
         result = LinearMixedModelResult(
-            model=self, deviance_function=at_optimum, opt=summary, reml=use_reml
+            model=self, deviance_function=at_optimum, opt=summary, reml=use_reml, **precomputed
         )
 
         for msg in summary.messages:
@@ -259,14 +327,13 @@ _SMALL_DENSE_BLOCK = 512
 _BLAS_CONTROLLER: list[Any] = []
 
 
-def _blas_threads_for(A: CrossProducts):
+def _blas_threads_for(qr: int):
     """Single-threaded BLAS while optimising when every dense block is small.
 
     OpenBLAS starts (and, on a busy machine, spins) its threads for every call: on the
     small triangular solves of a typical model that costs milliseconds per call, 10-50x
     the arithmetic. Large dense blocks (InstEval's 1142 x 1142) keep all threads.
     """
-    qr = 0 if A.zrtzr is None else A.zrtzr.shape[0]
     if qr >= _SMALL_DENSE_BLOCK:
         return contextlib.nullcontext()
     if not _BLAS_CONTROLLER:

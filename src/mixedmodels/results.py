@@ -49,16 +49,30 @@ class LinearMixedModelResult:
         self,
         *,
         model: LinearMixedModel,
-        deviance_function: ProfiledDeviance,
+        deviance_function: ProfiledDeviance | None,
         opt: OptSummary,
         reml: bool,
+        estimates: Estimates | None = None,
+        objective: float | None = None,
     ):
         self.model = model
         self.design = model.design
         self.structure = model.structure
         self.reml = bool(reml)
         self.opt = opt
-        self.deviance_function = deviance_function
+        # A small model's fit passes its estimates and criterion (computed in dense form,
+        # dense_deviance.py) and no blocked deviance: that is built on first use.
+        if deviance_function is not None:
+            self.__dict__["deviance_function"] = deviance_function
+        if estimates is not None:
+            self.__dict__["estimates"] = estimates
+        if objective is not None:
+            self.__dict__["objective"] = float(objective)
+
+    @cached_property
+    def deviance_function(self) -> ProfiledDeviance:
+        """The blocked profiled deviance this fit minimised (see :mod:`mixedmodels.deviance`)."""
+        return self.model.deviance_function(self.reml)
 
     # -- the factor at the optimum and what follows from it ----------------------------
     # Computed on first use, once: the deviance function is a pure function of theta (its

@@ -1,9 +1,10 @@
-"""The dense value-and-gradient of small models, factor ownership, and the early BOBYQA stop.
+"""Small models in dense form, factor ownership, and the early BOBYQA stop.
 
-The dense formula (mixedmodels.dense_gradient) must give the deviance and the gradient of
-the blocked engine on every kind of model (scalar, vector, `||`, crossed, nested, 3x3
-templates; REML and ML) and agree with Richardson differences; the Newton finish it
-serves lets BOBYQA stop at looser tolerances, which must land on the tight optimum.
+The dense engine (mixedmodels.dense_deviance) must give the deviance, the gradient, the
+moment start and the estimates of the blocked engine on every kind of model (scalar,
+vector, `||`, crossed, nested, 3x3 templates; REML and ML), and its gradient must agree
+with Richardson differences; the Newton finish it serves lets BOBYQA stop at looser
+tolerances, which must land on the tight optimum.
 """
 
 from __future__ import annotations
@@ -12,13 +13,18 @@ import numpy as np
 import pytest
 
 import mixedmodels as mm
-import mixedmodels.dense_gradient as dense_module
+import mixedmodels.dense_deviance as dense_module
 import mixedmodels.deviance as deviance_module
-import mixedmodels.gradient as gradient_module
-from mixedmodels.dense_gradient import DenseDevianceGradient, dense_size
+from mixedmodels.dense_deviance import (
+    DenseDevianceGradient,
+    DenseProfiledDeviance,
+    cross_products_from_rows,
+    dense_size,
+)
 from mixedmodels.errors import SingularFitWarning
 from mixedmodels.gradient import ProfiledDevianceGradient, deviance_gradient
 from mixedmodels.optimize import OptimizerOptions
+from mixedmodels.solution import estimate
 
 CASES = [
     ("dyestuff", "Yield ~ 1 + (1|Batch)"),
@@ -43,22 +49,53 @@ def richardson(dev, theta: np.ndarray, h: float = 1e-4) -> np.ndarray:
     return np.array([(4 * central(i, h) - central(i, 2 * h)) / 3 for i in range(theta.shape[0])])
 
 
+def _dense(fit, reml: bool) -> DenseProfiledDeviance:
+    return DenseProfiledDeviance.from_cross_products(
+        fit.model.structure, fit.model.cross_products, reml
+    )
+
+
 @pytest.mark.filterwarnings("ignore::mixedmodels.errors.SingularFitWarning")
 @pytest.mark.parametrize("reml", [True, False], ids=["REML", "ML"])
 @pytest.mark.parametrize(("name", "formula"), CASES, ids=[c[1] for c in CASES])
 def test_dense_value_and_gradient_equal_the_blocked_engine(name, formula, reml):
     fit = mm.lmer(formula, mm.load_dataset(name), reml=reml)
     dev = fit.model.deviance_function(reml)
-    assert dense_size(dev) <= dense_module.DENSE_GRADIENT_MAX
+    dense = _dense(fit, reml)
+    assert dense_size(fit.model.structure, dev.p) <= dense_module.DENSE_MAX
     theta = fit.theta * 1.15 + 0.05  # away from the optimum: every entry matters
-    value, g = DenseDevianceGradient(dev).value_and_gradient(theta)
+    value, g = dense.value_and_gradient(theta)
     assert value == pytest.approx(dev(theta), rel=1e-11)
+    assert dense(theta) == value
     blocked = ProfiledDevianceGradient(dev)(theta)
     scale = max(1.0, float(np.max(np.abs(blocked))))
     assert np.max(np.abs(g - blocked)) / scale < 1e-9, (g, blocked)
-    fd = richardson(dev, theta)
+    fd = richardson(dense, theta)
     assert np.max(np.abs(g - fd)) / max(1.0, float(np.max(np.abs(fd)))) < 1e-6, (g, fd)
-    np.testing.assert_array_equal(DenseDevianceGradient(dev)(theta), g)
+    np.testing.assert_array_equal(DenseDevianceGradient(dense)(theta), g)
+
+
+@pytest.mark.filterwarnings("ignore::mixedmodels.errors.SingularFitWarning")
+@pytest.mark.parametrize(("name", "formula"), CASES, ids=[c[1] for c in CASES])
+def test_dense_estimates_start_and_rows_equal_the_blocked_engine(name, formula):
+    fit = mm.lmer(formula, mm.load_dataset(name))
+    model = fit.model
+    from_rows = cross_products_from_rows(model.structure, model.design.X, model.design.y)
+    dense = _dense(fit, True)
+    np.testing.assert_allclose(from_rows, dense._W, rtol=1e-12, atol=1e-9)
+    dev = model.deviance_function(True)
+    theta0, steps0 = dev.moment_start(0.5)
+    theta1, steps1 = dense.moment_start(0.5)
+    np.testing.assert_allclose(theta1, theta0, rtol=1e-10)
+    np.testing.assert_array_equal(steps1, steps0)
+    est, value = dense.estimates(fit.theta)
+    blocked = estimate(dev, dev.factor(fit.theta))
+    assert value == pytest.approx(dev(fit.theta), rel=1e-12)
+    assert est.sigma == pytest.approx(blocked.sigma, rel=1e-10)
+    np.testing.assert_allclose(est.beta, blocked.beta, rtol=1e-10)
+    np.testing.assert_allclose(est.vcov_beta, blocked.vcov_beta, rtol=1e-9)
+    for got, want in zip(est.b + est.u, blocked.b + blocked.u, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-10 * np.max(np.abs(want)))
 
 
 def test_dense_gradient_marks_the_same_singular_entries_as_the_blocked_one():
@@ -67,28 +104,40 @@ def test_dense_gradient_marks_the_same_singular_entries_as_the_blocked_one():
         fit = mm.lmer(formula, mm.load_dataset("sleepstudy"))
     dev = fit.model.deviance_function(True)
     theta = fit.theta + np.array([0.05, 0.02, -0.03, 0.0])
-    g = DenseDevianceGradient(dev)(theta)
+    g = DenseDevianceGradient(_dense(fit, True))(theta)
     blocked = ProfiledDevianceGradient(dev)(theta)
     np.testing.assert_array_equal(np.isnan(g), [False, False, False, True])
     np.testing.assert_allclose(g[:3], blocked[:3], rtol=1e-9, atol=1e-9)
 
 
-def test_the_cheaper_form_is_chosen_by_size(monkeypatch):
+def test_the_form_is_chosen_by_size(monkeypatch):
     fit = mm.lmer("diameter ~ 1 + (1|plate) + (1|sample)", mm.load_dataset("penicillin"))
     dev = fit.model.deviance_function(True)
-    assert dense_size(dev) == 24 + 6 + 1 + 1
+    assert dense_size(fit.model.structure, 1) == 24 + 6 + 1 + 1
+    assert fit.model.is_small()
     assert isinstance(deviance_gradient(dev), DenseDevianceGradient)
-    monkeypatch.setattr(gradient_module, "DENSE_GRADIENT_MAX", 31)
+    # Vector templates: half the size limit (ratpup's m = 54 + 6 + 1 is fitted blocked).
+    slopes = mm.lmer("weight ~ treatment + sex + litsize + (1 + sex|litter)", "ratpup")
+    assert dense_size(slopes.model.structure, 6) == 61 and not slopes.model.is_small()
+    assert "estimates" not in vars(slopes)
+    monkeypatch.setattr(dense_module, "DENSE_MAX", 31)
     assert isinstance(deviance_gradient(dev), ProfiledDevianceGradient)
+    assert not fit.model.is_small()
+    large = mm.lmer("diameter ~ 1 + (1|plate) + (1|sample)", mm.load_dataset("penicillin"))
+    assert "factor" not in vars(large) and "estimates" not in vars(large)
+    np.testing.assert_allclose(large.theta, fit.theta, rtol=1e-8)
+    assert large.reml_criterion == pytest.approx(fit.reml_criterion, rel=1e-12)
 
 
 def test_not_positive_definite_gives_inf_and_nan():
     fit = mm.lmer("Reaction ~ Days + (Days|Subject)", mm.load_dataset("sleepstudy"))
-    grad = DenseDevianceGradient(fit.model.deviance_function(True))
-    grad._W = grad._W.copy()
-    grad._W[-1, -1] = -1.0  # y'y < 0: the last pivot fails
-    value, g = grad.value_and_gradient(fit.theta)
-    assert value == np.inf and np.isnan(g).all()
+    dense = _dense(fit, True)
+    dense._W = dense._W.copy()
+    dense._W[-1, -1] = -1.0  # y'y < 0: the last pivot fails
+    value, g = dense.value_and_gradient(fit.theta)
+    assert value == np.inf and dense(fit.theta) == np.inf and np.isnan(g).all()
+    with pytest.raises(np.linalg.LinAlgError):
+        dense.estimates(fit.theta)
 
 
 def test_owned_factor_is_consumed_and_a_kept_one_is_left_intact(monkeypatch):
@@ -118,8 +167,10 @@ def test_owned_factor_is_consumed_and_a_kept_one_is_left_intact(monkeypatch):
     assert np.max(np.abs(shared - fd)) / max(1.0, float(np.max(np.abs(fd)))) < 1e-6
 
 
-@pytest.mark.filterwarnings("ignore::mixedmodels.errors.SingularFitWarning")
-@pytest.mark.parametrize(("name", "formula"), CASES, ids=[c[1] for c in CASES])
+INTERIOR = [c for c in CASES if "(1|Days)" not in c[1]]
+
+
+@pytest.mark.parametrize(("name", "formula"), INTERIOR, ids=[c[1] for c in INTERIOR])
 def test_early_bobyqa_stop_and_newton_finish_reach_the_tight_optimum(name, formula):
     """The default fit stops BOBYQA early and finishes with Newton steps; it must land on
     the optimum of BOBYQA run to the tight tolerances (OptimizerOptions())."""
@@ -129,3 +180,18 @@ def test_early_bobyqa_stop_and_newton_finish_reach_the_tight_optimum(name, formu
     assert default.opt.evaluations < tight.opt.evaluations
     np.testing.assert_allclose(default.theta, tight.theta, rtol=1e-8, atol=1e-9)
     assert default.reml_criterion <= tight.reml_criterion + 1e-9 * abs(tight.reml_criterion)
+
+
+def test_early_stop_on_a_boundary_optimum_is_at_least_as_good():
+    """(1|Days) is estimated at 0: the loose first run ends at the edge and is restarted
+    with the tight tolerances. It lands on the bound itself, with a lower criterion than
+    BOBYQA run tight from the start (which stops 1.8e-6 off the bound)."""
+    formula = "Reaction ~ Days + (Days|Subject) + (1|Days)"
+    frame = mm.load_dataset("sleepstudy")
+    with pytest.warns(SingularFitWarning):
+        default = mm.lmer(formula, frame)
+    with pytest.warns(SingularFitWarning):
+        tight = mm.lmer(formula, frame, control=OptimizerOptions())
+    assert default.theta[3] == 0.0
+    assert default.reml_criterion <= tight.reml_criterion
+    np.testing.assert_allclose(default.theta, tight.theta, atol=1e-5)

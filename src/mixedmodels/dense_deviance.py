@@ -1,0 +1,371 @@
+"""Small models in dense form: the profiled deviance, its gradient and the estimates.
+
+For a small model (``m = q + p + 1`` up to ``DENSE_MAX``) the blocked engine of
+:mod:`.deviance` and :mod:`.gradient` costs more in Python bookkeeping than in
+arithmetic. Here the whole
+
+    Omega(theta) = D' A D + diag(I_q, 0),   D = blockdiag(Lambda, I),
+
+with ``A = [Z X y]'[Z X y]``, is one dense ``m x m`` matrix and ``Omega = U'U`` one LAPACK
+call; ``L = U'`` is the factor of Bates et al. (2015, sec. 3) with its blocks side by side,
+so the deviance (eqs. 34 and 41) is read off the diagonal of ``U``.
+
+Gradient. With ``K = A D`` and ``E_i = dD / d theta_i`` (ones where ``Lambda`` holds
+``theta_i``):
+
+    d log|Omega| / d theta_i = tr(Omega^{-1} (E_i' K + K' E_i)) = 2 sum_(r,c) P[r, c],
+    d log r^2    / d theta_i = -d log [Omega^{-1}]_mm = 2 r^2 sum_(r,c) P[r, m] u[c],
+
+summed over the positions ``(r, c)`` of ``theta_i`` in ``D``, where ``P = K Omega^{-1}``
+(one solve), ``u = Omega^{-1} e_m`` and ``r^2 = 1 / [Omega^{-1}]_mm`` (the penalised RSS).
+REML is ``l_ZX + (n - p) log r^2 = log|Omega| + (n - p - 1) log r^2``; ML is
+``l_Z + n log r^2`` with ``d l_Z = 2 sum P_Z[r, c]``, ``P_Z = K_ZZ Omega_ZZ^{-1}``. Unlike
+the blocked formula this needs no template inverse; entries of a template with a
+(near-)zero diagonal are still reported as NaN, so that both engines hand the convergence
+check the same cases (a boundary optimum is checked by finite differences).
+
+Estimates (sec. 3.4-3.6): ``R_X beta = r_Xy``, ``L_Z' u = c_u - L_XZ' beta``, ``b = Lambda u``,
+each one triangular solve with a block of ``U``.
+
+References: Bates, Maechler, Bolker & Walker (2015), JSS 67(1); the derivative of a log
+determinant and of an inverse's entry: Magnus & Neudecker, Matrix Differential Calculus,
+ch. 8.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.linalg.lapack import dpotrf as _dpotrf
+from scipy.linalg.lapack import dpotrs as _dpotrs
+from scipy.linalg.lapack import dtrtri as _dtrtri
+from scipy.linalg.lapack import dtrtrs as _dtrtrs
+
+from .covariance import CovarianceStructure
+from .linalg.cross_products import CrossProducts
+from .solution import Estimates
+
+#: Largest ``q + p + 1`` fitted in dense form when every template is 1 x 1 (past it the
+#: blocked engine, which exploits the block-diagonal first term, costs less). With vector
+#: templates ``Lambda' A Lambda`` is two dense products, and half this size is the limit:
+#: measured per fit, ratpup (1 + sex | litter) at m = 61 and Orthodont at m = 59 take
+#: 5-8% longer dense, sleepstudy (Days | Subject) at m = 39 8% less.
+DENSE_MAX = 96
+
+#: Up to this many entries of ``[Z X y]`` (rows x m), ``A`` is one product of that dense
+#: matrix with itself; beyond, it is assembled from the blocked cross products.
+ROWS_PRODUCT_MAX = 1 << 21
+
+#: A template diagonal below this (relative to the template's largest entry, and absolute)
+#: counts as singular; the same rule as :mod:`.gradient`.
+_SINGULAR_DIAGONAL = 1e-6
+_LOG_2PI = math.log(2.0 * math.pi)
+
+
+def dense_size(structure: CovarianceStructure, p: int) -> int:
+    """``q + p + 1``: the order of the dense ``Omega`` of a model."""
+    return sum(t.nranef for t in structure.terms) + p + 1
+
+
+def prefers_dense(structure: CovarianceStructure, p: int) -> bool:
+    """Whether a model is fitted in dense form: sizes alone decide (see ``DENSE_MAX``), so
+    the fits of one model from memory and from streamed chunks take the same path."""
+    scalar = all(t.ncols == 1 for t in structure.terms)
+    return dense_size(structure, p) <= (DENSE_MAX if scalar else DENSE_MAX // 2)
+
+
+def cross_products_from_rows(
+    structure: CovarianceStructure, X: np.ndarray, y: np.ndarray
+) -> np.ndarray:
+    """``A = M'M`` for the dense ``M = [Z X y]`` (columns: terms in engine order, level-major)."""
+    n, p = X.shape
+    q = sum(t.nranef for t in structure.terms)
+    M = np.zeros((n, q + p + 1))
+    rows = np.arange(n)[:, None]
+    start = 0
+    for term in structure.terms:
+        cols = start + term.refs[:, None] * term.ncols + np.arange(term.ncols)
+        M[rows, cols] = term.z
+        start += term.nranef
+    M[:, q : q + p] = X
+    M[:, -1] = y
+    return M.T @ M
+
+
+def cross_products_from_blocks(structure: CovarianceStructure, A: CrossProducts) -> np.ndarray:
+    """``A`` as one symmetric dense array, from the blocked cross products."""
+    p = A.xytxy.shape[0] - 1
+    l1, p1 = A.z1tz1.shape[0], A.z1tz1.shape[1]
+    q1 = l1 * p1
+    q = sum(t.nranef for t in structure.terms)
+    W = np.zeros((q + p + 1, q + p + 1))
+    first = np.arange(l1)[:, None, None] * p1
+    W[first + np.arange(p1)[None, :, None], first + np.arange(p1)[None, None, :]] = A.z1tz1
+    xz1 = A.xytz1.reshape(p + 1, q1)
+    W[q:, :q1] = xz1
+    W[:q1, q:] = xz1.T
+    W[q:, q:] = A.xytxy
+    if q > q1:
+        zr1 = A.zrtz1.toarray()
+        W[q1:q, :q1] = zr1
+        W[:q1, q1:q] = zr1.T
+        W[q1:q, q1:q] = A.zrtzr.toarray() if sp.issparse(A.zrtzr) else A.zrtzr
+        W[q:, q1:q] = A.xytzr
+        W[q1:q, q:] = A.xytzr.T
+    return W
+
+
+class DenseProfiledDeviance:
+    """The profiled deviance of a small model as a function of theta, in dense form.
+
+    The same criterion as :class:`.deviance.ProfiledDeviance` (to rounding), with the
+    gradient (:meth:`value_and_gradient`) and the estimates at a point (:meth:`estimates`)
+    from one factorisation each.
+
+    Parameters
+    ----------
+    structure
+        The covariance parameterisation (terms in engine order).
+    W
+        ``[Z X y]'[Z X y]``, dense and symmetric (:func:`cross_products_from_rows` or
+        :func:`cross_products_from_blocks`).
+    n
+        Number of observations.
+    reml
+        REML criterion if True, ML deviance otherwise.
+    """
+
+    def __init__(self, structure: CovarianceStructure, W: np.ndarray, n: int, reml: bool = True):
+        self.structure = structure
+        self.reml = bool(reml)
+        self.n = int(n)
+        terms = structure.terms
+        q = sum(t.nranef for t in terms)
+        m = W.shape[0]
+        self.p = p = m - q - 1
+        self._q, self._m, self._W = q, m, W
+        # Positions (r, c) in D of every template entry on every level, and its theta index.
+        rows, cols, src = [], [], []
+        start = 0
+        for k, term in enumerate(terms):
+            first = start + np.arange(term.nlevels)[:, None] * term.ncols
+            rows.append((first + structure.rows[k]).ravel())
+            cols.append((first + structure.cols[k]).ravel())
+            src.append(
+                np.repeat(
+                    np.arange(structure.offsets[k], structure.offsets[k + 1])[None], term.nlevels, 0
+                ).ravel()
+            )
+            start += term.nranef
+        self._rows = np.concatenate(rows)
+        self._cols = np.concatenate(cols)
+        self._src = np.concatenate(src)
+        self._scalar = all(t.ncols == 1 for t in terms)
+        self._flat = self._rows * m + self._cols
+        self._diag_q = np.arange(q) * (m + 1)
+        # Flat C-order positions of P[r, c] and P[r, m] (and of P_Z[r, c]).
+        self._at_rc = self._rows * m + self._cols
+        self._at_rm = self._rows * m + (m - 1)
+        self._at_rc_z = self._rows * q + self._cols
+        # (start, stop, theta indices of the diagonal) of each template, for the singular test.
+        self._templates = [
+            (s, e, [s + i for i, (r, c) in enumerate(zip(rr, cc, strict=True)) if r == c])
+            for s, e, rr, cc in zip(
+                structure.offsets[:-1],
+                structure.offsets[1:],
+                structure.rows,
+                structure.cols,
+                strict=True,
+            )
+        ]
+        self._nmp = n - p if self.reml else n
+        self.evaluations = 0
+
+    @classmethod
+    def from_cross_products(
+        cls, structure: CovarianceStructure, A: CrossProducts, reml: bool = True
+    ) -> DenseProfiledDeviance:
+        """The dense deviance from blocked cross products (streamed or reduced on a cluster)."""
+        return cls(structure, cross_products_from_blocks(structure, A), int(A.nobs), reml)
+
+    def with_reml(self, reml: bool) -> DenseProfiledDeviance:
+        """The same model with the other criterion (``A`` is shared, not copied)."""
+        return DenseProfiledDeviance(self.structure, self._W, self.n, reml)
+
+    # -- Omega and its factor -------------------------------------------------------------
+    def _omega(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``K = A D`` and ``Omega = D' K + diag(I_q, 0)`` (C-ordered)."""
+        if self._scalar:  # D is diagonal
+            d = np.ones(self._m)
+            d[self._rows] = theta[self._src]
+            K = self._W * d
+            omega = K * d[:, None]
+        else:
+            D = np.zeros((self._m, self._m))
+            D.ravel()[self._flat] = theta[self._src]
+            D.ravel()[self._q * (self._m + 1) :: self._m + 1] = 1.0
+            K = self._W @ D
+            omega = D.T @ K
+        omega.ravel()[self._diag_q] += 1.0
+        return K, omega
+
+    def _factor(self, theta: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
+        """``U`` with ``Omega = U'U`` (Fortran-ordered; None if not positive definite) and K."""
+        K, omega = self._omega(np.asarray(theta, dtype=np.float64))
+        # omega is C-ordered and symmetric: its transpose is the same matrix in Fortran
+        # order, factored in place (no copy).
+        U, info = _dpotrf(omega.T, lower=0, clean=0, overwrite_a=1)
+        return (U if info == 0 else None), K
+
+    def _value(self, diag: np.ndarray) -> float:
+        """The deviance (BMBW eqs. 34 / 41) from the diagonal of U."""
+        q = self._q
+        logs = np.log(diag[:-1])
+        r2 = float(diag[-1]) ** 2
+        if r2 <= 0.0:
+            return -math.inf
+        nmp = self._nmp
+        value = 2.0 * float(logs.sum() if self.reml else logs[:q].sum())
+        return value + nmp * (1.0 + _LOG_2PI + math.log(r2 / nmp))
+
+    def __call__(self, theta: np.ndarray) -> float:
+        """Deviance at ``theta``; ``inf`` where Omega is not positive definite."""
+        self.evaluations += 1
+        U, _ = self._factor(theta)
+        return math.inf if U is None else self._value(U.diagonal())
+
+    # -- gradient ---------------------------------------------------------------------------
+    def _singular_entries(self, theta: np.ndarray) -> list[int]:
+        """theta indices of the templates with a (near-)zero diagonal (plain Python: a few
+        numbers, where numpy calls would cost more than the rest of the gradient)."""
+        values = theta.tolist()
+        bad: list[int] = []
+        for s, e, diag in self._templates:
+            limit = _SINGULAR_DIAGONAL * max(1.0, max(abs(v) for v in values[s:e]))
+            if min(abs(values[i]) for i in diag) <= limit:
+                bad.extend(range(s, e))
+        return bad
+
+    def value_and_gradient(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
+        """The deviance and its gradient at ``theta`` (``inf`` and NaN if not positive definite)."""
+        theta = np.asarray(theta, dtype=np.float64)
+        U, K = self._factor(theta)
+        if U is None:
+            return math.inf, np.full(self.structure.ntheta, np.nan)
+        diag = U.diagonal()
+        value = self._value(diag)
+        q, n, p = self._q, self.n, self.p
+        # P' = Omega^{-1} K' (K.T is Fortran-ordered: no copy); read in Fortran order it is
+        # P itself, C-ordered. u = Omega^{-1} e_m = U^{-1} e_m / U_mm.
+        Pt, _ = _dpotrs(U, K.T, lower=0)
+        P = Pt.ravel(order="F")
+        e_m = np.zeros(self._m)
+        e_m[-1] = 1.0 / diag[-1]
+        u, _ = _dtrtrs(U, e_m, lower=0)
+        r2 = float(diag[-1]) ** 2
+        last = P[self._at_rm] * u[self._cols]  # P[r, m] u[c] per position
+        if self.reml:
+            vals = P[self._at_rc] + ((n - p - 1) * r2) * last
+        else:
+            PZt, _ = _dpotrs(np.asfortranarray(U[:q, :q]), np.asfortranarray(K[:q, :q].T), lower=0)
+            vals = PZt.ravel(order="F")[self._at_rc_z] + (n * r2) * last
+        grad = 2.0 * np.bincount(self._src, weights=vals, minlength=self.structure.ntheta)
+        singular = self._singular_entries(theta)
+        if singular:
+            grad[singular] = np.nan
+        return value, grad
+
+    # -- start and estimates ------------------------------------------------------------
+    def moment_start(self, step: float) -> tuple[np.ndarray, np.ndarray]:
+        """lme4's start with scalar terms at a one-way ANOVA moment estimate, and the steps.
+
+        The estimate of :meth:`.deviance.ProfiledDeviance.moment_start` (its small-model
+        form), read from the dense ``A``: for a scalar term with column ``z``, the OLS
+        residuals summed by level ``s_l`` give ``sigma_k^2 ~ (sum_l s_l^2 / n_l - L s^2) / N``.
+        """
+        structure, W, p, n, q = self.structure, self._W, self.p, self.n, self._q
+        theta = structure.initial_theta()
+        steps = np.full(theta.shape[0], float(step))
+        XtX, Xty, yty = W[q : q + p, q : q + p], W[q : q + p, -1], W[-1, -1]
+        try:
+            beta = np.linalg.solve(XtX, Xty) if p else np.zeros(0)
+        except np.linalg.LinAlgError:
+            return theta, steps
+        s2 = float(yty - beta @ Xty) / (n - p)
+        components = []
+        start = 0
+        for k, term in enumerate(structure.terms):
+            stop = start + term.nranef
+            if term.ncols == 1:
+                nl = W.diagonal()[start:stop]
+                sums = W[-1, start:stop] - beta @ W[q : q + p, start:stop]
+                seen = nl > 0
+                N = float(nl.sum())
+                if N > 0.0:
+                    between = float(np.sum(sums[seen] ** 2 / nl[seen]))
+                    components.append((k, max(between - int(seen.sum()) * s2, 0.0) / N, N))
+            start = stop
+        resid = max(s2 - sum(v * N / n for _, v, N in components), 0.1 * s2)
+        for k, v, _ in components:
+            value = math.sqrt(v / resid) if resid > 0 else math.nan
+            if math.isfinite(value):
+                theta[structure.offsets[k]] = min(value, 10.0)
+        return theta, steps
+
+    def estimates(self, theta: np.ndarray) -> tuple[Estimates, float]:
+        """beta-hat, sigma-hat, Var(beta-hat), the conditional modes and the criterion at theta."""
+        theta = np.asarray(theta, dtype=np.float64)
+        U, _ = self._factor(theta)
+        if U is None:
+            raise np.linalg.LinAlgError("Omega is not positive definite at theta")
+        q, p, m = self._q, self.p, self._m
+        value = self._value(U.diagonal())
+        r2 = float(U[-1, -1]) ** 2
+        sigma2 = r2 / self._nmp
+        if p:
+            R = np.asfortranarray(U[q : q + p, q : q + p])  # R_X (upper)
+            beta, _ = _dtrtrs(R, U[q : q + p, m - 1], lower=0)
+            Rinv, _ = _dtrtri(R, lower=0)
+            Rinv = np.triu(Rinv)
+            vcov = sigma2 * (Rinv @ Rinv.T)
+        else:
+            beta, vcov = np.zeros(0), np.zeros((0, 0))
+        rhs = U[:q, m - 1] - U[:q, q : q + p] @ beta
+        u, _ = _dtrtrs(np.asfortranarray(U[:q, :q]), rhs, lower=0)
+        us, bs = [], []
+        start = 0
+        for term, T in zip(self.structure.terms, self.structure.templates(theta), strict=True):
+            uk = u[start : start + term.nranef].reshape(term.nlevels, term.ncols)
+            us.append(uk)
+            bs.append(uk @ T.T)
+            start += term.nranef
+        est = Estimates(
+            beta=np.asarray(beta),
+            sigma=math.sqrt(sigma2),
+            vcov_beta=vcov,
+            b=tuple(bs),
+            u=tuple(us),
+        )
+        return est, value
+
+
+class DenseDevianceGradient:
+    """The gradient of a :class:`DenseProfiledDeviance`, for :func:`.optimize.check_convergence`.
+
+    Call it with theta for the gradient; :meth:`value_and_gradient` gives both from one
+    factorisation (the interface of :class:`.gradient.ProfiledDevianceGradient`).
+    """
+
+    def __init__(self, dev: DenseProfiledDeviance):
+        self.dev = dev
+        self.evaluations = 0
+
+    def value_and_gradient(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
+        self.evaluations += 1
+        return self.dev.value_and_gradient(theta)
+
+    def __call__(self, theta: np.ndarray, factor: object | None = None) -> np.ndarray:
+        """Gradient at ``theta`` (``factor`` is accepted for interface parity and unused)."""
+        return self.value_and_gradient(theta)[1]
