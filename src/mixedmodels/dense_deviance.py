@@ -163,7 +163,23 @@ class DenseProfiledDeviance:
         self._cols = np.concatenate(cols)
         self._src = np.concatenate(src)
         self._scalar = all(t.ncols == 1 for t in terms)
-        self._flat = self._rows * m + self._cols
+        self._blocks = []
+        start = 0
+        for k, term in enumerate(terms):
+            t0, t1 = structure.offsets[k], structure.offsets[k + 1]
+            self._blocks.append(
+                (
+                    start,
+                    start + term.nranef,
+                    term.nlevels,
+                    term.ncols,
+                    structure.rows[k],
+                    structure.cols[k],
+                    t0,
+                    t1,
+                )
+            )
+            start += term.nranef
         self._diag_q = np.arange(q) * (m + 1)
         # Flat C-order positions of P[r, c] and P[r, m] (and of P_Z[r, c]).
         self._at_rc = self._rows * m + self._cols
@@ -203,13 +219,26 @@ class DenseProfiledDeviance:
             K = self._W * d
             omega = K * d[:, None]
         else:
-            D = np.zeros((self._m, self._m))
-            D.ravel()[self._flat] = theta[self._src]
-            D.ravel()[self._q * (self._m + 1) :: self._m + 1] = 1.0
-            K = self._W @ D
-            omega = D.T @ K
+            # D is block diagonal with one template per level: K = A D and D'K act on each
+            # term's columns (rows) as a batch of p_k x p_k products, O(m q p_k) flops
+            # where two dense products would cost O(m^3).
+            m = self._m
+            K = self._W.copy()
+            for s, e, nlevels, T in self._term_templates(theta):
+                K[:, s:e] = (K[:, s:e].reshape(m, nlevels, -1) @ T).reshape(m, e - s)
+            omega = K.copy()
+            for s, e, nlevels, T in self._term_templates(theta):
+                block = T.T @ omega[s:e].reshape(nlevels, -1, m)
+                omega[s:e] = block.reshape(e - s, m)
         omega.ravel()[self._diag_q] += 1.0
         return K, omega
+
+    def _term_templates(self, theta: np.ndarray):
+        """(start, stop, levels, template) of each term's columns in Omega."""
+        for s, e, nlevels, ncols, rows, cols, t0, t1 in self._blocks:
+            T = np.zeros((ncols, ncols))
+            T[rows, cols] = theta[t0:t1]
+            yield s, e, nlevels, T
 
     def _factor(self, theta: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
         """``U`` with ``Omega = U'U`` (Fortran-ordered; None if not positive definite) and K."""
