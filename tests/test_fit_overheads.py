@@ -31,9 +31,10 @@ def fit(request):
 
 # -- lazy results ------------------------------------------------------------------------
 def test_small_model_builds_the_blocked_engine_only_on_first_use():
-    """A small model is fitted in dense form, which yields the estimates and the criterion;
-    the cross-product blocks, the blocked deviance and its factor wait until asked for."""
-    fit = mm.lmer(SLEEP, "sleepstudy")
+    """A small model with 1 x 1 templates is fitted in dense form, which yields the estimates
+    and the criterion; the cross-product blocks, the blocked deviance and its factor wait
+    until asked for."""
+    fit = mm.lmer(PASTES, "pastes")
     assert fit.model.is_small()
     assert {"estimates", "objective"} <= set(vars(fit))
     assert not {"factor", "deviance_function"} & set(vars(fit))
@@ -44,6 +45,14 @@ def test_small_model_builds_the_blocked_engine_only_on_first_use():
     _ = fit.ranef_condsd  # conditional variances come from the blocked factor
     assert "factor" in vars(fit) and fit.model._cross_products is not None
     assert fit.factor is fit.factor  # computed once, then kept
+
+
+def test_small_model_with_vector_templates_evaluates_blocked():
+    """(Days | Subject): the optimiser used the blocked deviance; the estimates are dense."""
+    fit = mm.lmer(SLEEP, "sleepstudy")
+    assert fit.model.is_small()
+    assert {"estimates", "objective", "deviance_function"} <= set(vars(fit))
+    assert "factor" not in vars(fit)
 
 
 def test_large_model_computes_its_factor_and_estimates_on_first_use(monkeypatch):

@@ -47,11 +47,8 @@ from .covariance import CovarianceStructure
 from .linalg.cross_products import CrossProducts
 from .solution import Estimates
 
-#: Largest ``q + p + 1`` fitted in dense form when every template is 1 x 1 (past it the
-#: blocked engine, which exploits the block-diagonal first term, costs less). With vector
-#: templates ``Lambda' A Lambda`` is two dense products, and half this size is the limit:
-#: measured per fit, ratpup (1 + sex | litter) at m = 61 and Orthodont at m = 59 take
-#: 5-8% longer dense, sleepstudy (Days | Subject) at m = 39 8% less.
+#: Largest ``q + p + 1`` fitted in dense form (past it the blocked engine, which exploits
+#: the block-diagonal first term, costs less).
 DENSE_MAX = 96
 
 #: Up to this many entries of ``[Z X y]`` (rows x m), ``A`` is one product of that dense
@@ -72,8 +69,18 @@ def dense_size(structure: CovarianceStructure, p: int) -> int:
 def prefers_dense(structure: CovarianceStructure, p: int) -> bool:
     """Whether a model is fitted in dense form: sizes alone decide (see ``DENSE_MAX``), so
     the fits of one model from memory and from streamed chunks take the same path."""
-    scalar = all(t.ncols == 1 for t in structure.terms)
-    return dense_size(structure, p) <= (DENSE_MAX if scalar else DENSE_MAX // 2)
+    return dense_size(structure, p) <= DENSE_MAX
+
+
+def evaluates_dense(structure: CovarianceStructure) -> bool:
+    """Whether the optimiser's deviance evaluations are dense too (all templates 1 x 1).
+
+    With vector templates the blocked engine's closed-form 2 x 2 (and batched) level
+    blocks cost less per evaluation (sleepstudy ``(Days | Subject)``: 14 against 22 us;
+    ratpup ``(1 + sex | litter)``: 15 against 30 us), so the optimiser uses it and the
+    dense form serves the gradient and the estimates only.
+    """
+    return all(t.ncols == 1 for t in structure.terms)
 
 
 def cross_products_from_rows(
@@ -164,22 +171,24 @@ class DenseProfiledDeviance:
         self._src = np.concatenate(src)
         self._scalar = all(t.ncols == 1 for t in terms)
         self._blocks = []
+        self._w_columns = []  # each term's columns of A as (m levels, p_k), contiguous
         start = 0
         for k, term in enumerate(terms):
-            t0, t1 = structure.offsets[k], structure.offsets[k + 1]
+            stop = start + term.nranef
             self._blocks.append(
                 (
                     start,
-                    start + term.nranef,
-                    term.nlevels,
+                    stop,
                     term.ncols,
                     structure.rows[k],
                     structure.cols[k],
-                    t0,
-                    t1,
+                    structure.offsets[k],
+                    structure.offsets[k + 1],
                 )
             )
-            start += term.nranef
+            self._w_columns.append(np.ascontiguousarray(W[:, start:stop]).reshape(-1, term.ncols))
+            start = stop
+        self._flat = self._rows * m + self._cols
         self._diag_q = np.arange(q) * (m + 1)
         # Flat C-order positions of P[r, c] and P[r, m] (and of P_Z[r, c]).
         self._at_rc = self._rows * m + self._cols
@@ -219,26 +228,29 @@ class DenseProfiledDeviance:
             K = self._W * d
             omega = K * d[:, None]
         else:
-            # D is block diagonal with one template per level: K = A D and D'K act on each
-            # term's columns (rows) as a batch of p_k x p_k products, O(m q p_k) flops
-            # where two dense products would cost O(m^3).
+            # D is block diagonal with one template per level: K = A D and Omega = K'D
+            # (Omega is symmetric) act on each term's columns as one (m levels x p_k) by
+            # (p_k x p_k) product: O(m q p_k) flops where products with D cost O(m^3).
             m = self._m
+            templates = self._term_templates(theta)
             K = self._W.copy()
-            for s, e, nlevels, T in self._term_templates(theta):
-                K[:, s:e] = (K[:, s:e].reshape(m, nlevels, -1) @ T).reshape(m, e - s)
-            omega = K.copy()
-            for s, e, nlevels, T in self._term_templates(theta):
-                block = T.T @ omega[s:e].reshape(nlevels, -1, m)
-                omega[s:e] = block.reshape(e - s, m)
+            for (s, e, T), Wz in zip(templates, self._w_columns, strict=True):
+                K[:, s:e] = (Wz @ T).reshape(m, e - s)
+            omega = K.T.copy()
+            for s, e, T in templates:
+                cols = np.ascontiguousarray(omega[:, s:e]).reshape(-1, T.shape[0])
+                omega[:, s:e] = (cols @ T).reshape(m, e - s)
         omega.ravel()[self._diag_q] += 1.0
         return K, omega
 
-    def _term_templates(self, theta: np.ndarray):
-        """(start, stop, levels, template) of each term's columns in Omega."""
-        for s, e, nlevels, ncols, rows, cols, t0, t1 in self._blocks:
+    def _term_templates(self, theta: np.ndarray) -> list[tuple[int, int, np.ndarray]]:
+        """(start, stop, template) of each term's columns in Omega."""
+        out = []
+        for s, e, ncols, rows, cols, t0, t1 in self._blocks:
             T = np.zeros((ncols, ncols))
             T[rows, cols] = theta[t0:t1]
-            yield s, e, nlevels, T
+            out.append((s, e, T))
+        return out
 
     def _factor(self, theta: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
         """``U`` with ``Omega = U'U`` (Fortran-ordered; None if not positive definite) and K."""

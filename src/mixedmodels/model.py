@@ -24,6 +24,7 @@ from .dense_deviance import (
     DenseProfiledDeviance,
     cross_products_from_rows,
     dense_size,
+    evaluates_dense,
     prefers_dense,
 )
 from .design.model_design import ModelDesign
@@ -263,9 +264,14 @@ class LinearMixedModel:
         precomputed: dict[str, Any] = {}
         if self.residual_strata is None:
             small = self.is_small()
-            # Small models are fitted in dense form (dense_deviance.py), large ones by the
-            # blocked engine; both give the same criterion to rounding.
-            dev = self.dense_deviance(use_reml) if small else self.deviance_function(use_reml)
+            # Small models: the gradient and the estimates in dense form (dense_deviance.py);
+            # the optimiser's evaluations too when every template is 1 x 1 (else the
+            # blocked engine's closed-form level blocks cost less). Large models: blocked.
+            dense = self.dense_deviance(use_reml) if small else None
+            if dense is not None and evaluates_dense(self.structure):
+                dev = dense
+            else:
+                dev = self.deviance_function(use_reml)
             lower = self.structure.lower_bounds()
             steps = None
             if start is None:
@@ -279,20 +285,21 @@ class LinearMixedModel:
             # cannot be finished that way: its restart (see _minimize) runs to the tight
             # tolerances. Options the caller passes are used as given.
             first = _BEFORE_NEWTON if options is None else options
-            gradient = DenseDevianceGradient(dev) if small else ProfiledDevianceGradient(dev)
+            if dense is not None:
+                gradient = DenseDevianceGradient(dense)
+            else:
+                gradient = ProfiledDevianceGradient(dev)
             summary = check_convergence(
                 dev,
                 self._minimize(dev, x0, lower, first, steps, restart_options=options),
                 gradient=gradient,
             )
-            if small:
-                # The estimates from the dense factor at the optimum; the blocked deviance
-                # (and the cross-product blocks) is built only if a later result asks.
-                estimates, objective = dev.estimates(summary.final_theta)
+            # A dense fit's estimates come from its factor at the optimum; the blocked
+            # deviance and the cross-product blocks are built only if a result asks.
+            at_optimum = None if dev is dense else dev
+            if dense is not None:
+                estimates, objective = dense.estimates(summary.final_theta)
                 precomputed = {"estimates": estimates, "objective": objective}
-                at_optimum = None
-            else:
-                at_optimum = dev
         else:
             sdev = self.stratified_deviance(use_reml)
             x0 = sdev.initial_values()

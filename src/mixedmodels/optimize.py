@@ -18,6 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import numpy as np
+from scipy.linalg.lapack import dpotrf as _dpotrf
+from scipy.linalg.lapack import dpotrs as _dpotrs
 
 from .errors import ConvergenceError
 
@@ -248,6 +250,16 @@ def _hessian(
     return H, count
 
 
+def _cholesky(H: np.ndarray) -> np.ndarray | None:
+    """Lower Cholesky factor of a small symmetric matrix, None if not positive definite.
+
+    LAPACK directly: the deviance calls the same routine on every evaluation, where
+    ``np.linalg.cholesky``'s wrapper would add its own code to a fit's cold start.
+    """
+    C, info = _dpotrf(H, lower=1, clean=1)
+    return C if info == 0 else None
+
+
 def newton_polish(
     objective: Callable[[np.ndarray], float],
     gradient: Callable[[np.ndarray], np.ndarray],
@@ -298,14 +310,14 @@ def newton_polish(
     gz = g[idx]
     H, used = _hessian(sub_objective, z, f, gz)
     count += used
-    try:
-        C = np.linalg.cholesky(H)
-    except np.linalg.LinAlgError:
+    C = _cholesky(H)
+    if C is None:
         return replace(summary, evaluations=summary.evaluations + count), g, None
 
     def newton(grad: np.ndarray) -> tuple[np.ndarray, float]:
-        w = np.linalg.solve(C, grad)
-        return np.linalg.solve(C.T, w), float(w @ w)
+        """The Newton step H^{-1} g and the decrement g' H^{-1} g."""
+        step, _ = _dpotrs(C, grad, lower=1)
+        return step, float(grad @ step)
 
     step, dec = newton(gz)
     noise = 1e-10 * max(1.0, abs(f))
@@ -344,11 +356,8 @@ def newton_polish(
             # optimiser stopped early); refresh it here.
             H1, used = _hessian(sub_objective, z1, f1, g1[idx])
             count += used
-            try:
-                C1 = np.linalg.cholesky(H1)
-            except np.linalg.LinAlgError:
-                pass
-            else:
+            C1 = _cholesky(H1)
+            if C1 is not None:
                 H, C = H1, C1
                 step1, dec1 = newton(g1[idx])
         z, f, g, gz, step, dec = z1, f1, g1, g1[idx], step1, dec1
