@@ -408,7 +408,10 @@ class ProfiledDeviance:
             The start and the initial step of each entry.
         """
         theta, estimated = self._moment_theta(own_level=not self._dense)
-        shrink = 0.1 if not self._dense else 1.0
+        shrink = np.full(theta.shape[0], 0.1 if not self._dense else 1.0)
+        if self.structure.terms[0].ncols > 1:
+            # The two-stage template lands close on small data too.
+            shrink[: self._t1_index[2]] = 0.1
         return theta, np.where(estimated, shrink * step, step)
 
     def _moment_theta(self, own_level: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -449,7 +452,52 @@ class ProfiledDeviance:
             if math.isfinite(value):
                 theta[structure.offsets[k]] = min(value, 10.0)
                 estimated[structure.offsets[k]] = True
+        if structure.terms[0].ncols > 1 and s2 > 0:
+            template = self._two_stage_template(beta, s2)
+            if template is not None:
+                rows, cols, stop = self._t1_index
+                theta[:stop] = template[rows, cols]
+                estimated[:stop] = True
         return theta, estimated
+
+    def _two_stage_template(self, beta: np.ndarray, s2: float) -> np.ndarray | None:
+        """A start for term 1's vector template: the two-stage (per-level OLS) estimate.
+
+        Per level, regress the OLS residuals ``r`` on the term's columns:
+        ``b_l = (Z_l'Z_l)^{-1} Z_l' r``. The residual variance within levels is
+        ``sigma^2 = (r'r - sum_l b_l' Z_l' r) / (n - p - L p_1)``, and the spread of the
+        ``b_l`` less their average sampling variance ``sigma^2 (Z_l'Z_l)^{-1}`` estimates
+        ``Var(b)`` (the two-stage idea of Laird & Ware 1982); its Cholesky factor over
+        ``sigma`` is the relative template. Levels whose ``Z_l'Z_l`` is singular are left
+        out; None when too few remain, or the estimate is not positive definite (lme4's
+        identity start is kept then). Entries the template fixes at 0 (``||``) stay 0.
+        ``s2`` is the OLS residual variance (``r'r / (n - p)``).
+        """
+        A, p = self.A, self.p
+        ztz = A.z1tz1
+        ztr = A.xytz1[p] - np.tensordot(beta, A.xytz1[:p], axes=1)  # (l1, p1)
+        p1 = ztz.shape[1]
+        det_ok = np.linalg.det(ztz) > 1e-10 * np.prod(np.diagonal(ztz, axis1=1, axis2=2), axis=1)
+        nok = int(det_ok.sum())
+        dof = self.n - p - nok * p1
+        if nok <= p1 + 1 or dof <= 0:
+            return None
+        inv = np.linalg.inv(ztz[det_ok])
+        b = (inv @ ztr[det_ok][:, :, None])[:, :, 0]
+        sigma2 = (s2 * (self.n - p) - float(np.sum(b * ztr[det_ok]))) / dof
+        if not sigma2 > 0:
+            return None
+        centred = b - b.mean(axis=0)
+        cov = centred.T @ centred / (nok - 1) - sigma2 * inv.mean(axis=0)
+        rows, cols, _ = self._t1_index
+        free = np.zeros((p1, p1), dtype=bool)
+        free[rows, cols] = True
+        cov = np.where(free | free.T, cov, 0.0)
+        try:
+            T = np.linalg.cholesky(cov / sigma2)
+        except np.linalg.LinAlgError:
+            return None
+        return np.minimum(T, 10.0) if np.all(np.isfinite(T)) else None
 
     # -- Lambda applied to the rest block ---------------------------------------------
     def _rest_right(self, M: np.ndarray, templates: list[np.ndarray], theta: np.ndarray):

@@ -227,11 +227,23 @@ class LinearMixedModel:
             return summary
         restart = summary.final_theta.copy()
         restart[:ntheta][at_edge] = 0.5 * max(1.0, float(np.max(np.abs(theta), initial=0.0)))
-        second = minimize_bobyqa(
-            objective, restart, lower, options if restart_options is None else restart_options
-        )
+        tight = options if restart_options is None else restart_options
+        second = minimize_bobyqa(objective, restart, lower, tight)
         evaluations = summary.evaluations + second.evaluations
         best = second if second.final_objective < summary.final_objective - 1e-10 else summary
+        if tight is not options:
+            # The first run stopped early (the Newton finish was to do the rest, but it
+            # cannot on the boundary): polish the better point with the tight tolerances
+            # and a small trust region, so a boundary optimum is as exact as a tight run's.
+            steps = 0.1 * (tight or OptimizerOptions()).initial_step
+            third = minimize_bobyqa(
+                objective, best.final_theta, lower, tight, np.full(best.final_theta.shape, steps)
+            )
+            evaluations += third.evaluations
+            if third.final_objective < best.final_objective:
+                best = third
+        best, used = _snap_to_bounds(objective, best, on_diag)
+        evaluations += used
         return replace(best, evaluations=evaluations, initial_theta=summary.initial_theta)
 
     def fit(
@@ -291,7 +303,9 @@ class LinearMixedModel:
                 gradient = ProfiledDevianceGradient(dev)
             summary = check_convergence(
                 dev,
-                self._minimize(dev, x0, lower, first, steps, restart_options=options),
+                self._minimize(
+                    dev, x0, lower, first, steps, restart_options=options or OptimizerOptions()
+                ),
                 gradient=gradient,
             )
             # A dense fit's estimates come from its factor at the optimum; the blocked
@@ -328,10 +342,33 @@ class LinearMixedModel:
 
 
 _EDGE_TOL = 1e-4  # CovarianceStructure.is_singular's default tolerance
+_SNAP_TOL = 1e-5  # template diagonals below this are tried on the bound (_snap_to_bounds)
 # BOBYQA's tolerances when Newton steps finish the optimum (see LinearMixedModel._fit).
 _BEFORE_NEWTON = OptimizerOptions(ftol_rel=1e-7, ftol_abs=1e-5, xtol_abs=1e-4)
 _SMALL_DENSE_BLOCK = 512
 _BLAS_CONTROLLER: list[Any] = []
+
+
+def _snap_to_bounds(objective, summary: OptSummary, on_diag: np.ndarray) -> tuple[OptSummary, int]:
+    """Put template diagonals that end a hair above 0 on the bound, if that is no worse.
+
+    BOBYQA reaches a boundary optimum from inside and may stop at 1e-6 instead of 0,
+    depending on rounding along its path (rows in another order). The deviance decreases
+    towards the bound there (KKT), so the bound itself is the optimum: taking it makes
+    singular fits reproducible, and leaves the other entries to the Newton finish.
+    """
+    x = summary.final_theta
+    ntheta = on_diag.shape[0]
+    near = np.flatnonzero(on_diag & (x[:ntheta] > 0.0) & (x[:ntheta] < _SNAP_TOL))
+    if near.shape[0] == 0:
+        return summary, 0
+    snapped = x.copy()
+    snapped[near] = 0.0
+    value = float(objective(snapped))
+    noise = 1e-12 * max(1.0, abs(summary.final_objective))
+    if value <= summary.final_objective + noise:
+        return replace(summary, final_theta=snapped, final_objective=value), 1
+    return summary, 1
 
 
 def _blas_threads_for(qr: int):
