@@ -44,6 +44,7 @@ from scipy.linalg.lapack import dtrtri as _dtrtri
 from scipy.linalg.lapack import dtrtrs as _dtrtrs
 
 from .covariance import CovarianceStructure
+from .deviance import moment_components
 from .linalg.cross_products import CrossProducts
 from .solution import Estimates
 
@@ -346,12 +347,13 @@ class DenseProfiledDeviance:
                 N = float(nl.sum())
                 if N > 0.0:
                     between = float(np.sum(sums[seen] ** 2 / nl[seen]))
-                    components.append((k, max(between - int(seen.sum()) * s2, 0.0) / N, N))
+                    components.append((k, between, int(seen.sum()), N))
             start = stop
-        resid = max(s2 - sum(v * N / n for _, v, N in components), 0.1 * s2)
+        components, resid = moment_components(components, s2, n)
         for k, v, _ in components:
             value = math.sqrt(v / resid) if resid > 0 else math.nan
-            if math.isfinite(value):
+            # An estimate of 0 would start BOBYQA on the bound: keep lme4's start there.
+            if math.isfinite(value) and value > 0.0:
                 theta[structure.offsets[k]] = min(value, 10.0)
         return theta, steps
 

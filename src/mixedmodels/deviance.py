@@ -44,6 +44,7 @@ _DENSE_UPDATE_LIMIT = 1 << 16
 
 # Deviance values remembered by theta on the large path (see ProfiledDeviance.__call__).
 _MEMO_SIZE = 16
+_MOMENT_PASSES = 8  # fixed-point passes of moment_components
 # Rows per slice when clearing a triangle of a large matrix in place.
 _ROW_BLOCK = 256
 
@@ -181,6 +182,38 @@ class BlockedFactor:
         """``log|R_X|^2``."""
         d = np.diag(self.LXX)[:-1]
         return float(2.0 * np.sum(np.log(d)))
+
+
+def moment_components(
+    stats: list[tuple[int, float, int, float]], s2: float, n: int, own_level: bool = False
+) -> tuple[list[tuple[int, float, float]], float]:
+    """Variance components of scalar terms by moments, and the residual variance.
+
+    For term ``k`` with ``L`` levels seen, ``N = sum_l n_l`` and ``between = sum_l s_l^2 / n_l``
+    (``s_l``: OLS residuals summed over level ``l``, ``n_l = sum z^2``):
+    ``E[between] ~ L sigma^2 + N sigma_k^2``, where ``sigma^2`` is the residual variance net
+    of every component. Starting from the OLS residual variance ``s2`` (which still holds
+    them all), ``sigma^2 = s2 - sum_k sigma_k^2 N_k / n`` and the components are updated in
+    turn a few times (a fixed point; crossed designs need it: one pass puts Penicillin's
+    plate SD at 0.2 for 1.5). ``own_level``: the first pass divides by ``N - L`` (the large
+    models' start, see :meth:`ProfiledDeviance.moment_start`).
+
+    ``stats`` holds ``(k, between, L, N)``; returns ``[(k, sigma_k^2, N)]`` and ``sigma^2``.
+    """
+    sigma2 = s2
+    components: list[tuple[int, float, float]] = []
+    for step in range(_MOMENT_PASSES):
+        components = []
+        for k, between, nseen, N in stats:
+            first_own = step == 0 and own_level and N > nseen
+            denominator = N - nseen if first_own else N
+            components.append((k, max(between - nseen * sigma2, 0.0) / denominator, N))
+        updated = max(s2 - sum(v * N / n for _, v, N in components), 0.1 * s2)
+        converged = abs(updated - sigma2) <= 1e-6 * s2
+        sigma2 = updated
+        if converged:
+            break
+    return components, sigma2
 
 
 class ProfiledDeviance:
@@ -443,13 +476,12 @@ class ProfiledDeviance:
             if N <= 0.0:  # a column of zeros: keep lme4's start
                 continue
             between = float(np.sum(sums[seen] ** 2 / nl[seen]))
-            nseen = int(seen.sum())
-            denominator = N - nseen if own_level and N > nseen else N
-            components.append((k, max(between - nseen * s2, 0.0) / denominator, N))
-        resid = max(s2 - sum(v * N / n for _, v, N in components), 0.1 * s2)
+            components.append((k, between, int(seen.sum()), N))
+        components, resid = moment_components(components, s2, n, own_level)
         for k, v, _ in components:
             value = math.sqrt(v / resid) if resid > 0 else math.nan
-            if math.isfinite(value):
+            # An estimate of 0 would start BOBYQA on the bound: keep lme4's start there.
+            if math.isfinite(value) and value > 0.0:
                 theta[structure.offsets[k]] = min(value, 10.0)
                 estimated[structure.offsets[k]] = True
         if structure.terms[0].ncols > 1 and s2 > 0:
