@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -151,11 +152,71 @@ def statsmodels_call(model: models.Model) -> str:
     return ", ".join(parts) + ").fit(reml=True)"
 
 
+def run_contestant(
+    ckey: str,
+    chosen: list[models.Model],
+    round_index: int,
+    quick: bool,
+    args: argparse.Namespace,
+    env: dict[str, str],
+    rows: dict[tuple[str, str], dict],
+    results: dict,
+) -> None:
+    """One contestant's workers for one round (later rounds: small models only)."""
+    todo = []
+    for model in chosen:
+        if round_index > 0 and (model.large or model.synthetic is not None):
+            continue
+        reason = skip_reason(model, ckey, args.try_slow)
+        if reason:
+            rows[(model.key, ckey)] = {"status": "skipped", "reason": reason}
+        elif round_index > 0 and rows.get((model.key, ckey), {}).get("status") != "ok":
+            continue  # failed or too slow in round 1: not tried again
+        else:
+            todo.append(model)
+    if not todo:
+        return
+    print(f"[{ckey}] round {round_index + 1}", file=sys.stderr, flush=True)
+    if quick:  # one process for all models: no per-model memory, much less start-up
+        batches = [todo]
+    else:
+        batches = [[m] for m in todo]
+    for batch in batches:
+        if len(batch) == 1 and batch[0].synthetic is not None:
+            out = run_synthetic_worker(ckey, batch[0], args, env)
+        else:
+            timeout = args.large_timeout if any(m.large for m in batch) else args.small_timeout
+            out = run_worker(ckey, [m.key for m in batch], quick, timeout, env)
+        if "version" in out:
+            results["contestant_versions"][ckey] = out["version"]
+        for row in out["rows"]:
+            key = (row["model"], ckey)
+            previous = rows.get(key)
+            if previous is not None and row.get("status") == "ok":
+                # A later round: keep the first round's row, add this round's median.
+                previous["round_medians"].append(row["median_s"])
+                previous["times_s"] = previous["times_s"] + row["times_s"]
+                previous["peak_rss_mb"] = max(
+                    previous.get("peak_rss_mb", 0.0), row.get("peak_rss_mb", 0.0)
+                )
+                continue
+            if row.get("status") == "ok":
+                row["round_medians"] = [row["median_s"]]
+            rows[key] = row
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="small models, 3 repeats")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="rounds of the small models, contestants interleaved; the reported median is "
+        "the median of the rounds' medians (default 3; --quick: 1)",
+    )
     parser.add_argument(
         "--models",
         nargs="+",
@@ -254,32 +315,21 @@ def main(argv: list[str] | None = None) -> int:
     }
 
     # -- Python contestants, each pair in its own process ------------------------------
+    # Small models run in --rounds rounds, the contestants interleaved in each: on a shared
+    # VM the speed drifts by 20-30% over minutes, and a contestant measured in one slow
+    # minute would carry it into its ratio. The row keeps every round's median (its own
+    # median is the median of those); large and synthetic designs run once.
     rows: dict[tuple[str, str], dict] = {}
+    rounds = 1 if quick else max(1, args.rounds)
+    for round_index in range(rounds):
+        for ckey in args.contestants:
+            run_contestant(ckey, chosen, round_index, quick, args, env, rows, results)
+    for row in rows.values():
+        medians = row.pop("round_medians", None)
+        if medians and len(medians) > 1:
+            row["median_s"] = statistics.median(medians)
+            row["round_medians_s"] = medians
     for ckey in args.contestants:
-        todo = []
-        for model in chosen:
-            reason = skip_reason(model, ckey, args.try_slow)
-            if reason:
-                rows[(model.key, ckey)] = {"status": "skipped", "reason": reason}
-            else:
-                todo.append(model)
-        if not todo:
-            continue
-        print(f"[{ckey}]", file=sys.stderr, flush=True)
-        if quick:  # one process for all models: no per-model memory, much less start-up
-            batches = [todo]
-        else:
-            batches = [[m] for m in todo]
-        for batch in batches:
-            if len(batch) == 1 and batch[0].synthetic is not None:
-                out = run_synthetic_worker(ckey, batch[0], args, env)
-            else:
-                timeout = args.large_timeout if any(m.large for m in batch) else args.small_timeout
-                out = run_worker(ckey, [m.key for m in batch], quick, timeout, env)
-            if "version" in out:
-                results["contestant_versions"][ckey] = out["version"]
-            for row in out["rows"]:
-                rows[(row["model"], ckey)] = row
         contestant = contestants.BY_KEY[ckey]
         if ckey not in results["contestant_versions"] and contestant.missing() is None:
             # Installed, but every worker was stopped before reporting its version.
@@ -375,6 +425,13 @@ def main(argv: list[str] | None = None) -> int:
         results["notes"].append(busy)
     results["elapsed_s"] = time.perf_counter() - started
     results["method"] = method_notes(quick, live)
+    if rounds > 1:
+        results["method"].append(
+            f"Small models: {rounds} rounds, the Python contestants interleaved in each (on a "
+            "shared VM the speed drifts by 20-30% over minutes); a small model's median is the "
+            "median of its rounds' medians, and its fits are counted over all rounds. InstEval "
+            "and the synthetic designs run once."
+        )
     if args.blas_threads:
         results["method"].append(
             f"BLAS threads: {args.blas_threads} per worker process (OPENBLAS_NUM_THREADS, "
