@@ -189,7 +189,6 @@ class DenseProfiledDeviance:
             )
             self._w_columns.append(np.ascontiguousarray(W[:, start:stop]).reshape(-1, term.ncols))
             start = stop
-        self._flat = self._rows * m + self._cols
         self._diag_q = np.arange(q) * (m + 1)
         # Flat C-order positions of P[r, c] and P[r, m] (and of P_Z[r, c]).
         self._at_rc = self._rows * m + self._cols
