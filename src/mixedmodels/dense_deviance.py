@@ -44,7 +44,7 @@ from scipy.linalg.lapack import dtrtri as _dtrtri
 from scipy.linalg.lapack import dtrtrs as _dtrtrs
 
 from .covariance import CovarianceStructure
-from .deviance import moment_components
+from .deviance import moment_components, ols_from_cross_products
 from .linalg.cross_products import CrossProducts
 from .solution import Estimates
 
@@ -329,12 +329,10 @@ class DenseProfiledDeviance:
         structure, W, p, n, q = self.structure, self._W, self.p, self.n, self._q
         theta = structure.initial_theta()
         steps = np.full(theta.shape[0], float(step))
-        XtX, Xty, yty = W[q : q + p, q : q + p], W[q : q + p, -1], W[-1, -1]
-        try:
-            beta = np.linalg.solve(XtX, Xty) if p else np.zeros(0)
-        except np.linalg.LinAlgError:
+        ols = ols_from_cross_products(W[q:, q:], n)
+        if ols is None:
             return theta, steps
-        s2 = float(yty - beta @ Xty) / (n - p)
+        beta, s2 = ols
         components = []
         start = 0
         for k, term in enumerate(structure.terms):

@@ -184,6 +184,16 @@ class BlockedFactor:
         return float(2.0 * np.sum(np.log(d)))
 
 
+def ols_from_cross_products(xytxy: np.ndarray, n: int) -> tuple[np.ndarray, float] | None:
+    """OLS ``beta`` and residual variance ``s^2`` from ``[X y]'[X y]`` (None if X'X is singular)."""
+    p = xytxy.shape[0] - 1
+    try:
+        beta = np.linalg.solve(xytxy[:p, :p], xytxy[:p, p]) if p else np.zeros(0)
+    except np.linalg.LinAlgError:
+        return None
+    return beta, float(xytxy[p, p] - beta @ xytxy[:p, p]) / (n - p)
+
+
 def moment_components(
     stats: list[tuple[int, float, int, float]], s2: float, n: int, own_level: bool = False
 ) -> tuple[list[tuple[int, float, float]], float]:
@@ -455,12 +465,10 @@ class ProfiledDeviance:
         structure, A, p, n = self.structure, self.A, self.p, self.n
         theta = structure.initial_theta()
         estimated = np.zeros(theta.shape[0], dtype=bool)
-        XtX, Xty, yty = A.xytxy[:p, :p], A.xytxy[:p, p], A.xytxy[p, p]
-        try:
-            beta = np.linalg.solve(XtX, Xty) if p else np.zeros(0)
-        except np.linalg.LinAlgError:
+        ols = ols_from_cross_products(A.xytxy, n)
+        if ols is None:
             return theta, estimated
-        s2 = float(yty - beta @ Xty) / (n - p)
+        beta, s2 = ols
         components = []
         for k, term in enumerate(structure.terms):
             if term.ncols != 1:

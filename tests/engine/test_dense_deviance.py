@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from engine_cases import CASES, richardson
 
 import mixedmodels as mm
 import mixedmodels.dense_deviance as dense_module
@@ -26,28 +27,6 @@ from mixedmodels.errors import SingularFitWarning
 from mixedmodels.gradient import ProfiledDevianceGradient, deviance_gradient
 from mixedmodels.optimize import OptimizerOptions
 from mixedmodels.solution import estimate
-
-CASES = [
-    ("dyestuff", "Yield ~ 1 + (1|Batch)"),
-    ("sleepstudy", "Reaction ~ Days + (Days|Subject)"),
-    ("sleepstudy", "Reaction ~ Days + (Days||Subject)"),
-    ("penicillin", "diameter ~ 1 + (1|plate) + (1|sample)"),
-    ("pastes", "strength ~ 1 + (1|batch/cask)"),
-    ("ratpup", "weight ~ treatment + sex + litsize + (1 + sex|litter)"),
-    ("sleepstudy", "Reaction ~ Days + (Days|Subject) + (1|Days)"),
-    ("orthodont", "distance ~ age * Sex + (age|Subject)"),
-]
-
-
-def richardson(dev, theta: np.ndarray, h: float = 1e-4) -> np.ndarray:
-    """Central differences with one Richardson step: O(h^4) truncation error."""
-
-    def central(i: int, step: float) -> float:
-        e = np.zeros_like(theta)
-        e[i] = step
-        return (dev(theta + e) - dev(theta - e)) / (2 * step)
-
-    return np.array([(4 * central(i, h) - central(i, 2 * h)) / 3 for i in range(theta.shape[0])])
 
 
 def _dense(fit, reml: bool) -> DenseProfiledDeviance:

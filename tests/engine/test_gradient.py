@@ -13,34 +13,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from engine_cases import CASES, richardson
 
 import mixedmodels as mm
 import mixedmodels.gradient as gradient_module
 from mixedmodels.errors import SingularFitWarning
 from mixedmodels.gradient import ProfiledDevianceGradient, profiled_deviance_gradient
 from mixedmodels.optimize import check_convergence, newton_polish
-
-CASES = [
-    ("dyestuff", "Yield ~ 1 + (1|Batch)"),
-    ("sleepstudy", "Reaction ~ Days + (Days|Subject)"),
-    ("sleepstudy", "Reaction ~ Days + (Days||Subject)"),
-    ("penicillin", "diameter ~ 1 + (1|plate) + (1|sample)"),
-    ("pastes", "strength ~ 1 + (1|batch/cask)"),
-    ("ratpup", "weight ~ treatment + sex + litsize + (1 + sex|litter)"),
-    ("sleepstudy", "Reaction ~ Days + (Days|Subject) + (1|Days)"),
-    ("orthodont", "distance ~ age * Sex + (age|Subject)"),
-]
-
-
-def richardson(dev, theta: np.ndarray, h: float = 1e-4) -> np.ndarray:
-    """Central differences with one Richardson step: O(h^4) truncation error."""
-
-    def central(i: int, step: float) -> float:
-        e = np.zeros_like(theta)
-        e[i] = step
-        return (dev(theta + e) - dev(theta - e)) / (2 * step)
-
-    return np.array([(4 * central(i, h) - central(i, 2 * h)) / 3 for i in range(theta.shape[0])])
 
 
 def assert_gradient_matches(dev, theta: np.ndarray, tol: float = 1e-6) -> None:
