@@ -44,7 +44,7 @@ from scipy.linalg.lapack import dtrtri as _dtrtri
 from scipy.linalg.lapack import dtrtrs as _dtrtrs
 
 from .covariance import CovarianceStructure
-from .deviance import moment_components, ols_from_cross_products
+from .deviance import moment_theta, ols_from_cross_products
 from .linalg.cross_products import CrossProducts
 from .solution import Estimates
 
@@ -154,56 +154,37 @@ class DenseProfiledDeviance:
         m = W.shape[0]
         self.p = p = m - q - 1
         self._q, self._m, self._W = q, m, W
-        # Positions (r, c) in D of every template entry on every level, and its theta index.
+        # Per term: its columns' span in Omega, the positions (r, c) in D of every template
+        # entry on every level with its theta index, and its columns of A as
+        # (m levels, p_k) for the batched template products.
         rows, cols, src = [], [], []
+        self._spans: list[tuple[int, int]] = []
+        self._w_columns = []
         start = 0
         for k, term in enumerate(terms):
+            stop = start + term.nranef
             first = start + np.arange(term.nlevels)[:, None] * term.ncols
             rows.append((first + structure.rows[k]).ravel())
             cols.append((first + structure.cols[k]).ravel())
-            src.append(
-                np.repeat(
-                    np.arange(structure.offsets[k], structure.offsets[k + 1])[None], term.nlevels, 0
-                ).ravel()
-            )
-            start += term.nranef
+            entries = np.arange(structure.offsets[k], structure.offsets[k + 1])
+            src.append(np.tile(entries, term.nlevels))
+            self._spans.append((start, stop))
+            self._w_columns.append(np.ascontiguousarray(W[:, start:stop]).reshape(-1, term.ncols))
+            start = stop
         self._rows = np.concatenate(rows)
         self._cols = np.concatenate(cols)
         self._src = np.concatenate(src)
         self._scalar = all(t.ncols == 1 for t in terms)
-        self._blocks = []
-        self._w_columns = []  # each term's columns of A as (m levels, p_k), contiguous
-        start = 0
-        for k, term in enumerate(terms):
-            stop = start + term.nranef
-            self._blocks.append(
-                (
-                    start,
-                    stop,
-                    term.ncols,
-                    structure.rows[k],
-                    structure.cols[k],
-                    structure.offsets[k],
-                    structure.offsets[k + 1],
-                )
-            )
-            self._w_columns.append(np.ascontiguousarray(W[:, start:stop]).reshape(-1, term.ncols))
-            start = stop
         self._diag_q = np.arange(q) * (m + 1)
         # Flat C-order positions of P[r, c] and P[r, m] (and of P_Z[r, c]).
         self._at_rc = self._rows * m + self._cols
         self._at_rm = self._rows * m + (m - 1)
         self._at_rc_z = self._rows * q + self._cols
         # (start, stop, theta indices of the diagonal) of each template, for the singular test.
+        on_diag = np.isfinite(structure.lower_bounds())
         self._templates = [
-            (s, e, [s + i for i, (r, c) in enumerate(zip(rr, cc, strict=True)) if r == c])
-            for s, e, rr, cc in zip(
-                structure.offsets[:-1],
-                structure.offsets[1:],
-                structure.rows,
-                structure.cols,
-                strict=True,
-            )
+            (s, e, (s + np.flatnonzero(on_diag[s:e])).tolist())
+            for s, e in zip(structure.offsets[:-1], structure.offsets[1:], strict=True)
         ]
         self._nmp = n - p if self.reml else n
         self.evaluations = 0
@@ -232,25 +213,16 @@ class DenseProfiledDeviance:
             # (Omega is symmetric) act on each term's columns as one (m levels x p_k) by
             # (p_k x p_k) product: O(m q p_k) flops where products with D cost O(m^3).
             m = self._m
-            templates = self._term_templates(theta)
+            templates = self.structure.templates(theta)
             K = self._W.copy()
-            for (s, e, T), Wz in zip(templates, self._w_columns, strict=True):
+            for (s, e), T, Wz in zip(self._spans, templates, self._w_columns, strict=True):
                 K[:, s:e] = (Wz @ T).reshape(m, e - s)
             omega = K.T.copy()
-            for s, e, T in templates:
+            for (s, e), T in zip(self._spans, templates, strict=True):
                 cols = np.ascontiguousarray(omega[:, s:e]).reshape(-1, T.shape[0])
                 omega[:, s:e] = (cols @ T).reshape(m, e - s)
         omega.ravel()[self._diag_q] += 1.0
         return K, omega
-
-    def _term_templates(self, theta: np.ndarray) -> list[tuple[int, int, np.ndarray]]:
-        """(start, stop, template) of each term's columns in Omega."""
-        out = []
-        for s, e, ncols, rows, cols, t0, t1 in self._blocks:
-            T = np.zeros((ncols, ncols))
-            T[rows, cols] = theta[t0:t1]
-            out.append((s, e, T))
-        return out
 
     def _factor(self, theta: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
         """``U`` with ``Omega = U'U`` (Fortran-ordered; None if not positive definite) and K."""
@@ -326,32 +298,17 @@ class DenseProfiledDeviance:
         form), read from the dense ``A``: for a scalar term with column ``z``, the OLS
         residuals summed by level ``s_l`` give ``sigma_k^2 ~ (sum_l s_l^2 / n_l - L s^2) / N``.
         """
-        structure, W, p, n, q = self.structure, self._W, self.p, self.n, self._q
-        theta = structure.initial_theta()
-        steps = np.full(theta.shape[0], float(step))
+        structure, W, n, q = self.structure, self._W, self.n, self._q
+        steps = np.full(structure.ntheta, float(step))
         ols = ols_from_cross_products(W[q:, q:], n)
         if ols is None:
-            return theta, steps
-        beta, s2 = ols
-        components = []
-        start = 0
-        for k, term in enumerate(structure.terms):
-            stop = start + term.nranef
-            if term.ncols == 1:
-                nl = W.diagonal()[start:stop]
-                sums = W[-1, start:stop] - beta @ W[q : q + p, start:stop]
-                seen = nl > 0
-                N = float(nl.sum())
-                if N > 0.0:
-                    between = float(np.sum(sums[seen] ** 2 / nl[seen]))
-                    components.append((k, between, int(seen.sum()), N))
-            start = stop
-        components, resid = moment_components(components, s2, n)
-        for k, v, _ in components:
-            value = math.sqrt(v / resid) if resid > 0 else math.nan
-            # An estimate of 0 would start BOBYQA on the bound: keep lme4's start there.
-            if math.isfinite(value) and value > 0.0:
-                theta[structure.offsets[k]] = min(value, 10.0)
+            return structure.initial_theta(), steps
+        level_sums = [
+            (k, W[q:, s:e], W.diagonal()[s:e])
+            for k, (term, (s, e)) in enumerate(zip(structure.terms, self._spans, strict=True))
+            if term.ncols == 1
+        ]
+        theta, _ = moment_theta(structure, level_sums, *ols, n)
         return theta, steps
 
     def estimates(self, theta: np.ndarray) -> tuple[Estimates, float]:
@@ -375,12 +332,11 @@ class DenseProfiledDeviance:
         rhs = U[:q, m - 1] - U[:q, q : q + p] @ beta
         u, _ = _dtrtrs(np.asfortranarray(U[:q, :q]), rhs, lower=0)
         us, bs = [], []
-        start = 0
-        for term, T in zip(self.structure.terms, self.structure.templates(theta), strict=True):
-            uk = u[start : start + term.nranef].reshape(term.nlevels, term.ncols)
+        templates = self.structure.templates(theta)
+        for term, (s, e), T in zip(self.structure.terms, self._spans, templates, strict=True):
+            uk = u[s:e].reshape(term.nlevels, term.ncols)
             us.append(uk)
             bs.append(uk @ T.T)
-            start += term.nranef
         est = Estimates(
             beta=np.asarray(beta),
             sigma=math.sqrt(sigma2),

@@ -226,6 +226,41 @@ def moment_components(
     return components, sigma2
 
 
+def moment_theta(
+    structure: CovarianceStructure,
+    level_sums: list[tuple[int, np.ndarray, np.ndarray]],
+    beta: np.ndarray,
+    s2: float,
+    n: int,
+    own_level: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """lme4's start with scalar terms at their moment estimate, and which entries hold one.
+
+    ``level_sums`` holds, per scalar term ``k``, ``[X y]'z`` summed by level (``(p + 1, L)``)
+    and ``n_l = sum z^2`` by level: the OLS residuals summed by level are
+    ``s_l = y_l - beta' X_l``. The components come from :func:`moment_components`; an
+    estimate of 0 keeps lme4's start of 1 (BOBYQA started on the bound stops short of it).
+    """
+    theta = structure.initial_theta()
+    estimated = np.zeros(theta.shape[0], dtype=bool)
+    p = beta.shape[0]
+    stats = []
+    for k, XyZ, nl in level_sums:
+        sums = XyZ[p] - beta @ XyZ[:p]
+        seen = nl > 0
+        N = float(nl.sum())
+        if N <= 0.0:  # a column of zeros: keep lme4's start
+            continue
+        stats.append((k, float(np.sum(sums[seen] ** 2 / nl[seen])), int(seen.sum()), N))
+    components, resid = moment_components(stats, s2, n, own_level)
+    for k, v, _ in components:
+        value = math.sqrt(v / resid) if resid > 0 else math.nan
+        if math.isfinite(value) and value > 0.0:
+            theta[structure.offsets[k]] = min(value, 10.0)
+            estimated[structure.offsets[k]] = True
+    return theta, estimated
+
+
 class ProfiledDeviance:
     """The profiled (REML or ML) deviance, built once from the cross products.
 
@@ -462,36 +497,24 @@ class ProfiledDeviance:
 
         ``own_level``: divide by ``N - L`` (the large-model estimate, see there).
         """
-        structure, A, p, n = self.structure, self.A, self.p, self.n
+        structure, A, n = self.structure, self.A, self.n
         theta = structure.initial_theta()
         estimated = np.zeros(theta.shape[0], dtype=bool)
         ols = ols_from_cross_products(A.xytxy, n)
         if ols is None:
             return theta, estimated
         beta, s2 = ols
-        components = []
+        level_sums = []
+        rest_diagonal = A.zrtzr_diagonal() if self._has_rest else None
         for k, term in enumerate(structure.terms):
             if term.ncols != 1:
                 continue
             if k == 0:
-                XyZ, nl = A.xytz1[:, :, 0], A.z1tz1[:, 0, 0]
+                level_sums.append((k, A.xytz1[:, :, 0], A.z1tz1[:, 0, 0]))
             else:
                 s, e = self._rest_offsets[k - 1], self._rest_offsets[k]
-                XyZ, nl = A.xytzr[:, s:e], A.zrtzr_diagonal()[s:e]
-            sums = XyZ[p] - beta @ XyZ[:p]
-            seen = nl > 0
-            N = float(nl.sum())
-            if N <= 0.0:  # a column of zeros: keep lme4's start
-                continue
-            between = float(np.sum(sums[seen] ** 2 / nl[seen]))
-            components.append((k, between, int(seen.sum()), N))
-        components, resid = moment_components(components, s2, n, own_level)
-        for k, v, _ in components:
-            value = math.sqrt(v / resid) if resid > 0 else math.nan
-            # An estimate of 0 would start BOBYQA on the bound: keep lme4's start there.
-            if math.isfinite(value) and value > 0.0:
-                theta[structure.offsets[k]] = min(value, 10.0)
-                estimated[structure.offsets[k]] = True
+                level_sums.append((k, A.xytzr[:, s:e], rest_diagonal[s:e]))
+        theta, estimated = moment_theta(structure, level_sums, beta, s2, n, own_level)
         if structure.terms[0].ncols > 1 and s2 > 0:
             template = self._two_stage_template(beta, s2)
             if template is not None:

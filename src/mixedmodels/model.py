@@ -206,7 +206,7 @@ class LinearMixedModel:
             )
 
     def _minimize(
-        self, objective, x0, lower, options, initial_steps=None, restart_options=None
+        self, objective, x0, lower, options, initial_steps=None, finish_with=None
     ) -> OptSummary:
         """BOBYQA, restarted once when it ends on the boundary (lme4's ``restart_edge``).
 
@@ -216,7 +216,11 @@ class LinearMixedModel:
         moved back inside, and keep the better optimum: singular fits are rare and cheap.
         "At the edge" uses the singular-fit tolerance (lme4's isSingular, 1e-4): a collapsed
         trust region may stop a few 1e-6 off the bound, and whether it lands exactly on it
-        depends on rounding. ``restart_options`` (default: ``options``) serve the restart.
+        depends on rounding.
+
+        ``finish_with``: when ``options`` stop early (the Newton finish is to do the rest,
+        but it cannot on the boundary), the tight options for the restart and for a polish
+        of the better point (:func:`_polish`). None: the restart uses ``options``.
         """
         summary = minimize_bobyqa(objective, x0, lower, options, initial_steps)
         ntheta = self.structure.ntheta
@@ -227,18 +231,11 @@ class LinearMixedModel:
             return summary
         restart = summary.final_theta.copy()
         restart[:ntheta][at_edge] = 0.5 * max(1.0, float(np.max(np.abs(theta), initial=0.0)))
-        tight = options if restart_options is None else restart_options
-        second = minimize_bobyqa(objective, restart, lower, tight)
+        second = minimize_bobyqa(objective, restart, lower, finish_with or options)
         evaluations = summary.evaluations + second.evaluations
         best = second if second.final_objective < summary.final_objective - 1e-10 else summary
-        if tight is not options:
-            # The first run stopped early (the Newton finish was to do the rest, but it
-            # cannot on the boundary): polish the better point with the tight tolerances
-            # and a small trust region, so a boundary optimum is as exact as a tight run's.
-            steps = 0.1 * (tight or OptimizerOptions()).initial_step
-            third = minimize_bobyqa(
-                objective, best.final_theta, lower, tight, np.full(best.final_theta.shape, steps)
-            )
+        if finish_with is not None:
+            third = _polish(objective, best.final_theta, lower, finish_with)
             evaluations += third.evaluations
             if third.final_objective < best.final_objective:
                 best = third
@@ -279,11 +276,13 @@ class LinearMixedModel:
             # Small models: the gradient and the estimates in dense form (dense_deviance.py);
             # the optimiser's evaluations too when every template is 1 x 1 (else the
             # blocked engine's closed-form level blocks cost less). Large models: blocked.
-            dense = self.dense_deviance(use_reml) if small else None
-            if dense is not None and evaluates_dense(self.structure):
-                dev = dense
+            if small and evaluates_dense(self.structure):
+                dev = dense = self.dense_deviance(use_reml)
             else:
                 dev = self.deviance_function(use_reml)
+                # Built after the blocks, so that its A is assembled from them rather than
+                # formed from the rows a second time.
+                dense = self.dense_deviance(use_reml) if small else None
             lower = self.structure.lower_bounds()
             steps = None
             if start is None:
@@ -296,30 +295,23 @@ class LinearMixedModel:
             # so BOBYQA may stop earlier (20-50% fewer evaluations). A boundary optimum
             # cannot be finished that way: its restart (see _minimize) runs to the tight
             # tolerances. Options the caller passes are used as given.
-            first = _BEFORE_NEWTON if options is None else options
+            early = options is None
+            tight = OptimizerOptions() if early else None
+            first = _BEFORE_NEWTON if early else options
             if dense is not None:
                 gradient = DenseDevianceGradient(dense)
             else:
                 gradient = ProfiledDevianceGradient(dev)
             summary = check_convergence(
                 dev,
-                self._minimize(
-                    dev, x0, lower, first, steps, restart_options=options or OptimizerOptions()
-                ),
+                self._minimize(dev, x0, lower, first, steps, finish_with=tight),
                 gradient=gradient,
             )
-            if options is None and not _finished(summary):
+            if early and not _finished(summary):
                 # The early stop left a point the Newton finish could not complete (a step
                 # would cross a bound: an optimum close to the boundary). Run BOBYQA to
                 # the tight tolerances from there, then finish again.
-                tight = OptimizerOptions()
-                again = minimize_bobyqa(
-                    dev,
-                    summary.final_theta,
-                    lower,
-                    tight,
-                    np.full(lower.shape, 0.1 * tight.initial_step),
-                )
+                again = _polish(dev, summary.final_theta, lower, tight)
                 again, used = _snap_to_bounds(dev, again, np.isfinite(lower))
                 again = replace(again, evaluations=summary.evaluations + again.evaluations + used)
                 summary = check_convergence(dev, again, gradient=gradient)
@@ -362,6 +354,12 @@ _SNAP_TOL = 1e-5  # template diagonals below this are tried on the bound (_snap_
 _BEFORE_NEWTON = OptimizerOptions(ftol_rel=1e-7, ftol_abs=1e-5, xtol_abs=1e-4)
 _SMALL_DENSE_BLOCK = 512
 _BLAS_CONTROLLER: list[Any] = []
+
+
+def _polish(objective, theta: np.ndarray, lower: np.ndarray, tight: OptimizerOptions) -> OptSummary:
+    """BOBYQA to the tight tolerances from ``theta``, with a small first trust region."""
+    steps = np.full(theta.shape, 0.1 * tight.initial_step)
+    return minimize_bobyqa(objective, theta, lower, tight, steps)
 
 
 def _finished(summary: OptSummary) -> bool:

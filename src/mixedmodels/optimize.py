@@ -411,17 +411,15 @@ def _verdict(
     converged = summary.converged
     if float(np.max(np.abs(checked), initial=0.0)) > tol:
         H = hessian()
-        try:
-            if H is None:
-                raise np.linalg.LinAlgError
-            scaled = np.linalg.solve(np.linalg.cholesky(H), checked)
-        except np.linalg.LinAlgError:
+        C = None if H is None else _cholesky(H)
+        if C is None:
             messages.append(
                 "model failed to converge: the Hessian of the deviance is not positive "
                 "definite at the optimum; the model may be over-parameterised"
             )
             converged = False
         else:
+            scaled = np.linalg.solve(C, checked)
             if np.max(np.abs(scaled)) > tol:
                 converged = False
                 messages.append(
