@@ -92,7 +92,7 @@ def worker(files: list[str], chunk_rows: int | None) -> dict:
     import warnings
 
     import mixedmodels as mm
-    from mixedmodels.io.streaming import streamed_cross_products
+    from mixedmodels.models.streamed import streamed_cross_products
 
     t0 = time.perf_counter()
     result = streamed_cross_products(FORMULA, files, chunk_rows=chunk_rows, progress=False)

@@ -16,8 +16,8 @@ import pytest
 import mixedmodels as mm
 from mixedmodels.errors import FormulaError
 from mixedmodels.formula import ModelFormula, parse_formula
-from mixedmodels.model import _blas_threads_for
-from mixedmodels.solution import estimate
+from mixedmodels.models.lmm import _blas_threads_for
+from mixedmodels.objective.solution import estimate
 
 SLEEP = "Reaction ~ Days + (Days | Subject)"
 PASTES = "strength ~ 1 + (1 | batch/cask)"
@@ -56,7 +56,7 @@ def test_small_model_with_vector_templates_evaluates_blocked():
 
 
 def test_large_model_computes_its_factor_and_estimates_on_first_use(monkeypatch):
-    import mixedmodels.dense_deviance as dense_module
+    import mixedmodels.objective.dense_deviance as dense_module
 
     monkeypatch.setattr(dense_module, "DENSE_MAX", 0)
     fit = mm.lmer(SLEEP, "sleepstudy")

@@ -16,8 +16,8 @@ __version__ = "0.1.0"
 
 # public name -> module that defines it
 _PUBLIC = {
-    "lmer": "mixedmodels.model",
-    "LinearMixedModel": "mixedmodels.model",
+    "lmer": "mixedmodels.api",
+    "LinearMixedModel": "mixedmodels.models.lmm",
     "LinearMixedModelResult": "mixedmodels.results",
     "OptimizerOptions": "mixedmodels.optimize",
     "OptSummary": "mixedmodels.optimize",
@@ -42,10 +42,10 @@ _PUBLIC = {
     "icc": "mixedmodels.diagnostics.icc",
     "ModelComparisonError": "mixedmodels.errors",
     "duckdb_query": "mixedmodels.io.duckdb_source",
-    "lmer_streamed": "mixedmodels.io.streaming",
-    "write_predictions": "mixedmodels.io.streaming",
-    "sample_residuals": "mixedmodels.io.streaming",
-    "lmer_dask": "mixedmodels.io.dask_backend",
+    "lmer_streamed": "mixedmodels.models.streamed",
+    "write_predictions": "mixedmodels.results.streamed",
+    "sample_residuals": "mixedmodels.results.streamed",
+    "lmer_dask": "mixedmodels.models.dask_fit",
     "MixedModelsError": "mixedmodels.errors",
     "FormulaError": "mixedmodels.errors",
     "DataError": "mixedmodels.errors",

@@ -249,7 +249,7 @@ def _run_fit(args: argparse.Namespace) -> str:
 
 def _fit_streamed(args: argparse.Namespace) -> Any:
     """Fit in chunks or on a Dask cluster when asked (or for a folder/glob); else None."""
-    from mixedmodels.io.streaming import is_streamed_source
+    from mixedmodels.io.sources import is_streamed_source
 
     if args.chunk_rows is None and args.dask is None and not is_streamed_source(args.data):
         return None
@@ -261,7 +261,7 @@ def _fit_streamed(args: argparse.Namespace) -> Any:
             "--dask or the residual groups"
         )
     if args.dask is not None:
-        from mixedmodels.io.dask_backend import lmer_dask
+        from mixedmodels.models.dask_fit import lmer_dask
 
         try:
             import dask.dataframe as dd
@@ -274,7 +274,7 @@ def _fit_streamed(args: argparse.Namespace) -> Any:
             ) from None
         with Client(args.dask):
             return lmer_dask(args.formula, dd.read_parquet(args.data), reml=not args.ml)
-    from mixedmodels.io.streaming import lmer_streamed
+    from mixedmodels.models.streamed import lmer_streamed
 
     return lmer_streamed(args.formula, args.data, reml=not args.ml, chunk_rows=args.chunk_rows)
 

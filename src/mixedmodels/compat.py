@@ -140,7 +140,7 @@ class MixedLM:
         -------
         LinearMixedModelResult
         """
-        from .model import lmer
+        from .api import lmer
 
         return lmer(self.lme4_formula, self.data, reml=reml)
 

@@ -12,9 +12,9 @@ import scipy.linalg as sla
 
 from mixedmodels.covariance import CovarianceStructure, group_terms
 from mixedmodels.design.model_design import RandomEffectsTerm
-from mixedmodels.deviance import ProfiledDeviance
+from mixedmodels.objective.profiled_deviance import ProfiledDeviance
 from mixedmodels.linalg.cross_products import compute_cross_products
-from mixedmodels.solution import conditional_variances, estimate
+from mixedmodels.objective.solution import conditional_variances, estimate
 
 
 def _term(rng, n, group, nlevels, ncols):

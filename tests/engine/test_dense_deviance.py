@@ -1,6 +1,6 @@
 """Small models in dense form, factor ownership, and the early BOBYQA stop.
 
-The dense engine (mixedmodels.dense_deviance) must give the deviance, the gradient, the
+The dense engine (mixedmodels.objective.dense_deviance) must give the deviance, the gradient, the
 moment start and the estimates of the blocked engine on every kind of model (scalar,
 vector, `||`, crossed, nested, 3x3 templates; REML and ML), and its gradient must agree
 with Richardson differences; the Newton finish it serves lets BOBYQA stop at looser
@@ -14,9 +14,9 @@ import pytest
 from engine_cases import CASES, richardson
 
 import mixedmodels as mm
-import mixedmodels.dense_deviance as dense_module
-import mixedmodels.deviance as deviance_module
-from mixedmodels.dense_deviance import (
+import mixedmodels.objective.dense_deviance as dense_module
+import mixedmodels.objective.profiled_deviance as deviance_module
+from mixedmodels.objective.dense_deviance import (
     DenseDevianceGradient,
     DenseProfiledDeviance,
     cross_products_from_rows,
@@ -24,9 +24,9 @@ from mixedmodels.dense_deviance import (
     evaluates_dense,
 )
 from mixedmodels.errors import SingularFitWarning
-from mixedmodels.gradient import ProfiledDevianceGradient, deviance_gradient
+from mixedmodels.objective.gradient import ProfiledDevianceGradient, deviance_gradient
 from mixedmodels.optimize import OptimizerOptions
-from mixedmodels.solution import estimate
+from mixedmodels.objective.solution import estimate
 
 
 def _dense(fit, reml: bool) -> DenseProfiledDeviance:

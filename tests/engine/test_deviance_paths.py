@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from test_dense_agreement import DESIGNS, _term
 
-import mixedmodels.deviance as deviance_module
+import mixedmodels.objective.profiled_deviance as deviance_module
 from mixedmodels.covariance import CovarianceStructure, group_terms
-from mixedmodels.deviance import ProfiledDeviance
+from mixedmodels.objective.profiled_deviance import ProfiledDeviance
 from mixedmodels.linalg.cross_products import compute_cross_products
 
 

@@ -16,9 +16,9 @@ import pytest
 from engine_cases import CASES, richardson
 
 import mixedmodels as mm
-import mixedmodels.gradient as gradient_module
+import mixedmodels.objective.gradient as gradient_module
 from mixedmodels.errors import SingularFitWarning
-from mixedmodels.gradient import ProfiledDevianceGradient, profiled_deviance_gradient
+from mixedmodels.objective.gradient import ProfiledDevianceGradient, profiled_deviance_gradient
 from mixedmodels.optimize import check_convergence, newton_polish
 
 

@@ -14,11 +14,11 @@ import pytest
 import scipy.sparse as sp
 from test_dense_agreement import DESIGNS, _dense_reference, _term
 
-import mixedmodels.deviance as deviance_module
+import mixedmodels.objective.profiled_deviance as deviance_module
 from mixedmodels.covariance import CovarianceStructure, group_terms
-from mixedmodels.deviance import ProfiledDeviance
+from mixedmodels.objective.profiled_deviance import ProfiledDeviance
 from mixedmodels.linalg.cross_products import compute_cross_products
-from mixedmodels.solution import (
+from mixedmodels.objective.solution import (
     conditional_variances,
     estimate,
     rest_inverse_in_place,

@@ -14,7 +14,7 @@ import pytest
 
 import mixedmodels as mm
 from mixedmodels.errors import SingularFitWarning
-from mixedmodels.model import _snap_to_bounds
+from mixedmodels.optimize import snap_to_bounds as _snap_to_bounds
 from mixedmodels.optimize import OptimizerOptions, OptSummary
 
 

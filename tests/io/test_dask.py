@@ -13,8 +13,9 @@ import distributed
 
 import mixedmodels as mm
 from mixedmodels.errors import DataError
-from mixedmodels.io.dask_backend import lmer_dask, predictions_dask
-from mixedmodels.io.streaming import is_streamed_source, lmer_streamed
+from mixedmodels.models.dask_fit import lmer_dask, predictions_dask
+from mixedmodels.io.sources import is_streamed_source
+from mixedmodels.models.streamed import lmer_streamed
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,8 @@ import duckdb
 import mixedmodels as mm
 from mixedmodels.errors import DataError, InputFileError
 from mixedmodels.io.duckdb_source import duckdb_query
-from mixedmodels.io.streaming import is_streamed_source, lmer_streamed
+from mixedmodels.io.sources import is_streamed_source
+from mixedmodels.models.streamed import lmer_streamed
 
 FORMULA = "weight ~ treatment + sex + litsize + (1 | litter)"
 

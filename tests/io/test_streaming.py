@@ -27,14 +27,9 @@ import pyarrow.parquet as pq
 
 import mixedmodels as mm
 from mixedmodels.errors import DataError, InputFileError, RankDeficiencyWarning
-from mixedmodels.io.streaming import (
-    FrameChunks,
-    is_streamed_source,
-    lmer_streamed,
-    sample_residuals,
-    streamed_cross_products,
-    write_predictions,
-)
+from mixedmodels.io.sources import FrameChunks, is_streamed_source
+from mixedmodels.models.streamed import lmer_streamed, streamed_cross_products
+from mixedmodels.results.streamed import sample_residuals, write_predictions
 from mixedmodels.results import LinearMixedModelResult
 
 CASES = {

@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..objective.solution import estimate
 from ..optimize import OptimizerOptions, minimize_bobyqa
-from ..solution import estimate
 from .linear_model import LinearModelResult, ols_criterion
 from .profile import SdCorParameters
 

@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 from scipy import optimize, stats
 
-from ..deviance import ProfiledDeviance
+from ..objective.profiled_deviance import ProfiledDeviance
 from ..optimize import OptimizerOptions, minimize_bobyqa
 
 _LOG_2PI = math.log(2.0 * math.pi)

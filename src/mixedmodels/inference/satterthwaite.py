@@ -14,10 +14,10 @@ contrast ``l`` (one row) with ``V(varpar) = sigma^2 (R_X' R_X)^{-1}(theta)`` and
 
     nu = 2 (l' V l)^2 / (g' A g).
 
-Everything is computed from the blocked factor of :mod:`mixedmodels.deviance` at a few
-theta values: no n x n or q x q matrix is formed. The theta derivatives are central
-differences refined by Richardson extrapolation (as ``numDeriv``, which lmerTest uses);
-the sigma derivatives are analytic.
+Everything is computed from the blocked factor of
+:mod:`mixedmodels.objective.profiled_deviance` at a few theta values: no n x n or q x q
+matrix is formed. The theta derivatives are central differences refined by Richardson
+extrapolation (as ``numDeriv``, which lmerTest uses); the sigma derivatives are analytic.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..deviance import BlockedFactor, ProfiledDeviance
+    from ..objective.profiled_deviance import BlockedFactor, ProfiledDeviance
     from ..results import LinearMixedModelResult
 
 _LOG_2PI = float(np.log(2.0 * np.pi))

@@ -9,7 +9,7 @@ larger than memory can be fitted::
 
 The query runs once per pass over the data; each pass projects it on the columns the
 formula uses. The blocks of the fit are sums over rows, so the row order does not change
-the fit; :func:`~mixedmodels.io.streaming.sample_residuals` depends on it (DuckDB keeps
+the fit; :func:`~mixedmodels.results.streamed.sample_residuals` depends on it (DuckDB keeps
 the insertion order unless told otherwise; add ``ORDER BY`` for a fixed order).
 """
 

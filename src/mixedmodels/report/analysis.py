@@ -198,8 +198,8 @@ def run_analysis(
     progress: ProgressCallback | None = None,
 ) -> Analysis:
     """Compute everything the report shows; see :func:`mixedmodels.report.analyze`."""
+    from ..api import lmer
     from ..io import read_data
-    from ..model import lmer
 
     step = progress or (lambda _text: None)
     data_name = data if isinstance(data, str) else "data"

@@ -75,7 +75,7 @@ def describe_effect(
 
 
 def _has_residual_groups() -> bool:
-    from ..model import lmer
+    from ..api import lmer
 
     return "residual_groups" in inspect.signature(lmer).parameters
 

@@ -21,11 +21,11 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .covariance import CovarianceStructure
-from .design.factors import format_level
-from .deviance import ProfiledDeviance
-from .errors import DataError
-from .linalg.cross_products import StratifiedCrossProducts
+from mixedmodels.covariance import CovarianceStructure
+from mixedmodels.design.factors import format_level
+from mixedmodels.errors import DataError
+from mixedmodels.linalg.cross_products import StratifiedCrossProducts
+from mixedmodels.objective.profiled_deviance import ProfiledDeviance
 
 
 @dataclass(frozen=True, eq=False)

@@ -42,9 +42,13 @@ from __future__ import annotations
 import numpy as np
 from scipy.linalg.lapack import dtrtri as _dtrtri
 
-from .dense_deviance import DenseDevianceGradient, DenseProfiledDeviance, prefers_dense
-from .deviance import BlockedFactor, ProfiledDeviance
-from .solution import (
+from mixedmodels.objective.dense_deviance import (
+    DenseDevianceGradient,
+    DenseProfiledDeviance,
+    prefers_dense,
+)
+from mixedmodels.objective.profiled_deviance import BlockedFactor, ProfiledDeviance
+from mixedmodels.objective.solution import (
     block_diagonal_sparse,
     rest_inverse_in_place,
     rest_inverse_lower,

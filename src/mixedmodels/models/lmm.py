@@ -10,15 +10,25 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
-from .covariance import CovarianceStructure, group_terms
-from .dense_deviance import (
+from mixedmodels.covariance import CovarianceStructure, group_terms
+from mixedmodels.design.model_design import ModelDesign
+from mixedmodels.errors import (
+    ConvergenceWarning,
+    DataError,
+    ModelSpecificationError,
+    SingularFitWarning,
+)
+from mixedmodels.linalg.cross_products import (
+    CrossProducts,
+    compute_cross_products,
+    compute_stratified_cross_products,
+)
+from mixedmodels.objective.dense_deviance import (
     ROWS_PRODUCT_MAX,
     DenseDevianceGradient,
     DenseProfiledDeviance,
@@ -27,18 +37,18 @@ from .dense_deviance import (
     evaluates_dense,
     prefers_dense,
 )
-from .design.model_design import ModelDesign
-from .deviance import ProfiledDeviance
-from .errors import ConvergenceWarning, DataError, ModelSpecificationError, SingularFitWarning
-from .gradient import ProfiledDevianceGradient
-from .linalg.cross_products import (
-    CrossProducts,
-    compute_cross_products,
-    compute_stratified_cross_products,
+from mixedmodels.objective.gradient import ProfiledDevianceGradient
+from mixedmodels.objective.profiled_deviance import ProfiledDeviance
+from mixedmodels.optimize import (
+    OptimizerOptions,
+    check_convergence,
+    gradient_is_small,
+    minimize_with_restart,
+    polish,
+    snap_to_bounds,
 )
-from .optimize import OptimizerOptions, OptSummary, check_convergence, minimize_bobyqa
-from .residual_variance import ResidualStrata, StratifiedDeviance, residual_strata
-from .results import LinearMixedModelResult
+from mixedmodels.residual.var_ident import ResidualStrata, StratifiedDeviance
+from mixedmodels.results import LinearMixedModelResult
 
 
 class LinearMixedModel:
@@ -205,44 +215,6 @@ class LinearMixedModel:
                 "computed from the predictors"
             )
 
-    def _minimize(
-        self, objective, x0, lower, options, initial_steps=None, finish_with=None
-    ) -> OptSummary:
-        """BOBYQA, restarted once when it ends on the boundary (lme4's ``restart_edge``).
-
-        A fit that ends with a template diagonal at 0 may be a genuine boundary optimum or a
-        trust region that collapsed onto the boundary early (it happens for correlated
-        random slopes on small data). Restart from the end point with those diagonals
-        moved back inside, and keep the better optimum: singular fits are rare and cheap.
-        "At the edge" uses the singular-fit tolerance (lme4's isSingular, 1e-4): a collapsed
-        trust region may stop a few 1e-6 off the bound, and whether it lands exactly on it
-        depends on rounding.
-
-        ``finish_with``: when ``options`` stop early (the Newton finish is to do the rest,
-        but it cannot on the boundary), the tight options for the restart and for a polish
-        of the better point (:func:`_polish`). None: the restart uses ``options``.
-        """
-        summary = minimize_bobyqa(objective, x0, lower, options, initial_steps)
-        ntheta = self.structure.ntheta
-        on_diag = np.isfinite(lower[:ntheta])
-        theta = summary.final_theta[:ntheta]
-        at_edge = on_diag & (theta - lower[:ntheta] < _EDGE_TOL)
-        if not np.any(at_edge):
-            return summary
-        restart = summary.final_theta.copy()
-        restart[:ntheta][at_edge] = 0.5 * max(1.0, float(np.max(np.abs(theta), initial=0.0)))
-        second = minimize_bobyqa(objective, restart, lower, finish_with or options)
-        evaluations = summary.evaluations + second.evaluations
-        best = second if second.final_objective < summary.final_objective - 1e-10 else summary
-        if finish_with is not None:
-            third = _polish(objective, best.final_theta, lower, finish_with)
-            evaluations += third.evaluations
-            if third.final_objective < best.final_objective:
-                best = third
-        best, used = _snap_to_bounds(objective, best, on_diag)
-        evaluations += used
-        return replace(best, evaluations=evaluations, initial_theta=summary.initial_theta)
-
     def fit(
         self,
         *,
@@ -304,15 +276,17 @@ class LinearMixedModel:
                 gradient = ProfiledDevianceGradient(dev)
             summary = check_convergence(
                 dev,
-                self._minimize(dev, x0, lower, first, steps, finish_with=tight),
+                minimize_with_restart(
+                    dev, x0, lower, first, self.structure.ntheta, steps, finish_with=tight
+                ),
                 gradient=gradient,
             )
-            if early and not _finished(summary):
+            if early and not gradient_is_small(summary):
                 # The early stop left a point the Newton finish could not complete (a step
                 # would cross a bound: an optimum close to the boundary). Run BOBYQA to
                 # the tight tolerances from there, then finish again.
-                again = _polish(dev, summary.final_theta, lower, tight)
-                again, used = _snap_to_bounds(dev, again, np.isfinite(lower))
+                again = polish(dev, summary.final_theta, lower, tight)
+                again, used = snap_to_bounds(dev, again, np.isfinite(lower))
                 again = replace(again, evaluations=summary.evaluations + again.evaluations + used)
                 summary = check_convergence(dev, again, gradient=gradient)
             # A dense fit's estimates come from its factor at the optimum; the blocked
@@ -329,7 +303,10 @@ class LinearMixedModel:
                 start = np.asarray(start, float)
                 x0[: start.shape[0]] = start
             summary = check_convergence(
-                sdev, self._minimize(sdev, x0, sdev.lower_bounds(), options)
+                sdev,
+                minimize_with_restart(
+                    sdev, x0, sdev.lower_bounds(), options, self.structure.ntheta
+                ),
             )
             at_optimum = sdev.at(summary.final_theta[self.structure.ntheta :])
         result = LinearMixedModelResult(
@@ -348,57 +325,10 @@ class LinearMixedModel:
         return result
 
 
-_EDGE_TOL = 1e-4  # CovarianceStructure.is_singular's default tolerance
-_SNAP_TOL = 1e-5  # template diagonals below this are tried on the bound (_snap_to_bounds)
 # BOBYQA's tolerances when Newton steps finish the optimum (see LinearMixedModel._fit).
 _BEFORE_NEWTON = OptimizerOptions(ftol_rel=1e-7, ftol_abs=1e-5, xtol_abs=1e-4)
 _SMALL_DENSE_BLOCK = 512
 _BLAS_CONTROLLER: list[Any] = []
-
-
-def _polish(objective, theta: np.ndarray, lower: np.ndarray, tight: OptimizerOptions) -> OptSummary:
-    """BOBYQA to the tight tolerances from ``theta``, with a small first trust region."""
-    steps = np.full(theta.shape, 0.1 * tight.initial_step)
-    return minimize_bobyqa(objective, theta, lower, tight, steps)
-
-
-def _finished(summary: OptSummary) -> bool:
-    """Whether the gradient at the optimum is small on every entry not held by a bound.
-
-    After the Newton finish it is ~1e-9; an early BOBYQA stop the finish could not
-    complete leaves ~1e-3. Entries on their bound (and NaN ones, singular templates that
-    the finite-difference check covered) are not counted.
-    """
-    g = summary.gradient
-    if g is None:
-        return True
-    x, lower = summary.final_theta, summary.lower
-    free = np.isfinite(g) & ~(np.isfinite(lower) & (x - lower < 1e-8))
-    if not free.any():
-        return True
-    return float(np.max(np.abs(g[free]))) <= 1e-5 * max(1.0, abs(summary.final_objective))
-
-
-def _snap_to_bounds(objective, summary: OptSummary, on_diag: np.ndarray) -> tuple[OptSummary, int]:
-    """Put template diagonals that end a hair above 0 on the bound, if that is no worse.
-
-    BOBYQA reaches a boundary optimum from inside and may stop at 1e-6 instead of 0,
-    depending on rounding along its path (rows in another order). The deviance decreases
-    towards the bound there (KKT), so the bound itself is the optimum: taking it makes
-    singular fits reproducible, and leaves the other entries to the Newton finish.
-    """
-    x = summary.final_theta
-    ntheta = on_diag.shape[0]
-    near = np.flatnonzero(on_diag & (x[:ntheta] > 0.0) & (x[:ntheta] < _SNAP_TOL))
-    if near.shape[0] == 0:
-        return summary, 0
-    snapped = x.copy()
-    snapped[near] = 0.0
-    value = float(objective(snapped))
-    noise = 1e-12 * max(1.0, abs(summary.final_objective))
-    if value <= summary.final_objective + noise:
-        return replace(summary, final_theta=snapped, final_objective=value), 1
-    return summary, 1
 
 
 def _blas_threads_for(qr: int):
@@ -421,130 +351,3 @@ def _blas_threads_for(qr: int):
     if all(lib.num_threads <= 1 for lib in blas_libraries):
         return contextlib.nullcontext()
     return controller.limit(limits=1, user_api="blas")
-
-
-def lmer(
-    formula: str,
-    data: Any,
-    *,
-    reml: bool = True,
-    residual_groups: str | None = None,
-    residual_pooling: Mapping[str, Sequence[object]] | None = None,
-    residual_reference: str | None = None,
-    start: np.ndarray | None = None,
-    control: OptimizerOptions | None = None,
-    chunk_rows: int | None = None,
-    progress: bool = True,
-) -> LinearMixedModelResult:
-    """Fit a linear mixed model given in lme4 formula syntax.
-
-    Parameters
-    ----------
-    formula
-        lme4 syntax, e.g. ``"weight ~ treatment + sex + litsize + (1 | litter)"``. The
-        formula is parsed, never evaluated as Python.
-    data
-        A pandas DataFrame, a path to a CSV or Parquet file, or the name of an embedded
-        dataset (``"ratpup"``). Data larger than memory are streamed in chunks: a glob or a
-        folder of Parquet files (``"events/*.parquet"``), a list of files or DataFrames,
-        ``mm.duckdb_query(sql)``, or a Dask DataFrame (map-reduced on its cluster).
-    reml
-        REML (default) or ML estimation.
-    residual_groups
-        A column whose groups get their own residual variance (nlme's
-        ``weights = varIdent(form = ~ 1 | column)``); None for one residual variance.
-    residual_pooling
-        Levels of ``residual_groups`` that share a variance, e.g.
-        ``{"High/Low": ["High", "Low"]}`` (West et al.'s Model 3.2B).
-    residual_reference
-        The stratum whose SD ratio is 1 (default: the first in sorted order).
-    start
-        Starting values for theta (followed by the log SD ratios with residual groups).
-    control
-        Optimiser options.
-    chunk_rows
-        Stream the data in chunks of this many rows (default for streamed sources: 500,000).
-    progress
-        Show a progress bar on stderr while streaming.
-
-    Returns
-    -------
-    LinearMixedModelResult
-
-    Examples
-    --------
-    >>> import mixedmodels as mm
-    >>> fit = mm.lmer("Reaction ~ Days + (Days | Subject)", "sleepstudy")
-    >>> round(fit.fixef["Days"], 4)
-    10.4673
-    """
-    from .design import build_design
-    from .io import read_data
-    from .io.streaming import is_streamed_source, lmer_streamed
-
-    # A DataFrame is read into memory unless chunk_rows asks otherwise (is_streamed_source
-    # answers for a DataFrame before its slower Protocol check).
-    if chunk_rows is not None or is_streamed_source(data):
-        if residual_groups is not None:
-            raise ModelSpecificationError(
-                "residual_groups is not available for streamed or Dask data yet; "
-                "fit an in-memory DataFrame instead"
-            )
-        return lmer_streamed(
-            formula,
-            data,
-            reml=reml,
-            chunk_rows=chunk_rows,
-            progress=progress,
-            start=start,
-            control=control,
-        )
-    data_name = data if isinstance(data, str) else None
-    frame = read_data(data)
-    if not isinstance(frame, pd.DataFrame):  # pragma: no cover - read_data guarantees it
-        raise TypeError("data must be a pandas DataFrame, a file path or a dataset name")
-    strata = None
-    if residual_groups is None:
-        if residual_pooling is not None or residual_reference is not None:
-            raise ModelSpecificationError(
-                "residual_pooling and residual_reference need residual_groups=<column>"
-            )
-        design = build_design(formula, frame)
-    else:
-        design, strata = _design_with_strata(
-            formula, frame, residual_groups, residual_pooling, residual_reference
-        )
-    model = LinearMixedModel(
-        design, reml=reml, formula=formula, data_name=data_name, residual_strata=strata
-    )
-    return model.fit(start=start, options=control)
-
-
-def _design_with_strata(
-    formula: str,
-    frame: pd.DataFrame,
-    column: str,
-    pooling: Mapping[str, Sequence[object]] | None,
-    reference: str | None,
-) -> tuple[ModelDesign, ResidualStrata]:
-    """Build the design on rows where ``column`` is present, and the strata of those rows."""
-    import difflib
-
-    from .design import build_design
-
-    if column not in frame.columns:
-        close = difflib.get_close_matches(column, [str(c) for c in frame.columns], n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise DataError(f"residual groups column {column!r} is not in the data{hint}")
-    present = frame[column].notna().to_numpy()
-    used = frame.loc[present].reset_index(drop=True)
-    design = build_design(formula, used)
-    positions = np.asarray(design.row_index)
-    original_index = frame.index[present][positions]
-    design = replace(
-        design,
-        row_index=original_index,
-        n_dropped_rows=design.n_dropped_rows + int((~present).sum()),
-    )
-    strata = residual_strata(used[column].iloc[positions], column, pooling, reference)
-    return design, strata

@@ -13,14 +13,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from .errors import ModelSpecificationError
-from .solution import Estimates, conditional_variances, estimate
-from .tables import Report, Table
+from mixedmodels.errors import ModelSpecificationError
+from mixedmodels.objective.solution import Estimates, conditional_variances, estimate
+from mixedmodels.tables import Report, Table
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .deviance import BlockedFactor, ProfiledDeviance
-    from .model import LinearMixedModel
-    from .optimize import OptSummary
+    from mixedmodels.models.lmm import LinearMixedModel
+    from mixedmodels.objective.profiled_deviance import BlockedFactor, ProfiledDeviance
+    from mixedmodels.optimize import OptSummary
 
 
 class LinearMixedModelResult:
@@ -71,7 +71,7 @@ class LinearMixedModelResult:
 
     @cached_property
     def deviance_function(self) -> ProfiledDeviance:
-        """The blocked profiled deviance this fit minimised (see :mod:`mixedmodels.deviance`)."""
+        """The blocked profiled deviance this fit minimised (objective/profiled_deviance.py)."""
         return self.model.deviance_function(self.reml)
 
     # -- the factor at the optimum and what follows from it ----------------------------
@@ -81,7 +81,7 @@ class LinearMixedModelResult:
     # the criterion) skips the solves for beta, b and Var(beta) until they are asked for.
     @cached_property
     def factor(self) -> BlockedFactor:
-        """The blocked Cholesky factor ``L`` at theta-hat (see :mod:`mixedmodels.deviance`)."""
+        """The blocked Cholesky factor ``L`` at theta-hat (:mod:`.objective.profiled_deviance`)."""
         return self.deviance_function.factor(self.opt.final_theta)
 
     @cached_property
@@ -227,7 +227,7 @@ class LinearMixedModelResult:
 
             p = pd.Series(2.0 * ndtr(-np.abs(t.to_numpy())), index=est.index)
             return pd.DataFrame({"estimate": est, "se": se, "df": df, "t": t, "p": p})
-        from .inference.wald import coef_table
+        from mixedmodels.inference.wald import coef_table
 
         return coef_table(self, ddf=ddf)
 
@@ -236,7 +236,7 @@ class LinearMixedModelResult:
 
         Columns ``SumSq, MeanSq, NumDF, DenDF, F, p``; ``ddf`` as in :meth:`coef_table`.
         """
-        from .inference.anova import anova
+        from mixedmodels.inference.anova import anova
 
         return anova(self, type=type, ddf=ddf)
 
@@ -247,14 +247,14 @@ class LinearMixedModelResult:
         treatmentLow"``, ``"treatmentHigh = 0, treatmentLow = 0"``), parsed safely, or a
         matrix ``L`` with ``rhs``. One row gives a t test, several an F test.
         """
-        from .inference.wald import linear_hypothesis
+        from mixedmodels.inference.wald import linear_hypothesis
 
         return linear_hypothesis(self, hypothesis, rhs, ddf=ddf)
 
     @property
     def vcov_kenward_roger(self) -> pd.DataFrame:
         """Kenward-Roger adjusted covariance of the fixed effects (REML fits; pbkrtest)."""
-        from .inference.kenward_roger import kenward_roger_covariance_of
+        from mixedmodels.inference.kenward_roger import kenward_roger_covariance_of
 
         names = list(self.design.x_names)
         V = kenward_roger_covariance_of(self).vcov_beta_adjusted
@@ -445,13 +445,13 @@ class LinearMixedModelResult:
         """Confidence intervals: ``method="wald"`` (fixed effects), ``"profile"`` (lme4's
         profile likelihood intervals, all parameters) or ``"bootstrap"`` (parametric,
         percentile). See :func:`mixedmodels.inference.profile.confint`."""
-        from .inference.profile import confint
+        from mixedmodels.inference.profile import confint
 
         return confint(self, method, level, parm, **kwargs)
 
     def profile(self, **kwargs: Any):
         """Likelihood profiles of all parameters (lme4's ``profile``)."""
-        from .inference.profile import profile
+        from mixedmodels.inference.profile import profile
 
         return profile(self, **kwargs)
 
@@ -469,38 +469,38 @@ class LinearMixedModelResult:
         """Estimated marginal means of ``specs`` (within ``by``) and their pairwise
         contrasts (R's emmeans + pairs): ``adjust="tukey"|"holm"|"bonferroni"|"none"``.
         See :func:`mixedmodels.inference.emmeans.emmeans`."""
-        from .inference.emmeans import emmeans
+        from mixedmodels.inference.emmeans import emmeans
 
         return emmeans(self, specs, by, adjust=adjust, ddf=ddf, level=level, at=at, data=data)
 
     def icc(self, **kwargs: Any):
         """Intraclass correlation per grouping factor, with its definition stated."""
-        from .diagnostics.icc import icc
+        from mixedmodels.diagnostics.icc import icc
 
         return icc(self, **kwargs)
 
     def bootstrap(self, nsim: int = 500, seed: int | None = None, **kwargs: Any):
         """Parametric bootstrap of the fit (reproducible given ``seed``)."""
-        from .inference.bootstrap import bootstrap
+        from mixedmodels.inference.bootstrap import bootstrap
 
         return bootstrap(self, nsim, seed, **kwargs)
 
     # -- figures (matplotlib is imported on use) -------------------------------------------
     def plot_diagnostics(self, group: str | None = None):
         """Six-panel residual and random-effects diagnostics (a matplotlib Figure)."""
-        from . import plots
+        from mixedmodels import plots
 
         return plots.diagnostics(self, group)
 
     def plot_qq(self):
         """Normal Q-Q plot of the conditional residuals with a 95% band."""
-        from . import plots
+        from mixedmodels import plots
 
         return plots.qq(self)
 
     def plot_caterpillar(self, group: str | None = None):
         """BLUPs with 95% intervals from their conditional SDs, sorted."""
-        from . import plots
+        from mixedmodels import plots
 
         return plots.caterpillar(self, group)
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .design.model_design import RandomEffectsTerm
+from mixedmodels.design.model_design import RandomEffectsTerm
 
 
 @dataclass(frozen=True, eq=False)

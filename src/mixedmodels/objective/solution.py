@@ -23,7 +23,7 @@ import scipy.linalg as sla
 import scipy.sparse as sp
 from scipy.linalg.lapack import dpotri as _dpotri
 
-from .deviance import BlockedFactor, ProfiledDeviance
+from mixedmodels.objective.profiled_deviance import BlockedFactor, ProfiledDeviance
 
 
 @dataclass(frozen=True, eq=False)

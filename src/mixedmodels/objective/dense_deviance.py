@@ -43,10 +43,10 @@ from scipy.linalg.lapack import dpotrs as _dpotrs
 from scipy.linalg.lapack import dtrtri as _dtrtri
 from scipy.linalg.lapack import dtrtrs as _dtrtrs
 
-from .covariance import CovarianceStructure
-from .deviance import moment_theta, ols_from_cross_products
-from .linalg.cross_products import CrossProducts
-from .solution import Estimates
+from mixedmodels.covariance import CovarianceStructure
+from mixedmodels.linalg.cross_products import CrossProducts
+from mixedmodels.objective.profiled_deviance import moment_theta, ols_from_cross_products
+from mixedmodels.objective.solution import Estimates
 
 #: Largest ``q + p + 1`` fitted in dense form (past it the blocked engine, which exploits
 #: the block-diagonal first term, costs less).

@@ -31,9 +31,9 @@ import scipy.linalg as sla
 import scipy.sparse as sp
 from scipy.linalg.lapack import dpotrf as _dpotrf
 
-from .covariance import CovarianceStructure
-from .linalg.cross_products import CrossProducts, rest_offsets
-from .linalg.rank_update import RankUpdatePattern
+from mixedmodels.covariance import CovarianceStructure
+from mixedmodels.linalg.cross_products import CrossProducts, rest_offsets
+from mixedmodels.linalg.rank_update import RankUpdatePattern
 
 _LOG_2PI = float(np.log(2.0 * np.pi))
 # Below this many entries (m^2 x columns of W; and m <= 128, where dense products with

@@ -1,6 +1,6 @@
 """Fit a Dask DataFrame on its cluster: map over partitions, reduce the blocks in a tree.
 
-The same two passes as :mod:`mixedmodels.io.streaming`, with partitions for chunks:
+The same two passes as :mod:`mixedmodels.models.streamed`, with partitions for chunks:
 
 1. every partition is summarised on a worker (levels, counts, ``scale()`` moments, column
    types) and the summaries are merged in a tree (``split_every`` at a time); the client
@@ -24,10 +24,9 @@ import numpy as np
 import pandas as pd
 
 from mixedmodels.errors import DataError, InputFileError
-
-from .streaming import (
+from mixedmodels.io.sources import Progress
+from mixedmodels.models.streamed import (
     ChunkPlan,
-    Progress,
     StreamedCrossProducts,
     add_cross_products,
     finish,
@@ -229,7 +228,7 @@ def lmer_dask(
     >>> ddf = dask.dataframe.read_parquet("s3://bucket/events/")  # doctest: +SKIP
     >>> fit = mm.lmer("y ~ x + (1 + x | user)", ddf)  # doctest: +SKIP
     """
-    from mixedmodels.model import LinearMixedModel
+    from mixedmodels.models.lmm import LinearMixedModel
 
     result = dask_cross_products(formula, data, split_every=split_every, progress=progress)
     model = LinearMixedModel(
@@ -243,7 +242,7 @@ def lmer_dask(
 
 
 def _partition_predictions(frame: pd.DataFrame, fit: Any) -> pd.DataFrame:
-    from .streaming import chunk_predictions
+    from mixedmodels.results.streamed import chunk_predictions
 
     return chunk_predictions(fit, frame)
 

@@ -1,0 +1,151 @@
+"""Entry points: ``lmer`` fits a formula to in-memory, streamed or Dask data.
+
+Chooses the route by the kind of data (a DataFrame, file or dataset name in memory; a
+glob, folder or list of Parquet files, a DuckDB query or a Dask DataFrame in chunks), builds
+the design and the model, and fits it. The stages it calls are public on their own
+(``build_design`` -> ``LinearMixedModel`` -> ``fit``), as lme4's ``lFormula`` ->
+``mkLmerDevfun`` -> ``optimizeLmer`` -> ``mkMerMod``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mixedmodels.design import build_design
+from mixedmodels.design.model_design import ModelDesign
+from mixedmodels.errors import DataError, ModelSpecificationError
+from mixedmodels.io import read_data
+from mixedmodels.io.sources import is_streamed_source
+from mixedmodels.models.lmm import LinearMixedModel
+from mixedmodels.models.streamed import lmer_streamed
+from mixedmodels.optimize import OptimizerOptions
+from mixedmodels.residual.var_ident import ResidualStrata, residual_strata
+from mixedmodels.results import LinearMixedModelResult
+
+__all__ = ["lmer"]
+
+
+def lmer(
+    formula: str,
+    data: Any,
+    *,
+    reml: bool = True,
+    residual_groups: str | None = None,
+    residual_pooling: Mapping[str, Sequence[object]] | None = None,
+    residual_reference: str | None = None,
+    start: np.ndarray | None = None,
+    control: OptimizerOptions | None = None,
+    chunk_rows: int | None = None,
+    progress: bool = True,
+) -> LinearMixedModelResult:
+    """Fit a linear mixed model given in lme4 formula syntax.
+
+    Parameters
+    ----------
+    formula
+        lme4 syntax, e.g. ``"weight ~ treatment + sex + litsize + (1 | litter)"``. The
+        formula is parsed, never evaluated as Python.
+    data
+        A pandas DataFrame, a path to a CSV or Parquet file, or the name of an embedded
+        dataset (``"ratpup"``). Data larger than memory are streamed in chunks: a glob or a
+        folder of Parquet files (``"events/*.parquet"``), a list of files or DataFrames,
+        ``mm.duckdb_query(sql)``, or a Dask DataFrame (map-reduced on its cluster).
+    reml
+        REML (default) or ML estimation.
+    residual_groups
+        A column whose groups get their own residual variance (nlme's
+        ``weights = varIdent(form = ~ 1 | column)``); None for one residual variance.
+    residual_pooling
+        Levels of ``residual_groups`` that share a variance, e.g.
+        ``{"High/Low": ["High", "Low"]}`` (West et al.'s Model 3.2B).
+    residual_reference
+        The stratum whose SD ratio is 1 (default: the first in sorted order).
+    start
+        Starting values for theta (followed by the log SD ratios with residual groups).
+    control
+        Optimiser options.
+    chunk_rows
+        Stream the data in chunks of this many rows (default for streamed sources: 500,000).
+    progress
+        Show a progress bar on stderr while streaming.
+
+    Returns
+    -------
+    LinearMixedModelResult
+
+    Examples
+    --------
+    >>> import mixedmodels as mm
+    >>> fit = mm.lmer("Reaction ~ Days + (Days | Subject)", "sleepstudy")
+    >>> round(fit.fixef["Days"], 4)
+    10.4673
+    """
+    # A DataFrame is read into memory unless chunk_rows asks otherwise (is_streamed_source
+    # answers for a DataFrame before its slower Protocol check).
+    if chunk_rows is not None or is_streamed_source(data):
+        if residual_groups is not None:
+            raise ModelSpecificationError(
+                "residual_groups is not available for streamed or Dask data yet; "
+                "fit an in-memory DataFrame instead"
+            )
+        return lmer_streamed(
+            formula,
+            data,
+            reml=reml,
+            chunk_rows=chunk_rows,
+            progress=progress,
+            start=start,
+            control=control,
+        )
+    data_name = data if isinstance(data, str) else None
+    frame = read_data(data)
+    if not isinstance(frame, pd.DataFrame):  # pragma: no cover - read_data guarantees it
+        raise TypeError("data must be a pandas DataFrame, a file path or a dataset name")
+    strata = None
+    if residual_groups is None:
+        if residual_pooling is not None or residual_reference is not None:
+            raise ModelSpecificationError(
+                "residual_pooling and residual_reference need residual_groups=<column>"
+            )
+        design = build_design(formula, frame)
+    else:
+        design, strata = _design_with_strata(
+            formula, frame, residual_groups, residual_pooling, residual_reference
+        )
+    model = LinearMixedModel(
+        design, reml=reml, formula=formula, data_name=data_name, residual_strata=strata
+    )
+    return model.fit(start=start, options=control)
+
+
+def _design_with_strata(
+    formula: str,
+    frame: pd.DataFrame,
+    column: str,
+    pooling: Mapping[str, Sequence[object]] | None,
+    reference: str | None,
+) -> tuple[ModelDesign, ResidualStrata]:
+    """Build the design on rows where ``column`` is present, and the strata of those rows."""
+    import difflib
+
+    if column not in frame.columns:
+        close = difflib.get_close_matches(column, [str(c) for c in frame.columns], n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise DataError(f"residual groups column {column!r} is not in the data{hint}")
+    present = frame[column].notna().to_numpy()
+    used = frame.loc[present].reset_index(drop=True)
+    design = build_design(formula, used)
+    positions = np.asarray(design.row_index)
+    original_index = frame.index[present][positions]
+    design = replace(
+        design,
+        row_index=original_index,
+        n_dropped_rows=design.n_dropped_rows + int((~present).sum()),
+    )
+    strata = residual_strata(used[column].iloc[positions], column, pooling, reference)
+    return design, strata

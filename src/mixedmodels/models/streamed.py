@@ -1,0 +1,303 @@
+"""Fit data that do not fit in memory: two passes over chunks, then optimise on the blocks.
+
+The profiled deviance needs only the blocks of ``A = [Z X y]'[Z X y]`` (Bates et al.
+2015, JSS 67(1), sec. 3), and every block is a sum over rows. So a fit over any number of
+rows reads the data twice, one chunk at a time (:mod:`mixedmodels.io.sources`):
+
+1. pass 1 summarises each chunk (:func:`~mixedmodels.design.levels_spec.summarize_chunk`):
+   factor and grouping-factor levels (the union over chunks), row counts, ``scale()``
+   moments, column types; the merged summary fixes the design of all rows;
+2. pass 2 forms each chunk's blocks with those levels and columns
+   (:func:`~mixedmodels.linalg.cross_products.compute_cross_products`) and adds them up.
+
+The optimiser then works on the summed blocks, whose size does not depend on the number of
+rows: the fit equals the in-memory fit up to rounding. Memory is bounded by one chunk plus
+the blocks. Results that need the rows (fitted values, residuals) are written back out
+chunk by chunk (:mod:`mixedmodels.results.streamed`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from mixedmodels.covariance import GroupedTerm, group_terms
+from mixedmodels.design.levels_spec import (
+    ChunkSummary,
+    StreamedDesign,
+    design_from_summary,
+    independent_columns_from_gram,
+    independent_columns_from_r,
+    summarize_chunk,
+)
+from mixedmodels.design.model_design import ModelDesign
+from mixedmodels.errors import DataError
+from mixedmodels.formula import parse_formula
+from mixedmodels.io.sources import (
+    Progress,
+    chunk_rows_or_default,
+    is_dask_collection,
+    open_source,
+)
+from mixedmodels.linalg.cross_products import CrossProducts, compute_cross_products
+
+from .lmm import LinearMixedModel
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mixedmodels.optimize import OptimizerOptions
+    from mixedmodels.results import LinearMixedModelResult
+
+__all__ = ["ChunkPlan", "StreamedCrossProducts", "lmer_streamed", "streamed_cross_products"]
+
+
+# ---------------------------------------------------------------------------------------------
+# The two passes
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True, eq=False)
+class ChunkPlan:
+    """What pass 2 needs to form one chunk's blocks (small; shipped to Dask workers)."""
+
+    design: StreamedDesign
+    terms: tuple[GroupedTerm, ...]
+
+    def cross_products(self, data: pd.DataFrame, where: str) -> CrossProducts | None:
+        """The blocks of this chunk's complete rows (None if it has none)."""
+        rows_used = self.design.complete(data)
+        if len(rows_used) == 0:
+            return None
+        try:
+            X, y, rows = self.design.chunk_arrays(rows_used)
+        except DataError as exc:
+            raise DataError(f"{where}: {exc}") from None
+        refs = [rows[t.members[0]][0] for t in self.terms]
+        zs = [
+            rows[t.members[0]][1]
+            if len(t.members) == 1
+            else np.hstack([rows[m][1] for m in t.members])
+            for t in self.terms
+        ]
+        return compute_cross_products(self.terms, X, y, refs=refs, zs=zs)
+
+    def r_factor(self, data: pd.DataFrame) -> np.ndarray | None:
+        """R of a QR decomposition of this chunk's X (for a rank decision too close to call)."""
+        rows_used = self.design.complete(data)
+        if len(rows_used) == 0:
+            return None
+        return np.linalg.qr(self.design.spec.fixed_matrix(rows_used), mode="r")
+
+
+def add_cross_products(a: CrossProducts | None, b: CrossProducts | None) -> CrossProducts | None:
+    """Sum of two chunks' blocks; None stands for a chunk without complete rows."""
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return a + b
+
+
+def stack_r(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
+    """R of the rows of both (tall-skinny QR): R of [R_a; R_b]."""
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return np.linalg.qr(np.vstack([a, b]), mode="r")
+
+
+def plan_from_summary(formula: Any, summary: ChunkSummary) -> ChunkPlan:
+    """Build the all-rows design from the merged pass-1 summary, and the pass-2 plan."""
+    design = design_from_summary(formula, summary)
+    return ChunkPlan(design=design, terms=group_terms(design.re_terms))
+
+
+def finish(
+    plan: ChunkPlan, total: CrossProducts | None, r_factor: Any
+) -> tuple[ModelDesign, CrossProducts]:
+    """Decide the rank of X, drop dependent columns from the blocks; return design and blocks.
+
+    ``r_factor`` is a callable giving R of all of X; it is called only when the decision
+    from ``X'X`` is too close to call.
+    """
+    if total is None or total.nobs != plan.design.nobs:
+        got = 0 if total is None else total.nobs
+        raise DataError(
+            f"the first pass over the data found {plan.design.nobs} complete rows but the "
+            f"second {got}; the data changed between passes — fit again"
+        )
+    p = plan.design.nfixed
+    kept, ambiguous = independent_columns_from_gram(total.xytxy[:p, :p])
+    if ambiguous:
+        kept = independent_columns_from_r(r_factor())
+    design = plan.design.model_design(kept)
+    if len(kept) < p:
+        idx = [*kept, p]
+        total = CrossProducts(
+            z1tz1=total.z1tz1,
+            zrtz1=total.zrtz1,
+            zrtzr=total.zrtzr,
+            xytz1=total.xytz1[idx],
+            xytzr=None if total.xytzr is None else total.xytzr[idx],
+            xytxy=total.xytxy[np.ix_(idx, idx)],
+            nobs=total.nobs,
+        )
+    return design, total
+
+
+@dataclass(frozen=True, eq=False)
+class StreamedCrossProducts:
+    """The outcome of the two passes: a row-free design and the summed blocks.
+
+    Attributes
+    ----------
+    design
+        Names, levels and spec of the design of all rows (no rows).
+    cross_products
+        The blocks of A summed over chunks.
+    nrows
+        Rows read (complete or not).
+    nchunks
+        Chunks read per pass.
+    seconds
+        Wall time of each pass: ``{"pass1": ..., "pass2": ...}``.
+    """
+
+    design: ModelDesign
+    cross_products: CrossProducts
+    nrows: int
+    nchunks: int
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def streamed_cross_products(
+    formula: str,
+    source: Any,
+    *,
+    chunk_rows: int | None = None,
+    progress: bool = True,
+) -> StreamedCrossProducts:
+    """Read ``source`` twice, chunk by chunk, and return the design and the blocks of A.
+
+    Parameters
+    ----------
+    formula
+        lme4 formula text.
+    source
+        Parquet file(s) (path, folder, glob or list), a DuckDB query, pandas DataFrame(s)
+        or any :class:`ChunkSource`.
+    chunk_rows
+        Rows per chunk (default :data:`DEFAULT_CHUNK_ROWS`); memory grows with it.
+    progress
+        Show a progress bar on stderr.
+
+    Raises
+    ------
+    InputFileError
+        A file cannot be opened or read (its name is in the message).
+    DataError
+        Columns missing or of different types in different chunks, unusable data.
+    """
+    rows_per_chunk = chunk_rows_or_default(chunk_rows)
+    parsed = parse_formula(formula)
+    if parsed.response is None:
+        raise DataError(
+            "the formula has no response; write 'response ~ predictors', e.g. 'y ~ x + (1 | g)'"
+        )
+    src = open_source(source)
+    columns = list(parsed.columns_used())
+    src.check(columns)
+
+    t0 = time.perf_counter()
+    summary = ChunkSummary()
+    nchunks = 0
+    with Progress("pass 1/2: levels", src.total_rows(), progress) as bar:
+        for where, frame in src.chunks(columns, rows_per_chunk):
+            summary = summary.merge(summarize_chunk(parsed, frame, where))
+            nchunks += 1
+            bar.advance(len(frame))
+    plan = plan_from_summary(parsed, summary)
+    t1 = time.perf_counter()
+
+    total = None
+    with Progress("pass 2/2: cross products", summary.nrows, progress) as bar:
+        for where, frame in src.chunks(columns, rows_per_chunk):
+            total = add_cross_products(total, plan.cross_products(frame, where))
+            bar.advance(len(frame))
+    t2 = time.perf_counter()
+
+    def r_factor() -> np.ndarray:
+        R = None
+        with Progress("extra pass: rank of X", summary.nrows, progress) as bar:
+            for _, frame in src.chunks(columns, rows_per_chunk):
+                R = stack_r(R, plan.r_factor(frame))
+                bar.advance(len(frame))
+        assert R is not None
+        return R
+
+    design, blocks = finish(plan, total, r_factor)
+    return StreamedCrossProducts(
+        design=design,
+        cross_products=blocks,
+        nrows=summary.nrows,
+        nchunks=nchunks,
+        seconds={"pass1": t1 - t0, "pass2": t2 - t1},
+    )
+
+
+def lmer_streamed(
+    formula: str,
+    source: Any,
+    *,
+    reml: bool = True,
+    chunk_rows: int | None = None,
+    progress: bool = True,
+    start: np.ndarray | None = None,
+    control: OptimizerOptions | None = None,
+) -> LinearMixedModelResult:
+    """Fit a linear mixed model to data read in chunks (or reduced on a Dask cluster).
+
+    The fit equals ``lmer(formula, all_rows_in_memory)`` up to rounding; memory holds one
+    chunk and the cross-product blocks. Fitted values and residuals are not kept: write
+    them with :func:`write_predictions`, sample them with :func:`sample_residuals`.
+
+    Parameters
+    ----------
+    formula
+        lme4 syntax, e.g. ``"y ~ x + treatment + (1 + x | user)"``.
+    source
+        ``"events/*.parquet"`` (a glob), a folder or list of Parquet files, a
+        :func:`~mixedmodels.io.duckdb_source.duckdb_query`, a Dask DataFrame (fitted on its
+        cluster, see :func:`~mixedmodels.models.dask_fit.lmer_dask`) or pandas DataFrames.
+    reml
+        REML (default) or ML.
+    chunk_rows
+        Rows per chunk (default :data:`DEFAULT_CHUNK_ROWS`). Ignored for Dask.
+    progress
+        Show progress bars on stderr.
+    start, control
+        Starting theta and optimiser options, as for ``lmer``.
+
+    Examples
+    --------
+    >>> import mixedmodels as mm  # doctest: +SKIP
+    >>> fit = lmer_streamed("y ~ x + f + (1 + x | g)", "events/*.parquet")  # doctest: +SKIP
+    """
+    if is_dask_collection(source):
+        from .dask_fit import lmer_dask
+
+        return lmer_dask(
+            formula, source, reml=reml, progress=progress, start=start, control=control
+        )
+    result = streamed_cross_products(formula, source, chunk_rows=chunk_rows, progress=progress)
+    name = getattr(open_source(source), "name", None) if not isinstance(source, str) else source
+    model = LinearMixedModel(
+        result.design,
+        reml=reml,
+        formula=formula,
+        data_name=name,
+        cross_products=result.cross_products,
+    )
+    return model.fit(start=start, options=control)

@@ -1,0 +1,23 @@
+"""Optimisation of a model's objective: BOBYQA, the finish of the optimum, and its check."""
+
+from mixedmodels.optimize.bobyqa import OptimizerOptions, OptSummary, minimize_bobyqa
+from mixedmodels.optimize.check import check_convergence
+from mixedmodels.optimize.finish import (
+    gradient_is_small,
+    minimize_with_restart,
+    newton_polish,
+    polish,
+    snap_to_bounds,
+)
+
+__all__ = [
+    "OptSummary",
+    "OptimizerOptions",
+    "check_convergence",
+    "gradient_is_small",
+    "minimize_bobyqa",
+    "minimize_with_restart",
+    "newton_polish",
+    "polish",
+    "snap_to_bounds",
+]

@@ -1,0 +1,1 @@
+"""Residual structures: how the residual covariance departs from sigma^2 I."""

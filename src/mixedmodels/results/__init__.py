@@ -1,0 +1,5 @@
+"""Immutable results of fits."""
+
+from mixedmodels.results.lmm import LinearMixedModelResult
+
+__all__ = ["LinearMixedModelResult"]
