@@ -12,9 +12,10 @@ import scipy.linalg as sla
 
 from mixedmodels.covariance import CovarianceStructure, group_terms
 from mixedmodels.design.model_design import RandomEffectsTerm
-from mixedmodels.objective.profiled_deviance import ProfiledDeviance
+from mixedmodels.linalg.blocked import BlockedSystem
 from mixedmodels.linalg.cross_products import compute_cross_products
-from mixedmodels.objective.solution import conditional_variances, estimate
+from mixedmodels.linalg.solution import conditional_variances, estimate
+from mixedmodels.objective.profiled_deviance import ProfiledDeviance
 
 
 def _term(rng, n, group, nlevels, ncols):
@@ -91,18 +92,18 @@ def test_blocked_engine_equals_dense(name, reml):
     grouped = group_terms(terms)
     structure = CovarianceStructure.from_terms(grouped)
     A = compute_cross_products(grouped, X, y)
-    dev = ProfiledDeviance(structure, A, reml=reml)
+    dev = ProfiledDeviance(BlockedSystem(structure, A), reml=reml)
     theta = structure.initial_theta() * 0.8 + rng.uniform(-0.3, 0.3, structure.ntheta)
     theta = np.maximum(theta, structure.lower_bounds())
     ref_dev, ref_beta, ref_b, ref_varb = _dense_reference(structure, X, y, theta, reml)
     f = dev.factor(theta)
     assert dev.objective(f) == pytest.approx(ref_dev, rel=1e-11)
-    est = estimate(dev, f)
+    est = estimate(dev.system, f, dev.reml)
     np.testing.assert_allclose(est.beta, ref_beta, rtol=1e-9, atol=1e-11)
     np.testing.assert_allclose(
         np.concatenate([b.ravel() for b in est.b]), ref_b, rtol=1e-8, atol=1e-10
     )
-    cv = conditional_variances(dev, f, est.sigma)
+    cv = conditional_variances(dev.system, f, est.sigma)
     diag_blocks = []
     offset = 0
     for term, v in zip(structure.terms, cv, strict=True):

@@ -14,25 +14,24 @@ import pytest
 from engine_cases import CASES, richardson
 
 import mixedmodels as mm
-import mixedmodels.objective.dense_deviance as dense_module
-import mixedmodels.objective.profiled_deviance as deviance_module
-from mixedmodels.objective.dense_deviance import (
-    DenseDevianceGradient,
-    DenseProfiledDeviance,
-    cross_products_from_rows,
-    dense_size,
-    evaluates_dense,
-)
+import mixedmodels.linalg.blocked as deviance_module
+import mixedmodels.linalg.choice as dense_module
 from mixedmodels.errors import SingularFitWarning
-from mixedmodels.objective.gradient import ProfiledDevianceGradient, deviance_gradient
+from mixedmodels.linalg.choice import dense_size, evaluates_dense
+from mixedmodels.linalg.dense import DenseSystem, cross_products_from_rows
+from mixedmodels.linalg.solution import estimate
+from mixedmodels.objective.gradient import (
+    DenseDevianceGradient,
+    ProfiledDevianceGradient,
+    deviance_gradient,
+)
+from mixedmodels.objective.profiled_deviance import ProfiledDeviance
 from mixedmodels.optimize import OptimizerOptions
-from mixedmodels.objective.solution import estimate
 
 
-def _dense(fit, reml: bool) -> DenseProfiledDeviance:
-    return DenseProfiledDeviance.from_cross_products(
-        fit.model.structure, fit.model.cross_products, reml
-    )
+def _dense(fit, reml: bool) -> ProfiledDeviance:
+    system = DenseSystem.from_cross_products(fit.model.structure, fit.model.cross_products)
+    return ProfiledDeviance(system, reml)
 
 
 @pytest.mark.filterwarnings("ignore::mixedmodels.errors.SingularFitWarning")
@@ -62,7 +61,7 @@ def test_dense_estimates_start_and_rows_equal_the_blocked_engine(name, formula):
     model = fit.model
     from_rows = cross_products_from_rows(model.structure, model.design.X, model.design.y)
     dense = _dense(fit, True)
-    np.testing.assert_allclose(from_rows, dense._W, rtol=1e-12, atol=1e-9)
+    np.testing.assert_allclose(from_rows, dense.system._W, rtol=1e-12, atol=1e-9)
     dev = model.deviance_function(True)
     if evaluates_dense(model.structure):  # the dense start serves 1 x 1 templates only
         theta0, steps0 = dev.moment_start(0.5)
@@ -70,7 +69,7 @@ def test_dense_estimates_start_and_rows_equal_the_blocked_engine(name, formula):
         np.testing.assert_allclose(theta1, theta0, rtol=1e-10)
         np.testing.assert_array_equal(steps1, steps0)
     est, value = dense.estimates(fit.theta)
-    blocked = estimate(dev, dev.factor(fit.theta))
+    blocked = estimate(dev.system, dev.factor(fit.theta), dev.reml)
     assert value == pytest.approx(dev(fit.theta), rel=1e-12)
     assert est.sigma == pytest.approx(blocked.sigma, rel=1e-10)
     np.testing.assert_allclose(est.beta, blocked.beta, rtol=1e-10)
@@ -116,8 +115,8 @@ def test_the_form_is_chosen_by_size(monkeypatch):
 def test_not_positive_definite_gives_inf_and_nan():
     fit = mm.lmer("Reaction ~ Days + (Days|Subject)", mm.load_dataset("sleepstudy"))
     dense = _dense(fit, True)
-    dense._W = dense._W.copy()
-    dense._W[-1, -1] = -1.0  # y'y < 0: the last pivot fails
+    dense.system._W = dense.system._W.copy()
+    dense.system._W[-1, -1] = -1.0  # y'y < 0: the last pivot fails
     value, g = dense.value_and_gradient(fit.theta)
     assert value == np.inf and dense(fit.theta) == np.inf and np.isnan(g).all()
     with pytest.raises(np.linalg.LinAlgError):
@@ -130,8 +129,9 @@ def test_owned_factor_is_consumed_and_a_kept_one_is_left_intact(monkeypatch):
     monkeypatch.setattr(deviance_module, "_DENSE_UPDATE_LIMIT", -1)
     frame = mm.load_dataset("penicillin")
     fit = mm.lmer("diameter ~ 1 + (1|plate) + (1|sample)", frame)
-    dev = fit.model.deviance_function(True).with_cross_products(fit.model.cross_products)
-    assert not dev._dense
+    base = fit.model.deviance_function(True)
+    dev = ProfiledDeviance(base.system.with_values(fit.model.cross_products), base.reml)
+    assert not dev.system._dense
     grad = ProfiledDevianceGradient(dev)
     theta = fit.theta * 1.1
     kept = dev.factor(theta)

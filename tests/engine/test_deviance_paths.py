@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 from test_dense_agreement import DESIGNS, _term
 
-import mixedmodels.objective.profiled_deviance as deviance_module
+import mixedmodels.linalg.blocked as deviance_module
 from mixedmodels.covariance import CovarianceStructure, group_terms
-from mixedmodels.objective.profiled_deviance import ProfiledDeviance
+from mixedmodels.linalg.blocked import BlockedSystem
 from mixedmodels.linalg.cross_products import compute_cross_products
+from mixedmodels.objective.profiled_deviance import ProfiledDeviance
 
 
 @pytest.mark.parametrize("name", sorted(DESIGNS))
@@ -27,10 +28,10 @@ def test_dense_and_sparse_updates_agree(name, reml, monkeypatch):
     grouped = group_terms(terms)
     structure = CovarianceStructure.from_terms(grouped)
     A = compute_cross_products(grouped, X, y)
-    dense = ProfiledDeviance(structure, A, reml=reml)
+    dense = ProfiledDeviance(BlockedSystem(structure, A), reml=reml)
     monkeypatch.setattr(deviance_module, "_DENSE_UPDATE_LIMIT", -1)
-    sparse = ProfiledDeviance(structure, A, reml=reml)
-    assert dense._dense and not sparse._dense
+    sparse = ProfiledDeviance(BlockedSystem(structure, A), reml=reml)
+    assert dense.system._dense and not sparse.system._dense
     for _ in range(3):
         theta = structure.initial_theta() * 0.7 + rng.uniform(-0.4, 0.4, structure.ntheta)
         theta = np.maximum(theta, structure.lower_bounds())
@@ -51,7 +52,7 @@ def test_moment_start_is_near_the_optimum_for_a_random_intercept():
     y = 2.0 * rng.normal(size=levels)[g.refs] + rng.normal(size=n)  # theta = 2
     grouped = group_terms((g,))
     structure = CovarianceStructure.from_terms(grouped)
-    dev = ProfiledDeviance(structure, compute_cross_products(grouped, X, y))
+    dev = ProfiledDeviance(BlockedSystem(structure, compute_cross_products(grouped, X, y)))
     theta0, steps = dev.moment_start(0.5)
     assert 1.5 < theta0[0] < 2.5
     assert steps.tolist() == [0.5]  # small model: the dense path keeps the step
@@ -72,9 +73,9 @@ def test_sparse_update_when_some_rows_have_no_term1_effect(monkeypatch):
     grouped = group_terms(terms)
     structure = CovarianceStructure.from_terms(grouped)
     A = compute_cross_products(grouped, X, y)
-    dense = ProfiledDeviance(structure, A)
+    dense = ProfiledDeviance(BlockedSystem(structure, A))
     monkeypatch.setattr(deviance_module, "_DENSE_UPDATE_LIMIT", -1)
-    sparse = ProfiledDeviance(structure, A)
-    assert not sparse._rest_in_pattern
+    sparse = ProfiledDeviance(BlockedSystem(structure, A))
+    assert not sparse.system._rest_in_pattern
     theta = np.array([0.8, 1.3, 0.4])
     assert sparse(theta) == pytest.approx(dense(theta), rel=1e-12)

@@ -75,7 +75,7 @@ def test_gradient_on_the_large_sparse_path(monkeypatch, dense_trace):
     frame = crossed_frame()
     fit = mm.lmer("y ~ x + (1|a) + (1 + x|b)", frame)
     dev = fit.model.deviance_function(True)
-    assert not dev._dense
+    assert not dev.system._dense
     assert_gradient_matches(dev, fit.theta * 0.9 + 0.02)
     ml = fit.model.deviance_function(False)
     assert_gradient_matches(ml, fit.theta * 1.1 + 0.02)

@@ -14,17 +14,18 @@ import pytest
 import scipy.sparse as sp
 from test_dense_agreement import DESIGNS, _dense_reference, _term
 
-import mixedmodels.objective.profiled_deviance as deviance_module
+import mixedmodels.linalg.blocked as deviance_module
 from mixedmodels.covariance import CovarianceStructure, group_terms
-from mixedmodels.objective.profiled_deviance import ProfiledDeviance
+from mixedmodels.linalg.blocked import BlockedSystem
 from mixedmodels.linalg.cross_products import compute_cross_products
-from mixedmodels.objective.solution import (
+from mixedmodels.linalg.solution import (
     conditional_variances,
     estimate,
     rest_inverse_in_place,
     rest_inverse_lower,
     solve_l22_transposed,
 )
+from mixedmodels.objective.profiled_deviance import ProfiledDeviance
 
 WITH_REST = sorted(k for k, v in DESIGNS.items() if len(v) > 1)
 
@@ -43,8 +44,8 @@ def _problem(name: str, seed: int = 42, n: int = 240):
 
 def _large_path(structure, A, monkeypatch, reml=True) -> ProfiledDeviance:
     monkeypatch.setattr(deviance_module, "_DENSE_UPDATE_LIMIT", -1)
-    dev = ProfiledDeviance(structure, A, reml=reml)
-    assert not dev._dense
+    dev = ProfiledDeviance(BlockedSystem(structure, A), reml=reml)
+    assert not dev.system._dense
     return dev
 
 
@@ -87,13 +88,15 @@ def test_large_path_equals_dense_reference(name, sparse_rest, reml, monkeypatch)
     assert dev(theta) == pytest.approx(ref_dev, rel=1e-11)
     f = dev.factor(theta)
     assert dev.objective(f) == pytest.approx(ref_dev, rel=1e-11)
-    est = estimate(dev, f)
+    est = estimate(dev.system, f, dev.reml)
     np.testing.assert_allclose(est.beta, ref_beta, rtol=1e-9, atol=1e-11)
     np.testing.assert_allclose(
         np.concatenate([b.ravel() for b in est.b]), ref_b, rtol=1e-8, atol=1e-10
     )
     offset = 0
-    for term, v in zip(structure.terms, conditional_variances(dev, f, est.sigma), strict=True):
+    for term, v in zip(
+        structure.terms, conditional_variances(dev.system, f, est.sigma), strict=True
+    ):
         p = term.ncols
         for lvl in range(term.nlevels):
             s = offset + lvl * p
@@ -117,18 +120,20 @@ def test_sparse_zrtzr_outside_the_update_pattern(scalar_rest, monkeypatch):
     y = rng.normal(size=n) + X @ np.array([1.0, 0.5])
     grouped = group_terms(terms)
     structure = CovarianceStructure.from_terms(grouped)
-    dense = ProfiledDeviance(structure, compute_cross_products(grouped, X, y))
+    dense = ProfiledDeviance(BlockedSystem(structure, compute_cross_products(grouped, X, y)))
     A = compute_cross_products(grouped, X, y, sparse_rest=True)
     large = _large_path(structure, A, monkeypatch)
-    assert not large._rest_in_pattern
+    assert not large.system._rest_in_pattern
     theta = structure.initial_theta() * 0.9 + 0.1
     assert large(theta) == pytest.approx(dense(theta), rel=1e-12)
     ref = _dense_reference(structure, X, y, theta, True)
     f = large.factor(theta)
-    est = estimate(large, f)
+    est = estimate(large.system, f, large.reml)
     np.testing.assert_allclose(est.beta, ref[1], rtol=1e-9, atol=1e-11)
     offset = 0
-    for term, v in zip(structure.terms, conditional_variances(large, f, est.sigma), strict=True):
+    for term, v in zip(
+        structure.terms, conditional_variances(large.system, f, est.sigma), strict=True
+    ):
         p = term.ncols
         for lvl in range(term.nlevels):
             s = offset + lvl * p
@@ -140,7 +145,7 @@ def test_factor_owns_its_array_and_survives_later_evaluations(monkeypatch):
     grouped, structure, X, y, theta = _problem("crossed_scalar")
     dev = _large_path(structure, compute_cross_products(grouped, X, y), monkeypatch)
     f = dev.factor(theta)
-    assert dev._S is None  # handed over: the factor holds the only m x m array
+    assert dev.system._S is None  # handed over: the factor holds the only m x m array
     L = f.L.copy()
     np.testing.assert_array_equal(np.triu(f.L, 1), 0.0)
     assert np.shares_memory(f.L22, f.L) and np.shares_memory(f.LXX, f.L)
@@ -155,31 +160,33 @@ def test_repeated_theta_is_not_factored_again(monkeypatch):
     grouped, structure, X, y, theta = _problem("crossed_vector")
     dev = _large_path(structure, compute_cross_products(grouped, X, y), monkeypatch)
     calls = []
-    original = dev._cholesky
+    original = dev.system._cholesky
 
     def counting(t):
         calls.append(np.array(t, copy=True))
         return original(t)
 
-    monkeypatch.setattr(dev, "_cholesky", counting)
+    monkeypatch.setattr(dev.system, "_cholesky", counting)
     first = dev(theta)
     assert dev(theta.copy()) == first  # remembered
     assert len(calls) == 1
     f = dev.factor(theta)  # the workspace holds this theta's factor: reused
     assert len(calls) == 1
-    fresh = ProfiledDeviance(structure, dev.A).factor(theta)
+    fresh = ProfiledDeviance(BlockedSystem(structure, dev.A)).factor(theta)
     np.testing.assert_allclose(f.L, fresh.L, rtol=1e-13, atol=1e-15)
     assert dev.objective(f) == pytest.approx(first, rel=1e-14)
     assert dev.factor(theta) is f  # asked again before any other evaluation: the same
     assert len(calls) == 1
     dev(theta * 1.1)  # needs a workspace: the kept factor is let go
-    assert dev._kept is None
+    assert dev.system._kept is None
     again = dev.factor(theta)
     assert again is not f and len(calls) == 3
     np.testing.assert_array_equal(again.L, f.L)
     other = theta * 0.9
     dev.factor(other)
-    assert dev(other) == pytest.approx(ProfiledDeviance(structure, dev.A)(other), rel=1e-14)
+    assert dev(other) == pytest.approx(
+        ProfiledDeviance(BlockedSystem(structure, dev.A))(other), rel=1e-14
+    )
     assert len(calls) == 4  # the value came from the factor just computed
     assert dev.evaluations == 4
 
@@ -194,7 +201,7 @@ def test_non_positive_definite_point_does_not_leave_a_stale_factor(monkeypatch):
         lambda a, **kw: (a, 1),  # a failed factorisation after S was written
     )
     assert dev(theta * 1.1) == float("inf")
-    assert dev._S_theta is None
+    assert dev.system._S_theta is None
 
 
 @pytest.mark.parametrize("name", WITH_REST)
@@ -207,7 +214,7 @@ def test_rest_inverse_in_place_equals_the_copying_one(name, monkeypatch):
     np.testing.assert_allclose(np.tril(np.linalg.inv(S)), want, rtol=1e-10, atol=1e-13)
     got = rest_inverse_in_place(dev, f)
     assert np.shares_memory(got, f.L)
-    assert dev._kept is None  # released: factor() computes afresh
+    assert dev.system._kept is None  # released: factor() computes afresh
     scale = np.abs(want).max()
     np.testing.assert_allclose(np.tril(got), want, rtol=0, atol=1e-12 * scale)
     fresh = dev.factor(theta)

@@ -80,7 +80,11 @@ def fit(name: str):
     theta = np.atleast_1d(reference_for_fit(name)["fit"]["theta"])
     opt = dataclasses.replace(own.opt, final_theta=theta)
     return LinearMixedModelResult(
-        model=own.model, deviance_function=own.deviance_function, opt=opt, reml=own.reml
+        model=own.model,
+        objective_function=own.objective_function,
+        deviance_function=own.deviance_function,
+        opt=opt,
+        reml=own.reml,
     )
 
 

@@ -29,8 +29,8 @@ import mixedmodels as mm
 from mixedmodels.errors import DataError, InputFileError, RankDeficiencyWarning
 from mixedmodels.io.sources import FrameChunks, is_streamed_source
 from mixedmodels.models.streamed import lmer_streamed, streamed_cross_products
-from mixedmodels.results.streamed import sample_residuals, write_predictions
 from mixedmodels.results import LinearMixedModelResult
+from mixedmodels.results.streamed import sample_residuals, write_predictions
 
 CASES = {
     "sleepstudy": ("sleepstudy", "Reaction ~ Days + (Days | Subject)"),
@@ -71,7 +71,11 @@ def assert_same_blocks(streamed, whole) -> None:
 def at_theta(model, fit) -> LinearMixedModelResult:
     """Results of ``model`` at ``fit``'s optimum (no optimisation)."""
     return LinearMixedModelResult(
-        model=model, deviance_function=model.deviance_function(), opt=replace(fit.opt), reml=True
+        model=model,
+        objective_function=model.objective(True),
+        deviance_function=model.deviance_function(),
+        opt=replace(fit.opt),
+        reml=True,
     )
 
 

@@ -18,17 +18,21 @@ import math
 import sys
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from itertools import pairwise
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from ..objective.solution import estimate
+from ..errors import ModelSpecificationError
+from ..linalg.cross_products import compute_stratified_cross_products
+from ..linalg.solution import estimate
+from ..objective.model_objective import LinearMixedObjective
+from ..objective.profiled_deviance import ProfiledDeviance
 from ..optimize import OptimizerOptions, minimize_bobyqa
 from .linear_model import LinearModelResult, ols_criterion
-from .profile import SdCorParameters
+from .profile import SdCorParameters, residual_ratio_names
 
 _REFIT = OptimizerOptions(ftol_rel=1e-10, ftol_abs=1e-8, xtol_abs=1e-7, initial_step=0.3)
 
@@ -57,6 +61,8 @@ class BootstrapFit:
     reml: bool
     structure: Any
     x_names: tuple[str, ...]
+    psi: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    strata: Any = None
 
     @property
     def loglik(self) -> float:
@@ -69,7 +75,12 @@ class BootstrapFit:
             return pd.Series(vals, index=["sigma", *self.x_names])
         sc = SdCorParameters(self.structure)
         vals = np.concatenate([sc.to_phi(self.theta, self.sigma), self.beta])
-        return pd.Series(vals, index=[*sc.names, *self.x_names])
+        names = [*sc.names, *self.x_names]
+        if self.strata is not None:
+            # Residual SD ratios of the non-reference groups (nlme's varIdent coefficients).
+            vals = np.concatenate([vals, np.exp(self.psi)])
+            names += residual_ratio_names(self.strata)
+        return pd.Series(vals, index=names)
 
     def icc(self, groups: list[str]) -> np.ndarray:
         """Adjusted ICC of ``groups`` (random-intercept variances over their sum plus sigma^2)."""
@@ -88,7 +99,14 @@ class BootstrapFit:
 
 
 class _Refitter:
-    """Refits one model to new responses through its cross products (picklable)."""
+    """Refits one model to new responses through its cross products (picklable).
+
+    Only the response changes, so only the ``y`` parts of the blocks are formed again
+    (``Z'Wy``, ``X'Wy``, ``y'Wy`` with the prior weights ``W``, after the offset is taken
+    from y); the rest, and the system's symbolic set-up, are shared. With residual
+    variances by group the blocks of each group are formed again and the model's whole
+    objective (theta and the SD ratios) is minimised, as the fit did.
+    """
 
     def __init__(self, fit: Any, reml: bool):
         self.reml = bool(reml)
@@ -96,12 +114,25 @@ class _Refitter:
         self.x_names = tuple(fit.design.x_names)
         self.mixed = not isinstance(fit, LinearModelResult)
         if self.mixed:
+            model = fit.model
+            if not model.has_rows:
+                raise ModelSpecificationError(
+                    "the parametric bootstrap simulates and refits rows, and this fit was made "
+                    "from streamed chunks without keeping them; fit an in-memory sample instead"
+                )
             self.structure = fit.structure
-            self.A = fit.model.cross_products
+            self.weights = model.weights
+            self.offset = model.offset
+            self.strata = model.residual_strata
+            self.start = fit.opt.final_theta.copy()
+            self.lower = fit.objective_function.lower_bounds()
+            if self.strata is not None:
+                self._objective = fit.objective_function.with_reml(self.reml)
+                self._terms = model.terms
+                return
+            self.A = model.cross_products
             # Built once (with its rank-update pattern); replicates only swap the y parts.
-            self._base = fit.model.deviance_function(self.reml)
-            self.theta0 = fit.theta
-            self.lower = fit.structure.lower_bounds()
+            self._base = model.deviance_function(self.reml)
             terms = fit.structure.terms
             self._t1 = terms[0]
             self._rest: list[tuple[np.ndarray, np.ndarray]] = []
@@ -116,6 +147,29 @@ class _Refitter:
             self.structure = None
             self._logdet = fit.logdet_xtx
 
+    def _with_response(self, y: np.ndarray) -> ProfiledDeviance:
+        """The deviance of the homoscedastic model for the response ``y`` (offset removed)."""
+        A = self.A
+        t1 = self._t1
+        wy = y if self.weights is None else self.weights * y
+        xytz1 = A.xytz1.copy()
+        for j in range(t1.ncols):
+            xytz1[-1, :, j] = np.bincount(t1.refs, weights=t1.z[:, j] * wy, minlength=t1.nlevels)
+        xytzr = None
+        if A.xytzr is not None:
+            xytzr = A.xytzr.copy()
+            last = np.zeros(self._qr)
+            for idx, z in self._rest:
+                last += np.bincount(idx, weights=z * wy, minlength=self._qr)
+            xytzr[-1] = last
+        xytxy = A.xytxy.copy()
+        xty = self.X.T @ wy
+        xytxy[-1, :-1] = xty
+        xytxy[:-1, -1] = xty
+        xytxy[-1, -1] = wy @ y
+        system = self._base.system.with_values(replace(A, xytz1=xytz1, xytzr=xytzr, xytxy=xytxy))
+        return ProfiledDeviance(system, self.reml, self._base.constant)
+
     def refit(self, y: np.ndarray) -> BootstrapFit:
         X = self.X
         if not self.mixed:
@@ -126,49 +180,64 @@ class _Refitter:
             obj = ols_criterion(rss, self._logdet, n, p, self.reml)
             sigma = math.sqrt(rss / (n - p if self.reml else n))
             return BootstrapFit(np.zeros(0), beta, sigma, obj, self.reml, None, self.x_names)
-        A = self.A
-        t1 = self._t1
-        xytz1 = A.xytz1.copy()
-        for j in range(t1.ncols):
-            xytz1[-1, :, j] = np.bincount(t1.refs, weights=t1.z[:, j] * y, minlength=t1.nlevels)
-        xytzr = None
-        if A.xytzr is not None:
-            xytzr = A.xytzr.copy()
-            last = np.zeros(self._qr)
-            for idx, z in self._rest:
-                last += np.bincount(idx, weights=z * y, minlength=self._qr)
-            xytzr[-1] = last
-        xytxy = A.xytxy.copy()
-        xty = X.T @ y
-        xytxy[-1, :-1] = xty
-        xytxy[:-1, -1] = xty
-        xytxy[-1, -1] = y @ y
-        dev = self._base.with_cross_products(replace(A, xytz1=xytz1, xytzr=xytzr, xytxy=xytxy))
-        opt = minimize_bobyqa(dev, self.theta0, self.lower, _REFIT)
-        f = dev.factor(opt.final_theta)
-        est = estimate(dev, f)
+        if self.offset is not None:
+            y = y - self.offset
+        if self.strata is None:
+            dev = self._with_response(y)
+            opt = minimize_bobyqa(dev, self.start, self.lower, _REFIT)
+            psi = np.zeros(0)
+        else:
+            blocks = compute_stratified_cross_products(
+                self._terms, X, y, self.strata.codes, self.strata.nstrata, weights=self.weights
+            )
+            residual = self._objective.residual
+            objective = LinearMixedObjective(
+                self.structure,
+                type(residual)(residual.strata, blocks, residual.weights_jacobian),
+                self.reml,
+            )
+            opt = minimize_bobyqa(objective, self.start, self.lower, _REFIT)
+            theta, psi = objective.split(opt.final_theta)
+            dev = objective.factored_at(psi)
+        theta = opt.final_theta[: self.structure.ntheta]
+        f = dev.factor(theta)
+        est = estimate(dev.system, f, self.reml)
         return BootstrapFit(
-            opt.final_theta,
+            theta,
             est.beta,
             est.sigma,
             float(dev.objective(f)),
             self.reml,
             self.structure,
             self.x_names,
+            psi,
+            None if self.strata is None else self.strata,
         )
 
 
 class _Simulator:
-    """Draws responses from a fitted model (picklable)."""
+    """Draws responses from a fitted model (picklable): its fixed part with the offset, new
+    random effects, and residuals with each row's own SD (``sigma delta_i / sqrt(w_i)``)."""
 
     def __init__(self, fit: Any):
         self.mean = fit.design.X @ fit.fixef.to_numpy()
         self.sigma = float(fit.sigma)
         self.terms: list[tuple[np.ndarray, np.ndarray, np.ndarray, int]] = []
+        self.scale: np.ndarray | None = None  # residual SD of each row relative to sigma
         if not isinstance(fit, LinearModelResult):
+            model = fit.model
+            if model.offset is not None:
+                self.mean = self.mean + model.offset
             templates = fit.structure.templates(fit.theta)
             for T, term in zip(templates, fit.structure.terms, strict=True):
                 self.terms.append((T, term.refs, term.z, term.nlevels))
+            scale = np.ones(self.mean.shape[0])
+            if model.residual_strata is not None:
+                scale = fit.residual_sd_ratio.to_numpy()[model.residual_strata.codes]
+            if model.weights is not None:
+                scale = scale / np.sqrt(model.weights)
+            if model.residual_strata is not None or model.weights is not None:
+                self.scale = scale
 
     def draw(self, rng: np.random.Generator) -> np.ndarray:
         y = self.mean.copy()
@@ -176,7 +245,8 @@ class _Simulator:
             u = rng.standard_normal((nlevels, T.shape[0]))
             b = self.sigma * (u @ T.T)
             y += np.einsum("ij,ij->i", z, b[refs])
-        y += self.sigma * rng.standard_normal(y.shape[0])
+        e = self.sigma * rng.standard_normal(y.shape[0])
+        y += e if self.scale is None else e * self.scale
         return y
 
 

@@ -143,7 +143,9 @@ def kenward_roger_covariance(fit: LinearMixedModelResult) -> KenwardRogerCovaria
     Raises
     ------
     ModelSpecificationError
-        For ML fits (the method is defined for REML).
+        For ML fits (the method is defined for REML), and for fits with residual variances
+        by group (only one residual variance is handled; prior weights are: KR is
+        invariant to the known rescaling of rows that weights are).
 
     Notes
     -----
@@ -155,6 +157,11 @@ def kenward_roger_covariance(fit: LinearMixedModelResult) -> KenwardRogerCovaria
     >>> kr = kenward_roger_covariance(fit)   # doctest: +SKIP
     >>> np.sqrt(np.diag(kr.vcov_beta_adjusted))  # doctest: +SKIP
     """
+    if getattr(fit, "residual_strata", None) is not None:
+        raise ModelSpecificationError(
+            "Kenward-Roger df are not available for fits with residual variances by group "
+            "(residual_groups=); use ddf='satterthwaite', which accounts for the SD ratios"
+        )
     if not fit.reml:
         raise ModelSpecificationError(
             "the Kenward-Roger method is defined for REML fits only; refit with reml=True "

@@ -26,7 +26,6 @@ from __future__ import annotations
 import math
 import sys
 import warnings
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -125,8 +124,14 @@ class SdCorParameters:
         return theta
 
 
+def residual_ratio_names(strata: Any) -> list[str]:
+    """Names of the residual SD ratios of the non-reference groups (nlme's varIdent)."""
+    return [f"sdratio_{label}|{strata.column}" for label in strata.labels[1:]]
+
+
 def ml_deviance_sdcor(dev: ProfiledDeviance, params: SdCorParameters, phi: np.ndarray) -> float:
-    """ML deviance at ``phi`` (sd's, correlations, sigma), beta profiled out (lme4's devfun2)."""
+    """ML deviance at ``phi`` (sd's, correlations, sigma), beta profiled out (lme4's devfun2),
+    with the deviance's constant (the log-Jacobian of weights or residual SD ratios)."""
     sigma = phi[-1]
     if not sigma > 0:
         return math.inf
@@ -138,7 +143,7 @@ def ml_deviance_sdcor(dev: ProfiledDeviance, params: SdCorParameters, phi: np.nd
     except np.linalg.LinAlgError:
         return math.inf
     s2 = sigma * sigma
-    return f.logdet_z + dev.n * (_LOG_2PI + math.log(s2)) + f.pwrss / s2
+    return f.logdet_z + dev.n * (_LOG_2PI + math.log(s2)) + f.pwrss / s2 + dev.constant
 
 
 def _bobyqa(fun, x0: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> tuple[np.ndarray, float]:
@@ -226,24 +231,30 @@ class LikelihoodProfile:
         self.fit = fit
         self.ml_fit = ml
         self.progress = progress
-        self.dev = ml.model.deviance_function(False)
+        # The fitted model's own ML objective: theta and the residual structure's parameters.
+        self.objective = ml.objective_function
         self.params = SdCorParameters(ml.structure)
-        self.phi_hat = self.params.to_phi(ml.theta, ml.sigma)
+        theta_hat, psi_hat = self.objective.split(ml.opt.final_theta)
+        strata = getattr(ml, "residual_strata", None)
+        ratio_names = [] if strata is None or psi_hat.size == 0 else residual_ratio_names(strata)
+        self._nres = len(ratio_names)
+        self.phi_hat = np.concatenate(
+            [self.params.to_phi(theta_hat, ml.sigma), np.exp(psi_hat[: self._nres])]
+        )
         self.base_deviance = float(ml.objective)
-        # The optimum may improve slightly in sd/cor coordinates: take the better one.
         self.beta_hat = ml.fixef.to_numpy()
         self.beta_se = ml.se.to_numpy()
         self.x_names = list(ml.design.x_names)
-        self.names = [*self.params.names, *self.x_names]
+        self.kinds = [*self.params.kinds, *(["ratio"] * self._nres)]
+        self.names = [*self.params.names, *ratio_names, *self.x_names]
         self.estimates = pd.Series(np.concatenate([self.phi_hat, self.beta_hat]), index=self.names)
         nvp = len(self.phi_hat)
-        lower = np.array([0.0 if k in ("sd", "sigma") else -1.0 for k in self.params.kinds])
-        upper = np.array([math.inf if k != "cor" else 1.0 for k in self.params.kinds])
+        lower = np.array([0.0 if k in ("sd", "sigma", "ratio") else -1.0 for k in self.kinds])
+        upper = np.array([math.inf if k != "cor" else 1.0 for k in self.kinds])
         self._lower = np.concatenate([lower, np.full(len(self.beta_hat), -math.inf)])
         self._upper = np.concatenate([upper, np.full(len(self.beta_hat), math.inf)])
         self._nvp = nvp
         self._cache: dict[str, dict[float, tuple[float, np.ndarray]]] = {n: {} for n in self.names}
-        self._fixed_dev: dict[int, Any] = {}
 
     # -- zeta -----------------------------------------------------------------------------
     def _warm_start(self, name: str, value: float, default: np.ndarray) -> np.ndarray:
@@ -256,59 +267,55 @@ class LikelihoodProfile:
         nearest = min(same_side, key=lambda v: abs(v - value))
         return self._cache[name][nearest][1]
 
+    def _variance_deviance(self, vp: np.ndarray) -> float:
+        """ML deviance at the sd/cor parameters, sigma and residual SD ratios ``vp``."""
+        k = len(self.params.names)
+        ratios = vp[k:]
+        if np.any(ratios <= 0.0):
+            return math.inf
+        dev = self.objective.factored_at(np.log(ratios))
+        return ml_deviance_sdcor(dev, self.params, vp[:k])
+
     def _zeta_variance(self, i: int, value: float) -> tuple[float, np.ndarray]:
         name = self.names[i]
         free = np.array([j for j in range(self._nvp) if j != i])
-        phi = self.phi_hat.copy()
-        sig_pos = self._nvp - 1
-        x0 = self._warm_start(name, value, self.phi_hat[free])
+        vp = self.phi_hat.copy()
+        x0 = self._warm_start(name, value, self.phi_hat[free]).copy()
         lower = self._lower[free].copy()
         upper = self._upper[free].copy()
-        # sigma (when free) is optimised on the log scale: unbounded and better scaled.
-        log_pos = np.flatnonzero(free == sig_pos)
-        x0 = x0.copy()
-        if log_pos.size:
-            x0[log_pos] = math.log(max(x0[log_pos][0], 1e-300))
-            lower[log_pos] = -math.inf
-        params, dev = self.params, self.dev
+        # sigma and SD ratios (when free) are optimised on the log scale: unbounded and
+        # better scaled.
+        log_pos = np.flatnonzero([self.kinds[j] in ("sigma", "ratio") for j in free])
+        x0[log_pos] = np.log(np.maximum(x0[log_pos], 1e-300))
+        lower[log_pos] = -math.inf
 
         def objective(x):
-            full = phi.copy()
+            full = vp.copy()
             full[i] = value
             xx = x.copy()
-            if log_pos.size:
-                xx[log_pos] = math.exp(xx[log_pos][0])
+            xx[log_pos] = np.exp(xx[log_pos])
             full[free] = xx
-            return ml_deviance_sdcor(dev, params, full)
+            return self._variance_deviance(full)
 
         x, fval = _bobyqa(objective, x0, lower, upper)
-        if log_pos.size:
-            x = x.copy()
-            x[log_pos] = math.exp(x[log_pos][0])
+        x = x.copy()
+        x[log_pos] = np.exp(x[log_pos])
         return fval, x
 
-    def _fixed_deviance(self, j: int, b: float) -> ProfiledDeviance:
-        A = self.dev.A
-        p = A.xytxy.shape[0] - 1
+    def _zeta_fixed(self, j: int, value: float) -> tuple[float, np.ndarray]:
+        """``beta_j = b`` imposed by moving ``b x_j`` into the response and dropping column
+        ``j``: a linear map of the ``[X y]`` columns (no rows), then the model's whole ML
+        objective is minimised over the other parameters."""
+        name = self.x_names[j]
+        p = len(self.x_names)
         keep = [c for c in range(p) if c != j]
         M = np.zeros((p, p + 1))
         M[np.arange(p - 1), keep] = 1.0
         M[p - 1, p] = 1.0
-        M[p - 1, j] = -b
-        newA = replace(
-            A,
-            xytz1=np.tensordot(M, A.xytz1, axes=1),
-            xytzr=None if A.xytzr is None else M @ A.xytzr,
-            xytxy=M @ A.xytxy @ M.T,
-        )
-        # self.dev is the ML deviance; reuse its rank-update pattern (Zr'Z1 is unchanged).
-        return self.dev.with_cross_products(newA)
-
-    def _zeta_fixed(self, j: int, value: float) -> tuple[float, np.ndarray]:
-        name = self.x_names[j]
-        dev = self._fixed_deviance(j, value)
-        x0 = self._warm_start(name, value, self.ml_fit.theta)
-        res = minimize_bobyqa(dev, x0, self.dev.structure.lower_bounds(), _INNER)
+        M[p - 1, j] = -value
+        objective = self.objective.with_xy_transform(M)
+        x0 = self._warm_start(name, value, self.ml_fit.opt.final_theta)
+        res = minimize_bobyqa(objective, x0, objective.lower_bounds(), _INNER)
         return res.final_objective, res.final_theta
 
     def zeta(self, name: str, value: float) -> float:
@@ -346,18 +353,18 @@ class LikelihoodProfile:
     def _scale(self, i: int) -> float:
         if i >= self._nvp:
             return float(self.beta_se[i - self._nvp])
-        kind = self.params.kinds[i]
+        kind = self.kinds[i]
         est = self.phi_hat[i]
         if kind == "cor":
             return 0.2
-        if kind == "sigma":
+        if kind in ("sigma", "ratio"):
             return 0.1 * est
         return 0.5 * est if est > 0 else 0.2 * self.phi_hat[-1]
 
     def _endpoint(self, name: str, i: int, sign: int, z: float) -> float:
         est = float(self.estimates[name])
         lo, hi = self._lower[i], self._upper[i]
-        open_lower = self.names[i] == "sigma"
+        open_lower = i < self._nvp and self.kinds[i] in ("sigma", "ratio")
         h = self._scale(i) * (z if i >= self._nvp else 1.0)
         prev_v = est
         if (sign < 0 and est <= lo) or (sign > 0 and est >= hi):
@@ -396,7 +403,7 @@ class LikelihoodProfile:
         out: list[str] = []
         for p in parm:
             if p == "theta_":
-                out.extend(self.params.names)
+                out.extend(self.names[: self._nvp])
             elif p == "beta_":
                 out.extend(self.x_names)
             elif p in self.names:

@@ -29,7 +29,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..objective.profiled_deviance import BlockedFactor, ProfiledDeviance
+    from ..linalg.blocked import BlockedFactor
+    from ..objective.profiled_deviance import ProfiledDeviance
     from ..results import LinearMixedModelResult
 
 _LOG_2PI = float(np.log(2.0 * np.pi))
@@ -77,7 +78,9 @@ class _ThetaState:
 
 def _state(dev: ProfiledDeviance, f: BlockedFactor, reml: bool) -> _ThetaState:
     p = dev.p
-    logdet = f.logdet_z + (f.logdet_x if reml else 0.0)
+    # The deviance's constant is the log-Jacobian of the residual structure (SD ratios by
+    # group, prior weights): it depends on the residual parameters, so it belongs here.
+    logdet = f.logdet_z + (f.logdet_x if reml else 0.0) + dev.constant
     if p:
         # p is small: a plain inverse of the triangle is faster than a LAPACK call here.
         Rinv = np.linalg.inv(np.ascontiguousarray(f.LXX[:p, :p]))
@@ -112,10 +115,20 @@ def unprofiled_deviance(
     >>> unprofiled_deviance(fit.deviance_function, fit.theta, fit.sigma)  # doctest: +SKIP
     """
     reml = dev.reml if reml is None else bool(reml)
-    s = _state(dev, dev.factor(np.asarray(theta, dtype=np.float64)), reml)
-    c = dev.n - dev.p if reml else dev.n
+    state_at = _state_function(dev, reml)
+    s = state_at(np.asarray(theta, dtype=np.float64))
+    n, p = _sizes(dev)
+    c = n - p if reml else n
     s2 = float(sigma) ** 2
     return s.logdet + s.pwrss / s2 + c * (_LOG_2PI + np.log(s2))
+
+
+def _sizes(objective) -> tuple[int, int]:
+    """``(n, p)`` of a profiled deviance or of a model objective (at any parameters)."""
+    if hasattr(objective, "deviance_at"):
+        dev = objective.factored_at(objective.residual.initial())
+        return dev.n, dev.p
+    return objective.n, objective.p
 
 
 def _richardson(values: list, order: int = 2):
@@ -149,8 +162,27 @@ def _base_steps(x: np.ndarray, d: float = 0.1, eps: float = 1e-4) -> np.ndarray:
     return np.where(np.abs(x) < zero_tol, eps, d * np.abs(x))
 
 
+def _state_function(objective, reml: bool):
+    """``params -> _ThetaState`` for a profiled deviance (params = theta) or a model's whole
+    objective (params = theta, then the residual structure's parameters)."""
+    if hasattr(objective, "deviance_at"):
+        objective = objective.with_reml(reml) if objective.reml != reml else objective
+
+        def state(params: np.ndarray) -> _ThetaState:
+            theta, psi = objective.split(params)
+            dev = objective.factored_at(psi)
+            return _state(dev, dev.factor(theta), reml)
+
+        return state
+
+    def state_theta(theta: np.ndarray) -> _ThetaState:
+        return _state(objective, objective.factor(theta), reml)
+
+    return state_theta
+
+
 def varpar_covariance(
-    dev: ProfiledDeviance,
+    dev,
     theta: np.ndarray,
     sigma: float,
     *,
@@ -162,9 +194,12 @@ def varpar_covariance(
     Parameters
     ----------
     dev
-        The fit's profiled deviance function.
+        The fit's objective: its profiled deviance in theta, or its whole objective
+        (:class:`~mixedmodels.objective.model_objective.LinearMixedObjective`), whose
+        parameters include the residual structure's (e.g. varIdent's SD ratios): then
+        ``varpar`` is ``(theta, residual parameters, sigma)``.
     theta, sigma
-        The optimum.
+        The optimum (``theta``: all of the objective's parameters).
     reml
         REML or ML likelihood (default: the deviance function's flag).
     levels
@@ -192,13 +227,15 @@ def varpar_covariance(
     k = theta.size
     sigma = float(sigma)
     s2 = sigma * sigma
-    c = dev.n - dev.p if reml else dev.n
+    n, p = _sizes(dev)
+    c = n - p if reml else n
     cache: dict[bytes, _ThetaState] = {}
+    state_at = _state_function(dev, reml)
 
     def at(t: np.ndarray) -> _ThetaState:
         key = t.tobytes()
         if key not in cache:
-            cache[key] = _state(dev, dev.factor(t), reml)
+            cache[key] = state_at(t)
         return cache[key]
 
     def g(st: _ThetaState) -> float:  # the theta-dependent part of d at fixed sigma
@@ -262,7 +299,9 @@ def varpar_covariance_of(fit: LinearMixedModelResult) -> VarparCovariance:
     """:func:`varpar_covariance` at a fit's optimum, computed once per fit and cached."""
     out = _CACHE.get(fit)
     if out is None:
-        out = varpar_covariance(fit.deviance_function, fit.theta, fit.sigma, reml=fit.reml)
+        out = varpar_covariance(
+            fit.objective_function, fit.opt.final_theta, fit.sigma, reml=fit.reml
+        )
         _CACHE[fit] = out
     return out
 

@@ -308,11 +308,23 @@ class StratifiedCrossProducts:
             nobs=int(self.counts.sum()),
         )
 
+    def transform_xy(self, M: np.ndarray) -> StratifiedCrossProducts:
+        """Every stratum's blocks with ``[X y]`` mapped by ``M`` (see :func:`transform_xy`)."""
+        return StratifiedCrossProducts(
+            strata=tuple(transform_xy(a, M) for a in self.strata), counts=self.counts
+        )
+
 
 def compute_stratified_cross_products(
-    terms: tuple[GroupedTerm, ...], X: np.ndarray, y: np.ndarray, strata: np.ndarray, nstrata: int
+    terms: tuple[GroupedTerm, ...],
+    X: np.ndarray,
+    y: np.ndarray,
+    strata: np.ndarray,
+    nstrata: int,
+    weights: np.ndarray | None = None,
 ) -> StratifiedCrossProducts:
-    """Cross products of the rows of each stratum (``strata`` holds 0..nstrata-1 per row)."""
+    """Cross products of the rows of each stratum (``strata`` holds 0..nstrata-1 per row),
+    weighted by ``weights`` if given."""
     parts = []
     for g in range(nstrata):
         rows = np.flatnonzero(strata == g)
@@ -321,6 +333,7 @@ def compute_stratified_cross_products(
                 terms,
                 X[rows],
                 y[rows],
+                weights=None if weights is None else weights[rows],
                 refs=[t.refs[rows] for t in terms],
                 zs=[t.z[rows] for t in terms],
             )
@@ -356,3 +369,21 @@ def compute_stratified_cross_products(
         parts = aligned
     counts = np.array([p.nobs for p in parts], dtype=np.int64)
     return StratifiedCrossProducts(strata=tuple(parts), counts=counts)
+
+
+def transform_xy(A: CrossProducts, M: np.ndarray) -> CrossProducts:
+    """The blocks of ``[Z X' y']`` where ``[X' y'] = [X y] M'`` (``M``: (p' + 1, p + 1)).
+
+    A linear map of the ``[X y]`` columns maps their cross products without the rows:
+    ``[X y]'Z -> M [X y]'Z`` and ``[X y]'[X y] -> M [X y]'[X y] M'``. Moving ``b x_j`` into
+    the response (a fixed-effect profile) or dropping columns is such a map.
+    """
+    return CrossProducts(
+        z1tz1=A.z1tz1,
+        zrtz1=A.zrtz1,
+        zrtzr=A.zrtzr,
+        xytz1=np.tensordot(M, A.xytz1, axes=1),
+        xytzr=None if A.xytzr is None else M @ A.xytzr,
+        xytxy=M @ A.xytxy @ M.T,
+        nobs=A.nobs,
+    )

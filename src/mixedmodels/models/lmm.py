@@ -1,9 +1,11 @@
-"""The linear mixed model: design -> cross products -> profiled deviance -> fit.
+"""The linear mixed model: design -> cross products -> the model's objective -> fit.
 
 lme4's four public stages (``lFormula`` -> ``mkLmerDevfun`` -> ``optimizeLmer`` ->
-``mkMerMod``) appear here as ``build_design`` (design/), :class:`LinearMixedModel` (cross
-products and the deviance function), :meth:`LinearMixedModel.fit` (optimisation and
-checks) and :class:`~mixedmodels.results.LinearMixedModelResult` (immutable results).
+``mkMerMod``) appear as ``build_design`` (design/), :class:`LinearMixedModel` (cross
+products, the residual structure and the objective), :meth:`LinearMixedModel.fit`
+(optimisation, finish and checks) and :class:`~mixedmodels.results.LinearMixedModelResult`
+(immutable results). Which system evaluates the criterion is asked of
+:mod:`mixedmodels.linalg.choice`; the criterion itself is :mod:`mixedmodels.objective`'s.
 """
 
 from __future__ import annotations
@@ -23,21 +25,20 @@ from mixedmodels.errors import (
     ModelSpecificationError,
     SingularFitWarning,
 )
+from mixedmodels.linalg.blocked import BlockedSystem
+from mixedmodels.linalg.choice import (
+    dense_system,
+    evaluates_dense,
+    prefers_dense,
+    rows_product_fits,
+)
 from mixedmodels.linalg.cross_products import (
     CrossProducts,
     compute_cross_products,
     compute_stratified_cross_products,
 )
-from mixedmodels.objective.dense_deviance import (
-    ROWS_PRODUCT_MAX,
-    DenseDevianceGradient,
-    DenseProfiledDeviance,
-    cross_products_from_rows,
-    dense_size,
-    evaluates_dense,
-    prefers_dense,
-)
-from mixedmodels.objective.gradient import ProfiledDevianceGradient
+from mixedmodels.objective.gradient import DenseDevianceGradient, ProfiledDevianceGradient
+from mixedmodels.objective.model_objective import LinearMixedObjective
 from mixedmodels.objective.profiled_deviance import ProfiledDeviance
 from mixedmodels.optimize import (
     OptimizerOptions,
@@ -47,17 +48,20 @@ from mixedmodels.optimize import (
     polish,
     snap_to_bounds,
 )
-from mixedmodels.residual.var_ident import ResidualStrata, StratifiedDeviance
+from mixedmodels.residual.structures import Homoscedastic, VarIdent, weights_log_jacobian
+from mixedmodels.residual.var_ident import ResidualStrata
 from mixedmodels.results import LinearMixedModelResult
 
 
 class LinearMixedModel:
-    """A linear mixed model ready to fit: cross products formed once, deviance built once.
+    """A linear mixed model ready to fit: cross products formed once, objective built once.
 
     Parameters
     ----------
     design
-        The numeric design (see :func:`mixedmodels.design.build_design`).
+        The numeric design (see :func:`mixedmodels.design.build_design`). Its prior
+        ``weights`` (residual variance ``sigma^2 / w_i``, as lme4's ``weights=``) and
+        ``offset`` (added to the linear predictor with coefficient 1) are used when set.
     reml
         Fit by REML (default, as lme4) or ML.
     formula
@@ -69,8 +73,12 @@ class LinearMixedModel:
         variance.
     cross_products
         Blocks of [Z X y]'[Z X y] computed elsewhere (streamed in chunks, or reduced on a
-        cluster). Then ``design`` need not hold any rows: only its names, levels and spec
-        are used, and results that need rows (fitted values, residuals) are unavailable.
+        cluster; weighted and with the offset taken from y already). Then ``design`` need
+        not hold any rows: only its names, levels and spec are used, and results that need
+        rows (fitted values, residuals) are unavailable.
+    log_jacobian
+        With ``cross_products``: ``-sum log w_i`` of the prior weights summed over the
+        chunks (0 without weights).
     """
 
     def __init__(
@@ -82,6 +90,7 @@ class LinearMixedModel:
         data_name: str | None = None,
         residual_strata: ResidualStrata | None = None,
         cross_products: CrossProducts | None = None,
+        log_jacobian: float = 0.0,
     ):
         self.design = design
         self.residual_strata = residual_strata
@@ -112,38 +121,57 @@ class LinearMixedModel:
                 )
         self.terms = group_terms(design.re_terms)
         self.structure = CovarianceStructure.from_terms(self.terms)
+        self.weights = getattr(design, "weights", None)
+        self.offset = getattr(design, "offset", None)
+        # The response the engine sees: the offset is a known part of the linear predictor.
+        self.y = design.y if self.offset is None or not self.has_rows else design.y - self.offset
+        self.log_jacobian = (
+            weights_log_jacobian(self.weights) if cross_products is None else float(log_jacobian)
+        )
         self._deviances: dict[bool, ProfiledDeviance] = {}
-        self._stratified: dict[bool, StratifiedDeviance] = {}
-        self._dense: dict[bool, DenseProfiledDeviance] = {}
+        self._dense: dict[bool, ProfiledDeviance] = {}
+        self._objectives: dict[bool, LinearMixedObjective] = {}
         self._cross_products: CrossProducts | None = None
+        self._residual: Homoscedastic | VarIdent | None = None
         if cross_products is not None:
             if residual_strata is not None:
                 raise ModelSpecificationError(
                     "residual variances by group are not available for precomputed cross products"
                 )
-            self.stratified_cross_products = None
             self._cross_products = cross_products
-        elif residual_strata is None:
-            # Computed on first use: a small model is fitted in dense form (see _fit) and
-            # needs the blocks only for what follows the fit (conditional variances, KR...).
-            self.stratified_cross_products = None
-        else:
+        elif residual_strata is not None:
             if residual_strata.codes.shape[0] != n:
                 raise ValueError("residual strata must have one code per row of the design")
-            self.stratified_cross_products = compute_stratified_cross_products(
-                self.terms, design.X, design.y, residual_strata.codes, residual_strata.nstrata
+            blocks = compute_stratified_cross_products(
+                self.terms,
+                design.X,
+                self.y,
+                residual_strata.codes,
+                residual_strata.nstrata,
+                weights=self.weights,
             )
-            # The unweighted sum: what the homoscedastic model would use.
-            self._cross_products = self.stratified_cross_products.combine(
-                np.ones(residual_strata.nstrata)
-            )
+            self._residual = VarIdent(residual_strata, blocks, self.log_jacobian)
+            # The equal-variance sum: what the homoscedastic model would use.
+            self._cross_products = blocks.combine(np.ones(residual_strata.nstrata))
+        # Otherwise the blocks are computed on first use: a small model is fitted in dense
+        # form (see _fit) and needs them only for what follows the fit (KR, profiles...).
 
     @property
     def cross_products(self) -> CrossProducts:
-        """The blocks of ``[Z X y]'[Z X y]`` (see :mod:`.linalg.cross_products`), formed once."""
+        """The blocks of ``[Z X y]' W [Z X y]`` (:mod:`.linalg.cross_products`), formed once
+        (``W``: the prior weights; y less the offset)."""
         if self._cross_products is None:
-            self._cross_products = compute_cross_products(self.terms, self.design.X, self.design.y)
+            self._cross_products = compute_cross_products(
+                self.terms, self.design.X, self.y, weights=self.weights
+            )
         return self._cross_products
+
+    @property
+    def residual_structure(self) -> Homoscedastic | VarIdent:
+        """How ``Var(e)`` departs from ``sigma^2 I`` (:mod:`mixedmodels.residual.structures`)."""
+        if self._residual is None:
+            self._residual = Homoscedastic(lambda: self.cross_products, self.log_jacobian)
+        return self._residual
 
     @property
     def rest_size(self) -> int:
@@ -151,59 +179,84 @@ class LinearMixedModel:
         return sum(t.nranef for t in self.terms[1:])
 
     def is_small(self) -> bool:
-        """Fitted in dense form (:mod:`.dense_deviance`): a small model (by its sizes alone,
-        :func:`.dense_deviance.prefers_dense`) with one residual variance."""
+        """Fitted in dense form (:mod:`mixedmodels.linalg.dense`): a small model (by its sizes
+        alone, :func:`~mixedmodels.linalg.choice.prefers_dense`) with one residual variance."""
         p = self.design.X.shape[1]
         return self.residual_strata is None and prefers_dense(self.structure, p)
 
-    def dense_deviance(self, reml: bool | None = None) -> DenseProfiledDeviance:
-        """The profiled deviance of a small model in dense form; built once and cached."""
+    def dense_deviance(self, reml: bool | None = None) -> ProfiledDeviance:
+        """The profiled deviance of a small model over its dense system; built once."""
         key = self.reml if reml is None else bool(reml)
         if key not in self._dense:
             other = self._dense.get(not key)
             if other is not None:
                 self._dense[key] = other.with_reml(key)
-            elif (
-                self._cross_products is None
-                and self.has_rows
-                and (
-                    self.nobs * dense_size(self.structure, self.design.X.shape[1])
-                    <= ROWS_PRODUCT_MAX
-                )
-            ):
-                W = cross_products_from_rows(self.structure, self.design.X, self.design.y)
-                self._dense[key] = DenseProfiledDeviance(self.structure, W, self.nobs, key)
             else:
-                self._dense[key] = DenseProfiledDeviance.from_cross_products(
-                    self.structure, self.cross_products, key
-                )
+                p = self.design.X.shape[1]
+                if (
+                    self._cross_products is None
+                    and self.has_rows
+                    and rows_product_fits(self.structure, self.nobs, p)
+                ):
+                    system = dense_system(
+                        self.structure, X=self.design.X, y=self.y, weights=self.weights
+                    )
+                else:
+                    system = dense_system(self.structure, A=self.cross_products)
+                self._dense[key] = ProfiledDeviance(system, key, self.log_jacobian)
         return self._dense[key]
 
     def deviance_function(self, reml: bool | None = None) -> ProfiledDeviance:
-        """The profiled deviance (REML or ML) as a function of theta; built once and cached."""
+        """The blocked profiled deviance (REML or ML) as a function of theta, for one residual
+        variance; built once and cached."""
+        if self.residual_strata is not None:
+            raise ModelSpecificationError(
+                "this model has residual variances by group: its criterion depends on their "
+                "ratios too; use model.objective(reml) (theta and the log SD ratios)"
+            )
         key = self.reml if reml is None else bool(reml)
         if key not in self._deviances:
-            self._deviances[key] = ProfiledDeviance(self.structure, self.cross_products, reml=key)
+            other = self._deviances.get(not key)
+            if other is not None:
+                self._deviances[key] = other.with_reml(key)
+            else:
+                system = BlockedSystem(self.structure, self.cross_products)
+                self._deviances[key] = ProfiledDeviance(system, key, self.log_jacobian)
         return self._deviances[key]
 
-    def stratified_deviance(self, reml: bool | None = None) -> StratifiedDeviance:
-        """The deviance over (theta, log SD ratios) for residual variances by stratum."""
-        if self.stratified_cross_products is None:
-            raise ModelSpecificationError("this model has a single residual variance")
+    def evaluation_deviance(self, reml: bool) -> ProfiledDeviance:
+        """The deviance the optimiser evaluates (one residual variance): dense when every
+        template is 1 x 1 in a small model, else blocked (the blocked engine's closed-form
+        level blocks cost less for vector templates; see ``linalg.choice``)."""
+        if self.is_small() and evaluates_dense(self.structure):
+            return self.dense_deviance(reml)
+        return self.deviance_function(reml)
+
+    def objective(self, reml: bool | None = None) -> LinearMixedObjective:
+        """The model's criterion over all its parameters (theta, then the residual
+        structure's), as :class:`~mixedmodels.objective.model_objective.LinearMixedObjective`."""
         key = self.reml if reml is None else bool(reml)
-        if key not in self._stratified:
-            self._stratified[key] = StratifiedDeviance(
-                self.structure, self.stratified_cross_products, reml=key
+        if key not in self._objectives:
+            fixed = blocked = None
+            if self.residual_strata is None:
+                fixed = self.evaluation_deviance(key)
+
+                def blocked(reml: bool = key) -> ProfiledDeviance:
+                    return self.deviance_function(reml)
+
+            self._objectives[key] = LinearMixedObjective(
+                self.structure, self.residual_structure, key, fixed, blocked
             )
-        return self._stratified[key]
+        return self._objectives[key]
 
     def _check_not_exact(self) -> None:
         """Refuse a response that the fixed effects reproduce exactly (OLS RSS ~ 0)."""
         if self._cross_products is not None:
             A = self._cross_products.xytxy
         else:
-            xy = np.column_stack([self.design.X, self.design.y])
-            A = xy.T @ xy
+            xy = np.column_stack([self.design.X, self.y])
+            wxy = xy if self.weights is None else xy * self.weights[:, None]
+            A = wxy.T @ xy
         try:
             r = np.linalg.cholesky(A)[-1, -1]
         except np.linalg.LinAlgError:
@@ -243,30 +296,27 @@ class LinearMixedModel:
         self, use_reml: bool, start: np.ndarray | None, options: OptimizerOptions | None
     ) -> LinearMixedModelResult:
         precomputed: dict[str, Any] = {}
-        if self.residual_strata is None:
-            small = self.is_small()
-            # Small models: the gradient and the estimates in dense form (dense_deviance.py);
+        objective = self.objective(use_reml)
+        if not objective.has_residual_parameters:
+            # Small models: the gradient and the estimates in dense form (linalg/dense.py);
             # the optimiser's evaluations too when every template is 1 x 1 (else the
             # blocked engine's closed-form level blocks cost less). Large models: blocked.
-            if small and evaluates_dense(self.structure):
-                dev = dense = self.dense_deviance(use_reml)
-            else:
-                dev = self.deviance_function(use_reml)
-                # Built after the blocks, so that its A is assembled from them rather than
-                # formed from the rows a second time.
-                dense = self.dense_deviance(use_reml) if small else None
+            dev = self.evaluation_deviance(use_reml)
+            # Built after the blocks (if any), so that its A is assembled from them rather
+            # than formed from the rows a second time.
+            dense = self.dense_deviance(use_reml) if self.is_small() else None
             lower = self.structure.lower_bounds()
             steps = None
             if start is None:
                 # Scalar terms start at a moment estimate: on large data that halves the
-                # evaluations (see ProfiledDeviance.moment_start).
+                # evaluations (see objective/start.py).
                 x0, steps = dev.moment_start((options or OptimizerOptions()).initial_step)
             else:
                 x0 = np.asarray(start, float)
             # Newton steps on the analytic gradient finish an interior optimum to ~1e-10,
             # so BOBYQA may stop earlier (20-50% fewer evaluations). A boundary optimum
-            # cannot be finished that way: its restart (see _minimize) runs to the tight
-            # tolerances. Options the caller passes are used as given.
+            # cannot be finished that way: its restart (see minimize_with_restart) runs to
+            # the tight tolerances. Options the caller passes are used as given.
             early = options is None
             tight = OptimizerOptions() if early else None
             first = _BEFORE_NEWTON if early else options
@@ -293,24 +343,28 @@ class LinearMixedModel:
             # deviance and the cross-product blocks are built only if a result asks.
             at_optimum = None if dev is dense else dev
             if dense is not None:
-                estimates, objective = dense.estimates(summary.final_theta)
-                precomputed = {"estimates": estimates, "objective": objective}
+                estimates, value = dense.estimates(summary.final_theta)
+                precomputed = {"estimates": estimates, "objective": value}
         else:
-            sdev = self.stratified_deviance(use_reml)
-            x0 = sdev.initial_values()
+            x0 = objective.initial_values()
             if start is not None:
-                # theta alone (e.g. a REML fit's theta for an ML refit) or theta + log ratios
+                # theta alone (e.g. a REML fit's theta for an ML refit) or all parameters
                 start = np.asarray(start, float)
                 x0[: start.shape[0]] = start
             summary = check_convergence(
-                sdev,
+                objective,
                 minimize_with_restart(
-                    sdev, x0, sdev.lower_bounds(), options, self.structure.ntheta
+                    objective, x0, objective.lower_bounds(), options, self.structure.ntheta
                 ),
             )
-            at_optimum = sdev.at(summary.final_theta[self.structure.ntheta :])
+            at_optimum = objective.factored_at(objective.split(summary.final_theta)[1])
         result = LinearMixedModelResult(
-            model=self, deviance_function=at_optimum, opt=summary, reml=use_reml, **precomputed
+            model=self,
+            objective_function=objective,
+            deviance_function=at_optimum,
+            opt=summary,
+            reml=use_reml,
+            **precomputed,
         )
 
         for msg in summary.messages:

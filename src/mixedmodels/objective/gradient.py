@@ -42,19 +42,16 @@ from __future__ import annotations
 import numpy as np
 from scipy.linalg.lapack import dtrtri as _dtrtri
 
-from mixedmodels.objective.dense_deviance import (
-    DenseDevianceGradient,
-    DenseProfiledDeviance,
-    prefers_dense,
-)
-from mixedmodels.objective.profiled_deviance import BlockedFactor, ProfiledDeviance
-from mixedmodels.objective.solution import (
+from mixedmodels.linalg.blocked import BlockedFactor
+from mixedmodels.linalg.choice import dense_system, prefers_dense
+from mixedmodels.linalg.solution import (
     block_diagonal_sparse,
     rest_inverse_in_place,
     rest_inverse_lower,
     rest_lambda_sparse,
     solve_l22_transposed,
 )
+from mixedmodels.objective.profiled_deviance import ProfiledDeviance
 
 # A template diagonal below this (relative to the template's largest entry, and absolute)
 # is treated as singular: Lambda^{-1} would amplify rounding beyond use.
@@ -112,7 +109,7 @@ class ProfiledDevianceGradient:
 
     def _rest_blocks(self):
         """(term, start, stop) of each rest term in the rest block."""
-        offs = self.dev._rest_offsets
+        offs = self.dev.system.rest_offsets
         for k, term in enumerate(self.dev.structure.terms[1:], start=1):
             yield k, term, int(offs[k - 1]), int(offs[k])
 
@@ -136,7 +133,7 @@ class ProfiledDevianceGradient:
             SH = (_symmetric(Sinv) @ H.reshape(H.shape[0], -1)).reshape(H.shape)
             return np.einsum("rla,rlb->ab", H, SH)
         BD = block_diagonal_sparse(TM)
-        H = (rest_lambda_sparse(dev, f.templates).T @ (dev.A.zrtz1 @ BD)).tocsc()
+        H = (rest_lambda_sparse(dev.system, f.templates).T @ (dev.A.zrtz1 @ BD)).tocsc()
         cols = [H[:, a::p1].tocsr() for a in range(p1)]
         # H_a H_b' has ~10% fill on crossed designs (1e7 entries for 1e4 rest levels):
         # formed in slices of rows, so its index arrays never exist whole.
@@ -213,7 +210,7 @@ class ProfiledDevianceGradient:
         if self._rest:
             # S^{-1}, valid in its upper triangle; an owned factor is overwritten by it.
             if owned and f.L is not None:
-                Sinv = rest_inverse_in_place(dev, f).T
+                Sinv = rest_inverse_in_place(dev.system, f).T
             else:
                 Sinv = rest_inverse_lower(f).T
             vsum[0] = vsum[0] + self._term1_trace(f, Sinv)
@@ -249,6 +246,26 @@ class ProfiledDevianceGradient:
         return grad
 
 
+class DenseDevianceGradient:
+    """The gradient of a :class:`ProfiledDeviance` over a dense system, for the Newton finish.
+
+    Call it with theta for the gradient; :meth:`value_and_gradient` gives both from one
+    factorisation (the interface of :class:`ProfiledDevianceGradient`).
+    """
+
+    def __init__(self, dev: ProfiledDeviance):
+        self.dev = dev
+        self.evaluations = 0
+
+    def value_and_gradient(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
+        self.evaluations += 1
+        return self.dev.value_and_gradient(theta)
+
+    def __call__(self, theta: np.ndarray, factor: object | None = None) -> np.ndarray:
+        """Gradient at ``theta`` (``factor`` is accepted for interface parity and unused)."""
+        return self.value_and_gradient(theta)[1]
+
+
 def profiled_deviance_gradient(
     dev: ProfiledDeviance, theta: np.ndarray, factor: BlockedFactor | None = None
 ) -> np.ndarray:
@@ -262,12 +279,14 @@ def profiled_deviance_gradient(
 def deviance_gradient(dev: ProfiledDeviance) -> ProfiledDevianceGradient | DenseDevianceGradient:
     """The exact gradient of ``dev`` in the form that costs least for its size.
 
-    Small models (:func:`.dense_deviance.prefers_dense`, no offset) get the dense formula of
-    :mod:`.dense_deviance` (one ``m x m`` factorisation and solve, a few dozen
-    microseconds); larger ones the blocked :class:`ProfiledDevianceGradient`.
+    Dense systems, and small models (:func:`~mixedmodels.linalg.choice.prefers_dense`) get
+    the dense formula of :mod:`mixedmodels.linalg.dense` (one ``m x m`` factorisation and
+    solve, a few dozen microseconds); larger ones the blocked
+    :class:`ProfiledDevianceGradient`.
     """
-    if dev.offset == 0.0 and prefers_dense(dev.structure, dev.p):
-        return DenseDevianceGradient(
-            DenseProfiledDeviance.from_cross_products(dev.structure, dev.A, dev.reml)
-        )
+    if dev.is_dense:
+        return DenseDevianceGradient(dev)
+    if prefers_dense(dev.structure, dev.p):
+        dense = dense_system(dev.structure, A=dev.A)
+        return DenseDevianceGradient(ProfiledDeviance(dense, dev.reml, dev.constant))
     return ProfiledDevianceGradient(dev)

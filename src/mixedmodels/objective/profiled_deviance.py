@@ -1,845 +1,149 @@
-"""The profiled deviance of a linear mixed model as a function of theta alone.
+"""The profiled REML / ML criterion, written once, over either kind of system.
 
-For given theta the blocked lower Cholesky factor ``L`` of
-
-    [ Lambda'Z'Z Lambda + I   Lambda'Z'X   Lambda'Z'y ]
-    [ X'Z Lambda              X'X          X'y        ]
-    [ y'Z Lambda              y'X          y'y        ]
-
-gives ``log|L_Z|^2``, ``R_X`` and ``r^2`` (the penalised residual sum of squares), and
+For given theta a system (:class:`~mixedmodels.linalg.blocked.BlockedSystem` for any model,
+:class:`~mixedmodels.linalg.dense.DenseSystem` for small ones) gives ``log|L_Z|^2``,
+``log|R_X|^2`` and the penalised residual sum of squares ``r^2``; beta and sigma profiled out,
 
     ML:   d(theta)   = log|L_Z|^2 + n (1 + log(2 pi r^2 / n))
     REML: d_R(theta) = log|L_Z|^2 + log|R_X|^2 + (n - p)(1 + log(2 pi r^2 / (n - p)))
 
-(Bates, Maechler, Bolker & Walker 2015, JSS 67(1), eqs. 34 and 41.)
-
-``L`` is computed block by block from the cross products of :mod:`.linalg.cross_products`:
-term 1 is eliminated level by level (a batch of tiny Cholesky factors, in closed form for
-1 x 1 and 2 x 2 blocks); the remaining terms with ``[X y]`` appended form one dense block,
-updated through :class:`.linalg.rank_update.RankUpdatePattern` and factored by one LAPACK
-call. With y as the last column, ``r`` is the last diagonal element of ``L``, so the
-optimiser's evaluations need only the diagonal. No step touches the rows of the data.
+(Bates, Maechler, Bolker & Walker 2015, JSS 67(1), eqs. 34 and 41), plus a constant that
+does not depend on theta: the log-Jacobian of a transformation of the rows (prior weights,
+``-sum log w_i``; residual variances by group, ``2 sum_i log delta_i``).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
-import scipy.linalg as sla
-import scipy.sparse as sp
-from scipy.linalg.lapack import dpotrf as _dpotrf
 
-from mixedmodels.covariance import CovarianceStructure
-from mixedmodels.linalg.cross_products import CrossProducts, rest_offsets
-from mixedmodels.linalg.rank_update import RankUpdatePattern
+from mixedmodels.linalg.blocked import BlockedFactor, BlockedSystem
+from mixedmodels.linalg.dense import DenseSystem
+from mixedmodels.linalg.solution import Estimates
+from mixedmodels.objective.start import moment_start
 
-_LOG_2PI = float(np.log(2.0 * np.pi))
-# Below this many entries (m^2 x columns of W; and m <= 128, where dense products with
-# Lambda cost less than the bookkeeping they save) the rank update is a dense matrix-vector
-# product onto the whole m x m matrix: one call instead of a sparse product and a scatter.
-_DENSE_UPDATE_LIMIT = 1 << 16
-
-
-# Deviance values remembered by theta on the large path (see ProfiledDeviance.__call__).
+_LOG_2PI = math.log(2.0 * math.pi)
+# Deviance values remembered by theta on large systems (see ProfiledDeviance.__call__).
 _MEMO_SIZE = 16
-_MOMENT_PASSES = 8  # fixed-point passes of moment_components
-# Rows per slice when clearing a triangle of a large matrix in place.
-_ROW_BLOCK = 256
 
 
-def _zero_lower(S: np.ndarray, k: int) -> None:
-    """Set the lower triangle (with the diagonal) of ``S[:k, :k]`` to zero, in place.
+def profiled_deviance(
+    logdet_z: float, logdet_x: float, pwrss: float, n: int, p: int, reml: bool
+) -> float:
+    """The profiled criterion (BMBW eqs. 34 / 41) from the log determinants and ``r^2``.
 
-    Half the memory traffic of clearing the whole block: LAPACK reads only this triangle.
+    ``-inf`` for ``r^2 <= 0`` (an exact fit, refused before fitting).
     """
-    for i0 in range(0, k, _ROW_BLOCK):
-        i1 = min(i0 + _ROW_BLOCK, k)
-        S[i0:i1, :i0] = 0.0
-        blk = S[i0:i1, i0:i1]
-        blk[np.tril_indices(i1 - i0)] = 0.0
-
-
-def _zero_strict_upper(L: np.ndarray) -> None:
-    """Set the strict upper triangle of a square ``L`` to zero, in place (no m x m mask)."""
-    m = L.shape[0]
-    for i0 in range(0, m, _ROW_BLOCK):
-        i1 = min(i0 + _ROW_BLOCK, m)
-        L[i0:i1, i1:] = 0.0
-        blk = L[i0:i1, i0:i1]
-        blk[np.triu_indices(i1 - i0, 1)] = 0.0
-
-
-def _times_level_blocks(A3: np.ndarray, W: np.ndarray) -> np.ndarray:
-    """``out[:, l, :] = A3[:, l, :] @ W[l]`` for (c, l, p) ``A3`` and (l, p, p) ``W``.
-
-    ``p^2`` whole-array multiply-adds over the levels: 15x faster than the equivalent
-    ``np.einsum`` (which does not vectorise this contraction) for 1e5 levels of 2 x 2
-    blocks: 1.5 ms instead of 22 ms, most of a deviance evaluation of such a model.
-    """
-    p = W.shape[1]
-    out = np.empty(A3.shape)
-    for b in range(p):
-        np.multiply(A3[:, :, 0], W[:, 0, b], out=out[:, :, b])
-        for a in range(1, p):
-            out[:, :, b] += A3[:, :, a] * W[:, a, b]
-    return out
-
-
-def _batched_cholesky(M: np.ndarray) -> np.ndarray:
-    """Lower Cholesky factors of a stack of small SPD matrices (l, p, p)."""
-    if M.shape[1] == 1:
-        return np.sqrt(M)
-    return np.linalg.cholesky(M)
-
-
-def _batched_inverse_spd(L: np.ndarray) -> np.ndarray:
-    """Inverses of ``L L'`` for a stack of lower-triangular factors ``L`` (l, p, p)."""
-    if L.shape[1] == 1:
-        return 1.0 / (L * L)
-    if L.shape[1] == 2:
-        # Closed form: batched LAPACK calls on 2 x 2 blocks cost more than the arithmetic.
-        a, b, c = L[:, 0, 0], L[:, 1, 0], L[:, 1, 1]
-        inv = np.zeros_like(L)
-        inv[:, 0, 0] = 1.0 / a
-        inv[:, 1, 1] = 1.0 / c
-        inv[:, 1, 0] = -b / (a * c)
-        return np.swapaxes(inv, 1, 2) @ inv
-    eye = np.broadcast_to(np.eye(L.shape[1]), L.shape)
-    Linv = np.linalg.solve(L, eye)
-    return np.swapaxes(Linv, 1, 2) @ Linv
-
-
-def _packing_matrix(p1: int, nlevels: int) -> sp.csc_matrix:
-    """Sparse 0/1 matrix mapping packed lower triangles (entry-major) to (level, a, b)."""
-    r, c = np.tril_indices(p1)
-    e = np.arange(r.shape[0])
-    lev = np.arange(nlevels)
-    src_cols = (e[:, None] * nlevels + lev[None, :]).ravel()
-    full = (lev[None, :] * p1 * p1 + (r * p1 + c)[:, None]).ravel()
-    mirror = (lev[None, :] * p1 * p1 + (c * p1 + r)[:, None]).ravel()
-    off = np.repeat(r != c, nlevels)
-    rows = np.concatenate([full, mirror[off]])
-    cols = np.concatenate([src_cols, src_cols[off]])
-    return sp.csc_matrix(
-        (np.ones(rows.shape[0]), (rows, cols)), shape=(nlevels * p1 * p1, e.shape[0] * nlevels)
-    )
-
-
-@dataclass(frozen=True, eq=False)
-class BlockedFactor:
-    """The pieces of the blocked Cholesky factor ``L`` at one theta.
-
-    Attributes
-    ----------
-    theta
-        Where it was computed.
-    templates
-        Lower-triangular templates T_k(theta).
-    L11
-        (l1, p1, p1) Cholesky factors of ``M_l = T1' A11_l T1 + I``.
-    M11inv
-        (l1, p1, p1) inverses of ``M_l``.
-    W1
-        (l1, p1, p1) ``T1 M_l^{-1} T1'``.
-    L22
-        Dense lower Cholesky factor of the rest block (None with one term).
-    LX2
-        ((p+1), q_r) block of L below the rest block (None with one term).
-    LXX
-        (p+1, p+1) lower Cholesky factor of the [X y] block: ``R_X'`` and the ``r`` row.
-    logdet_z
-        ``log|L_Z|^2``.
-    L
-        The whole lower factor of the rest + [X y] block (C-ordered, upper triangle zero),
-        of which ``L22``, ``LX2`` and ``LXX`` are views: solvers can hand ``L.T`` to LAPACK
-        as a Fortran-ordered upper factor without copying the large ``L22``.
-    """
-
-    theta: np.ndarray
-    templates: list[np.ndarray]
-    L11: np.ndarray
-    M11inv: np.ndarray
-    W1: np.ndarray
-    L22: np.ndarray | None
-    LX2: np.ndarray | None
-    LXX: np.ndarray
-    logdet_z: float
-    L: np.ndarray | None = None
-
-    @property
-    def p(self) -> int:
-        return self.LXX.shape[0] - 1
-
-    @property
-    def pwrss(self) -> float:
-        """Penalised weighted residual sum of squares ``r^2``."""
-        return float(self.LXX[-1, -1] ** 2)
-
-    @property
-    def logdet_x(self) -> float:
-        """``log|R_X|^2``."""
-        d = np.diag(self.LXX)[:-1]
-        return float(2.0 * np.sum(np.log(d)))
-
-
-def ols_from_cross_products(xytxy: np.ndarray, n: int) -> tuple[np.ndarray, float] | None:
-    """OLS ``beta`` and residual variance ``s^2`` from ``[X y]'[X y]`` (None if X'X is singular)."""
-    p = xytxy.shape[0] - 1
-    try:
-        beta = np.linalg.solve(xytxy[:p, :p], xytxy[:p, p]) if p else np.zeros(0)
-    except np.linalg.LinAlgError:
-        return None
-    return beta, float(xytxy[p, p] - beta @ xytxy[:p, p]) / (n - p)
-
-
-def moment_components(
-    stats: list[tuple[int, float, int, float]], s2: float, n: int, own_level: bool = False
-) -> tuple[list[tuple[int, float, float]], float]:
-    """Variance components of scalar terms by moments, and the residual variance.
-
-    For term ``k`` with ``L`` levels seen, ``N = sum_l n_l`` and ``between = sum_l s_l^2 / n_l``
-    (``s_l``: OLS residuals summed over level ``l``, ``n_l = sum z^2``):
-    ``E[between] ~ L sigma^2 + N sigma_k^2``, where ``sigma^2`` is the residual variance net
-    of every component. Starting from the OLS residual variance ``s2`` (which still holds
-    them all), ``sigma^2 = s2 - sum_k sigma_k^2 N_k / n`` and the components are updated in
-    turn a few times (a fixed point; crossed designs need it: one pass puts Penicillin's
-    plate SD at 0.2 for 1.5). ``own_level``: the first pass divides by ``N - L`` (the large
-    models' start, see :meth:`ProfiledDeviance.moment_start`).
-
-    ``stats`` holds ``(k, between, L, N)``; returns ``[(k, sigma_k^2, N)]`` and ``sigma^2``.
-    """
-    sigma2 = s2
-    components: list[tuple[int, float, float]] = []
-    for step in range(_MOMENT_PASSES):
-        components = []
-        for k, between, nseen, N in stats:
-            first_own = step == 0 and own_level and N > nseen
-            denominator = N - nseen if first_own else N
-            components.append((k, max(between - nseen * sigma2, 0.0) / denominator, N))
-        updated = max(s2 - sum(v * N / n for _, v, N in components), 0.1 * s2)
-        converged = abs(updated - sigma2) <= 1e-6 * s2
-        sigma2 = updated
-        if converged:
-            break
-    return components, sigma2
-
-
-def moment_theta(
-    structure: CovarianceStructure,
-    level_sums: list[tuple[int, np.ndarray, np.ndarray]],
-    beta: np.ndarray,
-    s2: float,
-    n: int,
-    own_level: bool = False,
-) -> tuple[np.ndarray, np.ndarray]:
-    """lme4's start with scalar terms at their moment estimate, and which entries hold one.
-
-    ``level_sums`` holds, per scalar term ``k``, ``[X y]'z`` summed by level (``(p + 1, L)``)
-    and ``n_l = sum z^2`` by level: the OLS residuals summed by level are
-    ``s_l = y_l - beta' X_l``. The components come from :func:`moment_components`; an
-    estimate of 0 keeps lme4's start of 1 (BOBYQA started on the bound stops short of it).
-    """
-    theta = structure.initial_theta()
-    estimated = np.zeros(theta.shape[0], dtype=bool)
-    p = beta.shape[0]
-    stats = []
-    for k, XyZ, nl in level_sums:
-        sums = XyZ[p] - beta @ XyZ[:p]
-        seen = nl > 0
-        N = float(nl.sum())
-        if N <= 0.0:  # a column of zeros: keep lme4's start
-            continue
-        stats.append((k, float(np.sum(sums[seen] ** 2 / nl[seen])), int(seen.sum()), N))
-    components, resid = moment_components(stats, s2, n, own_level)
-    for k, v, _ in components:
-        value = math.sqrt(v / resid) if resid > 0 else math.nan
-        if math.isfinite(value) and value > 0.0:
-            theta[structure.offsets[k]] = min(value, 10.0)
-            estimated[structure.offsets[k]] = True
-    return theta, estimated
+    if pwrss <= 0.0:
+        return -math.inf
+    if reml:
+        nmp = n - p
+        return logdet_z + logdet_x + nmp * (1.0 + _LOG_2PI + math.log(pwrss / nmp))
+    return logdet_z + n * (1.0 + _LOG_2PI + math.log(pwrss / n))
 
 
 class ProfiledDeviance:
-    """The profiled (REML or ML) deviance, built once from the cross products.
-
-    After term 1 is eliminated level by level, everything else is one dense symmetric
-    matrix of size ``m = q_r + p + 1`` (the rest block with ``[X y]`` appended, as in
-    MixedModels.jl):
-
-        S(theta) = Lambda_e' (B - C W C') Lambda_e + diag(I_qr, 0)
-
-    with ``B = [[Zr'Zr, Zr'Xy], [Xy'Zr, Xy'Xy]]`` and ``C = [Zr'Z1; Xy'Z1]`` constant,
-    ``W = blockdiag_l(T1 M_l^{-1} T1')`` and ``Lambda_e = blockdiag(Lambda_r, I)``. One
-    Cholesky factorisation of ``S`` gives ``L22``, ``LX2`` and ``LXX`` at once, and the
-    deviance needs only its diagonal. For small ``m`` the update ``C W C'`` is one dense
-    matrix-vector product; for large ``m`` its rest block goes through the sparse
-    :class:`.linalg.rank_update.RankUpdatePattern` and each evaluation reuses one
-    workspace, so calls are not reentrant (use one instance per thread). No evaluation
-    touches the rows of the data.
-
-    Large ``m`` (10,000 rest levels make ``S`` 800 MB) also shape the bookkeeping: ``Zr'Zr``
-    is read from its lower-triangle nonzeros (it may be stored sparse), :meth:`factor`
-    hands the workspace over to the factor it returns instead of copying it (and returns
-    that factor again for the same theta until the next evaluation), and recent deviance
-    values are remembered by theta (a pure function of theta; the optimiser and its
-    convergence check revisit points).
+    """The profiled REML or ML deviance of a system as a function of theta alone.
 
     Parameters
     ----------
-    structure
-        The covariance parameterisation (terms in engine order).
-    A
-        Cross-product blocks of ``[Z X y]``.
+    system
+        The factorable system of the model's cross products (blocked or dense).
     reml
         REML criterion if True, ML deviance otherwise.
-    offset
-        Constant added to the deviance: ``2 sum_i log delta_i`` when rows were scaled by
-        ``1 / delta_i`` for unequal residual variances (the Jacobian of that scaling).
-    pattern
-        A rank-update pattern built for the same sparsity of Zr'Z1 (reused, not rebuilt).
+    constant
+        Added to the criterion: the log-Jacobian of a transformation of the rows.
 
     Examples
     --------
-    >>> dev = ProfiledDeviance(structure, A, reml=True)   # doctest: +SKIP
-    >>> dev(structure.initial_theta())                      # doctest: +SKIP
+    >>> dev = ProfiledDeviance(BlockedSystem(structure, A), reml=True)  # doctest: +SKIP
+    >>> dev(structure.initial_theta())                                 # doctest: +SKIP
     """
 
     def __init__(
-        self,
-        structure: CovarianceStructure,
-        A: CrossProducts,
-        reml: bool = True,
-        offset: float = 0.0,
-        pattern: RankUpdatePattern | None = None,
+        self, system: BlockedSystem | DenseSystem, reml: bool = True, constant: float = 0.0
     ):
-        self.structure = structure
-        self.A = A
+        self.system = system
+        self.structure = system.structure
         self.reml = bool(reml)
-        self.offset = float(offset)
-        self.n = int(A.nobs)
-        self.p = int(A.xytxy.shape[0] - 1)
-        terms = structure.terms
-        t1 = terms[0]
-        self._p1 = p1 = t1.ncols
-        self._has_rest = len(terms) > 1
-        self._rest_terms = terms[1:]
-        self._rest_offsets = rest_offsets(terms)
-        self._qr = qr = int(self._rest_offsets[-1])
-        self._m = m = qr + self.p + 1
-        self._rest_scalar = all(t.ncols == 1 for t in self._rest_terms)
-
-        self._rest_diag = np.arange(qr) * (m + 1)  # flat positions of the rest diagonal
-
-        # W enters as its packed lower triangles, entry-major: w[e, l] = W_l[r_e, c_e] for
-        # (r_e, c_e) in np.tril_indices(p1) order; the update's columns are packed to match
-        # (off-diagonal entries count for both (a, b) and (b, a)).
-        l1 = t1.nlevels
-        self._tril = np.tril_indices(p1)
-        z = A.z1tz1
-        self._a_packed = np.ascontiguousarray(z[:, self._tril[0], self._tril[1]].T)
-        if p1 == 2:  # a row of ones for the identity in M = T1' A T1 + I (see _term1)
-            self._a_packed = np.vstack([self._a_packed, np.ones(l1)])
-        self._t1_index = (structure.rows[0], structure.cols[0], structure.offsets[1])
-        # Position in theta of each template entry (-1: fixed at 0, e.g. from `||`).
-        free = {
-            (int(r), int(c)): e for e, (r, c) in enumerate(zip(*self._t1_index[:2], strict=True))
-        }
-        rows1, cols1 = self._tril
-        self._t1_pos = tuple(
-            free.get((int(r), int(c)), -1) for r, c in zip(rows1, cols1, strict=True)
-        )
-
-        # Small models: everything dense. S = B - Pd @ w in one product onto the whole
-        # m x m matrix (both triangles, so that Lambda_e, a dense matrix, can act from
-        # both sides); Pd[(i, j), (l, a, b)] = C[i, l a] C[j, l b] straight from a dense C.
-        self._dense = m <= 128 and m * m * l1 * len(self._tril[0]) <= _DENSE_UPDATE_LIMIT
-        self._pattern = None
-        if self._dense:
-            B = np.empty((m, m))  # the constant part of S (both triangles)
-            B[qr:, qr:] = A.xytxy
-            if self._has_rest:
-                B[:qr, :qr] = A.zrtzr.toarray() if sp.issparse(A.zrtzr) else A.zrtzr
-                B[qr:, :qr] = A.xytzr
-                B[:qr, qr:] = A.xytzr.T
-            C3 = np.empty((m, l1, p1))
-            C3[qr:] = A.xytz1
-            if self._has_rest:
-                C3[:qr] = A.zrtz1.toarray().reshape(qr, l1, p1)
-            # Pd[(i, j), l, a, b], then packed: off-diagonal (a, b) and (b, a) summed.
-            Pd = C3[:, None, :, :, None] * C3[None, :, :, None, :]
-            r, c = self._tril
-            packed = Pd[:, :, :, r, c] + np.where(r != c, Pd[:, :, :, c, r], 0.0)
-            self._Pd = np.ascontiguousarray(np.swapaxes(packed, 2, 3)).reshape(m * m, -1)
-            self._Bflat = B.ravel()
-            if self._has_rest:
-                lam_flat, lam_src = [], []
-                for k, term in enumerate(self._rest_terms, start=1):
-                    r, c = structure.rows[k], structure.cols[k]
-                    first = self._rest_offsets[k - 1] + np.arange(term.nlevels) * term.ncols
-                    lam_flat.append(((first[:, None] + r) * m + (first[:, None] + c)).ravel())
-                    entries = np.arange(structure.offsets[k], structure.offsets[k + 1])
-                    lam_src.append(np.tile(entries, term.nlevels))
-                self._lam_flat = np.concatenate(lam_flat)
-                self._lam_src = np.concatenate(lam_src)
-                lam0 = np.zeros((m, m))
-                lam0[np.arange(qr, m), np.arange(qr, m)] = 1.0
-                self._lam0 = lam0
-        else:
-            # Large models: the rest block's update Zr'Z1 W Z1'Zr through a sparse
-            # rank-update pattern (lower triangle), the [X y] rows by dense products (for
-            # many fixed effects they would dominate the pattern). B's blocks are read from
-            # A itself: no second copy of the large Zr'Zr.
-            Q = self._Q = _packing_matrix(p1, l1) if p1 > 1 else None
-            self._xz1 = A.xytz1.reshape(self.p + 1, -1)
-            # The m x m workspace, allocated by the first evaluation and reused by the next;
-            # factor() hands it over to the factor it returns (no second m x m copy).
-            self._S: np.ndarray | None = None
-            self._S_theta: bytes | None = None  # theta whose factor the workspace holds
-            # The last factor handed out, until the next evaluation needs a workspace: a
-            # second factor() at the same theta (a convergence check's gradient, then the
-            # results) returns it instead of factoring again.
-            self._kept: BlockedFactor | None = None
-            if self._has_rest:
-                self._pattern = pat = (
-                    RankUpdatePattern.from_cross_products(A.zrtz1, p1)
-                    if pattern is None
-                    else pattern.with_values(A.zrtz1.data)
-                )
-                self._P = pat.P if Q is None else (pat.P @ Q).tocsc()
-                self._lower_flat = pat.rows * m + pat.cols
-                # S's rest block is zeros plus scatters of Zr'Zr's nonzeros and of the update
-                # (LAPACK reads the lower triangle; Zr'Zr may be sparse: never densified).
-                # When every nonzero of Zr'Zr's lower triangle is a position of the update
-                # (always, when each row has a term-1 level with a nonzero z), one scatter
-                # of (Zr'Zr - update) at those positions does both.
-                zr, zc, zv = A.zrtzr_lower()
-                nz_flat = zr * m + zc
-                npos = self._lower_flat.shape[0]
-                at = np.searchsorted(self._lower_flat, nz_flat)
-                inside = self._lower_flat[np.minimum(at, max(npos - 1, 0))] == nz_flat
-                self._rest_in_pattern = bool(npos > 0 and inside.all())
-                if self._rest_in_pattern:
-                    self._base = np.zeros(npos)
-                    self._base[at] = zv
-                else:  # Zr'Zr's own scatter: flat positions and values
-                    self._zz_flat, self._zz_vals = nz_flat, zv
-            if self._has_rest and self._rest_scalar:
-                # Lambda_r is diagonal and constant on each term's block: S = d_a d_b B on
-                # block (a, b), and the update scaled by its block pair.
-                bounds = self._rest_offsets.tolist()
-                nb = len(bounds) - 1
-                block_of = np.repeat(np.arange(nb), np.diff(bounds))
-                # With one rest term the scale is one number (no per-position pair index).
-                self._pos_pair = block_of[pat.rows] * nb + block_of[pat.cols] if nb > 1 else None
-                if not self._rest_in_pattern:
-                    self._zz_pair = block_of[zr] * nb + block_of[zc]
-                self._block_theta = np.array(
-                    [structure.offsets[k] for k in range(1, len(terms))], dtype=np.intp
-                )
-                self._rest_theta_index = np.repeat(self._block_theta, np.diff(bounds))
-            elif self._has_rest:
-                # General templates act within each level's block from both sides, so
-                # both triangles of S are needed.
-                off = pat.rows != pat.cols
-                self._upper_flat = pat.cols[off] * m + pat.rows[off]
-                self._upper_src = np.flatnonzero(off)
-                if not self._rest_in_pattern:
-                    zoff = zr != zc
-                    self._zz_upper = (zc[zoff] * m + zr[zoff], zv[zoff])
-        # Large models: the last few deviance values by theta. The optimiser asks again for
-        # points it has already seen (its final point, a convergence check's centre), and
-        # each evaluation is a dense factorisation; the deviance is a pure function of theta.
-        self._memo: dict[bytes, float] = {}
+        self.constant = float(constant)
+        self.n = int(system.n)
+        self.p = int(system.p)
+        #: Degrees of freedom of sigma^2 = r^2 / dof.
+        self.dof = self.n - self.p if self.reml else self.n
         self.evaluations = 0
+        # Large systems: the last few values by theta. The optimiser asks again for points
+        # it has already seen (its final point, a convergence check's centre), and each
+        # evaluation is a dense factorisation; the deviance is a pure function of theta.
+        self._memo: dict[bytes, float] | None = {} if system.memoize else None
 
-    def with_cross_products(self, A: CrossProducts, offset: float = 0.0) -> ProfiledDeviance:
-        """The same deviance for new cross products with the same sparsity (reweighted rows)."""
-        return ProfiledDeviance(
-            self.structure, A, reml=self.reml, offset=offset, pattern=self._pattern
-        )
+    @property
+    def A(self) -> Any:
+        """The cross products of a blocked system."""
+        return self.system.A
 
-    def moment_start(self, step: float) -> tuple[np.ndarray, np.ndarray]:
-        """Starting theta and initial BOBYQA steps: lme4's start, scalar terms at a moment estimate.
+    @property
+    def is_dense(self) -> bool:
+        return isinstance(self.system, DenseSystem)
 
-        For a scalar term with column ``z``, the OLS residuals summed by level,
-        ``s_l = sum_(i in l) z_i r_i``, have ``E[sum_l s_l^2 / n_l] ~ L sigma^2 + N sigma_k^2``
-        (``n_l = sum_(i in l) z_i^2``, ``N = sum_l n_l``, ``L`` levels: one-way random-effects
-        ANOVA, ignoring the other terms and the fixed-effects projection); ``sigma^2`` is
-        the OLS residual variance less the estimated components. Crude, but it needs only
-        the cross products. On small data the estimate is rough, so the step stays.
+    def with_reml(self, reml: bool) -> ProfiledDeviance:
+        """The other criterion on the same system (nothing is copied)."""
+        return ProfiledDeviance(self.system, reml, self.constant)
 
-        On large models (the sparse update path) each evaluation is a dense factorisation
-        and the start matters more. There ``sigma^2`` above is taken as the whole OLS
-        residual variance ``s^2`` (which still holds the term's own variance):
-        ``E[sum_l s_l^2 / n_l] ~ L s^2 + (N - L) sigma_k^2``, so the estimate divides by
-        ``N - L``, not ``N`` (with 10 rows per level the latter is 10% low in variance).
-        It lands near the optimum, and the estimated entries start with a tenth of the
-        initial ``step``. Crossed random intercepts (1e5 rows, 1e4 x 1e3 levels, six
-        designs): 225 -> 133 BOBYQA evaluations in all, each design fewer; InstEval 35 ->
-        29 and 22 -> 21; the same optimum (deviance within 1e-12 relative).
-
-        Returns
-        -------
-        theta0, steps
-            The start and the initial step of each entry.
-        """
-        theta, estimated = self._moment_theta(own_level=not self._dense)
-        shrink = np.full(theta.shape[0], 0.1 if not self._dense else 1.0)
-        if self.structure.terms[0].ncols > 1:
-            # The two-stage template lands close on small data too.
-            shrink[: self._t1_index[2]] = 0.1
-        return theta, np.where(estimated, shrink * step, step)
-
-    def _moment_theta(self, own_level: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        """The start of :meth:`moment_start` and which entries hold an estimate.
-
-        ``own_level``: divide by ``N - L`` (the large-model estimate, see there).
-        """
-        structure, A, n = self.structure, self.A, self.n
-        theta = structure.initial_theta()
-        estimated = np.zeros(theta.shape[0], dtype=bool)
-        ols = ols_from_cross_products(A.xytxy, n)
-        if ols is None:
-            return theta, estimated
-        beta, s2 = ols
-        level_sums = []
-        rest_diagonal = A.zrtzr_diagonal() if self._has_rest else None
-        for k, term in enumerate(structure.terms):
-            if term.ncols != 1:
-                continue
-            if k == 0:
-                level_sums.append((k, A.xytz1[:, :, 0], A.z1tz1[:, 0, 0]))
-            else:
-                s, e = self._rest_offsets[k - 1], self._rest_offsets[k]
-                level_sums.append((k, A.xytzr[:, s:e], rest_diagonal[s:e]))
-        theta, estimated = moment_theta(structure, level_sums, beta, s2, n, own_level)
-        if structure.terms[0].ncols > 1 and s2 > 0:
-            template = self._two_stage_template(beta, s2)
-            if template is not None:
-                rows, cols, stop = self._t1_index
-                theta[:stop] = template[rows, cols]
-                estimated[:stop] = True
-        return theta, estimated
-
-    def _two_stage_template(self, beta: np.ndarray, s2: float) -> np.ndarray | None:
-        """A start for term 1's vector template: the two-stage (per-level OLS) estimate.
-
-        Per level, regress the OLS residuals ``r`` on the term's columns:
-        ``b_l = (Z_l'Z_l)^{-1} Z_l' r``. The residual variance within levels is
-        ``sigma^2 = (r'r - sum_l b_l' Z_l' r) / (n - p - L p_1)``, and the spread of the
-        ``b_l`` less their average sampling variance ``sigma^2 (Z_l'Z_l)^{-1}`` estimates
-        ``Var(b)`` (the two-stage idea of Laird & Ware 1982); its Cholesky factor over
-        ``sigma`` is the relative template. Levels whose ``Z_l'Z_l`` is singular are left
-        out; None when too few remain, or the estimate is not positive definite (lme4's
-        identity start is kept then). Entries the template fixes at 0 (``||``) stay 0.
-        ``s2`` is the OLS residual variance (``r'r / (n - p)``).
-        """
-        A, p = self.A, self.p
-        ztz = A.z1tz1
-        ztr = A.xytz1[p] - np.tensordot(beta, A.xytz1[:p], axes=1)  # (l1, p1)
-        p1 = ztz.shape[1]
-        det_ok = np.linalg.det(ztz) > 1e-10 * np.prod(np.diagonal(ztz, axis1=1, axis2=2), axis=1)
-        nok = int(det_ok.sum())
-        dof = self.n - p - nok * p1
-        if nok <= p1 + 1 or dof <= 0:
-            return None
-        inv = np.linalg.inv(ztz[det_ok])
-        b = (inv @ ztr[det_ok][:, :, None])[:, :, 0]
-        sigma2 = (s2 * (self.n - p) - float(np.sum(b * ztr[det_ok]))) / dof
-        if not sigma2 > 0:
-            return None
-        centred = b - b.mean(axis=0)
-        cov = centred.T @ centred / (nok - 1) - sigma2 * inv.mean(axis=0)
-        rows, cols, _ = self._t1_index
-        free = np.zeros((p1, p1), dtype=bool)
-        free[rows, cols] = True
-        cov = np.where(free | free.T, cov, 0.0)
-        try:
-            T = np.linalg.cholesky(cov / sigma2)
-        except np.linalg.LinAlgError:
-            return None
-        return np.minimum(T, 10.0) if np.all(np.isfinite(T)) else None
-
-    # -- Lambda applied to the rest block ---------------------------------------------
-    def _rest_right(self, M: np.ndarray, templates: list[np.ndarray], theta: np.ndarray):
-        """Return ``M @ Lambda_r`` for a matrix whose columns index the rest block."""
-        out = np.empty_like(M)
-        for k, term in enumerate(self._rest_terms):
-            s, e = self._rest_offsets[k], self._rest_offsets[k + 1]
-            T = templates[k + 1]
-            blk = M[:, s:e].reshape(M.shape[0], term.nlevels, term.ncols)
-            out[:, s:e] = (blk @ T).reshape(M.shape[0], e - s)
-        return out
-
-    def _template1(self, theta: np.ndarray) -> np.ndarray:
-        rows, cols, stop = self._t1_index
-        T1 = np.zeros((self._p1, self._p1))
-        T1[rows, cols] = theta[:stop]
-        return T1
-
-    def _term1(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
-        """``log|L_11|^2`` and packed ``W_l = T1 M_l^{-1} T1'``, ``M_l = T1' A_l T1 + I``.
-
-        Closed forms for 1 x 1 and 2 x 2 blocks, as a few whole-array operations over the
-        levels: that costs less than batched LAPACK calls on tiny matrices (and these are
-        the common cases: random intercepts, one random slope).
-        """
-        p1 = self._p1
-        a = self._a_packed  # a[e, l] = A_l[r_e, c_e], (r_e, c_e) in np.tril_indices(p1)
-        if p1 == 1:
-            tt = theta[0] * theta[0]
-            M = a[0] * tt + 1.0
-            return float(np.log(M).sum()), tt / M
-        if p1 == 2:
-            # Python floats for the 2 x 2 template: scalar numpy arithmetic costs more.
-            th = theta.tolist()
-            i00, i10, i11 = self._t1_pos
-            t00, t11 = th[i00], th[i11]
-            t10 = th[i10] if i10 >= 0 else 0.0
-            # [m00, m10, m11] = K [a00, a10, a11, 1]: M = T1' A T1 + I in one product
-            # (a has a row of ones appended for the identity).
-            K = np.array(
-                [
-                    [t00 * t00, 2.0 * t00 * t10, t10 * t10, 1.0],
-                    [0.0, t11 * t00, t11 * t10, 0.0],
-                    [0.0, 0.0, t11 * t11, 1.0],
-                ]
-            )
-            Mv = K @ a
-            det = Mv[0] * Mv[2] - Mv[1] * Mv[1]
-            # W = T1 M^{-1} T1' with M^{-1} = [[m11, -m10], [-m10, m00]] / det.
-            G = np.array(
-                [
-                    [0.0, 0.0, t00 * t00],
-                    [0.0, -t00 * t11, t00 * t10],
-                    [t11 * t11, -2.0 * t10 * t11, t10 * t10],
-                ]
-            )
-            W = G @ Mv
-            W /= det
-            return float(np.log(det).sum()), W.ravel()
-        T1 = self._template1(theta)
-        M = np.swapaxes(T1, 0, 1)[None] @ self.A.z1tz1 @ T1[None]
-        M += np.eye(p1)[None]
-        L = np.linalg.cholesky(M)
-        logdet = 2.0 * float(np.log(np.diagonal(L, axis1=1, axis2=2)).sum())
-        W = T1[None] @ _batched_inverse_spd(L) @ T1.T[None]
-        return logdet, np.ascontiguousarray(W[:, self._tril[0], self._tril[1]].T).ravel()
-
-    def _schur(self, theta: np.ndarray, w: np.ndarray) -> np.ndarray:
-        """``S(theta)`` (see the class docstring); only its lower triangle is reliable."""
-        qr = self._qr
-        if self._dense:
-            S = (self._Bflat - self._Pd @ w).reshape(self._m, self._m)
-            if self._has_rest:
-                lam = self._lam0.copy()
-                lam.ravel()[self._lam_flat] = theta[self._lam_src]
-                S = lam.T @ S @ lam
-                S.ravel()[self._rest_diag] += 1.0
-            return S
-        S, A = self._workspace(), self.A
-        # [X y] rows: Xy'Z1 W Z1'Xy and Xy'Z1 W Z1'Zr, dense.
-        p1 = self._p1
-        if p1 == 1:
-            AW = self._xz1 * w
-        else:
-            W = (self._Q @ w).reshape(-1, p1, p1)  # (level, a, b) layout
-            AW = _times_level_blocks(A.xytz1, W).reshape(self._xz1.shape)
-        np.subtract(A.xytxy, AW @ self._xz1.T, out=S[qr:, qr:])
-        if not self._has_rest:
-            return S
-        u = self._P @ w
-        Sf = S.reshape(-1)
-        UXr = (A.zrtz1 @ AW.T).T
-        if self._rest_scalar:
-            _zero_lower(S, qr)
-            d = theta[self._block_theta]
-            dd = np.multiply.outer(d, d).ravel()
-            scale = dd[self._pos_pair] if self._pos_pair is not None else dd[0]
-            if self._rest_in_pattern:
-                Sf[self._lower_flat] = (self._base - u) * scale
-            else:
-                Sf[self._zz_flat] = self._zz_vals * dd[self._zz_pair]
-                Sf[self._lower_flat] -= u * scale
-            np.subtract(A.xytzr, UXr, out=S[qr:, :qr])
-            S[qr:, :qr] *= theta[self._rest_theta_index]
-        else:
-            S[:qr, :qr] = 0.0  # both triangles: Lambda_r acts from both sides below
-            if self._rest_in_pattern:
-                v = self._base - u
-                Sf[self._lower_flat] = v
-                Sf[self._upper_flat] = v[self._upper_src]
-            else:
-                Sf[self._zz_flat] = self._zz_vals
-                Sf[self._zz_upper[0]] = self._zz_upper[1]
-                Sf[self._lower_flat] -= u
-                Sf[self._upper_flat] -= u[self._upper_src]
-            np.subtract(A.xytzr, UXr, out=S[qr:, :qr])
-            S[:qr, qr:] = S[qr:, :qr].T
-            templates = self.structure.templates(theta)
-            # S <- Lambda_e' S Lambda_e in slices of rows / columns: no m x m temporaries.
-            for r0 in range(0, self._m, _ROW_BLOCK):
-                rows = S[r0 : r0 + _ROW_BLOCK, :qr]
-                rows[...] = self._rest_right(rows, templates, theta)
-            for c0 in range(0, self._m, _ROW_BLOCK):
-                cols = S[:qr, c0 : c0 + _ROW_BLOCK]
-                cols[...] = self._rest_right(cols.T, templates, theta).T
-        Sf[self._rest_diag] += 1.0
-        return S
-
-    def _cholesky(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
-        """``log|L_11|^2`` and ``S`` overwritten by its lower Cholesky factor."""
-        theta = np.asarray(theta, dtype=np.float64)
-        if not self._dense:
-            self._S_theta = None  # the workspace is overwritten: valid again on success
-        logdet1, w = self._term1(theta)
-        S = self._schur(theta, w)
-        # S is C-ordered and symmetric in its lower triangle, so S.T is Fortran-ordered
-        # with the same numbers in its upper triangle: LAPACK factors it in place (no
-        # copy) as U'U, and U' = L lands in the lower triangle of S.
-        U, info = _dpotrf(S.T, lower=0, clean=0, overwrite_a=1)
-        if info != 0:
-            raise np.linalg.LinAlgError("the blocked matrix is not positive definite")
-        if not self._dense:
-            self._S_theta = theta.tobytes()
-        return logdet1, U.T
-
-    def _workspace(self) -> np.ndarray:
-        """The m x m workspace of the large path (allocated again after factor() took it)."""
-        if self._S is None:
-            # Let go of the kept factor first: if nobody else holds it, its m x m array is
-            # freed before the new one is allocated (never two at once on our account).
-            self._kept = None
-            self._S = np.empty((self._m, self._m))
-        return self._S
-
-    def factor(self, theta: np.ndarray) -> BlockedFactor:
-        """Compute the blocked Cholesky factor at ``theta``.
-
-        Raises
-        ------
-        numpy.linalg.LinAlgError
-            If a block is not positive definite (only for ill-posed X).
-        """
-        theta = np.asarray(theta, dtype=np.float64)
-        if self._dense:
-            logdet1, S = self._cholesky(theta)
-            L = np.tril(S)  # S is a fresh array; tril clears its stale upper triangle
-        else:
-            kept = self._kept
-            if kept is not None and kept.theta.tobytes() == theta.tobytes():
-                return kept
-            if self._S is not None and self._S_theta == theta.tobytes():
-                # The last evaluation factored this very theta: reuse it.
-                logdet1 = self._term1(theta)[0]
-                L = self._S
-            else:
-                logdet1, L = self._cholesky(theta)  # L is the workspace itself
-            # Hand the workspace over to the factor: the next evaluation allocates a new
-            # one, so a fit keeps one m x m array (the factor) instead of two.
-            self._S, self._S_theta = None, None
-            _zero_strict_upper(L)
-        qr = self._qr
-        templates = self.structure.templates(theta)
-        T1 = templates[0]
-        # Per-level pieces of term 1 for the solutions (solution.py), batched.
-        if self._p1 == 1:
-            t = T1[0, 0]
-            M = self.A.z1tz1 * (t * t) + 1.0
-        else:
-            M = np.swapaxes(T1, 0, 1)[None] @ self.A.z1tz1 @ T1[None] + np.eye(self._p1)[None]
-        L11 = _batched_cholesky(M)
-        Minv = _batched_inverse_spd(L11)
-        W1 = T1[None] @ Minv @ T1.T[None] if self._p1 > 1 else Minv * (T1[0, 0] ** 2)
-        logdet_z = logdet1 + 2.0 * float(np.log(np.diagonal(L)[:qr]).sum())
-        L22 = LX2 = None
-        if self._has_rest:
-            L22 = L[:qr, :qr]
-            LX2 = L[qr:, :qr]
-        LXX = L[qr:, qr:]
-        f = BlockedFactor(theta.copy(), templates, L11, Minv, W1, L22, LX2, LXX, logdet_z, L)
-        if not self._dense:
-            self._kept = f
-        return f
-
-    def owned_factor(self, theta: np.ndarray) -> tuple[BlockedFactor, bool]:
-        """A factor at ``theta`` and whether the caller owns it (may overwrite its arrays).
-
-        The factor :meth:`factor` last handed out is shared (it is returned again for the
-        same theta, and a result may hold it): then ``False``. Otherwise a new factor is
-        computed and not remembered, so the caller can, e.g., invert it in place
-        (:func:`.solution.rest_inverse_in_place`) without a second ``m x m`` array.
-        """
-        theta = np.asarray(theta, dtype=np.float64)
-        if self._dense:
-            return self.factor(theta), True  # a fresh array on every call
-        kept = self._kept
-        if kept is not None and kept.theta.tobytes() == theta.tobytes():
-            return kept, False
-        f = self.factor(theta)
-        self._kept = None
-        return f, True
-
-    def release(self, f: BlockedFactor) -> None:
-        """Stop handing out ``f`` again (the caller is about to overwrite its arrays).
-
-        :meth:`factor` returns the factor it last computed when asked for the same theta
-        again; a caller that reuses that factor's storage (e.g.
-        :func:`.solution.rest_inverse_in_place`) releases it first.
-        """
-        if getattr(self, "_kept", None) is f:
-            self._kept = None
-
-    def _from_diagonal(self, logdet1: float, diag: np.ndarray) -> float:
-        """The deviance (eqs. 34 / 41 of Bates et al. 2015) from the diagonal of L."""
-        qr, p = self._qr, self.p
-        logs = np.log(diag[:-1])
-        logdet_z = logdet1 + 2.0 * float(logs[:qr].sum()) if qr else logdet1
-        r2 = float(diag[-1]) ** 2
-        if r2 <= 0.0:  # an exact fit (refused before fitting): np.log's -inf, as objective()
-            return -math.inf
-        if self.reml:
-            nmp = self.n - p
-            logdet_x = 2.0 * float(logs[qr:].sum())
-            d = logdet_z + logdet_x + nmp * (1.0 + _LOG_2PI + math.log(r2 / nmp))
-        else:
-            d = logdet_z + self.n * (1.0 + _LOG_2PI + math.log(r2 / self.n))
-        return d + self.offset
-
-    def objective(self, f: BlockedFactor) -> float:
-        """The deviance from a computed factor (eqs. 34 / 41 of Bates et al. 2015)."""
-        r2 = f.pwrss
-        if self.reml:
-            nmp = self.n - self.p
-            d = f.logdet_z + f.logdet_x + nmp * (1.0 + _LOG_2PI + np.log(r2 / nmp))
-        else:
-            d = f.logdet_z + self.n * (1.0 + _LOG_2PI + np.log(r2 / self.n))
-        return d + self.offset
+    def value(self, terms: tuple[float, float, float] | None) -> float:
+        """The criterion from a system's log terms (``inf`` for None: not positive definite)."""
+        if terms is None:
+            return math.inf
+        logdet_z, logdet_x, pwrss = terms
+        d = profiled_deviance(logdet_z, logdet_x, pwrss, self.n, self.p, self.reml)
+        return d + self.constant
 
     def __call__(self, theta: np.ndarray) -> float:
-        """Deviance at ``theta``; ``inf`` where a block is not positive definite."""
+        """Deviance at ``theta``; ``inf`` where the system is not positive definite."""
         self.evaluations += 1
-        if self._dense:
-            return self._evaluate(theta)
-        theta = np.asarray(theta, dtype=np.float64)
-        key = theta.tobytes()
-        value = self._memo.get(key)
+        memo = self._memo
+        if memo is None:
+            return self.value(self.system.log_terms(theta))
+        key = np.asarray(theta, dtype=np.float64).tobytes()
+        value = memo.get(key)
         if value is None:
-            kept = self._kept
-            if kept is not None and kept.theta.tobytes() == key:  # factored by factor()
-                value = float(self.objective(kept))
-            else:
-                value = self._evaluate(theta)
-            if len(self._memo) >= _MEMO_SIZE:
-                del self._memo[next(iter(self._memo))]  # the oldest (insertion order)
-            self._memo[key] = value
+            value = self.value(self.system.log_terms(theta))
+            if len(memo) >= _MEMO_SIZE:
+                del memo[next(iter(memo))]  # the oldest (insertion order)
+            memo[key] = value
         return value
 
-    def _evaluate(self, theta: np.ndarray) -> float:
-        try:
-            logdet1, L = self._cholesky(theta)
-            return self._from_diagonal(logdet1, L.diagonal())
-        except (np.linalg.LinAlgError, sla.LinAlgError, FloatingPointError):
-            return float("inf")
+    def objective(self, f: BlockedFactor) -> float:
+        """The criterion from a computed blocked factor."""
+        return self.value((f.logdet_z, f.logdet_x, f.pwrss))
+
+    # -- the blocked factor (see linalg/blocked.py) -------------------------------------
+    def factor(self, theta: np.ndarray) -> BlockedFactor:
+        return self.system.factor(theta)
+
+    def owned_factor(self, theta: np.ndarray) -> tuple[BlockedFactor, bool]:
+        return self.system.owned_factor(theta)
+
+    def release(self, f: BlockedFactor) -> None:
+        self.system.release(f)
+
+    # -- start, gradient and estimates -----------------------------------------------
+    def moment_start(self, step: float) -> tuple[np.ndarray, np.ndarray]:
+        """Starting theta and initial steps (:func:`.start.moment_start`)."""
+        return moment_start(self.system, step)
+
+    def value_and_gradient(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
+        """The criterion and its analytic gradient at ``theta`` (dense systems)."""
+        if self.reml:
+            terms, grad = self.system.log_terms_and_gradient(theta, "zx", self.n - self.p)
+        else:
+            terms, grad = self.system.log_terms_and_gradient(theta, "z", self.n)
+        return self.value(terms), grad
+
+    def estimates(self, theta: np.ndarray) -> tuple[Estimates, float]:
+        """beta-hat, sigma-hat, Var(beta-hat), the conditional modes and the criterion at
+        theta (dense systems)."""
+        est, terms = self.system.estimates(theta, self.dof)
+        return est, self.value(terms)

@@ -1,4 +1,4 @@
-"""Residual variances that differ by group (nlme's ``varIdent``), from cross products.
+"""Residual variances that differ by group (nlme's ``varIdent``): which rows share one.
 
 Model: ``Var(e_i) = sigma^2 delta_g(i)^2`` with ``delta = 1`` for the reference stratum.
 For fixed ``delta`` the rows scaled by ``1 / delta_g(i)`` follow the homoscedastic model,
@@ -21,11 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from mixedmodels.covariance import CovarianceStructure
 from mixedmodels.design.factors import format_level
 from mixedmodels.errors import DataError
-from mixedmodels.linalg.cross_products import StratifiedCrossProducts
-from mixedmodels.objective.profiled_deviance import ProfiledDeviance
 
 
 @dataclass(frozen=True, eq=False)
@@ -144,50 +141,3 @@ def _level_sort_key(label: str):
         return (0, float(label), label)
     except ValueError:
         return (1, 0.0, label)
-
-
-class StratifiedDeviance:
-    """The deviance over ``(theta, rho)``, rho being log SD ratios of the non-reference strata.
-
-    Parameters
-    ----------
-    structure
-        Covariance parameterisation of the random effects.
-    cross_products
-        The strata's cross-product blocks.
-    reml
-        REML or ML.
-    """
-
-    def __init__(
-        self, structure: CovarianceStructure, cross_products: StratifiedCrossProducts, reml: bool
-    ):
-        self.structure = structure
-        self.cross_products = cross_products
-        self.reml = bool(reml)
-        self.counts = cross_products.counts.astype(np.float64)
-        self.nstrata = len(cross_products.strata)
-        self.base = ProfiledDeviance(
-            structure, cross_products.combine(np.ones(self.nstrata)), reml=reml
-        )
-
-    @property
-    def ntheta(self) -> int:
-        return self.structure.ntheta
-
-    def at(self, rho: np.ndarray) -> ProfiledDeviance:
-        """The profiled deviance in theta for fixed SD ratios ``exp(rho)``."""
-        log_delta = np.concatenate([[0.0], np.asarray(rho, dtype=np.float64)])
-        weights = np.exp(-2.0 * log_delta)
-        offset = 2.0 * float(self.counts @ log_delta)
-        return self.base.with_cross_products(self.cross_products.combine(weights), offset)
-
-    def __call__(self, params: np.ndarray) -> float:
-        params = np.asarray(params, dtype=np.float64)
-        return self.at(params[self.ntheta :])(params[: self.ntheta])
-
-    def lower_bounds(self) -> np.ndarray:
-        return np.concatenate([self.structure.lower_bounds(), np.full(self.nstrata - 1, -np.inf)])
-
-    def initial_values(self) -> np.ndarray:
-        return np.concatenate([self.structure.initial_theta(), np.zeros(self.nstrata - 1)])

@@ -14,12 +14,14 @@ import numpy as np
 import pandas as pd
 
 from mixedmodels.errors import ModelSpecificationError
-from mixedmodels.objective.solution import Estimates, conditional_variances, estimate
+from mixedmodels.linalg.solution import Estimates, conditional_variances, estimate
 from mixedmodels.tables import Report, Table
 
 if TYPE_CHECKING:  # pragma: no cover
+    from mixedmodels.linalg.blocked import BlockedFactor
     from mixedmodels.models.lmm import LinearMixedModel
-    from mixedmodels.objective.profiled_deviance import BlockedFactor, ProfiledDeviance
+    from mixedmodels.objective.model_objective import LinearMixedObjective
+    from mixedmodels.objective.profiled_deviance import ProfiledDeviance
     from mixedmodels.optimize import OptSummary
 
 
@@ -49,6 +51,7 @@ class LinearMixedModelResult:
         self,
         *,
         model: LinearMixedModel,
+        objective_function: LinearMixedObjective,
         deviance_function: ProfiledDeviance | None,
         opt: OptSummary,
         reml: bool,
@@ -56,6 +59,7 @@ class LinearMixedModelResult:
         objective: float | None = None,
     ):
         self.model = model
+        self._objective_function = objective_function
         self.design = model.design
         self.structure = model.structure
         self.reml = bool(reml)
@@ -71,8 +75,21 @@ class LinearMixedModelResult:
 
     @cached_property
     def deviance_function(self) -> ProfiledDeviance:
-        """The blocked profiled deviance this fit minimised (objective/profiled_deviance.py)."""
+        """The blocked profiled deviance in theta at the fit's residual parameters."""
         return self.model.deviance_function(self.reml)
+
+    @property
+    def objective_function(self) -> LinearMixedObjective:
+        """The criterion this fit minimised, over all its parameters (named blocks ``theta``
+        and ``residual``; :mod:`mixedmodels.objective.model_objective`). Inference asks it."""
+        return self._objective_function
+
+    @property
+    def parameters(self) -> pd.Series:
+        """The optimum of :attr:`objective_function`, named (theta, then residual parameters)."""
+        return pd.Series(
+            self.opt.final_theta.copy(), index=list(self._objective_function.names), name="value"
+        )
 
     # -- the factor at the optimum and what follows from it ----------------------------
     # Computed on first use, once: the deviance function is a pure function of theta (its
@@ -87,7 +104,7 @@ class LinearMixedModelResult:
     @cached_property
     def estimates(self) -> Estimates:
         """beta-hat, sigma-hat, Var(beta-hat) and the conditional modes, from :attr:`factor`."""
-        return estimate(self.deviance_function, self.factor)
+        return estimate(self.deviance_function.system, self.factor, self.reml)
 
     @cached_property
     def objective(self) -> float:
@@ -329,7 +346,7 @@ class LinearMixedModelResult:
 
     @cached_property
     def _condvar(self) -> list[np.ndarray]:
-        return conditional_variances(self.deviance_function, self.factor, self.sigma)
+        return conditional_variances(self.deviance_function.system, self.factor, self.sigma)
 
     @cached_property
     def ranef_condvar(self) -> dict[str, np.ndarray]:
@@ -373,14 +390,20 @@ class LinearMixedModelResult:
             out += np.einsum("ij,ij->i", term.z, b[term.refs])
         return out
 
+    def _fixed_part(self) -> np.ndarray:
+        """``X beta`` plus the offset (lme4's fitted values include it)."""
+        eta = self.design.X @ self.estimates.beta
+        offset = self.model.offset
+        return eta if offset is None else eta + offset
+
     @cached_property
     def _fitted_values(self) -> np.ndarray:
         self._require_rows("fitted values and residuals")
-        return self.design.X @ self.estimates.beta + self._random_part()
+        return self._fixed_part() + self._random_part()
 
     @property
     def fitted(self) -> pd.Series:
-        """Conditional fitted values X beta + Z b."""
+        """Conditional fitted values X beta + offset + Z b."""
         return pd.Series(self._fitted_values, index=self.design.row_index, name="fitted")
 
     @property
@@ -392,20 +415,16 @@ class LinearMixedModelResult:
 
     @property
     def fitted_marginal(self) -> pd.Series:
-        """Population-level fitted values X beta."""
+        """Population-level fitted values X beta (+ offset)."""
         self._require_rows("fitted values")
-        return pd.Series(
-            self.design.X @ self.estimates.beta, index=self.design.row_index, name="fitted"
-        )
+        return pd.Series(self._fixed_part(), index=self.design.row_index, name="fitted")
 
     @property
     def resid_marginal(self) -> pd.Series:
-        """Marginal residuals y - X beta."""
+        """Marginal residuals y - X beta (- offset)."""
         self._require_rows("residuals")
         return pd.Series(
-            self.design.y - self.design.X @ self.estimates.beta,
-            index=self.design.row_index,
-            name="resid",
+            self.design.y - self._fixed_part(), index=self.design.row_index, name="resid"
         )
 
     def predict(self, newdata: pd.DataFrame | None = None, *, re: bool = True) -> pd.Series:
@@ -425,6 +444,11 @@ class LinearMixedModelResult:
         spec = self.design.spec
         X = spec.fixed_matrix(newdata)
         pred = X @ self.estimates.beta
+        offset_values = getattr(spec, "offset_values", None)
+        if offset_values is not None:
+            offset = offset_values(newdata)  # the formula's offset() terms on the new rows
+            if offset is not None:
+                pred = pred + np.asarray(offset, dtype=np.float64)
         if re:
             rows = spec.random_effects_rows(newdata)
             for g, term in enumerate(self.structure.terms):

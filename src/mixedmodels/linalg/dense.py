@@ -1,14 +1,15 @@
-"""Small models in dense form: the profiled deviance, its gradient and the estimates.
+"""The dense system of a small model: ``Omega(theta)``, its factor, gradient terms, estimates.
 
-For a small model (``m = q + p + 1`` up to ``DENSE_MAX``) the blocked engine of
-:mod:`.deviance` and :mod:`.gradient` costs more in Python bookkeeping than in
-arithmetic. Here the whole
+For a small model (``m = q + p + 1`` up to
+:data:`mixedmodels.models.engine.DENSE_MAX`) the blocked system of :mod:`.blocked` costs
+more in Python bookkeeping than in arithmetic. Here the whole
 
     Omega(theta) = D' A D + diag(I_q, 0),   D = blockdiag(Lambda, I),
 
 with ``A = [Z X y]'[Z X y]``, is one dense ``m x m`` matrix and ``Omega = U'U`` one LAPACK
 call; ``L = U'`` is the factor of Bates et al. (2015, sec. 3) with its blocks side by side,
-so the deviance (eqs. 34 and 41) is read off the diagonal of ``U``.
+so the log determinants and ``r^2`` of the criterion (eqs. 34 and 41) are read off the
+diagonal of ``U``.
 
 Gradient. With ``K = A D`` and ``E_i = dD / d theta_i`` (ones where ``Lambda`` holds
 ``theta_i``):
@@ -45,49 +46,21 @@ from scipy.linalg.lapack import dtrtrs as _dtrtrs
 
 from mixedmodels.covariance import CovarianceStructure
 from mixedmodels.linalg.cross_products import CrossProducts
-from mixedmodels.objective.profiled_deviance import moment_theta, ols_from_cross_products
-from mixedmodels.objective.solution import Estimates
-
-#: Largest ``q + p + 1`` fitted in dense form (past it the blocked engine, which exploits
-#: the block-diagonal first term, costs less).
-DENSE_MAX = 96
-
-#: Up to this many entries of ``[Z X y]`` (rows x m), ``A`` is one product of that dense
-#: matrix with itself; beyond, it is assembled from the blocked cross products.
-ROWS_PRODUCT_MAX = 1 << 21
+from mixedmodels.linalg.solution import Estimates
 
 #: A template diagonal below this (relative to the template's largest entry, and absolute)
 #: counts as singular; the same rule as :mod:`.gradient`.
 _SINGULAR_DIAGONAL = 1e-6
-_LOG_2PI = math.log(2.0 * math.pi)
-
-
-def dense_size(structure: CovarianceStructure, p: int) -> int:
-    """``q + p + 1``: the order of the dense ``Omega`` of a model."""
-    return sum(t.nranef for t in structure.terms) + p + 1
-
-
-def prefers_dense(structure: CovarianceStructure, p: int) -> bool:
-    """Whether a model is fitted in dense form: sizes alone decide (see ``DENSE_MAX``), so
-    the fits of one model from memory and from streamed chunks take the same path."""
-    return dense_size(structure, p) <= DENSE_MAX
-
-
-def evaluates_dense(structure: CovarianceStructure) -> bool:
-    """Whether the optimiser's deviance evaluations are dense too (all templates 1 x 1).
-
-    With vector templates the blocked engine's closed-form 2 x 2 (and batched) level
-    blocks cost less per evaluation (sleepstudy ``(Days | Subject)``: 14 against 22 us;
-    ratpup ``(1 + sex | litter)``: 15 against 30 us), so the optimiser uses it and the
-    dense form serves the gradient and the estimates only.
-    """
-    return all(t.ncols == 1 for t in structure.terms)
 
 
 def cross_products_from_rows(
-    structure: CovarianceStructure, X: np.ndarray, y: np.ndarray
+    structure: CovarianceStructure,
+    X: np.ndarray,
+    y: np.ndarray,
+    weights: np.ndarray | None = None,
 ) -> np.ndarray:
-    """``A = M'M`` for the dense ``M = [Z X y]`` (columns: terms in engine order, level-major)."""
+    """``A = M'WM`` for the dense ``M = [Z X y]`` (columns: terms in engine order, level-major)
+    and row weights ``W`` (the identity by default)."""
     n, p = X.shape
     q = sum(t.nranef for t in structure.terms)
     M = np.zeros((n, q + p + 1))
@@ -99,7 +72,9 @@ def cross_products_from_rows(
         start += term.nranef
     M[:, q : q + p] = X
     M[:, -1] = y
-    return M.T @ M
+    if weights is None:
+        return M.T @ M
+    return (M * weights[:, None]).T @ M
 
 
 def cross_products_from_blocks(structure: CovarianceStructure, A: CrossProducts) -> np.ndarray:
@@ -125,12 +100,12 @@ def cross_products_from_blocks(structure: CovarianceStructure, A: CrossProducts)
     return W
 
 
-class DenseProfiledDeviance:
-    """The profiled deviance of a small model as a function of theta, in dense form.
+class DenseSystem:
+    """The dense ``Omega(theta)`` of a small model, factored, with gradient terms and estimates.
 
-    The same criterion as :class:`.deviance.ProfiledDeviance` (to rounding), with the
-    gradient (:meth:`value_and_gradient`) and the estimates at a point (:meth:`estimates`)
-    from one factorisation each.
+    The same log determinants and ``r^2`` as :class:`.blocked.BlockedSystem` (to rounding),
+    with the gradient of a criterion built from them (:meth:`value_terms_and_gradient`) and
+    the estimates at a point (:meth:`estimates`) from one factorisation each.
 
     Parameters
     ----------
@@ -141,18 +116,17 @@ class DenseProfiledDeviance:
         :func:`cross_products_from_blocks`).
     n
         Number of observations.
-    reml
-        REML criterion if True, ML deviance otherwise.
     """
 
-    def __init__(self, structure: CovarianceStructure, W: np.ndarray, n: int, reml: bool = True):
+    memoize = False  # an evaluation costs less than remembering it
+
+    def __init__(self, structure: CovarianceStructure, W: np.ndarray, n: int):
         self.structure = structure
-        self.reml = bool(reml)
         self.n = int(n)
         terms = structure.terms
         q = sum(t.nranef for t in terms)
         m = W.shape[0]
-        self.p = p = m - q - 1
+        self.p = m - q - 1
         self._q, self._m, self._W = q, m, W
         # Per term: its columns' span in Omega, the positions (r, c) in D of every template
         # entry on every level with its theta index, and its columns of A as
@@ -186,19 +160,25 @@ class DenseProfiledDeviance:
             (s, e, (s + np.flatnonzero(on_diag[s:e])).tolist())
             for s, e in zip(structure.offsets[:-1], structure.offsets[1:], strict=True)
         ]
-        self._nmp = n - p if self.reml else n
-        self.evaluations = 0
 
     @classmethod
-    def from_cross_products(
-        cls, structure: CovarianceStructure, A: CrossProducts, reml: bool = True
-    ) -> DenseProfiledDeviance:
-        """The dense deviance from blocked cross products (streamed or reduced on a cluster)."""
-        return cls(structure, cross_products_from_blocks(structure, A), int(A.nobs), reml)
+    def from_cross_products(cls, structure: CovarianceStructure, A: CrossProducts) -> DenseSystem:
+        """The dense system from blocked cross products (streamed or reduced on a cluster)."""
+        return cls(structure, cross_products_from_blocks(structure, A), int(A.nobs))
 
-    def with_reml(self, reml: bool) -> DenseProfiledDeviance:
-        """The same model with the other criterion (``A`` is shared, not copied)."""
-        return DenseProfiledDeviance(self.structure, self._W, self.n, reml)
+    def with_values(self, W: np.ndarray) -> DenseSystem:
+        """The same system for a new dense ``A`` of the same model (reweighted rows)."""
+        return DenseSystem(self.structure, W, self.n)
+
+    @property
+    def W(self) -> np.ndarray:
+        """The dense ``A = [Z X y]'[Z X y]``."""
+        return self._W
+
+    @property
+    def spans(self) -> list[tuple[int, int]]:
+        """Each term's columns in ``A`` (start, stop)."""
+        return self._spans
 
     # -- Omega and its factor -------------------------------------------------------------
     def _omega(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -232,22 +212,16 @@ class DenseProfiledDeviance:
         U, info = _dpotrf(omega.T, lower=0, clean=0, overwrite_a=1)
         return (U if info == 0 else None), K
 
-    def _value(self, diag: np.ndarray) -> float:
-        """The deviance (BMBW eqs. 34 / 41) from the diagonal of U."""
+    def _log_terms(self, diag: np.ndarray) -> tuple[float, float, float]:
         q = self._q
         logs = np.log(diag[:-1])
-        r2 = float(diag[-1]) ** 2
-        if r2 <= 0.0:
-            return -math.inf
-        nmp = self._nmp
-        value = 2.0 * float(logs.sum() if self.reml else logs[:q].sum())
-        return value + nmp * (1.0 + _LOG_2PI + math.log(r2 / nmp))
+        return 2.0 * float(logs[:q].sum()), 2.0 * float(logs[q:].sum()), float(diag[-1]) ** 2
 
-    def __call__(self, theta: np.ndarray) -> float:
-        """Deviance at ``theta``; ``inf`` where Omega is not positive definite."""
-        self.evaluations += 1
+    def log_terms(self, theta: np.ndarray) -> tuple[float, float, float] | None:
+        """``log|L_Z|^2``, ``log|R_X|^2`` and ``r^2`` at ``theta`` (None if Omega is not
+        positive definite)."""
         U, _ = self._factor(theta)
-        return math.inf if U is None else self._value(U.diagonal())
+        return None if U is None else self._log_terms(U.diagonal())
 
     # -- gradient ---------------------------------------------------------------------------
     def _singular_entries(self, theta: np.ndarray) -> list[int]:
@@ -261,15 +235,22 @@ class DenseProfiledDeviance:
                 bad.extend(range(s, e))
         return bad
 
-    def value_and_gradient(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
-        """The deviance and its gradient at ``theta`` (``inf`` and NaN if not positive definite)."""
+    def log_terms_and_gradient(
+        self, theta: np.ndarray, logdet: str, logr2_weight: float
+    ) -> tuple[tuple[float, float, float] | None, np.ndarray]:
+        """The log terms and the gradient of ``l + w log r^2`` at ``theta``, one factorisation.
+
+        ``l`` is ``log|L_Z|^2 + log|R_X|^2`` (``logdet="zx"``, the REML criterion's) or
+        ``log|L_Z|^2`` (``"z"``, ML's) and ``w`` is ``logr2_weight``: every profiled
+        criterion is such a sum plus constants (see the module docstring for the formulas).
+        None and NaN where Omega is not positive definite.
+        """
         theta = np.asarray(theta, dtype=np.float64)
         U, K = self._factor(theta)
         if U is None:
-            return math.inf, np.full(self.structure.ntheta, np.nan)
+            return None, np.full(self.structure.ntheta, np.nan)
         diag = U.diagonal()
-        value = self._value(diag)
-        q, n, p = self._q, self.n, self.p
+        q = self._q
         # P' = Omega^{-1} K' (K.T is Fortran-ordered: no copy); read in Fortran order it is
         # P itself, C-ordered. u = Omega^{-1} e_m = U^{-1} e_m / U_mm.
         Pt, _ = _dpotrs(U, K.T, lower=0)
@@ -279,48 +260,31 @@ class DenseProfiledDeviance:
         u, _ = _dtrtrs(U, e_m, lower=0)
         r2 = float(diag[-1]) ** 2
         last = P[self._at_rm] * u[self._cols]  # P[r, m] u[c] per position
-        if self.reml:
-            vals = P[self._at_rc] + ((n - p - 1) * r2) * last
+        if logdet == "zx":
+            # 2 sum P[r, c] is d log|Omega| = d (l_ZX + log r^2).
+            vals = P[self._at_rc] + ((logr2_weight - 1.0) * r2) * last
         else:
             PZt, _ = _dpotrs(np.asfortranarray(U[:q, :q]), np.asfortranarray(K[:q, :q].T), lower=0)
-            vals = PZt.ravel(order="F")[self._at_rc_z] + (n * r2) * last
+            vals = PZt.ravel(order="F")[self._at_rc_z] + (logr2_weight * r2) * last
         grad = 2.0 * np.bincount(self._src, weights=vals, minlength=self.structure.ntheta)
         singular = self._singular_entries(theta)
         if singular:
             grad[singular] = np.nan
-        return value, grad
+        return self._log_terms(diag), grad
 
-    # -- start and estimates ------------------------------------------------------------
-    def moment_start(self, step: float) -> tuple[np.ndarray, np.ndarray]:
-        """lme4's start with scalar terms at a one-way ANOVA moment estimate, and the steps.
-
-        The estimate of :meth:`.deviance.ProfiledDeviance.moment_start` (its small-model
-        form), read from the dense ``A``: for a scalar term with column ``z``, the OLS
-        residuals summed by level ``s_l`` give ``sigma_k^2 ~ (sum_l s_l^2 / n_l - L s^2) / N``.
-        """
-        structure, W, n, q = self.structure, self._W, self.n, self._q
-        steps = np.full(structure.ntheta, float(step))
-        ols = ols_from_cross_products(W[q:, q:], n)
-        if ols is None:
-            return structure.initial_theta(), steps
-        level_sums = [
-            (k, W[q:, s:e], W.diagonal()[s:e])
-            for k, (term, (s, e)) in enumerate(zip(structure.terms, self._spans, strict=True))
-            if term.ncols == 1
-        ]
-        theta, _ = moment_theta(structure, level_sums, *ols, n)
-        return theta, steps
-
-    def estimates(self, theta: np.ndarray) -> tuple[Estimates, float]:
-        """beta-hat, sigma-hat, Var(beta-hat), the conditional modes and the criterion at theta."""
+    # -- estimates ------------------------------------------------------------
+    def estimates(
+        self, theta: np.ndarray, dof: float
+    ) -> tuple[Estimates, tuple[float, float, float]]:
+        """beta-hat, sigma-hat, Var(beta-hat) and the conditional modes at theta, and the log
+        terms there; ``sigma^2 = r^2 / dof`` (``n - p`` for REML, ``n`` for ML)."""
         theta = np.asarray(theta, dtype=np.float64)
         U, _ = self._factor(theta)
         if U is None:
             raise np.linalg.LinAlgError("Omega is not positive definite at theta")
         q, p, m = self._q, self.p, self._m
-        value = self._value(U.diagonal())
-        r2 = float(U[-1, -1]) ** 2
-        sigma2 = r2 / self._nmp
+        terms = self._log_terms(U.diagonal())
+        sigma2 = terms[2] / dof
         if p:
             R = np.asfortranarray(U[q : q + p, q : q + p])  # R_X (upper)
             beta, _ = _dtrtrs(R, U[q : q + p, m - 1], lower=0)
@@ -344,24 +308,4 @@ class DenseProfiledDeviance:
             b=tuple(bs),
             u=tuple(us),
         )
-        return est, value
-
-
-class DenseDevianceGradient:
-    """The gradient of a :class:`DenseProfiledDeviance`, for :func:`.optimize.check_convergence`.
-
-    Call it with theta for the gradient; :meth:`value_and_gradient` gives both from one
-    factorisation (the interface of :class:`.gradient.ProfiledDevianceGradient`).
-    """
-
-    def __init__(self, dev: DenseProfiledDeviance):
-        self.dev = dev
-        self.evaluations = 0
-
-    def value_and_gradient(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
-        self.evaluations += 1
-        return self.dev.value_and_gradient(theta)
-
-    def __call__(self, theta: np.ndarray, factor: object | None = None) -> np.ndarray:
-        """Gradient at ``theta`` (``factor`` is accepted for interface parity and unused)."""
-        return self.value_and_gradient(theta)[1]
+        return est, terms

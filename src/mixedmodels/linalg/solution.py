@@ -1,6 +1,6 @@
 """Estimates at the optimum: fixed effects, conditional modes and their variances.
 
-With the blocked factor ``L`` at theta-hat (see :mod:`.deviance`):
+With the blocked factor ``L`` at theta-hat (see :mod:`.blocked`):
 
 * ``R_X beta = r_Xy`` gives beta-hat; ``Var(beta) = sigma^2 (R_X' R_X)^{-1}``;
 * ``L_Z' u = c_u - L_XZ' beta`` gives the conditional modes ``u``; ``b = Lambda u``;
@@ -23,7 +23,7 @@ import scipy.linalg as sla
 import scipy.sparse as sp
 from scipy.linalg.lapack import dpotri as _dpotri
 
-from mixedmodels.objective.profiled_deviance import BlockedFactor, ProfiledDeviance
+from mixedmodels.linalg.blocked import BlockedFactor, BlockedSystem
 
 
 @dataclass(frozen=True, eq=False)
@@ -65,7 +65,7 @@ def block_diagonal_sparse(blocks: np.ndarray) -> sp.csr_matrix:
     return sp.csr_matrix((blocks.ravel(), (rows.ravel(), cols.ravel())), shape=(l * p, l * p))
 
 
-def rest_lambda_sparse(dev: ProfiledDeviance, templates: list[np.ndarray]) -> sp.csr_matrix:
+def rest_lambda_sparse(dev: BlockedSystem, templates: list[np.ndarray]) -> sp.csr_matrix:
     """Lambda restricted to the rest block (terms 2..K), sparse block diagonal."""
     mats = []
     for k, term in enumerate(dev.structure.terms[1:], start=1):
@@ -74,14 +74,17 @@ def rest_lambda_sparse(dev: ProfiledDeviance, templates: list[np.ndarray]) -> sp
     return sp.block_diag(mats, format="csr")
 
 
-def estimate(dev: ProfiledDeviance, f: BlockedFactor) -> Estimates:
-    """Fixed effects, sigma and conditional modes from the factor at the optimum."""
+def estimate(dev: BlockedSystem, f: BlockedFactor, reml: bool) -> Estimates:
+    """Fixed effects, sigma and conditional modes from the factor at the optimum.
+
+    ``sigma^2 = r^2 / (n - p)`` for REML, ``r^2 / n`` for ML (Bates et al. 2015, eq. 33).
+    """
     p = dev.p
     n = dev.n
     LXX = f.LXX
     Rt = LXX[:p, :p]  # R_X' (lower)
     beta = sla.solve_triangular(Rt, LXX[p, :p], lower=True, trans="T") if p else np.zeros(0)
-    sigma2 = f.pwrss / (n - p if dev.reml else n)
+    sigma2 = f.pwrss / (n - p if reml else n)
     if p:
         Rinv = sla.solve_triangular(Rt, np.eye(p), lower=True)  # (R_X')^{-1}
         vcov = sigma2 * (Rinv.T @ Rinv)
@@ -102,7 +105,7 @@ def estimate(dev: ProfiledDeviance, f: BlockedFactor) -> Estimates:
     if f.L22 is not None:
         v2 = coef @ f.LX2
         u2 = solve_l22_transposed(f, v2)
-        offs = dev._rest_offsets
+        offs = dev.rest_offsets
         b2 = np.empty_like(u2)
         for k, term in enumerate(terms[1:], start=1):
             s, e = offs[k - 1], offs[k]
@@ -162,7 +165,7 @@ def rest_inverse_lower(f: BlockedFactor) -> np.ndarray:
     return out
 
 
-def rest_inverse_in_place(dev: ProfiledDeviance, f: BlockedFactor) -> np.ndarray:
+def rest_inverse_in_place(dev: BlockedSystem, f: BlockedFactor) -> np.ndarray:
     """``S^{-1} = (L22 L22')^{-1}`` computed in the storage of ``f`` (which it destroys).
 
     For a caller that needs ``S^{-1}`` once and the factor no more (a gradient at a trial
@@ -205,9 +208,9 @@ def _symmetrize_lower_inplace(M: np.ndarray, block: int = 256) -> None:
         d[...] = np.tril(d) + np.tril(d, -1).T
 
 
-def _lambda_sandwich_inplace(dev: ProfiledDeviance, M: np.ndarray, templates) -> None:
+def _lambda_sandwich_inplace(dev: BlockedSystem, M: np.ndarray, templates) -> None:
     """``M <- Lambda_r M Lambda_r'`` in place for a symmetric ``q_r x q_r`` ``M``, in slices."""
-    offs = dev._rest_offsets
+    offs = dev.rest_offsets
     terms = dev.structure.terms[1:]
 
     def right(rows: np.ndarray) -> None:  # rows <- rows @ Lambda_r'
@@ -228,7 +231,7 @@ def _lambda_sandwich_inplace(dev: ProfiledDeviance, M: np.ndarray, templates) ->
 
 
 def _conditional_variances_pattern(
-    dev: ProfiledDeviance, f: BlockedFactor, s2: float
+    dev: BlockedSystem, f: BlockedFactor, s2: float
 ) -> list[np.ndarray]:
     """:func:`conditional_variances` for large models: ``S^{-1}`` read at pattern positions.
 
@@ -243,9 +246,9 @@ def _conditional_variances_pattern(
     t1 = terms[0]
     p1 = t1.ncols
     T1 = f.templates[0]
-    pat = dev._pattern
+    pat = dev.pattern
     Sinv = rest_inverse_lower(f)  # lower triangle valid
-    offs = dev._rest_offsets
+    offs = dev.rest_offsets
     # Rest terms: diagonal blocks of S^{-1} (before Sinv is transformed below).
     out_rest: list[np.ndarray] = []
     for k, term in enumerate(terms[1:], start=1):
@@ -278,9 +281,7 @@ def _conditional_variances_pattern(
     return [first, *out_rest]
 
 
-def conditional_variances(
-    dev: ProfiledDeviance, f: BlockedFactor, sigma: float
-) -> list[np.ndarray]:
+def conditional_variances(dev: BlockedSystem, f: BlockedFactor, sigma: float) -> list[np.ndarray]:
     """Diagonal blocks of Var(b | y), one (levels, p, p) array per grouped term.
 
     Top-left: ``M_l^{-1} + G_l' G_l`` with ``G = L22^{-1} Lambda_r' A_r1 blockdiag(T1 M^{-1})``;
@@ -291,7 +292,7 @@ def conditional_variances(
     """
     terms = dev.structure.terms
     s2 = sigma * sigma
-    if f.L22 is not None and dev._pattern is not None:
+    if f.L22 is not None and dev.pattern is not None:
         return _conditional_variances_pattern(dev, f, s2)
     T1 = f.templates[0]
     var_u1 = f.M11inv.copy()
@@ -305,7 +306,7 @@ def conditional_variances(
         t1 = terms[0]
         G3 = G.reshape(qr, t1.nlevels, t1.ncols)
         var_u1 = var_u1 + np.einsum("rla,rlb->lab", G3, G3)
-        offs = dev._rest_offsets
+        offs = dev.rest_offsets
         for k, term in enumerate(terms[1:], start=1):
             s, e = offs[k - 1], offs[k]
             C = Linv[:, s:e].reshape(qr, term.nlevels, term.ncols)

@@ -1,0 +1,232 @@
+"""Starting values of theta from the cross products: moment estimates, two-stage templates.
+
+lme4 starts every template at the identity. Here scalar terms start at a one-way ANOVA
+moment estimate and the first vector template at the two-stage (per-level OLS) estimate
+(Laird & Ware 1982), both read from the blocks of ``A``: on large data that halves the
+optimiser's evaluations, and no step touches the rows.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from mixedmodels.covariance import CovarianceStructure
+from mixedmodels.linalg.blocked import BlockedSystem
+from mixedmodels.linalg.dense import DenseSystem
+
+_MOMENT_PASSES = 8  # fixed-point passes of moment_components
+
+
+def ols_from_cross_products(xytxy: np.ndarray, n: int) -> tuple[np.ndarray, float] | None:
+    """OLS ``beta`` and residual variance ``s^2`` from ``[X y]'[X y]`` (None if X'X is singular)."""
+    p = xytxy.shape[0] - 1
+    try:
+        beta = np.linalg.solve(xytxy[:p, :p], xytxy[:p, p]) if p else np.zeros(0)
+    except np.linalg.LinAlgError:
+        return None
+    return beta, float(xytxy[p, p] - beta @ xytxy[:p, p]) / (n - p)
+
+
+def moment_components(
+    stats: list[tuple[int, float, int, float]], s2: float, n: int, own_level: bool = False
+) -> tuple[list[tuple[int, float, float]], float]:
+    """Variance components of scalar terms by moments, and the residual variance.
+
+    For term ``k`` with ``L`` levels seen, ``N = sum_l n_l`` and ``between = sum_l s_l^2 / n_l``
+    (``s_l``: OLS residuals summed over level ``l``, ``n_l = sum z^2``):
+    ``E[between] ~ L sigma^2 + N sigma_k^2``, where ``sigma^2`` is the residual variance net
+    of every component. Starting from the OLS residual variance ``s2`` (which still holds
+    them all), ``sigma^2 = s2 - sum_k sigma_k^2 N_k / n`` and the components are updated in
+    turn a few times (a fixed point; crossed designs need it: one pass puts Penicillin's
+    plate SD at 0.2 for 1.5). ``own_level``: the first pass divides by ``N - L`` (the large
+    models' start, see :func:`blocked_moment_start`).
+
+    ``stats`` holds ``(k, between, L, N)``; returns ``[(k, sigma_k^2, N)]`` and ``sigma^2``.
+    """
+    sigma2 = s2
+    components: list[tuple[int, float, float]] = []
+    for step in range(_MOMENT_PASSES):
+        components = []
+        for k, between, nseen, N in stats:
+            first_own = step == 0 and own_level and N > nseen
+            denominator = N - nseen if first_own else N
+            components.append((k, max(between - nseen * sigma2, 0.0) / denominator, N))
+        updated = max(s2 - sum(v * N / n for _, v, N in components), 0.1 * s2)
+        converged = abs(updated - sigma2) <= 1e-6 * s2
+        sigma2 = updated
+        if converged:
+            break
+    return components, sigma2
+
+
+def moment_theta(
+    structure: CovarianceStructure,
+    level_sums: list[tuple[int, np.ndarray, np.ndarray]],
+    beta: np.ndarray,
+    s2: float,
+    n: int,
+    own_level: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """lme4's start with scalar terms at their moment estimate, and which entries hold one.
+
+    ``level_sums`` holds, per scalar term ``k``, ``[X y]'z`` summed by level (``(p + 1, L)``)
+    and ``n_l = sum z^2`` by level: the OLS residuals summed by level are
+    ``s_l = y_l - beta' X_l``. The components come from :func:`moment_components`; an
+    estimate of 0 keeps lme4's start of 1 (BOBYQA started on the bound stops short of it).
+    """
+    theta = structure.initial_theta()
+    estimated = np.zeros(theta.shape[0], dtype=bool)
+    p = beta.shape[0]
+    stats = []
+    for k, XyZ, nl in level_sums:
+        sums = XyZ[p] - beta @ XyZ[:p]
+        seen = nl > 0
+        N = float(nl.sum())
+        if N <= 0.0:  # a column of zeros: keep lme4's start
+            continue
+        stats.append((k, float(np.sum(sums[seen] ** 2 / nl[seen])), int(seen.sum()), N))
+    components, resid = moment_components(stats, s2, n, own_level)
+    for k, v, _ in components:
+        value = math.sqrt(v / resid) if resid > 0 else math.nan
+        if math.isfinite(value) and value > 0.0:
+            theta[structure.offsets[k]] = min(value, 10.0)
+            estimated[structure.offsets[k]] = True
+    return theta, estimated
+
+
+def blocked_moment_start(system: BlockedSystem, step: float) -> tuple[np.ndarray, np.ndarray]:
+    """Starting theta and initial BOBYQA steps: lme4's start, scalar terms at a moment estimate.
+
+    For a scalar term with column ``z``, the OLS residuals summed by level,
+    ``s_l = sum_(i in l) z_i r_i``, have ``E[sum_l s_l^2 / n_l] ~ L sigma^2 + N sigma_k^2``
+    (``n_l = sum_(i in l) z_i^2``, ``N = sum_l n_l``, ``L`` levels: one-way random-effects
+    ANOVA, ignoring the other terms and the fixed-effects projection); ``sigma^2`` is
+    the OLS residual variance less the estimated components. Crude, but it needs only
+    the cross products. On small data the estimate is rough, so the step stays.
+
+    On large models (the sparse update path) each evaluation is a dense factorisation
+    and the start matters more. There ``sigma^2`` above is taken as the whole OLS
+    residual variance ``s^2`` (which still holds the term's own variance):
+    ``E[sum_l s_l^2 / n_l] ~ L s^2 + (N - L) sigma_k^2``, so the estimate divides by
+    ``N - L``, not ``N`` (with 10 rows per level the latter is 10% low in variance).
+    It lands near the optimum, and the estimated entries start with a tenth of the
+    initial ``step``. Crossed random intercepts (1e5 rows, 1e4 x 1e3 levels, six
+    designs): 225 -> 133 BOBYQA evaluations in all, each design fewer; InstEval 35 ->
+    29 and 22 -> 21; the same optimum (deviance within 1e-12 relative).
+
+    Returns
+    -------
+    theta0, steps
+        The start and the initial step of each entry.
+    """
+    theta, estimated = _blocked_moment_theta(system, own_level=not system.uses_dense_update)
+    shrink = np.full(theta.shape[0], 0.1 if not system.uses_dense_update else 1.0)
+    if system.structure.terms[0].ncols > 1:
+        # The two-stage template lands close on small data too.
+        shrink[: system.t1_index[2]] = 0.1
+    return theta, np.where(estimated, shrink * step, step)
+
+
+def _blocked_moment_theta(
+    system: BlockedSystem, own_level: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """The start of :func:`blocked_moment_start` and which entries hold an estimate.
+
+    ``own_level``: divide by ``N - L`` (the large-model estimate, see there).
+    """
+    structure, A, n = system.structure, system.A, system.n
+    theta = structure.initial_theta()
+    estimated = np.zeros(theta.shape[0], dtype=bool)
+    ols = ols_from_cross_products(A.xytxy, n)
+    if ols is None:
+        return theta, estimated
+    beta, s2 = ols
+    level_sums = []
+    rest_diagonal = A.zrtzr_diagonal() if (len(system.structure.terms) > 1) else None
+    for k, term in enumerate(structure.terms):
+        if term.ncols != 1:
+            continue
+        if k == 0:
+            level_sums.append((k, A.xytz1[:, :, 0], A.z1tz1[:, 0, 0]))
+        else:
+            s, e = system.rest_offsets[k - 1], system.rest_offsets[k]
+            level_sums.append((k, A.xytzr[:, s:e], rest_diagonal[s:e]))
+    theta, estimated = moment_theta(structure, level_sums, beta, s2, n, own_level)
+    if structure.terms[0].ncols > 1 and s2 > 0:
+        template = _two_stage_template(system, beta, s2)
+        if template is not None:
+            rows, cols, stop = system.t1_index
+            theta[:stop] = template[rows, cols]
+            estimated[:stop] = True
+    return theta, estimated
+
+
+def _two_stage_template(system: BlockedSystem, beta: np.ndarray, s2: float) -> np.ndarray | None:
+    """A start for term 1's vector template: the two-stage (per-level OLS) estimate.
+
+    Per level, regress the OLS residuals ``r`` on the term's columns:
+    ``b_l = (Z_l'Z_l)^{-1} Z_l' r``. The residual variance within levels is
+    ``sigma^2 = (r'r - sum_l b_l' Z_l' r) / (n - p - L p_1)``, and the spread of the
+    ``b_l`` less their average sampling variance ``sigma^2 (Z_l'Z_l)^{-1}`` estimates
+    ``Var(b)`` (the two-stage idea of Laird & Ware 1982); its Cholesky factor over
+    ``sigma`` is the relative template. Levels whose ``Z_l'Z_l`` is singular are left
+    out; None when too few remain, or the estimate is not positive definite (lme4's
+    identity start is kept then). Entries the template fixes at 0 (``||``) stay 0.
+    ``s2`` is the OLS residual variance (``r'r / (n - p)``).
+    """
+    A, p = system.A, system.p
+    ztz = A.z1tz1
+    ztr = A.xytz1[p] - np.tensordot(beta, A.xytz1[:p], axes=1)  # (l1, p1)
+    p1 = ztz.shape[1]
+    det_ok = np.linalg.det(ztz) > 1e-10 * np.prod(np.diagonal(ztz, axis1=1, axis2=2), axis=1)
+    nok = int(det_ok.sum())
+    dof = system.n - p - nok * p1
+    if nok <= p1 + 1 or dof <= 0:
+        return None
+    inv = np.linalg.inv(ztz[det_ok])
+    b = (inv @ ztr[det_ok][:, :, None])[:, :, 0]
+    sigma2 = (s2 * (system.n - p) - float(np.sum(b * ztr[det_ok]))) / dof
+    if not sigma2 > 0:
+        return None
+    centred = b - b.mean(axis=0)
+    cov = centred.T @ centred / (nok - 1) - sigma2 * inv.mean(axis=0)
+    rows, cols, _ = system.t1_index
+    free = np.zeros((p1, p1), dtype=bool)
+    free[rows, cols] = True
+    cov = np.where(free | free.T, cov, 0.0)
+    try:
+        T = np.linalg.cholesky(cov / sigma2)
+    except np.linalg.LinAlgError:
+        return None
+    return np.minimum(T, 10.0) if np.all(np.isfinite(T)) else None
+
+
+def dense_moment_start(system: DenseSystem, step: float) -> tuple[np.ndarray, np.ndarray]:
+    """lme4's start with scalar terms at a one-way ANOVA moment estimate, and the steps.
+
+    The estimate of :func:`blocked_moment_start` (its small-model
+    form), read from the dense ``A``: for a scalar term with column ``z``, the OLS
+    residuals summed by level ``s_l`` give ``sigma_k^2 ~ (sum_l s_l^2 / n_l - L s^2) / N``.
+    """
+    structure, W, n = system.structure, system.W, system.n
+    q = W.shape[0] - system.p - 1
+    steps = np.full(structure.ntheta, float(step))
+    ols = ols_from_cross_products(W[q:, q:], n)
+    if ols is None:
+        return structure.initial_theta(), steps
+    level_sums = [
+        (k, W[q:, s:e], W.diagonal()[s:e])
+        for k, (term, (s, e)) in enumerate(zip(structure.terms, system.spans, strict=True))
+        if term.ncols == 1
+    ]
+    theta, _ = moment_theta(structure, level_sums, *ols, n)
+    return theta, steps
+
+
+def moment_start(system: BlockedSystem | DenseSystem, step: float) -> tuple[np.ndarray, np.ndarray]:
+    """Starting theta and initial BOBYQA steps for either kind of system."""
+    if isinstance(system, DenseSystem):
+        return dense_moment_start(system, step)
+    return blocked_moment_start(system, step)
