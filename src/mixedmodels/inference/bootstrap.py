@@ -32,7 +32,7 @@ from ..objective.model_objective import LinearMixedObjective
 from ..objective.profiled_deviance import ProfiledDeviance
 from ..optimize import OptimizerOptions, minimize_bobyqa
 from .linear_model import LinearModelResult, ols_criterion
-from .profile import SdCorParameters, residual_ratio_names
+from .parameters import SdCorParameters, residual_ratio_names
 
 _REFIT = OptimizerOptions(ftol_rel=1e-10, ftol_abs=1e-8, xtol_abs=1e-7, initial_step=0.3)
 

@@ -25,7 +25,7 @@ import pandas as pd
 
 from mixedmodels.errors import DataError, InputFileError
 from mixedmodels.io.sources import Progress
-from mixedmodels.models.streamed import (
+from mixedmodels.models.chunked import (
     ChunkPlan,
     StreamedCrossProducts,
     add_cross_products,
