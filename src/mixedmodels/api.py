@@ -35,6 +35,7 @@ def lmer(
     data: Any,
     *,
     reml: bool = True,
+    weights: str | Sequence[float] | np.ndarray | pd.Series | None = None,
     residual_groups: str | None = None,
     residual_pooling: Mapping[str, Sequence[object]] | None = None,
     residual_reference: str | None = None,
@@ -57,6 +58,11 @@ def lmer(
         ``mm.duckdb_query(sql)``, or a Dask DataFrame (map-reduced on its cluster).
     reml
         REML (default) or ML estimation.
+    weights
+        Prior weights, as lme4's ``weights=``: a column name or an array with one value per
+        row of ``data``; row ``i`` has residual variance ``sigma^2 / w_i``. Offsets are
+        written in the formula: ``y ~ x + offset(log(exposure)) + (1 | g)`` (coefficient 1;
+        several add up).
     residual_groups
         A column whose groups get their own residual variance (nlme's
         ``weights = varIdent(form = ~ 1 | column)``); None for one residual variance.
@@ -97,6 +103,7 @@ def lmer(
             formula,
             data,
             reml=reml,
+            weights=_weights_column(weights),
             chunk_rows=chunk_rows,
             progress=progress,
             start=start,
@@ -112,10 +119,10 @@ def lmer(
             raise ModelSpecificationError(
                 "residual_pooling and residual_reference need residual_groups=<column>"
             )
-        design = build_design(formula, frame)
+        design = build_design(formula, frame, weights=weights)
     else:
         design, strata = _design_with_strata(
-            formula, frame, residual_groups, residual_pooling, residual_reference
+            formula, frame, residual_groups, residual_pooling, residual_reference, weights
         )
     model = LinearMixedModel(
         design, reml=reml, formula=formula, data_name=data_name, residual_strata=strata
@@ -129,6 +136,7 @@ def _design_with_strata(
     column: str,
     pooling: Mapping[str, Sequence[object]] | None,
     reference: str | None,
+    weights: Any = None,
 ) -> tuple[ModelDesign, ResidualStrata]:
     """Build the design on rows where ``column`` is present, and the strata of those rows."""
     import difflib
@@ -139,7 +147,15 @@ def _design_with_strata(
         raise DataError(f"residual groups column {column!r} is not in the data{hint}")
     present = frame[column].notna().to_numpy()
     used = frame.loc[present].reset_index(drop=True)
-    design = build_design(formula, used)
+    if weights is not None and not isinstance(weights, str):
+        values = np.asarray(weights)
+        if values.ndim != 1 or values.shape[0] != len(frame):
+            raise DataError(
+                f"weights has {values.shape[0] if values.ndim == 1 else values.shape} values "
+                f"but the data have {len(frame)} rows; pass one weight per row (or a column name)"
+            )
+        weights = values[present]
+    design = build_design(formula, used, weights=weights)
     positions = np.asarray(design.row_index)
     original_index = frame.index[present][positions]
     design = replace(
@@ -149,3 +165,12 @@ def _design_with_strata(
     )
     strata = residual_strata(used[column].iloc[positions], column, pooling, reference)
     return design, strata
+
+
+def _weights_column(weights: Any) -> str | None:
+    """Streamed data give weights by column name only (an array cannot follow the chunks)."""
+    if weights is None or isinstance(weights, str):
+        return weights
+    raise ModelSpecificationError(
+        "for streamed or Dask data, give weights as a column name (weights='w'), not an array"
+    )

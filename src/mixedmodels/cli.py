@@ -149,6 +149,12 @@ def _add_fit(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
         help="denominator degrees of freedom of t and F tests (default: satterthwaite)",
     )
     parser.add_argument(
+        "--weights",
+        metavar="COLUMN",
+        help="prior weights from COLUMN: row i has residual variance sigma^2 / w_i "
+        "(lme4's weights=); offsets go in the formula: offset(COLUMN)",
+    )
+    parser.add_argument(
         "--residual-groups",
         metavar="COLUMN",
         help="a residual variance per group of COLUMN (nlme's varIdent), e.g. treatment",
@@ -241,6 +247,7 @@ def _run_fit(args: argparse.Namespace) -> str:
         args.formula,
         data,
         reml=not args.ml,
+        weights=args.weights,
         residual_groups=args.residual_groups,
         residual_pooling=pooling,
     )
@@ -273,10 +280,18 @@ def _fit_streamed(args: argparse.Namespace) -> Any:
                 "--dask needs dask and distributed: python3 -m pip install 'mixedmodels[dask]'"
             ) from None
         with Client(args.dask):
-            return lmer_dask(args.formula, dd.read_parquet(args.data), reml=not args.ml)
+            return lmer_dask(
+                args.formula, dd.read_parquet(args.data), reml=not args.ml, weights=args.weights
+            )
     from mixedmodels.models.streamed import lmer_streamed
 
-    return lmer_streamed(args.formula, args.data, reml=not args.ml, chunk_rows=args.chunk_rows)
+    return lmer_streamed(
+        args.formula,
+        args.data,
+        reml=not args.ml,
+        chunk_rows=args.chunk_rows,
+        weights=args.weights,
+    )
 
 
 def _add_compare(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:

@@ -137,6 +137,11 @@ def zapsmall(x: np.ndarray, digits: int = 7) -> np.ndarray:
 
 
 def _xtx(fit: LinearMixedModelResult) -> np.ndarray:
+    """``X'X`` of the model matrix, unweighted as lmerTest's ``crossprod(X)`` (from the
+    blocks when the fit kept no rows: there weighted by any prior weights)."""
+    if fit.model.has_rows:
+        X = fit.design.X
+        return X.T @ X
     p = len(fit.design.x_names)
     return np.asarray(fit.model.cross_products.xytxy[:p, :p])
 
