@@ -185,9 +185,8 @@ def _check_bare_name(name: str, text: str, pos: int) -> None:
     # Python keywords are plain names here (see the module docstring); dunders are not.
     if any(part.startswith("__") or part.endswith("__") for part in name.split(".")):
         raise FormulaError(
-            f"names with double underscores such as {name!r} are not allowed bare "
-            "(formulas never run code); if it is a column name, write it in backticks: "
-            f"`{name}`",
+            f"names with double underscores such as {name!r} are not allowed "
+            "(formulas never run code); rename the column",
             formula=text,
             position=pos,
         )
