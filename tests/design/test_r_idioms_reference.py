@@ -229,3 +229,14 @@ def test_oats_model_with_a_keyword_response():
     assert fit.design.response_name == "yield"
     assert sorted(t.group for t in fit.design.re_terms) == ["Block", "Variety:Block"]
     assert np.isfinite(fit.loglik)
+
+
+def test_plan_records_the_columns_of_each_term():
+    """R's assign: poly(Days, 2) has two columns, a sum-coded 3-level factor two."""
+    sleep = load_dataset("sleepstudy")
+    plan = build_design("Reaction ~ poly(Days, 2) + (Days|Subject)", sleep).spec.fixed
+    assert plan.term_ncols == (2,)
+    ratpup = load_dataset("ratpup")
+    formula = "weight ~ C(treatment, Sum)*C(sex, Sum) + litsize + (1|litter)"
+    plan = build_design(formula, ratpup).spec.fixed
+    assert plan.term_ncols == (2, 1, 1, 2)

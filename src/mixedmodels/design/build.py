@@ -63,11 +63,16 @@ class TermPlan:
 
 @dataclass(frozen=True)
 class MatrixPlan:
-    """A model matrix: optional intercept column, then the columns of each term."""
+    """A model matrix: optional intercept column, then the columns of each term.
+
+    ``term_ncols[i]`` is the number of columns of ``terms[i]`` (R's ``assign``): a
+    factor's contrast columns, a ``poly(x, k)`` term's k columns, their products.
+    """
 
     intercept: bool
     terms: tuple[TermPlan, ...]
     column_names: tuple[str, ...]
+    term_ncols: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, eq=False)
@@ -683,11 +688,14 @@ def _plan(part: FixedPart, factors: dict[str, FactorLevels]) -> MatrixPlan:
                 break
     terms: list[TermPlan] = []
     names: list[str] = ["(Intercept)"] if part.intercept else []
+    ncols: list[int] = []
     for term, row in zip(part.terms, codings, strict=True):
         plan = TermPlan(":".join(v.name for v in term), term, tuple(row))
         terms.append(plan)
-        names.extend(_term_column_names(plan, factors))
-    return MatrixPlan(part.intercept, tuple(terms), tuple(names))
+        term_names = _term_column_names(plan, factors)
+        names.extend(term_names)
+        ncols.append(len(term_names))
+    return MatrixPlan(part.intercept, tuple(terms), tuple(names), tuple(ncols))
 
 
 def _variable_column_names(
