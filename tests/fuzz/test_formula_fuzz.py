@@ -69,7 +69,8 @@ sys.addaudithook(_audit)  # hooks cannot be removed; this one only records while
 
 # ------------------------------------------------------------------------------ generator
 NAMES = ["y", "x", "x1", "z", "litsize", "treatment", "sex", "g", "litter", "a", "b", "c",
-         "Days", "Subject", "`body weight`", "`odd.name`", "`if`", "T", "F", "I2"]  # fmt: skip
+         "Days", "Subject", "`body weight`", "`odd.name`", "`if`", "T", "F", "I2",
+         "body.weight", "yield", "class", "as.x"]  # fmt: skip
 FUNCS = ["log", "exp", "sqrt", "scale", "center", "I"]
 HOSTILE = [
     "__import__('os').system('touch pwned')",
@@ -151,12 +152,21 @@ class FormulaGenerator:
     def factor(self) -> str:
         column = self.name()
         level = self.rng.choice(["'Male'", '"High"', "175", "-1", "'a b'"])
-        form = self.rng.randrange(3)
+        form = self.rng.randrange(8)
         if form == 0:
             return f"C({column})"
         if form == 1:
             return f"C({column}, Treatment({level}))"
-        return f"C({column}, ref={level})"
+        if form == 2:
+            return f"C({column}, ref={level})"
+        if form == 3:
+            return f"{self.rng.choice(['factor', 'as.factor'])}({column})"
+        if form == 4:
+            return f"relevel({column}, ref = {level})"
+        if form == 5:
+            return f"C({column}, {self.rng.choice(['Sum', 'Helmert', 'contr.sum'])})"
+        raw = self.rng.choice(["", ", raw = TRUE", ", raw = FALSE"])
+        return f"poly({self.numeric(1)}, {self.rng.randint(1, 3)}{raw})"
 
     def term(self, depth: int) -> str:
         r = self.rng.random()
@@ -188,6 +198,8 @@ class FormulaGenerator:
     def formula(self) -> str:
         parts = [self.term(3) for _ in range(self.rng.randint(1, 4))]
         parts += [self.random_term() for _ in range(self.rng.randint(0, 3))]
+        if self.rng.random() < 0.15:
+            parts.append(f"offset({self.numeric(2)})")
         if self.rng.random() < 0.2:
             parts.insert(0, self.rng.choice(["0", "1", "-1"]))
         self.rng.shuffle(parts)
@@ -317,7 +329,8 @@ def structure(formula: ModelFormula) -> tuple:
         (repr(_part(rt.lhs)), repr(sorted(v.name for v in rt.grouping)), rt.correlated)
         for rt in formula.random
     )
-    return (response, _part(formula.fixed), tuple(random))
+    offsets = frozenset(v.name for v in formula.offsets)
+    return (response, _part(formula.fixed), tuple(random), offsets)
 
 
 def run_checks(formulas) -> list[tuple[str, str]]:
