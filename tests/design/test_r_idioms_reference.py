@@ -29,6 +29,7 @@ import mixedmodels as mm
 from mixedmodels import cli
 from mixedmodels.datasets import load_dataset
 from mixedmodels.design import build_design
+from mixedmodels.errors import DataError
 
 REFERENCE = Path(__file__).resolve().parents[1] / "reference" / "formula"
 SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
@@ -240,3 +241,31 @@ def test_plan_records_the_columns_of_each_term():
     formula = "weight ~ C(treatment, Sum)*C(sex, Sum) + litsize + (1|litter)"
     plan = build_design(formula, ratpup).spec.fixed
     assert plan.term_ncols == (2, 1, 1, 2)
+
+
+@pytest.mark.parametrize(
+    ("formula", "message"),
+    [
+        ("weight ~ poly(sex, 2) + (1|litter)",
+         "column 'sex' is not numeric (dtype str) but is used in the numeric expression "
+         "poly(sex, 2)"),
+        ("weight ~ poly(litsize, 13) + (1|litter)",
+         "poly(litsize, 13): the degree must be less than the number of distinct values of "
+         "its argument (13); lower the degree"),
+        ("log(weight - 6) ~ litsize + (1|litter)",
+         "log(weight - 6): 150 row(s) have non-positive values of weight - 6"),
+        ("weight ~ sqrt(litsize - 10) + (1|litter)",
+         "sqrt(litsize - 10): 44 row(s) have negative values of litsize - 10"),
+        ('weight ~ relevel(sex, ref = "male") + (1|litter)',
+         "reference level 'male' is not a level of column 'sex'; its levels are: "
+         "'Female', 'Male'"),
+        ("weight ~ factor(pup) + (1|litter)",
+         "column 'pup' used in the formula (formula position 16) is not in the data; "
+         "did you mean 'pup_id'?"),
+    ],
+)  # fmt: skip
+def test_idiom_data_errors_are_one_clear_line(formula, message):
+    with pytest.raises(DataError) as info:
+        build_design(formula, load_dataset("ratpup"))
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)

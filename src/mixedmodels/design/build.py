@@ -497,7 +497,7 @@ def _columns_of(variables: list[Variable]) -> list[str]:
 def _is_factor(var: Variable, frame: _Frame) -> bool:
     if var.kind == "factor":
         return True
-    if var.kind == "transform":
+    if var.kind != "column":  # transforms, poly(), offset(): numeric
         return False
     return is_factor_dtype(frame.series(var.columns[0]))
 

@@ -644,7 +644,7 @@ def _is_factor_kind(var: Variable, kinds: dict[str, str]) -> bool:
     """build_design's ``_is_factor`` from the merged column kinds."""
     if var.kind == "factor":
         return True
-    if var.kind == "transform":
+    if var.kind != "column":  # transforms, poly(), offset(): numeric
         return False
     return kinds.get(var.columns[0]) in ("text", "categorical", "logical")
 
