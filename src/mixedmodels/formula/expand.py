@@ -75,6 +75,7 @@ _LOGICALS = {"TRUE": True, "T": True, "FALSE": False, "F": False}
 
 #: The highest polynomial degree ``poly()`` accepts (R has no limit; more is never useful).
 MAX_POLY_DEGREE = 50
+
 ARITHMETIC_OPERATORS = frozenset({"+", "-", "*", "/", "^", "**"})
 
 
@@ -492,9 +493,9 @@ class _Expander:
     def factor_column(self, node: Call, nargs: int) -> Name:
         """The column of ``factor(x)``/``as.factor(x)``/``relevel(x, ...)``, with arity checks."""
         if not node.args or not isinstance(node.args[0], Name):
+            example = 'relevel(sex, ref = "Male")' if node.func == "relevel" else "factor(litsize)"
             raise self.error(
-                f"{node.func}(...) takes a column name as its first argument, "
-                f"e.g. {node.func}(litsize)",
+                f"{node.func}(...) takes a column name as its first argument, e.g. {example}",
                 node.pos,
             )
         if len(node.args) > nargs:
@@ -506,17 +507,12 @@ class _Expander:
 
     def relevel_call(self, node: Call) -> Variable:
         """``relevel(x, ref = "L")`` (or ``relevel(x, "L")``): x as a factor with reference L."""
-        if (
-            node.args
-            and isinstance(node.args[0], Call)
-            and node.args[0].func
-            in (
-                "factor",
-                "as.factor",
-            )
-        ):
-            inner = node.args[0]
-            column = self.factor_column(inner, 1)
+        first = node.args[0] if node.args else None
+        if isinstance(first, Call) and first.func in ("factor", "as.factor"):
+            # relevel(factor(size), ref = "8"): R's usual spelling for a numeric column.
+            if len(node.args) > 2:
+                raise self.error("relevel(...) takes at most 2 arguments", node.args[2].pos)
+            column = self.factor_column(first, 1)
         else:
             column = self.factor_column(node, 2)
         reference_node = node.args[1] if len(node.args) == 2 else None
@@ -529,9 +525,19 @@ class _Expander:
                 'relevel(...) needs the reference level, e.g. relevel(sex, ref = "Male")',
                 node.pos,
             )
-        reference = self.level_text(reference_node)
+        if not isinstance(reference_node, String):
+            # R's relevel() reads a number as the level's position, not its label: asking
+            # for the label avoids silently choosing another level than meant.
+            raise self.error(
+                "relevel() needs the reference level as a quoted label, e.g. "
+                f'relevel({column.deparse()}, ref = "Male"); R reads a number as the '
+                "position of the level, which is ambiguous for numeric levels",
+                reference_node.pos,
+            )
         text = node.deparse()
-        return Variable(text, node, (column.name,), kind="factor", label=text, reference=reference)
+        return Variable(
+            text, node, (column.name,), kind="factor", label=text, reference=reference_node.value
+        )
 
     def poly_call(self, node: Call) -> Variable:
         """``poly(x, degree)``, ``poly(x, degree = k)``, ``poly(x, k, raw = TRUE)``."""
