@@ -165,9 +165,12 @@ def poly_basis(
 
     Examples
     --------
+    R's ``poly(0:4, 2)``: the first column is ``(x - 2) / sqrt(10)``, the second
+    ``((x - 2)^2 - 2) / sqrt(14)``.
+
     >>> z = poly_basis(np.arange(5.0), 2, raw=False, key="poly(x, 2)", state={}, fitting=True)
-    >>> np.round(z[:, 0], 4).tolist()
-    [-0.6325, -0.3162, 0.0, 0.3162, 0.6325]
+    >>> (np.round(z * np.sqrt([10.0, 14.0]), 12) + 0.0).tolist()
+    [[-2.0, 2.0], [-1.0, -1.0], [0.0, -2.0], [1.0, -1.0], [2.0, 2.0]]
     """
     x = np.asarray(x, dtype=np.float64)
     if raw:
