@@ -69,7 +69,8 @@ sys.addaudithook(_audit)  # hooks cannot be removed; this one only records while
 
 # ------------------------------------------------------------------------------ generator
 NAMES = ["y", "x", "x1", "z", "litsize", "treatment", "sex", "g", "litter", "a", "b", "c",
-         "Days", "Subject", "`body weight`", "`odd.name`", "`if`", "T", "F", "I2"]  # fmt: skip
+         "Days", "Subject", "`body weight`", "`odd.name`", "`if`", "T", "F", "I2",
+         "body.weight", "yield", "class", "as.x"]  # fmt: skip
 FUNCS = ["log", "exp", "sqrt", "scale", "center", "I"]
 HOSTILE = [
     "__import__('os').system('touch pwned')",
@@ -151,12 +152,21 @@ class FormulaGenerator:
     def factor(self) -> str:
         column = self.name()
         level = self.rng.choice(["'Male'", '"High"', "175", "-1", "'a b'"])
-        form = self.rng.randrange(3)
+        form = self.rng.randrange(8)
         if form == 0:
             return f"C({column})"
         if form == 1:
             return f"C({column}, Treatment({level}))"
-        return f"C({column}, ref={level})"
+        if form == 2:
+            return f"C({column}, ref={level})"
+        if form == 3:
+            return f"{self.rng.choice(['factor', 'as.factor'])}({column})"
+        if form == 4:
+            return f"relevel({column}, ref = {level})"
+        if form == 5:
+            return f"C({column}, {self.rng.choice(['Sum', 'Helmert', 'contr.sum'])})"
+        raw = self.rng.choice(["", ", raw = TRUE", ", raw = FALSE"])
+        return f"poly({self.numeric(1)}, {self.rng.randint(1, 3)}{raw})"
 
     def term(self, depth: int) -> str:
         r = self.rng.random()
@@ -188,6 +198,8 @@ class FormulaGenerator:
     def formula(self) -> str:
         parts = [self.term(3) for _ in range(self.rng.randint(1, 4))]
         parts += [self.random_term() for _ in range(self.rng.randint(0, 3))]
+        if self.rng.random() < 0.15:
+            parts.append(f"offset({self.numeric(2)})")
         if self.rng.random() < 0.2:
             parts.insert(0, self.rng.choice(["0", "1", "-1"]))
         self.rng.shuffle(parts)
@@ -282,8 +294,8 @@ def check_formula(text: str) -> str | None:
     if not isinstance(parsed, ModelFormula):
         return f"returned {type(parsed).__name__}"
     # The text form parses back to the same model. Names print as R prints them, so a
-    # backticked `body.weight` or `lambda` comes back bare, which the parser refuses
-    # (it never accepts '.', Python keywords or dunder names bare): skip those.
+    # backticked `.x` or `__id__` comes back bare, which the parser refuses (a name never
+    # starts with '.', and bare dunder names are refused): skip those.
     if not all(prints_parseably(column) for column in parsed.columns_used()):
         return None
     canonical = str(parsed)
@@ -317,7 +329,8 @@ def structure(formula: ModelFormula) -> tuple:
         (repr(_part(rt.lhs)), repr(sorted(v.name for v in rt.grouping)), rt.correlated)
         for rt in formula.random
     )
-    return (response, _part(formula.fixed), tuple(random))
+    offsets = frozenset(v.name for v in formula.offsets)
+    return (response, _part(formula.fixed), tuple(random), offsets)
 
 
 def run_checks(formulas) -> list[tuple[str, str]]:
@@ -382,7 +395,6 @@ CODE = [
     "y ~ x + __import__('os').system('touch pwned') + (1 | g)",
     "y ~ os.system('touch pwned')",
     "y ~ x.__class__.__bases__",
-    "y ~ x.real",
     "y ~ log(x).real",
     "y ~ `x`.y",
     "y ~ (lambda: 1)()",
@@ -417,6 +429,30 @@ CODE = [
     "y ~ x + (1 | __import__('os'))",
     "y ~ (1 | g.__class__)",
 ]
+
+
+#: Text that looks like Python but, in R's formula language, is only column names: a dotted
+#: name is one name (R's ``body.weight``) and keywords are names (the Oats data's ``yield``).
+#: They parse to column look-ups, and nothing runs.
+NAMES_NOT_CODE = {
+    "y ~ x.real": ("y", "x.real"),
+    "yield ~ class + lambda + import": ("yield", "class", "lambda", "import"),
+    "y ~ os.path + sys.modules": ("y", "os.path", "sys.modules"),
+}
+
+
+@pytest.mark.parametrize(("formula", "columns"), NAMES_NOT_CODE.items())
+def test_python_lookalikes_are_only_column_names(formula, columns, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    parse_formula("y ~ x")
+    _Watch.seen.clear()
+    _Watch.active = True
+    try:
+        parsed = parse_formula(formula)
+    finally:
+        _Watch.active = False
+    assert parsed.columns_used() == columns
+    assert not _Watch.seen
 
 
 @pytest.mark.parametrize("formula", CODE)

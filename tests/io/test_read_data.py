@@ -122,7 +122,17 @@ def test_input_is_opened_read_only_and_left_unchanged(tmp_path):
 
 
 def test_supported_extensions_listed():
-    assert set(SUPPORTED_EXTENSIONS) == {".csv", ".tsv", ".txt", ".parquet", ".pq", ".json"}
+    assert set(SUPPORTED_EXTENSIONS) == {
+        ".csv",
+        ".tsv",
+        ".txt",
+        ".parquet",
+        ".pq",
+        ".json",
+        ".csv.gz",
+        ".tsv.gz",
+        ".txt.gz",
+    }
 
 
 # ----------------------------------------------------------------- errors
@@ -349,3 +359,62 @@ def test_wrong_source_type():
 def test_errors_are_data_errors(tmp_path):
     with pytest.raises(DataError):
         read_data(tmp_path / "missing.csv")
+
+
+# ----------------------------------------------------------------- gzip-compressed text
+
+GZIP_CASES = [
+    ("comma.csv.gz", "y,g,x\n1.5,a,1\n2.5,b,2\n3.0,a,3\n"),
+    ("tab.tsv.gz", "y\tg\tx\n1.5\ta\t1\n2.5\tb\t2\n3.0\ta\t3\n"),
+    ("semicolon.txt.gz", "y;g;x\n1.5;a;1\n2.5;b;2\n3.0;a;3\n"),
+    ("decimal_comma.csv.gz", "y;g;x\n1,5;a;1\n2,5;b;2\n3,0;a;3\n"),
+    ("bom_crlf.CSV.GZ", "\ufeffy,g,x\r\n1.5,a,1\r\n2.5,b,2\r\n3.0,a,3\r\n"),
+]
+
+
+@pytest.mark.parametrize(("filename", "content"), GZIP_CASES)
+def test_gzip_text_reads_as_the_plain_file(tmp_path, filename, content):
+    import gzip
+
+    path = write(tmp_path / filename, gzip.compress(content.encode("utf-8")))
+    plain = write(tmp_path / filename[: -len(".gz")], content)
+    pd.testing.assert_frame_equal(read_data(path), read_data(plain))
+    pd.testing.assert_frame_equal(read_data(path), EXPECTED, check_dtype=False)
+
+
+def test_repository_insteval_gzip_reads():
+    frame = read_data(Path(__file__).resolve().parents[1] / "data" / "InstEval.csv.gz")
+    assert frame.shape == (73421, 7)
+
+
+def _ratpup_gzip() -> bytes:
+    import gzip
+
+    return gzip.compress(load_dataset("ratpup").to_csv(index=False).encode("utf-8"))
+
+
+@pytest.mark.parametrize(
+    ("make", "fragment"),
+    [
+        (lambda data: data[: len(data) // 2], "is a damaged gzip file"),
+        (lambda data: data[:20] + b"\x00" * 50 + data[70:], "is a damaged gzip file"),
+        (lambda data: b"y,x\n1,2\n", "has the ending .gz but is not gzip-compressed"),
+        (lambda data: __import__("gzip").compress(b""), "is empty once decompressed"),
+        (lambda data: __import__("gzip").compress(b"y,x\n"), "no data rows"),
+        (lambda data: __import__("gzip").compress(b"y,x\n\xe9,1\n"), "is not UTF-8"),
+    ],
+)
+def test_broken_gzip_is_one_line_error_naming_the_file(tmp_path, make, fragment):
+    path = write(tmp_path / "broken.csv.gz", make(_ratpup_gzip()))
+    with pytest.raises(InputFileError) as info:
+        read_data(path)
+    message = str(info.value)
+    assert fragment in message
+    assert "broken.csv.gz" in message
+    assert "\n" not in message
+
+
+def test_gzip_of_an_unsupported_kind_is_refused(tmp_path):
+    path = write(tmp_path / "data.parquet.gz", b"\x1f\x8b\x08\x00")
+    with pytest.raises(InputFileError, match=r"unsupported file type \('.parquet.gz'\)"):
+        read_data(path)

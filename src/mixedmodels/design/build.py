@@ -39,7 +39,7 @@ from mixedmodels.errors import DataError, ModelSpecificationError, RankDeficienc
 from mixedmodels.formula import FixedPart, ModelFormula, Variable, parse_formula
 from mixedmodels.formula.nodes import Name, Node, walk_names
 
-from .evaluate import TransformState, evaluate_numeric
+from .evaluate import TransformState, evaluate_numeric, poly_basis
 from .factors import FactorLevels, fit_factor, is_factor_dtype, is_numeric_dtype
 from .model_design import ModelDesign, RandomEffectsTerm
 
@@ -63,11 +63,16 @@ class TermPlan:
 
 @dataclass(frozen=True)
 class MatrixPlan:
-    """A model matrix: optional intercept column, then the columns of each term."""
+    """A model matrix: optional intercept column, then the columns of each term.
+
+    ``term_ncols[i]`` is the number of columns of ``terms[i]`` (R's ``assign``): a
+    factor's contrast columns, a ``poly(x, k)`` term's k columns, their products.
+    """
 
     intercept: bool
     terms: tuple[TermPlan, ...]
     column_names: tuple[str, ...]
+    term_ncols: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, eq=False)
@@ -103,10 +108,38 @@ class DesignSpec:
     fixed: MatrixPlan
     kept_columns: tuple[int, ...]
     random: tuple[RandomPlan, ...]
+    weights_column: str | None = None
 
     @property
     def x_names(self) -> tuple[str, ...]:
         return tuple(self.fixed.column_names[j] for j in self.kept_columns)
+
+    def offset_values(self, newdata: pd.DataFrame) -> np.ndarray | None:
+        """Return the summed ``offset(...)`` terms for ``newdata``, or None without offsets.
+
+        The offsets are evaluated as in fitting (``scale()`` inside an offset uses the
+        fitted mean and sd); a row with a missing input gives NaN, as
+        :meth:`fixed_matrix` does. lme4's ``predict`` adds this vector to ``X beta``.
+
+        Raises
+        ------
+        DataError
+            If a column an offset reads is absent.
+
+        Examples
+        --------
+        >>> import pandas as pd
+        >>> df = pd.DataFrame({"y": [1.0, 2, 4, 3, 5, 7], "n": [1.0, 2, 4, 1, 2, 4],
+        ...                    "g": list("aabbcc")})
+        >>> spec = build_design("y ~ 1 + offset(log(n)) + (1 | g)", df).spec
+        >>> spec.offset_values(pd.DataFrame({"n": [1.0, 10.0]})).round(4).tolist()
+        [0.0, 2.3026]
+        """
+        if not self.formula.offsets:
+            return None
+        frame = _Frame(newdata, self.formula, fitting=False)
+        frame.require(_columns_of(list(self.formula.offsets)))
+        return _offset_sum(self.formula.offsets, frame, dict(self.transform_state), fitting=False)
 
     def fixed_matrix(self, newdata: pd.DataFrame) -> np.ndarray:
         """Return X for ``newdata`` with the fitted design's columns (NaN rows where missing).
@@ -145,21 +178,36 @@ class DesignSpec:
 # ---------------------------------------------------------------------------------------------
 # Public entry point
 # ---------------------------------------------------------------------------------------------
-def build_design(formula: str | ModelFormula, data: pd.DataFrame) -> ModelDesign:
-    """Build y, X and the random-effects terms of a linear mixed model.
+def build_design(
+    formula: str | ModelFormula,
+    data: pd.DataFrame,
+    weights: str | np.ndarray | pd.Series | list[float] | None = None,
+) -> ModelDesign:
+    """Build y, X, the random-effects terms, the offset and the weights of a linear mixed model.
 
     Parameters
     ----------
     formula
         An lme4-style formula (text or parsed), e.g.
-        ``"weight ~ treatment * sex + litsize + (1 | litter)"``.
+        ``"weight ~ treatment * sex + litsize + (1 | litter)"``; ``offset(expr)`` terms
+        are summed into ``design.offset`` (lme4: added to the linear predictor with
+        coefficient 1), never columns of X.
     data
         One row per observation; every column the formula uses must be present.
+    weights
+        Prior weights (lme4's ``weights``: the residual variance of row i is
+        ``sigma^2 / w_i``): the name of a numeric column of ``data``, or one number per
+        row of ``data``. A row whose weight is missing (NaN, None) is dropped like a row
+        with a missing value in the formula, and counted in ``n_dropped_rows`` (R's
+        ``na.action = na.omit``). Weights must be finite and non-negative; single zero
+        weights are allowed (such rows carry no information, as in lme4), but not a
+        zero sum.
 
     Returns
     -------
     ModelDesign
-        ``spec`` rebuilds the same columns for new data.
+        ``spec`` rebuilds the same columns (and, by ``spec.offset_values``, the offset)
+        for new data; ``weights`` and ``offset`` are aligned with ``y``.
 
     Raises
     ------
@@ -167,7 +215,8 @@ def build_design(formula: str | ModelFormula, data: pd.DataFrame) -> ModelDesign
         If the formula cannot be parsed.
     DataError
         For unknown columns, non-numeric responses, infinite values, unknown reference
-        levels, unusable grouping factors, or when no complete rows remain.
+        levels, unusable grouping factors, unusable weights (unknown column, wrong
+        length, negative, infinite, zero sum), or when no complete rows remain.
     ModelSpecificationError
         If a random-effects term has at least as many random effects as observations.
 
@@ -195,12 +244,19 @@ def build_design(formula: str | ModelFormula, data: pd.DataFrame) -> ModelDesign
     frame = _Frame(data, parsed, fitting=True)
     n_total = len(frame.data)
     frame.require(list(parsed.columns_used()))
-    keep = frame.complete_rows(list(parsed.columns_used()))
+    all_weights = _weights_values(weights, frame)
+    keep = frame.complete_rows(
+        list(parsed.columns_used()), None if all_weights is None else np.isnan(all_weights)
+    )
     frame = frame.subset(keep)
     n = len(frame.data)
+    prior_weights = None
+    if all_weights is not None:
+        prior_weights = _check_weights(all_weights[keep], weights)
 
     state: TransformState = {}
     y = _response(parsed.response, frame, state)
+    offset = _offset_sum(parsed.offsets, frame, state, fitting=True)
 
     fixed_vars = list(parsed.fixed.variables)
     random_vars = [v for rt in parsed.random for v in rt.lhs.variables]
@@ -246,7 +302,15 @@ def build_design(formula: str | ModelFormula, data: pd.DataFrame) -> ModelDesign
             )
             random_plans.append(RandomPlan(plan, cols, grouping))
 
-    spec = DesignSpec(parsed, factors, state, fixed_plan, kept, tuple(random_plans))
+    spec = DesignSpec(
+        parsed,
+        factors,
+        state,
+        fixed_plan,
+        kept,
+        tuple(random_plans),
+        weights if isinstance(weights, str) else None,
+    )
     return ModelDesign(
         y=y,
         X=X,
@@ -257,6 +321,8 @@ def build_design(formula: str | ModelFormula, data: pd.DataFrame) -> ModelDesign
         n_dropped_rows=n_total - n,
         row_index=frame.data.index,
         spec=spec,
+        offset=offset,
+        weights=prior_weights,
     )
 
 
@@ -297,7 +363,9 @@ class _Frame:
                     f"column '{col}' used in the formula{where} is not in the data{hint}"
                 )
 
-    def complete_rows(self, columns: list[str]) -> np.ndarray:
+    def complete_rows(
+        self, columns: list[str], also_missing: np.ndarray | None = None
+    ) -> np.ndarray:
         # Column by column: selecting a sub-DataFrame copies it, which costs more than a
         # whole small-model fit's deviance evaluations.
         na = {c: _missing(self.series(c)) for c in columns}
@@ -305,6 +373,10 @@ class _Frame:
         for missing in na.values():
             if missing is not None:
                 keep &= ~missing
+        if also_missing is not None:  # missing prior weights
+            keep &= ~also_missing
+            if not keep.any() and bool(also_missing.all()):
+                raise DataError("no complete rows: the weights are missing in all rows")
         if not keep.any():
             all_missing = [c for c in columns if na[c] is not None and bool(na[c].all())]
             if len(self.data) == 0:
@@ -425,7 +497,7 @@ def _columns_of(variables: list[Variable]) -> list[str]:
 def _is_factor(var: Variable, frame: _Frame) -> bool:
     if var.kind == "factor":
         return True
-    if var.kind == "transform":
+    if var.kind != "column":  # transforms, poly(), offset(): numeric
         return False
     return is_factor_dtype(frame.series(var.columns[0]))
 
@@ -460,6 +532,96 @@ def _response(var: Variable, frame: _Frame, state: TransformState) -> np.ndarray
     return y
 
 
+def _offset_sum(
+    offsets: tuple[Variable, ...], frame: _Frame, state: TransformState, *, fitting: bool
+) -> np.ndarray | None:
+    """Sum the ``offset(expr)`` terms on the frame's rows (None when there are none)."""
+    if not offsets:
+        return None
+    n = len(frame.data)
+    total = np.zeros(n)
+    for var in offsets:
+        expr = var.numeric_expr
+        values = evaluate_numeric(
+            expr, frame.numeric_inputs(expr, var.name), state, fitting=fitting
+        )
+        total += _full_column(values, n)
+    if fitting and not np.isfinite(total).all():
+        bad = int((~np.isfinite(total)).sum())
+        names = " + ".join(v.name for v in offsets)
+        raise DataError(
+            f"{names} gives {bad} non-finite value(s) (division by zero or overflow?); "
+            "fix the expression or drop those rows"
+        )
+    return total
+
+
+def _weights_values(weights: object, frame: _Frame) -> np.ndarray | None:
+    """Return the prior weights of every row as float64 (NaN where missing), or None."""
+    if weights is None:
+        return None
+    n = len(frame.data)
+    if isinstance(weights, str):
+        if weights not in frame.data.columns:
+            available = [str(c) for c in frame.data.columns]
+            close = difflib.get_close_matches(weights, available, n=3)
+            hint = (
+                f"; did you mean {', '.join(repr(c) for c in close)}?"
+                if close
+                else _available_hint(weights, available)
+            )
+            raise DataError(f"weights column '{weights}' is not in the data{hint}")
+        series = frame.data[weights]
+        if not is_numeric_dtype(series):
+            raise DataError(
+                f"weights column '{weights}' is not numeric (dtype {series.dtype}); "
+                "give a column of non-negative numbers"
+            )
+        return series.to_numpy(dtype=np.float64, na_value=np.nan).copy()
+    if isinstance(weights, pd.DataFrame):
+        raise DataError("weights must be a column name or one number per row, not a DataFrame")
+    raw = (
+        weights.to_numpy() if isinstance(weights, pd.Series) else np.asarray(weights, dtype=object)
+    )
+    if raw.ndim != 1 or raw.shape[0] != n:
+        count = raw.shape[0] if raw.ndim == 1 else f"an array of shape {raw.shape} of"
+        raise DataError(
+            f"weights has {count} values but the data have {n} rows; pass one weight per row "
+            "or the name of a weights column"
+        )
+    try:
+        numbers = pd.to_numeric(pd.Series(raw, copy=False), errors="raise")
+        return numbers.to_numpy(dtype=np.float64, na_value=np.nan).copy()
+    except (TypeError, ValueError):
+        raise DataError(
+            "weights must be numbers (one per row of the data) or the name of a numeric column"
+        ) from None
+
+
+def _check_weights(values: np.ndarray, given: object) -> np.ndarray:
+    """Refuse negative, infinite and all-zero weights of the rows used."""
+    what = f"weights column '{given}'" if isinstance(given, str) else "weights"
+    if np.isinf(values).any():
+        bad = int(np.isinf(values).sum())
+        raise DataError(
+            f"{what} has {bad} infinite value(s); weights must be finite, so fix or drop those rows"
+        )
+    negative = values < 0
+    if negative.any():
+        raise DataError(
+            f"{what} has {int(negative.sum())} negative value(s) (the smallest is "
+            f"{values.min():.6g}); weights must be non-negative"
+        )
+    if not values.sum() > 0:
+        raise DataError(
+            f"{what} are all zero in the {values.size} rows used; give positive weights "
+            "(a weight is the inverse of a row's relative residual variance)"
+        )
+    out = np.ascontiguousarray(values, dtype=np.float64)
+    out.flags.writeable = False
+    return out
+
+
 def _full_column(values: np.ndarray | float, n: int) -> np.ndarray:
     """Return ``values`` as a read-only float64 (n,) array (a constant is repeated).
 
@@ -479,7 +641,9 @@ def _fit_factors(variables: list[Variable], frame: _Frame) -> dict[str, FactorLe
     for var in variables:
         if var.name in factors or not _is_factor(var, frame):
             continue
-        levels, codes = fit_factor(frame.series(var.columns[0]), var.columns[0], var.reference)
+        levels, codes = fit_factor(
+            frame.series(var.columns[0]), var.columns[0], var.reference, var.contrast
+        )
         frame.codes[var.name] = codes
         if levels.nlevels < 2:
             raise DataError(
@@ -495,7 +659,7 @@ def _check_numeric_inputs(
 ) -> None:
     for var in variables:
         if var.name not in factors:
-            frame.numeric_inputs(var.expr, var.name)
+            frame.numeric_inputs(var.numeric_expr, var.name)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -524,20 +688,27 @@ def _plan(part: FixedPart, factors: dict[str, FactorLevels]) -> MatrixPlan:
                 break
     terms: list[TermPlan] = []
     names: list[str] = ["(Intercept)"] if part.intercept else []
+    ncols: list[int] = []
     for term, row in zip(part.terms, codings, strict=True):
         plan = TermPlan(":".join(v.name for v in term), term, tuple(row))
         terms.append(plan)
-        names.extend(_term_column_names(plan, factors))
-    return MatrixPlan(part.intercept, tuple(terms), tuple(names))
+        term_names = _term_column_names(plan, factors)
+        names.extend(term_names)
+        ncols.append(len(term_names))
+    return MatrixPlan(part.intercept, tuple(terms), tuple(names), tuple(ncols))
 
 
 def _variable_column_names(
     var: Variable, coding: Coding, factors: dict[str, FactorLevels]
 ) -> list[str]:
     if coding == "numeric":
+        if var.kind == "poly":  # R: poly(Days, 2)1, poly(Days, 2)2
+            return [f"{var.name}{j}" for j in range(1, var.degree + 1)]
         return [var.name]
     levels = factors[var.name]
-    return [var.label + lev for i, lev in enumerate(levels.levels) if _keeps(levels, coding, i)]
+    if coding == "contrast":  # R: sexMale (treatment), treatment1 (sum, Helmert)
+        return [var.label + suffix for suffix in levels.contrast_names()]
+    return [var.label + lev for lev in levels.levels]
 
 
 def _keeps(levels: FactorLevels, coding: Coding, i: int) -> bool:
@@ -567,10 +738,21 @@ def _variable_block(
 ) -> np.ndarray:
     n = len(frame.data)
     if coding == "numeric":
+        expr = var.numeric_expr
         values = evaluate_numeric(
-            var.expr, frame.numeric_inputs(var.expr, var.name), state, fitting=fitting
+            expr, frame.numeric_inputs(expr, var.name), state, fitting=fitting
         )
         col = _full_column(values, n)
+        if var.kind == "poly":
+            if fitting and not np.isfinite(col).all():
+                bad = int((~np.isfinite(col)).sum())
+                raise DataError(
+                    f"the argument of {var.name} has {bad} non-finite value(s); "
+                    "fix the expression or drop those rows"
+                )
+            return poly_basis(
+                col, var.degree, raw=var.raw, key=var.name, state=state, fitting=fitting
+            )
         if fitting and not np.isfinite(col).all():
             bad = int((~np.isfinite(col)).sum())
             raise DataError(
@@ -589,6 +771,10 @@ def _variable_block(
             f"column '{var.columns[0]}' has level(s) {list(bad)} that were not in the data "
             f"the model was fitted to; known levels: {', '.join(levels.levels)}"
         )
+    if coding == "contrast" and levels.contrast != "treatment":
+        # Rows of the contrast matrix (R's model.matrix: contr.sum, contr.helmert).
+        table = np.vstack([levels.contrast_matrix(), np.full((1, levels.nlevels - 1), np.nan)])
+        return np.ascontiguousarray(table[codes])  # codes == -1 (missing) pick the NaN row
     keep = [i for i in range(levels.nlevels) if _keeps(levels, coding, i)]
     position = np.full(levels.nlevels + 1, -1, dtype=np.int64)  # last slot: missing
     position[keep] = np.arange(len(keep))

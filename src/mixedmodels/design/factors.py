@@ -62,15 +62,51 @@ class FactorLevels:
         Level labels in model order.
     reference
         Index into ``levels`` of the treatment-contrast reference level.
+    contrast
+        ``"treatment"`` (R's ``contr.treatment`` with base ``reference``), ``"sum"``
+        (``contr.sum``) or ``"helmert"`` (``contr.helmert``). Kept with the levels, so
+        that prediction codes new rows with the fitted contrast matrix.
     """
 
     column: str
     levels: tuple[str, ...]
     reference: int = 0
+    contrast: str = "treatment"
 
     @property
     def nlevels(self) -> int:
         return len(self.levels)
+
+    def contrast_matrix(self) -> np.ndarray:
+        """Return the (levels, levels - 1) contrast matrix, as R's ``contr.*`` functions.
+
+        Notes
+        -----
+        ``contr.treatment``: the identity without the reference level's column.
+        ``contr.sum``: the identity on the first k-1 levels, the last level coded -1 in
+        every column. ``contr.helmert``: column j (1-based) is -1 for levels 1..j, j for
+        level j+1 and 0 after it (R's ``contr.helmert`` documentation).
+        """
+        k = self.nlevels
+        if self.contrast == "sum":
+            return np.vstack([np.eye(k - 1), -np.ones((1, k - 1))])
+        if self.contrast == "helmert":
+            out = np.zeros((k, k - 1))
+            for j in range(1, k):
+                out[:j, j - 1] = -1.0
+                out[j, j - 1] = float(j)
+            return out
+        return np.delete(np.eye(k), self.reference, axis=1)
+
+    def contrast_names(self) -> list[str]:
+        """Return the suffixes R gives the contrast columns.
+
+        Treatment contrasts: the levels but the reference; sum and Helmert contrasts:
+        ``1, 2, ...``, as R names the unnamed columns of ``contr.sum``/``contr.helmert``.
+        """
+        if self.contrast == "treatment":
+            return [lev for i, lev in enumerate(self.levels) if i != self.reference]
+        return [str(j) for j in range(1, self.nlevels)]
 
     def encode(self, series: pd.Series) -> np.ndarray:
         """Return int64 level indices of ``series``: -1 for missing values, -2 for unseen levels."""
@@ -162,7 +198,7 @@ def _factorize_labels(series: pd.Series, *, sort: bool) -> tuple[np.ndarray, lis
 
 
 def fit_factor(
-    series: pd.Series, column: str, reference: str | None = None
+    series: pd.Series, column: str, reference: str | None = None, contrast: str = "treatment"
 ) -> tuple[FactorLevels, np.ndarray]:
     """Find the levels of a complete (no missing values) column and code its rows.
 
@@ -174,6 +210,8 @@ def fit_factor(
         Its name, for error messages.
     reference
         Label of the reference level, or None for the first level.
+    contrast
+        The contrast coding (see :class:`FactorLevels`).
 
     Returns
     -------
@@ -195,4 +233,4 @@ def fit_factor(
                 f"its levels are: {shown}"
             )
         ref_index = labels.index(reference)
-    return FactorLevels(column, tuple(labels), ref_index), codes
+    return FactorLevels(column, tuple(labels), ref_index, contrast), codes

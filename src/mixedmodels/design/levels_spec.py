@@ -13,7 +13,14 @@ They get the same design in two steps:
    have built on all rows: same factor levels and reference levels, same column names,
    same grouping-factor levels (sorted as R sorts them), same ``scale()`` parameters.
    :meth:`StreamedDesign.chunk_arrays` then gives each chunk's ``X``, ``y`` and
-   random-effects rows with the columns and level indices of the whole data.
+   random-effects rows with the columns and level indices of the whole data, and
+   :meth:`StreamedDesign.chunk_weights_offset` its prior weights and summed offsets.
+
+Prior weights (a column named by ``weights=``) and the columns of ``offset(...)`` terms
+are among the columns each chunk must hold (:func:`used_columns`); a row with a missing
+weight or offset input is dropped like any incomplete row. ``poly(x, k)`` needs every
+value of x at once (its basis is orthogonal over all rows) and is refused here;
+``poly(x, k, raw = TRUE)`` streams.
 
 Whether X is rank deficient is decided from ``X'X`` once the cross products are summed
 (:func:`independent_columns_from_gram`), as ``build_design``'s fast path does; in the rare
@@ -59,6 +66,7 @@ __all__ = [
     "independent_columns_from_r",
     "response_values",
     "summarize_chunk",
+    "used_columns",
 ]
 
 #: Column kinds; "empty" (all values missing) agrees with every other kind.
@@ -108,6 +116,8 @@ class ChunkSummary:
         ``scale()``/``center()`` call text -> (count, mean, sum of squared deviations).
     y_range
         Smallest and largest response value among complete rows (None if unknown).
+    weight_sum
+        Sum of the prior weights of the complete rows (0 without weights).
     """
 
     nrows: int = 0
@@ -116,6 +126,7 @@ class ChunkSummary:
     distinct: dict[tuple[str, ...], pd.DataFrame] = field(default_factory=dict)
     moments: dict[str, tuple[int, float, float]] = field(default_factory=dict)
     y_range: tuple[float, float] | None = None
+    weight_sum: float = 0.0
 
     def merge(self, other: ChunkSummary) -> ChunkSummary:
         """Return the summary of the rows of both (``self``'s rows first)."""
@@ -151,6 +162,7 @@ class ChunkSummary:
             distinct=distinct,
             moments=moments,
             y_range=y_range,
+            weight_sum=self.weight_sum + other.weight_sum,
         )
 
 
@@ -216,12 +228,44 @@ def _variables(formula: ModelFormula) -> list[Variable]:
     return list(seen.values())
 
 
+def used_columns(formula: ModelFormula, weights: str | None = None) -> tuple[str, ...]:
+    """Columns each chunk must hold: the formula's (offsets included) and the weights column."""
+    columns = formula.columns_used()
+    if weights is not None and weights not in columns:
+        columns = (*columns, weights)
+    return columns
+
+
+def _chunk_weights(data: pd.DataFrame, weights: str) -> np.ndarray:
+    """Prior weights of complete rows, checked as ``build_design`` checks them."""
+    series = data[weights]
+    if column_kind(series) not in ("number", "empty"):
+        raise DataError(
+            f"weights column '{weights}' is not numeric (dtype {series.dtype}); "
+            "give a column of non-negative numbers"
+        )
+    values = series.to_numpy(dtype=np.float64, na_value=np.nan)
+    if np.isinf(values).any():
+        raise DataError(
+            f"weights column '{weights}' has {int(np.isinf(values).sum())} infinite value(s); "
+            "weights must be finite, so fix or drop those rows"
+        )
+    if (values < 0).any():
+        raise DataError(
+            f"weights column '{weights}' has {int((values < 0).sum())} negative value(s) (the "
+            f"smallest is {np.nanmin(values):.6g}); weights must be non-negative"
+        )
+    return values
+
+
 def _grouping_columns(formula: ModelFormula) -> list[tuple[str, ...]]:
     keys = [tuple(v.columns[0] for v in rt.grouping) for rt in formula.random]
     return list(dict.fromkeys(keys))
 
 
-def summarize_chunk(formula: ModelFormula, data: pd.DataFrame, where: str) -> ChunkSummary:
+def summarize_chunk(
+    formula: ModelFormula, data: pd.DataFrame, where: str, weights: str | None = None
+) -> ChunkSummary:
     """Summarise one chunk of rows for :func:`design_from_summary`.
 
     Parameters
@@ -229,17 +273,21 @@ def summarize_chunk(formula: ModelFormula, data: pd.DataFrame, where: str) -> Ch
     formula
         The parsed formula.
     data
-        The chunk; it must hold every column the formula uses.
+        The chunk; it must hold every column of :func:`used_columns`.
     where
         Where the chunk comes from (file and rows, partition number), for messages.
+    weights
+        Name of the prior-weights column, if any.
 
     Raises
     ------
     DataError
-        A column is missing, not numeric where it must be, has infinite values, or the
-        response is not numeric.
+        A column is missing, not numeric where it must be, has infinite values, the
+        response is not numeric, a weight is negative or infinite, or the formula uses
+        ``poly(x, k)`` (orthogonal polynomials need all rows at once).
     """
-    columns = list(formula.columns_used())
+    _refuse_orthogonal_poly(formula)
+    columns = list(used_columns(formula, weights))
     frame = _Frame(data, formula, fitting=True)
     try:
         frame.require(columns)
@@ -252,9 +300,22 @@ def summarize_chunk(formula: ModelFormula, data: pd.DataFrame, where: str) -> Ch
         return ChunkSummary(nrows=len(data), kinds=kinds)
     used = frame.subset(keep)
     try:
-        return _summarize_complete(formula, used, len(data), ncomplete, kinds)
+        summary = _summarize_complete(formula, used, len(data), ncomplete, kinds)
+        if weights is not None:
+            summary = replace(summary, weight_sum=float(_chunk_weights(used.data, weights).sum()))
+        return summary
     except DataError as exc:
         raise DataError(f"{where}: {exc}") from None
+
+
+def _refuse_orthogonal_poly(formula: ModelFormula) -> None:
+    for var in _variables(formula):
+        if var.kind == "poly" and not var.raw:
+            raise DataError(
+                f"{var.name} needs every value of its argument at once (its orthogonal basis "
+                "depends on all rows), so it cannot be used with streamed or distributed data; "
+                f"use raw powers, {var.name[:-1]}, raw = TRUE), or fit in memory"
+            )
 
 
 def _summarize_complete(
@@ -276,8 +337,8 @@ def _summarize_complete(
                 f"{series.dtype}; convert it with pandas.to_numeric or choose another column"
             )
     stateful: dict[str, Call] = {}
-    for var in [response, *_variables(formula)]:
-        for call in _stateful_calls(var.expr):
+    for var in [response, *_variables(formula), *formula.offsets]:
+        for call in _stateful_calls(var.numeric_expr):
             stateful.setdefault(call.deparse(), call)
     y_range = None
     inputs = frame.numeric_inputs(response.expr, response.name)
@@ -296,7 +357,9 @@ def _summarize_complete(
             if key not in distinct:
                 distinct[key] = frame.data[list(key)].drop_duplicates(ignore_index=True)
         else:
-            frame.numeric_inputs(var.expr, var.name)  # numeric, finite
+            frame.numeric_inputs(var.numeric_expr, var.name)  # numeric, finite
+    for var in formula.offsets:
+        frame.numeric_inputs(var.numeric_expr, var.name)
     for key in _grouping_columns(formula):
         if key not in distinct:
             distinct[key] = frame.data[list(key)].drop_duplicates(ignore_index=True)
@@ -344,8 +407,14 @@ class StreamedDesign:
     re_terms: tuple[RandomEffectsTerm, ...]
 
     @property
+    def weights_column(self) -> str | None:
+        """The prior-weights column, or None."""
+        return self.spec.weights_column
+
+    @property
     def columns(self) -> tuple[str, ...]:
-        return self.formula.columns_used()
+        """Columns each chunk must hold (formula, offsets and weights)."""
+        return used_columns(self.formula, self.weights_column)
 
     @property
     def nfixed(self) -> int:
@@ -354,7 +423,33 @@ class StreamedDesign:
 
     def complete(self, data: pd.DataFrame) -> pd.DataFrame:
         """The rows of ``data`` with every used column present (the rows fitted)."""
-        return data.loc[complete_rows(self.formula, data)]
+        return data.loc[complete_rows(self.formula, data, self.weights_column)]
+
+    def chunk_weights_offset(
+        self, data: pd.DataFrame
+    ) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Return the chunk's prior weights and summed offsets, each float64 (n,) or None.
+
+        ``data`` must hold complete rows only (see :meth:`complete`), as for
+        :meth:`chunk_arrays`, whose rows these arrays align with. ``None`` means no
+        weights (all ones) or no ``offset(...)`` term.
+
+        Raises
+        ------
+        DataError
+            A weight is negative or infinite, or an offset is not finite.
+        """
+        weights = None
+        if self.weights_column is not None:
+            weights = np.ascontiguousarray(_chunk_weights(data, self.weights_column))
+        offset = self.spec.offset_values(data)
+        if offset is not None and not np.isfinite(offset).all():
+            names = " + ".join(v.name for v in self.formula.offsets)
+            raise DataError(
+                f"{names} gives {int((~np.isfinite(offset)).sum())} non-finite value(s) "
+                "(division by zero or overflow?); fix the expression or drop those rows"
+            )
+        return weights, offset
 
     def chunk_arrays(
         self, data: pd.DataFrame
@@ -419,9 +514,11 @@ class StreamedDesign:
         )
 
 
-def complete_rows(formula: ModelFormula, data: pd.DataFrame) -> np.ndarray:
-    """Boolean mask of the rows with no missing value in a column the formula uses."""
-    columns = list(formula.columns_used())
+def complete_rows(
+    formula: ModelFormula, data: pd.DataFrame, weights: str | None = None
+) -> np.ndarray:
+    """Boolean mask of the rows with no missing value in a used column (weights included)."""
+    columns = list(used_columns(formula, weights))
     _Frame(data, formula, fitting=False).require(columns)
     return ~data[columns].isna().to_numpy().any(axis=1)
 
@@ -441,17 +538,20 @@ def response_values(spec: DesignSpec, data: pd.DataFrame) -> np.ndarray:
     return np.ascontiguousarray(np.broadcast_to(np.asarray(values, dtype=np.float64), (len(data),)))
 
 
-def design_from_summary(formula: ModelFormula, summary: ChunkSummary) -> StreamedDesign:
+def design_from_summary(
+    formula: ModelFormula, summary: ChunkSummary, weights: str | None = None
+) -> StreamedDesign:
     """Build the design of all rows from the merged pass-1 summary.
 
     The checks are ``build_design``'s, on all rows: factors need two levels, grouping
-    factors need two levels and fewer levels than rows, the response must vary.
+    factors need two levels and fewer levels than rows, the response must vary, the
+    weights (``weights``: the column given to :func:`summarize_chunk`) must not all be zero.
 
     Raises
     ------
     DataError
         No complete rows, a one-level factor, a constant response, a constant ``scale()``
-        argument, or an unusable grouping factor.
+        argument, all-zero weights, or an unusable grouping factor.
     """
     n = summary.ncomplete
     if n == 0:
@@ -469,13 +569,18 @@ def design_from_summary(formula: ModelFormula, summary: ChunkSummary) -> Streame
             f"{summary.y_range[0]:.6g} in the {n} rows used), so there is no variation to "
             "model; check that the formula uses the right column"
         )
+    if weights is not None and not summary.weight_sum > 0:
+        raise DataError(
+            f"weights column '{weights}' is all zero in the {n} rows used; give positive "
+            "weights (a weight is the inverse of a row's relative residual variance)"
+        )
     kinds = {c: k for c, (k, _) in summary.kinds.items()}
     factors = {}
     for var in _variables(formula):
         if var.name in factors or not _is_factor_kind(var, kinds):
             continue
         values = summary.distinct[(var.columns[0],)][var.columns[0]]
-        levels, _ = fit_factor(values, var.columns[0], var.reference)
+        levels, _ = fit_factor(values, var.columns[0], var.reference, var.contrast)
         if levels.nlevels < 2:
             raise DataError(
                 f"factor {var.name} has only one level ({levels.levels[0]!r}) in the rows used; "
@@ -524,6 +629,7 @@ def design_from_summary(formula: ModelFormula, summary: ChunkSummary) -> Streame
         fixed_plan,
         tuple(range(len(fixed_plan.column_names))),
         tuple(random_plans),
+        weights,
     )
     return StreamedDesign(
         formula=formula,
@@ -538,7 +644,7 @@ def _is_factor_kind(var: Variable, kinds: dict[str, str]) -> bool:
     """build_design's ``_is_factor`` from the merged column kinds."""
     if var.kind == "factor":
         return True
-    if var.kind == "transform":
+    if var.kind != "column":  # transforms, poly(), offset(): numeric
         return False
     return kinds.get(var.columns[0]) in ("text", "categorical", "logical")
 

@@ -80,7 +80,17 @@ class ModelDesign:
         Index labels (of the input DataFrame) of the rows used, in order.
     spec
         Whatever ``design/`` needs to rebuild X and Z columns for new data (``predict``);
-        opaque here.
+        opaque here. A formula design's spec also gives the offset of new data
+        (``spec.offset_values(newdata)``).
+    offset
+        float64 (n,) sum of the formula's ``offset(expr)`` terms, aligned with ``y``, or
+        None when the formula has none. lme4's meaning: the linear predictor is
+        ``offset + X beta + Z b``, so the engine fits ``y - offset``; it is not a column
+        of ``X``.
+    weights
+        float64 (n,) prior weights, aligned with ``y``, or None (all ones). lme4's
+        meaning: row i has residual variance ``sigma^2 / weights[i]``. Finite,
+        non-negative, with a positive sum (checked by ``build_design``).
     """
 
     y: np.ndarray
@@ -92,6 +102,8 @@ class ModelDesign:
     n_dropped_rows: int = 0
     row_index: Any = None
     spec: Any = field(default=None, repr=False)
+    offset: np.ndarray | None = field(default=None, repr=False)
+    weights: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def nobs(self) -> int:

@@ -6,6 +6,14 @@ Semantics follow R's ``terms.formula`` and lme4's ``findbars``/``expandSlash``:
   ``a/b = a + a:b`` (in general: left terms plus the interaction of all left
   variables with each right term), ``(a+b+c)^2`` all interactions up to order 2;
 * ``1``/``0``/``-1`` switch the intercept;
+* R's idioms mean what they mean in R: ``factor(x)``/``as.factor(x)`` make x a factor
+  (columns ``factor(x)5``), ``relevel(x, ref = "L")`` sets the reference level
+  (columns ``relevel(x, ref = "L")M``), ``poly(x, k)`` is R's orthogonal polynomial
+  basis (``poly(x, k, raw = TRUE)`` raw powers), ``C(x, Sum)`` and ``C(x, Helmert)``
+  choose R's ``contr.sum``/``contr.helmert`` (columns named as R names them with
+  ``contrasts = list(x = "contr.sum")``: ``x1``, ``x2``);
+* ``offset(expr)`` at the top level of the fixed part is an offset (lme4: added to the
+  linear predictor with coefficient 1), kept apart from the terms;
 * ``(lhs | g)`` and ``(lhs || g)`` at the top level of the right-hand side are
   random-effects terms; ``(1 | a/b)`` expands to ``(1 | a) + (1 | b:a)``
   (lme4 names the inner factor ``b:a``: the reference fit of ``(1|batch/cask)`` has
@@ -48,6 +56,26 @@ MAX_NESTING_LEVELS = 50
 
 #: Functions allowed in numeric expressions (inside I() and as transforms).
 NUMERIC_FUNCTIONS = frozenset({"log", "exp", "sqrt", "scale", "center", "I"})
+
+#: Functions that make their column a factor (R's ``factor``, ``as.factor``, ``relevel``).
+FACTOR_FUNCTIONS = frozenset({"C", "factor", "as.factor", "relevel"})
+
+#: Second arguments of ``C(x, ...)`` naming a contrast, and the contrast they choose.
+CONTRAST_NAMES = {
+    "Treatment": "treatment",
+    "contr.treatment": "treatment",
+    "Sum": "sum",
+    "contr.sum": "sum",
+    "Helmert": "helmert",
+    "contr.helmert": "helmert",
+}
+
+#: R's logical constants, as written for ``poly(x, 2, raw = TRUE)``.
+_LOGICALS = {"TRUE": True, "T": True, "FALSE": False, "F": False}
+
+#: The highest polynomial degree ``poly()`` accepts (R has no limit; more is never useful).
+MAX_POLY_DEGREE = 50
+
 ARITHMETIC_OPERATORS = frozenset({"+", "-", "*", "/", "^", "**"})
 
 
@@ -117,6 +145,7 @@ class _Expander:
     def __init__(self, text: str):
         self.text = text
         self.random: list[RandomTerm] = []
+        self.offsets: dict[str, Variable] = {}
 
     def error(self, message: str, pos: int) -> FormulaError:
         return FormulaError(message, formula=self.text, position=pos)
@@ -140,7 +169,9 @@ class _Expander:
         order: dict[str, int] = {}
         termset = self.expand(rhs, allow_random=True, order=order)
         fixed = self.fixed_part(termset, order)
-        return ModelFormula(self.text, response, fixed, tuple(self.random))
+        return ModelFormula(
+            self.text, response, fixed, tuple(self.random), tuple(self.offsets.values())
+        )
 
     def reject_tilde(self, node: Node) -> None:
         for sub in walk(node):
@@ -151,8 +182,16 @@ class _Expander:
         self.reject_tilde(node)
         if isinstance(node, Name):
             return self.variable(node, {})
-        if isinstance(node, Call) and node.func in ("C", "Treatment"):
-            raise self.error("the response must be numeric; C(...) cannot be used here", node.pos)
+        if isinstance(node, Call) and node.func in (*FACTOR_FUNCTIONS, "Treatment"):
+            raise self.error(
+                f"the response must be numeric; {node.func}(...) cannot be used here", node.pos
+            )
+        if isinstance(node, Call) and node.func in ("poly", "offset"):
+            raise self.error(
+                f"{node.func}(...) cannot be the response; write the response as a column or "
+                "a numeric expression such as log(y)",
+                node.pos,
+            )
         if isinstance(node, Number):
             raise self.error("the response must be a column, not a number", node.pos)
         self.check_numeric(node)
@@ -220,6 +259,17 @@ class _Expander:
                 "e.g. C(sex, ref='Male')",
                 node.pos,
             )
+        if isinstance(node, Call) and node.func == "offset":
+            if not allow_random:
+                raise self.error(
+                    "offset(...) can only be added to the fixed part at the top level, "
+                    "e.g. 'y ~ x + offset(log(n)) + (1 | g)'; it cannot be interacted, "
+                    "removed or used inside (... | g)",
+                    node.pos,
+                )
+            offset = self.offset_call(node)
+            self.offsets.setdefault(offset.name, offset)
+            return _TermSet()
         var = self.variable(node, order)
         return _TermSet({frozenset([var.name]): (var,)})
 
@@ -336,6 +386,16 @@ class _Expander:
             var = Variable(name, node, (node.name,), kind="column", label=name)
         elif isinstance(node, Call) and node.func == "C":
             var = self.factor_call(node)
+        elif isinstance(node, Call) and node.func in ("factor", "as.factor"):
+            column = self.factor_column(node, 1)
+            text = node.deparse()
+            var = Variable(text, node, (column.name,), kind="factor", label=text)
+        elif isinstance(node, Call) and node.func == "relevel":
+            var = self.relevel_call(node)
+        elif isinstance(node, Call) and node.func == "poly":
+            var = self.poly_call(node)
+        elif isinstance(node, Call) and node.func == "offset":  # pragma: no cover - expand
+            raise self.error("offset(...) cannot be used here", node.pos)
         elif isinstance(node, Call) and node.func == "Treatment":
             raise self.error(
                 "Treatment(...) is only allowed as the second argument of C(...), "
@@ -360,20 +420,30 @@ class _Expander:
         reference_node: Node | None = None
         if len(node.args) > 2:
             raise self.error("C(...) takes at most two arguments", node.args[2].pos)
+        contrast_kind = "treatment"
         if len(node.args) == 2:
             contrast = node.args[1]
-            if not (isinstance(contrast, Call) and contrast.func == "Treatment"):
+            if isinstance(contrast, Name):
+                if contrast.name not in CONTRAST_NAMES:
+                    raise self.error(
+                        f"unknown contrast '{contrast.name}'; the second argument of C(...) "
+                        "can be Treatment('level'), Sum or Helmert",
+                        contrast.pos,
+                    )
+                contrast_kind = CONTRAST_NAMES[contrast.name]
+            elif isinstance(contrast, Call) and contrast.func == "Treatment":
+                if len(contrast.args) + len(contrast.kwargs) != 1:
+                    raise self.error(
+                        "Treatment(...) takes exactly one reference level, e.g. Treatment('Male')",
+                        contrast.pos,
+                    )
+                reference_node = contrast.args[0] if contrast.args else contrast.kwargs[0][1]
+            else:
                 raise self.error(
-                    "the second argument of C(...) must be Treatment('level'); "
-                    "only treatment contrasts are supported",
+                    "the second argument of C(...) must be Treatment('level'), Sum or "
+                    "Helmert (R's contr.treatment, contr.sum, contr.helmert)",
                     contrast.pos,
                 )
-            if len(contrast.args) + len(contrast.kwargs) != 1:
-                raise self.error(
-                    "Treatment(...) takes exactly one reference level, e.g. Treatment('Male')",
-                    contrast.pos,
-                )
-            reference_node = contrast.args[0] if contrast.args else contrast.kwargs[0][1]
         for key, value in node.kwargs:
             if key == "ref":
                 if reference_node is not None:
@@ -382,25 +452,19 @@ class _Expander:
                         value.pos,
                     )
                 reference_node = value
-        reference: str | None = None
-        if reference_node is not None:
-            if (
-                isinstance(reference_node, UnaryOp)
-                and reference_node.op == "-"
-                and isinstance(reference_node.operand, Number)
-            ):
-                reference = "-" + reference_node.operand.deparse()
-            elif isinstance(reference_node, String):
-                reference = reference_node.value
-            elif isinstance(reference_node, Number):
-                reference = reference_node.deparse()
-            else:
-                raise self.error(
-                    "a reference level must be a quoted level name or a number, "
-                    "e.g. C(sex, ref='Male') or C(temperature, ref=175)",
-                    reference_node.pos,
-                )
+        if reference_node is not None and contrast_kind != "treatment":
+            raise self.error(
+                "a reference level (ref=) only applies to treatment contrasts; "
+                f"drop it or use C({column.deparse()}, Treatment(...))",
+                reference_node.pos,
+            )
+        reference = None if reference_node is None else self.level_text(reference_node)
         label = r_name(column.name)
+        if contrast_kind != "treatment":
+            name = f"C({label}, {contrast_kind.capitalize()})"
+            return Variable(
+                name, node, (column.name,), kind="factor", label=label, contrast=contrast_kind
+            )
         if reference is None:
             name = f"C({label})"
         else:
@@ -411,6 +475,126 @@ class _Expander:
             )
             name = f"C({label}, Treatment({shown}))"
         return Variable(name, node, (column.name,), kind="factor", label=label, reference=reference)
+
+    def level_text(self, node: Node) -> str:
+        """The label of a reference level written as a string or a (negative) number."""
+        if isinstance(node, UnaryOp) and node.op == "-" and isinstance(node.operand, Number):
+            return "-" + node.operand.deparse()
+        if isinstance(node, String):
+            return node.value
+        if isinstance(node, Number):
+            return node.deparse()
+        raise self.error(
+            "a reference level must be a quoted level name or a number, "
+            "e.g. C(sex, ref='Male'), relevel(sex, ref = \"Male\") or C(temperature, ref=175)",
+            node.pos,
+        )
+
+    def factor_column(self, node: Call, nargs: int) -> Name:
+        """The column of ``factor(x)``/``as.factor(x)``/``relevel(x, ...)``, with arity checks."""
+        if not node.args or not isinstance(node.args[0], Name):
+            example = 'relevel(sex, ref = "Male")' if node.func == "relevel" else "factor(litsize)"
+            raise self.error(
+                f"{node.func}(...) takes a column name as its first argument, e.g. {example}",
+                node.pos,
+            )
+        if len(node.args) > nargs:
+            raise self.error(
+                f"{node.func}(...) takes at most {nargs} argument{'s' if nargs > 1 else ''}",
+                node.args[nargs].pos,
+            )
+        return node.args[0]
+
+    def relevel_call(self, node: Call) -> Variable:
+        """``relevel(x, ref = "L")`` (or ``relevel(x, "L")``): x as a factor with reference L."""
+        first = node.args[0] if node.args else None
+        if isinstance(first, Call) and first.func in ("factor", "as.factor"):
+            # relevel(factor(size), ref = "8"): R's usual spelling for a numeric column.
+            if len(node.args) > 2:
+                raise self.error("relevel(...) takes at most 2 arguments", node.args[2].pos)
+            column = self.factor_column(first, 1)
+        else:
+            column = self.factor_column(node, 2)
+        reference_node = node.args[1] if len(node.args) == 2 else None
+        for _, value in node.kwargs:  # the parser admits only ref=, at most once
+            if reference_node is not None:
+                raise self.error("give the reference level once", value.pos)
+            reference_node = value
+        if reference_node is None:
+            raise self.error(
+                'relevel(...) needs the reference level, e.g. relevel(sex, ref = "Male")',
+                node.pos,
+            )
+        if not isinstance(reference_node, String):
+            # R's relevel() reads a number as the level's position, not its label: asking
+            # for the label avoids silently choosing another level than meant.
+            raise self.error(
+                "relevel() needs the reference level as a quoted label, e.g. "
+                f'relevel({column.deparse()}, ref = "Male"); R reads a number as the '
+                "position of the level, which is ambiguous for numeric levels",
+                reference_node.pos,
+            )
+        text = node.deparse()
+        return Variable(
+            text, node, (column.name,), kind="factor", label=text, reference=reference_node.value
+        )
+
+    def poly_call(self, node: Call) -> Variable:
+        """``poly(x, degree)``, ``poly(x, degree = k)``, ``poly(x, k, raw = TRUE)``."""
+        if not node.args:
+            raise self.error("poly(...) needs a column, e.g. poly(Days, 2)", node.pos)
+        if len(node.args) > 2:
+            raise self.error(
+                "poly(...) takes a column and a degree, e.g. poly(Days, 2) or "
+                "poly(Days, 2, raw = TRUE); several columns are not supported",
+                node.args[2].pos,
+            )
+        self.check_numeric(node.args[0])
+        kwargs = dict(node.kwargs)
+        degree_node = node.args[1] if len(node.args) == 2 else kwargs.get("degree")
+        if len(node.args) == 2 and "degree" in kwargs:
+            raise self.error("give the degree of poly() once", kwargs["degree"].pos)
+        degree = 1  # R's default
+        if degree_node is not None:
+            if not (
+                isinstance(degree_node, Number)
+                and degree_node.value.is_integer()
+                and 1 <= degree_node.value <= MAX_POLY_DEGREE
+            ):
+                raise self.error(
+                    f"the degree of poly() must be a whole number from 1 to {MAX_POLY_DEGREE}, "
+                    "e.g. poly(Days, 2)",
+                    degree_node.pos,
+                )
+            degree = int(degree_node.value)
+        raw = False
+        if "raw" in kwargs:
+            value = kwargs["raw"]
+            if not (isinstance(value, Name) and value.name in _LOGICALS):
+                raise self.error(
+                    "raw = must be TRUE or FALSE, e.g. poly(x, 2, raw = TRUE)", value.pos
+                )
+            raw = _LOGICALS[value.name]
+        text = node.deparse()
+        return Variable(
+            text,
+            node,
+            _columns(node.args[0]),
+            kind="poly",
+            label=text,
+            degree=degree,
+            raw=raw,
+        )
+
+    def offset_call(self, node: Call) -> Variable:
+        """``offset(expr)``: a numeric expression added to the linear predictor."""
+        if len(node.args) != 1:
+            raise self.error(
+                "offset(...) takes exactly one numeric expression, e.g. offset(log(n))", node.pos
+            )
+        self.check_numeric(node.args[0])
+        text = node.deparse()
+        return Variable(text, node, _columns(node.args[0]), kind="offset", label=text)
 
     def check_numeric(self, node: Node) -> None:
         """Refuse anything but arithmetic on columns and numbers (inside I() and transforms)."""
@@ -509,7 +693,11 @@ class _Expander:
             name = r_name(node.name)
             return (Variable(name, node, (node.name,), kind="column", label=name),)
         if isinstance(node, Call):
-            hint = "; grouping factors are always treated as factors" if node.func == "C" else ""
+            hint = (
+                "; grouping factors are always treated as factors"
+                if node.func in FACTOR_FUNCTIONS
+                else ""
+            )
             raise self.error(
                 f"a grouping factor must be a column name or an interaction a:b, "
                 f"not {node.func}(...){hint}",

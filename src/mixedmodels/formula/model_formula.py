@@ -5,14 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from .nodes import Name, Node
+from .nodes import Call, Name, Node
 
-VariableKind = Literal["column", "transform", "factor"]
+VariableKind = Literal["column", "transform", "factor", "poly", "offset"]
+Contrast = Literal["treatment", "sum", "helmert"]
 
 
 @dataclass(frozen=True)
 class Variable:
-    """One variable of a formula: a column, a numeric transform or a ``C()`` factor.
+    """One variable of a formula: a column, a transform, a factor, a polynomial or an offset.
 
     Two variables are equal when their canonical ``name`` is equal.
 
@@ -20,7 +21,8 @@ class Variable:
     ----------
     name
         Canonical R-like text: ``litsize``, ``log(x)``, ``I(x^2)``,
-        ``C(sex, Treatment('Male'))``.
+        ``C(sex, Treatment('Male'))``, ``factor(litsize)``,
+        ``relevel(sex, ref = "Male")``, ``poly(Days, 2)``, ``offset(log(n))``.
     expr
         The AST the design layer evaluates (never Python code).
     columns
@@ -28,14 +30,29 @@ class Variable:
     kind
         ``"column"`` (a bare column: factor or numeric depending on its dtype),
         ``"transform"`` (numeric: ``log``, ``exp``, ``sqrt``, ``scale``, ``center``,
-        ``I``) or ``"factor"`` (``C(column, ...)``: always a factor).
+        ``I``), ``"factor"`` (``C(column, ...)``, ``factor(column)``,
+        ``as.factor(column)``, ``relevel(column, ref)``: always a factor), ``"poly"``
+        (``poly(x, degree)``: ``degree`` numeric columns) or ``"offset"``
+        (``offset(expr)``: added to the linear predictor, never a column of X).
     label
         Prefix of model-matrix column names for factor levels: the bare column
         name for a column or a ``C(column, ...)``, so ``C(sex, ref='Male')`` gives
-        the column ``sexFemale``; ``name`` otherwise.
+        the column ``sexFemale`` (R's names when contrasts are set by
+        ``contrasts = list(...)``); the call as R deparses it for ``factor()``,
+        ``as.factor()`` and ``relevel()`` (``factor(litsize)5``,
+        ``relevel(sex, ref = "Male")Female``, as R names them); ``name`` otherwise.
     reference
-        For ``C(x, Treatment(L))`` / ``C(x, ref=L)``: the reference level as a label
-        (``'Male'``, ``'175'`` for the number 175); ``None`` means the first level.
+        For ``C(x, Treatment(L))`` / ``C(x, ref=L)`` / ``relevel(x, ref = L)``: the
+        reference level as a label (``'Male'``, ``'175'`` for the number 175);
+        ``None`` means the first level.
+    contrast
+        Coding of a factor's contrast columns: ``"treatment"`` (R's
+        ``contr.treatment``), ``"sum"`` (``contr.sum``, from ``C(x, Sum)``) or
+        ``"helmert"`` (``contr.helmert``, from ``C(x, Helmert)``).
+    degree
+        For ``poly()``: the number of polynomial columns.
+    raw
+        For ``poly(..., raw = TRUE)``: raw powers instead of orthogonal polynomials.
     """
 
     name: str
@@ -44,6 +61,16 @@ class Variable:
     kind: VariableKind = field(compare=False, default="column")
     label: str = field(compare=False, default="")
     reference: str | None = field(compare=False, default=None)
+    contrast: Contrast = field(compare=False, default="treatment")
+    degree: int = field(compare=False, default=0)
+    raw: bool = field(compare=False, default=False)
+
+    @property
+    def numeric_expr(self) -> Node:
+        """The numeric expression evaluated (for ``poly`` and ``offset``: the argument)."""
+        if self.kind in ("poly", "offset") and isinstance(self.expr, Call):
+            return self.expr.args[0]
+        return self.expr
 
     @property
     def pos(self) -> int:
@@ -110,12 +137,19 @@ class RandomTerm:
 
 @dataclass(frozen=True)
 class ModelFormula:
-    """A parsed mixed-model formula ``response ~ fixed + (random | group) ...``."""
+    """A parsed mixed-model formula ``response ~ fixed + (random | group) ...``.
+
+    ``offsets`` are the distinct ``offset(expr)`` terms of the fixed part (kind
+    ``"offset"``), in order of appearance: lme4 adds their sum to the linear predictor
+    with coefficient 1; they are never columns of X.  As in R, an offset written twice
+    counts once.
+    """
 
     text: str
     response: Variable | None
     fixed: FixedPart
     random: tuple[RandomTerm, ...] = ()
+    offsets: tuple[Variable, ...] = ()
 
     def columns_used(self) -> tuple[str, ...]:
         """Data columns the formula reads, in order of first appearance (response first)."""
@@ -127,6 +161,7 @@ class ModelFormula:
         for rt in self.random:
             variables.extend(rt.lhs.variables)
             variables.extend(rt.grouping)
+        variables.extend(self.offsets)
         for v in variables:
             for c in v.columns:
                 cols.setdefault(c, None)
@@ -134,6 +169,7 @@ class ModelFormula:
 
     def __str__(self) -> str:
         rhs = ["1" if self.fixed.intercept else "0", *self.fixed.term_labels]
+        rhs += [v.name for v in self.offsets]
         rhs += [str(r) for r in self.random]
         lhs = self.response.name + " " if self.response is not None else ""
         return f"{lhs}~ {' + '.join(rhs)}"

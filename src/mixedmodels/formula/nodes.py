@@ -67,6 +67,21 @@ class String:
         return quote + self.value + quote
 
 
+#: Calls printed in the patsy spelling the seed tutorial uses (``ref='Male'``); every
+#: other call prints as R's ``deparse`` does (``relevel(sex, ref = "Male")``), because
+#: R names model-matrix columns after the deparsed call.
+_PATSY_CALLS = frozenset({"C", "Treatment"})
+
+
+def _r_argument(node: Node) -> str:
+    if isinstance(node, String):
+        # R deparses strings in double quotes; a level holding " keeps single quotes.
+        return node.deparse() if '"' in node.value else f'"{node.value}"'
+    if isinstance(node, Name) and node.name in ("TRUE", "FALSE"):
+        return node.name  # the constants of poly(x, 2, raw = TRUE), not column names
+    return node.deparse()
+
+
 @dataclass(frozen=True, slots=True)
 class Call:
     """A call of an allowed function, e.g. ``log(x)`` or ``C(sex, ref='Male')``."""
@@ -77,8 +92,12 @@ class Call:
     pos: int
 
     def deparse(self) -> str:
-        parts = [a.deparse() for a in self.args]
-        parts += [f"{k}={v.deparse()}" for k, v in self.kwargs]
+        if self.func in _PATSY_CALLS:
+            parts = [a.deparse() for a in self.args]
+            parts += [f"{k}={v.deparse()}" for k, v in self.kwargs]
+        else:
+            parts = [_r_argument(a) for a in self.args]
+            parts += [f"{k} = {_r_argument(v)}" for k, v in self.kwargs]
         return f"{self.func}({', '.join(parts)})"
 
 

@@ -43,7 +43,9 @@ INFIX_OPERATORS: dict[str, InfixOp] = {
 #: Prefix operators: token text -> binding power of the operand.
 PREFIX_OPERATORS: dict[str, int] = {"~": 11, "-": 60, "+": 60}
 
-#: Functions a formula may call, with the keyword arguments each accepts.
+#: Functions a formula may call, with the keyword arguments each accepts.  The
+#: meaning of each is given in :mod:`.expand` (R's meaning: ``factor``, ``as.factor``,
+#: ``relevel``, ``poly``, ``scale``, ``offset``, ...); nothing here is ever called.
 ALLOWED_FUNCTIONS: dict[str, frozenset[str]] = {
     "log": frozenset(),
     "exp": frozenset(),
@@ -53,8 +55,13 @@ ALLOWED_FUNCTIONS: dict[str, frozenset[str]] = {
     "I": frozenset(),
     "C": frozenset({"ref"}),
     "Treatment": frozenset({"reference"}),
+    "factor": frozenset(),
+    "as.factor": frozenset(),
+    "relevel": frozenset({"ref"}),
+    "poly": frozenset({"degree", "raw"}),
+    "offset": frozenset(),
 }
-_LISTED_FUNCTIONS = "log, exp, sqrt, scale, center, I, C"
+_LISTED_FUNCTIONS = "log, exp, sqrt, scale, center, I, C, factor, as.factor, relevel, poly, offset"
 
 
 def parse_ast(text: str) -> Node:
@@ -112,11 +119,14 @@ class _Parser:
     def missing_operator(self, tok: Token) -> str:
         if tok.kind is Kind.LPAREN:
             return (
-                "unexpected '(': only the functions log, exp, sqrt, scale, center, I and C "
-                "can be called; did you forget an operator such as '+'?"
+                f"unexpected '(': only the functions {_LISTED_FUNCTIONS} can be called; "
+                "did you forget an operator such as '+'?"
             )
         if tok.kind is Kind.EQUALS:
-            return "unexpected '=': keyword arguments are only allowed as C(x, ref='level')"
+            return (
+                "unexpected '=': keyword arguments are only allowed inside a call, "
+                "e.g. C(x, ref='level') or poly(x, 2, raw = TRUE)"
+            )
         if tok.kind is Kind.COMMA:
             return "unexpected ',' outside a function call"
         return f"unexpected {self.describe(tok)}: missing an operator such as '+' before it?"

@@ -2,13 +2,28 @@
 
 The tokenizer is a single left-to-right scan (linear time, no regular-expression
 backtracking).  It already refuses characters that only make sense in program code
-(``.`` outside numbers, ``;``, ``[``, ``{``, ``@``, ...), Python keywords and dunder
-names, so that nothing resembling code ever reaches the parser.
+(``;``, ``[``, ``{``, ``@``, a ``.`` that does not belong to a name or a number, ...)
+and bare dunder names, so that nothing resembling code ever reaches the parser.
+
+Names follow R's rules for syntactic names, because the formula is R's language,
+not Python's: a name starts with a letter (or ``_``, harmless here) and goes on with
+letters, digits, ``_`` and ``.``, so ``body.weight`` and ``as.factor`` are single
+names, as in R.  A name never starts with ``.`` (R's ``.`` means "all other columns",
+which is not supported; write ```.x``` in backticks).  Python keywords and soft
+keywords (``yield``, ``class``, ``lambda``, ``in``, ``match``, ``type``) are ordinary
+column names: nothing is ever evaluated, so a keyword cannot do anything, and R
+accepts such columns (the classic Oats data's response is ``yield``).
+
+Bare names with a dot-separated part that starts or ends with ``__`` (``__import__``,
+``x.__class__``) stay refused.  This is a deliberate belt-and-braces rule, not a
+necessity: a formula is never evaluated, so such a name could only ever be looked up
+as a column; but no real data set has such columns, and refusing them keeps every
+classic code-injection string an immediate parse error with a clear message.  A
+column that really has such a name can be written in backticks: ```__id__```.
 """
 
 from __future__ import annotations
 
-import keyword
 import math
 from dataclasses import dataclass
 from enum import Enum
@@ -47,8 +62,8 @@ _SINGLE = {"(": Kind.LPAREN, ")": Kind.RPAREN, ",": Kind.COMMA}
 
 # Characters refused outright, with the reason shown to the user.
 _REFUSED = {
-    ".": "'.' is not allowed outside numbers (no attribute access); "
-    "write column names containing dots in backticks: `body.weight`",
+    ".": "'.' may not start a name (and there is no attribute access); write a column "
+    "name that starts with a dot in backticks: `.x`",
     ";": "';' is not allowed: a formula is a single expression such as 'y ~ x + (1 | g)'",
     "[": "subscripts '[...]' are not allowed in a formula; select the rows or columns "
     "in the DataFrame instead",
@@ -72,7 +87,7 @@ def _is_name_start(ch: str) -> bool:
 
 
 def _is_name_char(ch: str) -> bool:
-    return ch.isascii() and (ch.isalnum() or ch == "_")
+    return ch.isascii() and (ch.isalnum() or ch in "_.")
 
 
 def _is_digit(ch: str) -> bool:
@@ -167,17 +182,11 @@ def tokenize(text: str) -> list[Token]:
 
 
 def _check_bare_name(name: str, text: str, pos: int) -> None:
-    if name.startswith("__") or name.endswith("__"):
+    # Python keywords are plain names here (see the module docstring); dunders are not.
+    if any(part.startswith("__") or part.endswith("__") for part in name.split(".")):
         raise FormulaError(
             f"names with double underscores such as {name!r} are not allowed "
             "(formulas never run code); rename the column",
-            formula=text,
-            position=pos,
-        )
-    if keyword.iskeyword(name) or keyword.issoftkeyword(name):
-        raise FormulaError(
-            f"{name!r} is a Python keyword and is not allowed in a formula "
-            f"(formulas never run code); if it is a column name, write it in backticks: `{name}`",
             formula=text,
             position=pos,
         )

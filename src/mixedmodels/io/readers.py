@@ -4,19 +4,27 @@ Every problem with an input file becomes one :class:`InputFileError` whose
 message names the file, says what is wrong and what to do about it, so the
 command-line tool can print it on one line. Files are only ever opened for
 reading.
+
+Text files may be gzip-compressed (``.csv.gz``, ``.tsv.gz``, ``.txt.gz``, as R's
+``read.csv`` reads them): they are decompressed on the fly and read exactly as the
+plain file (same delimiter detection, decimal comma, UTF-8 checks and messages).
 """
 
 from __future__ import annotations
 
 import codecs
 import csv
+import gzip
 import io
 import os
 import re
 import stat
 import warnings
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 
 from mixedmodels.datasets import dataset_names, find_dataset, load_dataset
 from mixedmodels.errors import DataError, InputFileError
@@ -34,7 +42,12 @@ SUPPORTED_EXTENSIONS: dict[str, str] = {
     ".parquet": "parquet",
     ".pq": "parquet",
     ".json": "json",
+    ".csv.gz": "text",
+    ".tsv.gz": "text",
+    ".txt.gz": "text",
 }
+
+_GZIP_MAGIC = b"\x1f\x8b"
 
 # Delimiters tried when sniffing a text file, in order of preference on a tie.
 _DELIMITERS = (",", "\t", ";")
@@ -45,7 +58,10 @@ _CHUNK_BYTES = 1 << 20
 _MAGIC = (
     (b"PAR1", "looks like a Parquet file; give it the ending .parquet"),
     (b"PK\x03\x04", "looks like an Excel workbook or zip archive; export the sheet as CSV (UTF-8)"),
-    (b"\x1f\x8b", "looks gzip-compressed; decompress it first (gunzip)"),
+    (
+        b"\x1f\x8b",
+        "looks gzip-compressed; give it the ending .csv.gz (or decompress it with gunzip)",
+    ),
     (b"\xd0\xcf\x11\xe0", "looks like an old Excel (.xls) file; export the sheet as CSV (UTF-8)"),
     (b"\xff\xfe", "looks like UTF-16 text; re-save it as UTF-8"),
     (b"\xfe\xff", "looks like UTF-16 text; re-save it as UTF-8"),
@@ -61,7 +77,8 @@ def read_data(source: pd.DataFrame | str | os.PathLike[str]) -> pd.DataFrame:
         A pandas DataFrame (returned unchanged), the name of an embedded dataset
         (``"ratpup"``, ``"sleepstudy"``, ... case-insensitive), or the path of a
         ``.csv``, ``.tsv`` or ``.txt`` file (UTF-8; delimiter comma, tab or
-        semicolon, detected from the file), a ``.parquet``/``.pq`` file (needs
+        semicolon, detected from the file; also gzip-compressed as ``.csv.gz``,
+        ``.tsv.gz``, ``.txt.gz``), a ``.parquet``/``.pq`` file (needs
         pyarrow) or a ``.json`` table. A bare word without a path separator or
         file ending is looked up as a dataset name first.
 
@@ -75,7 +92,7 @@ def read_data(source: pd.DataFrame | str | os.PathLike[str]) -> pd.DataFrame:
     InputFileError
         The file is missing, a directory, unreadable, empty, has a header but no
         rows, is not UTF-8, has duplicated column names or ragged rows, has an
-        unsupported ending, or is a damaged Parquet/JSON file.
+        unsupported ending, or is a damaged Parquet/JSON/gzip file.
     DataError
         ``source`` is of a type that cannot hold data.
 
@@ -113,7 +130,9 @@ def _looks_like_name(text: str) -> bool:
 
 
 def _supported_list() -> str:
-    return ", ".join(SUPPORTED_EXTENSIONS)
+    # The compressed endings are left out of the list in messages: they are the plain
+    # endings plus .gz, and the messages are catalogued verbatim in docs/errors.md.
+    return ", ".join(e for e in SUPPORTED_EXTENSIONS if not e.endswith(".gz"))
 
 
 def _read_path(path: Path, shown: str) -> pd.DataFrame:
@@ -139,9 +158,9 @@ def _read_path(path: Path, shown: str) -> pd.DataFrame:
             f"'{shown}' is not a regular file; save the data to a file "
             f"({_supported_list()}) and pass its path"
         )
-    kind = SUPPORTED_EXTENSIONS.get(path.suffix.lower())
+    kind = SUPPORTED_EXTENSIONS.get(_ending(path))
     if kind is None:
-        ending = f"'{path.suffix}'" if path.suffix else "no ending"
+        ending = f"'{_ending(path)}'" if path.suffix else "no ending"
         raise InputFileError(
             f"cannot read '{shown}': unsupported file type ({ending}); use one of "
             f"{_supported_list()} (export spreadsheets as CSV UTF-8)"
@@ -149,6 +168,8 @@ def _read_path(path: Path, shown: str) -> pd.DataFrame:
     head = _read_head(path, shown)
     if info.st_size == 0 or not head:
         raise InputFileError(f"'{shown}' is empty (0 bytes); check that it was saved completely")
+    if _is_gzip(path):
+        return _read_gzip_text(path, shown, head)
 
     if kind == "parquet":
         frame = _read_parquet(path, shown)
@@ -156,6 +177,54 @@ def _read_path(path: Path, shown: str) -> pd.DataFrame:
         _check_utf8(path, shown, head)
         frame = _read_text(path, shown) if kind == "text" else _read_json(path, shown)
 
+    _check_frame(frame, shown)
+    return frame
+
+
+def _ending(path: Path) -> str:
+    """The file ending that decides the reader: ``.csv``, or ``.csv.gz`` for compressed text."""
+    suffix = path.suffix.lower()
+    if suffix == ".gz":
+        return Path(path.stem).suffix.lower() + suffix
+    return suffix
+
+
+def _is_gzip(path: Path) -> bool:
+    return path.suffix.lower() == ".gz"
+
+
+@contextmanager
+def _open_bytes(path: Path) -> Iterator[IO[bytes]]:
+    """Open ``path`` for reading bytes, decompressing a ``.gz`` file on the fly."""
+    if _is_gzip(path):
+        with gzip.open(path, "rb") as handle:
+            yield handle
+    else:
+        with open(path, "rb") as handle:
+            yield handle
+
+
+def _read_gzip_text(path: Path, shown: str, head: bytes) -> pd.DataFrame:
+    """Read a gzip-compressed text file as the plain file would be read."""
+    if not head.startswith(_GZIP_MAGIC):
+        plain = Path(path.stem).name
+        raise InputFileError(
+            f"'{shown}' has the ending .gz but is not gzip-compressed; rename it to '{plain}'"
+        )
+    try:
+        with _open_bytes(path) as handle:
+            inner_head = handle.read(8)
+        if not inner_head:
+            raise InputFileError(
+                f"'{shown}' is empty once decompressed; check that it was saved completely"
+            )
+        _check_utf8(path, shown, inner_head)
+        frame = _read_text(path, shown)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise InputFileError(
+            f"'{shown}' is a damaged gzip file ({_first_line(exc)}); download or compress it "
+            f"again (gzip -t '{shown}' tests it)"
+        ) from None
     _check_frame(frame, shown)
     return frame
 
@@ -202,7 +271,7 @@ def _check_utf8(path: Path, shown: str, head: bytes) -> None:
     decoder = codecs.getincrementaldecoder("utf-8")("strict")
     fed = 0  # bytes of the file passed to the decoder so far
     newlines = 0  # newlines in those bytes
-    with open(path, "rb") as handle:
+    with _open_bytes(path) as handle:
         while True:
             chunk = handle.read(_CHUNK_BYTES)
             pending = len(decoder.getstate()[0])
@@ -233,7 +302,7 @@ def _not_utf8_message(shown: str, head: bytes, offset: int, line: int, bad: int)
 
 def _read_sample(path: Path) -> str:
     """Return the first 64 KiB of a UTF-8 file, extended to the end of its line."""
-    with open(path, "rb") as handle:
+    with _open_bytes(path) as handle:
         raw = handle.read(_SAMPLE_BYTES)
         raw += handle.readline()
     # The sample can end inside a multi-byte character: decode what is whole.
@@ -301,13 +370,13 @@ def _read_text(path: Path, shown: str) -> pd.DataFrame:
     sample = _read_sample(path)
     if not sample.strip():
         raise InputFileError(f"'{shown}' contains only blank lines; it holds no data")
-    default = "\t" if path.suffix.lower() == ".tsv" else ","
+    default = "\t" if _ending(path).startswith(".tsv") else ","
     delimiter = _sniff_delimiter(sample, default)
     rows = _records(sample, delimiter)
     _check_header(rows[0], shown)
     decimal = _guess_decimal(rows, delimiter)
 
-    with open(path, "rb") as handle, warnings.catch_warnings():
+    with _open_bytes(path) as handle, warnings.catch_warnings():
         # pandas only warns (and drops values) when the first row is longer than the header.
         warnings.simplefilter("error", pd.errors.ParserWarning)
         try:
@@ -343,7 +412,10 @@ def _parser_message(path: Path, shown: str, delimiter: str, message: str) -> str
 
 def _first_ragged_line(path: Path, delimiter: str) -> tuple[int, int, int] | None:
     """Return (line, header width, fields) of the first row longer than the header."""
-    with open(path, encoding="utf-8-sig", newline="") as handle:
+    with (
+        _open_bytes(path) as raw,
+        io.TextIOWrapper(raw, encoding="utf-8-sig", newline="") as handle,
+    ):
         reader = csv.reader(handle, delimiter=delimiter)
         width = None
         try:
