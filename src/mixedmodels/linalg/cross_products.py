@@ -51,6 +51,9 @@ class CrossProducts:
         (p+1, p+1) dense, [X y]'[X y].
     nobs
         Number of rows summed.
+    sum_log_weights
+        ``sum_i log w_i`` of the prior weights of those rows (0 without weights): the
+        likelihood's Jacobian term, which sums over chunks like the blocks.
     """
 
     z1tz1: np.ndarray
@@ -60,6 +63,7 @@ class CrossProducts:
     xytzr: np.ndarray | None
     xytxy: np.ndarray
     nobs: int
+    sum_log_weights: float = 0.0
 
     def __add__(self, other: CrossProducts) -> CrossProducts:
         def add(a, b):
@@ -77,6 +81,7 @@ class CrossProducts:
             xytzr=add(self.xytzr, other.xytzr),
             xytxy=self.xytxy + other.xytxy,
             nobs=self.nobs + other.nobs,
+            sum_log_weights=self.sum_log_weights + other.sum_log_weights,
         )
 
     def zrtzr_lower(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -187,8 +192,9 @@ def compute_cross_products(
 
     xytxy = wxy.T @ xy
 
+    log_w = 0.0 if weights is None else float(np.sum(np.log(weights)))
     if len(terms) == 1:
-        return CrossProducts(z1tz1, None, None, xytz1, None, xytxy, n)
+        return CrossProducts(z1tz1, None, None, xytz1, None, xytxy, n, log_w)
 
     offs = rest_offsets(terms)
     qr = int(offs[-1])
@@ -258,7 +264,7 @@ def compute_cross_products(
         for c in range(xy.shape[1]):
             xytzr[c] += np.bincount(ridx, weights=wxy[:, c] * rz, minlength=qr)
 
-    return CrossProducts(z1tz1, zrtz1, zrtzr, xytz1, xytzr, xytxy, n)
+    return CrossProducts(z1tz1, zrtz1, zrtzr, xytz1, xytzr, xytxy, n, log_w)
 
 
 @dataclass(frozen=True, eq=False)
@@ -306,6 +312,7 @@ class StratifiedCrossProducts:
             xytzr=wsum("xytzr"),
             xytxy=wsum("xytxy"),
             nobs=int(self.counts.sum()),
+            sum_log_weights=sum(a.sum_log_weights for a in self.strata),
         )
 
     def transform_xy(self, M: np.ndarray) -> StratifiedCrossProducts:
@@ -364,6 +371,7 @@ def compute_stratified_cross_products(
                     xytzr=part.xytzr,
                     xytxy=part.xytxy,
                     nobs=part.nobs,
+                    sum_log_weights=part.sum_log_weights,
                 )
             )
         parts = aligned
@@ -386,4 +394,5 @@ def transform_xy(A: CrossProducts, M: np.ndarray) -> CrossProducts:
         xytzr=None if A.xytzr is None else M @ A.xytzr,
         xytxy=M @ A.xytxy @ M.T,
         nobs=A.nobs,
+        sum_log_weights=A.sum_log_weights,
     )

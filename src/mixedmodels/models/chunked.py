@@ -52,6 +52,9 @@ class ChunkPlan:
             X, y, rows = self.design.chunk_arrays(rows_used)
         except DataError as exc:
             raise DataError(f"{where}: {exc}") from None
+        weights, offset = self.design.chunk_weights_offset(rows_used)
+        if offset is not None:
+            y = y - offset  # a known part of the linear predictor
         refs = [rows[t.members[0]][0] for t in self.terms]
         zs = [
             rows[t.members[0]][1]
@@ -59,7 +62,7 @@ class ChunkPlan:
             else np.hstack([rows[m][1] for m in t.members])
             for t in self.terms
         ]
-        return compute_cross_products(self.terms, X, y, refs=refs, zs=zs)
+        return compute_cross_products(self.terms, X, y, weights=weights, refs=refs, zs=zs)
 
     def r_factor(self, data: pd.DataFrame) -> np.ndarray | None:
         """R of a QR decomposition of this chunk's X (for a rank decision too close to call)."""
@@ -87,9 +90,10 @@ def stack_r(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
     return np.linalg.qr(np.vstack([a, b]), mode="r")
 
 
-def plan_from_summary(formula: Any, summary: ChunkSummary) -> ChunkPlan:
-    """Build the all-rows design from the merged pass-1 summary, and the pass-2 plan."""
-    design = design_from_summary(formula, summary)
+def plan_from_summary(formula: Any, summary: ChunkSummary, weights: str | None = None) -> ChunkPlan:
+    """Build the all-rows design from the merged pass-1 summary, and the pass-2 plan
+    (``weights``: the prior-weights column, if any)."""
+    design = design_from_summary(formula, summary, weights=weights)
     return ChunkPlan(design=design, terms=group_terms(design.re_terms))
 
 
@@ -122,6 +126,7 @@ def finish(
             xytzr=None if total.xytzr is None else total.xytzr[idx],
             xytxy=total.xytxy[np.ix_(idx, idx)],
             nobs=total.nobs,
+            sum_log_weights=total.sum_log_weights,
         )
     return design, total
 

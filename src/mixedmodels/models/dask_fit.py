@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from mixedmodels.design.levels_spec import summarize_chunk, used_columns
 from mixedmodels.errors import DataError, InputFileError
 from mixedmodels.io.sources import Progress
 from mixedmodels.models.chunked import (
@@ -53,10 +54,10 @@ def _dask():
 
 
 # Functions run on workers: module level, so that they pickle by reference.
-def _summarize_partition(formula: Any, frame: pd.DataFrame, index: int, count: int):
-    from mixedmodels.design.levels_spec import summarize_chunk
-
-    return summarize_chunk(formula, frame, f"partition {index} of {count}")
+def _summarize_partition(
+    formula: Any, frame: pd.DataFrame, index: int, count: int, weights: str | None
+):
+    return summarize_chunk(formula, frame, f"partition {index} of {count}", weights=weights)
 
 
 def _merge_summaries(*parts: Any):
@@ -122,6 +123,7 @@ def dask_cross_products(
     *,
     split_every: int = 8,
     progress: bool = True,
+    weights: str | None = None,
 ) -> StreamedCrossProducts:
     """The design and the blocks of A of a Dask DataFrame, computed on its cluster.
 
@@ -135,6 +137,8 @@ def dask_cross_products(
         Fan-in of the tree reductions.
     progress
         Show progress lines on stderr.
+    weights
+        The prior-weights column, if any.
 
     Raises
     ------
@@ -151,7 +155,7 @@ def dask_cross_products(
         raise DataError(
             "the formula has no response; write 'response ~ predictors', e.g. 'y ~ x + (1 | g)'"
         )
-    columns = list(parsed.columns_used())
+    columns = list(used_columns(parsed, weights))
     missing = [c for c in columns if c not in data.columns]
     if missing:
         shown = ", ".join(repr(str(c)) for c in list(data.columns)[:10])
@@ -165,7 +169,7 @@ def dask_cross_products(
     t0 = time.perf_counter()
     formula_d = dask.delayed(parsed, pure=True)
     summaries = [
-        dask.delayed(_summarize_partition, pure=True)(formula_d, part, i + 1, count)
+        dask.delayed(_summarize_partition, pure=True)(formula_d, part, i + 1, count, weights)
         for i, part in enumerate(parts)
     ]
     summary = _compute(
@@ -175,7 +179,7 @@ def dask_cross_products(
         count,
         progress,
     )
-    plan = plan_from_summary(parsed, summary)
+    plan = plan_from_summary(parsed, summary, weights)
     t1 = time.perf_counter()
 
     plan_d = dask.delayed(plan, pure=True)
@@ -215,6 +219,7 @@ def lmer_dask(
     progress: bool = True,
     start: np.ndarray | None = None,
     control: OptimizerOptions | None = None,
+    weights: str | None = None,
 ) -> LinearMixedModelResult:
     """Fit a linear mixed model to a Dask DataFrame; the blocks are formed on the cluster.
 
@@ -230,7 +235,9 @@ def lmer_dask(
     """
     from mixedmodels.models.lmm import LinearMixedModel
 
-    result = dask_cross_products(formula, data, split_every=split_every, progress=progress)
+    result = dask_cross_products(
+        formula, data, split_every=split_every, progress=progress, weights=weights
+    )
     model = LinearMixedModel(
         result.design,
         reml=reml,

@@ -73,12 +73,9 @@ class LinearMixedModel:
         variance.
     cross_products
         Blocks of [Z X y]'[Z X y] computed elsewhere (streamed in chunks, or reduced on a
-        cluster; weighted and with the offset taken from y already). Then ``design`` need
-        not hold any rows: only its names, levels and spec are used, and results that need
-        rows (fitted values, residuals) are unavailable.
-    log_jacobian
-        With ``cross_products``: ``-sum log w_i`` of the prior weights summed over the
-        chunks (0 without weights).
+        cluster; weighted, with ``sum log w_i``, and with the offset taken from y already).
+        Then ``design`` need not hold any rows: only its names, levels and spec are used,
+        and results that need rows (fitted values, residuals) are unavailable.
     """
 
     def __init__(
@@ -90,7 +87,6 @@ class LinearMixedModel:
         data_name: str | None = None,
         residual_strata: ResidualStrata | None = None,
         cross_products: CrossProducts | None = None,
-        log_jacobian: float = 0.0,
     ):
         self.design = design
         self.residual_strata = residual_strata
@@ -125,8 +121,17 @@ class LinearMixedModel:
         self.offset = getattr(design, "offset", None)
         # The response the engine sees: the offset is a known part of the linear predictor.
         self.y = design.y if self.offset is None or not self.has_rows else design.y - self.offset
+        if not np.isfinite(
+            cross_products.sum_log_weights if cross_products is not None else 0.0
+        ) or (self.weights is not None and not np.all(self.weights > 0)):
+            raise ModelSpecificationError(
+                "some prior weights are 0: such rows carry no information but would count in "
+                "n; drop them before fitting (e.g. data[data['w'] > 0])"
+            )
         self.log_jacobian = (
-            weights_log_jacobian(self.weights) if cross_products is None else float(log_jacobian)
+            weights_log_jacobian(self.weights)
+            if cross_products is None
+            else -float(cross_products.sum_log_weights)
         )
         self._deviances: dict[bool, ProfiledDeviance] = {}
         self._dense: dict[bool, ProfiledDeviance] = {}

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mixedmodels.design.levels_spec import ChunkSummary, summarize_chunk
+from mixedmodels.design.levels_spec import ChunkSummary, summarize_chunk, used_columns
 from mixedmodels.errors import DataError
 from mixedmodels.formula import parse_formula
 from mixedmodels.io.sources import (
@@ -54,6 +54,7 @@ def streamed_cross_products(
     *,
     chunk_rows: int | None = None,
     progress: bool = True,
+    weights: str | None = None,
 ) -> StreamedCrossProducts:
     """Read ``source`` twice, chunk by chunk, and return the design and the blocks of A.
 
@@ -68,6 +69,8 @@ def streamed_cross_products(
         Rows per chunk (default :data:`DEFAULT_CHUNK_ROWS`); memory grows with it.
     progress
         Show a progress bar on stderr.
+    weights
+        The prior-weights column, if any (lme4's ``weights=``).
 
     Raises
     ------
@@ -83,7 +86,7 @@ def streamed_cross_products(
             "the formula has no response; write 'response ~ predictors', e.g. 'y ~ x + (1 | g)'"
         )
     src = open_source(source)
-    columns = list(parsed.columns_used())
+    columns = list(used_columns(parsed, weights))
     src.check(columns)
 
     t0 = time.perf_counter()
@@ -91,10 +94,10 @@ def streamed_cross_products(
     nchunks = 0
     with Progress("pass 1/2: levels", src.total_rows(), progress) as bar:
         for where, frame in src.chunks(columns, rows_per_chunk):
-            summary = summary.merge(summarize_chunk(parsed, frame, where))
+            summary = summary.merge(summarize_chunk(parsed, frame, where, weights=weights))
             nchunks += 1
             bar.advance(len(frame))
-    plan = plan_from_summary(parsed, summary)
+    plan = plan_from_summary(parsed, summary, weights)
     t1 = time.perf_counter()
 
     total = None
@@ -132,6 +135,7 @@ def lmer_streamed(
     progress: bool = True,
     start: np.ndarray | None = None,
     control: OptimizerOptions | None = None,
+    weights: str | None = None,
 ) -> LinearMixedModelResult:
     """Fit a linear mixed model to data read in chunks (or reduced on a Dask cluster).
 
@@ -155,6 +159,9 @@ def lmer_streamed(
         Show progress bars on stderr.
     start, control
         Starting theta and optimiser options, as for ``lmer``.
+    weights
+        The prior-weights column, if any (lme4's ``weights=``); offsets are written in the
+        formula (``offset(col)``).
 
     Examples
     --------
@@ -165,9 +172,17 @@ def lmer_streamed(
         from .dask_fit import lmer_dask
 
         return lmer_dask(
-            formula, source, reml=reml, progress=progress, start=start, control=control
+            formula,
+            source,
+            reml=reml,
+            progress=progress,
+            start=start,
+            control=control,
+            weights=weights,
         )
-    result = streamed_cross_products(formula, source, chunk_rows=chunk_rows, progress=progress)
+    result = streamed_cross_products(
+        formula, source, chunk_rows=chunk_rows, progress=progress, weights=weights
+    )
     name = getattr(open_source(source), "name", None) if not isinstance(source, str) else source
     model = LinearMixedModel(
         result.design,
