@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -490,23 +491,10 @@ class MixedLMResults:
         param_names += [f"{c.name} Var" for c in vc_comps]
         values = np.concatenate([beta, np.asarray(packed, dtype=float), vcomp_unscaled])
 
-        lik = _ProfileLikelihood(fit, comps, X, k_re, re_perm)
-        self._likelihood = lik
-        self._param_values = values
-        hess = lik.hessian(values)
-        cov = np.linalg.inv(-hess)
-
+        self._likelihood = _ProfileLikelihood(fit, comps, X, k_re, re_perm)
         self.params = pd.Series(values, index=param_names)
         self.fe_params = pd.Series(beta, index=exog_names)
-        self._cov_params = pd.DataFrame(cov, index=param_names, columns=param_names)
-        self.bse = pd.Series(np.sqrt(np.diag(cov)), index=param_names)
         p = len(exog_names)
-        self.bse_fe = self.bse.to_numpy()[:p]
-        self.bse_re = np.sqrt(sigma2) * self.bse.to_numpy()[p:]
-        self.tvalues = self.params / self.bse
-        from scipy.special import ndtr
-
-        self.pvalues = pd.Series(2.0 * ndtr(-np.abs(self.tvalues.to_numpy())), index=param_names)
         self.llf = float(fit.loglik)
         self.scale = sigma2
         self.converged = bool(fit.converged)
@@ -585,6 +573,39 @@ class MixedLMResults:
             out[g] = pd.Series(np.asarray(vals, dtype=float), index=names)
         return out
 
+    # -- standard errors: on first use (the Hessian costs O(q^3) per evaluation) ----------
+    @cached_property
+    def _cov_params(self) -> pd.DataFrame:
+        names = self.params.index
+        hess = self._likelihood.hessian(self.params.to_numpy())
+        return pd.DataFrame(np.linalg.inv(-hess), index=names, columns=names)
+
+    @cached_property
+    def bse(self) -> pd.Series:
+        """Standard errors of all parameters (fixed effects and variance parameters)."""
+        return pd.Series(np.sqrt(np.diag(self._cov_params.to_numpy())), index=self.params.index)
+
+    @property
+    def bse_fe(self) -> np.ndarray:
+        return self.bse.to_numpy()[: self.k_fe]
+
+    @property
+    def bse_re(self) -> np.ndarray:
+        """Standard errors of the variance parameters on the data scale (``sqrt(scale) bse``)."""
+        return np.sqrt(self.scale) * self.bse.to_numpy()[self.k_fe :]
+
+    @property
+    def tvalues(self) -> pd.Series:
+        return self.params / self.bse
+
+    @property
+    def pvalues(self) -> pd.Series:
+        """Two-sided normal p-values of ``tvalues`` (statsmodels' MixedLM uses z)."""
+        from scipy.special import ndtr
+
+        z = np.abs(self.tvalues.to_numpy())
+        return pd.Series(2.0 * ndtr(-z), index=self.params.index)
+
     # -- statsmodels' methods ------------------------------------------------------------
     def cov_params(self) -> pd.DataFrame:
         """Inverse of minus the Hessian of the profile log-likelihood (statsmodels' meaning)."""
@@ -657,7 +678,7 @@ class MixedLMResults:
 
     def __getattr__(self, name: str) -> Any:
         # Only called for names not found above: mixedmodels' own attributes.
-        if name.startswith("_") or name == "mixedmodels_result":
+        if name.startswith("_") or name in ("mixedmodels_result", "bse", "params"):
             raise AttributeError(name)
         return getattr(self.mixedmodels_result, name)
 

@@ -278,3 +278,30 @@ def test_mixedmodels_result_stays_reachable(pairs):
     assert ours.llf == pytest.approx(fit.loglik, rel=1e-12)
     # our profile log-likelihood reproduces the fit's REML log-likelihood at the optimum
     assert ours._likelihood.loglike(ours.params.to_numpy()) == pytest.approx(fit.loglik, abs=1e-8)
+
+
+@pytest.mark.parametrize(
+    ("dataset", "formula", "groups", "kwargs"),
+    [
+        # random intercept and a variance component: (1 | litter) + (1 | litter:sex)
+        (
+            "ratpup",
+            F3,
+            "litter",
+            {"re_formula": "1", "vc_formula": {"sex": "0 + C(sex)"}},
+        ),
+        # a numeric variance component: (1 | Subject) + (0 + Days | Subject), one factor
+        (
+            "sleepstudy",
+            "Reaction ~ Days",
+            "Subject",
+            {"re_formula": "1", "vc_formula": {"d": "0 + Days"}},
+        ),
+    ],
+    ids=["ratpup-re-and-vc", "sleepstudy-numeric-vc"],
+)
+def test_variance_components_with_random_intercept(dataset, formula, groups, kwargs):
+    data = mm.load_dataset(dataset)
+    ours = smf.mixedlm(formula, data, groups=groups, verbose=False, **kwargs).fit()
+    theirs = _statsmodels(formula, data, groups=groups, **kwargs)
+    assert_results_match(ours, theirs)
