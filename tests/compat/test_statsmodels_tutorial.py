@@ -106,6 +106,12 @@ def assert_results_match(ours, theirs):
     assert_series_close(ours.tvalues, theirs.tvalues)
     assert_pvalues_close(ours.pvalues, theirs.pvalues)
     assert ours.llf == pytest.approx(theirs.llf, rel=RTOL)
+    # Our optimum is at least as good as statsmodels' (measured: higher by 1e-10 to 6e-8).
+    # For the tutorial's model 4 (re_formula="1 + C(sex)") statsmodels stops furthest from
+    # it: llf 5.9e-8 lower, parameters up to 1.9e-4 and z up to 7.4e-4 relative away; the
+    # comparison stays at the stated 1e-3.
+    assert ours.llf >= theirs.llf - 1e-9
+    assert ours._likelihood.loglike(theirs.params.to_numpy()) <= ours.llf + 1e-9
     assert ours.scale == pytest.approx(theirs.scale, rel=RTOL)
     assert ours.converged and theirs.converged
     assert isinstance(ours.cov_re, pd.DataFrame)
