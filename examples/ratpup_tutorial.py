@@ -33,8 +33,9 @@ def main() -> None:
 
     # 2. The tutorial's first model: a random intercept per litter, with the interaction.
     md = mixedlm("weight ~ C(treatment) * C(sex) + litsize", df, groups="litter")
-    m1 = md.fit()
+    m1 = md.fit()  # statsmodels' MixedLMResults attributes (params, bse, cov_re, resid...)
     print(m1.summary())
+    m1 = m1.mixedmodels_result  # the mixedmodels fit, for anova/compare
     print(anova(m1))  # the treatment:sex interaction: F(2, 302) = 0.47, p = 0.63
 
     # 3. Without the interaction (lme4 spelling this time), and its ICC.

@@ -503,6 +503,13 @@ class LinearMixedModelResult:
 
         return icc(self, **kwargs)
 
+    def r2(self):
+        """Marginal and conditional R² (Nakagawa, Johnson & Schielzeth 2017); see
+        :func:`mixedmodels.diagnostics.r2.r2`."""
+        from .diagnostics.r2 import r2
+
+        return r2(self)
+
     def bootstrap(self, nsim: int = 500, seed: int | None = None, **kwargs: Any):
         """Parametric bootstrap of the fit (reproducible given ``seed``)."""
         from mixedmodels.inference.bootstrap import bootstrap
@@ -587,7 +594,7 @@ class LinearMixedModelResult:
                 "Pr(>|t|)" if has_df else "Pr(>|z|)": coef["p"],
             }
         )
-        notes = []
+        notes = [*self._r2_summary_line()]
         if self.design.dropped_columns:
             notes.append("dropped (rank deficient): " + ", ".join(self.design.dropped_columns))
         if self.n_dropped_rows:
@@ -626,6 +633,21 @@ class LinearMixedModelResult:
 
     def _repr_html_(self) -> str:
         return self.summary().to_html()
+
+    def _r2_summary_line(self) -> tuple[str, ...]:
+        try:
+            r2 = self.r2()
+        except ModelSpecificationError:
+            return ()
+        return (f"R2 (Nakagawa): marginal {r2.marginal:.4f}, conditional {r2.conditional:.4f}",)
+
+    def _r2_fields(self, num) -> dict[str, Any]:
+        """``r2_marginal``/``r2_conditional`` for the JSON object (null if not computable)."""
+        try:
+            r2 = self.r2()
+        except ModelSpecificationError:
+            return {"r2_marginal": None, "r2_conditional": None}
+        return {"r2_marginal": num(r2.marginal), "r2_conditional": num(r2.conditional)}
 
     def to_dict(self) -> dict[str, Any]:
         """The CLI's JSON contract (DESIGN.md): plain Python types only."""
@@ -690,6 +712,7 @@ class LinearMixedModelResult:
             "singular": self.singular,
             "converged": self.converged,
             "dropped_rows": self.n_dropped_rows,
+            **self._r2_fields(num),
         }
         if self.residual_strata is not None:
             out["residual_groups"] = self.residual_strata.column
