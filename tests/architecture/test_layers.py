@@ -28,7 +28,7 @@ LAYERS: list[set[str]] = [
     {"inference", "diagnostics", "plots", "describe"},
     {"results"},
     {"models"},
-    {"api", "compat"},
+    {"api", "compat", "compat_results"},
     {"report"},
     {"cli", "__main__", "__init__"},
 ]

@@ -506,7 +506,7 @@ class LinearMixedModelResult:
     def r2(self):
         """Marginal and conditional R² (Nakagawa, Johnson & Schielzeth 2017); see
         :func:`mixedmodels.diagnostics.r2.r2`."""
-        from .diagnostics.r2 import r2
+        from mixedmodels.diagnostics.r2 import r2
 
         return r2(self)
 
