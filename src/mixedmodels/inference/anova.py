@@ -75,8 +75,10 @@ def _structure(fit: LinearMixedModelResult) -> _Structure:
     position = {j: i for i, j in enumerate(kept)}
     col = 1 if plan.intercept else 0
     terms = []
-    for tp in plan.terms:
-        width = _term_width(tp, spec.factors)
+    widths = getattr(plan, "term_ncols", ()) or tuple(
+        _term_width(tp, spec.factors) for tp in plan.terms
+    )
+    for tp, width in zip(plan.terms, widths, strict=True):
         cols = tuple(position[j] for j in range(col, col + width) if j in position)
         col += width
         names = tuple(v.name for v in tp.variables)
