@@ -146,3 +146,17 @@ def test_a_single_zero_weight_is_refused_with_the_fix():
     data.loc[0, "w"] = 0.0
     with pytest.raises(ModelSpecificationError, match="weights are 0"):
         mm.lmer("Reaction ~ Days + (1|Subject)", data, weights="w")
+
+
+def test_likelihood_ratio_tests_refuse_models_with_different_weights_or_offsets():
+    data = pd.read_csv(HERE / "data" / "sleepstudy_weighted.csv")
+    small = mm.lmer("Reaction ~ Days + (1|Subject)", data, weights="w", reml=False)
+    big = mm.lmer("Reaction ~ Days + (Days|Subject)", data, weights="w", reml=False)
+    table = mm.compare(small, big)
+    assert table.table["Chisq"].iloc[1] == pytest.approx(2 * (big.loglik - small.loglik))
+    unweighted = mm.lmer("Reaction ~ Days + (Days|Subject)", data, reml=False)
+    with pytest.raises(mm.ModelComparisonError, match="different weights"):
+        mm.compare(small, unweighted)
+    offset = mm.lmer("Reaction ~ Days + offset(off) + (Days|Subject)", data, weights="w")
+    with pytest.raises(mm.ModelComparisonError, match="different offset"):
+        mm.compare(small, offset)

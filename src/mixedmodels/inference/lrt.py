@@ -92,6 +92,12 @@ def _describe(fit: Any, name: str) -> _ModelInfo:
     return _ModelInfo(name, fit, fit.design.X, fit.design.y, groups, strata)
 
 
+def _row_values(fit: Any, what: str) -> np.ndarray | None:
+    """A fit's prior weights or offset per row (None when it has none)."""
+    model = getattr(fit, "model", None)
+    return None if model is None else getattr(model, what, None)
+
+
 def _residual_fraction(A: np.ndarray, B: np.ndarray) -> tuple[np.ndarray, float]:
     """Least-squares ``C`` with ``A ~ B C`` and the largest relative column residual."""
     if A.shape[1] == 0:
@@ -384,6 +390,16 @@ def compare(
                 f"{first.name!r} and {info.name!r} have different responses: likelihoods of "
                 "different data (or a transformed response) cannot be compared"
             )
+        for what in ("weights", "offset"):
+            mine, theirs = _row_values(info.fit, what), _row_values(first.fit, what)
+            if (mine is None) != (theirs is None) or (
+                mine is not None and not np.array_equal(mine, theirs)
+            ):
+                raise ModelComparisonError(
+                    f"{first.name!r} and {info.name!r} have different {what}: their "
+                    f"likelihoods are of different models of the rows; fit both with the same "
+                    f"{what}"
+                )
 
     notes: list[str] = []
     # 3. Criterion.
