@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import pytest
 
-import mixedmodels.objective.profiled_deviance as deviance_module
 import mixedmodels.linalg.cross_products as cross_products_module
+import mixedmodels.objective.profiled_deviance as deviance_module
 import test_model_reference as reference
 
 

@@ -12,8 +12,8 @@ import scipy.linalg as sla
 
 from mixedmodels.covariance import CovarianceStructure, group_terms
 from mixedmodels.design.model_design import RandomEffectsTerm
-from mixedmodels.objective.profiled_deviance import ProfiledDeviance
 from mixedmodels.linalg.cross_products import compute_cross_products
+from mixedmodels.objective.profiled_deviance import ProfiledDeviance
 from mixedmodels.objective.solution import conditional_variances, estimate
 
 

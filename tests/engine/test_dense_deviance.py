@@ -16,6 +16,7 @@ from engine_cases import CASES, richardson
 import mixedmodels as mm
 import mixedmodels.objective.dense_deviance as dense_module
 import mixedmodels.objective.profiled_deviance as deviance_module
+from mixedmodels.errors import SingularFitWarning
 from mixedmodels.objective.dense_deviance import (
     DenseDevianceGradient,
     DenseProfiledDeviance,
@@ -23,10 +24,9 @@ from mixedmodels.objective.dense_deviance import (
     dense_size,
     evaluates_dense,
 )
-from mixedmodels.errors import SingularFitWarning
 from mixedmodels.objective.gradient import ProfiledDevianceGradient, deviance_gradient
-from mixedmodels.optimize import OptimizerOptions
 from mixedmodels.objective.solution import estimate
+from mixedmodels.optimize import OptimizerOptions
 
 
 def _dense(fit, reml: bool) -> DenseProfiledDeviance:

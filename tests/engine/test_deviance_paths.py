@@ -12,8 +12,8 @@ from test_dense_agreement import DESIGNS, _term
 
 import mixedmodels.objective.profiled_deviance as deviance_module
 from mixedmodels.covariance import CovarianceStructure, group_terms
-from mixedmodels.objective.profiled_deviance import ProfiledDeviance
 from mixedmodels.linalg.cross_products import compute_cross_products
+from mixedmodels.objective.profiled_deviance import ProfiledDeviance
 
 
 @pytest.mark.parametrize("name", sorted(DESIGNS))

@@ -16,8 +16,8 @@ from test_dense_agreement import DESIGNS, _dense_reference, _term
 
 import mixedmodels.objective.profiled_deviance as deviance_module
 from mixedmodels.covariance import CovarianceStructure, group_terms
-from mixedmodels.objective.profiled_deviance import ProfiledDeviance
 from mixedmodels.linalg.cross_products import compute_cross_products
+from mixedmodels.objective.profiled_deviance import ProfiledDeviance
 from mixedmodels.objective.solution import (
     conditional_variances,
     estimate,

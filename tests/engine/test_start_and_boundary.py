@@ -14,8 +14,8 @@ import pytest
 
 import mixedmodels as mm
 from mixedmodels.errors import SingularFitWarning
-from mixedmodels.optimize import snap_to_bounds as _snap_to_bounds
 from mixedmodels.optimize import OptimizerOptions, OptSummary
+from mixedmodels.optimize import snap_to_bounds as _snap_to_bounds
 
 
 def test_two_stage_start_lands_near_the_sleepstudy_optimum():

@@ -13,8 +13,8 @@ import distributed
 
 import mixedmodels as mm
 from mixedmodels.errors import DataError
-from mixedmodels.models.dask_fit import lmer_dask, predictions_dask
 from mixedmodels.io.sources import is_streamed_source
+from mixedmodels.models.dask_fit import lmer_dask, predictions_dask
 from mixedmodels.models.streamed import lmer_streamed
 
 

@@ -29,8 +29,8 @@ import mixedmodels as mm
 from mixedmodels.errors import DataError, InputFileError, RankDeficiencyWarning
 from mixedmodels.io.sources import FrameChunks, is_streamed_source
 from mixedmodels.models.streamed import lmer_streamed, streamed_cross_products
-from mixedmodels.results.streamed import sample_residuals, write_predictions
 from mixedmodels.results import LinearMixedModelResult
+from mixedmodels.results.streamed import sample_residuals, write_predictions
 
 CASES = {
     "sleepstudy": ("sleepstudy", "Reaction ~ Days + (Days | Subject)"),
