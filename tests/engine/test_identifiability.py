@@ -30,7 +30,6 @@ from mixedmodels.optimize import OptSummary, check_convergence
 from mixedmodels.optimize import check as check_module
 
 
-
 def _reference_module():
     """tests/test_model_reference.py, shared (with its cache of fits) if already imported."""
     if "test_model_reference" not in sys.modules:

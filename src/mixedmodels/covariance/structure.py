@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mixedmodels.design.model_design import RandomEffectsTerm
+from mixedmodels.design.model_design import RandomEffectsTerm, hold_read_only
 
 
 @dataclass(frozen=True, eq=False)
@@ -49,6 +49,9 @@ class GroupedTerm:
     column_names: tuple[str, ...]
     blocks: tuple[tuple[int, int], ...]
     members: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        hold_read_only(self, "refs", "z")
 
     @property
     def nlevels(self) -> int:
@@ -133,6 +136,10 @@ class CovarianceStructure:
     offsets: tuple[int, ...]
     rows: tuple[np.ndarray, ...]
     cols: tuple[np.ndarray, ...]
+
+    def __post_init__(self) -> None:
+        for entries in (*self.rows, *self.cols):
+            entries.setflags(write=False)  # built by from_terms, for this structure only
 
     @classmethod
     def from_terms(cls, terms: tuple[GroupedTerm, ...]) -> CovarianceStructure:
