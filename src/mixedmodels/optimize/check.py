@@ -144,6 +144,9 @@ def check_convergence(
         active = np.isfinite(lower) & (x - lower < 1e-8) & (g >= 0)
         idx = np.flatnonzero(~active)
         checked = _verdict(summary, g, g[idx], lambda: on_demand(idx), tol)
+        if hessian is None:
+            # The gradient's evaluations give the diagonal; one more per pair of entries.
+            hessian = on_demand
     return _hessian_verdict(objective, checked, hessian, gradient, names, blocks, hessian_tol)
 
 
@@ -188,13 +191,17 @@ _SCREEN_RATIO = 1e-2
 def _hessian_verdict(
     objective: Callable[[np.ndarray], float],
     summary: OptSummary,
-    screen: np.ndarray | None,
+    screen: np.ndarray | Callable[[np.ndarray], np.ndarray] | None,
     gradient: Callable[[np.ndarray], np.ndarray] | None,
     names: Sequence[str] | None,
     blocks: np.ndarray | None,
     tol: float,
 ) -> OptSummary:
-    """lme4's ``checkHess`` over the parameters of the blocks that are off their bounds."""
+    """lme4's ``checkHess`` over the parameters of the blocks that are off their bounds.
+
+    ``screen``: a rough Hessian over all parameters, or a function giving one over the
+    entries it is passed (from deviance values: ``m (m - 1) / 2`` evaluations).
+    """
     x, lower = summary.final_theta, summary.lower
     k = x.shape[0]
     at_bound = np.isfinite(lower) & (x - lower < EDGE_TOL)
@@ -203,10 +210,14 @@ def _hessian_verdict(
         idx = np.flatnonzero(~np.isin(blocks, blocks[at_bound]))
         if idx.shape[0] == 0:
             return summary
-        if screen is not None:
+        if isinstance(screen, np.ndarray):
             screen = screen[np.ix_(idx, idx)]
     else:
         idx = np.arange(k)
+    if callable(screen):
+        m = idx.shape[0]
+        screen = screen(idx)
+        summary = replace(summary, evaluations=summary.evaluations + m * (m - 1) // 2)
     if screen is not None and _clearly_positive_definite(screen):
         return summary
     H, used, rounding = _accurate_hessian(objective, gradient, x, summary.final_objective, idx)
