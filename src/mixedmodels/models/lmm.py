@@ -331,7 +331,7 @@ class LinearMixedModel:
         """Newton finish (given an analytic gradient), then lme4's ``checkConv``.
 
         The check reuses the finish's Hessian; its messages name theta entries as
-        ``group: term`` and the residual log SD ratios as ``residual: stratum``.
+        ``group: term`` and the residual log SD ratios as ``residual: log SD ratio High``.
         """
         hessian = None
         if gradient is not None:
