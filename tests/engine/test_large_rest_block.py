@@ -9,6 +9,8 @@ computation of the same formulas (``test_dense_agreement._dense_reference``).
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -111,10 +113,14 @@ def test_sparse_zrtzr_outside_the_update_pattern(scalar_rest, monkeypatch):
     rng = np.random.default_rng(11)
     n = 200
     slope = _term(rng, n, "g0", 25, 1)
-    slope.z[:60] = 0.0  # term 1 is (0 + x | g0) with x = 0 on these rows
+    z = slope.z.copy()  # a term's arrays are read-only: edit copies
+    z[:60] = 0.0  # term 1 is (0 + x | g0) with x = 0 on these rows
+    slope = replace(slope, z=z)
     other = _term(rng, n, "g1", 8, 1 if scalar_rest else 2)
-    other.refs[:60] = 7  # level 7 of g1 only on those rows: Zr'Zr has it, the update not
-    other.refs[60:] = rng.integers(0, 7, n - 60)
+    refs = other.refs.copy()
+    refs[:60] = 7  # level 7 of g1 only on those rows: Zr'Zr has it, the update not
+    refs[60:] = rng.integers(0, 7, n - 60)
+    other = replace(other, refs=refs)
     terms = (slope, other, _term(rng, n, "g2", 3, 1))
     X = np.column_stack([np.ones(n), rng.normal(size=n)])
     y = rng.normal(size=n) + X @ np.array([1.0, 0.5])

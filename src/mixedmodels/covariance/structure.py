@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mixedmodels.design.model_design import RandomEffectsTerm
+from mixedmodels.design.model_design import RandomEffectsTerm, hold_read_only
 
 
 @dataclass(frozen=True, eq=False)
@@ -49,6 +49,9 @@ class GroupedTerm:
     column_names: tuple[str, ...]
     blocks: tuple[tuple[int, int], ...]
     members: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        hold_read_only(self, "refs", "z")
 
     @property
     def nlevels(self) -> int:
@@ -134,6 +137,10 @@ class CovarianceStructure:
     rows: tuple[np.ndarray, ...]
     cols: tuple[np.ndarray, ...]
 
+    def __post_init__(self) -> None:
+        for entries in (*self.rows, *self.cols):
+            entries.setflags(write=False)  # built by from_terms, for this structure only
+
     @classmethod
     def from_terms(cls, terms: tuple[GroupedTerm, ...]) -> CovarianceStructure:
         rows, cols, offsets = [], [], [0]
@@ -179,6 +186,43 @@ class CovarianceStructure:
                 else:
                     names.append(f"{term.group}.{term.column_names[i]}.{term.column_names[j]}")
         return names
+
+    def theta_labels(self) -> list[str]:
+        """Readable names of the theta entries, for messages: ``group: term`` on the diagonal.
+
+        Off-diagonal entries read ``group: row term, column term`` (the template entry
+        that couples them). A term named twice on one factor (``(1 | g) + (1 | g)``, which
+        lme4 fits as two blocks) is told apart by ``[term m]``, its place among the
+        factor's terms in the formula.
+        """
+        labels = []
+        for k, term in enumerate(self.terms):
+            names = list(term.column_names)
+            repeated = {n for n in names if names.count(n) > 1}
+            for b, (start, stop) in enumerate(term.blocks):
+                for c in range(start, stop):
+                    if names[c] in repeated:
+                        names[c] = f"{names[c]} [term {b + 1}]"
+            for i, j in zip(self.rows[k], self.cols[k], strict=True):
+                pair = names[i] if i == j else f"{names[i]}, {names[j]}"
+                labels.append(f"{term.group}: {pair}")
+        return labels
+
+    def theta_blocks(self) -> np.ndarray:
+        """int64 (ntheta,): which covariance block (one ``(...| g)`` term) each entry is in.
+
+        A diagonal entry on its bound leaves the rest of its block without a unique value
+        (with ``T[0, 0] = 0`` only ``T[1, 0]^2 + T[1, 1]^2`` is seen): checks that need an
+        interior optimum skip the whole block.
+        """
+        out = np.zeros(self.ntheta, dtype=np.int64)
+        block = 0
+        for k, term in enumerate(self.terms):
+            entries = out[self.offsets[k] : self.offsets[k + 1]]
+            for start, stop in term.blocks:
+                entries[(self.cols[k] >= start) & (self.cols[k] < stop)] = block
+                block += 1
+        return out
 
     def is_singular(self, theta: np.ndarray, tol: float = 1e-4) -> bool:
         """lme4's isSingular: a diagonal template entry below ``tol`` means a boundary fit."""

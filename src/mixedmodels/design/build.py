@@ -30,6 +30,7 @@ import math
 import re
 import warnings
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Literal
 
 import numpy as np
@@ -41,7 +42,7 @@ from mixedmodels.formula.nodes import Name, Node, walk_names
 
 from .evaluate import TransformState, evaluate_numeric, poly_basis
 from .factors import FactorLevels, fit_factor, is_factor_dtype, is_numeric_dtype
-from .model_design import ModelDesign, RandomEffectsTerm
+from .model_design import ModelDesign, RandomEffectsTerm, hold_read_only
 
 #: Relative tolerance of the rank check (lme4's ``chkRank.drop.cols`` uses 1e-7).
 RANK_TOLERANCE = 1e-7
@@ -84,6 +85,9 @@ class GroupingPlan:
     levels: tuple[str, ...]
     present: np.ndarray | None = field(default=None, repr=False)  # sorted linear codes
 
+    def __post_init__(self) -> None:
+        hold_read_only(self, "present")
+
 
 @dataclass(frozen=True)
 class RandomPlan:
@@ -109,6 +113,14 @@ class DesignSpec:
     kept_columns: tuple[int, ...]
     random: tuple[RandomPlan, ...]
     weights_column: str | None = None
+
+    def __post_init__(self) -> None:
+        # Read-only views (no copy): a result hands its design out, and predict() and the
+        # inference code read these (issue 13, item 6).
+        for name in ("factors", "transform_state"):
+            value = getattr(self, name)
+            if isinstance(value, dict):
+                object.__setattr__(self, name, MappingProxyType(value))
 
     @property
     def x_names(self) -> tuple[str, ...]:

@@ -40,6 +40,9 @@ class RandomEffectsTerm:
     z: np.ndarray
     column_names: tuple[str, ...]
 
+    def __post_init__(self) -> None:
+        hold_read_only(self, "refs", "z")
+
     @property
     def nlevels(self) -> int:
         return len(self.levels)
@@ -105,6 +108,23 @@ class ModelDesign:
     offset: np.ndarray | None = field(default=None, repr=False)
     weights: np.ndarray | None = field(default=None, repr=False)
 
+    def __post_init__(self) -> None:
+        hold_read_only(self, "y", "X")
+
     @property
     def nobs(self) -> int:
         return int(self.y.shape[0])
+
+
+def hold_read_only(obj: Any, *names: str) -> None:
+    """Hold read-only views of the arrays ``names`` of a frozen dataclass.
+
+    A view costs nothing and leaves the caller's array as it was; no one can write into
+    the data through the design (results hand these arrays out: issue 13, item 6).
+    """
+    for name in names:
+        value = getattr(obj, name)
+        if isinstance(value, np.ndarray) and value.flags.writeable:
+            view = value.view()
+            view.setflags(write=False)
+            object.__setattr__(obj, name, view)

@@ -50,6 +50,19 @@ class Estimates:
     b: tuple[np.ndarray, ...]
     u: tuple[np.ndarray, ...]
 
+    def __post_init__(self) -> None:
+        # Results hand these out; read-only views keep the estimates as computed.
+        for name in ("beta", "vcov_beta"):
+            object.__setattr__(self, name, _read_only(getattr(self, name)))
+        for name in ("b", "u"):
+            object.__setattr__(self, name, tuple(_read_only(a) for a in getattr(self, name)))
+
+
+def _read_only(a: np.ndarray) -> np.ndarray:
+    view = np.asarray(a).view()
+    view.setflags(write=False)
+    return view
+
 
 def _lambda_blocks(u: np.ndarray, T: np.ndarray, nlevels: int) -> np.ndarray:
     """``b_l = T u_l`` for every level: (levels, p)."""

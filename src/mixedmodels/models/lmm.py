@@ -42,9 +42,11 @@ from mixedmodels.objective.model_objective import LinearMixedObjective
 from mixedmodels.objective.profiled_deviance import ProfiledDeviance
 from mixedmodels.optimize import (
     OptimizerOptions,
+    OptSummary,
     check_convergence,
     gradient_is_small,
     minimize_with_restart,
+    newton_finish,
     polish,
     snap_to_bounds,
 )
@@ -329,7 +331,7 @@ class LinearMixedModel:
                 gradient = DenseDevianceGradient(dense)
             else:
                 gradient = ProfiledDevianceGradient(dev)
-            summary = check_convergence(
+            summary = self._finish_and_check(
                 dev,
                 minimize_with_restart(
                     dev, x0, lower, first, self.structure.ntheta, steps, finish_with=tight
@@ -343,7 +345,7 @@ class LinearMixedModel:
                 again = polish(dev, summary.final_theta, lower, tight)
                 again, used = snap_to_bounds(dev, again, np.isfinite(lower))
                 again = replace(again, evaluations=summary.evaluations + again.evaluations + used)
-                summary = check_convergence(dev, again, gradient=gradient)
+                summary = self._finish_and_check(dev, again, gradient=gradient)
             # A dense fit's estimates come from its factor at the optimum; the blocked
             # deviance and the cross-product blocks are built only if a result asks.
             at_optimum = None if dev is dense else dev
@@ -356,7 +358,7 @@ class LinearMixedModel:
                 # theta alone (e.g. a REML fit's theta for an ML refit) or all parameters
                 start = np.asarray(start, float)
                 x0[: start.shape[0]] = start
-            summary = check_convergence(
+            summary = self._finish_and_check(
                 objective,
                 minimize_with_restart(
                     objective, x0, objective.lower_bounds(), options, self.structure.ntheta
@@ -382,6 +384,27 @@ class LinearMixedModel:
                 stacklevel=2,
             )
         return result
+
+    # --- Convergence: the finish moves the optimum, the check only judges it. -------------
+    def _finish_and_check(self, objective, summary: OptSummary, gradient=None) -> OptSummary:
+        """Newton finish (given an analytic gradient), then lme4's ``checkConv``.
+
+        The check reuses the finish's Hessian; its messages name theta entries as
+        ``group: term`` and the residual log SD ratios as ``residual: log SD ratio High``.
+        """
+        hessian = None
+        if gradient is not None:
+            summary, hessian = newton_finish(objective, gradient, summary)
+        names = self.structure.theta_labels()
+        blocks = self.structure.theta_blocks()
+        extra = summary.final_theta.shape[0] - len(names)
+        if extra:  # var-ident residuals: one log SD ratio per non-reference stratum
+            strata = self.residual_strata
+            names += [f"residual: log SD ratio {label}" for label in strata.labels[1:]]
+            blocks = np.concatenate([blocks, np.max(blocks, initial=-1) + 1 + np.arange(extra)])
+        return check_convergence(
+            objective, summary, hessian=hessian, gradient=gradient, names=names, blocks=blocks
+        )
 
 
 # BOBYQA's tolerances when Newton steps finish the optimum (see LinearMixedModel._fit).

@@ -5,6 +5,7 @@ from mixedmodels.optimize.check import check_convergence
 from mixedmodels.optimize.finish import (
     gradient_is_small,
     minimize_with_restart,
+    newton_finish,
     newton_polish,
     polish,
     snap_to_bounds,
@@ -17,6 +18,7 @@ __all__ = [
     "gradient_is_small",
     "minimize_bobyqa",
     "minimize_with_restart",
+    "newton_finish",
     "newton_polish",
     "polish",
     "snap_to_bounds",

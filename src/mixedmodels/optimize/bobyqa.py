@@ -55,6 +55,16 @@ class OptSummary:
     converged: bool = True
     messages: tuple[str, ...] = field(default_factory=tuple)
 
+    def __post_init__(self) -> None:
+        # Own read-only copies (theta-sized, so cheap): a caller's start vector or an
+        # optimiser's work array cannot change the record, nor the record them.
+        for name in ("initial_theta", "final_theta", "lower", "gradient"):
+            value = getattr(self, name)
+            if value is not None and (value.flags.writeable or value.base is not None):
+                value = np.array(value, dtype=np.float64)
+                value.setflags(write=False)
+                object.__setattr__(self, name, value)
+
 
 _NLOPT_CODES = {
     1: "SUCCESS",

@@ -1,18 +1,23 @@
-"""Judge an optimum: lme4's ``checkConv`` gradient criterion.
+"""Judge an optimum without moving it: lme4's ``checkConv``.
 
-A coordinate on its bound with a non-negative derivative is optimal there (KKT); the others
-need a small gradient, or a small gradient scaled by the Hessian.
+Two criteria. The gradient: a coordinate on its bound with a non-negative derivative is
+optimal there (KKT); the others need a small gradient, or a small gradient scaled by the
+Hessian. The Hessian: at an interior optimum it must be positive definite; a zero
+eigenvalue means the deviance is flat along its eigenvector (the parameters are not
+identifiable), a negative one that the point is not a minimum. The finish that moves the
+optimum is in :mod:`.finish`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 import numpy as np
 
 from mixedmodels.optimize.bobyqa import OptSummary
-from mixedmodels.optimize.finish import cholesky_or_none, newton_polish
+from mixedmodels.optimize.finish import EDGE_TOL, cholesky_or_none
 
 
 def _derivatives(
@@ -70,30 +75,79 @@ def check_convergence(
     objective: Callable[[np.ndarray], float],
     summary: OptSummary,
     tol: float = 2e-3,
+    *,
+    hessian: np.ndarray | None = None,
     gradient: Callable[[np.ndarray], np.ndarray] | None = None,
+    names: Sequence[str] | None = None,
+    blocks: np.ndarray | None = None,
+    hessian_tol: float = 1e-6,
 ) -> OptSummary:
-    """Return ``summary`` with the gradient and a convergence verdict added.
+    """Return ``summary`` with the gradient, a convergence verdict and messages added.
 
-    A coordinate on its bound with a non-negative derivative is optimal there (KKT) and is
-    ignored. For the others the finite-difference gradient must be below ``tol`` (lme4's
-    default, 2e-3); if it is not, the gradient is scaled by the Hessian (the Newton step,
-    lme4's ``checkConv`` criterion) and must be below ``tol`` on that scale. The Hessian is
-    only computed in that second case, from the gradient's evaluations plus one per pair of
-    free coordinates: on large data each evaluation costs milliseconds. ``summary`` must
-    come from minimising this ``objective`` (its ``final_objective`` is reused).
+    The optimum is not moved (the finish, :func:`.finish.newton_finish`, comes before).
+
+    Parameters
+    ----------
+    objective
+        The function that was minimised; ``summary`` must come from minimising it (its
+        ``final_objective`` is reused).
+    summary
+        The optimum. Its ``gradient``, when set and finite (the Newton finish records
+        it), is used; otherwise the gradient is taken by finite differences.
+    tol
+        Gradient tolerance, lme4's ``check.conv.grad`` (2e-3).
+    hessian
+        The Hessian the finish computed (NaN where it has none). It screens the Hessian
+        check: a clearly positive definite one ends it at no cost.
+    gradient
+        The analytic gradient, if there is one: an accurate Hessian, when one is needed,
+        is taken from its central differences (2 per free parameter) rather than from
+        deviance values.
+    names
+        Readable parameter names for the messages (default ``theta[i]``).
+    blocks
+        Block of each parameter (covariance terms; see
+        :meth:`.CovarianceStructure.theta_blocks`): a block with a diagonal on its bound is
+        left out of the Hessian check. Default: each parameter alone.
+    hessian_tol
+        lme4's ``check.conv.hess`` tolerance (1e-6), here relative to the largest
+        eigenvalue.
+
+    Notes
+    -----
+    The gradient verdict is lme4's ``check.conv.grad``: a coordinate on its bound with a
+    non-negative derivative is optimal there (KKT) and ignored; the others must be below
+    ``tol``, or, if they are not, the gradient scaled by the Hessian (the Newton step)
+    must be. The Hessian, only computed then, costs one evaluation per pair of free
+    coordinates: on large data each evaluation costs milliseconds.
+
+    The Hessian check follows lme4's ``checkHess``: with eigenvalues ``l`` of the Hessian
+    of the deviance over the free parameters, ``l < -hessian_tol * max|l|`` counts as
+    negative ("degenerate Hessian with k negative eigenvalues": not a minimum, so
+    ``converged`` is set False, lme4's code -3), and otherwise ``|l| < hessian_tol *
+    max|l|`` or a failed Cholesky factorisation as zero ("Hessian is numerically
+    singular", lme4's code -4: a warning; the optimum is reached, the parameters are not
+    unique, and ``converged`` stays True). lme4 compares with ``tol`` in absolute terms,
+    which makes the verdict depend on the units of y and on n, and adds a "very large
+    eigenvalue" warning on that absolute scale; a relative tolerance keeps the question
+    to whether the curvature vanishes in some direction. The message names the direction:
+    the largest entries of the eigenvector. Singular fits (a diagonal within ``1e-4`` of
+    its bound, lme4's ``isSingular``) leave their blocks out: on the boundary the Hessian
+    says nothing about the optimum.
     """
-    if gradient is not None:
-        polished, g, H = newton_polish(objective, gradient, summary)
-        if np.all(np.isfinite(g)):
-            return _verdict(polished, g, g, lambda: H, tol)
-        # A singular template: its entries sit on (or at) the boundary, where only the
-        # finite-difference check below can tell a KKT point; the rest was finished.
-        summary = polished
+    g = summary.gradient
     x, lower = summary.final_theta, summary.lower
-    g, hessian = _derivatives(objective, x, summary.final_objective, lower)
-    active = np.isfinite(lower) & (x - lower < 1e-8) & (g >= 0)
-    idx = np.flatnonzero(~active)
-    return _verdict(summary, g, g[idx], lambda: hessian(idx), tol)
+    if g is not None and hessian is not None and np.all(np.isfinite(g)):
+        checked = _verdict(summary, g, g, lambda: hessian, tol)
+    else:
+        g, on_demand = _derivatives(objective, x, summary.final_objective, lower)
+        active = np.isfinite(lower) & (x - lower < 1e-8) & (g >= 0)
+        idx = np.flatnonzero(~active)
+        checked = _verdict(summary, g, g[idx], lambda: on_demand(idx), tol)
+        if hessian is None:
+            # The gradient's evaluations give the diagonal; one more per pair of entries.
+            hessian = on_demand
+    return _hessian_verdict(objective, checked, hessian, gradient, names, blocks, hessian_tol)
 
 
 def _verdict(
@@ -127,3 +181,152 @@ def _verdict(
                     "structure"
                 )
     return replace(summary, gradient=g, converged=converged, messages=tuple(messages))
+
+
+# Above this ratio of smallest to largest eigenvalue the finish's Hessian (forward
+# differences, O(1e-3) relative error) is clearly positive definite: no accurate one needed.
+_SCREEN_RATIO = 1e-2
+
+
+def _hessian_verdict(
+    objective: Callable[[np.ndarray], float],
+    summary: OptSummary,
+    screen: np.ndarray | Callable[[np.ndarray], np.ndarray] | None,
+    gradient: Callable[[np.ndarray], np.ndarray] | None,
+    names: Sequence[str] | None,
+    blocks: np.ndarray | None,
+    tol: float,
+) -> OptSummary:
+    """lme4's ``checkHess`` over the parameters of the blocks that are off their bounds.
+
+    ``screen``: a rough Hessian over all parameters, or a function giving one over the
+    entries it is passed (from deviance values: ``m (m - 1) / 2`` evaluations).
+    """
+    x, lower = summary.final_theta, summary.lower
+    k = x.shape[0]
+    at_bound = np.isfinite(lower) & (x - lower < EDGE_TOL)
+    if at_bound.any():
+        blocks = np.arange(k) if blocks is None else np.asarray(blocks)
+        idx = np.flatnonzero(~np.isin(blocks, blocks[at_bound]))
+        if idx.shape[0] == 0:
+            return summary
+        if isinstance(screen, np.ndarray):
+            screen = screen[np.ix_(idx, idx)]
+    else:
+        idx = np.arange(k)
+    if callable(screen):
+        m = idx.shape[0]
+        screen = screen(idx)
+        summary = replace(summary, evaluations=summary.evaluations + m * (m - 1) // 2)
+    if screen is not None and _clearly_positive_definite(screen):
+        return summary
+    H, used, rounding = _accurate_hessian(objective, gradient, x, summary.final_objective, idx)
+    evals, vectors = np.linalg.eigh(0.5 * (H + H.T))
+    # lme4's tolerance, relative; and no eigenvalue is told from 0 below the rounding.
+    small = max(tol * float(np.max(np.abs(evals))), rounding)
+    negative = int(np.sum(evals < -small))
+    zero = int(np.sum(np.abs(evals) <= small))
+    summary = replace(summary, evaluations=summary.evaluations + used)
+    if negative:
+        what = (
+            f"model failed to converge: degenerate Hessian with {negative} negative "
+            f"eigenvalue{'s' if negative > 1 else ''}"
+        )
+        converged = False
+    elif zero or cholesky_or_none(H) is None:
+        what = (
+            "Hessian is numerically singular: parameters are not uniquely determined "
+            "(the model is not identifiable)"
+        )
+        converged = summary.converged
+    else:
+        return summary
+    label = list(names) if names is not None else [f"theta[{i}]" for i in range(k)]
+    # The eigenvector of the smallest eigenvalue: the most negative, or the flattest.
+    along = _direction(vectors[:, 0], idx, label)
+    flat = negative or zero
+    where = f"in {flat} directions, e.g. along" if flat > 1 else "along"
+    if negative:
+        message = f"{what}; the deviance decreases {where} {along}"
+    else:
+        message = f"{what}; the deviance is flat {where} {along}"
+    return replace(summary, converged=converged, messages=(*summary.messages, message))
+
+
+def _clearly_positive_definite(H: np.ndarray) -> bool:
+    """Whether the smallest eigenvalue of ``H`` exceeds ``_SCREEN_RATIO`` x the largest.
+
+    Sufficient test, one Cholesky factorisation (a fit takes ~2 ms; ``eigvalsh`` alone
+    costs ~20 us): ``H - c I`` positive definite with ``c = _SCREEN_RATIO trace(H)`` means
+    ``l_min > c >= _SCREEN_RATIO l_max``. NaN entries fail it.
+    """
+    if H.shape[0] == 1:
+        return bool(H[0, 0] > 0.0)
+    shift = _SCREEN_RATIO * float(np.trace(H))
+    if not shift > 0.0:
+        return False
+    return cholesky_or_none(H - shift * np.eye(H.shape[0])) is not None
+
+
+def _direction(v: np.ndarray, idx: np.ndarray, names: list[str]) -> str:
+    """The eigenvector's largest entries (a tenth of the largest or more, at most four)."""
+    v = v / v[np.argmax(np.abs(v))]
+    order = [i for i in np.argsort(-np.abs(v), kind="stable") if abs(v[i]) >= 0.1][:4]
+    return "(" + ", ".join(f"{names[idx[i]]} {v[i]:+.2g}" for i in order) + ")"
+
+
+def _accurate_hessian(
+    objective: Callable[[np.ndarray], float],
+    gradient: Callable[[np.ndarray], np.ndarray] | None,
+    x: np.ndarray,
+    f0: float,
+    idx: np.ndarray,
+) -> tuple[np.ndarray, int, float]:
+    """Hessian over coordinates ``idx``, its evaluations, and a bound on its rounding error.
+
+    With an analytic gradient: central differences of it, step ``1e-4 * max(|x_i|, 1e-3)``
+    (2 gradients per coordinate; truncation error ~1e-8 relative). Without: lme4's
+    ``deriv12`` design on deviance values, central differences (``2 k^2`` evaluations),
+    with the larger step ``5e-4 * max(1, |x_i|)`` that balances truncation against the
+    deviance's rounding divided by the step squared.
+
+    The error bound is the spectral norm of the rounding error matrix, taking the
+    deviance to ``1e-12`` relative and the gradient to ``1e-12 |f|`` (both ~100x the
+    rounding seen on the reference models): an eigenvalue below it cannot be told from 0.
+    """
+    m = idx.shape[0]
+    H = np.empty((m, m))
+    noise = 1e-12 * max(1.0, abs(f0))
+    if gradient is not None:
+        steps = 1e-4 * np.maximum(np.abs(x[idx]), 1e-3)
+        for a, i in enumerate(idx):
+            e = np.zeros(x.shape[0])
+            e[i] = steps[a]
+            up = np.asarray(gradient(x + e), dtype=np.float64)[idx]
+            down = np.asarray(gradient(x - e), dtype=np.float64)[idx]
+            H[:, a] = (up - down) / (2.0 * steps[a])
+        return H, 2 * m, noise * math.sqrt(m * float(np.sum(steps**-2.0)))
+    steps = 5e-4 * np.maximum(1.0, np.abs(x[idx]))
+    used = 0
+
+    def at(pairs: list[tuple[int, float]]) -> float:
+        point = x.copy()
+        for a, step in pairs:
+            point[idx[a]] += step
+        return float(objective(point))
+
+    for a in range(m):
+        h = steps[a]
+        H[a, a] = (at([(a, h)]) - 2.0 * f0 + at([(a, -h)])) / h**2
+        used += 2
+        for b in range(a):
+            hb = steps[b]
+            value = (
+                at([(a, h), (b, hb)])
+                - at([(a, h), (b, -hb)])
+                - at([(a, -h), (b, hb)])
+                + at([(a, -h), (b, -hb)])
+            )
+            H[a, b] = H[b, a] = value / (4.0 * h * hb)
+            used += 4
+    return H, used, 4.0 * noise * float(np.sum(steps**-2.0))

@@ -92,7 +92,7 @@ def newton_polish(
     summary, g, H
         The (possibly moved) optimum with the evaluations added, the gradient there (NaN
         where unavailable), and the Hessian over the finite entries (None if there are
-        none or it is not positive definite: no step is taken then).
+        none; no step is taken when it is not positive definite).
     """
     x = np.array(summary.final_theta, dtype=np.float64)
     f = summary.final_objective
@@ -117,7 +117,7 @@ def newton_polish(
     count += used
     C = cholesky_or_none(H)
     if C is None:
-        return replace(summary, evaluations=summary.evaluations + count), g, None
+        return replace(summary, evaluations=summary.evaluations + count), g, H
 
     def newton(grad: np.ndarray) -> tuple[np.ndarray, float]:
         """The Newton step H^{-1} g and the decrement g' H^{-1} g."""
@@ -170,6 +170,33 @@ def newton_polish(
         summary, final_theta=full(z), final_objective=f, evaluations=summary.evaluations + count
     )
     return out, g, H
+
+
+def newton_finish(
+    objective: Callable[[np.ndarray], float],
+    gradient: Callable[[np.ndarray], np.ndarray],
+    summary: OptSummary,
+) -> tuple[OptSummary, np.ndarray | None]:
+    """Finish an optimum with :func:`newton_polish` and record the gradient there.
+
+    The step of the fit that moves the optimum; :func:`.check.check_convergence` then judges
+    the result without moving it.
+
+    Returns
+    -------
+    summary, hessian
+        The finished optimum, its ``gradient`` field set (NaN where the analytic gradient
+        is unavailable: singular templates), and the finite-difference Hessian the finish
+        used, ``k x k`` with NaN rows and columns where the gradient is NaN (None when no
+        entry could be finished). Passing it to the check saves recomputing it.
+    """
+    finished, g, H = newton_polish(objective, gradient, summary)
+    full = None
+    if H is not None:
+        idx = np.flatnonzero(np.isfinite(g))
+        full = np.full((g.shape[0], g.shape[0]), np.nan)
+        full[np.ix_(idx, idx)] = H
+    return replace(finished, gradient=g), full
 
 
 EDGE_TOL = 1e-4  # CovarianceStructure.is_singular's default tolerance

@@ -28,6 +28,11 @@ if TYPE_CHECKING:  # pragma: no cover
 class LinearMixedModelResult:
     """The fitted model. All attributes are computed from the optimum and never change.
 
+    Nothing it returns can change it: the arrays it holds (``estimates``, ``opt``, the
+    design and its terms, ``ranef_condvar``) are read-only, and pandas objects (``fixef``,
+    ``vcov``, ``varcorr``, ``ranef``, ``ranef_condsd``, ``fitted``, tables) are fresh
+    copies on each access, free to edit.
+
     Attributes
     ----------
     fixef : pandas.Series
@@ -289,8 +294,13 @@ class LinearMixedModelResult:
                 out.setdefault(term.group, []).append((names, full[start:stop, start:stop]))
         return out
 
-    @cached_property
+    @property
     def varcorr(self) -> pd.DataFrame:
+        """Variance components (see the class docstring); a fresh copy on each access."""
+        return self._varcorr.copy()
+
+    @cached_property
+    def _varcorr(self) -> pd.DataFrame:
         rows: list[dict[str, Any]] = []
         for group, blocks in self.covariance_matrices().items():
             for names, cov in blocks:
@@ -335,8 +345,13 @@ class LinearMixedModelResult:
         return pd.DataFrame(rows, columns=["group", "term", "term2", "variance", "sd", "corr"])
 
     # -- random effects --------------------------------------------------------------------
-    @cached_property
+    @property
     def ranef(self) -> dict[str, pd.DataFrame]:
+        """Conditional modes per grouping factor, levels x terms (fresh copies)."""
+        return {group: frame.copy() for group, frame in self._ranef.items()}
+
+    @cached_property
+    def _ranef(self) -> dict[str, pd.DataFrame]:
         out = {}
         for b, term in zip(self.estimates.b, self.structure.terms, strict=True):
             out[term.group] = pd.DataFrame(
@@ -346,16 +361,26 @@ class LinearMixedModelResult:
 
     @cached_property
     def _condvar(self) -> list[np.ndarray]:
-        return conditional_variances(self.deviance_function.system, self.factor, self.sigma)
+        out = conditional_variances(self.deviance_function.system, self.factor, self.sigma)
+        for v in out:
+            v.setflags(write=False)  # handed out by ranef_condvar
+        return out
 
-    @cached_property
+    @property
     def ranef_condvar(self) -> dict[str, np.ndarray]:
-        """Conditional covariance matrices of the BLUPs: group -> (levels, p, p)."""
+        """Conditional covariance matrices of the BLUPs: group -> (levels, p, p), read-only."""
         return {t.group: v for t, v in zip(self.structure.terms, self._condvar, strict=True)}
 
-    @cached_property
+    @property
     def ranef_condsd(self) -> dict[str, pd.DataFrame]:
-        """Conditional standard deviations of the BLUPs (lme4's ``condVar``), levels x terms."""
+        """Conditional standard deviations of the BLUPs (lme4's ``condVar``), levels x terms.
+
+        Fresh copies on each access.
+        """
+        return {group: frame.copy() for group, frame in self._ranef_condsd.items()}
+
+    @cached_property
+    def _ranef_condsd(self) -> dict[str, pd.DataFrame]:
         out = {}
         for v, term in zip(self._condvar, self.structure.terms, strict=True):
             sd = np.sqrt(np.maximum(np.diagonal(v, axis1=1, axis2=2), 0.0))
@@ -367,8 +392,8 @@ class LinearMixedModelResult:
     def ranef_table(self) -> pd.DataFrame:
         """Tidy BLUPs: ``group, level, term, condval, condsd`` (lme4's as.data.frame(ranef))."""
         frames = []
-        for group, vals in self.ranef.items():
-            sds = self.ranef_condsd[group]
+        for group, vals in self._ranef.items():
+            sds = self._ranef_condsd[group]
             for term in vals.columns:
                 frames.append(
                     pd.DataFrame(
@@ -399,7 +424,9 @@ class LinearMixedModelResult:
     @cached_property
     def _fitted_values(self) -> np.ndarray:
         self._require_rows("fitted values and residuals")
-        return self._fixed_part() + self._random_part()
+        out = self._fixed_part() + self._random_part()
+        out.setflags(write=False)
+        return out
 
     @property
     def fitted(self) -> pd.Series:
