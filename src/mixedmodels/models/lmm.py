@@ -303,8 +303,8 @@ class LinearMixedModel:
         self, use_reml: bool, start: np.ndarray | None, options: OptimizerOptions | None
     ) -> LinearMixedModelResult:
         precomputed: dict[str, Any] = {}
-        objective = self.objective(use_reml)
-        if not objective.has_residual_parameters:
+        objective = None  # one residual variance: the result builds it if asked
+        if self.residual_strata is None:
             # Small models: the gradient and the estimates in dense form (linalg/dense.py);
             # the optimiser's evaluations too when every template is 1 x 1 (else the
             # blocked engine's closed-form level blocks cost less). Large models: blocked.
@@ -353,6 +353,7 @@ class LinearMixedModel:
                 estimates, value = dense.estimates(summary.final_theta)
                 precomputed = {"estimates": estimates, "objective": value}
         else:
+            objective = self.objective(use_reml)
             x0 = objective.initial_values()
             if start is not None:
                 # theta alone (e.g. a REML fit's theta for an ML refit) or all parameters

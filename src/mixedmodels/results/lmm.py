@@ -56,7 +56,7 @@ class LinearMixedModelResult:
         self,
         *,
         model: LinearMixedModel,
-        objective_function: LinearMixedObjective,
+        objective_function: LinearMixedObjective | None,
         deviance_function: ProfiledDeviance | None,
         opt: OptSummary,
         reml: bool,
@@ -87,13 +87,15 @@ class LinearMixedModelResult:
     def objective_function(self) -> LinearMixedObjective:
         """The criterion this fit minimised, over all its parameters (named blocks ``theta``
         and ``residual``; :mod:`mixedmodels.objective.model_objective`). Inference asks it."""
+        if self._objective_function is None:  # built on first use (one residual variance)
+            self._objective_function = self.model.objective(self.reml)
         return self._objective_function
 
     @property
     def parameters(self) -> pd.Series:
         """The optimum of :attr:`objective_function`, named (theta, then residual parameters)."""
         return pd.Series(
-            self.opt.final_theta.copy(), index=list(self._objective_function.names), name="value"
+            self.opt.final_theta.copy(), index=list(self.objective_function.names), name="value"
         )
 
     # -- the factor at the optimum and what follows from it ----------------------------
