@@ -361,6 +361,8 @@ class BlockedSystem:
         #: factorisation; the optimiser and its checks revisit points).
         self.memoize = not self._dense
         self.rest_offsets = self._rest_offsets
+        #: How many of :meth:`log_diagonal`'s logs belong to ``L_Z`` (the rest block).
+        self.nz_logs = self._qr
         self.pattern = self._pattern
         self.t1_index = self._t1_index
 
@@ -603,19 +605,30 @@ class BlockedSystem:
         if getattr(self, "_kept", None) is f:
             self._kept = None
 
-    def log_terms(self, theta: np.ndarray) -> tuple[float, float, float] | None:
-        """``log|L_Z|^2``, ``log|R_X|^2`` and ``r^2`` at ``theta`` from the diagonal of ``L``
-        alone (None where a block is not positive definite)."""
+    def log_diagonal(self, theta: np.ndarray) -> tuple[float, np.ndarray, float] | None:
+        """What the criterion reads at ``theta``: ``log|L_11|^2``, the logs of the other
+        diagonal entries of ``L`` but the last (the first :attr:`nz_logs` of them belong to
+        ``L_Z``, the rest to ``R_X``) and ``r^2``; None where a block is not positive
+        definite. The optimiser's hot path: no more than it needs."""
         if not self._dense:
             kept = self._kept
             if kept is not None and kept.theta.tobytes() == np.asarray(theta, float).tobytes():
-                return kept.logdet_z, kept.logdet_x, kept.pwrss  # factored by factor()
+                diag = kept.L.diagonal()  # factored by factor()
+                logdet1 = kept.logdet_z - 2.0 * float(np.log(diag[: self._qr]).sum())
+                return logdet1, np.log(diag[:-1]), kept.pwrss
         try:
             logdet1, L = self._cholesky(theta)
         except (np.linalg.LinAlgError, sla.LinAlgError, FloatingPointError):
             return None
         diag = L.diagonal()
+        return logdet1, np.log(diag[:-1]), float(diag[-1]) ** 2
+
+    def log_terms(self, theta: np.ndarray) -> tuple[float, float, float] | None:
+        """``log|L_Z|^2``, ``log|R_X|^2`` and ``r^2`` at ``theta`` from the diagonal of ``L``
+        alone (None where a block is not positive definite)."""
+        found = self.log_diagonal(theta)
+        if found is None:
+            return None
+        logdet1, logs, pwrss = found
         qr = self._qr
-        logs = np.log(diag[:-1])
-        logdet_z = logdet1 + 2.0 * float(logs[:qr].sum()) if qr else logdet1
-        return logdet_z, 2.0 * float(logs[qr:].sum()), float(diag[-1]) ** 2
+        return logdet1 + 2.0 * float(logs[:qr].sum()), 2.0 * float(logs[qr:].sum()), pwrss

@@ -128,6 +128,8 @@ class DenseSystem:
         m = W.shape[0]
         self.p = m - q - 1
         self._q, self._m, self._W = q, m, W
+        #: How many of :meth:`log_diagonal`'s logs belong to ``L_Z``.
+        self.nz_logs = q
         # Per term: its columns' span in Omega, the positions (r, c) in D of every template
         # entry on every level with its theta index, and its columns of A as
         # (m levels, p_k) for the batched template products.
@@ -213,10 +215,19 @@ class DenseSystem:
         return (U if info == 0 else None), K
 
     def _log_terms(self, diag: np.ndarray) -> tuple[float, float, float]:
-        # One accumulation serves both log determinants (cheaper than two reductions).
-        sums = np.log(diag[:-1]).cumsum()
-        z = float(sums[self._q - 1]) if self._q else 0.0
-        return 2.0 * z, 2.0 * (float(sums[-1]) - z), float(diag[-1]) ** 2
+        logs = np.log(diag[:-1])
+        q = self._q
+        return 2.0 * float(logs[:q].sum()), 2.0 * float(logs[q:].sum()), float(diag[-1]) ** 2
+
+    def log_diagonal(self, theta: np.ndarray) -> tuple[float, np.ndarray, float] | None:
+        """What the criterion reads at ``theta``: 0 (no separately eliminated block), the
+        logs of the diagonal of ``U`` but the last (the first :attr:`nz_logs` belong to
+        ``L_Z``) and ``r^2``; None if Omega is not positive definite."""
+        U, _ = self._factor(theta)
+        if U is None:
+            return None
+        diag = U.diagonal()
+        return 0.0, np.log(diag[:-1]), float(diag[-1]) ** 2
 
     def log_terms(self, theta: np.ndarray) -> tuple[float, float, float] | None:
         """``log|L_Z|^2``, ``log|R_X|^2`` and ``r^2`` at ``theta`` (None if Omega is not

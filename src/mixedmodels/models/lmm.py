@@ -396,13 +396,21 @@ class LinearMixedModel:
         hessian = None
         if gradient is not None:
             summary, hessian = newton_finish(objective, gradient, summary)
-        names = self.structure.theta_labels()
-        blocks = self.structure.theta_blocks()
-        extra = summary.final_theta.shape[0] - len(names)
-        if extra:  # var-ident residuals: one log SD ratio per non-reference stratum
-            strata = self.residual_strata
-            names += [f"residual: log SD ratio {label}" for label in strata.labels[1:]]
-            blocks = np.concatenate([blocks, np.max(blocks, initial=-1) + 1 + np.arange(extra)])
+        extra = summary.final_theta.shape[0] - self.structure.ntheta
+
+        # Names and blocks are asked for only when the check needs them (a message, a
+        # boundary): a clean fit does not pay for them.
+        def names() -> list[str]:
+            labels = self.structure.theta_labels()
+            if extra:  # var-ident residuals: one log SD ratio per non-reference stratum
+                strata = self.residual_strata
+                labels += [f"residual: log SD ratio {label}" for label in strata.labels[1:]]
+            return labels
+
+        def blocks() -> np.ndarray:
+            b = self.structure.theta_blocks()
+            return np.concatenate([b, np.max(b, initial=-1) + 1 + np.arange(extra)])
+
         return check_convergence(
             objective, summary, hessian=hessian, gradient=gradient, names=names, blocks=blocks
         )

@@ -29,19 +29,16 @@ _LOG_2PI = math.log(2.0 * math.pi)
 _MEMO_SIZE = 16
 
 
-def profiled_deviance(
-    logdet_z: float, logdet_x: float, pwrss: float, n: int, p: int, reml: bool
-) -> float:
-    """The profiled criterion (BMBW eqs. 34 / 41) from the log determinants and ``r^2``.
+def profiled_deviance(logdet: float, pwrss: float, n: int, p: int, reml: bool) -> float:
+    """The profiled criterion (BMBW eqs. 34 / 41) from its log determinant and ``r^2``.
 
-    ``-inf`` for ``r^2 <= 0`` (an exact fit, refused before fitting).
+    ``logdet`` is ``log|L_Z|^2 + log|R_X|^2`` for REML and ``log|L_Z|^2`` for ML; ``-inf``
+    for ``r^2 <= 0`` (an exact fit, refused before fitting).
     """
     if pwrss <= 0.0:
         return -math.inf
-    if reml:
-        nmp = n - p
-        return logdet_z + logdet_x + nmp * (1.0 + _LOG_2PI + math.log(pwrss / nmp))
-    return logdet_z + n * (1.0 + _LOG_2PI + math.log(pwrss / n))
+    dof = n - p if reml else n
+    return logdet + dof * (1.0 + _LOG_2PI + math.log(pwrss / dof))
 
 
 class ProfiledDeviance:
@@ -97,15 +94,23 @@ class ProfiledDeviance:
         if terms is None:
             return math.inf
         logdet_z, logdet_x, pwrss = terms
-        d = profiled_deviance(logdet_z, logdet_x, pwrss, self.n, self.p, self.reml)
-        return d + self.constant
+        logdet = logdet_z + logdet_x if self.reml else logdet_z
+        return profiled_deviance(logdet, pwrss, self.n, self.p, self.reml) + self.constant
 
     def __call__(self, theta: np.ndarray) -> float:
         """Deviance at ``theta``; ``inf`` where the system is not positive definite."""
         self.evaluations += 1
         memo = self._memo
         if memo is None:
-            return self.value(self.system.log_terms(theta))
+            # The optimiser's hot path: the logs of the factor's diagonal, one sum (REML
+            # sums them all; ML those of L_Z), the criterion.
+            found = self.system.log_diagonal(theta)
+            if found is None:
+                return math.inf
+            logdet1, logs, pwrss = found
+            part = logs if self.reml else logs[: self.system.nz_logs]
+            logdet = logdet1 + 2.0 * float(part.sum())
+            return profiled_deviance(logdet, pwrss, self.n, self.p, self.reml) + self.constant
         key = np.asarray(theta, dtype=np.float64).tobytes()
         value = memo.get(key)
         if value is None:

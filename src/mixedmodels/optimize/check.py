@@ -17,7 +17,7 @@ from dataclasses import replace
 import numpy as np
 
 from mixedmodels.optimize.bobyqa import OptSummary
-from mixedmodels.optimize.finish import EDGE_TOL, cholesky_or_none
+from mixedmodels.optimize.finish import EDGE_TOL, cholesky_or_none, hessian_is_accurate
 
 
 def _derivatives(
@@ -104,7 +104,8 @@ def check_convergence(
         is taken from its central differences (2 per free parameter) rather than from
         deviance values.
     names
-        Readable parameter names for the messages (default ``theta[i]``).
+        Readable parameter names for the messages (default ``theta[i]``), or a function
+        giving them (called only when there is a message).
     blocks
         Block of each parameter (covariance terms; see
         :meth:`.CovarianceStructure.theta_blocks`): a block with a diagonal on its bound is
@@ -209,6 +210,8 @@ def _hessian_verdict(
     k = x.shape[0]
     at_bound = np.isfinite(lower) & (x - lower < EDGE_TOL)
     if at_bound.any():
+        if callable(blocks):
+            blocks = blocks()
         blocks = np.arange(k) if blocks is None else np.asarray(blocks)
         idx = np.flatnonzero(~np.isin(blocks, blocks[at_bound]))
         if idx.shape[0] == 0:
@@ -221,7 +224,9 @@ def _hessian_verdict(
         m = idx.shape[0]
         screen = screen(idx)
         summary = replace(summary, evaluations=summary.evaluations + m * (m - 1) // 2)
-    if screen is not None and _clearly_positive_definite(screen):
+    if screen is not None and _clearly_positive_definite(
+        screen, _CERTIFY_RATIO if hessian_is_accurate(screen) else None
+    ):
         return summary
     g0 = summary.gradient
     if gradient is not None and g0 is not None and np.all(np.isfinite(g0[idx])):
@@ -255,6 +260,8 @@ def _hessian_verdict(
         converged = summary.converged
     else:
         return summary
+    if callable(names):
+        names = names()
     label = list(names) if names is not None else [f"theta[{i}]" for i in range(k)]
     # The eigenvector of the smallest eigenvalue: the most negative, or the flattest.
     along = _direction(vectors[:, 0], idx, label)
