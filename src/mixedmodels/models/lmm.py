@@ -393,9 +393,9 @@ class LinearMixedModel:
         The check reuses the finish's Hessian; its messages name theta entries as
         ``group: term`` and the residual log SD ratios as ``residual: log SD ratio High``.
         """
-        hessian = None
+        hessian, accurate = None, False
         if gradient is not None:
-            summary, hessian = newton_finish(objective, gradient, summary)
+            summary, hessian, accurate = newton_finish(objective, gradient, summary)
         extra = summary.final_theta.shape[0] - self.structure.ntheta
 
         # Names and blocks are asked for only when the check needs them (a message, a
@@ -412,7 +412,13 @@ class LinearMixedModel:
             return np.concatenate([b, np.max(b, initial=-1) + 1 + np.arange(extra)])
 
         return check_convergence(
-            objective, summary, hessian=hessian, gradient=gradient, names=names, blocks=blocks
+            objective,
+            summary,
+            hessian=hessian,
+            hessian_accurate=accurate,
+            gradient=gradient,
+            names=names,
+            blocks=blocks,
         )
 
 

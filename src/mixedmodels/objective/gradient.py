@@ -95,6 +95,8 @@ class ProfiledDevianceGradient:
     >>> grad(theta_hat)                           # ~0 at an interior optimum  # doctest: +SKIP
     """
 
+    cheap = False  # an inverse of the rest block per call: several evaluations' worth
+
     def __init__(self, dev: ProfiledDeviance):
         self.dev = dev
         A = dev.A
@@ -249,9 +251,14 @@ class ProfiledDevianceGradient:
 class DenseDevianceGradient:
     """The gradient of a :class:`ProfiledDeviance` over a dense system, for the Newton finish.
 
+    ``cheap``: one gradient costs about one evaluation (one factorisation and a solve), so
+    the finish may build its Hessian from gradients.
+
     Call it with theta for the gradient; :meth:`value_and_gradient` gives both from one
     factorisation (the interface of :class:`ProfiledDevianceGradient`).
     """
+
+    cheap = True
 
     def __init__(self, dev: ProfiledDeviance):
         self.dev = dev

@@ -17,7 +17,7 @@ from dataclasses import replace
 import numpy as np
 
 from mixedmodels.optimize.bobyqa import OptSummary
-from mixedmodels.optimize.finish import EDGE_TOL, cholesky_or_none, hessian_is_accurate
+from mixedmodels.optimize.finish import EDGE_TOL, cholesky_or_none
 
 
 def _derivatives(
@@ -81,6 +81,7 @@ def check_convergence(
     names: Sequence[str] | None = None,
     blocks: np.ndarray | None = None,
     hessian_tol: float = 1e-6,
+    hessian_accurate: bool = False,
 ) -> OptSummary:
     """Return ``summary`` with the gradient, a convergence verdict and messages added.
 
@@ -99,6 +100,9 @@ def check_convergence(
     hessian
         The Hessian the finish computed (NaN where it has none). It screens the Hessian
         check: a clearly positive definite one ends it at no cost.
+    hessian_accurate
+        Whether ``hessian`` came from gradients (error ~1e-5 relative, not ~1e-3): then a
+        smaller eigenvalue ratio still certifies it.
     gradient
         The analytic gradient, if there is one: an accurate Hessian, when one is needed,
         is taken from its central differences (2 per free parameter) rather than from
@@ -148,7 +152,9 @@ def check_convergence(
         if hessian is None:
             # The gradient's evaluations give the diagonal; one more per pair of entries.
             hessian = on_demand
-    return _hessian_verdict(objective, checked, hessian, gradient, names, blocks, hessian_tol)
+    return _hessian_verdict(
+        objective, checked, hessian, gradient, names, blocks, hessian_tol, hessian_accurate
+    )
 
 
 def _verdict(
@@ -200,6 +206,7 @@ def _hessian_verdict(
     names: Sequence[str] | None,
     blocks: np.ndarray | None,
     tol: float,
+    hessian_accurate: bool = False,
 ) -> OptSummary:
     """lme4's ``checkHess`` over the parameters of the blocks that are off their bounds.
 
@@ -225,7 +232,7 @@ def _hessian_verdict(
         screen = screen(idx)
         summary = replace(summary, evaluations=summary.evaluations + m * (m - 1) // 2)
     if screen is not None and _clearly_positive_definite(
-        screen, _CERTIFY_RATIO if hessian_is_accurate(screen) else None
+        screen, _CERTIFY_RATIO if hessian_accurate else None
     ):
         return summary
     g0 = summary.gradient

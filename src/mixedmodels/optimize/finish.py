@@ -136,10 +136,11 @@ def newton_polish(
     z = x[idx]
     lower = summary.lower[idx]
     gz = g[idx]
-    if idx.shape[0] >= GRADIENT_HESSIAN_MIN:
+    if hessian_from_gradients(idx.shape[0], gradient):
         # From k more gradients, error ~1e-5 relative (values: k(k + 1)/2 evaluations,
-        # ~1e-3): no dearer from three parameters on, and accurate enough for the
-        # convergence check to use as it is.
+        # ~1e-3): no dearer from three parameters on where a gradient costs about one
+        # evaluation (dense systems; a blocked gradient costs several), and accurate
+        # enough for the convergence check to use as it is.
         H = _gradient_hessian(gradient, full, z, gz, idx)
         used = 2 * idx.shape[0]
     else:
@@ -214,27 +215,29 @@ def newton_finish(
 
     Returns
     -------
-    summary, hessian
+    summary, hessian, accurate
         The finished optimum, its ``gradient`` field set (NaN where the analytic gradient
-        is unavailable: singular templates), and the finite-difference Hessian the finish
+        is unavailable: singular templates), the finite-difference Hessian the finish
         used, ``k x k`` with NaN rows and columns where the gradient is NaN (None when no
-        entry could be finished). Passing it to the check saves recomputing it.
+        entry could be finished), and whether it came from gradients
+        (:func:`hessian_from_gradients`). Passing them to the check saves recomputing it.
     """
     finished, g, H = newton_polish(objective, gradient, summary)
     full = None
+    accurate = False
     if H is not None:
         idx = np.flatnonzero(np.isfinite(g))
         full = np.full((g.shape[0], g.shape[0]), np.nan)
         full[np.ix_(idx, idx)] = H
-    return replace(finished, gradient=g), full
+        accurate = hessian_from_gradients(idx.shape[0], gradient)
+    return replace(finished, gradient=g), full, accurate
 
 
-def hessian_is_accurate(hessian: np.ndarray | None) -> bool:
-    """Whether the finish computed ``hessian`` from gradients (error ~1e-5 relative, see
-    :func:`_gradient_hessian`) rather than from deviance values (~1e-3)."""
-    if hessian is None:
-        return False
-    return int(np.isfinite(np.diagonal(hessian)).sum()) >= GRADIENT_HESSIAN_MIN
+def hessian_from_gradients(k: int, gradient: object) -> bool:
+    """Whether the finish's Hessian over ``k`` free parameters comes from gradients (error
+    ~1e-5 relative, :func:`_gradient_hessian`) rather than deviance values (~1e-3): from
+    ``GRADIENT_HESSIAN_MIN`` parameters on, for gradients as cheap as an evaluation."""
+    return k >= GRADIENT_HESSIAN_MIN and bool(getattr(gradient, "cheap", False))
 
 
 EDGE_TOL = 1e-4  # CovarianceStructure.is_singular's default tolerance
