@@ -58,8 +58,9 @@ class LinearMixedObjective:
     blocks
         Parameter block name -> slice of the parameter vector.
     names
-        One name per parameter: ``theta[i]`` entries named ``"<group>: <row>,<col>"``
-        (template entries), then the residual structure's names.
+        One name per parameter: the theta entries as
+        :meth:`~mixedmodels.covariance.CovarianceStructure.theta_labels` names them, then
+        the residual structure's names.
     """
 
     def __init__(
@@ -76,7 +77,7 @@ class LinearMixedObjective:
         k = structure.ntheta
         r = len(residual.names)
         self.blocks = {"theta": slice(0, k), "residual": slice(k, k + r)}
-        self.names = (*_theta_names(structure), *residual.names)
+        self.names = (*structure.theta_labels(), *residual.names)
         self.ntheta = k
         self._fixed = fixed
         self._fixed_blocked = fixed_blocked
@@ -172,15 +173,3 @@ class LinearMixedObjective:
         return LinearMixedObjective(
             self.structure, self.residual.with_xy_transform(M), self.reml, None
         )
-
-
-def _theta_names(structure: CovarianceStructure) -> list[str]:
-    names = []
-    for k, term in enumerate(structure.terms):
-        cn = term.column_names
-        for i, j in zip(structure.rows[k], structure.cols[k], strict=True):
-            if i == j:
-                names.append(f"theta {term.group}: {cn[i]}")
-            else:
-                names.append(f"theta {term.group}: {cn[i]}.{cn[j]}")
-    return names
