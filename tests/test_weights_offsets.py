@@ -160,3 +160,13 @@ def test_likelihood_ratio_tests_refuse_models_with_different_weights_or_offsets(
     offset = mm.lmer("Reaction ~ Days + offset(off) + (Days|Subject)", data, weights="w")
     with pytest.raises(mm.ModelComparisonError, match="different offset"):
         mm.compare(small, offset)
+
+
+def test_summary_scales_residuals_as_pearson_residuals():
+    """lme4's summary shows resid(type = "pearson", scaled = TRUE): (y - fitted) sqrt(w) / sigma."""
+    data = pd.read_csv(HERE / "data" / "sleepstudy_weighted.csv")
+    fit = mm.lmer("Reaction ~ Days + (Days|Subject)", data, weights="w")
+    table = fit.summary().tables[1].data
+    pearson = fit.resid.to_numpy() * np.sqrt(data["w"].to_numpy()) / fit.sigma
+    want = np.quantile(pearson, [0, 0.25, 0.5, 0.75, 1.0])
+    np.testing.assert_allclose(table.iloc[0].to_numpy(dtype=float), want, rtol=1e-12)

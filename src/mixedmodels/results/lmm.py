@@ -592,6 +592,8 @@ class LinearMixedModelResult:
         residual_tables = []
         if self.model.has_rows:
             scaled = self.resid.to_numpy() / self.residual_sd_by_row
+            if self.model.weights is not None:  # Pearson residuals, as lme4's summary
+                scaled = scaled * np.sqrt(self.model.weights)
             q = np.quantile(scaled, [0, 0.25, 0.5, 0.75, 1.0])
             res_tab = pd.DataFrame([q], columns=["Min", "1Q", "Median", "3Q", "Max"])
             residual_tables.append(Table("Scaled residuals:", res_tab, show_index=False))
