@@ -170,3 +170,11 @@ def test_summary_scales_residuals_as_pearson_residuals():
     pearson = fit.resid.to_numpy() * np.sqrt(data["w"].to_numpy()) / fit.sigma
     want = np.quantile(pearson, [0, 0.25, 0.5, 0.75, 1.0])
     np.testing.assert_allclose(table.iloc[0].to_numpy(dtype=float), want, rtol=1e-12)
+
+
+def test_a_zero_weight_in_streamed_chunks_is_refused_with_the_fix():
+    data = pd.read_csv(HERE / "data" / "sleepstudy_weighted.csv")
+    data.loc[5, "w"] = 0.0
+    chunks = [data.iloc[i : i + 60] for i in range(0, len(data), 60)]
+    with pytest.raises(ModelSpecificationError, match="weights are 0"):
+        mm.lmer("Reaction ~ Days + (1|Subject)", chunks, weights="w", progress=False)

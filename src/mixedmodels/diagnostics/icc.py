@@ -152,6 +152,18 @@ def icc(
             "several grouping factors: for nested factors the correlation of two observations in "
             "the same inner group is the sum of the ICCs of the inner and outer factors"
         )
+    model = getattr(fit, "model", None)
+    if getattr(model, "weights", None) is not None:
+        notes.append(
+            "prior weights: the residual variance is that of a row with weight 1 "
+            "(row i has sigma^2 / w_i)"
+        )
+    strata = getattr(fit, "residual_strata", None)
+    if strata is not None:
+        notes.append(
+            f"residual variance by {strata.column}: the ICC uses the reference group's "
+            f"({strata.labels[0]}); the other groups' ICCs differ"
+        )
     if ci is not None:
         if ci != "bootstrap":
             raise ValueError(f"ci must be None or 'bootstrap', not {ci!r}")

@@ -143,6 +143,8 @@ def _var_fixed(fit: Any) -> float:
 
 
 def _var_residual(fit: Any) -> float:
+    # With prior weights sigma^2 is the residual variance of a row of weight 1: the choice
+    # made here (no weighted reference from performance::r2_nakagawa checks it).
     if fit.residual_strata is None:
         return float(fit.sigma**2)
     return float(np.mean(fit.residual_sd_by_row**2))

@@ -117,16 +117,17 @@ def unprofiled_deviance(
     reml = dev.reml if reml is None else bool(reml)
     state_at = _state_function(dev, reml)
     s = state_at(np.asarray(theta, dtype=np.float64))
-    n, p = _sizes(dev)
+    n, p = _sizes(dev, theta)
     c = n - p if reml else n
     s2 = float(sigma) ** 2
     return s.logdet + s.pwrss / s2 + c * (_LOG_2PI + np.log(s2))
 
 
-def _sizes(objective) -> tuple[int, int]:
-    """``(n, p)`` of a profiled deviance or of a model objective (at any parameters)."""
+def _sizes(objective, params: np.ndarray) -> tuple[int, int]:
+    """``(n, p)`` of a profiled deviance, or of a model objective at ``params`` (the system
+    there is the one the derivatives factor first: no extra one is built)."""
     if hasattr(objective, "deviance_at"):
-        dev = objective.factored_at(objective.residual.initial())
+        dev = objective.factored_at(objective.split(params)[1])
         return dev.n, dev.p
     return objective.n, objective.p
 
@@ -227,7 +228,7 @@ def varpar_covariance(
     k = theta.size
     sigma = float(sigma)
     s2 = sigma * sigma
-    n, p = _sizes(dev)
+    n, p = _sizes(dev, theta)
     c = n - p if reml else n
     cache: dict[bytes, _ThetaState] = {}
     state_at = _state_function(dev, reml)

@@ -123,9 +123,10 @@ class LinearMixedModel:
         self.offset = getattr(design, "offset", None)
         # The response the engine sees: the offset is a known part of the linear predictor.
         self.y = design.y if self.offset is None or not self.has_rows else design.y - self.offset
-        if not np.isfinite(
-            cross_products.sum_log_weights if cross_products is not None else 0.0
-        ) or (self.weights is not None and not np.all(self.weights > 0)):
+        has_zero = self.weights is not None and not np.all(self.weights > 0)
+        if has_zero or not np.isfinite(
+            0.0 if cross_products is None else cross_products.sum_log_weights
+        ):
             raise ModelSpecificationError(
                 "some prior weights are 0: such rows carry no information but would count in "
                 "n; drop them before fitting (e.g. data[data['w'] > 0])"
