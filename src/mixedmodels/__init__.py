@@ -17,6 +17,8 @@ __version__ = "0.1.0"
 # public name -> module that defines it
 _PUBLIC = {
     "lmer": "mixedmodels.api",
+    "glmer": "mixedmodels.api",
+    "GeneralizedLinearMixedModel": "mixedmodels.models.glmm",
     "LinearMixedModel": "mixedmodels.models.lmm",
     "LinearMixedModelResult": "mixedmodels.results",
     "OptimizerOptions": "mixedmodels.optimize",

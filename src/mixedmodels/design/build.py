@@ -194,6 +194,8 @@ def build_design(
     formula: str | ModelFormula,
     data: pd.DataFrame,
     weights: str | np.ndarray | pd.Series | list[float] | None = None,
+    *,
+    observation_level_terms: bool = False,
 ) -> ModelDesign:
     """Build y, X, the random-effects terms, the offset and the weights of a linear mixed model.
 
@@ -214,6 +216,10 @@ def build_design(
         ``na.action = na.omit``). Weights must be finite and non-negative; single zero
         weights are allowed (such rows carry no information, as in lme4), but not a
         zero sum.
+    observation_level_terms
+        Allow a grouping factor with one level per row (a GLMM's observation-level random
+        effect for overdispersion, e.g. ``(1 | INDEX)``); a linear mixed model cannot tell
+        it from the residual, so by default it is refused.
 
     Returns
     -------
@@ -298,7 +304,7 @@ def build_design(
         if z_full is None:
             z_full = z_by_plan[plan] = _model_matrix(plan, frame, factors, state, fitting=True)
         grouping, refs = _fit_grouping(rt.grouping, frame)
-        _check_grouping(grouping, n, plan, str(rt))
+        _check_grouping(grouping, n, plan, str(rt), observation_level_terms)
         blocks = [tuple(range(z_full.shape[1]))]
         if not rt.correlated:
             blocks = [(j,) for j in range(z_full.shape[1])]
@@ -1004,13 +1010,17 @@ def _grouping_refs_new(plan: GroupingPlan, frame: _Frame) -> np.ndarray:
     return np.where(found, idx_clipped, -1).astype(np.int64)
 
 
-def _check_grouping(grouping: GroupingPlan, n: int, plan: MatrixPlan, term: str) -> None:
+def _check_grouping(
+    grouping: GroupingPlan, n: int, plan: MatrixPlan, term: str, per_row_ok: bool = False
+) -> None:
     nlev = len(grouping.levels)
     if nlev < 2:
         raise DataError(
             f"grouping factor '{grouping.name}' has only one level ({grouping.levels[0]!r}) "
             f"in the rows used, so {term} cannot be estimated; remove the term"
         )
+    if per_row_ok:
+        return
     if nlev >= n:
         raise DataError(
             f"number of levels of each grouping factor must be < number of observations: "

@@ -38,6 +38,10 @@ from mixedmodels.linalg.rank_update import RankUpdatePattern
 # Lambda cost less than the bookkeeping they save) the rank update is a dense matrix-vector
 # product onto the whole m x m matrix: one call instead of a sparse product and a scatter.
 _DENSE_UPDATE_LIMIT = 1 << 16
+#: Largest ``m`` a single-use system (see ``BlockedSystem``) keeps dense: its update
+#: ``C W C'`` is formed directly, and a dense ``m x m`` Cholesky factorisation costs less
+#: than the sparse rank-update bookkeeping up to a few hundred rows.
+SINGLE_USE_DENSE_MAX = 400
 
 
 # Rows per slice when clearing a triangle of a large matrix in place.
@@ -224,8 +228,10 @@ class BlockedSystem:
         structure: CovarianceStructure,
         A: CrossProducts,
         pattern: RankUpdatePattern | None = None,
+        single_use: bool = False,
     ):
         self.structure = structure
+        self._single_use = single_use
         self.A = A
         self.n = int(A.nobs)
         self.p = int(A.xytxy.shape[0] - 1)
@@ -263,7 +269,11 @@ class BlockedSystem:
         # Small models: everything dense. S = B - Pd @ w in one product onto the whole
         # m x m matrix (both triangles, so that Lambda_e, a dense matrix, can act from
         # both sides); Pd[(i, j), (l, a, b)] = C[i, l a] C[j, l b] straight from a dense C.
-        self._dense = m <= 128 and m * m * l1 * len(self._tril[0]) <= _DENSE_UPDATE_LIMIT
+        # (A single-use system forms C W C' directly, m^2 l1 flops with no set-up: dense
+        # whenever S is small.)
+        self._dense = (single_use and m <= SINGLE_USE_DENSE_MAX) or (
+            m <= 128 and m * m * l1 * len(self._tril[0]) <= _DENSE_UPDATE_LIMIT
+        )
         self._pattern = None
         if self._dense:
             B = np.empty((m, m))  # the constant part of S (both triangles)
@@ -275,12 +285,18 @@ class BlockedSystem:
             C3 = np.empty((m, l1, p1))
             C3[qr:] = A.xytz1
             if self._has_rest:
-                C3[:qr] = A.zrtz1.toarray().reshape(qr, l1, p1)
-            # Pd[(i, j), l, a, b], then packed: off-diagonal (a, b) and (b, a) summed.
-            Pd = C3[:, None, :, :, None] * C3[None, :, :, None, :]
-            r, c = self._tril
-            packed = Pd[:, :, :, r, c] + np.where(r != c, Pd[:, :, :, c, r], 0.0)
-            self._Pd = np.ascontiguousarray(np.swapaxes(packed, 2, 3)).reshape(m * m, -1)
+                zr1 = A.zrtz1.toarray() if sp.issparse(A.zrtz1) else A.zrtz1
+                C3[:qr] = zr1.reshape(qr, l1, p1)
+            if single_use:
+                # Factored at one theta or a few (a PIRLS step): C W C' directly costs
+                # less than setting up the product below.
+                self._C3, self._Pd = C3, None
+            else:
+                # Pd[(i, j), l, a, b], then packed: off-diagonal (a, b) and (b, a) summed.
+                Pd = C3[:, None, :, :, None] * C3[None, :, :, None, :]
+                r, c = self._tril
+                packed = Pd[:, :, :, r, c] + np.where(r != c, Pd[:, :, :, c, r], 0.0)
+                self._Pd = np.ascontiguousarray(np.swapaxes(packed, 2, 3)).reshape(m * m, -1)
             self._Bflat = B.ravel()
             if self._has_rest:
                 lam_flat, lam_src = [], []
@@ -368,7 +384,47 @@ class BlockedSystem:
 
     def with_values(self, A: CrossProducts) -> BlockedSystem:
         """The same system for new cross products with the same sparsity (reweighted rows)."""
-        return BlockedSystem(self.structure, A, pattern=self._pattern)
+        if self._single_use and self._dense:
+            return self._rebound(A)
+        return BlockedSystem(self.structure, A, pattern=self._pattern, single_use=self._single_use)
+
+    def _rebound(self, A: CrossProducts) -> BlockedSystem:
+        """A single-use dense system on new values: only what depends on them is formed
+        again (a PIRLS step binds new values several times per deviance evaluation)."""
+        new = object.__new__(BlockedSystem)
+        new.__dict__.update(self.__dict__)
+        new.A = A
+        qr, m, l1, p1 = self._qr, self._m, self.structure.terms[0].nlevels, self._p1
+        packed = np.ascontiguousarray(A.z1tz1[:, self._tril[0], self._tril[1]].T)
+        new._a_packed = np.vstack([packed, np.ones(l1)]) if p1 == 2 else packed
+        B = np.empty((m, m))
+        B[qr:, qr:] = A.xytxy
+        C3 = np.empty((m, l1, p1))
+        C3[qr:] = A.xytz1
+        if self._has_rest:
+            B[:qr, :qr] = A.zrtzr.toarray() if sp.issparse(A.zrtzr) else A.zrtzr
+            B[qr:, :qr] = A.xytzr
+            B[:qr, qr:] = A.xytzr.T
+            zr1 = A.zrtz1.toarray() if sp.issparse(A.zrtz1) else A.zrtz1
+            C3[:qr] = zr1.reshape(qr, l1, p1)
+        new._Bflat = B.ravel()
+        new._C3 = C3
+        return new
+
+    def _dense_update(self, w: np.ndarray) -> np.ndarray:
+        """``C W C'`` (m x m) from the packed level blocks ``w`` of ``W`` (single-use systems)."""
+        C3 = self._C3
+        m, l1, p1 = C3.shape
+        if p1 == 1:
+            C = C3[:, :, 0]
+            return (C * w) @ C.T
+        packed = w.reshape(-1, l1)
+        W = np.empty((l1, p1, p1))
+        for e, (r, c) in enumerate(zip(*self._tril, strict=True)):
+            W[:, r, c] = packed[e]
+            W[:, c, r] = packed[e]
+        CW = np.einsum("ila,lab->ilb", C3, W).reshape(m, -1)
+        return CW @ C3.reshape(m, -1).T
 
     @property
     def uses_dense_update(self) -> bool:
@@ -445,7 +501,10 @@ class BlockedSystem:
         """``S(theta)`` (see the class docstring); only its lower triangle is reliable."""
         qr = self._qr
         if self._dense:
-            S = (self._Bflat - self._Pd @ w).reshape(self._m, self._m)
+            if self._Pd is None:
+                S = self._Bflat.reshape(self._m, self._m) - self._dense_update(w)
+            else:
+                S = (self._Bflat - self._Pd @ w).reshape(self._m, self._m)
             if self._has_rest:
                 lam = self._lam0.copy()
                 lam.ravel()[self._lam_flat] = theta[self._lam_src]
