@@ -86,6 +86,32 @@ def _times_level_blocks(A3: np.ndarray, W: np.ndarray) -> np.ndarray:
     return out
 
 
+def _column_pairs(Z: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Every pair of nonzeros of a CSR matrix that share a column: the flat position
+    ``row_a * nrows + row_b`` of their product in ``Z D Z'``, their two positions in
+    ``Z.data`` and the column (for the diagonal ``D``)."""
+    nrows = Z.shape[0]
+    rows = np.repeat(np.arange(nrows), np.diff(Z.indptr))
+    cols = Z.indices
+    order = np.argsort(cols, kind="stable")
+    counts = np.bincount(cols, minlength=Z.shape[1])[cols[order]]
+    starts = np.concatenate([[0], np.cumsum(np.bincount(cols, minlength=Z.shape[1]))])[cols[order]]
+    first = np.repeat(np.arange(order.shape[0]), counts)
+    within = np.arange(first.shape[0]) - np.repeat(np.cumsum(counts) - counts, counts)
+    second = starts[first] + within
+    a, b = order[first], order[second]
+    return rows[a] * nrows + rows[b], a, b, cols[a]
+
+
+def _block_diagonal(blocks: np.ndarray) -> sp.csr_matrix:
+    """Sparse block-diagonal matrix from a stack ``(l, p, p)``."""
+    l, p, _ = blocks.shape
+    base = (np.arange(l) * p)[:, None, None]
+    rows = np.broadcast_to(base + np.arange(p)[None, :, None], blocks.shape)
+    cols = np.broadcast_to(base + np.arange(p)[None, None, :], blocks.shape)
+    return sp.csr_matrix((blocks.ravel(), (rows.ravel(), cols.ravel())), shape=(l * p, l * p))
+
+
 def _batched_cholesky(M: np.ndarray) -> np.ndarray:
     """Lower Cholesky factors of a stack of small SPD matrices (l, p, p)."""
     if M.shape[1] == 1:
@@ -290,7 +316,16 @@ class BlockedSystem:
             if single_use:
                 # Factored at one theta or a few (a PIRLS step): C W C' directly costs
                 # less than setting up the product below.
-                self._C3, self._Pd = C3, None
+                self._Pd = None
+                self._zr1 = A.zrtz1
+                self._xy1 = A.xytz1.reshape(self.p + 1, -1)
+                self._pairs = (
+                    _column_pairs(A.zrtz1)
+                    if self._has_rest and p1 == 1 and sp.issparse(A.zrtz1)
+                    else None
+                )
+                if self._pairs is not None:
+                    self._pairs_rows = np.repeat(np.arange(qr), np.diff(A.zrtz1.indptr))
             else:
                 # Pd[(i, j), l, a, b], then packed: off-diagonal (a, b) and (b, a) summed.
                 Pd = C3[:, None, :, :, None] * C3[None, :, :, None, :]
@@ -311,6 +346,11 @@ class BlockedSystem:
                 lam0 = np.zeros((m, m))
                 lam0[np.arange(qr, m), np.arange(qr, m)] = 1.0
                 self._lam0 = lam0
+                if self._rest_scalar:  # theta index of each rest column
+                    self._rest_theta_index = np.repeat(
+                        [structure.offsets[k] for k in range(1, len(terms))],
+                        np.diff(self._rest_offsets),
+                    )
         else:
             # Large models: the rest block's update Zr'Z1 W Z1'Zr through a sparse
             # rank-update pattern (lower triangle), the [X y] rows by dense products (for
@@ -399,32 +439,58 @@ class BlockedSystem:
         new._a_packed = np.vstack([packed, np.ones(l1)]) if p1 == 2 else packed
         B = np.empty((m, m))
         B[qr:, qr:] = A.xytxy
-        C3 = np.empty((m, l1, p1))
-        C3[qr:] = A.xytz1
         if self._has_rest:
             B[:qr, :qr] = A.zrtzr.toarray() if sp.issparse(A.zrtzr) else A.zrtzr
             B[qr:, :qr] = A.xytzr
             B[:qr, qr:] = A.xytzr.T
-            zr1 = A.zrtz1.toarray() if sp.issparse(A.zrtz1) else A.zrtz1
-            C3[:qr] = zr1.reshape(qr, l1, p1)
         new._Bflat = B.ravel()
-        new._C3 = C3
+        new._zr1 = A.zrtz1
+        new._xy1 = A.xytz1.reshape(A.xytz1.shape[0], -1)
         return new
 
     def _dense_update(self, w: np.ndarray) -> np.ndarray:
-        """``C W C'`` (m x m) from the packed level blocks ``w`` of ``W`` (single-use systems)."""
-        C3 = self._C3
-        m, l1, p1 = C3.shape
+        """``C W C'`` (m x m) from the packed level blocks ``w`` of ``W`` (single-use systems),
+        ``C = [Zr'Z1; Xy'Z1]``: products of the sparse ``Zr'Z1`` where it is stored sparse
+        (an observation-level term 1 makes it large and very sparse)."""
+        zr1, xy1 = self._zr1, self._xy1
+        qr, m, p1 = self._qr, self._m, self._p1
+        l1 = xy1.shape[1] // p1
         if p1 == 1:
-            C = C3[:, :, 0]
-            return (C * w) @ C.T
-        packed = w.reshape(-1, l1)
-        W = np.empty((l1, p1, p1))
-        for e, (r, c) in enumerate(zip(*self._tril, strict=True)):
-            W[:, r, c] = packed[e]
-            W[:, c, r] = packed[e]
-        CW = np.einsum("ila,lab->ilb", C3, W).reshape(m, -1)
-        return CW @ C3.reshape(m, -1).T
+            XW = xy1 * w
+            W = None
+        else:
+            packed = w.reshape(-1, l1)
+            blocks = np.empty((l1, p1, p1))
+            for e, (r, c) in enumerate(zip(*self._tril, strict=True)):
+                blocks[:, r, c] = packed[e]
+                blocks[:, c, r] = packed[e]
+            W = _block_diagonal(blocks)
+            XW = (W @ xy1.T).T
+        out = np.empty((m, m))
+        out[qr:, qr:] = XW @ xy1.T
+        if self._has_rest and self._pairs is not None:
+            # Sum over each column's pairs of nonzeros (scipy's sparse products cost more
+            # in bookkeeping than these few thousand multiplications).
+            flat, a, b, col = self._pairs
+            data, rows, cols = zr1.data, self._pairs_rows, zr1.indices
+            uu = np.bincount(flat, weights=data[a] * data[b] * w[col], minlength=qr * qr)
+            out[:qr, :qr] = uu.reshape(qr, qr)
+            UX = np.empty((m - qr, qr))
+            for c in range(m - qr):
+                UX[c] = np.bincount(rows, weights=XW[c, cols] * data, minlength=qr)
+            out[qr:, :qr] = UX
+            out[:qr, qr:] = UX.T
+        elif self._has_rest:
+            if sp.issparse(zr1):
+                ZW = zr1 @ sp.diags(w) if W is None else zr1 @ W
+                out[:qr, :qr] = (ZW @ zr1.T).toarray()
+            else:
+                ZW = zr1 * w if W is None else (W @ zr1.T).T
+                out[:qr, :qr] = ZW @ zr1.T
+            UX = np.asarray(zr1 @ XW.T).T
+            out[qr:, :qr] = UX
+            out[:qr, qr:] = UX.T
+        return out
 
     @property
     def uses_dense_update(self) -> bool:
@@ -506,9 +572,14 @@ class BlockedSystem:
             else:
                 S = (self._Bflat - self._Pd @ w).reshape(self._m, self._m)
             if self._has_rest:
-                lam = self._lam0.copy()
-                lam.ravel()[self._lam_flat] = theta[self._lam_src]
-                S = lam.T @ S @ lam
+                if self._rest_scalar:  # Lambda_e is diagonal: scale rows and columns
+                    d = np.ones(self._m)
+                    d[:qr] = theta[self._rest_theta_index]
+                    S = S * d[:, None] * d[None, :]
+                else:
+                    lam = self._lam0.copy()
+                    lam.ravel()[self._lam_flat] = theta[self._lam_src]
+                    S = lam.T @ S @ lam
                 S.ravel()[self._rest_diag] += 1.0
             return S
         S, A = self._workspace(), self.A

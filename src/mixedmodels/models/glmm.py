@@ -42,7 +42,10 @@ from mixedmodels.results.glmm_fit import GlmmFit
 
 #: Stage-2 tolerances: the deviance to ~1e-12 relative; the Newton step does the rest.
 _STAGE2 = OptimizerOptions(ftol_rel=1e-12, ftol_abs=1e-10, xtol_abs=1e-8, initial_step=0.2)
-_STAGE1 = OptimizerOptions(ftol_rel=1e-10, ftol_abs=1e-8, xtol_abs=1e-6, initial_step=0.5)
+#: Stage 1 is only the start of stage 2 (which moves theta too); when it is the fit
+#: (nAGQ = 0), it runs to the tight tolerances.
+_STAGE1 = OptimizerOptions(ftol_rel=1e-6, ftol_abs=1e-4, xtol_abs=1e-3, initial_step=0.5)
+_STAGE1_FINAL = OptimizerOptions(ftol_rel=1e-12, ftol_abs=1e-10, xtol_abs=1e-8, initial_step=0.5)
 
 
 #: Finite-difference step for the derivatives at the optimum (theta; beta in SE units).
@@ -144,7 +147,8 @@ class GeneralizedLinearMixedModel:
         qr = sum(t.nranef for t in self.terms[1:])
         with _blas_threads_for(qr):
             theta0 = structure.initial_theta() if start is None else np.asarray(start, float)
-            stage1 = minimize_bobyqa(dev.fast, theta0[:ntheta], lower_theta, _STAGE1)
+            options = _STAGE1_FINAL if self.nagq == 0 else _STAGE1
+            stage1 = minimize_bobyqa(dev.fast, theta0[:ntheta], lower_theta, options)
             theta1 = np.asarray(stage1.final_theta, dtype=np.float64)
             state1 = dev.pirls(theta1, None)
             evaluations = {"stage1": stage1.evaluations}

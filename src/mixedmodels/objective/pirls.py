@@ -39,7 +39,7 @@ import numpy as np
 
 from mixedmodels.covariance import CovarianceStructure
 from mixedmodels.errors import ConvergenceError
-from mixedmodels.linalg.blocked import SINGLE_USE_DENSE_MAX, BlockedFactor, BlockedSystem
+from mixedmodels.linalg.blocked import BlockedFactor, BlockedSystem
 from mixedmodels.linalg.cross_products import CrossProductPlan, compute_cross_products
 from mixedmodels.linalg.solution import Estimates, estimate
 
@@ -49,6 +49,8 @@ MODE_TOLERANCE = 1e-12
 #: Iterations and step halvings of one PIRLS run.
 MAX_ITERATIONS = 100
 MAX_HALVINGS = 30
+#: Up to this many entries, PIRLS forms ``Zr'Z1`` dense.
+_DENSE_REST_FIRST = 1 << 15
 
 
 @dataclass(frozen=True, eq=False)
@@ -178,8 +180,9 @@ class PirlsDeviance:
             X = self.X if with_x else np.empty((self.n, 0))
             t1 = self.terms[0]
             qr = self.q - t1.nranef
-            # A dense single-use system reads Zr'Z1 dense: form it so.
-            dense = qr + X.shape[1] + 1 <= SINGLE_USE_DENSE_MAX
+            # A small Zr'Z1 is cheapest dense; a large one (an observation-level term 1
+            # has one column per row) stays sparse.
+            dense = qr * t1.nranef <= _DENSE_REST_FIRST
             self._plans[with_x] = CrossProductPlan(self.terms, X, dense_rest_first=dense)
         return self._plans[with_x]
 
