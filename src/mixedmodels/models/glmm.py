@@ -73,6 +73,20 @@ class _Whitened:
         return J
 
 
+class _WithDispersion:
+    """The deviance over ``[theta, z, log nb_theta]`` (negative binomial)."""
+
+    def __init__(self, model: GeneralizedLinearMixedModel, inner: _Whitened):
+        self.model, self.inner = model, inner
+
+    def __call__(self, x: np.ndarray) -> float:
+        value = float(np.exp(x[-1]))
+        if not 1e-8 < value < 1e8:
+            return np.inf
+        self.model._set_dispersion(value)
+        return self.inner(np.asarray(x[:-1]))
+
+
 class GeneralizedLinearMixedModel:
     """A GLMM ready to fit: the family, the design, and the PIRLS criterion set up once.
 
@@ -130,6 +144,13 @@ class GeneralizedLinearMixedModel:
             check(design.y, trials)
         self.prior_weights = np.asarray(weights, dtype=np.float64)
         self.response = GlmmResponse(design.y, self.prior_weights, trials, offset, family)
+        self._estimate_dispersion = (
+            getattr(family, "name", "") == "negative-binomial" and family.theta is None
+        )
+        if self._estimate_dispersion:
+            family = family.with_theta(1.0)  # replaced by the start in fit()
+            self.family = family
+            self.response = self.response.with_family(family)
         self.deviance = PirlsDeviance(self.structure, design.X, self.response, max(nagq, 1))
         self.nobs = n
 
@@ -147,11 +168,14 @@ class GeneralizedLinearMixedModel:
         qr = sum(t.nranef for t in self.terms[1:])
         with _blas_threads_for(qr):
             theta0 = structure.initial_theta() if start is None else np.asarray(start, float)
+            evaluations: dict[str, int] = {}
+            if self.estimates_dispersion:
+                self._start_dispersion(theta0[:ntheta], evaluations)
             options = _STAGE1_FINAL if self.nagq == 0 else _STAGE1
             stage1 = minimize_bobyqa(dev.fast, theta0[:ntheta], lower_theta, options)
             theta1 = np.asarray(stage1.final_theta, dtype=np.float64)
             state1 = dev.pirls(theta1, None)
-            evaluations = {"stage1": stage1.evaluations}
+            evaluations["stage1"] = stage1.evaluations
             if self.nagq == 0:
                 summary = stage1
                 params = np.concatenate([theta1, state1.beta])
@@ -169,7 +193,28 @@ class GeneralizedLinearMixedModel:
                 x0 = np.concatenate([theta1, np.zeros(dev.p)])
                 lower = np.concatenate([lower_theta, np.full(dev.p, -np.inf)])
                 steps = np.concatenate([np.full(ntheta, 0.1), np.full(dev.p, 0.5)])
-                stage2 = minimize_bobyqa(transform, x0, lower, _STAGE2, steps)
+                if self.estimates_dispersion:
+                    # glmer.nb's theta maximises the Laplace log-likelihood over it; here
+                    # it is optimised jointly with (theta, beta) (log scale), the same
+                    # optimum. The standard errors below hold it fixed, as glmer.nb's
+                    # final glmer fit does.
+                    joint = _WithDispersion(self, transform)
+                    stage2 = minimize_bobyqa(
+                        joint,
+                        np.concatenate([x0, [np.log(self.family.theta)]]),
+                        np.concatenate([lower, [-np.inf]]),
+                        _STAGE2,
+                        np.concatenate([steps, [0.2]]),
+                    )
+                    self._set_dispersion(float(np.exp(stage2.final_theta[-1])))
+                    stage2 = replace(
+                        stage2,
+                        final_theta=np.asarray(stage2.final_theta[:-1]),
+                        initial_theta=np.asarray(stage2.initial_theta[:-1]),
+                        lower=lower,
+                    )
+                else:
+                    stage2 = minimize_bobyqa(transform, x0, lower, _STAGE2, steps)
                 evaluations["stage2"] = stage2.evaluations
                 summary, Hz, used = self._newton_finish(transform, stage2)
                 evaluations["derivatives"] = used
@@ -188,6 +233,30 @@ class GeneralizedLinearMixedModel:
                 stacklevel=2,
             )
         return fit
+
+    @property
+    def estimates_dispersion(self) -> bool:
+        """Whether the fit estimates the negative binomial's theta."""
+        return self._estimate_dispersion
+
+    def _set_dispersion(self, value: float) -> None:
+        self.family = self.family.with_theta(value)
+        self.deviance.set_family(self.family)
+
+    def _start_dispersion(self, theta: np.ndarray, evaluations: dict[str, int]) -> None:
+        """A start for the negative binomial's theta: the moment estimate
+        ``sum mu^2 / sum((y - mu)^2 - mu)`` on the modes of a Poisson fit at the initial
+        theta (lme4's glmer.nb also starts from a Poisson GLMM)."""
+        from mixedmodels.family import make_family
+
+        poisson = make_family("poisson", self.family.link.name)
+        self.deviance.set_family(poisson)
+        state = self.deviance.pirls(theta, None)
+        y, mu = self.response.y, state.mu
+        excess = float(np.sum((y - mu) ** 2 - mu))
+        start = float(np.sum(mu * mu)) / excess if excess > 0 else 1e3
+        self._set_dispersion(float(np.clip(start, 1e-2, 1e3)))
+        evaluations["dispersion_start"] = 1
 
     def _newton_finish(self, dev, summary: OptSummary) -> tuple[OptSummary, np.ndarray, int]:
         """Derivatives at BOBYQA's optimum; one Newton step if it lowers the deviance (free

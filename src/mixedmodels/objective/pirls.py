@@ -174,6 +174,11 @@ class PirlsDeviance:
             self._nodes = nodes
             self._log_node_weights = np.log(weights / weights.sum())
 
+    def set_family(self, family: object) -> None:
+        """Use ``family`` from now on (the negative binomial's theta as it is optimised)."""
+        self.family = family
+        self.response = self.response.with_family(family)
+
     # -- pieces ---------------------------------------------------------------------------
     def _plan(self, with_x: bool) -> CrossProductPlan:
         if with_x not in self._plans:
