@@ -18,6 +18,7 @@ __version__ = "0.1.0"
 _PUBLIC = {
     "lmer": "mixedmodels.api",
     "glmer": "mixedmodels.api",
+    "glm": "mixedmodels.inference.glm",
     "GeneralizedLinearMixedModel": "mixedmodels.models.glmm",
     "LinearMixedModel": "mixedmodels.models.lmm",
     "LinearMixedModelResult": "mixedmodels.results",
