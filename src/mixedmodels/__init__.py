@@ -19,6 +19,7 @@ _PUBLIC = {
     "lmer": "mixedmodels.api",
     "LinearMixedModel": "mixedmodels.models.lmm",
     "LinearMixedModelResult": "mixedmodels.results",
+    "GeneralizedLinearMixedModelResult": "mixedmodels.results",
     "OptimizerOptions": "mixedmodels.optimize",
     "OptSummary": "mixedmodels.optimize",
     "load_dataset": "mixedmodels.datasets",
