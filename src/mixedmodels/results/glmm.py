@@ -129,10 +129,12 @@ class GeneralizedLinearMixedModelResult:
     # -- scalars ---------------------------------------------------------------------
     @property
     def formula(self) -> str | None:
+        """The formula as written (None when the fit was not given one)."""
         return self._fit.formula
 
     @property
     def data_name(self) -> str | None:
+        """What the data were called (a dataset name or file), or None."""
         return self._fit.data_name
 
     @property
@@ -173,6 +175,7 @@ class GeneralizedLinearMixedModelResult:
 
     @property
     def n_dropped_rows(self) -> int:
+        """Rows dropped because a used column was missing."""
         return int(self.design.n_dropped_rows)
 
     @property
@@ -203,10 +206,12 @@ class GeneralizedLinearMixedModelResult:
 
     @property
     def aic(self) -> float:
+        """``-2 loglik + 2 nparams`` (lme4's AIC)."""
         return self.objective + 2.0 * self.nparams
 
     @property
     def bic(self) -> float:
+        """``-2 loglik + log(nobs) nparams`` (lme4's BIC; nobs counts rows)."""
         return self.objective + math.log(self.nobs) * self.nparams
 
     @property
@@ -216,10 +221,12 @@ class GeneralizedLinearMixedModelResult:
 
     @property
     def singular(self) -> bool:
+        """Whether the fit is on the boundary (a variance at zero or a correlation at +-1)."""
         return bool(self._fit.singular)
 
     @property
     def converged(self) -> bool:
+        """Whether the optimiser converged and the convergence check passed."""
         return bool(self._fit.converged)
 
     @property
@@ -235,6 +242,7 @@ class GeneralizedLinearMixedModelResult:
     # -- fixed effects -----------------------------------------------------------------
     @property
     def fixef(self) -> pd.Series:
+        """Fixed-effects estimates (link scale), indexed by the columns of X."""
         return pd.Series(np.array(self._fit.beta), index=list(self.design.x_names), name="estimate")
 
     @property
@@ -253,6 +261,7 @@ class GeneralizedLinearMixedModelResult:
 
     @property
     def se(self) -> pd.Series:
+        """Standard errors of the fixed effects, from :attr:`vcov`."""
         return pd.Series(
             np.sqrt(np.diag(self._fit.vcov_beta)), index=list(self.design.x_names), name="se"
         )
