@@ -22,6 +22,7 @@ _PUBLIC = {
     "GeneralizedLinearMixedModel": "mixedmodels.models.glmm",
     "LinearMixedModel": "mixedmodels.models.lmm",
     "LinearMixedModelResult": "mixedmodels.results",
+    "GeneralizedLinearMixedModelResult": "mixedmodels.results",
     "OptimizerOptions": "mixedmodels.optimize",
     "OptSummary": "mixedmodels.optimize",
     "load_dataset": "mixedmodels.datasets",
