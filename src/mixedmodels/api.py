@@ -19,6 +19,7 @@ import pandas as pd
 from mixedmodels.design import build_design
 from mixedmodels.design.model_design import ModelDesign
 from mixedmodels.errors import DataError, ModelSpecificationError
+from mixedmodels.inference.glm import glm  # re-exported: the CLI's null model without RE
 from mixedmodels.io import read_data
 from mixedmodels.io.sources import is_streamed_source
 from mixedmodels.models.lmm import LinearMixedModel
@@ -27,7 +28,7 @@ from mixedmodels.optimize import OptimizerOptions
 from mixedmodels.residual.var_ident import ResidualStrata, residual_strata
 from mixedmodels.results import LinearMixedModelResult
 
-__all__ = ["glmer", "lmer"]
+__all__ = ["glm", "glmer", "lmer"]
 
 
 def lmer(

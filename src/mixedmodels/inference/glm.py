@@ -36,8 +36,9 @@ class GeneralizedLinearModelResult:
     ----------
     design
         The design (no random-effects terms).
-    family
-        The :class:`mixedmodels.family.Family`.
+    family_spec
+        The :class:`mixedmodels.family.Family` (``family`` and ``link`` are its names, as
+        for GLMM results).
     beta, vcov_beta
         Estimates and their covariance (inverse Fisher information).
     eta, mu
@@ -53,7 +54,7 @@ class GeneralizedLinearModelResult:
     """
 
     design: ModelDesign
-    family: Any
+    family_spec: Any
     beta: np.ndarray
     vcov_beta: np.ndarray
     eta: np.ndarray
@@ -62,6 +63,24 @@ class GeneralizedLinearModelResult:
     deviance: float
     iterations: int
     formula: str | None = None
+
+    #: Likelihood-ratio tests read these as they do a GLMM result's: no REML, and the
+    #: exact log-likelihood (comparable with Laplace fits).
+    reml = False
+    nagq = 1
+
+    @property
+    def family(self) -> str:
+        return str(self.family_spec.name)
+
+    @property
+    def link(self) -> str:
+        return str(self.family_spec.link.name)
+
+    @property
+    def objective(self) -> float:
+        """-2 log-likelihood."""
+        return -2.0 * self.loglik
 
     @property
     def nobs(self) -> int:
@@ -150,7 +169,7 @@ def fit_glm(
     loglik = -0.5 * family.minus_twice_loglik(y, mu, weights, trials)
     return GeneralizedLinearModelResult(
         design=design,
-        family=family,
+        family_spec=family,
         beta=beta,
         vcov_beta=vcov,
         eta=eta,
