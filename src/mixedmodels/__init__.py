@@ -17,6 +17,9 @@ __version__ = "0.1.0"
 # public name -> module that defines it
 _PUBLIC = {
     "lmer": "mixedmodels.api",
+    "binomial": "mixedmodels.family",
+    "poisson": "mixedmodels.family",
+    "negative_binomial": "mixedmodels.family",
     "LinearMixedModel": "mixedmodels.models.lmm",
     "LinearMixedModelResult": "mixedmodels.results",
     "OptimizerOptions": "mixedmodels.optimize",
