@@ -282,7 +282,7 @@ CASES: list[Case] = [
         message="no file or embedded dataset named 'ratpu' (did you mean the dataset 'ratpup'?); "
         "give a path to a data file (.csv, .tsv, .txt, .parquet, .pq, .json) or one of the "
         "embedded datasets: ratpup, sleepstudy, Dyestuff, Dyestuff2, Penicillin, Pastes, "
-        "cake, Orthodont",
+        "cake, Orthodont, cbpp, grouseticks, VerbAgg, Contraception",
     ),
     Case(
         "directory",

@@ -47,6 +47,13 @@ class ModelSpecificationError(MixedModelsError, ValueError):
     """A model that cannot be estimated from these data (e.g. more random effects than rows)."""
 
 
+class FamilyError(ModelSpecificationError):
+    """An unknown GLMM family, a link the family does not allow, or an unusable parameter.
+
+    A :class:`ModelSpecificationError`, so code that catches that catches this too.
+    """
+
+
 class ModelComparisonError(MixedModelsError, ValueError):
     """Models that cannot be compared (not nested, different data or response)."""
 
@@ -69,3 +76,7 @@ class SingularFitWarning(MixedModelsWarning):
 
 class RankDeficiencyWarning(MixedModelsWarning):
     """Fixed-effects columns were dropped because X is rank deficient."""
+
+
+class ResponseWarning(MixedModelsWarning):
+    """The response is usable by the family but doubtful (e.g. non-integer counts)."""

@@ -23,6 +23,7 @@ LAYERS: list[set[str]] = [
     {"covariance"},
     {"linalg"},
     {"residual"},
+    {"family"},
     {"objective"},
     {"optimize"},
     {"inference", "diagnostics", "plots", "describe"},
@@ -125,3 +126,21 @@ def test_io_holds_no_fitting_code():
     for module, targets in GRAPH.items():
         if _stage(module) == "io":
             assert not {t for t in targets if _stage(t) in {"models", "objective", "optimize"}}
+
+
+def test_family_needs_only_errors_numpy_and_scipy():
+    """Families and links are plain numerics: no design, no engine, no pandas."""
+    for path in sorted((PACKAGE / "family").glob("*.py")):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module or ""]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            else:
+                continue
+            for name in names:
+                top = name.split(".")[0]
+                allowed = {"__future__", "numpy", "scipy", "dataclasses", "typing", "math",
+                           "warnings"}  # fmt: skip
+                assert top in allowed or name == "mixedmodels.errors", f"{path.name}: {name}"

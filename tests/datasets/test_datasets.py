@@ -21,6 +21,10 @@ SHAPES = [
     ("Pastes", 60, ["strength", "batch", "cask", "sample"]),
     ("cake", 270, ["replicate", "recipe", "temperature", "angle", "temp"]),
     ("Orthodont", 108, ["distance", "age", "Subject", "Sex"]),
+    ("cbpp", 56, ["herd", "incidence", "size", "period"]),
+    ("grouseticks", 403, ["INDEX", "TICKS", "BROOD", "HEIGHT", "YEAR", "LOCATION", "cHEIGHT"]),
+    ("VerbAgg", 7584, ["Anger", "Gender", "item", "resp", "id", "btype", "situ", "mode", "r2"]),
+    ("Contraception", 1934, ["woman", "district", "use", "livch", "age", "urban"]),
 ]
 
 # data_md5 of the files the R reference fits were computed from (field `data_md5`
@@ -35,6 +39,11 @@ REFERENCE_MD5 = {
     "cake.csv": "c769a9eefe1c0f0dca4d60d16eef39fa",
     "ratpup.csv": "ffad8af1886097fe8fbc80071fa69dc9",
     "sleepstudy.csv": "89097dd5376ecbc60cf9c269ded4c559",
+    # ../shared/reference/glmm/*.json (R 4.2.2 / lme4 1.1.31, glmer)
+    "cbpp.csv": "3f83cec0223bf1e4b243a68b307959a4",
+    "grouseticks.csv": "8301fbb6c683cc6841a0a93b47a92849",
+    "VerbAgg.csv": "ba24a0750d2cddcac8100b07ef7304b8",
+    "Contraception.csv": "68b3abc2628b0b952c3ab03e9320d002",
 }
 
 
@@ -121,6 +130,10 @@ def test_list_datasets_table():
         ("Pastes", "Davies & Goldsmith (1972)"),
         ("cake", "Cook (1938)"),
         ("Orthodont", "Potthoff & Roy (1964)"),
+        ("cbpp", "Lesnoff et al. (2004)"),
+        ("grouseticks", "Elston et al. (2001)"),
+        ("VerbAgg", "De Boeck & Wilson (2004)"),
+        ("Contraception", "Bangladesh Fertility Survey 1989"),
     ],
 )
 def test_list_datasets_cites_sources(name, citation):
@@ -132,3 +145,20 @@ def test_list_datasets_cites_sources(name, citation):
 def test_embedded_csv_is_byte_identical_to_reference_input(filename, digest):
     raw = resources.files("mixedmodels.datasets").joinpath(filename).read_bytes()
     assert hashlib.md5(raw).hexdigest() == digest
+
+
+def test_glmm_datasets_hold_the_recoded_responses():
+    """Binary responses are 0/1 as in the glmer references; the binomial counts add up."""
+    verbagg = load_dataset("VerbAgg")
+    assert sorted(verbagg["r2"].unique()) == [0, 1]
+    assert (verbagg["r2"] == (verbagg["resp"] != "no")).all()
+    assert (verbagg["id"].nunique(), verbagg["item"].nunique()) == (316, 24)
+    contraception = load_dataset("Contraception")
+    assert sorted(contraception["use"].unique()) == [0, 1]
+    assert sorted(contraception["urban"].unique()) == ["N", "Y"]
+    assert contraception["district"].nunique() == 60
+    cbpp = load_dataset("cbpp")
+    assert ((0 <= cbpp["incidence"]) & (cbpp["incidence"] <= cbpp["size"])).all()
+    assert (cbpp["herd"].nunique(), sorted(cbpp["period"].unique())) == (15, [1, 2, 3, 4])
+    grouse = load_dataset("grouseticks")
+    assert grouse["INDEX"].is_unique and (grouse["TICKS"] >= 0).all()

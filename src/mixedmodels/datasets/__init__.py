@@ -1,8 +1,12 @@
 """Classic mixed-model datasets shipped inside the package.
 
 The CSV files in this folder are byte-identical to the files the R reference
-fits in ``tests/reference`` were computed from, so a model fitted to
-``load_dataset(name)`` can be compared with lme4's numbers directly.
+fits in ``tests/reference`` (lme4::lmer) and the GLMM references (lme4::glmer; cbpp,
+grouseticks, VerbAgg, Contraception) were computed from, so a model fitted to
+``load_dataset(name)`` can be compared with lme4's numbers directly. In VerbAgg and
+Contraception the binary responses are already 0/1 (``r2``: 1 = 'Y', i.e. a response
+of 'perhaps' or 'yes'; ``use``: 1 = 'Y'); cbpp's ``period`` and grouseticks' ``YEAR``
+are numeric codes of factors (write ``C(period)``).
 
 Examples
 --------
@@ -79,8 +83,8 @@ _DATASETS: tuple[DatasetInfo, ...] = (
     DatasetInfo(
         "cake",
         "cake.csv",
-        "Breaking angle of chocolate cakes: 3 recipes x 6 baking temperatures, "
-        "15 replicates (split plot)",
+        # (short enough for one line of `mixedmodels datasets` next to "Contraception")
+        "Breaking angle of chocolate cakes: 3 recipes x 6 temperatures, 15 replicates (split plot)",
         "Cook (1938), MS thesis, Iowa State College",
     ),
     DatasetInfo(
@@ -88,6 +92,31 @@ _DATASETS: tuple[DatasetInfo, ...] = (
         "Orthodont.csv",
         "Pituitary-pterygomaxillary distance of 27 children at ages 8, 10, 12, 14",
         "Potthoff & Roy (1964), Biometrika 51:313-326",
+    ),
+    # GLMM data: the inputs of the lme4::glmer references (binary responses recoded to 0/1).
+    DatasetInfo(
+        "cbpp",
+        "cbpp.csv",
+        "Contagious bovine pleuropneumonia: new cases among the cattle of 15 herds, 4 periods",
+        "Lesnoff et al. (2004), Prev. Vet. Med. 64:27-40 (lme4::cbpp)",
+    ),
+    DatasetInfo(
+        "grouseticks",
+        "grouseticks.csv",
+        "Ticks on 403 red grouse chicks in 118 broods at 63 locations, 1995-1997",
+        "Elston et al. (2001), Parasitology 122:563-569 (lme4::grouseticks)",
+    ),
+    DatasetInfo(
+        "VerbAgg",
+        "VerbAgg.csv",
+        "Verbal aggression, 316 people x 24 items; r2 = 1 for 'perhaps' or 'yes', 0 for 'no'",
+        "De Boeck & Wilson (2004), Explanatory Item Response Models (lme4::VerbAgg)",
+    ),
+    DatasetInfo(
+        "Contraception",
+        "Contraception.csv",
+        "Contraceptive use (use = 1) of 1934 women in 60 districts of Bangladesh",
+        "Huq & Cleland (1990), Bangladesh Fertility Survey 1989 (mlmRev::Contraception)",
     ),
 )
 
@@ -115,7 +144,7 @@ def load_dataset(name: str) -> pd.DataFrame:
     ----------
     name
         One of ``dataset_names()``: ratpup, sleepstudy, Dyestuff, Dyestuff2,
-        Penicillin, Pastes, cake, Orthodont.
+        Penicillin, Pastes, cake, Orthodont, cbpp, grouseticks, VerbAgg, Contraception.
 
     Returns
     -------

@@ -14,6 +14,8 @@ Semantics follow R's ``terms.formula`` and lme4's ``findbars``/``expandSlash``:
   ``contrasts = list(x = "contr.sum")``: ``x1``, ``x2``);
 * ``offset(expr)`` at the top level of the fixed part is an offset (lme4: added to the
   linear predictor with coefficient 1), kept apart from the terms;
+* ``cbind(successes, failures)``, two numeric expressions, is a binomial response
+  (lme4's ``glmer``) and may only be the whole left-hand side;
 * ``(lhs | g)`` and ``(lhs || g)`` at the top level of the right-hand side are
   random-effects terms; ``(1 | a/b)`` expands to ``(1 | a) + (1 | b:a)``
   (lme4 names the inner factor ``b:a``: the reference fit of ``(1|batch/cask)`` has
@@ -155,9 +157,11 @@ class _Expander:
         if isinstance(root, BinOp) and root.op == "~":
             if any(isinstance(n, BinOp | UnaryOp) and n.op == "~" for n in walk(root.left)):
                 raise self.error("only one '~' is allowed in a formula", root.pos)
+            self.reject_misplaced_cbind(root)
             response = self.response(root.left)
             rhs = root.right
         elif isinstance(root, UnaryOp) and root.op == "~":
+            self.reject_misplaced_cbind(root)
             response = None
             rhs = root.operand
         else:
@@ -173,6 +177,24 @@ class _Expander:
             self.text, response, fixed, tuple(self.random), tuple(self.offsets.values())
         )
 
+    def reject_misplaced_cbind(self, root: Node) -> None:
+        """Refuse ``cbind(...)`` anywhere but as the whole response (the first one found)."""
+        allowed = None
+        if isinstance(root, BinOp) and root.op == "~":
+            allowed = _cbind_call(root.left)
+        misplaced = [
+            sub
+            for sub in walk(root)
+            if isinstance(sub, Call) and sub.func == "cbind" and sub is not allowed
+        ]
+        if misplaced:
+            first = min(misplaced, key=lambda n: n.pos)
+            raise self.error(
+                "cbind(...) can only be the whole response of a binomial model, e.g. "
+                "'cbind(successes, failures) ~ x + (1 | g)'",
+                first.pos,
+            )
+
     def reject_tilde(self, node: Node) -> None:
         for sub in walk(node):
             if (isinstance(sub, BinOp | UnaryOp)) and sub.op == "~":
@@ -182,6 +204,9 @@ class _Expander:
         self.reject_tilde(node)
         if isinstance(node, Name):
             return self.variable(node, {})
+        cbind = _cbind_call(node)
+        if cbind is not None:
+            return self.cbind_response(cbind)
         if isinstance(node, Call) and node.func in (*FACTOR_FUNCTIONS, "Treatment"):
             raise self.error(
                 f"the response must be numeric; {node.func}(...) cannot be used here", node.pos
@@ -198,6 +223,24 @@ class _Expander:
         return Variable(
             node.deparse(), node, _columns(node), kind="transform", label=node.deparse()
         )
+
+    def cbind_response(self, node: Call) -> Variable:
+        """``cbind(successes, failures)``: binomial counts, each a numeric expression."""
+        if len(node.args) != 2:
+            raise self.error(
+                "cbind(...) takes two numeric expressions, the successes and the failures, "
+                "e.g. cbind(incidence, size - incidence)",
+                node.pos,
+            )
+        for arg in node.args:
+            self.check_numeric(arg)
+        if not _columns(node):
+            raise self.error(
+                "cbind(...) must read columns of the data, e.g. cbind(incidence, size - incidence)",
+                node.pos,
+            )
+        text = node.deparse()
+        return Variable(text, node, _columns(node), kind="cbind", label=text)
 
     def fixed_part(self, termset: _TermSet, order: dict[str, int]) -> FixedPart:
         intercept = termset.intercept is not False
@@ -716,3 +759,10 @@ class _Expander:
 
 def _columns(node: Node) -> tuple[str, ...]:
     return tuple(walk_names(node))
+
+
+def _cbind_call(node: Node) -> Call | None:
+    """The ``cbind(...)`` call that ``node`` is, inside any parentheses, or None."""
+    while isinstance(node, Paren):
+        node = node.inner
+    return node if isinstance(node, Call) and node.func == "cbind" else None

@@ -7,7 +7,7 @@ from typing import Literal
 
 from .nodes import Call, Name, Node
 
-VariableKind = Literal["column", "transform", "factor", "poly", "offset"]
+VariableKind = Literal["column", "transform", "factor", "poly", "offset", "cbind"]
 Contrast = Literal["treatment", "sum", "helmert"]
 
 
@@ -32,8 +32,10 @@ class Variable:
         ``"transform"`` (numeric: ``log``, ``exp``, ``sqrt``, ``scale``, ``center``,
         ``I``), ``"factor"`` (``C(column, ...)``, ``factor(column)``,
         ``as.factor(column)``, ``relevel(column, ref)``: always a factor), ``"poly"``
-        (``poly(x, degree)``: ``degree`` numeric columns) or ``"offset"``
-        (``offset(expr)``: added to the linear predictor, never a column of X).
+        (``poly(x, degree)``: ``degree`` numeric columns), ``"offset"``
+        (``offset(expr)``: added to the linear predictor, never a column of X) or
+        ``"cbind"`` (only as the whole response: ``cbind(successes, failures)``, two
+        numeric expressions giving binomial counts, as lme4's ``glmer`` reads them).
     label
         Prefix of model-matrix column names for factor levels: the bare column
         name for a column or a ``C(column, ...)``, so ``C(sex, ref='Male')`` gives
@@ -71,6 +73,14 @@ class Variable:
         if self.kind in ("poly", "offset") and isinstance(self.expr, Call):
             return self.expr.args[0]
         return self.expr
+
+    @property
+    def count_exprs(self) -> tuple[Node, Node]:
+        """For ``cbind(successes, failures)``: the two numeric expressions."""
+        if self.kind != "cbind" or not isinstance(self.expr, Call):
+            raise ValueError(f"{self.name} is not a cbind(successes, failures) response")
+        successes, failures = self.expr.args
+        return successes, failures
 
     @property
     def pos(self) -> int:
@@ -142,7 +152,8 @@ class ModelFormula:
     ``offsets`` are the distinct ``offset(expr)`` terms of the fixed part (kind
     ``"offset"``), in order of appearance: lme4 adds their sum to the linear predictor
     with coefficient 1; they are never columns of X.  As in R, an offset written twice
-    counts once.
+    counts once. A ``cbind(successes, failures)`` response has kind ``"cbind"``
+    (:attr:`binomial_counts`); ``cbind`` is refused anywhere else.
     """
 
     text: str
@@ -150,6 +161,11 @@ class ModelFormula:
     fixed: FixedPart
     random: tuple[RandomTerm, ...] = ()
     offsets: tuple[Variable, ...] = ()
+
+    @property
+    def binomial_counts(self) -> bool:
+        """Whether the response is ``cbind(successes, failures)`` (binomial counts)."""
+        return self.response is not None and self.response.kind == "cbind"
 
     def columns_used(self) -> tuple[str, ...]:
         """Data columns the formula reads, in order of first appearance (response first)."""

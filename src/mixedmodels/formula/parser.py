@@ -60,8 +60,11 @@ ALLOWED_FUNCTIONS: dict[str, frozenset[str]] = {
     "relevel": frozenset({"ref"}),
     "poly": frozenset({"degree", "raw"}),
     "offset": frozenset(),
+    "cbind": frozenset(),
 }
-_LISTED_FUNCTIONS = "log, exp, sqrt, scale, center, I, C, factor, as.factor, relevel, poly, offset"
+_LISTED_FUNCTIONS = (
+    "log, exp, sqrt, scale, center, I, C, factor, as.factor, relevel, poly, offset, cbind"
+)
 
 
 def parse_ast(text: str) -> Node:
