@@ -441,6 +441,7 @@ class CrossProductPlan:
         self._l1, self._p1 = l1, p1 = t1.nlevels, t1.ncols
         # Row i's entry of column c of [X y]'Z1 lands at c * l1 + refs1[i] (one bincount).
         self._xz1_index = (np.arange(p + 1)[:, None] * l1 + t1.refs[None, :]).ravel()
+        self._z1 = _ones_or(t1.z)
         self._has_rest = len(terms) > 1
         if not self._has_rest:
             return
@@ -478,6 +479,8 @@ class CrossProductPlan:
                 pair_keys.append(ra * qr + rb)
                 if ib != ia:
                     pair_keys.append(rb * qr + ra)
+        self._rest_cols_z = [(ridx, _ones_or(rz)) for ridx, rz in self._rest_cols]
+        self._rr_pairs_z = [(_ones_or(za), _ones_or(zb), both) for za, zb, both in self._rr_pairs]
         keys = np.concatenate(pair_keys)
         if self._sparse_rest:
             slots, self._rr_slot = np.unique(keys, return_inverse=True)
@@ -491,33 +494,50 @@ class CrossProductPlan:
             (np.arange(p + 1)[:, None] * qr + ridx[None, :]).ravel() for ridx, _ in self._rest_cols
         ]
 
-    def __call__(self, weights: np.ndarray, y: np.ndarray) -> CrossProducts:
-        """The blocks for row weights ``weights`` (n,) and response ``y`` (n,)."""
+    def __call__(
+        self, weights: np.ndarray, y: np.ndarray, *, log_weights: bool = True
+    ) -> CrossProducts:
+        """The blocks for row weights ``weights`` (n,) and response ``y`` (n,).
+
+        ``log_weights=False`` skips ``sum log w`` (a linear mixed model's Jacobian term;
+        PIRLS' working weights need none) and records 0.
+        """
         n, l1, p1 = self.n, self._l1, self._p1
         t1 = self.terms[0]
-        xy = np.empty((n, self.X.shape[1] + 1))
-        xy[:, :-1] = self.X
-        xy[:, -1] = y
+        m = self.X.shape[1] + 1
+        if m == 1:
+            xy = y[:, None]
+        else:
+            xy = np.empty((n, m))
+            xy[:, :-1] = self.X
+            xy[:, -1] = y
         wxy = xy * weights[:, None]
-        wz1 = t1.z * weights[:, None]
+        z1 = self._z1  # None: a column of ones (random intercepts), no products needed
+        wz1 = weights[:, None] if z1 is None else t1.z * weights[:, None]
         z1tz1 = np.empty((l1, p1, p1))
         for a in range(p1):
             for b in range(a, p1):
-                s = np.bincount(t1.refs, weights=wz1[:, a] * t1.z[:, b], minlength=l1)
+                v = wz1[:, a] if z1 is None else wz1[:, a] * z1[:, b]
+                s = np.bincount(t1.refs, weights=v, minlength=l1)
                 z1tz1[:, a, b] = s
                 z1tz1[:, b, a] = s
-        m = xy.shape[1]
         xytz1 = np.empty((m, l1, p1))
         for j in range(p1):
+            v = wxy if z1 is None else wxy * z1[:, j : j + 1]
             xytz1[:, :, j] = np.bincount(
-                self._xz1_index, weights=(wxy * t1.z[:, j : j + 1]).T.ravel(), minlength=m * l1
+                self._xz1_index, weights=v.T.ravel(), minlength=m * l1
             ).reshape(m, l1)
         xytxy = wxy.T @ xy
-        log_w = float(np.sum(np.log(weights)))
+        log_w = float(np.sum(np.log(weights))) if log_weights else 0.0
         if not self._has_rest:
             return CrossProducts(z1tz1, None, None, xytz1, None, xytxy, n, log_w)
         qr = self._qr
-        vals = np.concatenate([rz * wz1[:, j] for _, rz in self._rest_cols for j in range(p1)])
+        parts = [
+            wz1[:, j] if rz is None else rz * wz1[:, j]
+            for _, rz in self._rest_cols_z
+            for j in range(p1)
+        ]
+        vals = parts[0] if len(parts) == 1 else np.concatenate(parts)
         if self._dense_zr1:
             zrtz1 = np.bincount(
                 self._zr1_dense_slot, weights=vals, minlength=qr * self._zr1_shape[1]
@@ -528,19 +548,31 @@ class CrossProductPlan:
                 (data, self._zr1_indices, self._zr1_indptr), shape=self._zr1_shape
             )
         parts = []
-        for za, zb, both in self._rr_pairs:
-            v = za * weights * zb
+        for za, zb, both in self._rr_pairs_z:
+            v = weights if za is None and zb is None else _times(_times(weights, za), zb)
             parts.append(v)
             if both:
                 parts.append(v)
-        rr = np.bincount(self._rr_slot, weights=np.concatenate(parts), minlength=self._rr_nnz)
+        rr = np.bincount(
+            self._rr_slot,
+            weights=parts[0] if len(parts) == 1 else np.concatenate(parts),
+            minlength=self._rr_nnz,
+        )
         if self._sparse_rest:
             zrtzr = sp.csr_matrix((rr, self._rr_indices, self._rr_indptr), shape=(qr, qr))
         else:
             zrtzr = rr.reshape(qr, qr)
         xytzr = np.zeros((m, qr))
-        for index, (_, rz) in zip(self._xzr_index, self._rest_cols, strict=True):
-            xytzr += np.bincount(
-                index, weights=(wxy * rz[:, None]).T.ravel(), minlength=m * qr
-            ).reshape(m, qr)
+        for index, (_, rz) in zip(self._xzr_index, self._rest_cols_z, strict=True):
+            v = wxy if rz is None else wxy * rz[:, None]
+            xytzr += np.bincount(index, weights=v.T.ravel(), minlength=m * qr).reshape(m, qr)
         return CrossProducts(z1tz1, zrtz1, zrtzr, xytz1, xytzr, xytxy, n, log_w)
+
+
+def _ones_or(z: np.ndarray) -> np.ndarray | None:
+    """None for a column (or matrix) of ones, else ``z``: products with it can be skipped."""
+    return None if np.all(z == 1.0) else z
+
+
+def _times(a: np.ndarray, b: np.ndarray | None) -> np.ndarray:
+    return a if b is None else a * b

@@ -192,7 +192,7 @@ class PirlsDeviance:
         return self._plans[with_x]
 
     def _system(self, with_x: bool, w: np.ndarray, z: np.ndarray) -> BlockedSystem:
-        A = self._plan(with_x)(w, z)
+        A = self._plan(with_x)(w, z, log_weights=False)
         system = self._systems.get(with_x)
         system = (
             BlockedSystem(self.structure, A, single_use=True)
