@@ -166,6 +166,7 @@ class PirlsDeviance:
         self._plans: dict[bool, CrossProductPlan] = {}
         self._systems: dict[bool, BlockedSystem] = {}
         self._u = np.zeros(self.q)
+        self._saturated: tuple[object, float] | None = None
         self.evaluations = 0
         if self.nagq > 1:
             if len(self.terms) != 1 or self.terms[0].ncols != 1:
@@ -315,7 +316,9 @@ class PirlsDeviance:
             mu=mu,
             weights=w,
             logdet=float(factor.logdet_z),
-            aic_terms=float(self.family.minus_twice_loglik(r.y, mu, r.weights, r.trials)),
+            # -2 log p = deviance residuals + the saturated constant (fixed for fixed y):
+            # no log-density per evaluation.
+            aic_terms=float(pdev - u @ u) + self.saturated(),
             deviance=float(pdev - u @ u),
             iterations=iterations,
         )
@@ -380,12 +383,25 @@ class PirlsDeviance:
         log_sum = top + np.log(np.exp(terms - top[:, None]).sum(axis=1))
         return float(np.sum(np.log(M) - 2.0 * log_sum))
 
-    def saturated(self, mu: np.ndarray) -> float:
-        """``sum (-2 log p(y | mu) - d(y, mu))``: -2 times the saturated log-likelihood, the
-        constant by which lme4's AGQ deviance (deviance residuals) differs from -2 log L."""
+    def saturated(self, mu: np.ndarray | None = None) -> float:
+        """``sum (-2 log p(y | mu) - d(y, mu))``: -2 times the saturated log-likelihood.
+
+        It does not depend on ``mu`` (only on y, the weights and the family), so it is
+        computed once per family, at the family's starting means, where both terms are
+        moderate (no cancellation). It is the constant by which lme4's AGQ deviance
+        (deviance residuals) differs from -2 log L. ``mu`` is accepted for callers that
+        have one at hand and ignored.
+        """
+        family = self.family
+        cached = self._saturated
+        if cached is not None and cached[0] is family:
+            return cached[1]
         r = self.response
-        unit = self.family.unit_minus_twice_loglik(r.y, mu, r.weights, r.trials)
-        return float(np.sum(unit - self.family.deviance_residuals(r.y, mu, r.weights)))
+        at = family.initial_mu(r.y, r.weights, r.trials)
+        unit = family.unit_minus_twice_loglik(r.y, at, r.weights, r.trials)
+        value = float(np.sum(unit - family.deviance_residuals(r.y, at, r.weights)))
+        self._saturated = (family, value)
+        return value
 
     def final_system(
         self, theta: np.ndarray, state: PirlsState
