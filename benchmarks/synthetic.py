@@ -1,12 +1,14 @@
 """Seeded synthetic designs with known true values, simulated on demand (no data files).
 
-Two designs of 1e6 rows from issue 8 ("speed"):
+Two designs of 1e6 rows from issue 8 ("speed") and one from issue 14 (GLMMs):
 
 * ``crossed``: ``y ~ x + (1|a) + (1|b)``, ``a`` with 100,000 levels and ``b`` with 10,000,
   each row's levels drawn at random (every level appears equally often: ``a`` 10 times,
   ``b`` 100 times, in a random order independent of each other and of ``x``);
 * ``slope``: ``y ~ x + (1 + x | g)`` with 100,000 groups of 10 rows each, random order,
-  correlated random intercepts and slopes.
+  correlated random intercepts and slopes;
+* ``binary``: ``y ~ x + (1 | g)`` for a 0/1 response (logit link), 100,000 groups of 10
+  rows each, random order (the GLMM benchmark fits it with ``family="binomial"``).
 
 The same seed gives the same DataFrame on every machine (numpy's PCG64 stream is
 stable across versions), so every contestant, in every process, fits identical data.
@@ -72,7 +74,22 @@ SLOPE = Design(
     "assigned at random",
 )
 
-DESIGNS = {d.key: d for d in (CROSSED, SLOPE)}
+BINARY = Design(
+    key="binary",
+    formula="y ~ x + (1 | g)",
+    nrows=1_000_000,
+    seed=20260803,
+    truth={
+        "(Intercept)": -0.5,
+        "x": 1.0,
+        "sd_g": 0.8,
+        "groups": 100_000,
+    },
+    describe="1e6 rows; binary response, logit link, random intercept g: 1e5 groups of 10 "
+    "rows, assigned at random",
+)
+
+DESIGNS = {d.key: d for d in (CROSSED, SLOPE, BINARY)}
 
 
 def _labels(prefix: str, codes: np.ndarray, nlevels: int) -> np.ndarray:
@@ -88,7 +105,8 @@ def _balanced_levels(rng: np.random.Generator, nlevels: int, nrows: int) -> np.n
 
 
 def simulate(key: str, scale: float = 1.0) -> pd.DataFrame:
-    """The DataFrame of design ``key`` (``"crossed"`` or ``"slope"``); same seed, same rows.
+    """The DataFrame of design ``key`` (``"crossed"``, ``"slope"``, ``"binary"``); same seed,
+    same rows.
 
     ``scale`` shrinks the rows and every level count by that factor (same rows per level):
     ``scale=0.01`` is the warm-up fit of the benchmark, the same formula on 10,000 rows.
@@ -118,6 +136,14 @@ def simulate(key: str, scale: float = 1.0) -> pd.DataFrame:
         u = rng.normal(size=(ng, 2)) @ np.linalg.cholesky(cov).T
         eps = t["sigma"] * rng.normal(size=n)
         y = t["(Intercept)"] + t["x"] * x + u[g, 0] + u[g, 1] * x + eps
+        return pd.DataFrame({"y": y, "x": x, "g": _labels("g", g, ng)})
+    if key == "binary":
+        ng = int(t["groups"])
+        g = _balanced_levels(rng, ng, n)
+        u = t["sd_g"] * rng.normal(size=ng)
+        eta = t["(Intercept)"] + t["x"] * x + u[g]
+        # Bernoulli draws by inversion: y = 1 when a uniform falls below the probability.
+        y = (rng.random(size=n) < 1.0 / (1.0 + np.exp(-eta))).astype(np.int64)
         return pd.DataFrame({"y": y, "x": x, "g": _labels("g", g, ng)})
     raise KeyError(key)
 
