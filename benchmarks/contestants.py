@@ -46,6 +46,10 @@ class Contestant:
             module = importlib.import_module(self.module)
             return str(getattr(module, "__version__", "?"))
 
+    def outcome(self, model: Model, frame: pd.DataFrame, result: Any) -> dict:
+        """What the worker records about a fit besides its time."""
+        return {"criterion": self.criterion(result), "converged": self.converged(result)}
+
 
 # -- this project ----------------------------------------------------------------------
 def _prepare_ours(model: Model, frame: pd.DataFrame) -> Callable[[], Any]:

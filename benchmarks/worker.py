@@ -4,7 +4,8 @@
 
 Prints one JSON document on its last stdout line. Run by ``run.py``; a process per
 (model, contestant) keeps each peak-memory reading to that one model and lets ``run.py``
-stop a fit that runs past its time cap.
+stop a fit that runs past its time cap. MODEL is an LMM of ``models.py`` or a GLMM of
+``glmm_models.py``; the contestant's adapter for that kind of model does the fitting.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import traceback
 from typing import Any
 
 import contestants
+import glmm_contestants
+import glmm_models
 import models
 import supervise
 
@@ -28,6 +31,27 @@ LARGE_REPEATS = 3
 SMALL_MIN_REPEATS = 5
 SMALL_MAX_REPEATS = 25
 SMALL_BUDGET_S = 2.0  # seconds of timed fits per small model and contestant
+
+
+ALL_MODELS = {**models.BY_KEY, **glmm_models.BY_KEY}
+assert len(ALL_MODELS) == len(models.BY_KEY) + len(glmm_models.BY_KEY), "model keys clash"
+
+
+def is_glmm(model: Any) -> bool:
+    return isinstance(model, glmm_models.GlmmModel)
+
+
+def load_frame(model: Any, scale: float = 1.0) -> Any:
+    """The model's DataFrame (LMM or GLMM table)."""
+    if is_glmm(model):
+        return glmm_models.load_frame(model, scale)
+    return models.load_frame(model, scale)
+
+
+def contestant_for(key: str, model: Any) -> Any:
+    """The library's adapter for this kind of model, or None if it has none."""
+    table = glmm_contestants.BY_KEY if is_glmm(model) else contestants.BY_KEY
+    return table.get(key)
 
 
 def peak_rss_mb() -> float:
@@ -48,7 +72,7 @@ def enough(model: models.Model, times: list[float], warmup_s: float, quick: bool
     return len(times) >= SMALL_MAX_REPEATS or sum(times) >= SMALL_BUDGET_S
 
 
-def time_synthetic(contestant: contestants.Contestant, model: models.Model) -> dict:
+def time_synthetic(contestant: Any, model: Any) -> dict:
     """One timed fit of a 1e6-row synthetic design, after a warm-up on its 1% version.
 
     The warm-up loads the library's lazy parts (imports, compiled code) on 10,000 rows of
@@ -56,9 +80,9 @@ def time_synthetic(contestant: contestants.Contestant, model: models.Model) -> d
     ``FIT_STARTED`` tells the supervising run.py that its fit-time cap starts now.
     """
     row: dict[str, Any] = {"model": model.key, "contestant": contestant.key}
-    frame = models.load_frame(model)
+    frame = load_frame(model)
     row["n"] = len(frame)
-    warm = contestant.prepare(model, models.load_frame(model, scale=0.01))
+    warm = contestant.prepare(model, load_frame(model, scale=0.01))
     start = time.perf_counter()
     warm()
     row["warmup_s"] = time.perf_counter() - start
@@ -76,20 +100,20 @@ def time_synthetic(contestant: contestants.Contestant, model: models.Model) -> d
         median_s=elapsed,
         min_s=elapsed,
         repeats=1,
-        criterion=contestant.criterion(result),
-        converged=contestant.converged(result),
         peak_rss_mb=peak_rss_mb(),
     )
-    if contestant.details is not None:
-        row["details"] = contestant.details(result)
+    row.update(contestant.outcome(model, frame, result))
+    details = getattr(contestant, "details", None)
+    if details is not None:
+        row["details"] = details(result)
     return row
 
 
-def time_one(contestant: contestants.Contestant, model: models.Model, quick: bool) -> dict:
+def time_one(contestant: Any, model: Any, quick: bool) -> dict:
     if model.synthetic is not None:
         return time_synthetic(contestant, model)
     row: dict[str, Any] = {"model": model.key, "contestant": contestant.key}
-    frame = models.load_frame(model)
+    frame = load_frame(model)
     row["n"] = len(frame)
     row["rss_before_mb"] = peak_rss_mb()
     fit = contestant.prepare(model, frame)
@@ -114,31 +138,38 @@ def time_one(contestant: contestants.Contestant, model: models.Model, quick: boo
         median_s=statistics.median(times),
         min_s=min(times),
         repeats=len(times),
-        criterion=contestant.criterion(result),
-        converged=contestant.converged(result),
         peak_rss_mb=peak_rss_mb(),
     )
+    row.update(contestant.outcome(model, frame, result))
     return row
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("contestant", choices=sorted(contestants.BY_KEY))
-    parser.add_argument("models", nargs="+", choices=sorted(models.BY_KEY))
+    parser.add_argument("models", nargs="+", choices=sorted(ALL_MODELS))
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args(argv)
 
-    contestant = contestants.BY_KEY[args.contestant]
-    out: dict[str, Any] = {"contestant": contestant.key, "rows": []}
-    missing = contestant.missing()
+    # Import the library (and report its version) through whichever adapter it has.
+    first = contestant_for(args.contestant, ALL_MODELS[args.models[0]])
+    library = first or contestants.BY_KEY[args.contestant]
+    out: dict[str, Any] = {"contestant": args.contestant, "rows": []}
+    missing = library.missing()
     if missing is None:
-        out["version"] = contestant.version()
+        out["version"] = library.version()
         out["rss_after_import_mb"] = peak_rss_mb()
     for key in args.models:
-        model = models.BY_KEY[key]
-        if missing is not None:
-            row = {"model": key, "contestant": contestant.key, "status": "skipped"}
-            row["reason"] = missing
+        model = ALL_MODELS[key]
+        contestant = contestant_for(args.contestant, model)
+        reason = missing
+        if reason is None:
+            reason = "no adapter for this kind of model" if contestant is None else None
+        if reason is None:
+            reason = contestant.skip(model)
+        if reason is not None:
+            row = {"model": key, "contestant": args.contestant, "status": "skipped"}
+            row["reason"] = reason
         else:
             try:
                 row = time_one(contestant, model, args.quick)
@@ -147,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
                 row["reason"] = f"{type(exc).__name__}: {exc}"[:300]
                 traceback.print_exc(file=sys.stderr)
         out["rows"].append(row)
-        print(f"  {contestant.key:12s} {key:16s} {_brief(row)}", file=sys.stderr, flush=True)
+        print(f"  {args.contestant:12s} {key:16s} {_brief(row)}", file=sys.stderr, flush=True)
     print(json.dumps(out))
     return 0
 
@@ -155,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
 def _brief(row: dict) -> str:
     if row["status"] != "ok":
         return f"{row['status']}: {row.get('reason', '')}"
+    if "loglik" in row:
+        return f"{row['median_s']:.4g} s (x{row['repeats']}), logLik {row['loglik']:.10g}"
     return f"{row['median_s']:.4g} s (x{row['repeats']}), criterion {row['criterion']:.10g}"
 
 
