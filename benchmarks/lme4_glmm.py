@@ -90,7 +90,12 @@ def _enough(model: GlmmModel, quick: bool) -> str:
 
 
 def run_live(
-    model: GlmmModel, quick: bool, fit_timeout: float, setup_timeout: float, memory_cap_mb: float
+    model: GlmmModel,
+    quick: bool,
+    fit_timeout: float,
+    setup_timeout: float,
+    memory_cap_mb: float,
+    env: dict[str, str] | None = None,
 ) -> tuple[dict[str, Any], str]:
     """Time lme4 on ``model`` in an R process of its own, under both caps.
 
@@ -122,7 +127,7 @@ def run_live(
         )
         out = supervise.run_supervised(
             ["Rscript", str(script)],
-            None,
+            env,
             fit_timeout=fit_timeout,
             setup_timeout=setup_timeout,
             memory_cap_mb=memory_cap_mb,
