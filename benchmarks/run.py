@@ -3,6 +3,8 @@
     python benchmarks/run.py                  # everything; writes docs/benchmarks.md + .png
     python benchmarks/run.py --quick          # small models, 3 repeats, under a minute
     python benchmarks/run.py --models sleepstudy_corr penicillin
+    python benchmarks/run.py --glmm           # the GLMMs only: the page's GLMM section
+    python benchmarks/run.py --glmm --models verbagg cbpp_laplace   # -> results/subset.md
 
 Each (model, contestant) pair is timed in a fresh worker process (``worker.py``): the
 DataFrame is built, one warm-up fit is made, then the median of repeated fits is taken
@@ -14,6 +16,10 @@ run does not overwrite the published numbers.
 The synthetic 1e6-row designs (synthetic.py) run each contestant under a fit-time cap
 (--synthetic-timeout, default 600 s) and a memory cap (--memory-cap-gb); --no-synthetic
 leaves them out.
+
+The GLMMs (glmm_models.py, issue 14) follow the same protocol (glmm_run.py), with lme4
+as one more contestant in the rounds; their section of the page (glmm_render.py) sits
+between two HTML comments, so that --glmm can rewrite it alone.
 """
 
 from __future__ import annotations
@@ -32,6 +38,9 @@ REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
 import contestants  # noqa: E402  (the benchmark modules sit next to this script)
+import glmm_models  # noqa: E402
+import glmm_render  # noqa: E402
+import glmm_run  # noqa: E402
 import lme4_live  # noqa: E402
 import machine  # noqa: E402
 import models  # noqa: E402
@@ -220,10 +229,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--models",
         nargs="+",
-        choices=sorted(models.BY_KEY),
+        choices=sorted({**models.BY_KEY, **glmm_models.BY_KEY}),
         metavar="MODEL",
-        help=f"subset of: {', '.join(models.BY_KEY)}",
+        help=f"subset of the LMMs: {', '.join(models.BY_KEY)}; and of the GLMMs: "
+        f"{', '.join(glmm_models.BY_KEY)}",
     )
+    parser.add_argument(
+        "--glmm",
+        action="store_true",
+        help="the GLMMs only (issue 14; all of them unless --models names some); without "
+        "--models or --quick it rewrites the GLMM section of docs/benchmarks.md and leaves "
+        "the LMM sections as they are",
+    )
+    parser.add_argument("--no-glmm", action="store_true", help="leave the GLMMs out of a full run")
     parser.add_argument(
         "--contestants",
         nargs="+",
@@ -285,17 +303,52 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    quick = args.quick
-    keys = args.models or (list(models.QUICK) if quick else list(models.BY_KEY))
-    chosen = [models.BY_KEY[k] for k in keys]
-    if quick:
-        chosen = [m for m in chosen if not m.large]
-    if args.no_synthetic:
-        chosen = [m for m in chosen if m.synthetic is None]
+    chosen, glmm_chosen = choose_models(args)
     env = worker_env(args.blas_threads or None)
     sys.path.insert(0, str(REPO / "src"))
 
     started = time.perf_counter()
+    results: dict = run_lmm(chosen, args, env) if chosen else {}
+    if glmm_chosen:
+        live = args.lme4 == "live" or (args.lme4 == "auto" and lme4_live.rscript_works())
+        results["glmm"] = glmm_run.run(glmm_chosen, args, env, live)
+    results["elapsed_s"] = time.perf_counter() - started
+    write(results, args)
+    return 0
+
+
+def choose_models(
+    args: argparse.Namespace,
+) -> tuple[list[models.Model], list[glmm_models.GlmmModel]]:
+    """The LMMs and the GLMMs this run times.
+
+    A full run takes both (the GLMMs unless --no-glmm); --quick the quick LMMs; --glmm
+    the GLMMs only (those named by --models, else all); --models what it names.
+    """
+    if args.models:
+        lmm = [models.BY_KEY[k] for k in args.models if k in models.BY_KEY]
+        glmm = [glmm_models.BY_KEY[k] for k in args.models if k in glmm_models.BY_KEY]
+        if args.glmm:
+            lmm = []
+    elif args.glmm:
+        lmm, glmm = [], list(glmm_models.MODELS)
+    elif args.quick:
+        lmm, glmm = [models.BY_KEY[k] for k in models.QUICK], []
+    else:
+        lmm = list(models.MODELS)
+        glmm = [] if args.no_glmm else list(glmm_models.MODELS)
+    if args.quick:
+        lmm = [m for m in lmm if not m.large]
+        glmm = [m for m in glmm if not m.large]
+    if args.no_synthetic:
+        lmm = [m for m in lmm if m.synthetic is None]
+        glmm = [m for m in glmm if m.synthetic is None]
+    return lmm, glmm
+
+
+def run_lmm(chosen: list[models.Model], args: argparse.Namespace, env: dict[str, str]) -> dict:
+    """Time the LMMs: the Python contestants in rounds, then lme4, start-up; the results."""
+    quick = args.quick
     results: dict = {
         "settings": {
             "quick": quick,
@@ -423,7 +476,6 @@ def main(argv: list[str] | None = None) -> int:
     busy = machine.busy(results["load_before"], results["load_after"])
     if busy:
         results["notes"].append(busy)
-    results["elapsed_s"] = time.perf_counter() - started
     results["method"] = method_notes(quick, live)
     if rounds > 1:
         results["method"].append(
@@ -442,12 +494,40 @@ def main(argv: list[str] | None = None) -> int:
     results["notes"] += model_notes(chosen, args.try_slow)
     if any(m.synthetic is not None for m in chosen):
         results["method"] += synthetic_method_notes(args)
+    return results
 
-    # -- write ------------------------------------------------------------------------------
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    # Only a full run replaces the published page; a quick look or a subset of models
-    # (--models) goes to benchmarks/results/ under its own name.
+
+def write(results: dict, args: argparse.Namespace) -> None:
+    """Write the page and the JSON document of a run.
+
+    Only a full run replaces the published page (docs/benchmarks.md); a full GLMM run
+    (--glmm) replaces the page's GLMM section and leaves the LMM sections as they are. A
+    quick look or a subset of models (--models) goes to benchmarks/results/ under its own
+    name.
+    """
+    quick = args.quick
+    glmm = results.get("glmm")
     name = "quick" if quick else ("subset" if args.models else None)
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    if "models" not in results:  # GLMMs only
+        if name:
+            md_path = RESULTS_DIR / f"{name}.md"
+            md_path.write_text(glmm_render.page(glmm, name), encoding="utf-8")
+        else:
+            md_path = DOCS_MD
+            page = DOCS_MD.read_text(encoding="utf-8") if DOCS_MD.is_file() else "# Benchmarks\n"
+            section = glmm_render.section(glmm)
+            md_path.write_text(glmm_render.splice(page, section), encoding="utf-8")
+        json_path = RESULTS_DIR / (f"{name}.json" if name else "glmm.json")
+        json_path.write_text(json.dumps(results, indent=1, default=str) + "\n", encoding="utf-8")
+        print(
+            f"wrote {md_path.relative_to(REPO)} and {json_path.relative_to(REPO)} "
+            f"in {results['elapsed_s']:.0f} s",
+            file=sys.stderr,
+        )
+        print(md_path.read_text(encoding="utf-8"))
+        return
+
     if name:
         md_path, png_path = RESULTS_DIR / f"{name}.md", RESULTS_DIR / f"{name}.png"
     else:
@@ -455,7 +535,10 @@ def main(argv: list[str] | None = None) -> int:
     if render.plot(results, png_path):
         results["plot"] = png_path.name if png_path.parent == md_path.parent else str(png_path)
     md_path.parent.mkdir(parents=True, exist_ok=True)
-    md_path.write_text(render.markdown(results), encoding="utf-8")
+    markdown = render.markdown(results)
+    if glmm:
+        markdown = glmm_render.splice(markdown, glmm_render.section(glmm))
+    md_path.write_text(markdown, encoding="utf-8")
     json_path = RESULTS_DIR / (f"{name}.json" if name else "latest.json")
     json_path.write_text(json.dumps(results, indent=1, default=str) + "\n", encoding="utf-8")
     print(
@@ -464,7 +547,6 @@ def main(argv: list[str] | None = None) -> int:
         file=sys.stderr,
     )
     print(md_path.read_text(encoding="utf-8"))
-    return 0
 
 
 def method_notes(quick: bool, live_lme4: bool) -> list[str]:
