@@ -59,7 +59,8 @@ def from_file() -> dict[str, dict[str, Any]]:
 # so that no R package beyond lme4 is needed to report back.
 _R_TEMPLATE = r"""
 suppressMessages(library(lme4))
-jobs <- read.csv("{jobs}", stringsAsFactors = FALSE)
+# factors as character: a column of empty cells would otherwise be read as logical NA
+jobs <- read.csv("{jobs}", stringsAsFactors = FALSE, colClasses = c(factors = "character"))
 for (i in seq_len(nrow(jobs))) {{
   d <- read.csv(jobs$csv[i], stringsAsFactors = FALSE)
   fac <- strsplit(jobs$factors[i], ",", fixed = TRUE)[[1]]
