@@ -17,11 +17,15 @@ __version__ = "0.1.0"
 # public name -> module that defines it
 _PUBLIC = {
     "lmer": "mixedmodels.api",
+    "glmer": "mixedmodels.api",
+    "glm": "mixedmodels.inference.glm",
+    "GeneralizedLinearMixedModel": "mixedmodels.models.glmm",
     "binomial": "mixedmodels.family",
     "poisson": "mixedmodels.family",
     "negative_binomial": "mixedmodels.family",
     "LinearMixedModel": "mixedmodels.models.lmm",
     "LinearMixedModelResult": "mixedmodels.results",
+    "GeneralizedLinearMixedModelResult": "mixedmodels.results",
     "OptimizerOptions": "mixedmodels.optimize",
     "OptSummary": "mixedmodels.optimize",
     "load_dataset": "mixedmodels.datasets",

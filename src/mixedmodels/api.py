@@ -19,6 +19,7 @@ import pandas as pd
 from mixedmodels.design import build_design
 from mixedmodels.design.model_design import ModelDesign
 from mixedmodels.errors import DataError, ModelSpecificationError
+from mixedmodels.inference.glm import glm  # re-exported: the CLI's null model without RE
 from mixedmodels.io import read_data
 from mixedmodels.io.sources import is_streamed_source
 from mixedmodels.models.lmm import LinearMixedModel
@@ -27,7 +28,7 @@ from mixedmodels.optimize import OptimizerOptions
 from mixedmodels.residual.var_ident import ResidualStrata, residual_strata
 from mixedmodels.results import LinearMixedModelResult
 
-__all__ = ["lmer"]
+__all__ = ["glm", "glmer", "lmer"]
 
 
 def lmer(
@@ -174,3 +175,79 @@ def _weights_column(weights: Any) -> str | None:
     raise ModelSpecificationError(
         "for streamed or Dask data, give weights as a column name (weights='w'), not an array"
     )
+
+
+def glmer(
+    formula: str,
+    data: Any,
+    *,
+    family: Any = "binomial",
+    link: str | None = None,
+    nagq: int = 1,
+    weights: str | Sequence[float] | np.ndarray | pd.Series | None = None,
+    start: np.ndarray | None = None,
+    progress: bool = False,
+):
+    """Fit a generalized linear mixed model given in lme4 formula syntax (lme4's ``glmer``).
+
+    Parameters
+    ----------
+    formula
+        lme4 syntax. A binomial response may be 0/1, a two-level factor (the second level,
+        in sorted order, is a success, as R), or ``cbind(successes, failures)``; a
+        proportion takes its number of trials through ``weights=``. Offsets are written in
+        the formula: ``y ~ x + offset(log(exposure)) + (1 | g)``.
+    data
+        A pandas DataFrame, a path to a CSV or Parquet file, or an embedded dataset name.
+    family
+        ``"binomial"``, ``"poisson"``, ``"negative-binomial"`` or a family object
+        (:func:`mixedmodels.family.binomial` etc.). The negative binomial's dispersion
+        ``theta`` (``var = mu + mu^2 / theta``) is estimated unless the object fixes it.
+    link
+        A link other than the canonical one: ``"probit"``, ``"cloglog"`` (binomial);
+        ``"identity"``, ``"sqrt"`` (Poisson, negative binomial).
+    nagq
+        1: the Laplace approximation (default, as lme4); k > 1: adaptive Gauss-Hermite
+        quadrature with k nodes (one scalar random-effects term only); 0: lme4's fast
+        mode (beta estimated inside PIRLS).
+    weights
+        Prior weights (a column or one value per row): for a binomial proportion, the
+        number of trials.
+    start
+        Starting values for theta.
+    progress
+        Unused for in-memory fits (kept for symmetry with ``lmer``).
+
+    Returns
+    -------
+    GeneralizedLinearMixedModelResult
+
+    Examples
+    --------
+    >>> import mixedmodels as mm
+    >>> fit = mm.glmer("cbind(incidence, size - incidence) ~ C(period) + (1 | herd)",
+    ...                "cbpp", family="binomial")   # doctest: +SKIP
+    """
+    from mixedmodels.family import make_family
+    from mixedmodels.models.glmm import GeneralizedLinearMixedModel
+    from mixedmodels.results.glmm import GeneralizedLinearMixedModelResult
+
+    fam = make_family(family, link)
+    if is_streamed_source(data):
+        raise ModelSpecificationError(
+            "GLMMs on streamed or Dask data are not available yet; read the data into a "
+            "DataFrame (or fit a sample) instead"
+        )
+    data_name = data if isinstance(data, str) else None
+    frame = read_data(data)
+    design = build_design(
+        formula,
+        frame,
+        weights=weights,
+        binomial_response=fam.name == "binomial",
+        observation_level_terms=True,
+    )
+    model = GeneralizedLinearMixedModel(
+        design, fam, nagq=nagq, formula=formula, data_name=data_name
+    )
+    return GeneralizedLinearMixedModelResult(model.fit(start=start, progress=progress))

@@ -4,6 +4,8 @@ Subcommands::
 
     mixedmodels datasets [--json]                       embedded datasets
     mixedmodels fit DATA --formula F [--ml] [--json]    fit a linear mixed model
+    mixedmodels fit DATA --formula F --family binomial  fit a GLMM (lme4's glmer)
+    mixedmodels compare DATA -f F1 -f F2 [--family ..]  likelihood-ratio tests
     mixedmodels analyze [DATA --formula F ...]          the whole analysis -> HTML report
 
 Every command takes ``--debug`` (show tracebacks), and ``-o OUT`` /
@@ -120,10 +122,12 @@ def _add_fit(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "fit",
         parents=parents,
-        help="fit a linear mixed model",
+        help="fit a linear or generalized linear mixed model",
         description=(
-            "Fit a linear mixed model (lme4 formula syntax) by REML, or ML with --ml, and "
-            "print an lme4-style summary, or the JSON described in the README with --json."
+            "Fit a linear mixed model (lme4 formula syntax) by REML, or ML with --ml, or with "
+            "--family a generalized linear mixed model (lme4's glmer: Laplace approximation, "
+            "or adaptive Gauss-Hermite quadrature with --nagq), and print an lme4-style "
+            "summary, or the JSON described in the README with --json."
         ),
     )
     parser.add_argument(
@@ -145,15 +149,17 @@ def _add_fit(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
     parser.add_argument(
         "--ddf",
         choices=("satterthwaite", "kenward-roger"),
-        default="satterthwaite",
+        default=None,
         help="denominator degrees of freedom of t and F tests (default: satterthwaite)",
     )
     parser.add_argument(
         "--weights",
         metavar="COLUMN",
         help="prior weights from COLUMN: row i has residual variance sigma^2 / w_i "
-        "(lme4's weights=); offsets go in the formula: offset(COLUMN)",
+        "(lme4's weights=; with --family, glmer's prior weights); offsets go in the "
+        "formula: offset(COLUMN)",
     )
+    _add_family_options(parser)
     parser.add_argument(
         "--residual-groups",
         metavar="COLUMN",
@@ -204,7 +210,7 @@ def _residual_pooling(items: list[str]) -> dict[str, list[str]] | None:
 
 def _fit_output(fit: Any, args: argparse.Namespace) -> str:
     """The summary (or JSON) of a fit, with the ANOVA table when asked."""
-    ddf = getattr(args, "ddf", "satterthwaite")
+    ddf = getattr(args, "ddf", None) or "satterthwaite"
     want_anova = getattr(args, "anova", False)
     if args.json:
         out = fit.to_dict()
@@ -234,6 +240,8 @@ def _run_fit(args: argparse.Namespace) -> str:
     import mixedmodels
     from mixedmodels.io import read_data
 
+    if _check_family_options(args, "fit"):
+        return _fit_output(_fit_glmm(args, args.formula, read_data(args.data)), args)
     streamed = _fit_streamed(args)
     if streamed is not None:
         return _fit_output(streamed, args)
@@ -294,6 +302,98 @@ def _fit_streamed(args: argparse.Namespace) -> Any:
     )
 
 
+FAMILIES = ("binomial", "poisson", "negative-binomial")
+
+# Options of linear mixed models that have no meaning for a GLMM, with the reason.
+_LMM_ONLY_OPTIONS = (
+    ("ml", "--ml", "GLMMs are always fitted by maximum likelihood (Laplace or quadrature)"),
+    ("ddf", "--ddf", "GLMM fixed effects have Wald z tests (no denominator df)"),
+    ("anova", "--anova", "F tests need a residual variance; compare nested fits instead"),
+    ("residual_groups", "--residual-groups", "GLMMs have no residual variance"),
+    ("residual_pool", "--residual-pool", "GLMMs have no residual variance"),
+    ("chunk_rows", "--chunk-rows", "GLMMs are fitted in memory"),
+    ("dask", "--dask", "GLMMs are fitted in memory"),
+)
+
+
+def _add_family_options(parser: argparse.ArgumentParser) -> None:
+    """``--family``, ``--link`` and ``--nagq``: fit GLMMs (lme4's glmer) instead of LMMs."""
+    parser.add_argument(
+        "--family",
+        choices=FAMILIES,
+        help="fit a generalized linear mixed model (lme4's glmer) with this response "
+        "distribution; a binomial response is 0/1, a proportion with --weights, or "
+        "cbind(successes, failures)",
+    )
+    parser.add_argument(
+        "--link",
+        metavar="LINK",
+        help="with --family: the link function (default: logit for binomial, log otherwise)",
+    )
+    parser.add_argument(
+        "--nagq",
+        metavar="N",
+        type=int,
+        default=None,
+        help="with --family: 1 = Laplace approximation (default), N > 1 = adaptive "
+        "Gauss-Hermite quadrature with N nodes (one scalar random intercept), 0 = lme4's "
+        "fast mode",
+    )
+
+
+def _check_family_options(args: argparse.Namespace, command: str) -> bool:
+    """Whether this is a GLMM command line; refuse options that do not fit it (usage errors)."""
+    if args.family is None:
+        for name in ("link", "nagq"):
+            if getattr(args, name) is not None:
+                raise UsageError(
+                    f"--{name} applies to generalized linear mixed models only: add "
+                    f"--family ({', '.join(FAMILIES)}) (see '{PROG} {command} --help')"
+                )
+        return False
+    for dest, option, why in _LMM_ONLY_OPTIONS:
+        if getattr(args, dest, None):
+            raise UsageError(
+                f"{option} does not apply with --family: {why}; drop {option} "
+                f"(see '{PROG} {command} --help')"
+            )
+    if args.nagq is not None and args.nagq < 0:
+        raise UsageError(
+            f"--nagq must be 0, 1 or a number of quadrature nodes, not {args.nagq} "
+            f"(see '{PROG} {command} --help')"
+        )
+    return True
+
+
+def _fit_glmm(args: argparse.Namespace, formula: str, data: Any) -> Any:
+    """``mixedmodels.api.glmer`` with the command line's family options."""
+    from mixedmodels.api import glmer
+
+    return glmer(
+        formula,
+        data,
+        family=args.family,
+        link=args.link,
+        nagq=1 if args.nagq is None else args.nagq,
+        weights=getattr(args, "weights", None),
+    )
+
+
+def _fit_glm(args: argparse.Namespace, formula: str, data: Any) -> Any:
+    """A GLM without random effects (the null of a variance test), where the API has one."""
+    import mixedmodels.api
+    from mixedmodels.errors import ModelSpecificationError
+
+    glm = getattr(mixedmodels.api, "glm", None)
+    if glm is None:
+        raise ModelSpecificationError(
+            f"{formula!r} has no (...|group) term, and fitting a generalized linear model "
+            "without random effects is not available yet; give every --formula a random-"
+            "effects term"
+        )
+    return glm(formula, data, family=args.family, link=args.link)
+
+
 def _add_compare(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "compare",
@@ -303,7 +403,9 @@ def _add_compare(subparsers: Any, parents: list[argparse.ArgumentParser]) -> Non
             "Fit two or more nested models and compare them by likelihood-ratio tests, as "
             "lme4's anova(): models whose fixed effects differ are refitted by ML; a variance "
             "tested on the boundary gets the chi-bar-square mixture p beside the naive p. A "
-            "formula without a (...|group) term is fitted as an ordinary linear model."
+            "formula without a (...|group) term is fitted as an ordinary linear model. With "
+            "--family the models are GLMMs (lme4's glmer) compared by their Laplace (or "
+            "quadrature) log-likelihoods."
         ),
     )
     parser.add_argument("data", metavar="DATA", help="data file or embedded dataset name")
@@ -319,6 +421,7 @@ def _add_compare(subparsers: Any, parents: list[argparse.ArgumentParser]) -> Non
         "by default it is used where a variance is tested at 0",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    _add_family_options(parser)
     parser.set_defaults(run=_run_compare)
 
 
@@ -327,13 +430,17 @@ def _run_compare(args: argparse.Namespace) -> str:
     from mixedmodels.errors import DataError
     from mixedmodels.io import read_data
 
+    glmm = _check_family_options(args, "compare")
     if len(args.formula) < 2:
         raise DataError("compare needs at least two --formula options")
     data = read_data(args.data)
     fits = []
     for formula in args.formula:
         parsed = mixedmodels.parse_formula(formula)
-        if parsed.random:
+        if glmm:
+            fit = _fit_glmm if parsed.random else _fit_glm
+            fits.append(fit(args, formula, data))
+        elif parsed.random:
             fits.append(mixedmodels.lmer(formula, data, reml=not args.ml))
         else:
             fits.append(mixedmodels.lm(formula, data, reml=not args.ml))
@@ -523,6 +630,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             warnings.showwarning = _warning_printer(debug)
             text = args.run(args)
         _emit(text, args)
+    except UsageError as exc:  # options that parse but do not go together
+        _print_error(str(exc))
+        return EXIT_USAGE
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

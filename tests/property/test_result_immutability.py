@@ -8,6 +8,10 @@ list entries, also inside the result's dataclasses: Estimates, OptSummary, the d
 its terms), and what the result reports afterwards (``to_dict()``, ``str(summary())``,
 fixef, vcov, varcorr, ranef, ...) must be what it reported before, to the bit.
 
+GLMM results (built by hand at lme4's optimum for cbpp and Contraception, see
+``tests/results/glmm_hand_fits.py``: they need no engine) are held to the same rule with
+their own attribute list.
+
 Hypothesis draws which results are mutated, in which order, and the value written.
 Before the results were made immutable, writing into ``fit.varcorr`` changed
 ``fit.to_dict()`` and writing into ``fit.estimates.beta`` changed ``fit.fixef``.
@@ -16,8 +20,11 @@ Before the results were made immutable, writing into ``fit.varcorr`` changed
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import math
+import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -87,9 +94,10 @@ FITS = _fits()
 
 def _take(fit: mm.LinearMixedModelResult, name: str):
     """The attribute or method result ``name``; None where this fit has none (streamed)."""
+    methods = GLMM_METHODS if isinstance(fit, mm.GeneralizedLinearMixedModelResult) else METHODS
     try:
         value = getattr(fit, name)
-        return value() if name in METHODS else value
+        return value() if name in methods else value
     except mm.errors.MixedModelsError:
         return None  # e.g. fitted values of a fit from precomputed cross products
 
@@ -250,6 +258,104 @@ def test_arrays_a_result_holds_are_read_only():
         assert not array.flags.writeable
         with pytest.raises(ValueError, match="read-only"):
             array[...] = 0.0
+
+
+# -- GLMM results ------------------------------------------------------------------------------
+GLMM_ATTRIBUTES = (
+    "fixef",
+    "vcov",
+    "vcov_rx",
+    "se",
+    "varcorr",
+    "ranef",
+    "ranef_condsd",
+    "ranef_condvar",
+    "theta",
+    "ngroups",
+    "design",
+    "structure",
+    "fitted",
+    "resid",
+    "linear_predictor",
+    "prior_weights",
+    "optimizer",
+    "messages",
+)
+GLMM_METHODS = (
+    "coef_table",
+    "confint",
+    "exp_fixef",
+    "to_dict",
+    "summary",
+    "ranef_table",
+    "covariance_matrices",
+    "predict",
+    "residuals",
+    "overdispersion",
+)
+
+
+def _glmm_fits() -> dict[str, mm.GeneralizedLinearMixedModelResult]:
+    # The builder lives beside the GLMM result tests (tests/ is not a package): load it by
+    # path, under the name those tests import it by, so both share one module.
+    module = sys.modules.get("glmm_hand_fits")
+    if module is None:
+        path = Path(__file__).resolve().parents[1] / "results" / "glmm_hand_fits.py"
+        spec = importlib.util.spec_from_file_location("glmm_hand_fits", path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["glmm_hand_fits"] = module
+        spec.loader.exec_module(module)
+    return {
+        name: mm.GeneralizedLinearMixedModelResult(module.hand_fit(name))
+        for name in ("cbpp_laplace", "contraception_slope")
+    }
+
+
+def glmm_report(fit: mm.GeneralizedLinearMixedModelResult) -> dict:
+    """Everything a GLMM result reports, as plain values (computed afresh)."""
+    out = {"to_dict": fit.to_dict(), "summary": str(fit.summary())}
+    for name in GLMM_ATTRIBUTES + GLMM_METHODS:
+        if name in ("to_dict", "summary", "design", "structure"):
+            continue
+        out[name] = _plain(_take(fit, name))
+    out["residuals"] = _plain([fit.residuals(t) for t in ("pearson", "response", "working")])
+    design = fit.design
+    out["design"] = _plain([design.X, design.y, [(t.refs, t.z) for t in design.re_terms]])
+    out["terms"] = _plain([(t.refs, t.z, t.levels) for t in fit.structure.terms])
+    return out
+
+
+GLMM_FITS = _glmm_fits()
+GLMM_BEFORE = {name: glmm_report(fit) for name, fit in GLMM_FITS.items()}
+GLMM_TAKEN = st.lists(
+    st.sampled_from(GLMM_ATTRIBUTES + GLMM_METHODS), min_size=1, max_size=6, unique=True
+)
+
+
+@settings(
+    max_examples=15,
+    derandomize=True,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+@given(
+    fit_name=st.sampled_from(sorted(GLMM_FITS)),
+    names=GLMM_TAKEN,
+    new=st.floats(allow_nan=False, allow_infinity=False, min_value=-1e6, max_value=1e6),
+)
+def test_mutating_what_a_glmm_result_returns_changes_nothing(fit_name, names, new):
+    fit = GLMM_FITS[fit_name]
+    for name in names:
+        mutate(_take(fit, name), new)
+    assert_same(GLMM_BEFORE[fit_name], glmm_report(fit))
+
+
+@pytest.mark.parametrize("fit_name", sorted(GLMM_FITS))
+def test_mutating_everything_a_glmm_result_returns_changes_nothing(fit_name):
+    fit = GLMM_FITS[fit_name]
+    for name in GLMM_ATTRIBUTES + GLMM_METHODS:
+        mutate(_take(fit, name), 12345.0)
+    assert_same(GLMM_BEFORE[fit_name], glmm_report(fit))
 
 
 def test_returned_pandas_objects_are_fresh_and_writable():

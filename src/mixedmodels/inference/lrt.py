@@ -19,6 +19,14 @@ previous one. The rules it applies, and reports in ``notes``:
 
 A model without random effects (:class:`~.linear_model.LinearModelResult`) can be the
 smaller model: its REML log-likelihood is R's ``logLik(lm, REML = TRUE)``.
+
+GLMM fits (:class:`~mixedmodels.results.glmm.GeneralizedLinearMixedModelResult`) are
+compared by the same rules, with their ``objective`` = -2 x lme4's ``logLik`` (ML: Laplace
+or quadrature); all models must have the same family and link, and either all or none use
+quadrature (nAGQ > 1), whose log-likelihood lme4 computes without the saturated part. A
+GLM without random effects can be the null of a variance test if it offers the same names
+as a GLMM result (``design``, ``reml`` False, ``objective``, ``nparams``, ``aic``, ``bic``,
+``family``, ``link``, ``nagq``) and no ``structure``.
 """
 
 from __future__ import annotations
@@ -78,24 +86,55 @@ class _ModelInfo:
 def _describe(fit: Any, name: str) -> _ModelInfo:
     if isinstance(fit, LinearModelResult):
         return _ModelInfo(name, fit, fit.design.X, fit.design.y, {})
-    if not hasattr(fit, "structure") or not hasattr(fit, "design"):
+    glm_like = hasattr(fit, "link") and not hasattr(fit, "structure")
+    if not hasattr(fit, "design") or not (hasattr(fit, "structure") or glm_like):
         raise TypeError(
-            f"cannot compare {type(fit).__name__!r}: pass results of mm.lmer(...) or of "
-            "mixedmodels.inference.linear_model.lm(...)"
+            f"cannot compare {type(fit).__name__!r}: pass results of mm.lmer(...), "
+            "mm.glmer(...) or of mixedmodels.inference.linear_model.lm(...)"
         )
-    groups = {
-        t.group: _GroupInfo(np.asarray(t.refs), t.z, t.column_names, t.blocks)
-        for t in fit.structure.terms
-    }
+    terms = () if glm_like else fit.structure.terms
+    groups = {t.group: _GroupInfo(np.asarray(t.refs), t.z, t.column_names, t.blocks) for t in terms}
     found = getattr(fit, "residual_strata", None)
     strata = None if found is None else (found.column, np.asarray(found.codes))
     return _ModelInfo(name, fit, fit.design.X, fit.design.y, groups, strata)
 
 
 def _row_values(fit: Any, what: str) -> np.ndarray | None:
-    """A fit's prior weights or offset per row (None when it has none)."""
+    """A fit's prior weights, offset or binomial trials per row (None when it has none)."""
     model = getattr(fit, "model", None)
-    return None if model is None else getattr(model, what, None)
+    if model is not None:
+        return getattr(model, what, None)
+    return getattr(getattr(fit, "design", None), what, None)  # GLMM results keep no model
+
+
+def _family_of(fit: Any) -> tuple[str, str, bool]:
+    """(family, link, quadrature) of a fit; linear (mixed) models are Gaussian, identity."""
+    family = getattr(fit, "family", None)
+    if family is None:
+        return "gaussian", "identity", False
+    return str(family), str(fit.link), int(getattr(fit, "nagq", 1)) > 1
+
+
+def _check_same_family(infos: list[_ModelInfo]) -> None:
+    """Refuse likelihoods of different response distributions or incomparable AGQ values."""
+    first = infos[0]
+    family, link, quadrature = _family_of(first.fit)
+    for info in infos[1:]:
+        other, other_link, other_quadrature = _family_of(info.fit)
+        if (other, other_link) != (family, link):
+            raise ModelComparisonError(
+                f"{first.name!r} is a {family} ({link}) model and {info.name!r} a {other} "
+                f"({other_link}) model: likelihoods of different response distributions "
+                "cannot be compared by a likelihood-ratio test; fit both with the same family "
+                "and link"
+            )
+        if other_quadrature != quadrature:
+            raise ModelComparisonError(
+                f"{first.name!r} and {info.name!r} mix adaptive quadrature (nAGQ > 1) and the "
+                "Laplace approximation: lme4's quadrature log-likelihood leaves out the "
+                "saturated log-likelihood, so the two are not comparable; fit both with the "
+                "same nAGQ"
+            )
 
 
 def _residual_fraction(A: np.ndarray, B: np.ndarray) -> tuple[np.ndarray, float]:
@@ -390,7 +429,7 @@ def compare(
                 f"{first.name!r} and {info.name!r} have different responses: likelihoods of "
                 "different data (or a transformed response) cannot be compared"
             )
-        for what in ("weights", "offset"):
+        for what in ("weights", "offset", "trials"):
             mine, theirs = _row_values(info.fit, what), _row_values(first.fit, what)
             if (mine is None) != (theirs is None) or (
                 mine is not None and not np.array_equal(mine, theirs)
@@ -401,7 +440,13 @@ def compare(
                     f"{what}"
                 )
 
+    _check_same_family(infos)
+
     notes: list[str] = []
+    family, _, quadrature = _family_of(first.fit)
+    if family != "gaussian":
+        method = "adaptive Gauss-Hermite quadrature" if quadrature else "Laplace approximation"
+        notes.append(f"{family} GLMMs: log-likelihoods by the {method}, as lme4's logLik")
     # 3. Criterion.
     reml_flags = [bool(i.fit.reml) for i in infos]
     same_fixed = all(

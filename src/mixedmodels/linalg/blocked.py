@@ -38,6 +38,10 @@ from mixedmodels.linalg.rank_update import RankUpdatePattern
 # Lambda cost less than the bookkeeping they save) the rank update is a dense matrix-vector
 # product onto the whole m x m matrix: one call instead of a sparse product and a scatter.
 _DENSE_UPDATE_LIMIT = 1 << 16
+#: Largest ``m`` a single-use system (see ``BlockedSystem``) keeps dense: its update
+#: ``C W C'`` is formed directly, and a dense ``m x m`` Cholesky factorisation costs less
+#: than the sparse rank-update bookkeeping up to a few hundred rows.
+SINGLE_USE_DENSE_MAX = 400
 
 
 # Rows per slice when clearing a triangle of a large matrix in place.
@@ -80,6 +84,32 @@ def _times_level_blocks(A3: np.ndarray, W: np.ndarray) -> np.ndarray:
         for a in range(1, p):
             out[:, :, b] += A3[:, :, a] * W[:, a, b]
     return out
+
+
+def _column_pairs(Z: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Every pair of nonzeros of a CSR matrix that share a column: the flat position
+    ``row_a * nrows + row_b`` of their product in ``Z D Z'``, their two positions in
+    ``Z.data`` and the column (for the diagonal ``D``)."""
+    nrows = Z.shape[0]
+    rows = np.repeat(np.arange(nrows), np.diff(Z.indptr))
+    cols = Z.indices
+    order = np.argsort(cols, kind="stable")
+    counts = np.bincount(cols, minlength=Z.shape[1])[cols[order]]
+    starts = np.concatenate([[0], np.cumsum(np.bincount(cols, minlength=Z.shape[1]))])[cols[order]]
+    first = np.repeat(np.arange(order.shape[0]), counts)
+    within = np.arange(first.shape[0]) - np.repeat(np.cumsum(counts) - counts, counts)
+    second = starts[first] + within
+    a, b = order[first], order[second]
+    return rows[a] * nrows + rows[b], a, b, cols[a]
+
+
+def _block_diagonal(blocks: np.ndarray) -> sp.csr_matrix:
+    """Sparse block-diagonal matrix from a stack ``(l, p, p)``."""
+    l, p, _ = blocks.shape
+    base = (np.arange(l) * p)[:, None, None]
+    rows = np.broadcast_to(base + np.arange(p)[None, :, None], blocks.shape)
+    cols = np.broadcast_to(base + np.arange(p)[None, None, :], blocks.shape)
+    return sp.csr_matrix((blocks.ravel(), (rows.ravel(), cols.ravel())), shape=(l * p, l * p))
 
 
 def _batched_cholesky(M: np.ndarray) -> np.ndarray:
@@ -224,8 +254,10 @@ class BlockedSystem:
         structure: CovarianceStructure,
         A: CrossProducts,
         pattern: RankUpdatePattern | None = None,
+        single_use: bool = False,
     ):
         self.structure = structure
+        self._single_use = single_use
         self.A = A
         self.n = int(A.nobs)
         self.p = int(A.xytxy.shape[0] - 1)
@@ -263,7 +295,11 @@ class BlockedSystem:
         # Small models: everything dense. S = B - Pd @ w in one product onto the whole
         # m x m matrix (both triangles, so that Lambda_e, a dense matrix, can act from
         # both sides); Pd[(i, j), (l, a, b)] = C[i, l a] C[j, l b] straight from a dense C.
-        self._dense = m <= 128 and m * m * l1 * len(self._tril[0]) <= _DENSE_UPDATE_LIMIT
+        # (A single-use system forms C W C' directly, m^2 l1 flops with no set-up: dense
+        # whenever S is small.)
+        self._dense = (single_use and m <= SINGLE_USE_DENSE_MAX) or (
+            m <= 128 and m * m * l1 * len(self._tril[0]) <= _DENSE_UPDATE_LIMIT
+        )
         self._pattern = None
         if self._dense:
             B = np.empty((m, m))  # the constant part of S (both triangles)
@@ -275,12 +311,27 @@ class BlockedSystem:
             C3 = np.empty((m, l1, p1))
             C3[qr:] = A.xytz1
             if self._has_rest:
-                C3[:qr] = A.zrtz1.toarray().reshape(qr, l1, p1)
-            # Pd[(i, j), l, a, b], then packed: off-diagonal (a, b) and (b, a) summed.
-            Pd = C3[:, None, :, :, None] * C3[None, :, :, None, :]
-            r, c = self._tril
-            packed = Pd[:, :, :, r, c] + np.where(r != c, Pd[:, :, :, c, r], 0.0)
-            self._Pd = np.ascontiguousarray(np.swapaxes(packed, 2, 3)).reshape(m * m, -1)
+                zr1 = A.zrtz1.toarray() if sp.issparse(A.zrtz1) else A.zrtz1
+                C3[:qr] = zr1.reshape(qr, l1, p1)
+            if single_use:
+                # Factored at one theta or a few (a PIRLS step): C W C' directly costs
+                # less than setting up the product below.
+                self._Pd = None
+                self._zr1 = A.zrtz1
+                self._xy1 = A.xytz1.reshape(self.p + 1, -1)
+                self._pairs = (
+                    _column_pairs(A.zrtz1)
+                    if self._has_rest and p1 == 1 and sp.issparse(A.zrtz1)
+                    else None
+                )
+                if self._pairs is not None:
+                    self._pairs_rows = np.repeat(np.arange(qr), np.diff(A.zrtz1.indptr))
+            else:
+                # Pd[(i, j), l, a, b], then packed: off-diagonal (a, b) and (b, a) summed.
+                Pd = C3[:, None, :, :, None] * C3[None, :, :, None, :]
+                r, c = self._tril
+                packed = Pd[:, :, :, r, c] + np.where(r != c, Pd[:, :, :, c, r], 0.0)
+                self._Pd = np.ascontiguousarray(np.swapaxes(packed, 2, 3)).reshape(m * m, -1)
             self._Bflat = B.ravel()
             if self._has_rest:
                 lam_flat, lam_src = [], []
@@ -295,6 +346,11 @@ class BlockedSystem:
                 lam0 = np.zeros((m, m))
                 lam0[np.arange(qr, m), np.arange(qr, m)] = 1.0
                 self._lam0 = lam0
+                if self._rest_scalar:  # theta index of each rest column
+                    self._rest_theta_index = np.repeat(
+                        [structure.offsets[k] for k in range(1, len(terms))],
+                        np.diff(self._rest_offsets),
+                    )
         else:
             # Large models: the rest block's update Zr'Z1 W Z1'Zr through a sparse
             # rank-update pattern (lower triangle), the [X y] rows by dense products (for
@@ -368,7 +424,73 @@ class BlockedSystem:
 
     def with_values(self, A: CrossProducts) -> BlockedSystem:
         """The same system for new cross products with the same sparsity (reweighted rows)."""
-        return BlockedSystem(self.structure, A, pattern=self._pattern)
+        if self._single_use and self._dense:
+            return self._rebound(A)
+        return BlockedSystem(self.structure, A, pattern=self._pattern, single_use=self._single_use)
+
+    def _rebound(self, A: CrossProducts) -> BlockedSystem:
+        """A single-use dense system on new values: only what depends on them is formed
+        again (a PIRLS step binds new values several times per deviance evaluation)."""
+        new = object.__new__(BlockedSystem)
+        new.__dict__.update(self.__dict__)
+        new.A = A
+        qr, m, l1, p1 = self._qr, self._m, self.structure.terms[0].nlevels, self._p1
+        packed = np.ascontiguousarray(A.z1tz1[:, self._tril[0], self._tril[1]].T)
+        new._a_packed = np.vstack([packed, np.ones(l1)]) if p1 == 2 else packed
+        B = np.empty((m, m))
+        B[qr:, qr:] = A.xytxy
+        if self._has_rest:
+            B[:qr, :qr] = A.zrtzr.toarray() if sp.issparse(A.zrtzr) else A.zrtzr
+            B[qr:, :qr] = A.xytzr
+            B[:qr, qr:] = A.xytzr.T
+        new._Bflat = B.ravel()
+        new._zr1 = A.zrtz1
+        new._xy1 = A.xytz1.reshape(A.xytz1.shape[0], -1)
+        return new
+
+    def _dense_update(self, w: np.ndarray) -> np.ndarray:
+        """``C W C'`` (m x m) from the packed level blocks ``w`` of ``W`` (single-use systems),
+        ``C = [Zr'Z1; Xy'Z1]``: products of the sparse ``Zr'Z1`` where it is stored sparse
+        (an observation-level term 1 makes it large and very sparse)."""
+        zr1, xy1 = self._zr1, self._xy1
+        qr, m, p1 = self._qr, self._m, self._p1
+        l1 = xy1.shape[1] // p1
+        if p1 == 1:
+            XW = xy1 * w
+            W = None
+        else:
+            packed = w.reshape(-1, l1)
+            blocks = np.empty((l1, p1, p1))
+            for e, (r, c) in enumerate(zip(*self._tril, strict=True)):
+                blocks[:, r, c] = packed[e]
+                blocks[:, c, r] = packed[e]
+            W = _block_diagonal(blocks)
+            XW = (W @ xy1.T).T
+        out = np.empty((m, m))
+        out[qr:, qr:] = XW @ xy1.T
+        if self._has_rest and self._pairs is not None:
+            # Sum over each column's pairs of nonzeros (scipy's sparse products cost more
+            # in bookkeeping than these few thousand multiplications).
+            flat, a, b, col = self._pairs
+            data, rows, cols = zr1.data, self._pairs_rows, zr1.indices
+            uu = np.bincount(flat, weights=data[a] * data[b] * w[col], minlength=qr * qr)
+            out[:qr, :qr] = uu.reshape(qr, qr)
+            UX = np.empty((m - qr, qr))
+            for c in range(m - qr):
+                UX[c] = np.bincount(rows, weights=XW[c, cols] * data, minlength=qr)
+            out[qr:, :qr] = UX
+            out[:qr, qr:] = UX.T
+        elif self._has_rest:
+            if sp.issparse(zr1):
+                ZW = zr1 @ sp.diags(w) if W is None else zr1 @ W
+                out[:qr, :qr] = (ZW @ zr1.T).toarray()
+            else:
+                ZW = zr1 * w if W is None else (W @ zr1.T).T
+                out[:qr, :qr] = ZW @ zr1.T
+            UX = np.asarray(zr1 @ XW.T).T
+            out[qr:, :qr] = UX
+            out[:qr, qr:] = UX.T
+        return out
 
     @property
     def uses_dense_update(self) -> bool:
@@ -445,11 +567,19 @@ class BlockedSystem:
         """``S(theta)`` (see the class docstring); only its lower triangle is reliable."""
         qr = self._qr
         if self._dense:
-            S = (self._Bflat - self._Pd @ w).reshape(self._m, self._m)
+            if self._Pd is None:
+                S = self._Bflat.reshape(self._m, self._m) - self._dense_update(w)
+            else:
+                S = (self._Bflat - self._Pd @ w).reshape(self._m, self._m)
             if self._has_rest:
-                lam = self._lam0.copy()
-                lam.ravel()[self._lam_flat] = theta[self._lam_src]
-                S = lam.T @ S @ lam
+                if self._rest_scalar:  # Lambda_e is diagonal: scale rows and columns
+                    d = np.ones(self._m)
+                    d[:qr] = theta[self._rest_theta_index]
+                    S = S * d[:, None] * d[None, :]
+                else:
+                    lam = self._lam0.copy()
+                    lam.ravel()[self._lam_flat] = theta[self._lam_src]
+                    S = lam.T @ S @ lam
                 S.ravel()[self._rest_diag] += 1.0
             return S
         S, A = self._workspace(), self.A

@@ -397,3 +397,150 @@ def transform_xy(A: CrossProducts, M: np.ndarray) -> CrossProducts:
         nobs=A.nobs,
         sum_log_weights=A.sum_log_weights,
     )
+
+
+class CrossProductPlan:
+    """The blocks of ``A = [Z X y]' W [Z X y]`` for fixed rows ``Z`` and ``X``, set up once.
+
+    Penalised iteratively reweighted least squares (PIRLS, Bates et al. 2015, sec. 5)
+    forms ``A`` anew at every step with new row weights ``W`` and a new working response
+    ``y``, while ``Z`` and ``X`` (hence the sparsity of every block) stay the same. The plan
+    finds, once, where each row's products land in the sparse blocks; each call is then a
+    few ``bincount`` passes over the rows, with no sparse-matrix assembly. The blocks are
+    those of :func:`compute_cross_products` (same layout and storage, so a system built on
+    the first call takes the later ones through ``with_values``), except that a sparse
+    block keeps the positions of entries that happen to be zero for some weights.
+
+    Parameters
+    ----------
+    terms
+        Grouped random-effects terms in engine order.
+    X
+        (n, p) fixed-effects columns (p may be 0: a linear predictor with ``X beta``
+        held fixed, as PIRLS for the random effects alone).
+    sparse_rest
+        As for :func:`compute_cross_products`.
+    dense_rest_first
+        Give ``Zr'Z1`` as a dense array (for a single-use dense system, which reads it
+        dense anyway; assembling a sparse matrix costs more than the sums themselves).
+    """
+
+    def __init__(
+        self,
+        terms: tuple[GroupedTerm, ...],
+        X: np.ndarray,
+        sparse_rest: bool | None = None,
+        dense_rest_first: bool = False,
+    ):
+        self._dense_zr1 = dense_rest_first
+        self.terms = terms
+        self.X = np.asarray(X, dtype=np.float64)
+        n, p = self.X.shape
+        self.n = n
+        t1 = terms[0]
+        self._l1, self._p1 = l1, p1 = t1.nlevels, t1.ncols
+        # Row i's entry of column c of [X y]'Z1 lands at c * l1 + refs1[i] (one bincount).
+        self._xz1_index = (np.arange(p + 1)[:, None] * l1 + t1.refs[None, :]).ravel()
+        self._has_rest = len(terms) > 1
+        if not self._has_rest:
+            return
+        offs = rest_offsets(terms)
+        self._qr = qr = int(offs[-1])
+        q1 = t1.nranef
+        self._rest_cols = [
+            (offs[k - 1] + _term_columns(term, term.refs, j), term.z[:, j])
+            for k, term in enumerate(terms[1:], start=1)
+            for j in range(term.ncols)
+        ]
+        # Zr'Z1: every (rest column, term-1 column) pair of every row, mapped to its CSR slot.
+        keys = np.concatenate(
+            [
+                ridx * q1 + _term_columns(t1, t1.refs, j)
+                for ridx, _ in self._rest_cols
+                for j in range(p1)
+            ]
+        )
+        self._zr1_dense_slot = keys
+        slots, self._zr1_slot = np.unique(keys, return_inverse=True)
+        rows, cols = slots // q1, slots % q1
+        self._zr1_shape = (qr, q1)
+        self._zr1_indices = cols.astype(np.int32)
+        self._zr1_indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=qr))])
+        self._zr1_nnz = slots.shape[0]
+        self._sparse_rest = qr > SPARSE_REST_MIN if sparse_rest is None else sparse_rest
+        # Zr'Zr: both orders of every pair off the diagonal, as flat (row, col) keys.
+        pair_keys, self._rr_pairs = [], []
+        for ia, (ra, za) in enumerate(self._rest_cols):
+            for ib, (rb, zb) in enumerate(self._rest_cols):
+                if ib < ia:
+                    continue
+                self._rr_pairs.append((za, zb, ib != ia))
+                pair_keys.append(ra * qr + rb)
+                if ib != ia:
+                    pair_keys.append(rb * qr + ra)
+        keys = np.concatenate(pair_keys)
+        if self._sparse_rest:
+            slots, self._rr_slot = np.unique(keys, return_inverse=True)
+            rows, cols = slots // qr, slots % qr
+            self._rr_indices = cols.astype(np.int32)
+            self._rr_indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=qr))])
+            self._rr_nnz = slots.shape[0]
+        else:
+            self._rr_slot, self._rr_nnz = keys, qr * qr
+        self._xzr_index = [
+            (np.arange(p + 1)[:, None] * qr + ridx[None, :]).ravel() for ridx, _ in self._rest_cols
+        ]
+
+    def __call__(self, weights: np.ndarray, y: np.ndarray) -> CrossProducts:
+        """The blocks for row weights ``weights`` (n,) and response ``y`` (n,)."""
+        n, l1, p1 = self.n, self._l1, self._p1
+        t1 = self.terms[0]
+        xy = np.empty((n, self.X.shape[1] + 1))
+        xy[:, :-1] = self.X
+        xy[:, -1] = y
+        wxy = xy * weights[:, None]
+        wz1 = t1.z * weights[:, None]
+        z1tz1 = np.empty((l1, p1, p1))
+        for a in range(p1):
+            for b in range(a, p1):
+                s = np.bincount(t1.refs, weights=wz1[:, a] * t1.z[:, b], minlength=l1)
+                z1tz1[:, a, b] = s
+                z1tz1[:, b, a] = s
+        m = xy.shape[1]
+        xytz1 = np.empty((m, l1, p1))
+        for j in range(p1):
+            xytz1[:, :, j] = np.bincount(
+                self._xz1_index, weights=(wxy * t1.z[:, j : j + 1]).T.ravel(), minlength=m * l1
+            ).reshape(m, l1)
+        xytxy = wxy.T @ xy
+        log_w = float(np.sum(np.log(weights)))
+        if not self._has_rest:
+            return CrossProducts(z1tz1, None, None, xytz1, None, xytxy, n, log_w)
+        qr = self._qr
+        vals = np.concatenate([rz * wz1[:, j] for _, rz in self._rest_cols for j in range(p1)])
+        if self._dense_zr1:
+            zrtz1 = np.bincount(
+                self._zr1_dense_slot, weights=vals, minlength=qr * self._zr1_shape[1]
+            ).reshape(self._zr1_shape)
+        else:
+            data = np.bincount(self._zr1_slot, weights=vals, minlength=self._zr1_nnz)
+            zrtz1 = sp.csr_matrix(
+                (data, self._zr1_indices, self._zr1_indptr), shape=self._zr1_shape
+            )
+        parts = []
+        for za, zb, both in self._rr_pairs:
+            v = za * weights * zb
+            parts.append(v)
+            if both:
+                parts.append(v)
+        rr = np.bincount(self._rr_slot, weights=np.concatenate(parts), minlength=self._rr_nnz)
+        if self._sparse_rest:
+            zrtzr = sp.csr_matrix((rr, self._rr_indices, self._rr_indptr), shape=(qr, qr))
+        else:
+            zrtzr = rr.reshape(qr, qr)
+        xytzr = np.zeros((m, qr))
+        for index, (_, rz) in zip(self._xzr_index, self._rest_cols, strict=True):
+            xytzr += np.bincount(
+                index, weights=(wxy * rz[:, None]).T.ravel(), minlength=m * qr
+            ).reshape(m, qr)
+        return CrossProducts(z1tz1, zrtz1, zrtzr, xytz1, xytzr, xytxy, n, log_w)

@@ -15,6 +15,7 @@ import pandas as pd
 
 from mixedmodels.errors import ModelSpecificationError
 from mixedmodels.linalg.solution import Estimates, conditional_variances, estimate
+from mixedmodels.results.prediction import linear_predictor
 from mixedmodels.tables import Report, Table
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -470,25 +471,9 @@ class LinearMixedModelResult:
         """
         if newdata is None:
             return self.fitted if re else self.fitted_marginal
-        spec = self.design.spec
-        X = spec.fixed_matrix(newdata)
-        pred = X @ self.estimates.beta
-        offset_values = getattr(spec, "offset_values", None)
-        if offset_values is not None:
-            offset = offset_values(newdata)  # the formula's offset() terms on the new rows
-            if offset is not None:
-                pred = pred + np.asarray(offset, dtype=np.float64)
-        if re:
-            rows = spec.random_effects_rows(newdata)
-            for g, term in enumerate(self.structure.terms):
-                b = self.estimates.b[g]
-                for (start, stop), member in zip(term.blocks, term.members, strict=True):
-                    refs, z = rows[member]
-                    refs = np.asarray(refs)
-                    seen = refs >= 0
-                    contrib = np.zeros(len(pred))
-                    contrib[seen] = np.einsum("ij,ij->i", z[seen], b[refs[seen], start:stop])
-                    pred = pred + contrib
+        pred = linear_predictor(
+            self.design, self.structure.terms, self.estimates.beta, self.estimates.b, newdata, re=re
+        )
         return pd.Series(pred, index=newdata.index, name="predicted")
 
     # -- inference (imported on use: keeps `import mixedmodels` light) ----------------------

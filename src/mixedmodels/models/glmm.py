@@ -1,0 +1,378 @@
+"""The generalized linear mixed model: design -> PIRLS criterion -> two-stage fit -> result.
+
+lme4's ``glmer``: ``glFormula`` -> ``mkGlmerDevfun`` -> ``optimizeGlmer`` (twice) ->
+``mkMerMod``. Here :class:`GeneralizedLinearMixedModel` holds the design, the family and
+the criterion (:class:`mixedmodels.objective.pirls.PirlsDeviance`, on the same blocked
+engine as the linear mixed model, reweighted), and :meth:`GeneralizedLinearMixedModel.fit`
+runs lme4's two stages:
+
+1. ``nAGQ = 0``: theta optimised, beta and the modes from PIRLS at each theta (fast, and
+   a good start);
+2. ``nAGQ >= 1``: theta and beta optimised jointly on the Laplace (or AGQ) deviance, from
+   the first stage's optimum.
+
+Standard errors are lme4's default: from the Hessian of the deviance over (theta, beta)
+jointly (central differences at the optimum, :mod:`mixedmodels.optimize.derivatives`),
+which also serves a Newton step that completes BOBYQA's optimum and lme4's convergence
+check.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import replace
+
+import numpy as np
+
+from mixedmodels.covariance import CovarianceStructure, group_terms
+from mixedmodels.design.model_design import ModelDesign
+from mixedmodels.errors import (
+    ConvergenceError,
+    ConvergenceWarning,
+    ModelSpecificationError,
+    SingularFitWarning,
+)
+from mixedmodels.objective.pirls import GlmmResponse, PirlsDeviance
+from mixedmodels.optimize import OptimizerOptions, OptSummary, check_convergence
+from mixedmodels.optimize.bobyqa import minimize_bobyqa
+from mixedmodels.optimize.derivatives import central_derivatives
+from mixedmodels.optimize.finish import cholesky_or_none
+from mixedmodels.results.glmm_fit import GlmmFit
+
+#: Stage-2 tolerances: the deviance to ~1e-12 relative; the Newton step does the rest.
+_STAGE2 = OptimizerOptions(ftol_rel=1e-12, ftol_abs=1e-10, xtol_abs=1e-8, initial_step=0.2)
+#: Stage 1 is only the start of stage 2 (which moves theta too); when it is the fit
+#: (nAGQ = 0), it runs to the tight tolerances.
+_STAGE1 = OptimizerOptions(ftol_rel=1e-6, ftol_abs=1e-4, xtol_abs=1e-3, initial_step=0.5)
+_STAGE1_FINAL = OptimizerOptions(ftol_rel=1e-12, ftol_abs=1e-10, xtol_abs=1e-8, initial_step=0.5)
+
+
+#: Finite-difference step for the derivatives at the optimum (theta; beta in SE units).
+_STEP = 2e-3
+
+
+class _Whitened:
+    """The deviance over ``[theta, z]`` with ``beta = beta1 + L z``."""
+
+    def __init__(self, dev: PirlsDeviance, ntheta: int, beta1: np.ndarray, L: np.ndarray):
+        self.dev, self.ntheta, self.beta1, self.L = dev, ntheta, beta1, L
+
+    def params(self, x: np.ndarray) -> np.ndarray:
+        k = self.ntheta
+        return np.concatenate([x[:k], self.beta1 + self.L @ x[k:]])
+
+    def __call__(self, x: np.ndarray) -> float:
+        return self.dev(self.params(np.asarray(x, dtype=np.float64)))
+
+    def jacobian_inverse(self) -> np.ndarray:
+        """d[theta, z] / d[theta, beta]: maps a Hessian over (theta, z) to (theta, beta)."""
+        k, p = self.ntheta, self.L.shape[0]
+        J = np.eye(k + p)
+        J[k:, k:] = np.linalg.inv(self.L)
+        return J
+
+
+class _WithDispersion:
+    """The deviance over ``[theta, z, log nb_theta]`` (negative binomial)."""
+
+    def __init__(self, model: GeneralizedLinearMixedModel, inner: _Whitened):
+        self.model, self.inner = model, inner
+
+    def __call__(self, x: np.ndarray) -> float:
+        value = float(np.exp(x[-1]))
+        if not 1e-8 < value < 1e8:
+            return np.inf
+        self.model._set_dispersion(value)
+        return self.inner(np.asarray(x[:-1]))
+
+
+class GeneralizedLinearMixedModel:
+    """A GLMM ready to fit: the family, the design, and the PIRLS criterion set up once.
+
+    Parameters
+    ----------
+    design
+        The numeric design; for a binomial ``cbind`` response ``design.y`` is the
+        proportion and ``design.trials`` the number of trials per row.
+    family
+        A :class:`mixedmodels.family.Family` (with its link).
+    nagq
+        0, 1 (Laplace) or the number of adaptive Gauss-Hermite nodes (> 1: one scalar
+        random-effects term only, as lme4).
+    formula, data_name
+        For display.
+    """
+
+    def __init__(
+        self,
+        design: ModelDesign,
+        family: object,
+        *,
+        nagq: int = 1,
+        formula: str | None = None,
+        data_name: str | None = None,
+    ):
+        self.design = design
+        self.family = family
+        self.formula = formula
+        self.data_name = data_name
+        if not design.re_terms:
+            raise ModelSpecificationError(
+                "the formula has no random-effects term such as (1 | group); add one (a "
+                "GLM without random effects is statsmodels' GLM or R's glm)"
+            )
+        nagq = int(nagq)
+        if nagq < 0:
+            raise ModelSpecificationError(f"nagq must be 0, 1 or more, not {nagq}")
+        self.terms = group_terms(design.re_terms)
+        self.structure = CovarianceStructure.from_terms(self.terms)
+        if nagq > 1 and (len(self.terms) != 1 or self.terms[0].ncols != 1):
+            raise ModelSpecificationError(
+                f"nagq = {nagq} (adaptive Gauss-Hermite quadrature) needs exactly one scalar "
+                "random-effects term such as (1 | group), as lme4; use nagq=1 (Laplace) for "
+                "this model"
+            )
+        self.nagq = nagq
+        n = design.nobs
+        trials = getattr(design, "trials", None)
+        prior = design.weights if design.weights is not None else np.ones(n)
+        weights = prior * trials if trials is not None else np.asarray(prior, dtype=np.float64)
+        offset = design.offset if design.offset is not None else np.zeros(n)
+        check = getattr(family, "check_response", None)
+        if check is not None:
+            check(design.y, trials)
+        self.prior_weights = np.asarray(weights, dtype=np.float64)
+        self.response = GlmmResponse(design.y, self.prior_weights, trials, offset, family)
+        self._estimate_dispersion = (
+            getattr(family, "name", "") == "negative-binomial" and family.theta is None
+        )
+        if self._estimate_dispersion:
+            family = family.with_theta(1.0)  # replaced by the start in fit()
+            self.family = family
+            self.response = self.response.with_family(family)
+        self.deviance = PirlsDeviance(self.structure, design.X, self.response, max(nagq, 1))
+        self.nobs = n
+
+    # -- fitting --------------------------------------------------------------------------
+    def fit(self, *, start: np.ndarray | None = None, progress: bool = False) -> GlmmFit:
+        """Fit by lme4's two stages; return the optimum (:class:`GlmmFit`) with warnings
+        issued for convergence problems and singular fits."""
+        from mixedmodels.models.lmm import _blas_threads_for
+
+        clock = time.perf_counter()
+        dev = self.deviance
+        structure = self.structure
+        ntheta = structure.ntheta
+        lower_theta = structure.lower_bounds()
+        qr = sum(t.nranef for t in self.terms[1:])
+        with _blas_threads_for(qr):
+            theta0 = structure.initial_theta() if start is None else np.asarray(start, float)
+            evaluations: dict[str, int] = {}
+            if self.estimates_dispersion:
+                self._start_dispersion(theta0[:ntheta], evaluations)
+            options = _STAGE1_FINAL if self.nagq == 0 else _STAGE1
+            stage1 = minimize_bobyqa(dev.fast, theta0[:ntheta], lower_theta, options)
+            theta1 = np.asarray(stage1.final_theta, dtype=np.float64)
+            state1 = dev.pirls(theta1, None)
+            evaluations["stage1"] = stage1.evaluations
+            if self.nagq == 0:
+                summary = stage1
+                params = np.concatenate([theta1, state1.beta])
+                H = None
+            else:
+                # beta in units of its stage-1 standard errors (beta = beta1 + L z with
+                # L L' = Var(beta1) at fixed theta): the deviance is then about equally
+                # curved in every direction, which BOBYQA's trust region and the
+                # finite-difference Hessian both need (covariates such as age^2 make
+                # the raw coefficients differ in scale by 1e4).
+                _, _, est1 = dev.final_system(theta1, state1)
+                L = np.linalg.cholesky(np.asarray(est1.vcov_beta) / est1.sigma**2)
+                beta1 = state1.beta
+                transform = _Whitened(dev, ntheta, beta1, L)
+                x0 = np.concatenate([theta1, np.zeros(dev.p)])
+                lower = np.concatenate([lower_theta, np.full(dev.p, -np.inf)])
+                steps = np.concatenate([np.full(ntheta, 0.1), np.full(dev.p, 0.5)])
+                if self.estimates_dispersion:
+                    # glmer.nb's theta maximises the Laplace log-likelihood over it; here
+                    # it is optimised jointly with (theta, beta) (log scale), the same
+                    # optimum. The standard errors below hold it fixed, as glmer.nb's
+                    # final glmer fit does.
+                    joint = _WithDispersion(self, transform)
+                    stage2 = minimize_bobyqa(
+                        joint,
+                        np.concatenate([x0, [np.log(self.family.theta)]]),
+                        np.concatenate([lower, [-np.inf]]),
+                        _STAGE2,
+                        np.concatenate([steps, [0.2]]),
+                    )
+                    self._set_dispersion(float(np.exp(stage2.final_theta[-1])))
+                    stage2 = replace(
+                        stage2,
+                        final_theta=np.asarray(stage2.final_theta[:-1]),
+                        initial_theta=np.asarray(stage2.initial_theta[:-1]),
+                        lower=lower,
+                    )
+                else:
+                    stage2 = minimize_bobyqa(transform, x0, lower, _STAGE2, steps)
+                evaluations["stage2"] = stage2.evaluations
+                summary, Hz, used = self._newton_finish(transform, stage2)
+                evaluations["derivatives"] = used
+                params = transform.params(np.asarray(summary.final_theta, dtype=np.float64))
+                summary = replace(summary, final_theta=params)
+                J = transform.jacobian_inverse()
+                H = None if Hz is None else J.T @ Hz @ J
+            fit = self._fit_at(params, summary, H, evaluations, clock)
+        for message in fit.messages:
+            warnings.warn(message, ConvergenceWarning, stacklevel=2)
+        if fit.singular:
+            warnings.warn(
+                "boundary (singular) fit: a random-effect variance is estimated as 0 or a "
+                "correlation as +-1; consider simplifying the random-effects structure",
+                SingularFitWarning,
+                stacklevel=2,
+            )
+        return fit
+
+    @property
+    def estimates_dispersion(self) -> bool:
+        """Whether the fit estimates the negative binomial's theta."""
+        return self._estimate_dispersion
+
+    def _set_dispersion(self, value: float) -> None:
+        self.family = self.family.with_theta(value)
+        self.deviance.set_family(self.family)
+
+    def _start_dispersion(self, theta: np.ndarray, evaluations: dict[str, int]) -> None:
+        """A start for the negative binomial's theta: the moment estimate
+        ``sum mu^2 / sum((y - mu)^2 - mu)`` on the modes of a Poisson fit at the initial
+        theta (lme4's glmer.nb also starts from a Poisson GLMM)."""
+        from mixedmodels.family import make_family
+
+        poisson = make_family("poisson", self.family.link.name)
+        self.deviance.set_family(poisson)
+        state = self.deviance.pirls(theta, None)
+        y, mu = self.response.y, state.mu
+        excess = float(np.sum((y - mu) ** 2 - mu))
+        start = float(np.sum(mu * mu)) / excess if excess > 0 else 1e3
+        self._set_dispersion(float(np.clip(start, 1e-2, 1e3)))
+        evaluations["dispersion_start"] = 1
+
+    def _newton_finish(self, dev, summary: OptSummary) -> tuple[OptSummary, np.ndarray, int]:
+        """Derivatives at BOBYQA's optimum; one Newton step if it lowers the deviance (free
+        coordinates only), then lme4's convergence check with that Hessian."""
+        x = np.asarray(summary.final_theta, dtype=np.float64)
+        f0 = float(summary.final_objective)
+        g, H, used = central_derivatives(dev, x, f0, step=_STEP)
+        lower = summary.lower
+        free = ~(np.isfinite(lower) & (x - lower < 1e-6))
+        idx = np.flatnonzero(free)
+        C = cholesky_or_none(H[np.ix_(idx, idx)]) if idx.size else None
+        if C is not None:
+            step = np.zeros_like(x)
+            step[idx] = np.linalg.solve(H[np.ix_(idx, idx)], g[idx])
+            trial = np.maximum(x - step, np.where(np.isfinite(lower), lower, -np.inf))
+            f1 = float(dev(trial))
+            used += 1
+            if f1 < f0:
+                x, f0 = trial, f1
+                g = g - H @ step  # the gradient after an exact Newton step on a quadratic
+        summary = replace(
+            summary,
+            final_theta=x,
+            final_objective=f0,
+            gradient=g,
+            evaluations=summary.evaluations + used,
+        )
+        names = [*self.structure.theta_labels(), *self.design.x_names]
+        blocks = np.concatenate(
+            [
+                self.structure.theta_blocks(),
+                np.max(self.structure.theta_blocks(), initial=-1) + 1 + np.arange(self.deviance.p),
+            ]
+        )
+        summary = check_convergence(
+            dev, summary, hessian=H, hessian_accurate=True, names=names, blocks=blocks
+        )
+        return summary, H, used
+
+    def _fit_at(
+        self,
+        params: np.ndarray,
+        summary: OptSummary,
+        H: np.ndarray | None,
+        evaluations: dict[str, int],
+        clock: float,
+    ) -> GlmmFit:
+        dev = self.deviance
+        ntheta = self.structure.ntheta
+        theta, beta = params[:ntheta], params[ntheta:]
+        state = dev.pirls(theta, beta)
+        value = state.laplace if self.nagq <= 1 else dev.quadrature(theta, state)
+        system, factor, est = dev.final_system(theta, state)
+        # estimate() scales by sigma^2 = pwrss / n; a GLMM has no residual scale.
+        vcov_rx = np.asarray(est.vcov_beta) / (est.sigma**2)
+        vcov = vcov_rx
+        messages = list(summary.messages)
+        if H is not None:
+            C = cholesky_or_none(H)
+            if C is None:
+                messages.append(
+                    "the Hessian of the deviance over (theta, beta) is not positive definite: "
+                    "standard errors are those at fixed theta (vcov(use.hessian = FALSE))"
+                )
+            else:
+                inv = np.linalg.inv(H)
+                vcov = 2.0 * inv[ntheta:, ntheta:]
+                vcov = 0.5 * (vcov + vcov.T)
+        from mixedmodels.linalg.solution import conditional_variances
+
+        condvar = conditional_variances(system, factor, 1.0)
+        b = []
+        start = 0
+        templates = self.structure.templates(theta)
+        for term, T in zip(self.terms, templates, strict=True):
+            stop = start + term.nranef
+            b.append(state.u[start:stop].reshape(term.nlevels, term.ncols) @ T.T)
+            start = stop
+        saturated = dev.saturated(state.mu) if self.nagq > 1 else 0.0
+        loglik = -0.5 * value
+        nparams = (
+            ntheta + dev.p + (1 if getattr(self.family, "name", "") == "negative-binomial" else 0)
+        )
+        optimizer = {
+            "evaluations": evaluations,
+            "seconds": time.perf_counter() - clock,
+            "return_code": summary.return_code,
+            "gradient": None if summary.gradient is None else np.asarray(summary.gradient).tolist(),
+        }
+        return GlmmFit(
+            design=self.design,
+            family=self.family,
+            terms=self.terms,
+            structure=self.structure,
+            nagq=self.nagq,
+            theta=theta.copy(),
+            beta=beta.copy(),
+            vcov_beta=vcov,
+            vcov_beta_rx=vcov_rx,
+            b=tuple(b),
+            b_condvar=tuple(condvar),
+            eta=state.eta,
+            mu=state.mu,
+            prior_weights=self.prior_weights,
+            loglik=loglik,
+            loglik_marginal=loglik - 0.5 * saturated,
+            deviance=state.deviance,
+            nparams=nparams,
+            converged=bool(summary.converged),
+            singular=self.structure.is_singular(theta),
+            messages=tuple(messages),
+            optimizer=optimizer,
+            formula=self.formula,
+            data_name=self.data_name,
+            offset=self.design.offset,
+        )
+
+
+__all__ = ["ConvergenceError", "GeneralizedLinearMixedModel"]

@@ -1,0 +1,165 @@
+"""The GLMM engine: reweighted blocks, single-use systems, and the Laplace / AGQ deviance.
+
+The deviance at lme4's reference parameters must equal lme4's log-likelihood (the files in
+tests/reference/glmm were computed with a converged PIRLS), for the Laplace approximation
+and for adaptive Gauss-Hermite quadrature; the blocks PIRLS forms from its plan must equal
+those formed from rows by the LMM code; a single-use system must factor as the reusable
+one does.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+from mixedmodels.covariance import CovarianceStructure, group_terms
+from mixedmodels.design import build_design
+from mixedmodels.family import make_family
+from mixedmodels.linalg.blocked import BlockedSystem
+from mixedmodels.linalg.cross_products import CrossProductPlan, compute_cross_products
+from mixedmodels.linalg.solution import estimate
+from mixedmodels.objective.pirls import GlmmResponse, PirlsDeviance
+
+TESTS = Path(__file__).resolve().parents[1]
+REFERENCE = TESTS / "reference" / "glmm"
+DATA = TESTS / "data"
+
+CASES = {
+    "verbagg": "r2 ~ Anger + Gender + btype + situ + (1|id) + (1|item)",
+    "contraception_slope": "use ~ age + I(age^2) + urban + livch + (urban|district)",
+    "grouseticks": "TICKS ~ factor(YEAR) + cHEIGHT + (1|BROOD) + (1|INDEX) + (1|LOCATION)",
+}
+FILES = {
+    "verbagg": "VerbAgg.csv",
+    "contraception_slope": "Contraception.csv",
+    "grouseticks": "grouseticks.csv",
+}
+
+
+def _design(name: str, formula: str | None = None):
+    data = pd.read_csv(DATA / FILES.get(name, name))
+    design = build_design(formula or CASES[name], data, observation_level_terms=True)
+    terms = group_terms(design.re_terms)
+    return design, terms, CovarianceStructure.from_terms(terms)
+
+
+def _dense(M):
+    return M.toarray() if sp.issparse(M) else np.asarray(M)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+@pytest.mark.parametrize("with_x", [False, True])
+def test_plan_blocks_equal_blocks_from_rows(name, with_x):
+    design, terms, _ = _design(name)
+    rng = np.random.default_rng(7)
+    n = design.nobs
+    w, y = rng.uniform(0.2, 2.0, n), rng.standard_normal(n)
+    X = design.X if with_x else np.empty((n, 0))
+    expected = compute_cross_products(terms, X, y, weights=w)
+    for dense_rest_first in (False, True):
+        got = CrossProductPlan(terms, X, dense_rest_first=dense_rest_first)(w, y)
+        for block in ("z1tz1", "zrtz1", "zrtzr", "xytz1", "xytzr", "xytxy"):
+            a, b = getattr(expected, block), getattr(got, block)
+            if a is None:
+                assert b is None
+                continue
+            np.testing.assert_allclose(_dense(b), _dense(a), rtol=1e-12, atol=1e-12)
+        assert got.sum_log_weights == pytest.approx(expected.sum_log_weights, rel=1e-13)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_single_use_system_factors_as_the_reusable_one(name):
+    design, terms, structure = _design(name)
+    rng = np.random.default_rng(3)
+    n = design.nobs
+    w, y = rng.uniform(0.2, 2.0, n), rng.standard_normal(n)
+    theta = 0.7 * structure.initial_theta() + 0.05
+    A = compute_cross_products(terms, design.X, y, weights=w)
+    f_ref = BlockedSystem(structure, A).factor(theta)
+    e_ref = estimate(BlockedSystem(structure, A), f_ref, reml=False)
+    plan = CrossProductPlan(terms, design.X, dense_rest_first=True)
+    single = BlockedSystem(structure, plan(w, y), single_use=True)
+    # Bind other values first, then the ones compared: with_values must replace them all.
+    single = single.with_values(plan(w[::-1].copy(), y)).with_values(plan(w, y))
+    f = single.factor(theta)
+    assert f.logdet_z == pytest.approx(f_ref.logdet_z, rel=1e-12)
+    assert f.pwrss == pytest.approx(f_ref.pwrss, rel=1e-10)
+    e = estimate(single, f, reml=False)
+    np.testing.assert_allclose(e.beta, e_ref.beta, rtol=1e-10, atol=1e-12)
+    for u, u_ref in zip(e.u, e_ref.u, strict=True):
+        np.testing.assert_allclose(u, u_ref, rtol=1e-9, atol=1e-12)
+
+
+def _reference(file: str) -> dict:
+    return json.loads((REFERENCE / file).read_text())
+
+
+@pytest.mark.parametrize(
+    ("file", "data", "formula"),
+    [
+        ("verbagg.json", "VerbAgg.csv", CASES["verbagg"]),
+        (
+            "contraception_laplace.json",
+            "Contraception.csv",
+            "use ~ age + I(age^2) + urban + livch + (1|district)",
+        ),
+        ("contraception_slope.json", "Contraception.csv", CASES["contraception_slope"]),
+        (
+            "contraception_agq10.json",
+            "Contraception.csv",
+            "use ~ age + I(age^2) + urban + livch + (1|district)",
+        ),
+        ("grouseticks_poisson.json", "grouseticks.csv", CASES["grouseticks"]),
+        ("grouseticks_nb.json", "grouseticks.csv", "TICKS ~ factor(YEAR) + cHEIGHT + (1|LOCATION)"),
+    ],
+)
+def test_deviance_at_lme4_parameters_is_lme4_loglik(file, data, formula):
+    ref = _reference(file)
+    design, _, structure = _design(data, formula)
+    family = make_family(ref["family"], theta=ref.get("nb_theta"))
+    n = design.nobs
+    response = GlmmResponse(design.y, np.ones(n), None, np.zeros(n), family)
+    deviance = PirlsDeviance(structure, design.X, response, nagq=max(1, ref["nAGQ"]))
+    theta = np.array(ref["theta"]["values"])
+    beta = np.array([fe["estimate"] for fe in ref["fixed_effects"]])
+    value = deviance(np.concatenate([theta, beta]))
+    assert -0.5 * value == pytest.approx(ref["logLik"], rel=1e-9)
+    if ref["nAGQ"] > 1:
+        state = deviance.state(np.concatenate([theta, beta]))
+        marginal = -0.5 * (value + deviance.saturated(state.mu))
+        assert marginal == pytest.approx(ref["logLik_marginal"], rel=1e-9)
+
+
+def _contraception_deviance(nagq: int) -> tuple[PirlsDeviance, np.ndarray]:
+    design, _, structure = _design(
+        "Contraception.csv", "use ~ age + I(age^2) + urban + livch + (1|district)"
+    )
+    n = design.nobs
+    response = GlmmResponse(design.y, np.ones(n), None, np.zeros(n), make_family("binomial"))
+    params = np.concatenate([[0.5], 0.05 * np.linspace(-1.0, 1.0, design.X.shape[1])])
+    return PirlsDeviance(structure, design.X, response, nagq=nagq), params
+
+
+def test_laplace_is_modes_deviance_plus_penalty_plus_log_determinant():
+    laplace, params = _contraception_deviance(1)
+    state = laplace.state(params)
+    value = laplace(params)
+    # -2 log p = deviance residuals + the saturated constant (0/1 data: 0).
+    by_parts = state.deviance + state.penalty + state.logdet + laplace.saturated(state.mu)
+    assert laplace.saturated(state.mu) == pytest.approx(0.0, abs=1e-9)
+    assert value == pytest.approx(by_parts, rel=1e-12)
+
+
+def test_quadrature_converges_in_the_number_of_nodes_and_differs_from_laplace():
+    values = {}
+    for k in (1, 15, 25, 40):
+        dev, params = _contraception_deviance(k)
+        values[k] = dev(params)
+    assert values[25] == pytest.approx(values[40], abs=1e-8)
+    assert values[15] == pytest.approx(values[40], abs=1e-6)
+    assert abs(values[1] - values[40]) > 1e-3  # the Laplace error AGQ removes
