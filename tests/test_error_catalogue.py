@@ -410,6 +410,15 @@ CASES: list[Case] = [
         "there is no variation to model; check that the formula uses the right column",
     ),
     Case(
+        "response-cbind-in-lmm",
+        csv_case(lambda d: d.assign(s=(d["y"] > 10).astype(int) + 1, n=3)),
+        "data.csv",
+        formula="cbind(s, n - s) ~ x + (1 | g)",
+        error=ModelSpecificationError,
+        message="cbind(...) responses are binomial counts: fit them with "
+        "mm.glmer(formula, data, family='binomial')",
+    ),
+    Case(
         "response-all-missing",
         csv_case(lambda d: d.assign(y=np.nan)),
         "data.csv",

@@ -103,7 +103,8 @@ class DesignSpec:
     """Everything needed to rebuild the design's columns on new data (for ``predict``).
 
     Levels, reference levels, contrasts and ``scale()``/``center()`` parameters are
-    those of the fitting data.
+    those of the fitting data. ``response_levels`` are the two levels of a binomial
+    response given as a factor (the second counts as success), else None.
     """
 
     formula: ModelFormula
@@ -113,6 +114,8 @@ class DesignSpec:
     kept_columns: tuple[int, ...]
     random: tuple[RandomPlan, ...]
     weights_column: str | None = None
+    #: A binomial response given as a two-level factor: its levels (failure, success).
+    response_levels: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         # Read-only views (no copy): a result hands its design out, and predict() and the
@@ -195,9 +198,10 @@ def build_design(
     data: pd.DataFrame,
     weights: str | np.ndarray | pd.Series | list[float] | None = None,
     *,
+    binomial_response: bool = False,
     observation_level_terms: bool = False,
 ) -> ModelDesign:
-    """Build y, X, the random-effects terms, the offset and the weights of a linear mixed model.
+    """Build y, X, the random-effects terms, the offset and the weights of a mixed model.
 
     Parameters
     ----------
@@ -216,16 +220,30 @@ def build_design(
         ``na.action = na.omit``). Weights must be finite and non-negative; single zero
         weights are allowed (such rows carry no information, as in lme4), but not a
         zero sum.
+    binomial_response
+        Read the response as lme4's ``glmer(family = binomial)`` does:
+        ``cbind(successes, failures)`` gives ``y = successes / trials`` (0
+        where ``trials`` is 0) and ``design.trials = successes + failures``, both
+        counts whole numbers >= 0; a column of strings, booleans or categories with
+        two levels gives 0 for the first level and 1 for the second (levels sorted as
+        for factors: ``False``/``True``, ``'N'``/``'Y'``; R: the second level is a
+        success); numbers (0/1, or proportions with weights = trials) are taken as
+        they are, for the family to check. False (every LMM): a ``cbind`` response
+        is a :class:`ModelSpecificationError`, a factor response a ``DataError``.
     observation_level_terms
-        Allow a grouping factor with one level per row (a GLMM's observation-level random
-        effect for overdispersion, e.g. ``(1 | INDEX)``); a linear mixed model cannot tell
-        it from the residual, so by default it is refused.
+        Apply ``glmer``'s checks instead of ``lmer``'s (lme4's ``allow.n = TRUE``): a
+        grouping factor may have one level per row (a GLMM's observation-level random
+        effect for overdispersion, e.g. ``(1 | INDEX)``) and a term as many random
+        effects as rows, not more. A linear mixed model cannot tell such a term from the
+        residual, so by default it is refused. Pass it for every GLMM family;
+        ``binomial_response`` in addition for the binomial.
 
     Returns
     -------
     ModelDesign
         ``spec`` rebuilds the same columns (and, by ``spec.offset_values``, the offset)
-        for new data; ``weights`` and ``offset`` are aligned with ``y``.
+        for new data; ``weights`` and ``offset`` are aligned with ``y``; ``trials`` is
+        set for a ``cbind`` response.
 
     Raises
     ------
@@ -234,9 +252,13 @@ def build_design(
     DataError
         For unknown columns, non-numeric responses, infinite values, unknown reference
         levels, unusable grouping factors, unusable weights (unknown column, wrong
-        length, negative, infinite, zero sum), or when no complete rows remain.
+        length, negative, infinite, zero sum), or when no complete rows remain; for a
+        binomial response, counts that are negative or not whole numbers, a factor
+        response without exactly two levels, or a response that never varies.
     ModelSpecificationError
-        If a random-effects term has at least as many random effects as observations.
+        If a random-effects term has at least as many random effects as observations
+        (more, with ``observation_level_terms``), or for a ``cbind`` response without
+        ``binomial_response``.
 
     Warns
     -----
@@ -251,6 +273,14 @@ def build_design(
     >>> d = build_design("y ~ x + (1 | g)", df)
     >>> d.x_names, d.re_terms[0].levels
     (('(Intercept)', 'x'), ('a', 'b', 'c'))
+
+    Binomial counts (lme4's ``cbpp`` model):
+
+    >>> counts = pd.DataFrame({"s": [2, 3, 0, 1, 4, 1], "n": [5, 6, 4, 4, 8, 3],
+    ...                        "g": list("aabbcc")})
+    >>> b = build_design("cbind(s, n - s) ~ 1 + (1 | g)", counts, binomial_response=True)
+    >>> b.y.tolist()[:3], b.trials.tolist()[:3]
+    ([0.4, 0.5, 0.0], [5.0, 6.0, 4.0])
     """
     parsed = parse_formula(formula) if isinstance(formula, str) else formula
     if not isinstance(parsed, ModelFormula):
@@ -259,6 +289,8 @@ def build_design(
         raise DataError(
             "the formula has no response; write 'response ~ predictors', e.g. 'y ~ x + (1 | g)'"
         )
+    if not binomial_response:
+        refuse_binomial_counts(parsed)
     frame = _Frame(data, parsed, fitting=True)
     n_total = len(frame.data)
     frame.require(list(parsed.columns_used()))
@@ -273,7 +305,10 @@ def build_design(
         prior_weights = _check_weights(all_weights[keep], weights)
 
     state: TransformState = {}
-    y = _response(parsed.response, frame, state)
+    if binomial_response:
+        y, trials, response_levels = _binomial_response(parsed.response, frame, state)
+    else:
+        y, trials, response_levels = _response(parsed.response, frame, state), None, None
     offset = _offset_sum(parsed.offsets, frame, state, fitting=True)
 
     fixed_vars = list(parsed.fixed.variables)
@@ -304,7 +339,7 @@ def build_design(
         if z_full is None:
             z_full = z_by_plan[plan] = _model_matrix(plan, frame, factors, state, fitting=True)
         grouping, refs = _fit_grouping(rt.grouping, frame)
-        _check_grouping(grouping, n, plan, str(rt), observation_level_terms)
+        _check_grouping(grouping, n, plan, str(rt), allow_n=observation_level_terms)
         blocks = [tuple(range(z_full.shape[1]))]
         if not rt.correlated:
             blocks = [(j,) for j in range(z_full.shape[1])]
@@ -328,6 +363,7 @@ def build_design(
         kept,
         tuple(random_plans),
         weights if isinstance(weights, str) else None,
+        response_levels,
     )
     return ModelDesign(
         y=y,
@@ -341,7 +377,23 @@ def build_design(
         spec=spec,
         offset=offset,
         weights=prior_weights,
+        trials=trials,
     )
+
+
+def refuse_binomial_counts(formula: ModelFormula) -> None:
+    """Refuse a ``cbind(successes, failures)`` response where a linear mixed model is built.
+
+    Raises
+    ------
+    ModelSpecificationError
+        If the response is ``cbind(...)``: binomial counts need a GLMM.
+    """
+    if formula.binomial_counts:
+        raise ModelSpecificationError(
+            "cbind(...) responses are binomial counts: fit them with "
+            "mm.glmer(formula, data, family='binomial')"
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -521,6 +573,20 @@ def _is_factor(var: Variable, frame: _Frame) -> bool:
 
 
 def _response(var: Variable, frame: _Frame, state: TransformState) -> np.ndarray:
+    """The numeric response of a linear mixed model; it must vary."""
+    y = _response_values(var, frame, state)
+    if y.size and y.min() == y.max():
+        # Otherwise the engine fails later with a non-finite deviance and a misleading hint.
+        raise DataError(
+            f"the response '{var.name}' is constant (every value is {y[0]:.6g} in the "
+            f"{y.size} rows used), so there is no variation to model; check that the "
+            "formula uses the right column"
+        )
+    return y
+
+
+def _response_values(var: Variable, frame: _Frame, state: TransformState) -> np.ndarray:
+    """A numeric response (a numeric column or expression), finite in every row used."""
     if isinstance(var.expr, Name):
         series = frame.series(var.columns[0])
         if (
@@ -540,14 +606,106 @@ def _response(var: Variable, frame: _Frame, state: TransformState) -> np.ndarray
         raise DataError(
             f"the response {var.name} has {int((~np.isfinite(y)).sum())} non-finite value(s)"
         )
-    if y.size and y.min() == y.max():
-        # Otherwise the engine fails later with a non-finite deviance and a misleading hint.
-        raise DataError(
-            f"the response '{var.name}' is constant (every value is {y[0]:.6g} in the "
-            f"{y.size} rows used), so there is no variation to model; check that the "
-            "formula uses the right column"
-        )
     return y
+
+
+def _binomial_response(
+    var: Variable, frame: _Frame, state: TransformState
+) -> tuple[np.ndarray, np.ndarray | None, tuple[str, ...] | None]:
+    """Read a binomial response as lme4's ``glmer``: ``(y, trials, factor levels)``.
+
+    ``cbind(successes, failures)``: ``y = successes / trials``, ``trials = successes +
+    failures`` (R's binomial ``initialize``); a two-level factor column: 0/1 for its
+    first/second level (R: ``y != levels(y)[1]``, here refused with more than two
+    levels); anything else: the numbers as they are (0/1, or proportions with weights =
+    trials; the family checks their range). The response must vary (lme4's
+    ``check.response.not.const``).
+    """
+    if var.kind == "cbind":
+        y, trials = _binomial_counts(var, frame, state)
+        _check_binomial_varies(y, f"the proportion of successes of {var.name}", "columns")
+        return y, trials, None
+    if var.is_plain_column and is_factor_dtype(frame.series(var.columns[0])):
+        y, levels = _two_level_response(var.columns[0], frame)
+        return y, None, levels
+    y = _response_values(var, frame, state)
+    _check_binomial_varies(y, f"the binomial response '{var.name}'", "column")
+    return y, None, None
+
+
+def _binomial_counts(
+    var: Variable, frame: _Frame, state: TransformState
+) -> tuple[np.ndarray, np.ndarray]:
+    """Evaluate ``cbind(successes, failures)``: (proportion of successes, trials)."""
+    n = len(frame.data)
+    counts: list[np.ndarray] = []
+    for role, expr in zip(("successes", "failures"), var.count_exprs, strict=True):
+        values = _full_column(
+            evaluate_numeric(expr, frame.numeric_inputs(expr, var.name), state, fitting=True), n
+        )
+        if isinstance(expr, Name):
+            what = f"column '{expr.name}'"
+        else:
+            names = walk_names(expr)
+            what = f"{expr.deparse()} (column{'s' if len(names) > 1 else ''} {', '.join(names)})"
+        # the first problem found, in this order (the later tests need finite values)
+        bad, verb = ~np.isfinite(values), "are not finite"
+        if not bad.any():
+            bad, verb = values < 0, "are negative"
+        if not bad.any():
+            bad, verb = (
+                np.abs(values - np.rint(values)) > 1e-7 * np.maximum(1.0, np.abs(values)),
+                "are not whole numbers",
+            )
+        if bad.any():
+            examples = ", ".join(f"{v:.6g}" for v in values[bad][:3])
+            raise DataError(
+                f"{var.name}: the {role}, {what}, {verb} in {int(bad.sum())} row(s) "
+                f"(e.g. {examples}); successes and failures are counts, whole numbers "
+                ">= 0 — fix the data or drop those rows"
+            )
+        counts.append(values)
+    successes, failures = counts
+    trials = successes + failures
+    if n and not trials.sum() > 0:
+        raise DataError(
+            f"{var.name} has no trials: successes + failures is 0 in all {n} rows used, so "
+            "there is nothing to model; check the columns"
+        )
+    y = np.divide(successes, trials, out=np.zeros(n), where=trials > 0)
+    return y, trials
+
+
+def _two_level_response(column: str, frame: _Frame) -> tuple[np.ndarray, tuple[str, ...]]:
+    """A binomial response given as a two-level column: 0/1 for the first/second level."""
+    levels, codes = fit_factor(frame.series(column), column)
+    if levels.nlevels > 2:
+        shown = ", ".join(repr(x) for x in levels.levels[:5])
+        shown += ", ..." if levels.nlevels > 5 else ""
+        raise DataError(
+            f"the binomial response '{column}' has {levels.nlevels} levels ({shown}); a "
+            "binomial response needs two levels (the second counts as success), 0/1 "
+            "numbers or cbind(successes, failures) — recode it, e.g. 1 for the level that "
+            "means success"
+        )
+    if levels.nlevels < 2:
+        raise DataError(
+            f"the binomial response '{column}' has only the level {levels.levels[0]!r} in "
+            f"the {codes.size} rows used, so there is nothing to model; check the column "
+            "and the rows kept"
+        )
+    return codes.astype(np.float64), levels.levels
+
+
+def _check_binomial_varies(y: np.ndarray, subject: str, source: str) -> None:
+    """Refuse a binomial response that never varies (no successes, or no failures)."""
+    if y.size and y.min() == y.max():
+        value = float(y[0])
+        what = {0.0: " (no successes)", 1.0: " (no failures)"}.get(value, "")
+        raise DataError(
+            f"{subject} is {value:.6g} in all {y.size} rows used{what}, so there is nothing "
+            f"to model; check the {source} and the rows kept"
+        )
 
 
 def _offset_sum(
@@ -1011,15 +1169,27 @@ def _grouping_refs_new(plan: GroupingPlan, frame: _Frame) -> np.ndarray:
 
 
 def _check_grouping(
-    grouping: GroupingPlan, n: int, plan: MatrixPlan, term: str, per_row_ok: bool = False
+    grouping: GroupingPlan, n: int, plan: MatrixPlan, term: str, *, allow_n: bool = False
 ) -> None:
+    """lme4's ``checkNlevels`` and ``checkZdims``; ``allow_n`` is glmer's ``allow.n = TRUE``.
+
+    An LMM needs fewer levels (and random effects) than rows, or the term is confounded
+    with the residual; a GLMM has no residual term, so one level per row is allowed.
+    """
     nlev = len(grouping.levels)
     if nlev < 2:
         raise DataError(
             f"grouping factor '{grouping.name}' has only one level ({grouping.levels[0]!r}) "
             f"in the rows used, so {term} cannot be estimated; remove the term"
         )
-    if per_row_ok:
+    nre = nlev * len(plan.column_names)
+    if allow_n:
+        if nre > n:
+            raise ModelSpecificationError(
+                f"number of observations ({n}) < number of random effects ({nre}) for term "
+                f"{term}; the random-effects parameters are probably unidentifiable — "
+                "simplify the term"
+            )
         return
     if nlev >= n:
         raise DataError(
@@ -1027,7 +1197,6 @@ def _check_grouping(
             f"'{grouping.name}' has {nlev} levels for {n} observations; every row is its own "
             "group, so the term is confounded with the residual — remove it"
         )
-    nre = nlev * len(plan.column_names)
     if nre >= n:
         raise ModelSpecificationError(
             f"number of observations ({n}) <= number of random effects ({nre}) for term "

@@ -52,6 +52,7 @@ from .build import (
     _plan,
     _sequential_pivots,
     _sequential_residuals,
+    refuse_binomial_counts,
 )
 from .evaluate import TransformState, evaluate_numeric
 from .factors import fit_factor
@@ -285,7 +286,10 @@ def summarize_chunk(
         A column is missing, not numeric where it must be, has infinite values, the
         response is not numeric, a weight is negative or infinite, or the formula uses
         ``poly(x, k)`` (orthogonal polynomials need all rows at once).
+    ModelSpecificationError
+        The response is ``cbind(successes, failures)``: binomial counts need a GLMM.
     """
+    refuse_binomial_counts(formula)
     _refuse_orthogonal_poly(formula)
     columns = list(used_columns(formula, weights))
     frame = _Frame(data, formula, fitting=True)
@@ -552,7 +556,10 @@ def design_from_summary(
     DataError
         No complete rows, a one-level factor, a constant response, a constant ``scale()``
         argument, all-zero weights, or an unusable grouping factor.
+    ModelSpecificationError
+        The response is ``cbind(successes, failures)``: binomial counts need a GLMM.
     """
+    refuse_binomial_counts(formula)
     n = summary.ncomplete
     if n == 0:
         if summary.nrows == 0:

@@ -1,4 +1,4 @@
-"""The numeric design of a linear mixed model: y, X and the random-effects terms.
+"""The numeric design of a mixed model: y, X and the random-effects terms (and binomial trials).
 
 This is the contract between ``design/`` (which builds it from a formula and a
 DataFrame) and the engine (``linalg/``, ``deviance.py``), which only reads it.
@@ -93,7 +93,15 @@ class ModelDesign:
     weights
         float64 (n,) prior weights, aligned with ``y``, or None (all ones). lme4's
         meaning: row i has residual variance ``sigma^2 / weights[i]``. Finite,
-        non-negative, with a positive sum (checked by ``build_design``).
+        non-negative, with a positive sum (checked by ``build_design``). For a binomial
+        ``cbind`` response these stay the prior weights: the family's weights are
+        ``weights * trials`` (R's binomial ``initialize``).
+    trials
+        float64 (n,) number of binomial trials per row, read-only, or None. Set only for a
+        ``cbind(successes, failures)`` response built with ``binomial_response=True``:
+        ``trials = successes + failures`` (whole numbers >= 0) and ``y`` the proportion of
+        successes, ``successes / trials`` (0 where ``trials`` is 0, as R). None for every
+        other response (0/1 data: one trial per row).
     """
 
     y: np.ndarray
@@ -107,9 +115,10 @@ class ModelDesign:
     spec: Any = field(default=None, repr=False)
     offset: np.ndarray | None = field(default=None, repr=False)
     weights: np.ndarray | None = field(default=None, repr=False)
+    trials: np.ndarray | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
-        hold_read_only(self, "y", "X")
+        hold_read_only(self, "y", "X", "trials")
 
     @property
     def nobs(self) -> int:
