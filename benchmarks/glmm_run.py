@@ -221,6 +221,9 @@ def peer_notes(results: dict[str, Any]) -> list[str]:
                 f"argument's default ({theta:g}) instead of estimating it{also}: a different "
                 "model, hence its lower logLik; its time is not that of a glmer.nb fit."
             )
+        lme4 = rows.get("lme4", {})
+        if lme4.get("status") == "ok" and lme4.get("messages"):
+            notes.append(f"{mk}: lme4 warned: {lme4['messages']}")
         lp = rows.get("lme_python", {})
         eff = (lp.get("estimates") or {}).get("effective_n_agq")
         if lp.get("status") == "ok" and eff is not None and eff != entry["nagq"]:
