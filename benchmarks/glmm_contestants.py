@@ -27,9 +27,11 @@ import pandas as pd
 from contestants import Contestant
 from glmm_models import GlmmModel, saturated_loglik
 
-STATSMODELS_REASON = (
-    "not comparable: different estimator (BinomialBayesMixedGLM / PoissonBayesMixedGLM "
-    "are variational Bayes under priors, no ML fit or log-likelihood)"
+STATSMODELS_REASON = "not comparable: different estimator"
+STATSMODELS_WHY = (
+    "its BinomialBayesMixedGLM and PoissonBayesMixedGLM fit a variational Bayes "
+    "approximation to a posterior under priors on the variance parameters, not a maximum "
+    "of the likelihood, and report no log-likelihood to compare"
 )
 
 

@@ -141,9 +141,8 @@ def section(glmm: dict[str, Any]) -> str:
         "### Fit time, median seconds, and ratios ours / peer",
         "",
         "A ratio below 1 means mixedmodels is faster (0.1: ten times faster); the LMM",
-        "tables above give peer / ours. statsmodels is not timed ("
-        + glmm_contestants.STATSMODELS_REASON
-        + ").",
+        f"tables above give peer / ours. statsmodels is not timed "
+        f"({glmm_contestants.STATSMODELS_REASON}): {glmm_contestants.STATSMODELS_WHY}.",
         "",
         "| model | n | ours (s) | mixedlm (s) | lme-python (s) | lme4 (s) | ours/mixedlm |"
         " ours/lme-python | ours/lme4 |",
