@@ -163,3 +163,20 @@ def test_quadrature_converges_in_the_number_of_nodes_and_differs_from_laplace():
     assert values[25] == pytest.approx(values[40], abs=1e-8)
     assert values[15] == pytest.approx(values[40], abs=1e-6)
     assert abs(values[1] - values[40]) > 1e-3  # the Laplace error AGQ removes
+
+
+def test_binomial_with_non_integer_weights_uses_r_rounded_log_likelihood():
+    # R's binomial aic rounds m*y: with non-integer prior weights -2 log p is not the
+    # deviance plus a constant, so the engine evaluates the log-density itself.
+    design, _, structure = _design("Contraception.csv", "use ~ age + urban + (1|district)")
+    n = design.nobs
+    w = np.random.default_rng(5).uniform(0.5, 2.5, n)
+    family = make_family("binomial")
+    response = GlmmResponse(design.y, w, None, np.zeros(n), family)
+    dev = PirlsDeviance(structure, design.X, response, nagq=1)
+    params = np.array([0.4, -0.5, 0.01, 0.6])
+    value = dev(params)
+    state = dev.state(params)
+    direct = family.minus_twice_loglik(design.y, state.mu, w, None)
+    assert value == pytest.approx(direct + state.penalty + state.logdet, rel=1e-12)
+    assert abs(direct - (state.deviance + dev.saturated())) > 1e-3

@@ -379,3 +379,26 @@ def test_top_level_constructors():
     assert mm.poisson("sqrt") == poisson("sqrt")
     assert mm.negative_binomial(2.0) == negative_binomial(2.0)
     assert {"binomial", "poisson", "negative_binomial"} <= set(dir(mm))
+
+
+@pytest.mark.parametrize(
+    ("family", "y"),
+    [
+        (make_family("binomial"), np.array([0.0, 1.0, 1.0, 0.0, 0.25, 0.8])),
+        (make_family("binomial", "probit"), np.array([0.0, 1.0, 0.5, 0.0, 1.0, 1.0])),
+        (make_family("poisson"), np.array([0.0, 3.0, 1.0, 12.0, 0.0, 40.0])),
+        (make_family("negative-binomial", theta=2.5), np.array([0.0, 3.0, 1.0, 12.0, 0.0, 40.0])),
+    ],
+)
+def test_deviance_function_is_the_sum_of_deviance_residuals(family, y):
+    # PIRLS' fast deviance (what depends on y computed once) against the per-row residuals.
+    rng = np.random.default_rng(11)
+    weights = rng.uniform(0.5, 3.0, y.shape[0])
+    deviance = family.deviance_function(y, weights)
+    for _ in range(5):
+        eta = rng.normal(0.0, 1.5, y.shape[0])
+        if family.name != "binomial":
+            eta = eta + 1.0
+        mu = family.link.inverse(eta)
+        expected = float(np.sum(family.deviance_residuals(y, mu, weights)))
+        assert deviance(mu) == pytest.approx(expected, rel=1e-12, abs=1e-12)

