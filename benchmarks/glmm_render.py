@@ -190,7 +190,7 @@ def section(glmm: dict[str, Any]) -> str:
         "### Peak memory (MB)",
         "",
         "Peak resident set size of the process that made the fits (data, warm-up and",
-        "repeats): `ru_maxrss` for the Python workers, `VmHWM` for R.",
+        "repeats): `VmHWM` from /proc/self/status, Python and R alike.",
         "",
         "| model | ours | mixedlm | lme-python | lme4 |",
         "|---|---:|---:|---:|---:|",

@@ -185,7 +185,7 @@ def markdown(results: dict) -> str:
             "",
             "## Peak memory (MB)",
             "",
-            "Peak resident set size (`ru_maxrss`) of the process that fitted one model (warm-up",
+            "Peak resident set size (`VmHWM`) of the process that fitted one model (warm-up",
             "and repeats), in parentheses the growth over the same process after imports and",
             "data loading.",
             "",

@@ -600,7 +600,7 @@ def synthetic_method_notes(args: argparse.Namespace) -> list[str]:
         "reported as 'did not finish'; a process whose resident memory passes "
         f"{args.memory_cap_gb:g} GB is stopped too. lme4 reads the same rows from a CSV "
         "file (reading is not timed) and reports its peak RSS from /proc/self/status "
-        "(VmHWM); the Python workers from `ru_maxrss`.",
+        "(VmHWM), and so do the Python workers.",
     ]
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import re
 import resource
 import statistics
 import sys
@@ -55,8 +56,21 @@ def contestant_for(key: str, model: Any) -> Any:
 
 
 def peak_rss_mb() -> float:
-    # ru_maxrss is in KiB on Linux.
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    """This process's peak resident set size (MB): VmHWM, else ru_maxrss.
+
+    Not ru_maxrss where /proc exists: Linux carries the parent's resident size at fork
+    over into the child's ru_maxrss across exec, so every worker would report at least
+    what run.py held when it started it (run.py grows when it writes a 1e6-row CSV for
+    lme4). VmHWM belongs to the process's own memory map.
+    """
+    try:
+        status = open("/proc/self/status", encoding="ascii").read()
+    except OSError:
+        status = ""
+    found = re.search(r"^VmHWM:\s+(\d+) kB", status, re.MULTILINE)
+    if found:
+        return int(found.group(1)) / 1024.0
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
 
 
 def enough(model: models.Model, times: list[float], warmup_s: float, quick: bool) -> bool:
