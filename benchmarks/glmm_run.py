@@ -225,6 +225,13 @@ def peer_notes(results: dict[str, Any]) -> list[str]:
         if lme4.get("status") == "ok" and lme4.get("messages"):
             notes.append(f"{mk}: lme4 warned: {lme4['messages']}")
         lp = rows.get("lme_python", {})
+        same = _matching_nagq0(mk, lp)
+        if same is not None:
+            notes.append(
+                f"{mk}: lme-python's logLik equals lme4's nAGQ = 0 optimum ({same}) to within "
+                "1e-5: its nAGQ = 1 fit stops where beta is estimated inside PIRLS, short of "
+                "the Laplace optimum."
+            )
         eff = (lp.get("estimates") or {}).get("effective_n_agq")
         if lp.get("status") == "ok" and eff is not None and eff != entry["nagq"]:
             notes.append(
@@ -232,3 +239,19 @@ def peer_notes(results: dict[str, Any]) -> list[str]:
                 f"effective_n_agq = {eff} in its diagnostics."
             )
     return notes
+
+
+def _matching_nagq0(key: str, row: dict) -> str | None:
+    """The nAGQ = 0 model whose reference logLik a Laplace fit's ``row`` reached, if any."""
+    model = glmm_models.BY_KEY[key]
+    if model.nagq != 1 or row.get("status") != "ok" or "loglik" not in row:
+        return None
+    for other in glmm_models.MODELS:
+        if other.nagq != 0 or other.dataset != model.dataset:
+            continue
+        if other.r_formula != model.r_formula or other.family != model.family:
+            continue
+        ref = glmm_models.reference_loglik(other)
+        if ref is not None and abs(float(row["loglik"]) - ref) < 1e-5:
+            return other.key
+    return None
