@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..errors import ModelSpecificationError
+from ..errors import ModelSpecificationError, refuse_generalized
 from ..linalg.cross_products import compute_stratified_cross_products
 from ..linalg.solution import estimate
 from ..objective.model_objective import LinearMixedObjective
@@ -395,6 +395,11 @@ def bootstrap(
     >>> boot.confint().shape
     (7, 3)
     """
+    refuse_generalized(
+        fit,
+        "the parametric bootstrap",
+        "use Wald intervals (confint(fit)) or mm.compare for likelihood-ratio tests",
+    )
     refitter = _Refitter(fit, fit.reml)
     simulator = _Simulator(fit)
     user = func if func is not None else _default_func
@@ -503,6 +508,12 @@ def bootstrap_compare(
     Useful where the chi2 or chi-bar-square reference is doubtful (several variances on the
     boundary, small samples). pbkrtest's ``PBmodcomp`` (Halekoh & Hojsgaard 2014, JSS 59(9)).
     """
+    for fit in (fit0, fit1):
+        refuse_generalized(
+            fit,
+            "the parametric bootstrap LRT",
+            "use mm.compare (chi-square, chi-bar-square on the boundary)",
+        )
     from .lrt import compare
 
     table = compare(fit0, fit1)

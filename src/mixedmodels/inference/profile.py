@@ -32,6 +32,8 @@ import numpy as np
 import pandas as pd
 from scipy import optimize, stats
 
+from mixedmodels.errors import refuse_generalized
+
 from ..objective.profiled_deviance import ProfiledDeviance
 from ..optimize import OptimizerOptions, minimize_bobyqa
 from .parameters import SdCorParameters, residual_ratio_names
@@ -133,6 +135,7 @@ class LikelihoodProfile:
     """
 
     def __init__(self, fit: Any, *, progress: bool | None = None):
+        refuse_generalized(fit, "the likelihood profile", "use Wald intervals: confint(fit)")
         if fit.reml:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -343,6 +346,7 @@ class LikelihoodProfile:
 
 def profile(fit: Any, *, progress: bool | None = None) -> LikelihoodProfile:
     """Profile the ML likelihood of a fit (lme4's ``profile``); evaluate with ``.confint()``."""
+    refuse_generalized(fit, "the likelihood profile", "use Wald intervals: confint(fit)")
     return LikelihoodProfile(fit, progress=progress)
 
 

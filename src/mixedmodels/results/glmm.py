@@ -148,6 +148,11 @@ class GeneralizedLinearMixedModelResult:
         return str(self._fit.family.link.name)
 
     @property
+    def family_object(self) -> Any:
+        """The :class:`mixedmodels.family.Family` itself (link functions, variance)."""
+        return self._fit.family
+
+    @property
     def nb_theta(self) -> float | None:
         """The negative binomial's dispersion (``var = mu + mu^2 / nb_theta``), else None."""
         value = getattr(self._fit.family, "theta", None)
@@ -508,6 +513,53 @@ class GeneralizedLinearMixedModelResult:
     def prior_weights(self) -> pd.Series:
         """The weights the family sees per row (prior weights times binomial trials)."""
         return self._series(self._fit.prior_weights, "prior_weights")
+
+    def simulate(self, nsim: int = 1, seed: int | None = None) -> pd.DataFrame:
+        """Responses simulated from the fitted model (lme4's ``simulate(fit)``).
+
+        Each simulation draws new random effects ``u ~ N(0, I)`` (``b = Lambda u``, lme4's
+        default ``use.u = FALSE``), then one response per row from the family at
+        ``mu = g^{-1}(offset + X beta + Z b)``: 0/1 or, for a ``cbind`` response, the
+        proportion of successes out of the row's trials (as ``design.y``); counts for
+        Poisson and the negative binomial (``size = nb_theta``). Columns ``sim_1`` ...
+        """
+        if nsim < 1:
+            raise ValueError(f"nsim must be at least 1, not {nsim}")
+        rng = np.random.default_rng(seed)
+        fit = self._fit
+        family = fit.family
+        fixed = self._fixed_eta()
+        templates = fit.structure.templates(np.asarray(fit.theta))
+        trials = getattr(self.design, "trials", None)
+        n = self.nobs
+        out = {}
+        for k in range(nsim):
+            eta = fixed.copy()
+            for term, T in zip(fit.terms, templates, strict=True):
+                b = rng.standard_normal((term.nlevels, term.ncols)) @ T.T
+                eta += np.einsum("ij,ij->i", term.z, b[term.refs])
+            mu = family.link.inverse(eta)
+            if family.name == "binomial":
+                m = (
+                    np.ones(n, dtype=np.int64)
+                    if trials is None
+                    else np.rint(trials).astype(np.int64)
+                )
+                y = rng.binomial(m, mu) / np.maximum(m, 1)
+            elif family.name == "poisson":
+                y = rng.poisson(mu).astype(np.float64)
+            else:
+                size = float(family.theta)
+                y = rng.negative_binomial(size, size / (size + mu)).astype(np.float64)
+            out[f"sim_{k + 1}"] = y
+        return pd.DataFrame(out, index=self.design.row_index)
+
+    def emmeans(self, specs: Any, by: Any = None, **kwargs: Any):
+        """Estimated marginal means (:func:`mixedmodels.inference.emmeans.emmeans`; z tests,
+        ``type="link"`` or ``"response"``)."""
+        from mixedmodels.inference.emmeans import emmeans
+
+        return emmeans(self, specs, by, **kwargs)
 
     def predict(
         self,
