@@ -1,5 +1,5 @@
-"""Inference on GLMM fits: marginal means on both scales, simulation, and one-line refusals
-of the methods that exist only for linear mixed models."""
+"""Inference on GLMM fits: marginal means on both scales, simulation, the parametric
+bootstrap, and one-line refusals of the methods that exist only for linear mixed models."""
 
 from __future__ import annotations
 
@@ -68,8 +68,6 @@ def test_emmeans_refuses_small_sample_df_for_glmm(contraception):
     [
         (lambda f: mm.profile(f), "likelihood profile"),
         (lambda f: mm.confint(f, "profile"), "likelihood profile"),
-        (lambda f: mm.bootstrap(f, nsim=2), "parametric bootstrap"),
-        (lambda f: mm.bootstrap_compare(f, f, nsim=2), "bootstrap LRT"),
         (lambda f: mm.icc(f), "ICC"),
     ],
 )
@@ -110,3 +108,37 @@ def test_simulate_counts_are_integers():
     sims = fit.simulate(nsim=2, seed=3).to_numpy()
     np.testing.assert_array_equal(sims, np.rint(sims))
     assert sims.min() >= 0
+
+
+def test_refit_of_the_observed_response_reproduces_the_fit(cbpp):
+    theta, beta, objective, _ = cbpp.refitter.refit(cbpp.design.y)
+    np.testing.assert_allclose(theta, cbpp.theta, rtol=1e-5)
+    np.testing.assert_allclose(beta, cbpp.fixef.to_numpy(), rtol=1e-5, atol=1e-6)
+    assert -0.5 * objective == pytest.approx(cbpp.loglik, rel=1e-9)
+
+
+def test_glmm_parametric_bootstrap(cbpp):
+    boot = mm.bootstrap(cbpp, nsim=40, seed=7, progress=False)
+    again = cbpp.bootstrap(40, seed=7, progress=False)
+    np.testing.assert_array_equal(boot.replicates.to_numpy(), again.replicates.to_numpy())
+    assert list(boot.replicates.columns) == ["sd_(Intercept)|herd", *cbpp.fixef.index]
+    assert boot.failures == 0
+    reps = boot.replicates[list(cbpp.fixef.index)]
+    # Simulated under the fit: replicate means within 4 Monte Carlo SEs of the estimates.
+    mc_se = reps.std() / np.sqrt(len(reps))
+    assert np.all(np.abs(reps.mean() - cbpp.fixef) < 4 * mc_se + 0.05 * cbpp.se)
+    ci = boot.confint()
+    assert np.all(ci["lower"] < ci["estimate"]) and np.all(ci["estimate"] < ci["upper"])
+
+
+def test_glmm_bootstrap_lrt_against_the_glm_null(cbpp):
+    null = mm.glm("cbind(incidence, size - incidence) ~ C(period)", "cbpp")
+    result = mm.bootstrap_compare(null, cbpp, nsim=30, seed=2, progress=False)
+    assert result.statistic == pytest.approx(14.00583524, rel=1e-6)
+    assert result.df == 1
+    assert np.isfinite(result.replicates).all()
+    # Under the null the herd variance is often estimated at 0: statistics near 0 are common.
+    assert np.mean(result.replicates < 1.0) > 0.3
+    assert result.p_value == pytest.approx(
+        (1 + np.sum(result.replicates >= result.statistic)) / 31, rel=1e-12
+    )

@@ -526,33 +526,39 @@ class GeneralizedLinearMixedModelResult:
         if nsim < 1:
             raise ValueError(f"nsim must be at least 1, not {nsim}")
         rng = np.random.default_rng(seed)
+        out = {f"sim_{k + 1}": self.draw_response(rng) for k in range(nsim)}
+        return pd.DataFrame(out, index=self.design.row_index)
+
+    def draw_response(self, rng: np.random.Generator) -> np.ndarray:
+        """One response drawn from the fitted model with new random effects (see
+        :meth:`simulate`), from the generator ``rng``."""
         fit = self._fit
         family = fit.family
-        fixed = self._fixed_eta()
-        templates = fit.structure.templates(np.asarray(fit.theta))
-        trials = getattr(self.design, "trials", None)
-        n = self.nobs
-        out = {}
-        for k in range(nsim):
-            eta = fixed.copy()
-            for term, T in zip(fit.terms, templates, strict=True):
-                b = rng.standard_normal((term.nlevels, term.ncols)) @ T.T
-                eta += np.einsum("ij,ij->i", term.z, b[term.refs])
-            mu = family.link.inverse(eta)
-            if family.name == "binomial":
-                m = (
-                    np.ones(n, dtype=np.int64)
-                    if trials is None
-                    else np.rint(trials).astype(np.int64)
-                )
-                y = rng.binomial(m, mu) / np.maximum(m, 1)
-            elif family.name == "poisson":
-                y = rng.poisson(mu).astype(np.float64)
-            else:
-                size = float(family.theta)
-                y = rng.negative_binomial(size, size / (size + mu)).astype(np.float64)
-            out[f"sim_{k + 1}"] = y
-        return pd.DataFrame(out, index=self.design.row_index)
+        eta = self._fixed_eta()
+        for term, T in zip(fit.terms, fit.structure.templates(np.asarray(fit.theta)), strict=True):
+            b = rng.standard_normal((term.nlevels, term.ncols)) @ T.T
+            eta = eta + np.einsum("ij,ij->i", term.z, b[term.refs])
+        mu = family.link.inverse(eta)
+        if family.name == "binomial":
+            trials = getattr(self.design, "trials", None)
+            m = np.ones(mu.shape[0], dtype=np.int64) if trials is None else np.rint(trials)
+            m = m.astype(np.int64)
+            return rng.binomial(m, mu) / np.maximum(m, 1)
+        if family.name == "poisson":
+            return rng.poisson(mu).astype(np.float64)
+        size = float(family.theta)
+        return rng.negative_binomial(size, size / (size + mu)).astype(np.float64)
+
+    @property
+    def refitter(self) -> Any:
+        """Refits this model to a new response (the parametric bootstrap's), or None."""
+        return self._fit.refitter
+
+    def bootstrap(self, nsim: int = 500, seed: int | None = None, **kwargs: Any):
+        """Parametric bootstrap (:func:`mixedmodels.inference.bootstrap.bootstrap`)."""
+        from mixedmodels.inference.bootstrap import bootstrap
+
+        return bootstrap(self, nsim, seed, **kwargs)
 
     def emmeans(self, specs: Any, by: Any = None, **kwargs: Any):
         """Estimated marginal means (:func:`mixedmodels.inference.emmeans.emmeans`; z tests,
