@@ -119,8 +119,8 @@ class GeneralizedLinearMixedModel:
         self.data_name = data_name
         if not design.re_terms:
             raise ModelSpecificationError(
-                "the formula has no random-effects term such as (1 | group); add one (a "
-                "GLM without random effects is statsmodels' GLM or R's glm)"
+                "the formula has no random-effects term such as (1 | group); add one, or fit "
+                "a GLM without random effects with mm.glm(formula, data, family=...)"
             )
         nagq = int(nagq)
         if nagq < 0:
