@@ -172,7 +172,16 @@ class GeneralizedLinearMixedModel:
             if self.estimates_dispersion:
                 self._start_dispersion(theta0[:ntheta], evaluations)
             options = _STAGE1_FINAL if self.nagq == 0 else _STAGE1
-            stage1 = minimize_bobyqa(dev.fast, theta0[:ntheta], lower_theta, options)
+            try:
+                stage1 = minimize_bobyqa(dev.fast, theta0[:ntheta], lower_theta, options)
+            except ConvergenceError as exc:
+                link = self.family.link.name
+                raise ConvergenceError(
+                    "PIRLS found no valid fit at the starting values (the deviance is not "
+                    f"finite): the {self.family.name} family with the {link} link may not suit "
+                    "these data (e.g. fitted means leaving the valid range); try the canonical "
+                    "link, or check for separation (a factor level with all 0s or all 1s)"
+                ) from exc
             theta1 = np.asarray(stage1.final_theta, dtype=np.float64)
             state1 = dev.pirls(theta1, None)
             evaluations["stage1"] = stage1.evaluations
