@@ -59,3 +59,25 @@ def test_glmer_matches_lme4(name):
     np.testing.assert_allclose(fit.fixef.to_numpy(), fixef, atol=1e-4, rtol=1e-4)
     np.testing.assert_allclose(fit.se.to_numpy(), se, rtol=1e-3)
     np.testing.assert_allclose(fit.theta, theta, rtol=1e-3)
+
+
+def test_profile_intervals_match_lme4():
+    lines = (REFERENCE / "lme4_profile_cbpp.txt").read_text().splitlines()
+    ref = {}
+    for line in lines:
+        name, values = (part.strip() for part in line.split("|"))
+        ref[name] = [float(v) for v in values.split()]
+    fit = mm.glmer(CBIND, "cbpp", family="binomial")
+    ci = fit.confint("profile")
+    # The SD has no Wald SE: its scale is the one its profile interval implies.
+    sd_lower, sd_upper = ref[".sig01"]
+    se = {**fit.se.to_dict(), "sd_(Intercept)|herd": (sd_upper - sd_lower) / (2 * 1.959964)}
+    names = {
+        "sd_(Intercept)|herd": ".sig01",
+        **{n: n.replace("C(period)", "period") for n in fit.fixef.index},
+    }
+    for ours, theirs in names.items():
+        lower, upper = ref[theirs]
+        assert ci.loc[ours, "lower"] == pytest.approx(lower, abs=0.01 * se[ours])
+        assert ci.loc[ours, "upper"] == pytest.approx(upper, abs=0.01 * se[ours])
+    assert ci.loc["(Intercept)", "lower"] < ci.loc["(Intercept)", "estimate"]

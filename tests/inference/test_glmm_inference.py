@@ -67,7 +67,6 @@ def test_emmeans_refuses_small_sample_df_for_glmm(contraception):
     ("call", "what"),
     [
         (lambda f: mm.profile(f), "likelihood profile"),
-        (lambda f: mm.confint(f, "profile"), "likelihood profile"),
         (lambda f: mm.icc(f), "ICC"),
     ],
 )
@@ -141,4 +140,19 @@ def test_glmm_bootstrap_lrt_against_the_glm_null(cbpp):
     assert np.mean(result.replicates < 1.0) > 0.3
     assert result.p_value == pytest.approx(
         (1 + np.sum(result.replicates >= result.statistic)) / 31, rel=1e-12
+    )
+
+
+def test_profile_intervals_refuse_vector_terms_unless_asked_for_fixed_effects():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit = mm.glmer("use ~ age + urban + (urban|district)", "Contraception", family="binomial")
+    with pytest.raises(ModelSpecificationError, match="vector term"):
+        fit.confint("profile")
+    ci = fit.confint("profile", parm="age")
+    assert ci.loc["age", "lower"] < fit.fixef["age"] < ci.loc["age", "upper"]
+    wald = fit.confint()
+    # Near-quadratic here: profile and Wald agree to a few percent of the SE.
+    assert ci.loc["age", "lower"] == pytest.approx(
+        wald.loc["age", "lower"], abs=0.05 * fit.se["age"]
     )

@@ -135,7 +135,9 @@ class LikelihoodProfile:
     """
 
     def __init__(self, fit: Any, *, progress: bool | None = None):
-        refuse_generalized(fit, "the likelihood profile", "use Wald intervals: confint(fit)")
+        refuse_generalized(
+            fit, "the likelihood profile object", "for intervals use confint(fit, 'profile')"
+        )
         if fit.reml:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -346,7 +348,9 @@ class LikelihoodProfile:
 
 def profile(fit: Any, *, progress: bool | None = None) -> LikelihoodProfile:
     """Profile the ML likelihood of a fit (lme4's ``profile``); evaluate with ``.confint()``."""
-    refuse_generalized(fit, "the likelihood profile", "use Wald intervals: confint(fit)")
+    refuse_generalized(
+        fit, "the likelihood profile object", "for intervals use confint(fit, 'profile')"
+    )
     return LikelihoodProfile(fit, progress=progress)
 
 
@@ -422,6 +426,10 @@ def confint(
     if m == "wald":
         return wald_confint(fit, level, parm)
     if m == "profile":
+        if hasattr(fit, "family") and hasattr(fit, "nagq"):
+            from .glmm_profile import glmm_profile_confint
+
+            return glmm_profile_confint(fit, level, parm)
         return LikelihoodProfile(fit, progress=progress).confint(level, parm)
     if m in ("bootstrap", "boot"):
         from .bootstrap import bootstrap

@@ -296,16 +296,20 @@ class GeneralizedLinearMixedModelResult:
             index=pd.Index(list(self.design.x_names), name="term"),
         )
 
-    def confint(self, method: str = "wald", level: float = 0.95) -> pd.DataFrame:
-        """Wald confidence intervals of the fixed effects (link scale).
+    def confint(
+        self, method: str = "wald", level: float = 0.95, parm: Any = None, **kwargs: Any
+    ) -> pd.DataFrame:
+        """Confidence intervals (link scale): ``"wald"`` (default: fixed effects,
+        ``estimate -+ z se`` with lme4's default SEs), ``"profile"`` (profile likelihood:
+        fixed effects and scalar-term SDs; :mod:`mixedmodels.inference.glmm_profile`) or
+        ``"bootstrap"`` (parametric bootstrap percentiles; ``nsim=``, ``seed=``).
 
-        Columns ``estimate, lower, upper`` (as the LMM result's ``confint``); the intervals
-        are ``estimate -+ z_{(1+level)/2} se`` with lme4's default standard errors.
+        Columns ``estimate, lower, upper`` (as the LMM result's ``confint``).
         """
         if method != "wald":
-            raise ModelSpecificationError(
-                f"confint(method={method!r}) is not available for GLMM fits yet; use method='wald'"
-            )
+            from mixedmodels.inference.profile import confint
+
+            return confint(self, method, level, parm=parm, **kwargs)
         if not 0.0 < level < 1.0:
             raise ValueError(f"level must lie between 0 and 1, not {level!r}")
         from scipy.special import ndtri
