@@ -22,11 +22,20 @@ from .figures import (
     residuals_vs_fitted,
 )
 from .render import figure_to_png, figure_to_svg
+from .simulated import (
+    dispersion_histogram,
+    scaled_residuals_vs_predicted,
+    simulated_residual_panels,
+    simulation_histogram,
+    uniform_qq,
+    zero_inflation_histogram,
+)
 
 __all__ = [
     "boxplot_by",
     "caterpillar",
     "diagnostics",
+    "dispersion_histogram",
     "figure_to_png",
     "figure_to_svg",
     "qq",
@@ -34,4 +43,9 @@ __all__ = [
     "residual_kde",
     "residuals_by_group",
     "residuals_vs_fitted",
+    "scaled_residuals_vs_predicted",
+    "simulated_residual_panels",
+    "simulation_histogram",
+    "uniform_qq",
+    "zero_inflation_histogram",
 ]
