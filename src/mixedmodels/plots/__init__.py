@@ -22,6 +22,7 @@ from .figures import (
     residuals_vs_fitted,
 )
 from .render import figure_to_png, figure_to_svg
+from .responses import proportions_by, wilson_interval
 from .simulated import (
     dispersion_histogram,
     scaled_residuals_vs_predicted,
@@ -38,6 +39,7 @@ __all__ = [
     "dispersion_histogram",
     "figure_to_png",
     "figure_to_svg",
+    "proportions_by",
     "qq",
     "ranef_qq",
     "residual_kde",
@@ -47,5 +49,6 @@ __all__ = [
     "simulated_residual_panels",
     "simulation_histogram",
     "uniform_qq",
+    "wilson_interval",
     "zero_inflation_histogram",
 ]
