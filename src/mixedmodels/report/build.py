@@ -314,8 +314,14 @@ def _assumptions_section(a: Analysis, step: Callable[[str], None]) -> Section:
 
 
 def build_document(a: Analysis, *, progress: Callable[[str], None] | None = None) -> Document:
-    """Lay out the analysis: data, models, assumptions, findings."""
+    """Lay out the analysis: data, models, assumptions, findings (GLMMs: see
+    :func:`~mixedmodels.report.glmm_build.build_glmm_document`)."""
     from .. import __version__
+
+    if getattr(a, "kind", "") == "glmm":
+        from .glmm_build import build_glmm_document
+
+        return build_glmm_document(a, progress=progress)  # type: ignore[arg-type]
 
     step = progress or (lambda _text: None)
     data_sec = _data_section(a, step)

@@ -81,7 +81,12 @@ def _has_residual_groups() -> bool:
 
 
 def findings(analysis: Any) -> list[Finding]:
-    """The findings of :class:`~mixedmodels.report.analysis.Analysis` in plain words."""
+    """The findings of :class:`~mixedmodels.report.analysis.Analysis` in plain words (of a
+    :class:`~mixedmodels.report.glmm_analysis.GlmmAnalysis`: see :mod:`.glmm_findings`)."""
+    if getattr(analysis, "kind", "") == "glmm":
+        from .glmm_findings import glmm_findings
+
+        return glmm_findings(analysis)
     a = analysis
     alpha = a.alpha
     out: list[Finding] = []
@@ -180,32 +185,7 @@ def findings(analysis: Any) -> list[Finding]:
                     kind,
                 )
             )
-    for c in a.comparisons:
-        if c.result is None:
-            out.append(
-                (
-                    f"{c.first} and {c.second} were not compared by a likelihood-ratio "
-                    f"test: {c.refused}",
-                    "warn",
-                )
-            )
-            continue
-        r = c.result.table.iloc[1]
-        bigger = c.result.table.index[1]
-        smaller = c.result.table.index[0]
-        verdict = (
-            f"the data support the larger model {bigger}"
-            if r["Pr(>Chisq)"] < alpha
-            else f"the simpler model {smaller} is enough"
-        )
-        ref = f", {r['Reference']}" if r["Reference"] else ""
-        out.append(
-            (
-                f"{smaller} vs {bigger}: likelihood ratio {_num(r['Chisq'])} on {int(r['Df'])} df"
-                f"{ref}, {_p(r['Pr(>Chisq)'])} ({c.result.criterion}): {verdict}.",
-                "info",
-            )
-        )
+    out.extend(comparison_findings(a.comparisons, alpha))
 
     # Fits.
     for m in a.models:
@@ -298,4 +278,36 @@ def findings(analysis: Any) -> list[Finding]:
                     "info",
                 )
             )
+    return out
+
+
+def comparison_findings(comparisons: list[Any], alpha: float) -> list[Finding]:
+    """One sentence per likelihood-ratio test of neighbouring models (or why there is none)."""
+    out: list[Finding] = []
+    for c in comparisons:
+        if c.result is None:
+            out.append(
+                (
+                    f"{c.first} and {c.second} were not compared by a likelihood-ratio "
+                    f"test: {c.refused}",
+                    "warn",
+                )
+            )
+            continue
+        r = c.result.table.iloc[1]
+        bigger = c.result.table.index[1]
+        smaller = c.result.table.index[0]
+        verdict = (
+            f"the data support the larger model {bigger}"
+            if r["Pr(>Chisq)"] < alpha
+            else f"the simpler model {smaller} is enough"
+        )
+        ref = f", {r['Reference']}" if r["Reference"] else ""
+        out.append(
+            (
+                f"{smaller} vs {bigger}: likelihood ratio {_num(r['Chisq'])} on {int(r['Df'])} df"
+                f"{ref}, {_p(r['Pr(>Chisq)'])} ({c.result.criterion}): {verdict}.",
+                "info",
+            )
+        )
     return out
