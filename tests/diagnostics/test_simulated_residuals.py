@@ -169,6 +169,10 @@ def test_to_dict_is_strict_json(grouse_poisson):
     assert [t["test"] for t in d["tests"]][1] == "DHARMa dispersion test"
     assert len(d["scaled_residuals"]) == 403
     assert "scaled_residuals" not in res.to_dict(residuals=False)
+    assert d["tests"][0]["expected"] is None  # uniformity has no simulated expectation
+    assert np.isnan(res.test_uniformity().ratio)
+    disp = res.test_dispersion()
+    assert disp.ratio == pytest.approx(disp.statistic)
     assert "DHARMa" in str(res) and "nsim=20" in repr(res)
 
 

@@ -67,7 +67,8 @@ class SimulationTest:
         The summary of the data (scaled variance, number of zeros, outlier frequency;
         D for uniformity).
     expected
-        Its mean over the simulations (the expected outlier frequency; 0 for uniformity).
+        Its mean over the simulations (the expected outlier frequency; NaN for
+        uniformity).
     simulated
         The summary of each simulated data set (read-only), or an empty array.
     null
@@ -96,7 +97,8 @@ class SimulationTest:
 
     @property
     def ratio(self) -> float:
-        """``observed / expected`` (the statistic of the dispersion and zero-inflation tests)."""
+        """``observed / expected``: the statistic of the dispersion and zero-inflation tests,
+        the outlier frequency over its expectation; NaN for uniformity."""
         return _ratio(self.observed, self.expected)
 
     def rejected(self, alpha: float | None = None) -> bool:
@@ -266,7 +268,7 @@ class SimulatedResiduals:
             pvalue=p,
             alternative=alt,
             observed=d,
-            expected=0.0,
+            expected=math.nan,
             simulated=np.empty(0),
             null="the scaled residuals are uniform on (0, 1)",
             interpretation=text,

@@ -232,6 +232,7 @@ def analyze(
         analysis: Any
         if family is not None:
             from .glmm_analysis import run_glmm_analysis
+            from .glmm_build import build_glmm_document
 
             analysis = run_glmm_analysis(
                 data,
@@ -246,6 +247,7 @@ def analyze(
                 seed=seed,
                 progress=callback,
             )
+            document = build_glmm_document(analysis, progress=callback)
         else:
             analysis = run_analysis(
                 data,
@@ -256,7 +258,7 @@ def analyze(
                 alpha=alpha,
                 progress=callback,
             )
-        document = build_document(analysis, progress=callback)
+            document = build_document(analysis, progress=callback)
     finally:
         if own is not None:
             own.close()

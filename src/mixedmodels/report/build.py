@@ -318,11 +318,6 @@ def build_document(a: Analysis, *, progress: Callable[[str], None] | None = None
     :func:`~mixedmodels.report.glmm_build.build_glmm_document`)."""
     from .. import __version__
 
-    if getattr(a, "kind", "") == "glmm":
-        from .glmm_build import build_glmm_document
-
-        return build_glmm_document(a, progress=progress)  # type: ignore[arg-type]
-
     step = progress or (lambda _text: None)
     data_sec = _data_section(a, step)
     models_sec = _models_section(a)

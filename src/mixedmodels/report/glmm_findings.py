@@ -10,8 +10,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .findings import Finding, _factor_reading, _num, _p, comparison_findings
 from .glmm_analysis import RATIO_OF
+from .phrases import Finding, _factor_reading, _num, _p, comparison_findings
 
 __all__ = ["glmm_findings"]
 
