@@ -35,8 +35,8 @@ class _GlmmProfile:
         refitter = fit.refitter
         if refitter is None:
             raise ModelSpecificationError(
-                "this GLMM fit keeps no rows (streamed data): profile intervals need them; "
-                "use Wald intervals (confint(fit))"
+                "profile intervals refit the model, and this GLMM result has no model to "
+                "refit (fitted from streamed data, or built by hand); use method='wald'"
             )
         self.fit = fit
         self.structure = refitter.structure

@@ -544,8 +544,16 @@ class GeneralizedLinearMixedModelResult:
             eta = eta + np.einsum("ij,ij->i", term.z, b[term.refs])
         mu = family.link.inverse(eta)
         if family.name == "binomial":
-            trials = getattr(self.design, "trials", None)
-            m = np.ones(mu.shape[0], dtype=np.int64) if trials is None else np.rint(trials)
+            # R's binomial()$simulate: successes out of the prior weights (which carry the
+            # trials of a cbind response, or of a proportion given weights = trials).
+            weights = np.asarray(fit.prior_weights)
+            m = np.rint(weights)
+            if np.any(np.abs(weights - m) > 1e-8 * np.maximum(1.0, weights)):
+                raise ModelSpecificationError(
+                    "cannot simulate binomial responses with non-integer prior weights (as "
+                    "R); give the numbers of trials as weights, or use cbind(successes, "
+                    "failures)"
+                )
             m = m.astype(np.int64)
             return rng.binomial(m, mu) / np.maximum(m, 1)
         if family.name == "poisson":
