@@ -141,6 +141,6 @@ def test_family_needs_only_errors_numpy_and_scipy():
                 continue
             for name in names:
                 top = name.split(".")[0]
-                allowed = {"__future__", "numpy", "scipy", "dataclasses", "typing", "collections", "math",
-                           "warnings"}  # fmt: skip
+                allowed = {"__future__", "numpy", "scipy", "dataclasses", "typing", "math",
+                           "collections", "warnings"}  # fmt: skip
                 assert top in allowed or name == "mixedmodels.errors", f"{path.name}: {name}"
