@@ -165,6 +165,10 @@ def run_glmm_analysis(
     if not -len(formulas) <= diagnose < len(formulas):
         raise ValueError(f"diagnose={diagnose} but there are {len(formulas)} formulas")
     random = [bool(parse_formula(f).random) for f in formulas]
+    if diagnose == -1 and not random[-1] and any(random):
+        # The default is the last model; a GLM null listed last is not checked: the last
+        # model with random effects is.
+        diagnose = max(i for i, r in enumerate(random) if r)
     if not random[diagnose]:
         which = diagnose % len(formulas) + 1
         raise ModelSpecificationError(
