@@ -80,6 +80,10 @@ class GlmmFit:
         What the data were called, or None.
     offset
         The offset per row (None without one).
+    refitter
+        Refits the model to a new response (``refit(y) -> (theta, beta, -2 loglik,
+        nb_theta)``): the parametric bootstrap's, set by the model (results cannot import
+        models).
     """
 
     design: ModelDesign
@@ -107,6 +111,7 @@ class GlmmFit:
     formula: str | None = None
     data_name: str | None = None
     offset: np.ndarray | None = None
+    refitter: Any = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         hold_read_only(
