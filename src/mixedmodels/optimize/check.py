@@ -168,6 +168,7 @@ def _verdict(
     the gradient scaled by the Hessian over them (asked for only then; None: not positive
     definite). ``g`` is what the summary records."""
     messages = list(summary.messages)
+    n_before = len(messages)
     converged = summary.converged
     if float(np.max(np.abs(checked), initial=0.0)) > tol:
         H = hessian()
@@ -187,6 +188,8 @@ def _verdict(
                     f"(tol = {tol}); try rescaling covariates or a simpler random-effects "
                     "structure"
                 )
+    if g is summary.gradient and converged == summary.converged and not messages[n_before:]:
+        return summary  # the record already says it all: no new one
     return replace(summary, gradient=g, converged=converged, messages=tuple(messages))
 
 
