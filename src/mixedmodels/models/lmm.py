@@ -44,6 +44,7 @@ from mixedmodels.optimize import (
     OptimizerOptions,
     OptSummary,
     check_convergence,
+    cholesky_or_none,
     gradient_is_small,
     minimize_with_restart,
     newton_finish,
@@ -257,18 +258,21 @@ class LinearMixedModel:
             )
         return self._objectives[key]
 
-    def _check_not_exact(self) -> None:
+    def _check_not_exact(self, reml: bool) -> None:
         """Refuse a response that the fixed effects reproduce exactly (OLS RSS ~ 0)."""
         if self._cross_products is not None:
             A = self._cross_products.xytxy
+        elif self.is_small() and evaluates_dense(self.structure):
+            # [X y]'W[X y] is the trailing block of the dense A that the fit evaluates.
+            W = self.dense_deviance(reml).system.W
+            q = W.shape[0] - self.design.X.shape[1] - 1
+            A = W[q:, q:]
         else:
             xy = np.column_stack([self.design.X, self.y])
             wxy = xy if self.weights is None else xy * self.weights[:, None]
             A = wxy.T @ xy
-        try:
-            r = np.linalg.cholesky(A)[-1, -1]
-        except np.linalg.LinAlgError:
-            r = 0.0
+        C = cholesky_or_none(np.asarray(A))
+        r = 0.0 if C is None else C[-1, -1]
         if r * r <= 1e-20 * max(float(A[-1, -1]), 1e-300):
             raise DataError(
                 "the fixed effects reproduce the response exactly (residual sum of squares "
@@ -296,8 +300,8 @@ class LinearMixedModel:
             Optimiser tolerances.
         """
         use_reml = self.reml if reml is None else bool(reml)
-        self._check_not_exact()
         with _blas_threads_for(self.rest_size):
+            self._check_not_exact(use_reml)
             return self._fit(use_reml, start, options)
 
     def _fit(
