@@ -167,7 +167,12 @@ class DenseSystem:
         self._cols = np.concatenate(cols)
         self._src = np.concatenate(src)
         self._scalar = all(t.ncols == 1 for t in terms)
-        self._diag_q = np.arange(q) * (m + 1)
+        # diag(I_q, 0) as a whole matrix, and D's diagonal before theta is written into it:
+        # adding a matrix and copying an array cost less than an indexed add and np.ones
+        # (~1 us of a 5 us evaluation on Dyestuff), with the same numbers.
+        self._identity_q = np.zeros((m, m))
+        self._identity_q.ravel()[np.arange(q) * (m + 1)] = 1.0
+        self._ones = np.ones(m)
         # Flat C-order positions of P[r, c] and P[r, m] (and of P_Z[r, c]).
         self._at_rc = self._rows * m + self._cols
         self._at_rm = self._rows * m + (m - 1)
@@ -207,7 +212,7 @@ class DenseSystem:
     def _omega(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``K = A D`` and ``Omega = D' K + diag(I_q, 0)`` (C-ordered)."""
         if self._scalar:  # D is diagonal
-            d = np.ones(self._m)
+            d = self._ones.copy()
             d[self._rows] = theta[self._src]
             K = self._W * d
             omega = K * d[:, None]
@@ -224,7 +229,7 @@ class DenseSystem:
             for (s, e), T in zip(self._spans, templates, strict=True):
                 cols = np.ascontiguousarray(omega[:, s:e]).reshape(-1, T.shape[0])
                 omega[:, s:e] = (cols @ T).reshape(m, e - s)
-        omega.ravel()[self._diag_q] += 1.0
+        omega += self._identity_q
         return K, omega
 
     def _factor(self, theta: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
