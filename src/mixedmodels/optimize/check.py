@@ -142,7 +142,7 @@ def check_convergence(
     """
     g = summary.gradient
     x, lower = summary.final_theta, summary.lower
-    if g is not None and hessian is not None and np.all(np.isfinite(g)):
+    if g is not None and hessian is not None and np.isfinite(g).all():
         checked = _verdict(summary, g, g, lambda: hessian, tol)
     else:
         g, on_demand = _derivatives(objective, x, summary.final_objective, lower)
@@ -170,7 +170,7 @@ def _verdict(
     messages = list(summary.messages)
     n_before = len(messages)
     converged = summary.converged
-    if float(np.max(np.abs(checked), initial=0.0)) > tol:
+    if float(np.abs(checked).max(initial=0.0)) > tol:
         H = hessian()
         C = None if H is None else cholesky_or_none(H)
         if C is None:
@@ -218,7 +218,7 @@ def _hessian_verdict(
     """
     x, lower = summary.final_theta, summary.lower
     k = x.shape[0]
-    at_bound = np.isfinite(lower) & (x - lower < EDGE_TOL)
+    at_bound = x - lower < EDGE_TOL  # False where lower is -inf
     if at_bound.any():
         if callable(blocks):
             blocks = blocks()

@@ -241,11 +241,11 @@ def _newton_steps(
     both = getattr(gradient, "value_and_gradient", None)
     for _ in range(max_steps):
         # Relative to each entry (small standard deviations count as much as large ones).
-        size = float(np.max(np.abs(step) / np.maximum(1e-3, np.abs(z))))
+        size = float((np.abs(step) / np.maximum(1e-3, np.abs(z))).max())
         if not math.isfinite(size) or size < 1e-13:
             break
         z1 = z - step
-        if np.any(z1 < lower):
+        if (z1 < lower).any():
             break
         if size < 1e-8:
             # The error left after a step this small is ~(relative error of H) x size,
@@ -268,7 +268,7 @@ def _newton_steps(
         step1, dec1 = newton(gz1)
         if not dec1 < dec:
             break
-        size1 = float(np.max(np.abs(step1) / np.maximum(1e-3, np.abs(z1))))
+        size1 = float((np.abs(step1) / np.maximum(1e-3, np.abs(z1))).max())
         if size1 > 0.1 * size:
             # Slow progress: the start was far enough that H there no longer fits (an
             # optimiser stopped early); refresh it here, the way it was first taken (the
@@ -319,7 +319,7 @@ def minimize_with_restart(
     on_diag = np.isfinite(lower[:ntheta])
     theta = summary.final_theta[:ntheta]
     at_edge = on_diag & (theta - lower[:ntheta] < EDGE_TOL)
-    if not np.any(at_edge):
+    if not at_edge.any():
         return summary
     restart = summary.final_theta.copy()
     restart[:ntheta][at_edge] = 0.5 * max(1.0, float(np.max(np.abs(theta), initial=0.0)))
@@ -356,7 +356,7 @@ def gradient_is_small(summary: OptSummary) -> bool:
     free = np.isfinite(g) & ~(np.isfinite(lower) & (x - lower < 1e-8))
     if not free.any():
         return True
-    return float(np.max(np.abs(g[free]))) <= 1e-5 * max(1.0, abs(summary.final_objective))
+    return float(np.abs(g[free]).max()) <= 1e-5 * max(1.0, abs(summary.final_objective))
 
 
 def snap_to_bounds(objective, summary: OptSummary, on_diag: np.ndarray) -> tuple[OptSummary, int]:
