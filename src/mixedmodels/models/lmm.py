@@ -11,6 +11,7 @@ products, the residual structure and the objective), :meth:`LinearMixedModel.fit
 from __future__ import annotations
 
 import contextlib
+import math
 import warnings
 from dataclasses import replace
 from typing import Any
@@ -125,7 +126,7 @@ class LinearMixedModel:
         # The response the engine sees: the offset is a known part of the linear predictor.
         self.y = design.y if self.offset is None or not self.has_rows else design.y - self.offset
         has_zero = self.weights is not None and not np.all(self.weights > 0)
-        if has_zero or not np.isfinite(
+        if has_zero or not math.isfinite(
             0.0 if cross_products is None else cross_products.sum_log_weights
         ):
             raise ModelSpecificationError(
