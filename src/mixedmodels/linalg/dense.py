@@ -177,11 +177,11 @@ class DenseSystem:
         self._at_rc = self._rows * m + self._cols
         self._at_rm = self._rows * m + (m - 1)
         self._at_rc_z = self._rows * q + self._cols
-        # Larger systems: where the gradient reads column c of Omega^{-1} (order m) and of
-        # Omega_ZZ^{-1} (order q), from their upper triangles (see _upper_gather).
-        if m > _SOLVE_MAX:
-            self._g_at = _upper_gather(self._cols, m, m)
-            self._gz_at = _upper_gather(self._cols, q, q)
+        # Larger systems: where the gradient reads column c of Omega^{-1} (order m; REML)
+        # or of Omega_ZZ^{-1} (order q; ML) from their upper triangles (see
+        # _upper_gather), made on first use: a fit needs one of them.
+        self._g_at: np.ndarray | None = None
+        self._gz_at: np.ndarray | None = None
         # (start, stop, theta indices of the diagonal) of each template, for the singular test.
         on_diag = np.isfinite(structure.lower_bounds())
         self._templates = [
@@ -311,9 +311,10 @@ class DenseSystem:
 
     def _p_entries_by_solve(
         self, U: np.ndarray, K: np.ndarray, ml: bool
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """``P[r, c]``, ``P[r, m] u[c]`` and (``ml``) ``P_Z[r, c]`` per position, from ``P``
-        itself: one solve with ``K'`` (the least work below ``_SOLVE_MAX``)."""
+    ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray | None]:
+        """``P[r, c]`` (REML) or ``P_Z[r, c]`` (``ml``), and ``P[r, m] u[c]``, per position
+        (None for the one not needed), from ``P`` itself: one solve with ``K'`` (the least
+        work below ``_SOLVE_MAX``)."""
         q = self._q
         # P' = Omega^{-1} K' (K.T is Fortran-ordered: no copy); read in Fortran order it is
         # P itself, C-ordered. u = Omega^{-1} e_m = U^{-1} e_m / U_mm.
@@ -323,15 +324,14 @@ class DenseSystem:
         e_m[-1] = 1.0 / U[-1, -1]
         u, _ = _dtrtrs(U, e_m, lower=0)
         last = P[self._at_rm] * u[self._cols]
-        pz = None
         if ml:
             PZt, _ = _dpotrs(np.asfortranarray(U[:q, :q]), np.asfortranarray(K[:q, :q].T), lower=0)
-            pz = PZt.ravel(order="F")[self._at_rc_z]
-        return P[self._at_rc], last, pz
+            return None, last, PZt.ravel(order="F")[self._at_rc_z]
+        return P[self._at_rc], last, None
 
     def _p_entries_by_inverse(
         self, U: np.ndarray, K: np.ndarray, ml: bool
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray | None]:
         """What :meth:`_p_entries_by_solve` gives, without forming ``P = K Omega^{-1}``.
 
         Only the entries at the positions of theta in ``D`` and the column ``P[r, m]`` are
@@ -341,15 +341,20 @@ class DenseSystem:
         """
         q = self._q
         Kr = K[self._rows]  # the rows r of every position, (positions, m)
-        pz = None
+        p_rc = pz = None
         if ml:
             # P_Z = K_ZZ Omega_ZZ^{-1}, and U_ZZ is the factor of Omega_ZZ (a copy: U is
             # overwritten next).
+            if self._gz_at is None:
+                self._gz_at = _upper_gather(self._cols, q, q)
             GZ, _ = _dpotri(U[:q, :q], lower=0)
             pz = np.einsum("ij,ij->i", Kr[:, :q], GZ.ravel(order="F")[self._gz_at])
         G, _ = _dpotri(U, lower=0, overwrite_c=1)  # the upper triangle of Omega^{-1}
         u = G[:, -1]  # Omega^{-1} e_m: the last column lies in the upper triangle
-        p_rc = np.einsum("ij,ij->i", Kr, G.ravel(order="F")[self._g_at])
+        if not ml:
+            if self._g_at is None:
+                self._g_at = _upper_gather(self._cols, self._m, self._m)
+            p_rc = np.einsum("ij,ij->i", Kr, G.ravel(order="F")[self._g_at])
         return p_rc, (Kr @ u) * u[self._cols], pz
 
     # -- estimates ------------------------------------------------------------
