@@ -260,18 +260,17 @@ class LinearMixedModel:
         return self._objectives[key]
 
     def _check_not_exact(self, reml: bool) -> None:
-        """Refuse a response that the fixed effects reproduce exactly (OLS RSS ~ 0)."""
-        if self._cross_products is not None:
-            A = self._cross_products.xytxy
-        elif self.is_small() and evaluates_dense(self.structure):
-            # [X y]'W[X y] is the trailing block of the dense A that the fit evaluates.
+        """Refuse a response that the fixed effects reproduce exactly (OLS RSS ~ 0).
+
+        ``[X y]'W[X y]`` is read from what the fit builds anyway: the trailing block of the
+        dense ``A`` of a model evaluated in dense form, else the blocks' ``xytxy``.
+        """
+        if self._cross_products is None and self.is_small() and evaluates_dense(self.structure):
             W = self.dense_deviance(reml).system.W
             q = W.shape[0] - self.design.X.shape[1] - 1
             A = W[q:, q:]
         else:
-            xy = np.column_stack([self.design.X, self.y])
-            wxy = xy if self.weights is None else xy * self.weights[:, None]
-            A = wxy.T @ xy
+            A = self.cross_products.xytxy
         C = cholesky_or_none(np.asarray(A))
         r = 0.0 if C is None else C[-1, -1]
         if r * r <= 1e-20 * max(float(A[-1, -1]), 1e-300):
