@@ -548,9 +548,10 @@ def markdown(results: dict) -> str:
         "",
         "- fit: the blocked Cholesky factor of `mixedmodels.objective.profiled_deviance` "
         "works from the cross products Z'Z, Z'X, X'X; term 1 (`s`, 2972 levels) is "
-        "eliminated level by level, the other terms form one dense q_rest x q_rest block "
-        "(`fit.factor.L22`; q_rest = q minus the levels of `s`). The other large array the "
-        "fit keeps is the n x p fixed-effects design X. Largest: n x p or q_rest x q_rest.",
+        "eliminated level by level, "
+        "the other terms form one dense q_rest x q_rest block (`fit.factor.L22`; q_rest = "
+        "q minus the levels of `s`). The other large array the fit keeps is the n x p "
+        "fixed-effects design X. Largest: n x p or q_rest x q_rest.",
         "- Satterthwaite (`inference/satterthwaite.py`): the same blocked factor at "
         "1 + 8 k^2 theta values (numerical Hessian by central differences over 4 "
         "Richardson steps; k = number of theta: 73 factorisations for insteval_1, 33 for "
