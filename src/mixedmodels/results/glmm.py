@@ -32,6 +32,13 @@ import pandas as pd
 from mixedmodels.errors import ModelSpecificationError
 from mixedmodels.results.glmm_fit import GlmmFit
 from mixedmodels.results.prediction import linear_predictor
+from mixedmodels.results.variance_components import (
+    COLUMNS as VARCORR_COLUMNS,
+)
+from mixedmodels.results.variance_components import (
+    term_covariances,
+    variance_component_rows,
+)
 from mixedmodels.tables import Report, Table
 
 __all__ = ["GeneralizedLinearMixedModelResult", "Overdispersion"]
@@ -388,14 +395,7 @@ class GeneralizedLinearMixedModelResult:
         The covariance of a term is ``T T'`` with ``T`` its lower-triangular template at
         theta: there is no residual scale to multiply by.
         """
-        out: dict[str, list[tuple[tuple[str, ...], np.ndarray]]] = {}
-        templates = self.structure.templates(np.asarray(self._fit.theta))
-        for T, term in zip(templates, self.structure.terms, strict=True):
-            full = T @ T.T
-            for start, stop in term.blocks:
-                names = tuple(term.column_names[start:stop])
-                out.setdefault(term.group, []).append((names, full[start:stop, start:stop]))
-        return out
+        return term_covariances(self.structure, self._fit.theta)
 
     @property
     def varcorr(self) -> pd.DataFrame:
@@ -404,35 +404,8 @@ class GeneralizedLinearMixedModelResult:
 
     @cached_property
     def _varcorr(self) -> pd.DataFrame:
-        rows: list[dict[str, Any]] = []
-        for group, blocks in self.covariance_matrices().items():
-            for names, cov in blocks:
-                sd = np.sqrt(np.diag(cov))
-                for i, name in enumerate(names):
-                    rows.append(
-                        {
-                            "group": group,
-                            "term": name,
-                            "term2": None,
-                            "variance": cov[i, i],
-                            "sd": sd[i],
-                            "corr": np.nan,
-                        }
-                    )
-                for j in range(len(names)):
-                    for i in range(j + 1, len(names)):
-                        denom = sd[i] * sd[j]
-                        rows.append(
-                            {
-                                "group": group,
-                                "term": names[j],
-                                "term2": names[i],
-                                "variance": np.nan,
-                                "sd": np.nan,
-                                "corr": cov[i, j] / denom if denom > 0 else np.nan,
-                            }
-                        )
-        return pd.DataFrame(rows, columns=["group", "term", "term2", "variance", "sd", "corr"])
+        rows = variance_component_rows(self.covariance_matrices())
+        return pd.DataFrame(rows, columns=VARCORR_COLUMNS)
 
     # -- random effects --------------------------------------------------------------------
     @property

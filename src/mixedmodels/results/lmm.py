@@ -16,6 +16,8 @@ import pandas as pd
 from mixedmodels.errors import ModelSpecificationError
 from mixedmodels.linalg.solution import Estimates, conditional_variances, estimate
 from mixedmodels.results.prediction import linear_predictor
+from mixedmodels.results.variance_components import COLUMNS as VARCORR_COLUMNS
+from mixedmodels.results.variance_components import term_covariances, variance_component_rows
 from mixedmodels.tables import Report, Table
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -288,14 +290,7 @@ class LinearMixedModelResult:
     # -- variance components -------------------------------------------------------------
     def covariance_matrices(self) -> dict[str, list[tuple[tuple[str, ...], np.ndarray]]]:
         """Per grouping factor, the covariance matrix of each original term (with names)."""
-        s2 = self.sigma**2
-        out: dict[str, list[tuple[tuple[str, ...], np.ndarray]]] = {}
-        for T, term in zip(self.factor.templates, self.structure.terms, strict=True):
-            full = s2 * (T @ T.T)
-            for start, stop in term.blocks:
-                names = term.column_names[start:stop]
-                out.setdefault(term.group, []).append((names, full[start:stop, start:stop]))
-        return out
+        return term_covariances(self.structure, self.theta, self.sigma**2)
 
     @property
     def varcorr(self) -> pd.DataFrame:
@@ -304,35 +299,7 @@ class LinearMixedModelResult:
 
     @cached_property
     def _varcorr(self) -> pd.DataFrame:
-        rows: list[dict[str, Any]] = []
-        for group, blocks in self.covariance_matrices().items():
-            for names, cov in blocks:
-                sd = np.sqrt(np.diag(cov))
-                for i, name in enumerate(names):
-                    rows.append(
-                        {
-                            "group": group,
-                            "term": name,
-                            "term2": None,
-                            "variance": cov[i, i],
-                            "sd": sd[i],
-                            "corr": np.nan,
-                        }
-                    )
-                for j in range(len(names)):
-                    for i in range(j + 1, len(names)):
-                        denom = sd[i] * sd[j]
-                        corr = cov[i, j] / denom if denom > 0 else np.nan
-                        rows.append(
-                            {
-                                "group": group,
-                                "term": names[j],
-                                "term2": names[i],
-                                "variance": np.nan,
-                                "sd": np.nan,
-                                "corr": corr,
-                            }
-                        )
+        rows = variance_component_rows(self.covariance_matrices())
         strata = self.residual_strata
         for label, sd in self.residual_sd.items():
             rows.append(
@@ -345,7 +312,7 @@ class LinearMixedModelResult:
                     "corr": np.nan,
                 }
             )
-        return pd.DataFrame(rows, columns=["group", "term", "term2", "variance", "sd", "corr"])
+        return pd.DataFrame(rows, columns=VARCORR_COLUMNS)
 
     # -- random effects --------------------------------------------------------------------
     @property
