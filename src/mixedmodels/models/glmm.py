@@ -33,7 +33,7 @@ from mixedmodels.errors import (
     ModelSpecificationError,
     SingularFitWarning,
 )
-from mixedmodels.objective.pirls import GlmmResponse, PirlsDeviance
+from mixedmodels.objective.pirls import GlmmResponse, PirlsDeviance, nb_moment_sums
 from mixedmodels.optimize import OptimizerOptions, OptSummary, check_convergence
 from mixedmodels.optimize.bobyqa import minimize_bobyqa
 from mixedmodels.optimize.derivatives import central_derivatives
@@ -252,9 +252,8 @@ class GeneralizedLinearMixedModel:
         poisson = make_family("poisson", self.family.link.name)
         self.deviance.set_family(poisson)
         state = self.deviance.pirls(theta, None)
-        y, mu = self.response.y, state.mu
-        excess = float(np.sum((y - mu) ** 2 - mu))
-        start = float(np.sum(mu * mu)) / excess if excess > 0 else 1e3
+        squares, excess = self.deviance.rows.sums(nb_moment_sums, poisson, state.coefficients)
+        start = float(squares) / float(excess) if excess > 0 else 1e3
         self._set_dispersion(float(np.clip(start, 1e-2, 1e3)))
         evaluations["dispersion_start"] = 1
 
