@@ -470,7 +470,9 @@ class StreamedDesign:
 
     def complete(self, data: pd.DataFrame) -> pd.DataFrame:
         """The rows of ``data`` with every used column present (the rows fitted)."""
-        return data.loc[complete_rows(self.formula, data, self.weights_column)]
+        keep = complete_rows(self.formula, data, self.weights_column)
+        # Usually every row is complete: no copy then (a GLMM reads its chunks per step).
+        return data if keep.all() else data.loc[keep]
 
     def chunk_weights_offset(
         self, data: pd.DataFrame
