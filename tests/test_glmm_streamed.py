@@ -97,6 +97,14 @@ def test_contraception_laplace_from_parquet_files(tmp_path):
     assert fit.optimizer["chunks"] == 3
 
 
+def test_fast_mode_in_chunks(tmp_path):
+    # nAGQ = 0: beta inside PIRLS, the working system with X summed over the chunks.
+    whole = in_memory("Contraception", CONTRACEPTION, "binomial", 0)
+    glob = parquet_files(tmp_path / "contraception", "Contraception", 2)
+    fit = mm.glmer(CONTRACEPTION, glob, family="binomial", nagq=0, progress=False)
+    assert_same_fit(fit, whole)
+
+
 def test_cbpp_cbind_adaptive_quadrature_in_chunks(tmp_path):
     # nAGQ = 25: one more pass per evaluation (each herd's deviance at the 25 nodes);
     # loglik_marginal adds the saturated log-likelihood, summed over the chunks.
