@@ -290,6 +290,10 @@ class MemoryRows:
         self._reset_workspace()
 
     def _reset_workspace(self) -> None:
+        # Per term: level per row, the z column (scalar terms) or matrix, and which.
+        self._term_rows = [
+            (t.refs, t.z[:, 0] if t.ncols == 1 else t.z, t.ncols == 1) for t in self.terms
+        ]
         self._plans: dict[bool, CrossProductPlan] = {}
         self._deviance_function: tuple[object, Callable[[np.ndarray], float]] | None = None
         self._fixed: tuple[np.ndarray, np.ndarray] | None = None
@@ -328,13 +332,15 @@ class MemoryRows:
         return fixed
 
     def _random_part(self, b: tuple[np.ndarray, ...]) -> np.ndarray:
-        """``Z b`` per row."""
-        out = np.zeros(self.nobs)
-        for term, bk in zip(self.terms, b, strict=True):
-            if term.ncols == 1:
-                out += term.z[:, 0] * bk[term.refs, 0]
+        """``Z b`` per row (a new array)."""
+        out = None
+        for (refs, z, scalar), bk in zip(self._term_rows, b):  # noqa: B905 (hot path)
+            part = z * bk[refs, 0] if scalar else np.einsum("ij,ij->i", z, bk[refs])
+            if out is None:
+                out = part
             else:
-                out += np.einsum("ij,ij->i", term.z, bk[term.refs])
+                out += part
+        assert out is not None
         return out
 
     def _deviance(self, family: Any) -> Callable[[np.ndarray], float]:
@@ -374,7 +380,8 @@ class MemoryRows:
             fixed = cached[1]
         else:
             fixed = self._fixed_part(beta)
-        eta = fixed + self._random_part(b)
+        eta = self._random_part(b)
+        eta += fixed
         mu = family.link.inverse(eta)
         deviance_function = self._deviance_function
         if deviance_function is None or deviance_function[0] is not family:
@@ -789,10 +796,17 @@ class PirlsDeviance:
         )
 
     def _pass(
-        self, beta: np.ndarray, u: np.ndarray, templates: list[np.ndarray], with_x: bool
+        self, beta: np.ndarray, u: np.ndarray, transposed: list[np.ndarray], with_x: bool
     ) -> tuple[RowsPass, float]:
-        """One pass at ``(beta, u)``: the pass and its penalised deviance."""
-        done = self.rows.evaluate(self.family, self.coefficients(beta, u, templates), with_x=with_x)
+        """One pass at ``(beta, u)`` (``transposed``: the templates' transposes): the pass
+        and its penalised deviance."""
+        b = tuple(
+            [
+                u[start:stop].reshape(shape) @ Tt
+                for (start, stop, shape), Tt in zip(self._term_slices, transposed)  # noqa: B905
+            ]
+        )
+        done = self.rows.evaluate(self.family, Coefficients(beta, b), with_x=with_x)
         return done, done.deviance + float(u @ u)
 
     # -- PIRLS ----------------------------------------------------------------------------
@@ -802,7 +816,7 @@ class PirlsDeviance:
         """Run PIRLS at ``theta``: for the modes at fixed ``beta``, or (``beta=None``) for the
         modes and beta together (nAGQ = 0). Each iteration is one pass over the rows."""
         theta = np.asarray(theta, dtype=np.float64)
-        templates = self.structure.templates(theta)
+        transposed = [T.T for T in self.structure.templates(theta)]
         with_x = beta is None
         u = (self._u if u0 is None else np.asarray(u0, dtype=np.float64)).copy()
         if with_x:
@@ -812,10 +826,10 @@ class PirlsDeviance:
         else:
             # A copy: the rows recognise it as the same beta at every step (by identity).
             beta_cur = np.array(beta, dtype=np.float64)
-        current, pdev = self._pass(beta_cur, u, templates, with_x)
+        current, pdev = self._pass(beta_cur, u, transposed, with_x)
         if not np.isfinite(pdev):  # a start far off (e.g. a warm start from a wild point)
             u = np.zeros(self.q)
-            current, pdev = self._pass(beta_cur, u, templates, with_x)
+            current, pdev = self._pass(beta_cur, u, transposed, with_x)
         iterations = 0
         for iterations in range(1, MAX_ITERATIONS + 1):  # noqa: B007 (read after the loop)
             system = self._system(with_x, current.blocks)
@@ -838,7 +852,7 @@ class PirlsDeviance:
             for _ in range(MAX_HALVINGS):
                 u_try = u + step * du
                 beta_try = beta_cur + step * dbeta if with_x else beta_cur
-                trial, pdev_try = self._pass(beta_try, u_try, templates, with_x)
+                trial, pdev_try = self._pass(beta_try, u_try, transposed, with_x)
                 # A step may raise the penalised deviance by rounding alone (~1e-13 of
                 # it) once the modes are nearly there: that is no reason to halve.
                 if pdev_try <= pdev + 1e-12 * (abs(pdev) + 1.0):
