@@ -178,7 +178,7 @@ class RowsPass:
         """The weighted blocks at this point (formed on first access in memory)."""
         if self._blocks is None:
             if self._make_blocks is None:
-                raise ValueError("this pass has no blocks (its deviance is not finite)")
+                raise ValueError("this pass was made without its blocks")
             self._blocks = self._make_blocks()
             self._make_blocks = None
         return self._blocks
@@ -236,13 +236,13 @@ class PirlsRows(Protocol):
         ...
 
 
-def nb_moment_sums(family: Any, y: np.ndarray, mu: np.ndarray, weights: np.ndarray):
+def nb_moment_sums(family: Any, y: np.ndarray, mu: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """``[sum mu^2, sum((y - mu)^2 - mu)]``: the moment start of the negative binomial's
     theta (:meth:`PirlsRows.sums`)."""
     return np.array([float(np.sum(mu * mu)), float(np.sum((y - mu) ** 2 - mu))])
 
 
-def pearson_chisq(family: Any, y: np.ndarray, mu: np.ndarray, weights: np.ndarray):
+def pearson_chisq(family: Any, y: np.ndarray, mu: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """``[sum (y - mu)^2 w / V(mu)]``: the Pearson statistic (:meth:`PirlsRows.sums`)."""
     raw = y - mu
     return np.array([float(np.sum(raw * raw * weights / np.asarray(family.variance(mu))))])
@@ -584,6 +584,13 @@ class ChunkedRows:
     -----
     Every result is a sum over chunks, so it equals the in-memory one up to the order of
     the additions (~1e-15 relative). ``passes`` counts the passes made.
+
+    One convention is not a sum over rows: R's binomial log-likelihood takes each row's
+    number of trials as ``m`` if any row has more than one trial, else its prior weight;
+    a chunk decides for its own rows. The two agree for whole-number prior weights (a row
+    with one trial and ``y`` in {0, 1} gives the same value either way); they can differ
+    only for ``cbind`` counts with fractional prior weights and a chunk in which no row
+    has more than one trial.
     """
 
     def __init__(
