@@ -109,10 +109,11 @@ def test_cbpp_cbind_adaptive_quadrature_in_chunks(tmp_path):
     # nAGQ = 25: one more pass per evaluation (each herd's deviance at the 25 nodes);
     # loglik_marginal adds the saturated log-likelihood, summed over the chunks.
     whole = in_memory("cbpp", CBPP, "binomial", 25)
-    glob = parquet_files(tmp_path / "cbpp", "cbpp", 2)
+    parquet_files(tmp_path / "cbpp", "cbpp", 2)
+    files = sorted(str(f) for f in (tmp_path / "cbpp").glob("*.parquet"))  # a list of files
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        fit = mm.glmer(CBPP, glob, family="binomial", nagq=25, chunk_rows=20, progress=False)
+        fit = mm.glmer(CBPP, files, family="binomial", nagq=25, chunk_rows=20, progress=False)
     assert_same_fit(fit, whole)
     assert fit.loglik_marginal != pytest.approx(fit.loglik)  # cbpp's constant is -41.98
     assert fit.optimizer["chunks"] == 4  # 28 rows per file, 20 rows per chunk
@@ -153,8 +154,16 @@ def test_duckdb_query_in_small_chunks(tmp_path, capsys):
 # ------------------------------------------------------------------ results without rows
 @pytest.fixture(scope="module")
 def streamed_cbpp(tmp_path_factory):
-    glob = parquet_files(tmp_path_factory.mktemp("cbpp"), "cbpp", 2)
-    return mm.glmer(CBPP, glob, family="binomial", progress=False)
+    folder = tmp_path_factory.mktemp("cbpp")
+    parquet_files(folder, "cbpp", 2)
+    return mm.glmer(CBPP, str(folder), family="binomial", progress=False)  # a folder
+
+
+def test_an_in_memory_frame_streams_with_chunk_rows():
+    whole = in_memory("cbpp", CBPP, "binomial")
+    fit = mm.glmer(CBPP, frame("cbpp"), family="binomial", chunk_rows=25, progress=False)
+    assert not fit.has_rows and fit.optimizer["chunks"] == 3
+    assert_same_fit(fit, whole)
 
 
 def test_a_streamed_fit_refuses_what_needs_rows_in_one_line(streamed_cbpp):
