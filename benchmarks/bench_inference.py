@@ -546,8 +546,9 @@ def markdown(results: dict) -> str:
         "Largest dense matrix each method forms, read from the code and consistent with "
         "the sampled largest mapping above:",
         "",
-        "- fit: the blocked Cholesky factor of `mixedmodels.objective.profiled_deviance` works from the cross "
-        "products Z'Z, Z'X, X'X; term 1 (`s`, 2972 levels) is eliminated level by level, "
+        "- fit: the blocked Cholesky factor of `mixedmodels.objective.profiled_deviance` "
+        "works from the cross products Z'Z, Z'X, X'X; term 1 (`s`, 2972 levels) is "
+        "eliminated level by level, "
         "the other terms form one dense q_rest x q_rest block (`fit.factor.L22`; q_rest = "
         "q minus the levels of `s`). The other large array the fit keeps is the n x p "
         "fixed-effects design X. Largest: n x p or q_rest x q_rest.",

@@ -179,6 +179,10 @@ def test_a_streamed_fit_refuses_what_needs_rows_in_one_line(streamed_cbpp):
     ):
         with pytest.raises(ModelSpecificationError, match="predict\\(chunk\\)"):
             what()
+    # Refits (profiles, the parametric bootstrap) need the rows too: no refitter.
+    for method in ("profile", "bootstrap"):
+        with pytest.raises(ModelSpecificationError, match="streamed data"):
+            fit.confint(method=method)
 
 
 def test_a_streamed_fit_predicts_chunks_and_reports(streamed_cbpp):

@@ -47,6 +47,8 @@ _PUBLIC = {
     "bootstrap": "mixedmodels.inference.bootstrap",
     "bootstrap_compare": "mixedmodels.inference.bootstrap",
     "icc": "mixedmodels.diagnostics.icc",
+    "simulated_residuals": "mixedmodels.diagnostics.simulated_residuals",
+    "SimulatedResiduals": "mixedmodels.diagnostics.simulated_residuals",
     "ModelComparisonError": "mixedmodels.errors",
     "duckdb_query": "mixedmodels.io.duckdb_source",
     "lmer_streamed": "mixedmodels.models.streamed",

@@ -460,8 +460,11 @@ def _add_analyze(subparsers: Any, parents: list[argparse.ArgumentParser]) -> Non
             "ratio tests, check the assumptions of the last model, and write a self-contained "
             "report (HTML, Markdown or JSON) plus a short summary on stdout. Without "
             "arguments: the rat-pup analysis (West, Welch & Galecki 2014, ch. 3) written to "
-            "ratpup-report.html. The default output name is replaced if it exists; -o OUT "
-            "needs --force to replace OUT."
+            "ratpup-report.html. With --family the models are GLMMs (lme4's glmer; a formula "
+            "without random effects is a GLM): the report shows proportions or counts, odds "
+            "or rate ratios, and simulated (DHARMa) residual checks of dispersion, zero "
+            "inflation and uniformity instead of the normal-theory ones. The default output "
+            "name is replaced if it exists; -o OUT needs --force to replace OUT."
         ),
     )
     parser.add_argument(
@@ -497,6 +500,7 @@ def _add_analyze(subparsers: Any, parents: list[argparse.ArgumentParser]) -> Non
     )
     parser.add_argument("--ml", action="store_true", help="fit by maximum likelihood")
     parser.add_argument("--quiet", action="store_true", help="no progress display on stderr")
+    _add_family_options(parser)
     parser.set_defaults(run=_run_analyze)
 
 
@@ -521,6 +525,14 @@ def _run_analyze(args: argparse.Namespace) -> str:
     from mixedmodels.report.progress import StepProgress
     from mixedmodels.report.terminal import print_summary, terminal_summary
 
+    glmm = _check_family_options(args, "analyze")
+    if glmm and not args.formula:
+        from mixedmodels.errors import ModelSpecificationError
+
+        raise ModelSpecificationError(
+            "analyze --family needs the models: give one or more --formula, e.g. -f "
+            "'cbind(successes, failures) ~ x + (1 | g)'"
+        )
     if args.format:
         fmt = args.format
     elif args.output and args.output != "-":
@@ -546,6 +558,9 @@ def _run_analyze(args: argparse.Namespace) -> str:
             diagnose=diagnose,
             reml=not args.ml,
             progress=progress.step if progress else None,
+            family=args.family,
+            link=args.link,
+            nagq=args.nagq,
         )
         if progress:
             progress.step(f"writing {path}")

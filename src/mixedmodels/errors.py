@@ -80,3 +80,16 @@ class RankDeficiencyWarning(MixedModelsWarning):
 
 class ResponseWarning(MixedModelsWarning):
     """The response is usable by the family but doubtful (e.g. non-integer counts)."""
+
+
+def refuse_generalized(fit: object, what: str, instead: str) -> None:
+    """Raise a one-line error when ``fit`` is a generalized linear mixed model (or GLM)
+    and ``what`` is only available for linear (mixed) models; ``instead`` says what to use.
+
+    A method must never silently treat a GLMM as a linear model (a residual variance,
+    t statistics with Satterthwaite df): it refuses here instead.
+    """
+    if hasattr(fit, "family") and hasattr(fit, "nagq"):
+        raise ModelSpecificationError(
+            f"{what} is not available for generalized linear mixed models yet; {instead}"
+        )

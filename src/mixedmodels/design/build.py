@@ -293,11 +293,10 @@ def build_design(
         refuse_binomial_counts(parsed)
     frame = _Frame(data, parsed, fitting=True)
     n_total = len(frame.data)
-    frame.require(list(parsed.columns_used()))
+    columns = list(parsed.columns_used())
+    frame.require(columns)
     all_weights = _weights_values(weights, frame)
-    keep = frame.complete_rows(
-        list(parsed.columns_used()), None if all_weights is None else np.isnan(all_weights)
-    )
+    keep = frame.complete_rows(columns, None if all_weights is None else np.isnan(all_weights))
     frame = frame.subset(keep)
     n = len(frame.data)
     prior_weights = None

@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mixedmodels.errors import refuse_generalized
+
 from ..tables import Report, Table
 
 DEFINITION = (
@@ -133,6 +135,12 @@ def icc(
     >>> round(icc(fit)["litter"], 4)
     0.3743
     """
+    refuse_generalized(
+        fit,
+        "the ICC",
+        "a GLMM has no residual variance on the response scale; report the variance "
+        "components (fit.varcorr)",
+    )
     variances, with_slopes, sigma2 = _intercept_variances(fit)
     values = icc_values(fit)
     table = pd.DataFrame({"variance": pd.Series(variances), "icc": values})

@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from ..errors import ModelSpecificationError
+from ..errors import ModelSpecificationError, refuse_generalized
 
 __all__ = ["R2Result", "r2"]
 
@@ -179,6 +179,11 @@ def r2(fit: Any) -> R2Result:
     >>> round(fit.r2().conditional, 4)
     0.7992
     """
+    refuse_generalized(
+        fit,
+        "R-squared (Nakagawa)",
+        "report the variance components (fit.varcorr) and the fixed effects",
+    )
     n = fit.nobs
     sums = _zz_sums_from_rows(fit) if fit.model.has_rows else _zz_sums_from_cross_products(fit)
     s2 = float(fit.sigma**2)

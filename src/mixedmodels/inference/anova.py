@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from ..errors import DataError
+from ..errors import DataError, refuse_generalized
 from .distributions import chi2_sf, f_sf
 from .kenward_roger import kenward_roger_f_test
 from .satterthwaite import satterthwaite_f_test
@@ -348,6 +348,11 @@ def anova(
     --------
     >>> anova(fit, type=3, ddf="kenward-roger")   # doctest: +SKIP
     """
+    refuse_generalized(
+        fit,
+        "the F-test ANOVA table",
+        "test terms by likelihood ratio: mm.compare(fit_without_term, fit)",
+    )
     method = normalize_ddf(ddf)
     kind = str(type).upper().replace("TYPE", "").strip()
     builders = {

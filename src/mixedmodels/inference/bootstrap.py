@@ -250,6 +250,93 @@ class _Simulator:
         return y
 
 
+# -- generalized linear mixed models ------------------------------------------------------
+@dataclass(frozen=True, eq=False)
+class GlmmBootstrapFit:
+    """One GLMM refit to simulated data (what ``func`` receives for a GLMM).
+
+    ``objective`` is -2 x the Laplace (or AGQ) log-likelihood; ``nb_theta`` the negative
+    binomial's dispersion (None for other families, or when it was held fixed).
+    """
+
+    theta: np.ndarray
+    beta: np.ndarray
+    objective: float
+    structure: Any
+    x_names: tuple[str, ...]
+    nb_theta: float | None = None
+
+    @property
+    def loglik(self) -> float:
+        return -0.5 * self.objective
+
+    def params(self) -> pd.Series:
+        """sd/cor parameters of the random effects and the fixed effects (and ``nb_theta``)."""
+        names, vals = list(self.x_names), list(self.beta)
+        if self.structure is not None:
+            sc = SdCorParameters(self.structure)
+            names = [*sc.names[:-1], *names]
+            vals = [*sc.to_phi(self.theta, 1.0)[:-1], *vals]
+        if self.nb_theta is not None:
+            names.append("nb_theta")
+            vals.append(self.nb_theta)
+        return pd.Series(np.asarray(vals, dtype=float), index=names)
+
+
+class _GlmmRefitter:
+    """Adapts a GLMM (or GLM) fit's own refitter to the replicate loop (picklable)."""
+
+    def __init__(self, fit: Any):
+        self.x_names = tuple(fit.design.x_names)
+        self.glm = not hasattr(fit, "structure")
+        if self.glm:
+            self.design, self.family = fit.design, fit.family_spec
+            self.structure, self.refitter = None, None
+            return
+        if fit.refitter is None:
+            raise ModelSpecificationError(
+                "this GLMM fit cannot be refitted (fitted from streamed data?); the "
+                "parametric bootstrap needs the rows in memory"
+            )
+        self.structure = fit.structure
+        self.refitter = fit.refitter
+        self.estimated_nb = fit.family == "negative-binomial"
+
+    def refit(self, y: np.ndarray) -> GlmmBootstrapFit:
+        if self.glm:
+            from .glm import fit_glm
+
+            g = fit_glm(replace(self.design, y=y), self.family)
+            return GlmmBootstrapFit(np.zeros(0), g.beta, -2.0 * g.loglik, None, self.x_names)
+        theta, beta, objective, nb = self.refitter.refit(y)
+        return GlmmBootstrapFit(
+            theta, beta, objective, self.structure, self.x_names, nb if self.estimated_nb else None
+        )
+
+
+class _GlmmSimulator:
+    """Draws responses from a fitted GLMM (new random effects) or GLM (picklable)."""
+
+    def __init__(self, fit: Any):
+        self.fit = fit
+
+    def draw(self, rng: np.random.Generator) -> np.ndarray:
+        fit = self.fit
+        if hasattr(fit, "draw_response"):
+            return fit.draw_response(rng)
+        family, mu = fit.family_spec, fit.mu  # a GLM: no random effects
+        if family.name == "binomial":
+            trials = getattr(fit.design, "trials", None)
+            m = np.ones(mu.shape[0], dtype=np.int64) if trials is None else np.rint(trials)
+            m = m.astype(np.int64)
+            return rng.binomial(m, mu) / np.maximum(m, 1)
+        return rng.poisson(mu).astype(np.float64)
+
+
+def _is_generalized(fit: Any) -> bool:
+    return hasattr(fit, "family") and hasattr(fit, "nagq")
+
+
 # -- the replicate loop ---------------------------------------------------------------------
 def _run_chunk(task: tuple[Any, list[Any], list[np.random.SeedSequence], Callable[..., Any]]):
     simulator, refitters, seeds, func = task
@@ -363,7 +450,7 @@ def bootstrap(
     n_jobs: int = 1,
     progress: bool | None = None,
 ) -> BootstrapResult:
-    """Parametric bootstrap of a fitted linear mixed model (lme4's ``bootMer``).
+    """Parametric bootstrap of a fitted linear or generalized linear mixed model (``bootMer``).
 
     Parameters
     ----------
@@ -395,10 +482,23 @@ def bootstrap(
     >>> boot.confint().shape
     (7, 3)
     """
-    refitter = _Refitter(fit, fit.reml)
-    simulator = _Simulator(fit)
+    if _is_generalized(fit):
+        refitter, simulator = _GlmmRefitter(fit), _GlmmSimulator(fit)
+        original = GlmmBootstrapFit(
+            np.asarray(fit.theta),
+            fit.fixef.to_numpy(),
+            -2.0 * fit.loglik,
+            fit.structure,
+            tuple(fit.design.x_names),
+            fit.nb_theta,
+        )
+    else:
+        refitter = _Refitter(fit, fit.reml)
+        simulator = _Simulator(fit)
+        original = None
     user = func if func is not None else _default_func
-    original = refitter.refit(fit.design.y)
+    if original is None:
+        original = refitter.refit(fit.design.y)
     est = user(original)
     if isinstance(est, pd.Series):
         columns = list(est.index)
@@ -510,9 +610,14 @@ def bootstrap_compare(
     stat = float(table.table["Chisq"].iloc[1])
     df = int(table.table["Df"].iloc[1])
     reml = table.criterion == "REML"
-    refitters = [_Refitter(small, reml), _Refitter(big, reml)]
+    if _is_generalized(small) or _is_generalized(big):
+        refitters = [_GlmmRefitter(small), _GlmmRefitter(big)]
+        simulator: Any = _GlmmSimulator(small)
+    else:
+        refitters = [_Refitter(small, reml), _Refitter(big, reml)]
+        simulator = _Simulator(small)
     results = _replicates(
-        _Simulator(small), refitters, _lrt_func, nsim, seed, n_jobs, progress, "bootstrap LRT"
+        simulator, refitters, _lrt_func, nsim, seed, n_jobs, progress, "bootstrap LRT"
     )
     reps = np.array([np.nan if isinstance(r, Exception) else float(r) for r in results])
     ok = reps[np.isfinite(reps)]

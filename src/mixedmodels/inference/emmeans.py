@@ -104,7 +104,7 @@ def _numeric_variables(fit: LinearMixedModelResult) -> list[Variable]:
 
 def _mean_from_design(fit: LinearMixedModelResult, column: str) -> float | None:
     """Mean of a bare numeric column that has its own column in X (None if there is none)."""
-    if not fit.model.has_rows:
+    if fit.design.X.shape[0] == 0:  # a streamed fit keeps no rows
         return None
     for var in _numeric_variables(fit):
         if var.kind == "column" and var.columns == (column,) and var.name in fit.design.x_names:
@@ -579,10 +579,11 @@ def emmeans(
     by: str | Sequence[str] | None = None,
     *,
     adjust: str = "tukey",
-    ddf: str = "satterthwaite",
+    ddf: str | None = None,
     level: float = 0.95,
     at: Mapping[str, Any] | None = None,
     data: pd.DataFrame | None = None,
+    type: str = "link",
 ) -> MarginalMeans:
     """Compute estimated marginal means of ``specs`` within ``by`` and their pairwise contrasts.
 
@@ -599,9 +600,10 @@ def emmeans(
         p-value adjustment of the pairwise contrasts within each ``by`` group:
         ``"tukey"`` (default, as emmeans), ``"holm"``, ``"bonferroni"`` or ``"none"``.
     ddf
-        ``"satterthwaite"`` (default, as emmeans with lmerTest), ``"kenward-roger"``
-        (REML fits; adjusted covariance, as pbkrtest), ``"normal"`` (emmeans'
-        ``"asymptotic"``: z tests) or ``"residual"`` (n - p).
+        ``"satterthwaite"`` (default for linear mixed models, as emmeans with lmerTest),
+        ``"kenward-roger"`` (REML fits; adjusted covariance, as pbkrtest), ``"normal"``
+        (emmeans' ``"asymptotic"``: z tests; the default, and the only choice, for GLMMs)
+        or ``"residual"`` (n - p).
     level
         Confidence level of the intervals for the means (not adjusted for multiplicity,
         as emmeans).
@@ -610,6 +612,12 @@ def emmeans(
     data
         The fitting data, needed only for a covariate that enters the model only through
         a transformation (its raw mean is taken, then transformed, as emmeans does).
+    type
+        GLMMs: ``"link"`` (default: means and contrasts on the linear-predictor scale, as
+        emmeans) or ``"response"`` (emmeans' ``type = "response"``: means back-transformed,
+        ``prob`` / ``rate`` with delta-method SEs and back-transformed intervals; contrasts
+        of logit and log links also as odds ratios / ratios, ``exp(estimate)``, tested on
+        the link scale). Linear mixed models have the identity link: both are the same.
 
     Returns
     -------
@@ -647,7 +655,20 @@ def emmeans(
         )
     if not 0.0 < float(level) < 1.0:
         raise DataError(f"level must be between 0 and 1 (e.g. 0.95), not {level!r}")
-    method = normalize_ddf(ddf)
+    generalized = hasattr(fit, "nagq") and hasattr(fit, "family")
+    scale = str(type).strip().lower()
+    if scale not in ("link", "response"):
+        raise DataError(f"type must be 'link' or 'response', not {type!r}")
+    if generalized:
+        method = "normal" if ddf is None else normalize_ddf(ddf)
+        if method != "normal":
+            raise DataError(
+                f"ddf={ddf!r} does not apply to a generalized linear mixed model: its "
+                "marginal means are tested with z statistics (emmeans' asymptotic df); "
+                "leave ddf unset"
+            )
+    else:
+        method = normalize_ddf("satterthwaite" if ddf is None else ddf)
 
     factor_vars = _factor_variables(fit)
     numeric = [c for v in _numeric_variables(fit) for c in v.columns]
@@ -692,12 +713,15 @@ def emmeans(
     ]
     labels = pd.DataFrame(combos, columns=keys, dtype=object)
 
-    beta = fit.estimates.beta
-    V = (
-        kenward_roger_covariance_of(fit).vcov_beta_adjusted
-        if method == "kenward-roger"
-        else fit.estimates.vcov_beta
-    )
+    if generalized:
+        beta, V = fit.fixef.to_numpy(), fit.vcov.to_numpy()
+    else:
+        beta = fit.estimates.beta
+        V = (
+            kenward_roger_covariance_of(fit).vcov_beta_adjusted
+            if method == "kenward-roger"
+            else fit.estimates.vcov_beta
+        )
     emmean = L @ beta
     se = np.sqrt(np.einsum("ij,jk,ik->i", L, V, L))
     df = _degrees_of_freedom(fit, L, method)
@@ -734,6 +758,9 @@ def emmeans(
     contrasts = contrasts.assign(estimate=estimate, SE=cse, df=cdf, t_ratio=t, p_value=p)
 
     notes: list[str] = []
+    if generalized:
+        means, contrasts, scale_notes = _on_scale(fit, means, contrasts, scale)
+        notes.extend(scale_notes)
     if averaged:
         notes.append(f"Results are averaged over the levels of: {', '.join(averaged)}")
         interaction = _interaction_note(fit, keys, averaged)
@@ -763,6 +790,37 @@ def emmeans(
         ),
         notes=tuple(notes),
     )
+
+
+def _on_scale(
+    fit: Any, means: pd.DataFrame, contrasts: pd.DataFrame, scale: str
+) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    """A GLMM's means and contrasts on the requested scale, with emmeans' wording."""
+    link = str(fit.link)
+    if scale == "link":
+        return means, contrasts, [f"Results are given on the {link} (not the response) scale."]
+    family = str(fit.family)
+    inverse = fit.family_object.link.inverse
+    mu_eta = fit.family_object.link.mu_eta
+    name = "prob" if family == "binomial" else "rate" if link == "log" else "response"
+    eta = means["emmean"].to_numpy()
+    out = means.drop(columns=["emmean", "SE", "lower", "upper"])
+    out.insert(len(out.columns) - 1, name, inverse(eta))
+    out.insert(len(out.columns) - 1, "SE", np.abs(mu_eta(eta)) * means["SE"].to_numpy())
+    out["lower"] = inverse(means["lower"].to_numpy())
+    out["upper"] = inverse(means["upper"].to_numpy())
+    notes = ["Intervals are back-transformed from the " + link + " scale."]
+    if link in ("logit", "log"):
+        what = "odds_ratio" if link == "logit" else "ratio"
+        ratio = np.exp(contrasts["estimate"].to_numpy())
+        contrasts = contrasts.assign(**{what: ratio, f"{what}_SE": ratio * contrasts["SE"]})
+        notes.append(
+            f"Contrasts: {what.replace('_', ' ')}s exp(estimate); tests are performed on "
+            f"the {link} scale."
+        )
+    else:
+        notes.append(f"Contrasts are on the {link} scale.")
+    return out, contrasts, notes
 
 
 def _by_suffix(contrasts: pd.DataFrame, by_cols: list[str]) -> pd.Series:

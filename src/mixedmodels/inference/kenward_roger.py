@@ -36,7 +36,7 @@ import numpy as np
 import scipy.linalg as sla
 import scipy.sparse as sp
 
-from ..errors import ModelSpecificationError
+from ..errors import ModelSpecificationError, refuse_generalized
 from .distributions import f_sf
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -262,6 +262,7 @@ _CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 def kenward_roger_covariance_of(fit: LinearMixedModelResult) -> KenwardRogerCovariance:
     """:func:`kenward_roger_covariance`, computed once per fit and cached."""
+    refuse_generalized(fit, "Kenward-Roger", "GLMM tests are z tests: fit.coef_table()")
     out = _CACHE.get(fit)
     if out is None:
         out = kenward_roger_covariance(fit)

@@ -32,6 +32,8 @@ import numpy as np
 import pandas as pd
 from scipy import optimize, stats
 
+from mixedmodels.errors import refuse_generalized
+
 from ..objective.profiled_deviance import ProfiledDeviance
 from ..optimize import OptimizerOptions, minimize_bobyqa
 from .parameters import SdCorParameters, residual_ratio_names
@@ -133,6 +135,9 @@ class LikelihoodProfile:
     """
 
     def __init__(self, fit: Any, *, progress: bool | None = None):
+        refuse_generalized(
+            fit, "the likelihood profile object", "for intervals use confint(fit, 'profile')"
+        )
         if fit.reml:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -343,6 +348,9 @@ class LikelihoodProfile:
 
 def profile(fit: Any, *, progress: bool | None = None) -> LikelihoodProfile:
     """Profile the ML likelihood of a fit (lme4's ``profile``); evaluate with ``.confint()``."""
+    refuse_generalized(
+        fit, "the likelihood profile object", "for intervals use confint(fit, 'profile')"
+    )
     return LikelihoodProfile(fit, progress=progress)
 
 
@@ -418,6 +426,10 @@ def confint(
     if m == "wald":
         return wald_confint(fit, level, parm)
     if m == "profile":
+        if hasattr(fit, "family") and hasattr(fit, "nagq"):
+            from .glmm_profile import glmm_profile_confint
+
+            return glmm_profile_confint(fit, level, parm)
         return LikelihoodProfile(fit, progress=progress).confint(level, parm)
     if m in ("bootstrap", "boot"):
         from .bootstrap import bootstrap

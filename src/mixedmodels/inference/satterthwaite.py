@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from mixedmodels.errors import refuse_generalized
+
 if TYPE_CHECKING:  # pragma: no cover
     from ..linalg.blocked import BlockedFactor
     from ..objective.profiled_deviance import ProfiledDeviance
@@ -331,6 +333,9 @@ def satterthwaite_df(fit: LinearMixedModelResult, L: np.ndarray) -> np.ndarray:
     >>> satterthwaite_df(fit, [0, 1])  # doctest: +SKIP
     array([17.])
     """
+    refuse_generalized(
+        fit, "Satterthwaite degrees of freedom", "GLMM tests are z tests: fit.coef_table()"
+    )
     info = varpar_covariance_of(fit)
     L = np.atleast_2d(np.asarray(L, dtype=np.float64))
     var = np.einsum("ma,ab,mb->m", L, info.vcov_beta, L)

@@ -34,6 +34,9 @@ from mixedmodels.covariance import CovarianceStructure
 from mixedmodels.linalg.cross_products import CrossProducts, rest_offsets
 from mixedmodels.linalg.rank_update import RankUpdatePattern
 
+# What ndarray.sum runs, without its Python wrapper (hot path: every evaluation).
+_sum = np.add.reduce
+
 # Below this many entries (m^2 x columns of W; and m <= 128, where dense products with
 # Lambda cost less than the bookkeeping they save) the rank update is a dense matrix-vector
 # product onto the whole m x m matrix: one call instead of a sparse product and a scatter.
@@ -526,7 +529,7 @@ class BlockedSystem:
         if p1 == 1:
             tt = theta[0] * theta[0]
             M = a[0] * tt + 1.0
-            return float(np.log(M).sum()), tt / M
+            return float(_sum(np.log(M))), tt / M
         if p1 == 2:
             # Python floats for the 2 x 2 template: scalar numpy arithmetic costs more.
             th = theta.tolist()
@@ -535,26 +538,27 @@ class BlockedSystem:
             t10 = th[i10] if i10 >= 0 else 0.0
             # [m00, m10, m11] = K [a00, a10, a11, 1]: M = T1' A T1 + I in one product
             # (a has a row of ones appended for the identity).
-            K = np.array(
-                [
-                    [t00 * t00, 2.0 * t00 * t10, t10 * t10, 1.0],
-                    [0.0, t11 * t00, t11 * t10, 0.0],
-                    [0.0, 0.0, t11 * t11, 1.0],
-                ]
-            )
+            # Flat lists, reshaped: numpy reads a nested list ~40% slower.
+            # fmt: off
+            K = np.array([
+                t00 * t00, 2.0 * t00 * t10, t10 * t10, 1.0,
+                0.0, t11 * t00, t11 * t10, 0.0,
+                0.0, 0.0, t11 * t11, 1.0,
+            ]).reshape(3, 4)
+            # fmt: on
             Mv = K @ a
             det = Mv[0] * Mv[2] - Mv[1] * Mv[1]
             # W = T1 M^{-1} T1' with M^{-1} = [[m11, -m10], [-m10, m00]] / det.
-            G = np.array(
-                [
-                    [0.0, 0.0, t00 * t00],
-                    [0.0, -t00 * t11, t00 * t10],
-                    [t11 * t11, -2.0 * t10 * t11, t10 * t10],
-                ]
-            )
+            # fmt: off
+            G = np.array([
+                0.0, 0.0, t00 * t00,
+                0.0, -t00 * t11, t00 * t10,
+                t11 * t11, -2.0 * t10 * t11, t10 * t10,
+            ]).reshape(3, 3)
+            # fmt: on
             W = G @ Mv
             W /= det
-            return float(np.log(det).sum()), W.ravel()
+            return float(_sum(np.log(det))), W.ravel()
         T1 = self._template1(theta)
         M = np.swapaxes(T1, 0, 1)[None] @ self.A.z1tz1 @ T1[None]
         M += np.eye(p1)[None]

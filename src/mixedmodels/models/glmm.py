@@ -131,8 +131,8 @@ class GeneralizedLinearMixedModel:
         self.data_name = data_name
         if not design.re_terms:
             raise ModelSpecificationError(
-                "the formula has no random-effects term such as (1 | group); add one (a "
-                "GLM without random effects is statsmodels' GLM or R's glm)"
+                "the formula has no random-effects term such as (1 | group); add one, or fit "
+                "a GLM without random effects with mm.glm(formula, data, family=...)"
             )
         nagq = int(nagq)
         if nagq < 0:
@@ -190,7 +190,16 @@ class GeneralizedLinearMixedModel:
             if self.estimates_dispersion:
                 self._start_dispersion(theta0[:ntheta], evaluations)
             options = _STAGE1_FINAL if self.nagq == 0 else _STAGE1
-            stage1 = minimize_bobyqa(dev.fast, theta0[:ntheta], lower_theta, options)
+            try:
+                stage1 = minimize_bobyqa(dev.fast, theta0[:ntheta], lower_theta, options)
+            except ConvergenceError as exc:
+                link = self.family.link.name
+                raise ConvergenceError(
+                    "PIRLS found no valid fit at the starting values (the deviance is not "
+                    f"finite): the {self.family.name} family with the {link} link may not suit "
+                    "these data (e.g. fitted means leaving the valid range); try the canonical "
+                    "link, or check for separation (a factor level with all 0s or all 1s)"
+                ) from exc
             theta1 = np.asarray(stage1.final_theta, dtype=np.float64)
             state1 = dev.pirls(theta1, None)
             evaluations["stage1"] = stage1.evaluations
@@ -241,6 +250,8 @@ class GeneralizedLinearMixedModel:
                 J = transform.jacobian_inverse()
                 H = None if Hz is None else J.T @ Hz @ J
             fit = self._fit_at(params, summary, H, evaluations, clock)
+            if self.has_rows:  # refits (bootstrap, profiles) need the rows in memory
+                fit = replace(fit, refitter=GlmmRefitter(self, fit))
         for message in fit.messages:
             warnings.warn(message, ConvergenceWarning, stacklevel=2)
         if fit.singular:
@@ -400,4 +411,69 @@ class GeneralizedLinearMixedModel:
         )
 
 
-__all__ = ["ConvergenceError", "GeneralizedLinearMixedModel"]
+class GlmmRefitter:
+    """Refits a GLMM to new responses, from the fit's optimum (the parametric bootstrap).
+
+    Only the response changes: the structure, X, weights, trials and offset are the fit's.
+    Each refit runs the fit's last stage from the fit's estimates (beta whitened by the
+    fit's ``Var(beta)`` at fixed theta; the negative binomial's dispersion jointly, when
+    the fit estimated it) and skips the Hessian: a replicate needs estimates, not SEs.
+    Picklable (worker processes take one each).
+    """
+
+    def __init__(self, model: GeneralizedLinearMixedModel, fit: GlmmFit):
+        self.structure = model.structure
+        self.X = model.design.X
+        self.base = model.response
+        self.nagq = model.nagq
+        self.estimates_dispersion = model.estimates_dispersion
+        self.theta = np.asarray(fit.theta, dtype=np.float64)
+        self.beta = np.asarray(fit.beta, dtype=np.float64)
+        self.family = fit.family
+        self.L = np.linalg.cholesky(np.asarray(fit.vcov_beta_rx))
+
+    def refit(self, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, float | None]:
+        """``(theta, beta, -2 loglik, nb_theta)`` of the model refitted to ``y``."""
+        base = self.base
+        response = GlmmResponse(
+            np.asarray(y, dtype=np.float64), base.weights, base.trials, base.offset, self.family
+        )
+        dev = PirlsDeviance(self.structure, self.X, response, max(self.nagq, 1))
+        ntheta = self.structure.ntheta
+        lower_theta = self.structure.lower_bounds()
+        if self.nagq == 0:
+            opt = minimize_bobyqa(dev.fast, self.theta, lower_theta, _STAGE1_FINAL)
+            theta = np.asarray(opt.final_theta, dtype=np.float64)
+            state = dev.pirls(theta, None)
+            return theta, state.beta, state.laplace, getattr(self.family, "theta", None)
+        transform = _Whitened(dev, ntheta, self.beta, self.L)
+        x0 = np.concatenate([self.theta, np.zeros(dev.p)])
+        lower = np.concatenate([lower_theta, np.full(dev.p, -np.inf)])
+        steps = np.concatenate([np.full(ntheta, 0.1), np.full(dev.p, 0.5)])
+        nb_theta = getattr(self.family, "theta", None)
+        if self.estimates_dispersion:
+
+            def joint(x: np.ndarray) -> float:
+                value = float(np.exp(x[-1]))
+                if not 1e-8 < value < 1e8:
+                    return np.inf
+                dev.set_family(self.family.with_theta(value))
+                return transform(np.asarray(x[:-1]))
+
+            opt = minimize_bobyqa(
+                joint,
+                np.concatenate([x0, [np.log(nb_theta)]]),
+                np.concatenate([lower, [-np.inf]]),
+                _STAGE2,
+                np.concatenate([steps, [0.2]]),
+            )
+            nb_theta = float(np.exp(opt.final_theta[-1]))
+            x = np.asarray(opt.final_theta[:-1], dtype=np.float64)
+        else:
+            opt = minimize_bobyqa(transform, x0, lower, _STAGE2, steps)
+            x = np.asarray(opt.final_theta, dtype=np.float64)
+        params = transform.params(x)
+        return params[:ntheta], params[ntheta:], float(opt.final_objective), nb_theta
+
+
+__all__ = ["ConvergenceError", "GeneralizedLinearMixedModel", "GlmmRefitter"]

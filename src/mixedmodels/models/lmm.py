@@ -11,6 +11,7 @@ products, the residual structure and the objective), :meth:`LinearMixedModel.fit
 from __future__ import annotations
 
 import contextlib
+import math
 import warnings
 from dataclasses import replace
 from typing import Any
@@ -44,6 +45,7 @@ from mixedmodels.optimize import (
     OptimizerOptions,
     OptSummary,
     check_convergence,
+    cholesky_or_none,
     gradient_is_small,
     minimize_with_restart,
     newton_finish,
@@ -124,7 +126,7 @@ class LinearMixedModel:
         # The response the engine sees: the offset is a known part of the linear predictor.
         self.y = design.y if self.offset is None or not self.has_rows else design.y - self.offset
         has_zero = self.weights is not None and not np.all(self.weights > 0)
-        if has_zero or not np.isfinite(
+        if has_zero or not math.isfinite(
             0.0 if cross_products is None else cross_products.sum_log_weights
         ):
             raise ModelSpecificationError(
@@ -257,18 +259,20 @@ class LinearMixedModel:
             )
         return self._objectives[key]
 
-    def _check_not_exact(self) -> None:
-        """Refuse a response that the fixed effects reproduce exactly (OLS RSS ~ 0)."""
-        if self._cross_products is not None:
-            A = self._cross_products.xytxy
+    def _check_not_exact(self, reml: bool) -> None:
+        """Refuse a response that the fixed effects reproduce exactly (OLS RSS ~ 0).
+
+        ``[X y]'W[X y]`` is read from what the fit builds anyway: the trailing block of the
+        dense ``A`` of a model evaluated in dense form, else the blocks' ``xytxy``.
+        """
+        if self._cross_products is None and self.is_small() and evaluates_dense(self.structure):
+            W = self.dense_deviance(reml).system.W
+            q = W.shape[0] - self.design.X.shape[1] - 1
+            A = W[q:, q:]
         else:
-            xy = np.column_stack([self.design.X, self.y])
-            wxy = xy if self.weights is None else xy * self.weights[:, None]
-            A = wxy.T @ xy
-        try:
-            r = np.linalg.cholesky(A)[-1, -1]
-        except np.linalg.LinAlgError:
-            r = 0.0
+            A = self.cross_products.xytxy
+        C = cholesky_or_none(np.asarray(A))
+        r = 0.0 if C is None else C[-1, -1]
         if r * r <= 1e-20 * max(float(A[-1, -1]), 1e-300):
             raise DataError(
                 "the fixed effects reproduce the response exactly (residual sum of squares "
@@ -296,8 +300,8 @@ class LinearMixedModel:
             Optimiser tolerances.
         """
         use_reml = self.reml if reml is None else bool(reml)
-        self._check_not_exact()
         with _blas_threads_for(self.rest_size):
+            self._check_not_exact(use_reml)
             return self._fit(use_reml, start, options)
 
     def _fit(

@@ -3,6 +3,7 @@
 from mixedmodels.optimize.bobyqa import OptimizerOptions, OptSummary, minimize_bobyqa
 from mixedmodels.optimize.check import check_convergence
 from mixedmodels.optimize.finish import (
+    cholesky_or_none,
     gradient_is_small,
     minimize_with_restart,
     newton_finish,
@@ -15,6 +16,7 @@ __all__ = [
     "OptSummary",
     "OptimizerOptions",
     "check_convergence",
+    "cholesky_or_none",
     "gradient_is_small",
     "minimize_bobyqa",
     "minimize_with_restart",

@@ -142,7 +142,7 @@ def check_convergence(
     """
     g = summary.gradient
     x, lower = summary.final_theta, summary.lower
-    if g is not None and hessian is not None and np.all(np.isfinite(g)):
+    if g is not None and hessian is not None and np.isfinite(g).all():
         checked = _verdict(summary, g, g, lambda: hessian, tol)
     else:
         g, on_demand = _derivatives(objective, x, summary.final_objective, lower)
@@ -168,8 +168,9 @@ def _verdict(
     the gradient scaled by the Hessian over them (asked for only then; None: not positive
     definite). ``g`` is what the summary records."""
     messages = list(summary.messages)
+    n_before = len(messages)
     converged = summary.converged
-    if float(np.max(np.abs(checked), initial=0.0)) > tol:
+    if float(np.abs(checked).max(initial=0.0)) > tol:
         H = hessian()
         C = None if H is None else cholesky_or_none(H)
         if C is None:
@@ -187,6 +188,8 @@ def _verdict(
                     f"(tol = {tol}); try rescaling covariates or a simpler random-effects "
                     "structure"
                 )
+    if g is summary.gradient and converged == summary.converged and not messages[n_before:]:
+        return summary  # the record already says it all: no new one
     return replace(summary, gradient=g, converged=converged, messages=tuple(messages))
 
 
@@ -215,7 +218,7 @@ def _hessian_verdict(
     """
     x, lower = summary.final_theta, summary.lower
     k = x.shape[0]
-    at_bound = np.isfinite(lower) & (x - lower < EDGE_TOL)
+    at_bound = x - lower < EDGE_TOL  # False where lower is -inf
     if at_bound.any():
         if callable(blocks):
             blocks = blocks()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import replace
+from typing import NamedTuple
 
 import numpy as np
 from scipy.linalg.lapack import dpotrf as _dpotrf
@@ -100,11 +101,12 @@ def newton_polish(
     rounding of ``1e-14`` in the deviance leaves theta uncertain by ``~sqrt(1e-14)``, so
     two fits of the same data (rows in another order, or summed in chunks) stop ``1e-6``
     apart. The gradient pins the optimum to its own rounding instead. Newton steps
-    ``x - H^{-1} g`` (``H`` from deviance values and ``g``, :func:`_hessian`; its error
-    only slows the convergence) are taken while they lower the Newton decrement
-    ``g' H^{-1} g`` without raising the deviance beyond its rounding and stay inside the
-    bounds; they stop once a step is below ``1e-13`` relative. A ``gradient`` object with a
-    ``value_and_gradient`` method gets both from one factorisation.
+    ``x - H^{-1} g`` (``H`` from deviance values and ``g``, :func:`_hessian`, or from
+    gradients, :func:`_gradient_hessian`; its error only slows the convergence) are taken
+    while they lower the Newton decrement ``g' H^{-1} g`` without raising the deviance
+    beyond its rounding and stay inside the bounds; they stop once a step is below
+    ``1e-13`` relative. A ``gradient`` object with a ``value_and_gradient`` method gets
+    both from one factorisation.
 
     Entries where the gradient is NaN (a singular template, see
     :class:`.gradient.ProfiledDevianceGradient`) are held where they are; the others are
@@ -117,38 +119,117 @@ def newton_polish(
         where unavailable), and the Hessian over the finite entries (None if there are
         none; no step is taken when it is not positive definite).
     """
+    steps = _newton_steps(objective, gradient, summary, max_steps)
+    return _moved(summary, steps), steps.g, steps.H
+
+
+def newton_finish(
+    objective: Callable[[np.ndarray], float],
+    gradient: Callable[[np.ndarray], np.ndarray],
+    summary: OptSummary,
+) -> tuple[OptSummary, np.ndarray | None, bool]:
+    """Finish an optimum with :func:`newton_polish` and record the gradient there.
+
+    The step of the fit that moves the optimum; :func:`.check.check_convergence` then judges
+    the result without moving it.
+
+    Returns
+    -------
+    summary, hessian, accurate
+        The finished optimum, its ``gradient`` field set (NaN where the analytic gradient
+        is unavailable: singular templates), the finite-difference Hessian the finish
+        used, ``k x k`` with NaN rows and columns where the gradient is NaN (None when no
+        entry could be finished), and whether it came from gradients (error ~1e-5
+        relative, :func:`_gradient_hessian`). Passing them to the check saves recomputing
+        it.
+    """
+    steps = _newton_steps(objective, gradient, summary, 8)
+    H = steps.H
+    if H is not None and steps.idx.shape[0] < steps.g.shape[0]:
+        k = steps.g.shape[0]
+        full = np.full((k, k), np.nan)
+        full[np.ix_(steps.idx, steps.idx)] = H
+        H = full
+    return _moved(summary, steps, record_gradient=True), H, steps.accurate
+
+
+class _NewtonSteps(NamedTuple):
+    """Where :func:`_newton_steps` ended: theta and the criterion there (None: not moved),
+    evaluations used, the gradient and the finite entries, the Hessian over those and
+    whether it came from gradients."""
+
+    x: np.ndarray | None
+    f: float
+    count: int
+    g: np.ndarray
+    idx: np.ndarray
+    H: np.ndarray | None
+    accurate: bool
+
+
+def _moved(summary: OptSummary, steps: _NewtonSteps, record_gradient: bool = False) -> OptSummary:
+    """``summary`` at the end of the Newton steps, as one new record."""
+    changes: dict = {"evaluations": summary.evaluations + steps.count}
+    if steps.x is not None:
+        changes["final_theta"] = steps.x
+        changes["final_objective"] = steps.f
+    if record_gradient:
+        changes["gradient"] = steps.g
+    return replace(summary, **changes)
+
+
+def _newton_steps(
+    objective: Callable[[np.ndarray], float],
+    gradient: Callable[[np.ndarray], np.ndarray],
+    summary: OptSummary,
+    max_steps: int,
+) -> _NewtonSteps:
+    """The Newton steps of :func:`newton_polish`, without building a record."""
     x = np.array(summary.final_theta, dtype=np.float64)
     f = summary.final_objective
     g = np.asarray(gradient(x), dtype=np.float64)
-    idx = np.flatnonzero(np.isfinite(g))
+    finite = np.isfinite(g)
     count = 1
-    if idx.shape[0] == 0:
-        return replace(summary, evaluations=summary.evaluations + count), g, None
+    if finite.all():
+        idx = np.arange(g.shape[0])
 
-    def full(z: np.ndarray) -> np.ndarray:
-        out = x.copy()
-        out[idx] = z
-        return out
+        def full(z: np.ndarray) -> np.ndarray:
+            return z
+
+        z = x
+        lower = summary.lower
+        gz = g
+    else:
+        idx = np.flatnonzero(finite)
+        if idx.shape[0] == 0:
+            return _NewtonSteps(None, f, count, g, idx, None, False)
+
+        def full(z: np.ndarray) -> np.ndarray:
+            out = x.copy()
+            out[idx] = z
+            return out
+
+        z = x[idx]
+        lower = summary.lower[idx]
+        gz = g[idx]
 
     def sub_objective(z: np.ndarray) -> float:
         return objective(full(z))
 
-    z = x[idx]
-    lower = summary.lower[idx]
-    gz = g[idx]
-    if hessian_from_gradients(idx.shape[0], gradient):
+    accurate = hessian_from_gradients(idx.shape[0], gradient)
+    if accurate:
         # From k more gradients, error ~1e-5 relative (values: k(k + 1)/2 evaluations,
         # ~1e-3): no dearer from three parameters on where a gradient costs about one
         # evaluation (dense systems; a blocked gradient costs several), and accurate
         # enough for the convergence check to use as it is.
         H = _gradient_hessian(gradient, full, z, gz, idx)
-        used = 2 * idx.shape[0]
+        count += 2 * idx.shape[0]
     else:
         H, used = _hessian(sub_objective, z, f, gz)
-    count += used
+        count += used
     C = cholesky_or_none(H)
     if C is None:
-        return replace(summary, evaluations=summary.evaluations + count), g, H
+        return _NewtonSteps(None, f, count, g, idx, H, accurate)
 
     def newton(grad: np.ndarray) -> tuple[np.ndarray, float]:
         """The Newton step H^{-1} g and the decrement g' H^{-1} g."""
@@ -160,11 +241,11 @@ def newton_polish(
     both = getattr(gradient, "value_and_gradient", None)
     for _ in range(max_steps):
         # Relative to each entry (small standard deviations count as much as large ones).
-        size = float(np.max(np.abs(step) / np.maximum(1e-3, np.abs(z))))
+        size = float((np.abs(step) / np.maximum(1e-3, np.abs(z))).max())
         if not math.isfinite(size) or size < 1e-13:
             break
         z1 = z - step
-        if np.any(z1 < lower):
+        if (z1 < lower).any():
             break
         if size < 1e-8:
             # The error left after a step this small is ~(relative error of H) x size,
@@ -183,54 +264,27 @@ def newton_polish(
         count += 2
         if not (math.isfinite(f1) and f1 <= f + noise):
             break
-        step1, dec1 = newton(g1[idx])
+        gz1 = g1[idx]
+        step1, dec1 = newton(gz1)
         if not dec1 < dec:
             break
-        size1 = float(np.max(np.abs(step1) / np.maximum(1e-3, np.abs(z1))))
+        size1 = float((np.abs(step1) / np.maximum(1e-3, np.abs(z1))).max())
         if size1 > 0.1 * size:
             # Slow progress: the start was far enough that H there no longer fits (an
-            # optimiser stopped early); refresh it here.
-            H1, used = _hessian(sub_objective, z1, f1, g1[idx])
-            count += used
+            # optimiser stopped early); refresh it here, the way it was first taken (the
+            # Hessian handed to the check is then as accurate as it says).
+            if accurate:
+                H1 = _gradient_hessian(gradient, full, z1, gz1, idx)
+                count += 2 * idx.shape[0]
+            else:
+                H1, used = _hessian(sub_objective, z1, f1, gz1)
+                count += used
             C1 = cholesky_or_none(H1)
             if C1 is not None:
                 H, C = H1, C1
-                step1, dec1 = newton(g1[idx])
-        z, f, g, gz, step, dec = z1, f1, g1, g1[idx], step1, dec1
-    out = replace(
-        summary, final_theta=full(z), final_objective=f, evaluations=summary.evaluations + count
-    )
-    return out, g, H
-
-
-def newton_finish(
-    objective: Callable[[np.ndarray], float],
-    gradient: Callable[[np.ndarray], np.ndarray],
-    summary: OptSummary,
-) -> tuple[OptSummary, np.ndarray | None]:
-    """Finish an optimum with :func:`newton_polish` and record the gradient there.
-
-    The step of the fit that moves the optimum; :func:`.check.check_convergence` then judges
-    the result without moving it.
-
-    Returns
-    -------
-    summary, hessian, accurate
-        The finished optimum, its ``gradient`` field set (NaN where the analytic gradient
-        is unavailable: singular templates), the finite-difference Hessian the finish
-        used, ``k x k`` with NaN rows and columns where the gradient is NaN (None when no
-        entry could be finished), and whether it came from gradients
-        (:func:`hessian_from_gradients`). Passing them to the check saves recomputing it.
-    """
-    finished, g, H = newton_polish(objective, gradient, summary)
-    full = None
-    accurate = False
-    if H is not None:
-        idx = np.flatnonzero(np.isfinite(g))
-        full = np.full((g.shape[0], g.shape[0]), np.nan)
-        full[np.ix_(idx, idx)] = H
-        accurate = hessian_from_gradients(idx.shape[0], gradient)
-    return replace(finished, gradient=g), full, accurate
+                step1, dec1 = newton(gz1)
+        z, f, g, gz, step, dec = z1, f1, g1, gz1, step1, dec1
+    return _NewtonSteps(full(z), f, count, g, idx, H, accurate)
 
 
 def hessian_from_gradients(k: int, gradient: object) -> bool:
@@ -265,7 +319,7 @@ def minimize_with_restart(
     on_diag = np.isfinite(lower[:ntheta])
     theta = summary.final_theta[:ntheta]
     at_edge = on_diag & (theta - lower[:ntheta] < EDGE_TOL)
-    if not np.any(at_edge):
+    if not at_edge.any():
         return summary
     restart = summary.final_theta.copy()
     restart[:ntheta][at_edge] = 0.5 * max(1.0, float(np.max(np.abs(theta), initial=0.0)))
@@ -302,7 +356,7 @@ def gradient_is_small(summary: OptSummary) -> bool:
     free = np.isfinite(g) & ~(np.isfinite(lower) & (x - lower < 1e-8))
     if not free.any():
         return True
-    return float(np.max(np.abs(g[free]))) <= 1e-5 * max(1.0, abs(summary.final_objective))
+    return float(np.abs(g[free]).max()) <= 1e-5 * max(1.0, abs(summary.final_objective))
 
 
 def snap_to_bounds(objective, summary: OptSummary, on_diag: np.ndarray) -> tuple[OptSummary, int]:

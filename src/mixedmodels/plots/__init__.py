@@ -22,16 +22,33 @@ from .figures import (
     residuals_vs_fitted,
 )
 from .render import figure_to_png, figure_to_svg
+from .responses import proportions_by, wilson_interval
+from .simulated import (
+    dispersion_histogram,
+    scaled_residuals_vs_predicted,
+    simulated_residual_panels,
+    simulation_histogram,
+    uniform_qq,
+    zero_inflation_histogram,
+)
 
 __all__ = [
     "boxplot_by",
     "caterpillar",
     "diagnostics",
+    "dispersion_histogram",
     "figure_to_png",
     "figure_to_svg",
+    "proportions_by",
     "qq",
     "ranef_qq",
     "residual_kde",
     "residuals_by_group",
     "residuals_vs_fitted",
+    "scaled_residuals_vs_predicted",
+    "simulated_residual_panels",
+    "simulation_histogram",
+    "uniform_qq",
+    "wilson_interval",
+    "zero_inflation_histogram",
 ]

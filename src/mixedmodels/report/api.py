@@ -143,6 +143,11 @@ def analyze(
     reml: bool = True,
     alpha: float = 0.05,
     progress: bool | Callable[[str], None] | None = None,
+    family: str | None = None,
+    link: str | None = None,
+    nagq: int | None = None,
+    nsim: int = 250,
+    seed: int | None = 123,
 ) -> AnalysisReport:
     """Run the whole analysis: describe the data, fit and compare models, check assumptions.
 
@@ -165,6 +170,25 @@ def analyze(
         Significance level used in the findings.
     progress
         True to show progress on stderr, or a callable taking a message per step.
+    family
+        ``"binomial"``, ``"poisson"`` or ``"negative-binomial"``: the models are GLMMs
+        (lme4's ``glmer``; a formula without random effects is an ordinary GLM, the null of
+        a variance test). The report then shows the response as proportions or counts,
+        Wald z tests with odds ratios (logit link) or rate ratios (log link), and the
+        simulated (DHARMa) residual checks of :func:`mixedmodels.simulated_residuals`
+        instead of the normal-theory ones. ``reml`` does not apply (GLMMs are fitted by
+        maximum likelihood); ``describe_by`` defaults to the factors of the diagnosed
+        model.
+    link
+        With ``family``: the link (default logit for binomial, log otherwise).
+    nagq
+        With ``family``: 1 = Laplace (default), k > 1 = adaptive Gauss-Hermite quadrature,
+        0 = lme4's fast mode.
+    nsim
+        With ``family``: simulations of the residual checks (DHARMa's default 250).
+    seed
+        With ``family``: seed of those simulations (default 123, as DHARMa), so the same
+        data give the same report; None for a fresh one.
 
     Returns
     -------
@@ -183,8 +207,18 @@ def analyze(
     >>> import mixedmodels as mm
     >>> report = mm.analyze()  # doctest: +SKIP
     >>> report.save("ratpup-report.html")  # doctest: +SKIP
+    >>> mm.analyze("cbpp", ["cbind(incidence, size - incidence) ~ C(period) + (1 | herd)"],
+    ...            family="binomial")  # doctest: +SKIP
     """
     from .progress import StepProgress
+
+    if family is None:
+        for name, value in (("link", link), ("nagq", nagq)):
+            if value is not None:
+                raise ValueError(
+                    f"{name}= applies to generalized linear mixed models only: give family= "
+                    "('binomial', 'poisson' or 'negative-binomial')"
+                )
 
     own = None
     if progress is True:
@@ -195,16 +229,36 @@ def analyze(
     else:
         callback = None
     try:
-        analysis = run_analysis(
-            data,
-            formulas,
-            describe_by=describe_by,
-            diagnose=diagnose,
-            reml=reml,
-            alpha=alpha,
-            progress=callback,
-        )
-        document = build_document(analysis, progress=callback)
+        analysis: Any
+        if family is not None:
+            from .glmm_analysis import run_glmm_analysis
+            from .glmm_build import build_glmm_document
+
+            analysis = run_glmm_analysis(
+                data,
+                formulas,
+                family=family,
+                link=link,
+                nagq=nagq,
+                describe_by=describe_by,
+                diagnose=diagnose,
+                alpha=alpha,
+                nsim=nsim,
+                seed=seed,
+                progress=callback,
+            )
+            document = build_glmm_document(analysis, progress=callback)
+        else:
+            analysis = run_analysis(
+                data,
+                formulas,
+                describe_by=describe_by,
+                diagnose=diagnose,
+                reml=reml,
+                alpha=alpha,
+                progress=callback,
+            )
+            document = build_document(analysis, progress=callback)
     finally:
         if own is not None:
             own.close()

@@ -314,7 +314,8 @@ def _assumptions_section(a: Analysis, step: Callable[[str], None]) -> Section:
 
 
 def build_document(a: Analysis, *, progress: Callable[[str], None] | None = None) -> Document:
-    """Lay out the analysis: data, models, assumptions, findings."""
+    """Lay out the analysis: data, models, assumptions, findings (GLMMs: see
+    :func:`~mixedmodels.report.glmm_build.build_glmm_document`)."""
     from .. import __version__
 
     step = progress or (lambda _text: None)

@@ -23,6 +23,12 @@ _MARK = {"good": "ok", "warn": "!!", "info": "--"}
 def _models_table(report: Any) -> Table:
     a = report.analysis
     rows = []
+    if getattr(a, "kind", "") == "glmm":
+        for m in a.models:
+            f = m.fit
+            rows.append({"formula": m.formula, "AIC": f.aic, "BIC": f.bic, "logLik": f.loglik})
+        df = pd.DataFrame(rows, index=pd.Index([m.label for m in a.models], name="model"))
+        return Table(f"Models ({a.family}, {a.link} link; maximum likelihood)", df, digits=6)
     for m in a.models:
         ml = m.ml_fit or m.fit
         rows.append(
@@ -40,15 +46,17 @@ def _lrt_table(report: Any) -> Table | None:
     return Table(table.title, data, pvalue_columns=("p",))
 
 
+def _headline(a: Any) -> str:
+    kind = "Generalized linear mixed-model" if getattr(a, "kind", "") == "glmm" else "Mixed-model"
+    return f"{kind} analysis of {a.data_name}: {len(a.data)} rows, response {a.response}"
+
+
 def terminal_summary(report: Any, *, path: str | None = None, width: int = 100) -> str:
     """The summary as plain text."""
     from .findings import findings
 
     a = report.analysis
-    parts = [
-        f"Mixed-model analysis of {a.data_name}: {len(a.data)} rows, response {a.response}",
-        "",
-    ]
+    parts = [_headline(a), ""]
     parts += [_models_table(report).to_text(), ""]
     lrt = _lrt_table(report)
     if lrt is not None:
@@ -70,6 +78,7 @@ def print_summary(report: Any, *, path: str | None = None, file: TextIO | None =
     try:
         from rich import box
         from rich.console import Console
+        from rich.markup import escape
         from rich.table import Table as RichTable
     except ImportError:
         return False
@@ -77,10 +86,7 @@ def print_summary(report: Any, *, path: str | None = None, file: TextIO | None =
 
     console = Console(file=file or sys.stdout)
     a = report.analysis
-    console.print(
-        f"[bold]Mixed-model analysis of {a.data_name}[/bold]: {len(a.data)} rows, "
-        f"response [cyan]{a.response}[/cyan]"
-    )
+    console.print(f"[bold]{escape(_headline(a))}[/bold]", highlight=False)
     for table in (_models_table(report), _lrt_table(report)):
         if table is None:
             continue

@@ -148,6 +148,11 @@ class GeneralizedLinearMixedModelResult:
         return str(self._fit.family.link.name)
 
     @property
+    def family_object(self) -> Any:
+        """The :class:`mixedmodels.family.Family` itself (link functions, variance)."""
+        return self._fit.family
+
+    @property
     def nb_theta(self) -> float | None:
         """The negative binomial's dispersion (``var = mu + mu^2 / nb_theta``), else None."""
         value = getattr(self._fit.family, "theta", None)
@@ -305,16 +310,20 @@ class GeneralizedLinearMixedModelResult:
             index=pd.Index(list(self.design.x_names), name="term"),
         )
 
-    def confint(self, method: str = "wald", level: float = 0.95) -> pd.DataFrame:
-        """Wald confidence intervals of the fixed effects (link scale).
+    def confint(
+        self, method: str = "wald", level: float = 0.95, parm: Any = None, **kwargs: Any
+    ) -> pd.DataFrame:
+        """Confidence intervals (link scale): ``"wald"`` (default: fixed effects,
+        ``estimate -+ z se`` with lme4's default SEs), ``"profile"`` (profile likelihood:
+        fixed effects and scalar-term SDs; :mod:`mixedmodels.inference.glmm_profile`) or
+        ``"bootstrap"`` (parametric bootstrap percentiles; ``nsim=``, ``seed=``).
 
-        Columns ``estimate, lower, upper`` (as the LMM result's ``confint``); the intervals
-        are ``estimate -+ z_{(1+level)/2} se`` with lme4's default standard errors.
+        Columns ``estimate, lower, upper`` (as the LMM result's ``confint``).
         """
         if method != "wald":
-            raise ModelSpecificationError(
-                f"confint(method={method!r}) is not available for GLMM fits yet; use method='wald'"
-            )
+            from mixedmodels.inference.profile import confint
+
+            return confint(self, method, level, parm=parm, **kwargs)
         if not 0.0 < level < 1.0:
             raise ValueError(f"level must lie between 0 and 1, not {level!r}")
         from scipy.special import ndtri
@@ -526,6 +535,67 @@ class GeneralizedLinearMixedModelResult:
         """The weights the family sees per row (prior weights times binomial trials)."""
         self._require_rows("prior weights per row")
         return self._series(self._fit.prior_weights, "prior_weights")
+
+    def simulate(self, nsim: int = 1, seed: int | None = None) -> pd.DataFrame:
+        """Responses simulated from the fitted model (lme4's ``simulate(fit)``).
+
+        Each simulation draws new random effects ``u ~ N(0, I)`` (``b = Lambda u``, lme4's
+        default ``use.u = FALSE``), then one response per row from the family at
+        ``mu = g^{-1}(offset + X beta + Z b)``: 0/1 or, for a ``cbind`` response, the
+        proportion of successes out of the row's trials (as ``design.y``); counts for
+        Poisson and the negative binomial (``size = nb_theta``). Columns ``sim_1`` ...
+        """
+        if nsim < 1:
+            raise ValueError(f"nsim must be at least 1, not {nsim}")
+        rng = np.random.default_rng(seed)
+        out = {f"sim_{k + 1}": self.draw_response(rng) for k in range(nsim)}
+        return pd.DataFrame(out, index=self.design.row_index)
+
+    def draw_response(self, rng: np.random.Generator) -> np.ndarray:
+        """One response drawn from the fitted model with new random effects (see
+        :meth:`simulate`), from the generator ``rng``."""
+        fit = self._fit
+        family = fit.family
+        eta = self._fixed_eta()
+        for term, T in zip(fit.terms, fit.structure.templates(np.asarray(fit.theta)), strict=True):
+            b = rng.standard_normal((term.nlevels, term.ncols)) @ T.T
+            eta = eta + np.einsum("ij,ij->i", term.z, b[term.refs])
+        mu = family.link.inverse(eta)
+        if family.name == "binomial":
+            # R's binomial()$simulate: successes out of the prior weights (which carry the
+            # trials of a cbind response, or of a proportion given weights = trials).
+            weights = np.asarray(fit.prior_weights)
+            m = np.rint(weights)
+            if np.any(np.abs(weights - m) > 1e-8 * np.maximum(1.0, weights)):
+                raise ModelSpecificationError(
+                    "cannot simulate binomial responses with non-integer prior weights (as "
+                    "R); give the numbers of trials as weights, or use cbind(successes, "
+                    "failures)"
+                )
+            m = m.astype(np.int64)
+            return rng.binomial(m, mu) / np.maximum(m, 1)
+        if family.name == "poisson":
+            return rng.poisson(mu).astype(np.float64)
+        size = float(family.theta)
+        return rng.negative_binomial(size, size / (size + mu)).astype(np.float64)
+
+    @property
+    def refitter(self) -> Any:
+        """Refits this model to a new response (the parametric bootstrap's), or None."""
+        return self._fit.refitter
+
+    def bootstrap(self, nsim: int = 500, seed: int | None = None, **kwargs: Any):
+        """Parametric bootstrap (:func:`mixedmodels.inference.bootstrap.bootstrap`)."""
+        from mixedmodels.inference.bootstrap import bootstrap
+
+        return bootstrap(self, nsim, seed, **kwargs)
+
+    def emmeans(self, specs: Any, by: Any = None, **kwargs: Any):
+        """Estimated marginal means (:func:`mixedmodels.inference.emmeans.emmeans`; z tests,
+        ``type="link"`` or ``"response"``)."""
+        from mixedmodels.inference.emmeans import emmeans
+
+        return emmeans(self, specs, by, **kwargs)
 
     def predict(
         self,

@@ -86,6 +86,10 @@ class GlmmFit:
     pearson_chisq
         The Pearson statistic ``sum (y - mu)^2 w / V(mu)`` when the fit keeps no rows to
         compute it from (else None).
+    refitter
+        Refits the model to a new response (``refit(y) -> (theta, beta, -2 loglik,
+        nb_theta)``): the parametric bootstrap's, set by the model (results cannot import
+        models). None for a fit without rows (streamed or Dask data).
     """
 
     design: ModelDesign
@@ -115,6 +119,7 @@ class GlmmFit:
     offset: np.ndarray | None = None
     nobs: int | None = None
     pearson_chisq: float | None = None
+    refitter: Any = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         hold_read_only(
