@@ -757,7 +757,7 @@ class PirlsDeviance:
         self.q = sum(t.nranef for t in self.terms)
         stops = np.cumsum([t.nranef for t in self.terms]).tolist()
         self._term_slices = [
-            (stop - t.nranef, stop, (t.nlevels, t.ncols))
+            (stop - t.nranef, stop, (t.nlevels, t.ncols), t.ncols == 1)
             for t, stop in zip(self.terms, stops, strict=True)
         ]
         self._systems: dict[bool, BlockedSystem] = {}
@@ -792,14 +792,21 @@ class PirlsDeviance:
         self, beta: np.ndarray, u: np.ndarray, templates: list[np.ndarray]
     ) -> Coefficients:
         """``beta`` and ``b = Lambda u`` per term (each (levels, ncols))."""
-        return Coefficients(
-            beta,
-            tuple(
-                [
-                    u[start:stop].reshape(shape) @ T.T
-                    for (start, stop, shape), T in zip(self._term_slices, templates, strict=True)
-                ]
-            ),
+        return Coefficients(beta, self._b(u, [T.T for T in templates]))
+
+    def _b(self, u: np.ndarray, transposed: list[np.ndarray]) -> tuple[np.ndarray, ...]:
+        """``b = Lambda u`` per term, from the templates' transposes."""
+        # A scalar term's b is u times its one template entry (what the 1 x 1 product
+        # gives, without a matrix product per term and pass).
+        return tuple(
+            [
+                u[start:stop].reshape(shape) * Tt[0, 0]
+                if scalar
+                else u[start:stop].reshape(shape) @ Tt
+                for (start, stop, shape, scalar), Tt in zip(  # noqa: B905 (hot path)
+                    self._term_slices, transposed
+                )
+            ]
         )
 
     def _pass(
@@ -807,13 +814,9 @@ class PirlsDeviance:
     ) -> tuple[RowsPass, float]:
         """One pass at ``(beta, u)`` (``transposed``: the templates' transposes): the pass
         and its penalised deviance."""
-        b = tuple(
-            [
-                u[start:stop].reshape(shape) @ Tt
-                for (start, stop, shape), Tt in zip(self._term_slices, transposed)  # noqa: B905
-            ]
+        done = self.rows.evaluate(
+            self.family, Coefficients(beta, self._b(u, transposed)), with_x=with_x
         )
-        done = self.rows.evaluate(self.family, Coefficients(beta, b), with_x=with_x)
         return done, done.deviance + float(u @ u)
 
     # -- PIRLS ----------------------------------------------------------------------------
@@ -929,16 +932,14 @@ class PirlsDeviance:
         w_i z_i^2 + 1``, read from the blocks at the modes (``Z1'WZ1``); one more pass gives
         each group's deviance at the ``k`` shifted modes ``u_l + x_k / sqrt(M_l)``.
         """
-        term = self.terms[0]
         lam = float(theta[0])
         M = lam * lam * state.blocks.z1tz1[:, 0, 0] + 1.0
         sd = 1.0 / np.sqrt(M)
-        shifted = [state.u + node * sd for node in self._nodes]
-        b_nodes = lam * np.array(shifted).reshape(self.nagq, term.nlevels)
-        dev = self.rows.level_deviances(self.family, state.coefficients, b_nodes)
-        terms = np.empty((term.nlevels, self.nagq))
-        for k, (node, uk) in enumerate(zip(self._nodes, shifted, strict=True)):
-            terms[:, k] = (dev[:, k] + uk * uk - node * node) * -0.5 + self._log_node_weights[k]
+        nodes = self._nodes
+        shifted = state.u[None, :] + nodes[:, None] * sd[None, :]  # (k, levels)
+        dev = self.rows.level_deviances(self.family, state.coefficients, lam * shifted)
+        terms = (dev + (shifted * shifted).T - (nodes * nodes)[None, :]) * -0.5
+        terms += self._log_node_weights[None, :]
         top = terms.max(axis=1)
         log_sum = top + np.log(np.exp(terms - top[:, None]).sum(axis=1))
         return float(np.sum(np.log(M) - 2.0 * log_sum))
