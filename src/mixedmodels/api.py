@@ -186,7 +186,8 @@ def glmer(
     nagq: int = 1,
     weights: str | Sequence[float] | np.ndarray | pd.Series | None = None,
     start: np.ndarray | None = None,
-    progress: bool = False,
+    chunk_rows: int | None = None,
+    progress: bool = True,
 ):
     """Fit a generalized linear mixed model given in lme4 formula syntax (lme4's ``glmer``).
 
@@ -199,6 +200,12 @@ def glmer(
         the formula: ``y ~ x + offset(log(exposure)) + (1 | g)``.
     data
         A pandas DataFrame, a path to a CSV or Parquet file, or an embedded dataset name.
+        Data larger than memory are streamed in chunks, as for :func:`lmer`: a glob or a
+        folder of Parquet files, a list of files or DataFrames, ``mm.duckdb_query(sql)``,
+        or a Dask DataFrame (map-reduced on its cluster). Each PIRLS step is then one
+        pass over the data (:mod:`mixedmodels.models.glmm_streamed`); the fit equals the
+        in-memory one, and fitted values and residuals are computed chunk by chunk with
+        ``fit.predict(chunk)``.
     family
         ``"binomial"``, ``"poisson"``, ``"negative-binomial"`` or a family object
         (:func:`mixedmodels.family.binomial` etc.). The negative binomial's dispersion
@@ -212,11 +219,14 @@ def glmer(
         mode (beta estimated inside PIRLS).
     weights
         Prior weights (a column or one value per row): for a binomial proportion, the
-        number of trials.
+        number of trials. Streamed data take a column name.
     start
         Starting values for theta.
+    chunk_rows
+        Stream the data in chunks of this many rows (default for streamed sources: 500,000).
     progress
-        Unused for in-memory fits (kept for symmetry with ``lmer``).
+        Show the passes over streamed or Dask data on stderr (in-memory fits show
+        nothing).
 
     Returns
     -------
@@ -233,10 +243,18 @@ def glmer(
     from mixedmodels.results.glmm import GeneralizedLinearMixedModelResult
 
     fam = make_family(family, link)
-    if is_streamed_source(data):
-        raise ModelSpecificationError(
-            "GLMMs on streamed or Dask data are not available yet; read the data into a "
-            "DataFrame (or fit a sample) instead"
+    if chunk_rows is not None or is_streamed_source(data):
+        from mixedmodels.models.glmm_streamed import glmer_streamed
+
+        return glmer_streamed(
+            formula,
+            data,
+            family=fam,
+            nagq=nagq,
+            weights=_weights_column(weights),
+            chunk_rows=chunk_rows,
+            progress=progress,
+            start=start,
         )
     data_name = data if isinstance(data, str) else None
     frame = read_data(data)

@@ -622,6 +622,7 @@ def _binomial_response(
     """
     if var.kind == "cbind":
         y, trials = _binomial_counts(var, frame, state)
+        check_has_trials(var, float(trials.sum()), y.size)
         _check_binomial_varies(y, f"the proportion of successes of {var.name}", "columns")
         return y, trials, None
     if var.is_plain_column and is_factor_dtype(frame.series(var.columns[0])):
@@ -633,14 +634,19 @@ def _binomial_response(
 
 
 def _binomial_counts(
-    var: Variable, frame: _Frame, state: TransformState
+    var: Variable, frame: _Frame, state: TransformState, *, fitting: bool = True
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Evaluate ``cbind(successes, failures)``: (proportion of successes, trials)."""
+    """Evaluate ``cbind(successes, failures)``: (proportion of successes, trials).
+
+    Each row's counts are checked here; that there are trials at all, over all rows, by
+    :func:`check_has_trials` (a chunk of streamed rows may have none).
+    """
     n = len(frame.data)
     counts: list[np.ndarray] = []
     for role, expr in zip(("successes", "failures"), var.count_exprs, strict=True):
         values = _full_column(
-            evaluate_numeric(expr, frame.numeric_inputs(expr, var.name), state, fitting=True), n
+            evaluate_numeric(expr, frame.numeric_inputs(expr, var.name), state, fitting=fitting),
+            n,
         )
         if isinstance(expr, Name):
             what = f"column '{expr.name}'"
@@ -666,18 +672,28 @@ def _binomial_counts(
         counts.append(values)
     successes, failures = counts
     trials = successes + failures
-    if n and not trials.sum() > 0:
+    y = np.divide(successes, trials, out=np.zeros(n), where=trials > 0)
+    return y, trials
+
+
+def check_has_trials(var: Variable, total: float, n: int) -> None:
+    """Refuse ``cbind(successes, failures)`` whose ``n`` rows hold ``total = 0`` trials."""
+    if n and not total > 0:
         raise DataError(
             f"{var.name} has no trials: successes + failures is 0 in all {n} rows used, so "
             "there is nothing to model; check the columns"
         )
-    y = np.divide(successes, trials, out=np.zeros(n), where=trials > 0)
-    return y, trials
 
 
 def _two_level_response(column: str, frame: _Frame) -> tuple[np.ndarray, tuple[str, ...]]:
     """A binomial response given as a two-level column: 0/1 for the first/second level."""
     levels, codes = fit_factor(frame.series(column), column)
+    check_two_levels(levels, column, codes.size)
+    return codes.astype(np.float64), levels.levels
+
+
+def check_two_levels(levels: FactorLevels, column: str, n: int) -> None:
+    """Refuse a binomial response column without exactly two levels in its ``n`` rows."""
     if levels.nlevels > 2:
         shown = ", ".join(repr(x) for x in levels.levels[:5])
         shown += ", ..." if levels.nlevels > 5 else ""
@@ -690,19 +706,23 @@ def _two_level_response(column: str, frame: _Frame) -> tuple[np.ndarray, tuple[s
     if levels.nlevels < 2:
         raise DataError(
             f"the binomial response '{column}' has only the level {levels.levels[0]!r} in "
-            f"the {codes.size} rows used, so there is nothing to model; check the column "
+            f"the {n} rows used, so there is nothing to model; check the column "
             "and the rows kept"
         )
-    return codes.astype(np.float64), levels.levels
 
 
 def _check_binomial_varies(y: np.ndarray, subject: str, source: str) -> None:
     """Refuse a binomial response that never varies (no successes, or no failures)."""
-    if y.size and y.min() == y.max():
-        value = float(y[0])
-        what = {0.0: " (no successes)", 1.0: " (no failures)"}.get(value, "")
+    if y.size:
+        check_binomial_range(float(y.min()), float(y.max()), y.size, subject, source)
+
+
+def check_binomial_range(low: float, high: float, n: int, subject: str, source: str) -> None:
+    """Refuse a binomial response whose ``n`` values all equal ``low == high``."""
+    if low == high:
+        what = {0.0: " (no successes)", 1.0: " (no failures)"}.get(low, "")
         raise DataError(
-            f"{subject} is {value:.6g} in all {y.size} rows used{what}, so there is nothing "
+            f"{subject} is {low:.6g} in all {n} rows used{what}, so there is nothing "
             f"to model; check the {source} and the rows kept"
         )
 

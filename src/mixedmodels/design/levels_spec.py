@@ -45,6 +45,7 @@ from .build import (
     RANK_TOLERANCE,
     DesignSpec,
     RandomPlan,
+    _binomial_counts,
     _check_grouping,
     _fit_grouping,
     _Frame,
@@ -52,10 +53,13 @@ from .build import (
     _plan,
     _sequential_pivots,
     _sequential_residuals,
+    check_binomial_range,
+    check_has_trials,
+    check_two_levels,
     refuse_binomial_counts,
 )
 from .evaluate import TransformState, evaluate_numeric
-from .factors import fit_factor
+from .factors import FactorLevels, fit_factor
 from .model_design import ModelDesign, RandomEffectsTerm
 
 __all__ = [
@@ -119,6 +123,8 @@ class ChunkSummary:
         Smallest and largest response value among complete rows (None if unknown).
     weight_sum
         Sum of the prior weights of the complete rows (0 without weights).
+    trials_sum
+        Sum of the binomial trials of a ``cbind(successes, failures)`` response (else 0).
     """
 
     nrows: int = 0
@@ -128,6 +134,7 @@ class ChunkSummary:
     moments: dict[str, tuple[int, float, float]] = field(default_factory=dict)
     y_range: tuple[float, float] | None = None
     weight_sum: float = 0.0
+    trials_sum: float = 0.0
 
     def merge(self, other: ChunkSummary) -> ChunkSummary:
         """Return the summary of the rows of both (``self``'s rows first)."""
@@ -164,6 +171,7 @@ class ChunkSummary:
             moments=moments,
             y_range=y_range,
             weight_sum=self.weight_sum + other.weight_sum,
+            trials_sum=self.trials_sum + other.trials_sum,
         )
 
 
@@ -265,7 +273,12 @@ def _grouping_columns(formula: ModelFormula) -> list[tuple[str, ...]]:
 
 
 def summarize_chunk(
-    formula: ModelFormula, data: pd.DataFrame, where: str, weights: str | None = None
+    formula: ModelFormula,
+    data: pd.DataFrame,
+    where: str,
+    weights: str | None = None,
+    *,
+    binomial_response: bool = False,
 ) -> ChunkSummary:
     """Summarise one chunk of rows for :func:`design_from_summary`.
 
@@ -279,17 +292,25 @@ def summarize_chunk(
         Where the chunk comes from (file and rows, partition number), for messages.
     weights
         Name of the prior-weights column, if any.
+    binomial_response
+        Read the response as ``build_design(binomial_response=True)`` does (a binomial
+        GLMM): ``cbind(successes, failures)`` (each row's counts checked here, the
+        proportions' range and the trials summed) or a two-level column (its values
+        collected; the levels are decided over all chunks).
 
     Raises
     ------
     DataError
         A column is missing, not numeric where it must be, has infinite values, the
         response is not numeric, a weight is negative or infinite, or the formula uses
-        ``poly(x, k)`` (orthogonal polynomials need all rows at once).
+        ``poly(x, k)`` (orthogonal polynomials need all rows at once); binomial counts
+        that are negative, not whole numbers or use ``scale()``.
     ModelSpecificationError
-        The response is ``cbind(successes, failures)``: binomial counts need a GLMM.
+        The response is ``cbind(successes, failures)`` without ``binomial_response``:
+        binomial counts need a GLMM.
     """
-    refuse_binomial_counts(formula)
+    if not binomial_response:
+        refuse_binomial_counts(formula)
     _refuse_orthogonal_poly(formula)
     columns = list(used_columns(formula, weights))
     frame = _Frame(data, formula, fitting=True)
@@ -304,7 +325,7 @@ def summarize_chunk(
         return ChunkSummary(nrows=len(data), kinds=kinds)
     used = frame.subset(keep)
     try:
-        summary = _summarize_complete(formula, used, len(data), ncomplete, kinds)
+        summary = _summarize_complete(formula, used, len(data), ncomplete, kinds, binomial_response)
         if weights is not None:
             summary = replace(summary, weight_sum=float(_chunk_weights(used.data, weights).sum()))
         return summary
@@ -328,33 +349,54 @@ def _summarize_complete(
     nrows: int,
     ncomplete: int,
     kinds: dict[str, tuple[str, str]],
+    binomial_response: bool = False,
 ) -> ChunkSummary:
     distinct: dict[tuple[str, ...], pd.DataFrame] = {}
     moments: dict[str, tuple[int, float, float]] = {}
     response = formula.response
     assert response is not None
-    if response.is_plain_column:
+    counts = response.kind == "cbind"
+    two_levels = (
+        binomial_response
+        and response.is_plain_column
+        and kinds[response.columns[0]][0] in ("text", "logical", "categorical")
+    )
+    if response.is_plain_column and not two_levels:
         series = frame.series(response.columns[0])
         if kinds[response.columns[0]][0] != "number":
             raise DataError(
                 f"the response '{response.columns[0]}' must be numeric, but its dtype is "
                 f"{series.dtype}; convert it with pandas.to_numeric or choose another column"
             )
+    if counts and any(_stateful_calls(e) for e in response.count_exprs):
+        raise DataError(
+            f"{response.name}: scale()/center() inside cbind() needs all rows at once; "
+            "for streamed data compute the counts as columns first"
+        )
     stateful: dict[str, Call] = {}
-    for var in [response, *_variables(formula), *formula.offsets]:
+    for var in [*([] if counts else [response]), *_variables(formula), *formula.offsets]:
         for call in _stateful_calls(var.numeric_expr):
             stateful.setdefault(call.deparse(), call)
     y_range = None
-    inputs = frame.numeric_inputs(response.expr, response.name)
-    if not any(_stateful_calls(response.expr)):
-        y = np.broadcast_to(
-            np.asarray(evaluate_numeric(response.expr, inputs, {}, fitting=False), float),
-            (ncomplete,),
-        )
-        bad = int((~np.isfinite(y)).sum())
-        if bad:
-            raise DataError(f"the response {response.name} has {bad} non-finite value(s)")
+    trials_sum = 0.0
+    if counts:
+        y, trials = _binomial_counts(response, frame, {}, fitting=False)
         y_range = (float(y.min()), float(y.max()))
+        trials_sum = float(trials.sum())
+    elif two_levels:
+        key = (response.columns[0],)
+        distinct[key] = frame.data[list(key)].drop_duplicates(ignore_index=True)
+    else:
+        inputs = frame.numeric_inputs(response.expr, response.name)
+        if not any(_stateful_calls(response.expr)):
+            y = np.broadcast_to(
+                np.asarray(evaluate_numeric(response.expr, inputs, {}, fitting=False), float),
+                (ncomplete,),
+            )
+            bad = int((~np.isfinite(y)).sum())
+            if bad:
+                raise DataError(f"the response {response.name} has {bad} non-finite value(s)")
+            y_range = (float(y.min()), float(y.max()))
     for var in _variables(formula):
         if _is_factor(var, frame):
             key = (var.columns[0],)
@@ -380,6 +422,7 @@ def _summarize_complete(
         distinct=distinct,
         moments=moments,
         y_range=y_range,
+        trials_sum=trials_sum,
     )
 
 
@@ -427,7 +470,9 @@ class StreamedDesign:
 
     def complete(self, data: pd.DataFrame) -> pd.DataFrame:
         """The rows of ``data`` with every used column present (the rows fitted)."""
-        return data.loc[complete_rows(self.formula, data, self.weights_column)]
+        keep = complete_rows(self.formula, data, self.weights_column)
+        # Usually every row is complete: no copy then (a GLMM reads its chunks per step).
+        return data if keep.all() else data.loc[keep]
 
     def chunk_weights_offset(
         self, data: pd.DataFrame
@@ -468,8 +513,24 @@ class StreamedDesign:
             A level was not seen in pass 1 (the data changed between passes), or a value
             is not finite.
         """
+        X, y, _, rows = self.chunk_glmm_arrays(data)
+        return X, y, rows
+
+    def chunk_glmm_arrays(
+        self, data: pd.DataFrame
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, list[tuple[np.ndarray, np.ndarray]]]:
+        """Return ``X`` (all columns), ``y``, the binomial trials (or None) and per
+        random-effects term ``(refs, z)``; ``y`` and the trials as :meth:`chunk_response`.
+
+        ``data`` must hold complete rows only (see :meth:`complete`).
+
+        Raises
+        ------
+        DataError
+            As :meth:`chunk_arrays`; binomial counts that are negative or fractional.
+        """
         X = self.spec.fixed_matrix(data)
-        y = response_values(self.spec, data)
+        y, trials = self.chunk_response(data)
         rows = self.spec.random_effects_rows(data)
         for (refs, z), term in zip(rows, self.re_terms, strict=True):
             if refs.size and refs.min() < 0:
@@ -490,7 +551,39 @@ class StreamedDesign:
                 f"the response {self.formula.response.name} has "  # type: ignore[union-attr]
                 f"{int((~np.isfinite(y)).sum())} non-finite value(s)"
             )
-        return X, y, rows
+        return X, y, trials, rows
+
+    def chunk_response(self, data: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | None]:
+        """The response of ``data`` (complete rows) and its binomial trials (or None).
+
+        As ``build_design`` reads it: ``cbind(successes, failures)`` gives the proportion
+        of successes and the trials; a two-level response column (the levels of all rows,
+        from pass 1) 0 and 1; anything else the numbers (with the fitted ``scale()``
+        parameters).
+
+        Raises
+        ------
+        DataError
+            Binomial counts that are negative or fractional; a response level that was
+            not in the first pass.
+        """
+        response = self.formula.response
+        assert response is not None
+        if response.kind == "cbind":
+            frame = _Frame(data, self.formula, fitting=False)
+            state = dict(self.spec.transform_state)
+            return _binomial_counts(response, frame, state, fitting=False)
+        levels = self.spec.response_levels
+        if levels is not None:
+            column = response.columns[0]
+            codes = FactorLevels(column, tuple(levels)).encode(data[column])
+            if codes.size and codes.min() < 0:
+                raise DataError(
+                    f"the binomial response '{column}' has a value that was not in the first "
+                    "pass over the data; the data changed between passes — fit again"
+                )
+            return codes.astype(np.float64), None
+        return response_values(self.spec, data), None
 
     def model_design(self, kept: tuple[int, ...]) -> ModelDesign:
         """The row-free design with fixed-effects columns ``kept``; warns about dropped ones."""
@@ -543,23 +636,34 @@ def response_values(spec: DesignSpec, data: pd.DataFrame) -> np.ndarray:
 
 
 def design_from_summary(
-    formula: ModelFormula, summary: ChunkSummary, weights: str | None = None
+    formula: ModelFormula,
+    summary: ChunkSummary,
+    weights: str | None = None,
+    *,
+    binomial_response: bool = False,
+    observation_level_terms: bool = False,
 ) -> StreamedDesign:
     """Build the design of all rows from the merged pass-1 summary.
 
     The checks are ``build_design``'s, on all rows: factors need two levels, grouping
     factors need two levels and fewer levels than rows, the response must vary, the
     weights (``weights``: the column given to :func:`summarize_chunk`) must not all be zero.
+    ``binomial_response`` and ``observation_level_terms`` mean what they mean for
+    ``build_design`` (a GLMM: binomial responses, glmer's checks of the grouping
+    factors); the summaries must have been made with the same ``binomial_response``.
 
     Raises
     ------
     DataError
         No complete rows, a one-level factor, a constant response, a constant ``scale()``
-        argument, all-zero weights, or an unusable grouping factor.
+        argument, all-zero weights, or an unusable grouping factor; a binomial response
+        without trials or two levels.
     ModelSpecificationError
-        The response is ``cbind(successes, failures)``: binomial counts need a GLMM.
+        The response is ``cbind(successes, failures)`` without ``binomial_response``:
+        binomial counts need a GLMM.
     """
-    refuse_binomial_counts(formula)
+    if not binomial_response:
+        refuse_binomial_counts(formula)
     n = summary.ncomplete
     if n == 0:
         if summary.nrows == 0:
@@ -570,7 +674,11 @@ def design_from_summary(
         )
     response = formula.response
     assert response is not None
-    if summary.y_range is not None and summary.y_range[0] == summary.y_range[1]:
+    kinds = {c: k for c, (k, _) in summary.kinds.items()}
+    response_levels = None
+    if binomial_response:
+        response_levels = _binomial_checks(response, summary, kinds)
+    elif summary.y_range is not None and summary.y_range[0] == summary.y_range[1]:
         raise DataError(
             f"the response '{response.name}' is constant (every value is "
             f"{summary.y_range[0]:.6g} in the {n} rows used), so there is no variation to "
@@ -581,7 +689,6 @@ def design_from_summary(
             f"weights column '{weights}' is all zero in the {n} rows used; give positive "
             "weights (a weight is the inverse of a row's relative residual variance)"
         )
-    kinds = {c: k for c, (k, _) in summary.kinds.items()}
     factors = {}
     for var in _variables(formula):
         if var.name in factors or not _is_factor_kind(var, kinds):
@@ -615,7 +722,7 @@ def design_from_summary(
         grouping, _ = _fit_grouping(
             rt.grouping, _Frame(summary.distinct[key], formula, fitting=True)
         )
-        _check_grouping(grouping, n, plan, str(rt))
+        _check_grouping(grouping, n, plan, str(rt), allow_n=observation_level_terms)
         ncols = len(plan.column_names)
         blocks = [tuple(range(ncols))] if rt.correlated else [(j,) for j in range(ncols)]
         for cols in blocks:
@@ -637,6 +744,7 @@ def design_from_summary(
         tuple(range(len(fixed_plan.column_names))),
         tuple(random_plans),
         weights,
+        response_levels,
     )
     return StreamedDesign(
         formula=formula,
@@ -645,6 +753,31 @@ def design_from_summary(
         n_dropped_rows=summary.nrows - n,
         re_terms=tuple(re_terms),
     )
+
+
+def _binomial_checks(
+    response: Variable, summary: ChunkSummary, kinds: dict[str, str]
+) -> tuple[str, ...] | None:
+    """``build_design``'s checks of a binomial response, on all rows; the levels of a
+    two-level response column (failure, success), else None."""
+    n = summary.ncomplete
+    if response.kind == "cbind":
+        check_has_trials(response, summary.trials_sum, n)
+        subject, source = f"the proportion of successes of {response.name}", "columns"
+    elif response.is_plain_column and kinds.get(response.columns[0]) in (
+        "text",
+        "logical",
+        "categorical",
+    ):
+        column = response.columns[0]
+        levels, _ = fit_factor(summary.distinct[(column,)][column], column)
+        check_two_levels(levels, column, n)
+        return levels.levels
+    else:
+        subject, source = f"the binomial response '{response.name}'", "column"
+    if summary.y_range is not None:
+        check_binomial_range(*summary.y_range, n, subject, source)
+    return None
 
 
 def _is_factor_kind(var: Variable, kinds: dict[str, str]) -> bool:

@@ -362,6 +362,12 @@ class Progress:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def describe(self, description: str) -> None:
+        """Say what is being done from now on (e.g. a count the bar does not show)."""
+        self.description = description
+        if self.enabled and self._rich is not None:
+            self._rich.update(self._task, description=description)
+
     def advance(self, rows: int) -> None:
         self.done += rows
         if not self.enabled:

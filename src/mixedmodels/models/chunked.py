@@ -4,12 +4,21 @@ Shared by the local two-pass fit (:mod:`.streamed`) and the Dask map-reduce
 (:mod:`.dask_fit`): a :class:`ChunkPlan` forms one chunk's blocks of ``A`` with the levels
 and columns fixed by pass 1; blocks add up; :func:`finish` decides the rank of X from the
 summed ``X'X`` (a QR pass only when too close to call) and drops dependent columns.
+
+A GLMM reads its chunks once per PIRLS step: a :class:`GlmmChunkPlan` turns a chunk into
+its rows for the criterion (:class:`~mixedmodels.objective.pirls.MemoryRows`: X with the
+kept columns, the response as the family sees it, prior weights times binomial trials,
+the offset, each term's rows with the levels of all rows); :func:`decide_rank` finishes
+its design from the summed ``X'X`` and :func:`fit_on_chunks` fits it, whatever sums the
+passes (the local reader of :mod:`.glmm_streamed` or the Dask tree of :mod:`.dask_fit`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -24,13 +33,23 @@ from mixedmodels.design.levels_spec import (
 )
 from mixedmodels.design.model_design import ModelDesign
 from mixedmodels.errors import DataError
+from mixedmodels.io.sources import Progress
 from mixedmodels.linalg.cross_products import CrossProducts, compute_cross_products
+from mixedmodels.objective.pirls import ChunkedRows, MemoryRows, Reduce
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mixedmodels.results.glmm import GeneralizedLinearMixedModelResult
 
 __all__ = [
     "ChunkPlan",
+    "GlmmChunkPlan",
     "StreamedCrossProducts",
+    "add_checked",
     "add_cross_products",
+    "decide_rank",
     "finish",
+    "fit_on_chunks",
+    "glmm_plan",
     "plan_from_summary",
     "stack_r",
 ]
@@ -70,6 +89,71 @@ class ChunkPlan:
         if len(rows_used) == 0:
             return None
         return np.linalg.qr(self.design.spec.fixed_matrix(rows_used), mode="r")
+
+
+@dataclass(frozen=True, eq=False)
+class GlmmChunkPlan:
+    """How a GLMM's passes turn one chunk into rows (small; shipped to Dask workers).
+
+    Attributes
+    ----------
+    design
+        The design of all rows from pass 1.
+    terms
+        The grouped random-effects terms in engine order (levels of all rows, no rows).
+    kept
+        Fixed-effects columns kept by the rank check (None before it: all columns).
+    """
+
+    design: StreamedDesign
+    terms: tuple[GroupedTerm, ...]
+    kept: tuple[int, ...] | None = None
+
+    def with_kept(self, kept: tuple[int, ...]) -> GlmmChunkPlan:
+        """The plan once the rank of X is decided."""
+        return replace(self, kept=tuple(kept))
+
+    def rows(self, data: pd.DataFrame, where: str) -> MemoryRows | None:
+        """The complete rows of this chunk as PIRLS reads them (None if it has none)."""
+        used = self.design.complete(data)
+        if len(used) == 0:
+            return None
+        try:
+            X, y, trials, re_rows = self.design.chunk_glmm_arrays(used)
+            prior, offset = self.design.chunk_weights_offset(used)
+        except DataError as exc:
+            raise DataError(f"{where}: {exc}") from None
+        n = y.shape[0]
+        weights = np.ones(n) if prior is None else prior
+        if trials is not None:
+            weights = weights * trials  # R's binomial initialize: weights times trials
+        if self.kept is not None and len(self.kept) < X.shape[1]:
+            X = np.ascontiguousarray(X[:, list(self.kept)])
+        terms = tuple(
+            replace(
+                t,
+                refs=re_rows[t.members[0]][0],
+                z=re_rows[t.members[0]][1]
+                if len(t.members) == 1
+                else np.hstack([re_rows[m][1] for m in t.members]),
+            )
+            for t in self.terms
+        )
+        return MemoryRows(terms, X, y, weights, trials, np.zeros(n) if offset is None else offset)
+
+    def check(self, data: pd.DataFrame, where: str, family: Any) -> tuple[int, np.ndarray] | None:
+        """The number of complete rows of this chunk and their ``X'X`` (all columns), the
+        response checked by the family (None if the chunk has no complete rows)."""
+        rows = self.rows(data, where)
+        if rows is None:
+            return None
+        check = getattr(family, "check_response", None)
+        if check is not None:
+            try:
+                check(rows.y, rows.trials)
+            except DataError as exc:
+                raise DataError(f"{where}: {exc}") from None
+        return rows.nobs, rows.X.T @ rows.X
 
 
 def add_cross_products(a: CrossProducts | None, b: CrossProducts | None) -> CrossProducts | None:
@@ -154,3 +238,84 @@ class StreamedCrossProducts:
     nrows: int
     nchunks: int
     seconds: dict[str, float] = field(default_factory=dict)
+
+
+def glmm_plan(
+    parsed: Any, summary: ChunkSummary, weights: str | None, binomial: bool
+) -> GlmmChunkPlan:
+    """The design of all rows from the merged summary (glmer's checks), and its plan."""
+    design = design_from_summary(
+        parsed, summary, weights, binomial_response=binomial, observation_level_terms=True
+    )
+    return GlmmChunkPlan(design=design, terms=group_terms(design.re_terms))
+
+
+def add_checked(
+    a: tuple[int, np.ndarray] | None, b: tuple[int, np.ndarray] | None
+) -> tuple[int, np.ndarray] | None:
+    """Sum two chunks' ``(rows, X'X)`` (None: a chunk without complete rows)."""
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return a[0] + b[0], a[1] + b[1]
+
+
+def decide_rank(
+    plan: GlmmChunkPlan,
+    checked: tuple[int, np.ndarray] | None,
+    r_factor: Callable[[], np.ndarray],
+) -> tuple[ModelDesign, GlmmChunkPlan]:
+    """The rank of X from the summed ``X'X`` (``r_factor()`` when too close to call): the
+    row-free design with the kept columns, and the plan that reads them."""
+    design = plan.design
+    got = 0 if checked is None else checked[0]
+    if got != design.nobs:
+        raise DataError(
+            f"the first pass over the data found {design.nobs} complete rows but the second "
+            f"{got}; the data changed between passes — fit again"
+        )
+    assert checked is not None
+    kept, ambiguous = independent_columns_from_gram(checked[1])
+    if ambiguous:
+        kept = independent_columns_from_r(r_factor())
+    return design.model_design(kept), plan.with_kept(kept)
+
+
+def fit_on_chunks(
+    design: ModelDesign,
+    family: Any,
+    reduce: Reduce,
+    nobs: int,
+    *,
+    nagq: int,
+    formula: str,
+    data_name: str | None,
+    progress: bool,
+    start: np.ndarray | None,
+    facts: dict[str, Any],
+) -> GeneralizedLinearMixedModelResult:
+    """Fit the GLMM whose rows ``reduce`` sums over, showing the passes; the result."""
+    from mixedmodels.models.glmm import GeneralizedLinearMixedModel
+    from mixedmodels.results.glmm import GeneralizedLinearMixedModelResult
+
+    rows = ChunkedRows(reduce, nobs, len(design.x_names))
+    model = GeneralizedLinearMixedModel(
+        design, family, nagq=nagq, formula=formula, data_name=data_name, rows=rows
+    )
+    clock = time.perf_counter()
+    with Progress("fitting", None, progress, unit="passes") as bar:
+
+        def on_pass() -> None:
+            bar.describe(f"fitting: {model.deviance.evaluations} evaluations")
+            bar.advance(1)
+
+        rows.on_pass = on_pass
+        fit = model.fit(start=start)
+    optimizer = {
+        **fit.optimizer,
+        **facts,
+        "passes": rows.passes,
+        "seconds_passes": time.perf_counter() - clock,
+    }
+    return GeneralizedLinearMixedModelResult(replace(fit, optimizer=optimizer))

@@ -9,6 +9,12 @@ The same two passes as :mod:`mixedmodels.models.streamed`, with partitions for c
    design shipped once; the blocks are summed in a tree, and only the total (whose size
    does not depend on the number of rows) comes back to the client, which optimises.
 
+A GLMM (:func:`glmer_dask`) has the same two passes, then one map-reduce per PIRLS step:
+each partition's rows are prepared once and persisted on the workers (the cluster's
+memory holds the data, as for any iterative Dask algorithm); each pass ships the
+coefficients (beta and b: small) to every partition, which returns its deviance and
+working blocks, summed in the same tree.
+
 Dask is an optional extra (``pip install mixedmodels[dask]``), imported only here. The
 computation runs on the active ``distributed`` client if there is one, else on Dask's
 default scheduler.
@@ -18,6 +24,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -29,6 +36,7 @@ from mixedmodels.io.sources import Progress
 from mixedmodels.models.chunked import (
     ChunkPlan,
     StreamedCrossProducts,
+    add_checked,
     add_cross_products,
     finish,
     plan_from_summary,
@@ -36,10 +44,12 @@ from mixedmodels.models.chunked import (
 )
 
 if TYPE_CHECKING:  # pragma: no cover
+    from mixedmodels.models.chunked import GlmmChunkPlan
     from mixedmodels.optimize import OptimizerOptions
     from mixedmodels.results import LinearMixedModelResult
+    from mixedmodels.results.glmm import GeneralizedLinearMixedModelResult
 
-__all__ = ["dask_cross_products", "lmer_dask", "predictions_dask"]
+__all__ = ["dask_cross_products", "glmer_dask", "lmer_dask", "predictions_dask"]
 
 
 def _dask():
@@ -55,9 +65,20 @@ def _dask():
 
 # Functions run on workers: module level, so that they pickle by reference.
 def _summarize_partition(
-    formula: Any, frame: pd.DataFrame, index: int, count: int, weights: str | None
+    formula: Any,
+    frame: pd.DataFrame,
+    index: int,
+    count: int,
+    weights: str | None,
+    binomial_response: bool = False,
 ):
-    return summarize_chunk(formula, frame, f"partition {index} of {count}", weights=weights)
+    return summarize_chunk(
+        formula,
+        frame,
+        f"partition {index} of {count}",
+        weights=weights,
+        binomial_response=binomial_response,
+    )
 
 
 def _merge_summaries(*parts: Any):
@@ -89,6 +110,36 @@ def _stack_rs(*parts: Any):
     return total
 
 
+def _glmm_check_partition(
+    plan: GlmmChunkPlan, frame: pd.DataFrame, index: int, count: int, family: Any
+):
+    return plan.check(frame, f"partition {index} of {count}", family)
+
+
+def _glmm_add_checked(*parts: Any):
+    total = None
+    for part in parts:
+        total = add_checked(total, part)
+    return total
+
+
+def _glmm_rows_partition(plan: GlmmChunkPlan, frame: pd.DataFrame, index: int, count: int):
+    return plan.rows(frame, f"partition {index} of {count}")
+
+
+def _apply(function: Callable[..., Any], rows: Any, args: tuple[Any, ...]) -> Any:
+    """One partition's share of a pass (None for a partition without complete rows)."""
+    return None if rows is None else function(rows, *args)
+
+
+def _combine_parts(combine: Callable[[Any, Any], Any], *parts: Any) -> Any:
+    total = None
+    for part in parts:
+        if part is not None:
+            total = part if total is None else combine(total, part)
+    return total
+
+
 def _tree(dask: Any, leaves: list[Any], combine: Callable[..., Any], split_every: int) -> Any:
     """Reduce delayed values ``split_every`` at a time, keeping their order."""
     level = leaves
@@ -103,17 +154,22 @@ def _tree(dask: Any, leaves: list[Any], combine: Callable[..., Any], split_every
 def _compute(dask: Any, value: Any, description: str, count: int, progress: bool) -> Any:
     """Compute one delayed value, on the distributed client if any, with a progress line."""
     with Progress(description, count, progress, unit="partitions") as bar:
-        try:
-            from distributed import default_client
-
-            client = default_client()
-        except (ImportError, ValueError):
-            client = None
-        if client is not None:
-            result = client.compute(value).result()
-        else:
-            (result,) = dask.compute(value)
+        result = _compute_now(dask, value)
         bar.advance(count)
+    return result
+
+
+def _compute_now(dask: Any, value: Any) -> Any:
+    """Compute one delayed value, on the distributed client if any."""
+    try:
+        from distributed import default_client
+
+        client = default_client()
+    except (ImportError, ValueError):
+        client = None
+    if client is not None:
+        return client.compute(value).result()
+    (result,) = dask.compute(value)
     return result
 
 
@@ -246,6 +302,137 @@ def lmer_dask(
         cross_products=result.cross_products,
     )
     return model.fit(start=start, options=control)
+
+
+def glmer_dask(
+    formula: str,
+    data: Any,
+    *,
+    family: Any = "binomial",
+    link: str | None = None,
+    nagq: int = 1,
+    weights: str | None = None,
+    split_every: int = 8,
+    progress: bool = True,
+    start: np.ndarray | None = None,
+) -> GeneralizedLinearMixedModelResult:
+    """Fit a generalized linear mixed model to a Dask DataFrame on its cluster.
+
+    Pass 1 (levels) and pass 2 (``X'X`` and the family's checks) as for :func:`lmer_dask`;
+    then each partition's rows are prepared once and persisted on the workers, and every
+    PIRLS step is one map-reduce: the coefficients go out to the partitions, their
+    deviances and working blocks come back summed in a tree (``split_every`` at a time).
+    Equals the in-memory fit up to rounding. Fitted values and residuals are not kept:
+    ``fit.predict(partition)`` gives them per partition.
+
+    Parameters
+    ----------
+    formula, family, link, nagq, weights, start
+        As for :func:`mixedmodels.api.glmer` (``weights``: a column name).
+    data
+        A ``dask.dataframe.DataFrame`` holding every column the formula uses.
+    split_every
+        Fan-in of the tree reductions.
+    progress
+        Show the passes on stderr.
+
+    Examples
+    --------
+    >>> client = Client("tcp://scheduler:8786")  # doctest: +SKIP
+    >>> ddf = dask.dataframe.read_parquet("s3://bucket/survey/")  # doctest: +SKIP
+    >>> fit = mm.glmer("use ~ age + (1 | district)", ddf, family="binomial")  # doctest: +SKIP
+    """
+    from mixedmodels.family import make_family
+    from mixedmodels.formula import parse_formula
+    from mixedmodels.models.chunked import decide_rank, fit_on_chunks, glmm_plan
+
+    dask = _dask()
+    fam = make_family(family, link)
+    if split_every < 2:
+        raise DataError(f"split_every must be at least 2, not {split_every}")
+    parsed = parse_formula(formula)
+    if parsed.response is None:
+        raise DataError(
+            "the formula has no response; write 'response ~ predictors', e.g. 'y ~ x + (1 | g)'"
+        )
+    columns = list(used_columns(parsed, weights))
+    missing = [c for c in columns if c not in data.columns]
+    if missing:
+        shown = ", ".join(repr(str(c)) for c in list(data.columns)[:10])
+        raise DataError(
+            f"column '{missing[0]}' used in the formula is not in the Dask DataFrame; it has "
+            f"the columns {shown}"
+        )
+    parts = data[columns].to_delayed()
+    count = len(parts)
+    binomial = fam.name == "binomial"
+
+    t0 = time.perf_counter()
+    formula_d = dask.delayed(parsed, pure=True)
+    summaries = [
+        dask.delayed(_summarize_partition, pure=True)(
+            formula_d, part, i + 1, count, weights, binomial
+        )
+        for i, part in enumerate(parts)
+    ]
+    summary = _compute(
+        dask,
+        _tree(dask, summaries, _merge_summaries, split_every),
+        "pass 1: levels",
+        count,
+        progress,
+    )
+    plan = glmm_plan(parsed, summary, weights, binomial)
+    plan_d = dask.delayed(plan, pure=True)
+    family_d = dask.delayed(fam, pure=True)
+    checks = [
+        dask.delayed(_glmm_check_partition, pure=True)(plan_d, part, i + 1, count, family_d)
+        for i, part in enumerate(parts)
+    ]
+    checked = _compute(
+        dask,
+        _tree(dask, checks, _glmm_add_checked, split_every),
+        "pass 2: X'X and checks",
+        count,
+        progress,
+    )
+    lmm_plan = ChunkPlan(plan.design, plan.terms)
+
+    def r_factor() -> np.ndarray:
+        rs = [dask.delayed(_partition_r, pure=True)(lmm_plan, part) for part in parts]
+        return _compute(dask, _tree(dask, rs, _stack_rs, split_every), "rank of X", count, progress)
+
+    design, plan = decide_rank(plan, checked, r_factor)
+    plan_d = dask.delayed(plan, pure=True)
+    # Each partition's rows once, kept on the workers for every pass (the plans PIRLS
+    # sets up on them are kept there too).
+    prepared = dask.persist(
+        *[
+            dask.delayed(_glmm_rows_partition, pure=True)(plan_d, part, i + 1, count)
+            for i, part in enumerate(parts)
+        ]
+    )
+    seconds = {"levels_rank_and_persist": time.perf_counter() - t0}
+
+    def reduce(function: Callable[..., Any], args: tuple[Any, ...], combine) -> Any:
+        args_d = dask.delayed(args, traverse=False)
+        shares = [dask.delayed(_apply, pure=False)(function, rows, args_d) for rows in prepared]
+        return _compute_now(
+            dask, _tree(dask, shares, partial(_combine_parts, combine), split_every)
+        )
+
+    return fit_on_chunks(
+        design,
+        fam,
+        reduce,
+        plan.design.nobs,
+        nagq=nagq,
+        formula=formula,
+        data_name=f"Dask DataFrame ({count} partitions)",
+        progress=progress,
+        start=start,
+        facts={"partitions": count, "seconds_before_fit": seconds},
+    )
 
 
 def _partition_predictions(frame: pd.DataFrame, fit: Any) -> pd.DataFrame:

@@ -33,7 +33,13 @@ from mixedmodels.errors import (
     ModelSpecificationError,
     SingularFitWarning,
 )
-from mixedmodels.objective.pirls import GlmmResponse, PirlsDeviance
+from mixedmodels.objective.pirls import (
+    GlmmResponse,
+    PirlsDeviance,
+    PirlsRows,
+    nb_moment_sums,
+    pearson_chisq,
+)
 from mixedmodels.optimize import OptimizerOptions, OptSummary, check_convergence
 from mixedmodels.optimize.bobyqa import minimize_bobyqa
 from mixedmodels.optimize.derivatives import central_derivatives
@@ -102,6 +108,11 @@ class GeneralizedLinearMixedModel:
         random-effects term only, as lme4).
     formula, data_name
         For display.
+    rows
+        The rows as the criterion reads them when they are not in ``design`` (streamed
+        or Dask data: :class:`~mixedmodels.objective.pirls.ChunkedRows`, whose responses
+        the caller has checked); ``design`` then has names, levels and spec but no rows,
+        and results that need rows (fitted values, residuals) are unavailable.
     """
 
     def __init__(
@@ -112,6 +123,7 @@ class GeneralizedLinearMixedModel:
         nagq: int = 1,
         formula: str | None = None,
         data_name: str | None = None,
+        rows: PirlsRows | None = None,
     ):
         self.design = design
         self.family = family
@@ -134,6 +146,19 @@ class GeneralizedLinearMixedModel:
                 "this model"
             )
         self.nagq = nagq
+        self._estimate_dispersion = (
+            getattr(family, "name", "") == "negative-binomial" and family.theta is None
+        )
+        if self._estimate_dispersion:
+            family = family.with_theta(1.0)  # replaced by the start in fit()
+            self.family = family
+        self.has_rows = rows is None
+        if rows is not None:
+            self.prior_weights: np.ndarray | None = None
+            self.response: GlmmResponse | None = None
+            self.deviance = PirlsDeviance.on_rows(self.structure, rows, family, max(nagq, 1))
+            self.nobs = int(rows.nobs)
+            return
         n = design.nobs
         trials = getattr(design, "trials", None)
         prior = design.weights if design.weights is not None else np.ones(n)
@@ -144,13 +169,6 @@ class GeneralizedLinearMixedModel:
             check(design.y, trials)
         self.prior_weights = np.asarray(weights, dtype=np.float64)
         self.response = GlmmResponse(design.y, self.prior_weights, trials, offset, family)
-        self._estimate_dispersion = (
-            getattr(family, "name", "") == "negative-binomial" and family.theta is None
-        )
-        if self._estimate_dispersion:
-            family = family.with_theta(1.0)  # replaced by the start in fit()
-            self.family = family
-            self.response = self.response.with_family(family)
         self.deviance = PirlsDeviance(self.structure, design.X, self.response, max(nagq, 1))
         self.nobs = n
 
@@ -232,7 +250,8 @@ class GeneralizedLinearMixedModel:
                 J = transform.jacobian_inverse()
                 H = None if Hz is None else J.T @ Hz @ J
             fit = self._fit_at(params, summary, H, evaluations, clock)
-            fit = replace(fit, refitter=GlmmRefitter(self, fit))
+            if self.has_rows:  # refits (bootstrap, profiles) need the rows in memory
+                fit = replace(fit, refitter=GlmmRefitter(self, fit))
         for message in fit.messages:
             warnings.warn(message, ConvergenceWarning, stacklevel=2)
         if fit.singular:
@@ -262,9 +281,8 @@ class GeneralizedLinearMixedModel:
         poisson = make_family("poisson", self.family.link.name)
         self.deviance.set_family(poisson)
         state = self.deviance.pirls(theta, None)
-        y, mu = self.response.y, state.mu
-        excess = float(np.sum((y - mu) ** 2 - mu))
-        start = float(np.sum(mu * mu)) / excess if excess > 0 else 1e3
+        squares, excess = self.deviance.rows.sums(nb_moment_sums, poisson, state.coefficients)
+        start = float(squares) / float(excess) if excess > 0 else 1e3
         self._set_dispersion(float(np.clip(start, 1e-2, 1e3)))
         evaluations["dispersion_start"] = 1
 
@@ -345,7 +363,13 @@ class GeneralizedLinearMixedModel:
             stop = start + term.nranef
             b.append(state.u[start:stop].reshape(term.nlevels, term.ncols) @ T.T)
             start = stop
-        saturated = dev.saturated(state.mu) if self.nagq > 1 else 0.0
+        saturated = dev.saturated() if self.nagq > 1 else 0.0
+        # The Pearson statistic needs the rows: a result without them (chunks) keeps it.
+        chisq = (
+            None
+            if self.has_rows
+            else float(dev.rows.sums(pearson_chisq, self.family, state.coefficients)[0])
+        )
         loglik = -0.5 * value
         nparams = (
             ntheta + dev.p + (1 if getattr(self.family, "name", "") == "negative-binomial" else 0)
@@ -371,6 +395,8 @@ class GeneralizedLinearMixedModel:
             eta=state.eta,
             mu=state.mu,
             prior_weights=self.prior_weights,
+            nobs=self.nobs,
+            pearson_chisq=chisq,
             loglik=loglik,
             loglik_marginal=loglik - 0.5 * saturated,
             deviance=state.deviance,

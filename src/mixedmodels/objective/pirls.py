@@ -11,9 +11,9 @@ squares (PIRLS; Bates et al. 2015, sec. 5; Bates, *lme4: Mixed-effects modeling 
 ch. 6) finds ``u~`` by Gauss-Newton steps, each a penalised weighted least-squares problem
 with working weights ``w_i = a_i (dmu/deta)^2 / V(mu_i)`` (``a_i`` the prior weights) and
 working response ``z_i = eta_i - o_i + (y_i - mu_i) / (dmu/deta)``: exactly the blocked
-system of a linear mixed model with row weights (:class:`.linalg.blocked.BlockedSystem`,
-rows set up once in a :class:`.linalg.cross_products.CrossProductPlan`; only the values
-change). A step that does not lower ``pdev`` is halved, as lme4 does.
+system of a linear mixed model with row weights (:class:`.linalg.blocked.BlockedSystem`;
+only the values change from step to step). A step that does not lower ``pdev`` is halved,
+as lme4 does.
 
 At the modes the Laplace approximation of the deviance (-2 log-likelihood) is
 
@@ -29,19 +29,55 @@ saturated log-likelihood, a constant (:meth:`PirlsDeviance.saturated`).
 
 ``nAGQ = 0`` (lme4's fast first stage): ``beta`` joins ``u`` inside PIRLS (the working
 system with ``X``), and only ``theta`` is optimised.
+
+**Rows.** Everything PIRLS does with the data goes through a small interface,
+:class:`PirlsRows`, whose unit is one *pass* over the rows at given coefficients
+(:class:`Coefficients`: ``beta`` and ``b`` per term): the sum of the deviance residuals
+and the blocks of ``[Z (X) z]' W [Z (X) z]`` at the working weights and response there
+(:meth:`PirlsRows.evaluate`), plus a few other sums (the blocks at the modes in the layout
+results read, per-group deviances for quadrature, the start, the saturated constant).
+Each PIRLS iteration is one pass: the pass at a candidate point gives both its penalised
+deviance and the blocks of the next step, so a rejected step-halving candidate costs one
+pass and nothing else does. :class:`MemoryRows` holds the rows in memory (it keeps the
+linear predictor and means of recent passes, and sets up the blocks' sparsity once);
+:class:`ChunkedRows` sums the same per-chunk computation over chunks that are read again
+for every pass (streamed data) or reduced on a cluster (Dask): the PIRLS loop is written
+once, for both.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
+import scipy.linalg as sla
+import scipy.sparse as sp
 
-from mixedmodels.covariance import CovarianceStructure
+from mixedmodels.covariance import CovarianceStructure, GroupedTerm
 from mixedmodels.errors import ConvergenceError
 from mixedmodels.linalg.blocked import BlockedFactor, BlockedSystem
-from mixedmodels.linalg.cross_products import CrossProductPlan, compute_cross_products
+from mixedmodels.linalg.cross_products import (
+    CrossProductPlan,
+    CrossProducts,
+    compute_cross_products,
+)
 from mixedmodels.linalg.solution import Estimates, estimate
+
+__all__ = [
+    "ChunkedRows",
+    "Coefficients",
+    "GlmmResponse",
+    "MemoryRows",
+    "PassSums",
+    "PirlsDeviance",
+    "PirlsRows",
+    "PirlsState",
+    "RowsPass",
+    "nb_moment_sums",
+    "pearson_chisq",
+]
 
 #: PIRLS stops when no conditional mode moved by more than this (times 1 + |u|): the
 #: Laplace value is then exact to far below what a finite-difference Hessian needs.
@@ -81,6 +117,541 @@ class GlmmResponse:
         return GlmmResponse(self.y, self.weights, self.trials, self.offset, family)
 
 
+class Coefficients(NamedTuple):
+    """Where the rows are evaluated: ``eta = offset + X beta + sum_k Z_k b_k``.
+
+    Small (``p`` plus the number of random effects): a pass over chunks on a cluster
+    ships it to every worker. (A named tuple: PIRLS makes one per pass.)
+
+    Attributes
+    ----------
+    beta
+        (p,) fixed effects.
+    b
+        Random effects per term in engine order, each (levels, ncols) (``b``, not ``u``).
+    """
+
+    beta: np.ndarray
+    b: tuple[np.ndarray, ...]
+
+
+class RowsPass:
+    """One pass over the rows at some :class:`Coefficients`.
+
+    Attributes
+    ----------
+    coefficients
+        Where the pass was made.
+    deviance
+        ``sum_i d_i(y_i, mu_i)``, the deviance residuals summed over the rows.
+    eta, mu
+        Linear predictor (offset included) and means per row, or None (chunked rows).
+
+    Notes
+    -----
+    :attr:`blocks` are the blocks of ``A = [Z (X) z]' W [Z (X) z]`` at the working weights
+    ``W`` and working response ``z`` of this point. In memory they are formed when first
+    read (a rejected step-halving candidate never forms them); a chunked pass forms them
+    with the deviance, in the same pass over the data.
+    """
+
+    __slots__ = ("_blocks", "_make_blocks", "coefficients", "deviance", "eta", "mu")
+
+    def __init__(
+        self,
+        coefficients: Coefficients,
+        deviance: float,
+        blocks: CrossProducts | None = None,
+        make_blocks: Callable[[], CrossProducts] | None = None,
+        eta: np.ndarray | None = None,
+        mu: np.ndarray | None = None,
+    ):
+        self.coefficients = coefficients
+        self.deviance = deviance
+        self._blocks = blocks
+        self._make_blocks = make_blocks
+        self.eta = eta
+        self.mu = mu
+
+    @property
+    def blocks(self) -> CrossProducts:
+        """The weighted blocks at this point (formed on first access in memory)."""
+        if self._blocks is None:
+            if self._make_blocks is None:
+                raise ValueError("this pass was made without its blocks")
+            self._blocks = self._make_blocks()
+            self._make_blocks = None
+        return self._blocks
+
+
+class PirlsRows(Protocol):
+    """What PIRLS and the GLMM criterion need from the rows; every method is one pass.
+
+    The family is an argument of every call (the negative binomial's theta changes
+    during a fit); ``coefficients`` say where the rows are evaluated. Sums over rows are
+    returned, never per-row values (except :class:`MemoryRows`' ``eta``/``mu``).
+    """
+
+    nobs: int
+    p: int
+
+    def evaluate(self, family: Any, coefficients: Coefficients, *, with_x: bool) -> RowsPass:
+        """The deviance at ``coefficients`` and the working blocks there (with ``X`` if
+        ``with_x``: nAGQ = 0's PIRLS over beta and u)."""
+        ...
+
+    def cross_products(self, family: Any, coefficients: Coefficients) -> CrossProducts:
+        """The working blocks with ``X`` in :func:`compute_cross_products`' layout."""
+        ...
+
+    def level_deviances(
+        self, family: Any, coefficients: Coefficients, b_nodes: np.ndarray
+    ) -> np.ndarray:
+        """Per level of the single scalar term, the deviance with its ``b`` replaced by
+        each row of ``b_nodes`` (k, levels): a (levels, k) array (quadrature)."""
+        ...
+
+    def minus_twice_loglik(self, family: Any, coefficients: Coefficients) -> float:
+        """``sum -2 log p(y | mu)`` at ``coefficients``."""
+        ...
+
+    def sums(
+        self, statistic: Callable[..., np.ndarray], family: Any, coefficients: Coefficients
+    ) -> np.ndarray:
+        """``statistic(family, y, mu, weights)`` summed over chunks (it sums over rows)."""
+        ...
+
+    def initial_beta(self, family: Any) -> np.ndarray:
+        """beta of a weighted least-squares fit of the working response at the family's
+        starting means (``glm.fit``'s first iteration)."""
+        ...
+
+    def saturated(self, family: Any) -> float:
+        """``sum (-2 log p(y | mu) - d(y, mu))``, which does not depend on ``mu``."""
+        ...
+
+    def integral_binomial_weights(self) -> bool:
+        """Whether every prior weight per trial is a whole number (see
+        :meth:`PirlsDeviance.saturated`)."""
+        ...
+
+
+def nb_moment_sums(family: Any, y: np.ndarray, mu: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """``[sum mu^2, sum((y - mu)^2 - mu)]``: the moment start of the negative binomial's
+    theta (:meth:`PirlsRows.sums`)."""
+    return np.array([float(np.sum(mu * mu)), float(np.sum((y - mu) ** 2 - mu))])
+
+
+def pearson_chisq(family: Any, y: np.ndarray, mu: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """``[sum (y - mu)^2 w / V(mu)]``: the Pearson statistic (:meth:`PirlsRows.sums`)."""
+    raw = y - mu
+    return np.array([float(np.sum(raw * raw * weights / np.asarray(family.variance(mu))))])
+
+
+class MemoryRows:
+    """The rows of a GLMM in memory.
+
+    Parameters
+    ----------
+    terms
+        Grouped random-effects terms in engine order; their ``refs`` and ``z`` are these
+        rows' (a chunk's terms carry the chunk's rows and the levels of all rows).
+    X
+        (n, p) fixed-effects columns.
+    y, weights, trials, offset
+        As :class:`GlmmResponse`'s (``trials`` may be None).
+
+    Notes
+    -----
+    The sparsity of the working blocks is found once (a
+    :class:`~mixedmodels.linalg.cross_products.CrossProductPlan` per ``with_x``); the
+    ``y``-only part of the deviance once per family; ``offset + X beta`` once per beta;
+    and the last pass is kept (PIRLS ends on the pass of its accepted point), so that the
+    final system and the loglik read its linear predictor and means without forming them
+    again.
+    """
+
+    def __init__(
+        self,
+        terms: tuple[GroupedTerm, ...],
+        X: np.ndarray,
+        y: np.ndarray,
+        weights: np.ndarray,
+        trials: np.ndarray | None,
+        offset: np.ndarray,
+    ):
+        self.terms = terms
+        self.X = np.asarray(X, dtype=np.float64)
+        self.nobs, self.p = self.X.shape
+        self.y = y
+        self.weights = weights
+        self.trials = trials
+        self.offset = offset
+        self._reset_workspace()
+
+    def _reset_workspace(self) -> None:
+        # Per term: level per row, the z column (scalar terms) or matrix, and which.
+        self._term_rows = [
+            (t.refs, t.z[:, 0] if t.ncols == 1 else t.z, t.ncols == 1) for t in self.terms
+        ]
+        self._plans: dict[bool, CrossProductPlan] = {}
+        self._deviance_function: tuple[object, Callable[[np.ndarray], float]] | None = None
+        self._fixed: tuple[np.ndarray, np.ndarray] | None = None
+        self._last: RowsPass | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The workspace (plans, closures, recent passes) is rebuilt where the rows land.
+        keep = ("terms", "X", "nobs", "p", "y", "weights", "trials", "offset")
+        return {name: self.__dict__[name] for name in keep}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._reset_workspace()
+
+    # -- pieces ---------------------------------------------------------------------------
+    def _plan(self, with_x: bool) -> CrossProductPlan:
+        if with_x not in self._plans:
+            X = self.X if with_x else np.empty((self.nobs, 0))
+            t1 = self.terms[0]
+            qr = sum(t.nranef for t in self.terms[1:])
+            # A small Zr'Z1 is cheapest dense; a large one (an observation-level term 1
+            # has one column per row) stays sparse. The choice depends on the levels
+            # only, so that the blocks of chunks of rows add up.
+            dense = qr * t1.nranef <= _DENSE_REST_FIRST
+            self._plans[with_x] = CrossProductPlan(self.terms, X, dense_rest_first=dense)
+        return self._plans[with_x]
+
+    def _fixed_part(self, beta: np.ndarray) -> np.ndarray:
+        """``offset + X beta``, kept for the last beta object: PIRLS without X passes the
+        same array (its own copy, never changed in place) at every step."""
+        cached = self._fixed
+        if cached is not None and cached[0] is beta:
+            return cached[1]
+        fixed = self.offset + self.X @ beta
+        self._fixed = (beta, fixed)
+        return fixed
+
+    def _random_part(self, b: tuple[np.ndarray, ...]) -> np.ndarray:
+        """``Z b`` per row (a new array)."""
+        out = None
+        for (refs, z, scalar), bk in zip(self._term_rows, b):  # noqa: B905 (hot path)
+            part = z * bk[refs, 0] if scalar else np.einsum("ij,ij->i", z, bk[refs])
+            if out is None:
+                out = part
+            else:
+                out += part
+        assert out is not None
+        return out
+
+    def _deviance(self, family: Any) -> Callable[[np.ndarray], float]:
+        cached = self._deviance_function
+        if cached is None or cached[0] is not family:
+            cached = self._deviance_function = (
+                family,
+                family.deviance_function(self.y, self.weights),
+            )
+        return cached[1]
+
+    def _working(self, family: Any, eta: np.ndarray, mu: np.ndarray, base: np.ndarray):
+        """Working weights and working response (``eta - base`` plus the linearised residual)."""
+        mu_eta = family.link.mu_eta(eta)
+        w = self.weights * (mu_eta * mu_eta) / family.variance(mu)
+        z = (eta - base) + (self.y - mu) / mu_eta
+        return w, z
+
+    def _eta_mu(self, family: Any, coefficients: Coefficients) -> tuple[np.ndarray, np.ndarray]:
+        last = self._last
+        if last is not None and last.coefficients is coefficients:
+            return last.eta, last.mu  # type: ignore[return-value]
+        eta = self._fixed_part(coefficients.beta) + self._random_part(coefficients.b)
+        return eta, family.link.inverse(eta)
+
+    def eta_mu(self, family: Any, coefficients: Coefficients) -> tuple[np.ndarray, np.ndarray]:
+        """The linear predictor (offset included) and the means per row."""
+        return self._eta_mu(family, coefficients)
+
+    # -- passes ---------------------------------------------------------------------------
+    def evaluate(self, family: Any, coefficients: Coefficients, *, with_x: bool) -> RowsPass:
+        # PIRLS' inner loop: the helpers are written out (a pass on small data costs
+        # tens of microseconds, so Python calls show).
+        beta, b = coefficients
+        cached = self._fixed
+        if cached is not None and cached[0] is beta:
+            fixed = cached[1]
+        else:
+            fixed = self._fixed_part(beta)
+        eta = self._random_part(b)
+        eta += fixed
+        mu = family.link.inverse(eta)
+        deviance_function = self._deviance_function
+        if deviance_function is None or deviance_function[0] is not family:
+            deviance_function = (family, self._deviance(family))
+        deviance = deviance_function[1](mu)
+        base = self.offset if with_x else fixed
+
+        def blocks() -> CrossProducts:
+            w, z = self._working(family, eta, mu, base)
+            return self._plan(with_x)(w, z, log_weights=False)
+
+        done = RowsPass(coefficients, deviance, None, blocks, eta, mu)
+        self._last = done
+        return done
+
+    def cross_products(self, family: Any, coefficients: Coefficients) -> CrossProducts:
+        eta, mu = self._eta_mu(family, coefficients)
+        w, z = self._working(family, eta, mu, self.offset)
+        return compute_cross_products(self.terms, self.X, z, weights=w)
+
+    def level_deviances(
+        self, family: Any, coefficients: Coefficients, b_nodes: np.ndarray
+    ) -> np.ndarray:
+        term = self.terms[0]
+        refs, z = term.refs, term.z[:, 0]
+        fixed = self._fixed_part(coefficients.beta)
+        out = np.empty((term.nlevels, b_nodes.shape[0]))
+        for k, bk in enumerate(b_nodes):
+            mu = family.link.inverse(fixed + z * bk[refs])
+            dev = family.deviance_residuals(self.y, mu, self.weights)
+            out[:, k] = np.bincount(refs, weights=dev, minlength=term.nlevels)
+        return out
+
+    def minus_twice_loglik(self, family: Any, coefficients: Coefficients) -> float:
+        _, mu = self._eta_mu(family, coefficients)
+        return float(family.minus_twice_loglik(self.y, mu, self.weights, self.trials))
+
+    def sums(
+        self, statistic: Callable[..., np.ndarray], family: Any, coefficients: Coefficients
+    ) -> np.ndarray:
+        _, mu = self._eta_mu(family, coefficients)
+        return np.asarray(statistic(family, self.y, mu, self.weights), dtype=np.float64)
+
+    def _start_rows(self, family: Any) -> tuple[np.ndarray, np.ndarray]:
+        """``sqrt(w) X`` and ``sqrt(w) z`` at the family's starting means."""
+        mu = family.initial_mu(self.y, self.weights, self.trials)
+        eta = family.link.link(mu)
+        w, z = self._working(family, eta, mu, self.offset)
+        sw = np.sqrt(w)
+        return self.X * sw[:, None], z * sw
+
+    def initial_beta(self, family: Any) -> np.ndarray:
+        Xw, zw = self._start_rows(family)
+        beta, *_ = np.linalg.lstsq(Xw, zw, rcond=None)
+        return beta
+
+    def start_r(self, family: Any) -> np.ndarray:
+        """R of a QR decomposition of ``sqrt(w) [X z]`` at the starting means (a chunk's
+        share of :meth:`initial_beta`; R factors of chunks stack)."""
+        Xw, zw = self._start_rows(family)
+        return np.linalg.qr(np.column_stack([Xw, zw]), mode="r")
+
+    def saturated(self, family: Any) -> float:
+        # At the starting means, where both terms are moderate (no cancellation).
+        at = family.initial_mu(self.y, self.weights, self.trials)
+        unit = family.unit_minus_twice_loglik(self.y, at, self.weights, self.trials)
+        return float(np.sum(unit - family.deviance_residuals(self.y, at, self.weights)))
+
+    def integral_binomial_weights(self) -> bool:
+        w = self.weights if self.trials is None else self.weights / np.maximum(self.trials, 1.0)
+        return not bool(np.any(w != np.round(w)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Rows in chunks
+# ---------------------------------------------------------------------------------------------
+#: ``reduce(function, args, combine)``: ``function(chunk_rows, *args)`` on every chunk's
+#: :class:`MemoryRows`, the results combined pairwise by ``combine`` (None: no chunk).
+Reduce = Callable[[Callable[..., Any], tuple[Any, ...], Callable[[Any, Any], Any]], Any]
+
+
+@dataclass(frozen=True, eq=False)
+class PassSums:
+    """A chunk's share of a pass (:meth:`PirlsRows.evaluate`): deviance and blocks; the
+    shares of disjoint rows add up (``+``), the blocks' sparsity kept whatever the values,
+    so that a system set up on one pass takes the next through ``with_values``."""
+
+    deviance: float
+    blocks: CrossProducts
+
+    def __add__(self, other: PassSums) -> PassSums:
+        return PassSums(self.deviance + other.deviance, _add_blocks(self.blocks, other.blocks))
+
+
+def _add_blocks(a: CrossProducts, b: CrossProducts) -> CrossProducts:
+    def add(x, y):
+        if x is None:
+            return None
+        if sp.issparse(x):
+            return _add_sparse(x, y)
+        return x + y
+
+    return CrossProducts(
+        z1tz1=a.z1tz1 + b.z1tz1,
+        zrtz1=add(a.zrtz1, b.zrtz1),
+        zrtzr=add(a.zrtzr, b.zrtzr),
+        xytz1=a.xytz1 + b.xytz1,
+        xytzr=add(a.xytzr, b.xytzr),
+        xytxy=a.xytxy + b.xytxy,
+        nobs=a.nobs + b.nobs,
+        sum_log_weights=a.sum_log_weights + b.sum_log_weights,
+    )
+
+
+def _add_sparse(a: sp.spmatrix, b: sp.spmatrix) -> sp.csr_matrix:
+    """CSR sum on the union of both patterns, explicit zeros kept (scipy's ``a + b``
+    drops entries that sum to zero, which would change the pattern with the weights)."""
+    a, b = a.tocoo(), b.tocoo()
+    total = sp.coo_matrix(
+        (
+            np.concatenate([a.data, b.data]),
+            (np.concatenate([a.row, b.row]), np.concatenate([a.col, b.col])),
+        ),
+        shape=a.shape,
+    ).tocsr()  # sums duplicates, keeps zeros
+    total.sort_indices()
+    return total
+
+
+def _chunk_evaluate(
+    rows: MemoryRows, family: Any, coefficients: Coefficients, with_x: bool
+) -> PassSums:
+    # A step-halving candidate far off overflows; its non-finite deviance rejects it. A
+    # chunk's sums may meet the overflow differently from the sums over all rows (0 * inf
+    # inside a dot product, where the whole sum is inf - inf), so floating-point warnings
+    # are not raised here: the value decides, as it does in memory.
+    with np.errstate(all="ignore"):
+        done = rows.evaluate(family, coefficients, with_x=with_x)
+        return PassSums(done.deviance, done.blocks)
+
+
+def _chunk_cross_products(rows: MemoryRows, family: Any, coefficients: Coefficients):
+    return rows.cross_products(family, coefficients)
+
+
+def _chunk_level_deviances(rows: MemoryRows, family: Any, coefficients: Coefficients, nodes):
+    return rows.level_deviances(family, coefficients, nodes)
+
+
+def _chunk_minus_twice_loglik(rows: MemoryRows, family: Any, coefficients: Coefficients):
+    return rows.minus_twice_loglik(family, coefficients)
+
+
+def _chunk_sums(rows: MemoryRows, statistic: Any, family: Any, coefficients: Coefficients):
+    return rows.sums(statistic, family, coefficients)
+
+
+def _chunk_start_r(rows: MemoryRows, family: Any) -> np.ndarray:
+    return rows.start_r(family)
+
+
+def _chunk_saturated(rows: MemoryRows, family: Any) -> float:
+    return rows.saturated(family)
+
+
+def _chunk_integral(rows: MemoryRows) -> bool:
+    return rows.integral_binomial_weights()
+
+
+def _add(a: Any, b: Any) -> Any:
+    return a + b
+
+
+def _both(a: bool, b: bool) -> bool:
+    return bool(a and b)
+
+
+def _stack_r(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """R of the rows of both (tall-skinny QR)."""
+    return np.linalg.qr(np.vstack([a, b]), mode="r")
+
+
+class ChunkedRows:
+    """Rows that are never in memory at once: every method is one pass over the chunks.
+
+    Parameters
+    ----------
+    reduce
+        ``reduce(function, args, combine)`` calls ``function(rows, *args)`` on the
+        :class:`MemoryRows` of every chunk and combines the results pairwise with
+        ``combine`` (module-level functions, so that a cluster can ship them); it returns
+        None if no chunk has rows. The streamed fit reads the chunks again for each call;
+        the Dask fit maps over partitions and reduces in a tree.
+    nobs, p
+        Rows summed and fixed-effects columns.
+    on_pass
+        Called after every pass (progress display).
+
+    Notes
+    -----
+    Every result is a sum over chunks, so it equals the in-memory one up to the order of
+    the additions (~1e-15 relative). ``passes`` counts the passes made.
+
+    One convention is not a sum over rows: R's binomial log-likelihood takes each row's
+    number of trials as ``m`` if any row has more than one trial, else its prior weight;
+    a chunk decides for its own rows. The two agree for whole-number prior weights (a row
+    with one trial and ``y`` in {0, 1} gives the same value either way); they can differ
+    only for ``cbind`` counts with fractional prior weights and a chunk in which no row
+    has more than one trial.
+    """
+
+    def __init__(
+        self,
+        reduce: Reduce,
+        nobs: int,
+        p: int,
+        on_pass: Callable[[], None] | None = None,
+    ):
+        self._reduce_function = reduce
+        self.nobs = int(nobs)
+        self.p = int(p)
+        self.on_pass = on_pass
+        self.passes = 0
+
+    def _reduce(self, function: Callable[..., Any], args: tuple[Any, ...], combine) -> Any:
+        out = self._reduce_function(function, args, combine)
+        self.passes += 1
+        if self.on_pass is not None:
+            self.on_pass()
+        if out is None:
+            raise ConvergenceError("no chunk has rows to fit; the data changed between passes")
+        return out
+
+    def evaluate(self, family: Any, coefficients: Coefficients, *, with_x: bool) -> RowsPass:
+        total = self._reduce(_chunk_evaluate, (family, coefficients, with_x), _add)
+        return RowsPass(coefficients, total.deviance, blocks=total.blocks)
+
+    def cross_products(self, family: Any, coefficients: Coefficients) -> CrossProducts:
+        return self._reduce(_chunk_cross_products, (family, coefficients), _add)
+
+    def level_deviances(
+        self, family: Any, coefficients: Coefficients, b_nodes: np.ndarray
+    ) -> np.ndarray:
+        return self._reduce(_chunk_level_deviances, (family, coefficients, b_nodes), _add)
+
+    def minus_twice_loglik(self, family: Any, coefficients: Coefficients) -> float:
+        return float(self._reduce(_chunk_minus_twice_loglik, (family, coefficients), _add))
+
+    def sums(
+        self, statistic: Callable[..., np.ndarray], family: Any, coefficients: Coefficients
+    ) -> np.ndarray:
+        return self._reduce(_chunk_sums, (statistic, family, coefficients), _add)
+
+    def initial_beta(self, family: Any) -> np.ndarray:
+        R = self._reduce(_chunk_start_r, (family,), _stack_r)
+        p = self.p
+        if R.shape[0] < p:
+            raise ConvergenceError("fewer rows than fixed effects: the start is not defined")
+        return sla.solve_triangular(R[:p, :p], R[:p, p]) if p else np.zeros(0)
+
+    def saturated(self, family: Any) -> float:
+        return float(self._reduce(_chunk_saturated, (family,), _add))
+
+    def integral_binomial_weights(self) -> bool:
+        return bool(self._reduce(_chunk_integral, (), _both))
+
+
+# ---------------------------------------------------------------------------------------------
+# PIRLS and the criterion
+# ---------------------------------------------------------------------------------------------
 @dataclass(frozen=True, eq=False)
 class PirlsState:
     """Where PIRLS converged at one (theta, beta).
@@ -91,10 +662,13 @@ class PirlsState:
         Spherical conditional modes, flat in engine order (term by term, level-major).
     beta
         The fixed effects (estimated inside PIRLS for nAGQ = 0, else as given).
+    coefficients
+        ``beta`` and ``b = Lambda u`` per term: where the rows are evaluated.
     eta, mu
-        Linear predictor (offset included) and conditional mean per row.
-    weights
-        PIRLS working weights at ``mu``.
+        Linear predictor (offset included) and conditional mean per row; None when the
+        rows are in chunks.
+    blocks
+        The working blocks at the modes (those of the last factorisation).
     logdet
         ``log |L_Z|^2`` at those weights.
     aic_terms
@@ -107,9 +681,10 @@ class PirlsState:
 
     u: np.ndarray
     beta: np.ndarray
-    eta: np.ndarray
-    mu: np.ndarray
-    weights: np.ndarray
+    coefficients: Coefficients
+    eta: np.ndarray | None
+    mu: np.ndarray | None
+    blocks: CrossProducts
     logdet: float
     aic_terms: float
     deviance: float
@@ -144,7 +719,8 @@ class PirlsDeviance:
     -----
     Each evaluation starts PIRLS from the modes of the previous one (``u`` changes little
     between an optimiser's points); PIRLS is run to convergence, so the value does not
-    depend on the start beyond rounding.
+    depend on the start beyond rounding. :meth:`on_rows` builds the criterion on any
+    :class:`PirlsRows` (chunks of rows).
     """
 
     def __init__(
@@ -154,21 +730,41 @@ class PirlsDeviance:
         response: GlmmResponse,
         nagq: int = 1,
     ):
+        rows = MemoryRows(
+            structure.terms, X, response.y, response.weights, response.trials, response.offset
+        )
+        self._setup(structure, rows, response.family, nagq)
+
+    @classmethod
+    def on_rows(
+        cls, structure: CovarianceStructure, rows: PirlsRows, family: Any, nagq: int = 1
+    ) -> PirlsDeviance:
+        """The criterion on ``rows`` (e.g. :class:`ChunkedRows`) for ``family``."""
+        self = cls.__new__(cls)
+        self._setup(structure, rows, family, nagq)
+        return self
+
+    def _setup(
+        self, structure: CovarianceStructure, rows: PirlsRows, family: Any, nagq: int
+    ) -> None:
         self.structure = structure
         self.terms = structure.terms
-        self.X = np.asarray(X, dtype=np.float64)
-        self.response = response
-        self.family = response.family
+        self.rows = rows
+        self.family = family
         self.nagq = int(nagq)
-        self.n, self.p = self.X.shape
+        self.n, self.p = rows.nobs, rows.p
         self.ntheta = structure.ntheta
         self.q = sum(t.nranef for t in self.terms)
-        self._plans: dict[bool, CrossProductPlan] = {}
+        stops = np.cumsum([t.nranef for t in self.terms]).tolist()
+        self._term_slices = [
+            (stop - t.nranef, stop, (t.nlevels, t.ncols), t.ncols == 1)
+            for t, stop in zip(self.terms, stops, strict=True)
+        ]
         self._systems: dict[bool, BlockedSystem] = {}
         self._u = np.zeros(self.q)
+        self._beta0: np.ndarray | None = None
         self._saturated: tuple[object, float] | None = None
         self._rounded_binomial: bool | None = None
-        self._deviance_function: tuple[object, object] | None = None
         self.evaluations = 0
         if self.nagq > 1:
             if len(self.terms) != 1 or self.terms[0].ncols != 1:
@@ -180,22 +776,9 @@ class PirlsDeviance:
     def set_family(self, family: object) -> None:
         """Use ``family`` from now on (the negative binomial's theta as it is optimised)."""
         self.family = family
-        self.response = self.response.with_family(family)
 
     # -- pieces ---------------------------------------------------------------------------
-    def _plan(self, with_x: bool) -> CrossProductPlan:
-        if with_x not in self._plans:
-            X = self.X if with_x else np.empty((self.n, 0))
-            t1 = self.terms[0]
-            qr = self.q - t1.nranef
-            # A small Zr'Z1 is cheapest dense; a large one (an observation-level term 1
-            # has one column per row) stays sparse.
-            dense = qr * t1.nranef <= _DENSE_REST_FIRST
-            self._plans[with_x] = CrossProductPlan(self.terms, X, dense_rest_first=dense)
-        return self._plans[with_x]
-
-    def _system(self, with_x: bool, w: np.ndarray, z: np.ndarray) -> BlockedSystem:
-        A = self._plan(with_x)(w, z, log_weights=False)
+    def _system(self, with_x: bool, A: CrossProducts) -> BlockedSystem:
         system = self._systems.get(with_x)
         system = (
             BlockedSystem(self.structure, A, single_use=True)
@@ -205,70 +788,63 @@ class PirlsDeviance:
         self._systems[with_x] = system
         return system
 
-    def random_part(self, u: np.ndarray, templates: list[np.ndarray]) -> np.ndarray:
-        """``Z Lambda u`` per row."""
-        out = np.zeros(self.n)
-        start = 0
-        for term, T in zip(self.terms, templates, strict=True):
-            stop = start + term.nranef
-            b = u[start:stop].reshape(term.nlevels, term.ncols) @ T.T
-            if term.ncols == 1:
-                out += term.z[:, 0] * b[term.refs, 0]
-            else:
-                out += np.einsum("ij,ij->i", term.z, b[term.refs])
-            start = stop
-        return out
+    def coefficients(
+        self, beta: np.ndarray, u: np.ndarray, templates: list[np.ndarray]
+    ) -> Coefficients:
+        """``beta`` and ``b = Lambda u`` per term (each (levels, ncols))."""
+        return Coefficients(beta, self._b(u, [T.T for T in templates]))
 
-    def _mu_and_pdev(self, eta: np.ndarray, u: np.ndarray) -> tuple[np.ndarray, float]:
-        mu = self.family.link.inverse(eta)
-        deviance = self._deviance_function
-        if deviance is None or deviance[0] is not self.family:
-            r = self.response
-            deviance = self._deviance_function = (
-                self.family,
-                self.family.deviance_function(r.y, r.weights),
-            )
-        return mu, deviance[1](mu) + float(u @ u)
+    def _b(self, u: np.ndarray, transposed: list[np.ndarray]) -> tuple[np.ndarray, ...]:
+        """``b = Lambda u`` per term, from the templates' transposes."""
+        # A scalar term's b is u times its one template entry (what the 1 x 1 product
+        # gives, without a matrix product per term and pass).
+        return tuple(
+            [
+                u[start:stop].reshape(shape) * Tt[0, 0]
+                if scalar
+                else u[start:stop].reshape(shape) @ Tt
+                for (start, stop, shape, scalar), Tt in zip(  # noqa: B905 (hot path)
+                    self._term_slices, transposed
+                )
+            ]
+        )
 
-    def _working(self, eta: np.ndarray, mu: np.ndarray, base: np.ndarray):
-        """Working weights and working response (``eta - base`` plus the linearised residual)."""
-        r = self.response
-        mu_eta = self.family.link.mu_eta(eta)
-        w = r.weights * (mu_eta * mu_eta) / self.family.variance(mu)
-        z = (eta - base) + (r.y - mu) / mu_eta
-        return w, z
+    def _pass(
+        self, beta: np.ndarray, u: np.ndarray, transposed: list[np.ndarray], with_x: bool
+    ) -> tuple[RowsPass, float]:
+        """One pass at ``(beta, u)`` (``transposed``: the templates' transposes): the pass
+        and its penalised deviance."""
+        done = self.rows.evaluate(
+            self.family, Coefficients(beta, self._b(u, transposed)), with_x=with_x
+        )
+        return done, done.deviance + float(u @ u)
 
     # -- PIRLS ----------------------------------------------------------------------------
     def pirls(
         self, theta: np.ndarray, beta: np.ndarray | None, u0: np.ndarray | None = None
     ) -> PirlsState:
         """Run PIRLS at ``theta``: for the modes at fixed ``beta``, or (``beta=None``) for the
-        modes and beta together (nAGQ = 0)."""
+        modes and beta together (nAGQ = 0). Each iteration is one pass over the rows."""
         theta = np.asarray(theta, dtype=np.float64)
-        r = self.response
-        templates = self.structure.templates(theta)
+        transposed = [T.T for T in self.structure.templates(theta)]
         with_x = beta is None
         u = (self._u if u0 is None else np.asarray(u0, dtype=np.float64)).copy()
         if with_x:
-            beta_cur = getattr(self, "_beta0", None)
+            beta_cur = self._beta0
             if beta_cur is None:
-                beta_cur = self._initial_beta()
-            fixed = r.offset + self.X @ beta_cur
+                beta_cur = self.rows.initial_beta(self.family)
         else:
-            beta_cur = np.asarray(beta, dtype=np.float64)
-            fixed = r.offset + self.X @ beta_cur
-        eta = fixed + self.random_part(u, templates)
-        mu, pdev = self._mu_and_pdev(eta, u)
+            # A copy: the rows recognise it as the same beta at every step (by identity).
+            beta_cur = np.array(beta, dtype=np.float64)
+        current, pdev = self._pass(beta_cur, u, transposed, with_x)
         if not np.isfinite(pdev):  # a start far off (e.g. a warm start from a wild point)
             u = np.zeros(self.q)
-            eta = fixed.copy()
-            mu, pdev = self._mu_and_pdev(eta, u)
+            current, pdev = self._pass(beta_cur, u, transposed, with_x)
         iterations = 0
         for iterations in range(1, MAX_ITERATIONS + 1):  # noqa: B007 (read after the loop)
-            base = r.offset if with_x else fixed
-            w, z = self._working(eta, mu, base)
-            factor = self._system(with_x, w, z).factor(theta)
-            est = estimate(self._systems[with_x], factor, reml=False)
+            system = self._system(with_x, current.blocks)
+            factor = system.factor(theta)
+            est = estimate(system, factor, reml=False)
             du = np.concatenate([a.ravel() for a in est.u]) - u
             dbeta = est.beta - beta_cur if with_x else None
             moved = float(np.max(np.abs(du), initial=0.0)) / (
@@ -285,13 +861,8 @@ class PirlsDeviance:
             step = 1.0
             for _ in range(MAX_HALVINGS):
                 u_try = u + step * du
-                if with_x:
-                    beta_try = beta_cur + step * dbeta
-                    fixed_try = r.offset + self.X @ beta_try
-                else:
-                    beta_try, fixed_try = beta_cur, fixed
-                eta_try = fixed_try + self.random_part(u_try, templates)
-                mu_try, pdev_try = self._mu_and_pdev(eta_try, u_try)
+                beta_try = beta_cur + step * dbeta if with_x else beta_cur
+                trial, pdev_try = self._pass(beta_try, u_try, transposed, with_x)
                 # A step may raise the penalised deviance by rounding alone (~1e-13 of
                 # it) once the modes are nearly there: that is no reason to halve.
                 if pdev_try <= pdev + 1e-12 * (abs(pdev) + 1.0):
@@ -302,14 +873,7 @@ class PirlsDeviance:
                     "PIRLS step-halvings failed to reduce the penalised deviance; the model "
                     "may be overparameterised or the data separated: simplify the model"
                 )
-            u, beta_cur, fixed, eta, mu, pdev = (
-                u_try,
-                beta_try,
-                fixed_try,
-                eta_try,
-                mu_try,
-                pdev_try,
-            )
+            u, beta_cur, current, pdev = u_try, beta_try, trial, pdev_try
         else:
             raise ConvergenceError(
                 f"PIRLS did not converge in {MAX_ITERATIONS} iterations; the model may be "
@@ -318,28 +882,19 @@ class PirlsDeviance:
         self._u = u
         if with_x:
             self._beta0 = beta_cur
+        deviance = float(pdev - u @ u)
         return PirlsState(
             u=u,
             beta=beta_cur,
-            eta=eta,
-            mu=mu,
-            weights=w,
+            coefficients=current.coefficients,
+            eta=current.eta,
+            mu=current.mu,
+            blocks=current.blocks,
             logdet=float(factor.logdet_z),
-            aic_terms=self._minus_twice_loglik(mu, float(pdev - u @ u)),
-            deviance=float(pdev - u @ u),
+            aic_terms=self._minus_twice_loglik(current.coefficients, deviance),
+            deviance=deviance,
             iterations=iterations,
         )
-
-    def _initial_beta(self) -> np.ndarray:
-        """beta from one weighted least-squares fit of the GLM's working response at the
-        family's starting mu (R's ``mustart``), as ``glm.fit``'s first iteration."""
-        r = self.response
-        mu = self.family.initial_mu(r.y, r.weights, r.trials)
-        eta = self.family.link.link(mu)
-        w, z = self._working(eta, mu, r.offset)
-        sw = np.sqrt(w)
-        beta, *_ = np.linalg.lstsq(self.X * sw[:, None], z * sw, rcond=None)
-        return beta
 
     # -- criteria -------------------------------------------------------------------------
     def fast(self, theta: np.ndarray) -> float:
@@ -369,39 +924,37 @@ class PirlsDeviance:
         return self.pirls(params[: self.ntheta], params[self.ntheta :])
 
     def quadrature(self, theta: np.ndarray, state: PirlsState) -> float:
-        """The AGQ deviance (lme4's: from deviance residuals) around the modes of ``state``."""
-        r = self.response
-        term = self.terms[0]
-        refs, z = term.refs, term.z[:, 0]
+        """The AGQ deviance (lme4's: from deviance residuals) around the modes of ``state``.
+
+        Notes
+        -----
+        Group ``l``'s conditional precision of its mode is ``M_l = lambda^2 sum_{i in l}
+        w_i z_i^2 + 1``, read from the blocks at the modes (``Z1'WZ1``); one more pass gives
+        each group's deviance at the ``k`` shifted modes ``u_l + x_k / sqrt(M_l)``.
+        """
         lam = float(theta[0])
-        nl = term.nlevels
-        M = lam * lam * np.bincount(refs, weights=state.weights * z * z, minlength=nl) + 1.0
+        M = lam * lam * state.blocks.z1tz1[:, 0, 0] + 1.0
         sd = 1.0 / np.sqrt(M)
-        fixed = state.eta - lam * z * state.u[refs]
-        terms = np.empty((nl, self.nagq))
-        for k, node in enumerate(self._nodes):
-            uk = state.u + node * sd
-            mu = self.family.link.inverse(fixed + lam * z * uk[refs])
-            dev = self.family.deviance_residuals(r.y, mu, r.weights)
-            terms[:, k] = (
-                np.bincount(refs, weights=dev, minlength=nl) + uk * uk - node * node
-            ) * -0.5 + self._log_node_weights[k]
+        nodes = self._nodes
+        shifted = state.u[None, :] + nodes[:, None] * sd[None, :]  # (k, levels)
+        dev = self.rows.level_deviances(self.family, state.coefficients, lam * shifted)
+        terms = (dev + (shifted * shifted).T - (nodes * nodes)[None, :]) * -0.5
+        terms += self._log_node_weights[None, :]
         top = terms.max(axis=1)
         log_sum = top + np.log(np.exp(terms - top[:, None]).sum(axis=1))
         return float(np.sum(np.log(M) - 2.0 * log_sum))
 
-    def _minus_twice_loglik(self, mu: np.ndarray, deviance: float) -> float:
+    def _minus_twice_loglik(self, coefficients: Coefficients, deviance: float) -> float:
         """``sum -2 log p(y | mu)``: the deviance residuals plus the saturated constant
         (no log-density per evaluation), except where R's binomial log-likelihood rounds
         ``m y`` (non-integer prior weights), which makes the difference depend on mu."""
-        r = self.response
         if self._rounded_binomial is None:
-            w = r.weights if r.trials is None else r.weights / np.maximum(r.trials, 1.0)
-            self._rounded_binomial = getattr(self.family, "name", "") == "binomial" and bool(
-                np.any(w != np.round(w))
+            self._rounded_binomial = (
+                getattr(self.family, "name", "") == "binomial"
+                and not self.rows.integral_binomial_weights()
             )
         if self._rounded_binomial:
-            return float(self.family.minus_twice_loglik(r.y, mu, r.weights, r.trials))
+            return self.rows.minus_twice_loglik(self.family, coefficients)
         return deviance + self.saturated()
 
     def saturated(self, mu: np.ndarray | None = None) -> float:
@@ -417,10 +970,7 @@ class PirlsDeviance:
         cached = self._saturated
         if cached is not None and cached[0] is family:
             return cached[1]
-        r = self.response
-        at = family.initial_mu(r.y, r.weights, r.trials)
-        unit = family.unit_minus_twice_loglik(r.y, at, r.weights, r.trials)
-        value = float(np.sum(unit - family.deviance_residuals(r.y, at, r.weights)))
+        value = self.rows.saturated(family)
         self._saturated = (family, value)
         return value
 
@@ -429,11 +979,9 @@ class PirlsDeviance:
     ) -> tuple[BlockedSystem, BlockedFactor, Estimates]:
         """The weighted system with ``X`` at the modes: ``Var(beta)`` at fixed theta (lme4's
         ``vcov(use.hessian = FALSE)``) and the conditional variances of the modes."""
-        r = self.response
         theta = np.asarray(theta, dtype=np.float64)
-        w, z = self._working(state.eta, state.mu, r.offset)
         # The blocks in the layout every reader of a system expects (sparse Zr'Z1).
-        A = compute_cross_products(self.terms, self.X, z, weights=w)
+        A = self.rows.cross_products(self.family, state.coefficients)
         system = BlockedSystem(self.structure, A)
         factor = system.factor(theta)
         return system, factor, estimate(system, factor, reml=False)

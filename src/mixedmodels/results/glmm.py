@@ -178,7 +178,21 @@ class GeneralizedLinearMixedModelResult:
     @property
     def nobs(self) -> int:
         """Number of rows used (for a binomial ``cbind`` response: rows, not trials)."""
-        return int(self.design.nobs)
+        nobs = self._fit.nobs
+        return int(self.design.nobs if nobs is None else nobs)
+
+    @property
+    def has_rows(self) -> bool:
+        """Whether the fit keeps its rows (False for streamed or Dask data, whose fitted
+        values and residuals are computed chunk by chunk with :meth:`predict`)."""
+        return self._fit.mu is not None
+
+    def _require_rows(self, what: str) -> None:
+        if not self.has_rows:
+            raise ModelSpecificationError(
+                f"{what} need the data rows, and this model was fitted from streamed or Dask "
+                "data; compute them chunk by chunk with predict(chunk)"
+            )
 
     @property
     def ngroups(self) -> dict[str, int]:
@@ -469,6 +483,7 @@ class GeneralizedLinearMixedModelResult:
 
     def _fixed_eta(self) -> np.ndarray:
         """``X beta`` plus the offset (lme4's linear predictor without random effects)."""
+        self._require_rows("fitted values")
         eta = self.design.X @ np.asarray(self._fit.beta)
         offset = self._fit.offset
         return eta if offset is None else eta + offset
@@ -479,16 +494,19 @@ class GeneralizedLinearMixedModelResult:
 
         For a binomial ``cbind`` response these are proportions.
         """
+        self._require_rows("fitted values")
         return self._series(self._fit.mu, "fitted")
 
     @property
     def linear_predictor(self) -> pd.Series:
         """``eta = X beta + offset + Z b`` per row."""
+        self._require_rows("linear predictors")
         return self._series(self._fit.eta, "eta")
 
     @property
     def prior_weights(self) -> pd.Series:
         """The weights the family sees per row (prior weights times binomial trials)."""
+        self._require_rows("prior weights per row")
         return self._series(self._fit.prior_weights, "prior_weights")
 
     def simulate(self, nsim: int = 1, seed: int | None = None) -> pd.DataFrame:
@@ -584,6 +602,7 @@ class GeneralizedLinearMixedModelResult:
         if type not in ("response", "link"):
             raise ValueError(f"type must be 'response' or 'link', not {type!r}")
         if newdata is None:
+            self._require_rows("predictions for the fitted rows (newdata=None)")
             eta = np.asarray(self._fit.eta) if re else self._fixed_eta()
             index = self.design.row_index
         else:
@@ -628,6 +647,7 @@ class GeneralizedLinearMixedModelResult:
 
     @cached_property
     def _residuals(self) -> dict[str, np.ndarray]:
+        self._require_rows("residuals")
         family = self._fit.family
         y = np.asarray(self.design.y, dtype=np.float64)
         mu = np.asarray(self._fit.mu, dtype=np.float64)
@@ -658,7 +678,10 @@ class GeneralizedLinearMixedModelResult:
         """
         from mixedmodels.inference.distributions import chi2_sf
 
-        chisq = float(np.sum(self._residuals["pearson"] ** 2))
+        if self.has_rows:
+            chisq = float(np.sum(self._residuals["pearson"] ** 2))
+        else:  # summed over the chunks by the fit
+            chisq = float(self._fit.pearson_chisq)  # type: ignore[arg-type]
         df = self.df_resid
         if df <= 0:
             return Overdispersion(chisq=chisq, df=df, ratio=math.nan, p=math.nan)
@@ -716,8 +739,11 @@ class GeneralizedLinearMixedModelResult:
             [[self.aic, self.bic, self.loglik, self.objective, self.df_resid]],
             columns=["AIC", "BIC", "logLik", "deviance", "df.resid"],
         )
-        q = np.quantile(self._residuals["pearson"], [0, 0.25, 0.5, 0.75, 1.0])
-        scaled = pd.DataFrame([q], columns=["Min", "1Q", "Median", "3Q", "Max"])
+        residual_tables = []
+        if self.has_rows:  # a streamed fit keeps no residuals to take quantiles of
+            q = np.quantile(self._residuals["pearson"], [0, 0.25, 0.5, 0.75, 1.0])
+            scaled = pd.DataFrame([q], columns=["Min", "1Q", "Median", "3Q", "Max"])
+            residual_tables.append(Table("Scaled residuals:", scaled, show_index=False))
         groups = "; ".join(f"{g}, {n}" for g, n in self.ngroups.items())
         coef = self.coef_table()
         fixed = pd.DataFrame(
@@ -745,7 +771,7 @@ class GeneralizedLinearMixedModelResult:
             lines=tuple(lines),
             tables=(
                 Table("", crit, show_index=False, digits=6),
-                Table("Scaled residuals:", scaled, show_index=False),
+                *residual_tables,
                 Table(
                     "Random effects:",
                     self._random_effects_table(),

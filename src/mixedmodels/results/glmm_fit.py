@@ -51,12 +51,13 @@ class GlmmFit:
     b_condvar
         Conditional covariance of the modes per term, each (levels, ncols, ncols).
     eta
-        Linear predictor per row at the optimum (offset included).
+        Linear predictor per row at the optimum (offset included); None for a fit of
+        streamed or Dask data, which keeps no rows.
     mu
-        Conditional mean per row (response scale).
+        Conditional mean per row (response scale); None as ``eta``.
     prior_weights
         The weights the family sees per row (prior weights times binomial trials), or all
-        ones.
+        ones; None as ``eta``.
     loglik
         lme4's ``logLik``: the Laplace approximation (nagq <= 1) or the AGQ value
         computed from deviance residuals (nagq > 1; omits the saturated log-likelihood).
@@ -80,10 +81,15 @@ class GlmmFit:
         What the data were called, or None.
     offset
         The offset per row (None without one).
+    nobs
+        Number of rows fitted (None: ``design.nobs``; a streamed design holds no rows).
+    pearson_chisq
+        The Pearson statistic ``sum (y - mu)^2 w / V(mu)`` when the fit keeps no rows to
+        compute it from (else None).
     refitter
         Refits the model to a new response (``refit(y) -> (theta, beta, -2 loglik,
         nb_theta)``): the parametric bootstrap's, set by the model (results cannot import
-        models).
+        models). None for a fit without rows (streamed or Dask data).
     """
 
     design: ModelDesign
@@ -97,9 +103,9 @@ class GlmmFit:
     vcov_beta_rx: np.ndarray
     b: tuple[np.ndarray, ...]
     b_condvar: tuple[np.ndarray, ...]
-    eta: np.ndarray
-    mu: np.ndarray
-    prior_weights: np.ndarray
+    eta: np.ndarray | None
+    mu: np.ndarray | None
+    prior_weights: np.ndarray | None
     loglik: float
     loglik_marginal: float
     deviance: float
@@ -111,6 +117,8 @@ class GlmmFit:
     formula: str | None = None
     data_name: str | None = None
     offset: np.ndarray | None = None
+    nobs: int | None = None
+    pearson_chisq: float | None = None
     refitter: Any = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
