@@ -271,6 +271,14 @@ def test_refusals():
         analyze("cbpp", [CBPP], link="logit")
     with pytest.raises(ModelSpecificationError, match="give at least one model formula"):
         analyze("cbpp", [], family="binomial")
+    # A GLM null listed last is not checked by default (the last GLMM is); asked for, it is
+    # refused in one line.
     with pytest.raises(ModelSpecificationError, match="has no random effects") as info:
-        analyze("cbpp", [CBPP, CBPP_NULL], family="binomial")
+        analyze("cbpp", [CBPP, CBPP_NULL], family="binomial", diagnose=1)
     assert "\n" not in str(info.value)
+
+
+def test_default_check_is_the_last_model_with_random_effects():
+    report = analyze("cbpp", [CBPP, CBPP_NULL], family="binomial", nsim=50, seed=1)
+    text = report.to_markdown() if hasattr(report, "to_markdown") else str(report)
+    assert "M1" in text and "dispersion" in text.lower()
