@@ -241,7 +241,7 @@ def _run_fit(args: argparse.Namespace) -> str:
     from mixedmodels.io import read_data
 
     if _check_family_options(args, "fit"):
-        return _fit_output(_fit_glmm(args, args.formula, read_data(args.data)), args)
+        return _fit_output(_fit_glmm_streamed_or_in_memory(args), args)
     streamed = _fit_streamed(args)
     if streamed is not None:
         return _fit_output(streamed, args)
@@ -311,8 +311,6 @@ _LMM_ONLY_OPTIONS = (
     ("anova", "--anova", "F tests need a residual variance; compare nested fits instead"),
     ("residual_groups", "--residual-groups", "GLMMs have no residual variance"),
     ("residual_pool", "--residual-pool", "GLMMs have no residual variance"),
-    ("chunk_rows", "--chunk-rows", "GLMMs are fitted in memory"),
-    ("dask", "--dask", "GLMMs are fitted in memory"),
 )
 
 
@@ -365,7 +363,9 @@ def _check_family_options(args: argparse.Namespace, command: str) -> bool:
     return True
 
 
-def _fit_glmm(args: argparse.Namespace, formula: str, data: Any) -> Any:
+def _fit_glmm(
+    args: argparse.Namespace, formula: str, data: Any, chunk_rows: int | None = None
+) -> Any:
     """``mixedmodels.api.glmer`` with the command line's family options."""
     from mixedmodels.api import glmer
 
@@ -376,7 +376,31 @@ def _fit_glmm(args: argparse.Namespace, formula: str, data: Any) -> Any:
         link=args.link,
         nagq=1 if args.nagq is None else args.nagq,
         weights=getattr(args, "weights", None),
+        **({} if chunk_rows is None else {"chunk_rows": chunk_rows}),
     )
+
+
+def _fit_glmm_streamed_or_in_memory(args: argparse.Namespace) -> Any:
+    """``fit --family``: in chunks (``--chunk-rows``, a folder or glob), on a Dask cluster
+    (``--dask``), or in memory."""
+    from mixedmodels.io import read_data
+    from mixedmodels.io.sources import is_streamed_source
+
+    if args.dask is not None:
+        try:
+            import dask.dataframe as dd
+            from distributed import Client
+        except ImportError:
+            from mixedmodels.errors import InputFileError
+
+            raise InputFileError(
+                "--dask needs dask and distributed: python3 -m pip install 'mixedmodels[dask]'"
+            ) from None
+        with Client(args.dask):
+            return _fit_glmm(args, args.formula, dd.read_parquet(args.data))
+    if args.chunk_rows is not None or is_streamed_source(args.data):
+        return _fit_glmm(args, args.formula, args.data, chunk_rows=args.chunk_rows)
+    return _fit_glmm(args, args.formula, read_data(args.data))
 
 
 def _fit_glm(args: argparse.Namespace, formula: str, data: Any) -> Any:
