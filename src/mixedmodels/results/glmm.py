@@ -32,6 +32,7 @@ import pandas as pd
 from mixedmodels.errors import ModelSpecificationError
 from mixedmodels.results.glmm_fit import GlmmFit
 from mixedmodels.results.prediction import linear_predictor
+from mixedmodels.results.random_effects import condsd_by_group, modes_by_group, ranef_frame
 from mixedmodels.results.variance_components import (
     COLUMNS as VARCORR_COLUMNS,
 )
@@ -429,14 +430,7 @@ class GeneralizedLinearMixedModelResult:
 
     @cached_property
     def _ranef(self) -> dict[str, pd.DataFrame]:
-        return {
-            term.group: pd.DataFrame(
-                np.array(b),
-                index=pd.Index(term.levels, name=term.group),
-                columns=list(term.column_names),
-            )
-            for b, term in zip(self._fit.b, self.structure.terms, strict=True)
-        }
+        return modes_by_group(self._fit.b, self.structure.terms)
 
     @property
     def ranef_condvar(self) -> dict[str, np.ndarray]:
@@ -450,32 +444,11 @@ class GeneralizedLinearMixedModelResult:
 
     @cached_property
     def _ranef_condsd(self) -> dict[str, pd.DataFrame]:
-        out = {}
-        for v, term in zip(self._fit.b_condvar, self.structure.terms, strict=True):
-            sd = np.sqrt(np.maximum(np.diagonal(v, axis1=1, axis2=2), 0.0))
-            out[term.group] = pd.DataFrame(
-                sd, index=pd.Index(term.levels, name=term.group), columns=list(term.column_names)
-            )
-        return out
+        return condsd_by_group(self._fit.b_condvar, self.structure.terms)
 
     def ranef_table(self) -> pd.DataFrame:
         """Tidy modes: ``group, level, term, condval, condsd`` (lme4's as.data.frame(ranef))."""
-        frames = []
-        for group, vals in self._ranef.items():
-            sds = self._ranef_condsd[group]
-            for term in vals.columns:
-                frames.append(
-                    pd.DataFrame(
-                        {
-                            "group": group,
-                            "level": vals.index.astype(str),
-                            "term": term,
-                            "condval": vals[term].to_numpy(),
-                            "condsd": sds[term].to_numpy(),
-                        }
-                    )
-                )
-        return pd.concat(frames, ignore_index=True)
+        return ranef_frame(self._ranef, self._ranef_condsd)
 
     # -- fitted values, predictions, residuals ---------------------------------------------
     def _series(self, values: np.ndarray, name: str) -> pd.Series:

@@ -16,6 +16,7 @@ import pandas as pd
 from mixedmodels.errors import ModelSpecificationError
 from mixedmodels.linalg.solution import Estimates, conditional_variances, estimate
 from mixedmodels.results.prediction import linear_predictor
+from mixedmodels.results.random_effects import condsd_by_group, modes_by_group, ranef_frame
 from mixedmodels.results.variance_components import COLUMNS as VARCORR_COLUMNS
 from mixedmodels.results.variance_components import term_covariances, variance_component_rows
 from mixedmodels.tables import Report, Table
@@ -322,12 +323,7 @@ class LinearMixedModelResult:
 
     @cached_property
     def _ranef(self) -> dict[str, pd.DataFrame]:
-        out = {}
-        for b, term in zip(self.estimates.b, self.structure.terms, strict=True):
-            out[term.group] = pd.DataFrame(
-                b, index=pd.Index(term.levels, name=term.group), columns=list(term.column_names)
-            )
-        return out
+        return modes_by_group(self.estimates.b, self.structure.terms)
 
     @cached_property
     def _condvar(self) -> list[np.ndarray]:
@@ -351,32 +347,11 @@ class LinearMixedModelResult:
 
     @cached_property
     def _ranef_condsd(self) -> dict[str, pd.DataFrame]:
-        out = {}
-        for v, term in zip(self._condvar, self.structure.terms, strict=True):
-            sd = np.sqrt(np.maximum(np.diagonal(v, axis1=1, axis2=2), 0.0))
-            out[term.group] = pd.DataFrame(
-                sd, index=pd.Index(term.levels, name=term.group), columns=list(term.column_names)
-            )
-        return out
+        return condsd_by_group(self._condvar, self.structure.terms)
 
     def ranef_table(self) -> pd.DataFrame:
         """Tidy BLUPs: ``group, level, term, condval, condsd`` (lme4's as.data.frame(ranef))."""
-        frames = []
-        for group, vals in self._ranef.items():
-            sds = self._ranef_condsd[group]
-            for term in vals.columns:
-                frames.append(
-                    pd.DataFrame(
-                        {
-                            "group": group,
-                            "level": vals.index.astype(str),
-                            "term": term,
-                            "condval": vals[term].to_numpy(),
-                            "condsd": sds[term].to_numpy(),
-                        }
-                    )
-                )
-        return pd.concat(frames, ignore_index=True)
+        return ranef_frame(self._ranef, self._ranef_condsd)
 
     # -- fitted values ---------------------------------------------------------------------
     def _random_part(self) -> np.ndarray:
