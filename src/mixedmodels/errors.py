@@ -82,6 +82,13 @@ class ResponseWarning(MixedModelsWarning):
     """The response is usable by the family but doubtful (e.g. non-integer counts)."""
 
 
+#: What to use instead of a normal-theory residual check on a GLMM.
+GLMM_RESIDUAL_CHECKS = (
+    "use mm.simulated_residuals(fit) and mm.plots.simulated_residual_panels (DHARMa-style "
+    "checks for GLMMs)"
+)
+
+
 def refuse_generalized(fit: object, what: str, instead: str) -> None:
     """Raise a one-line error when ``fit`` is a generalized linear mixed model (or GLM)
     and ``what`` is only available for linear (mixed) models; ``instead`` says what to use.

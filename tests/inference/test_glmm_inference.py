@@ -10,6 +10,7 @@ import pytest
 from scipy import stats
 
 import mixedmodels as mm
+from mixedmodels.diagnostics.residual_tests import shapiro_wilk, white_test
 from mixedmodels.errors import ModelSpecificationError
 
 
@@ -68,6 +69,12 @@ def test_emmeans_refuses_small_sample_df_for_glmm(contraception):
     [
         (lambda f: mm.profile(f), "likelihood profile"),
         (lambda f: mm.icc(f), "ICC"),
+        (lambda f: mm.plots.qq(f), "Q-Q plot"),
+        (lambda f: mm.plots.residuals_vs_fitted(f), "residual vs fitted"),
+        (lambda f: mm.plots.residual_kde(f), "residual density"),
+        (lambda f: mm.plots.diagnostics(f), "diagnostics panel"),
+        (lambda f: shapiro_wilk(f), "Shapiro-Wilk"),
+        (lambda f: white_test(f), "White's test"),
     ],
 )
 def test_linear_only_methods_refuse_glmm_in_one_line(contraception, call, what):

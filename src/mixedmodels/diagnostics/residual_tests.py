@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from ..errors import DataError
+from ..errors import GLMM_RESIDUAL_CHECKS, DataError, refuse_generalized
 
 __all__ = ["TestResult", "levene", "residual_groups", "shapiro_wilk", "white_test"]
 
@@ -86,6 +86,11 @@ def shapiro_wilk(fit_or_resid: Any) -> TestResult:
     >>> shapiro_wilk(fit).pvalue < 0.05
     True
     """
+    refuse_generalized(
+        fit_or_resid,
+        "the Shapiro-Wilk test of residuals",
+        GLMM_RESIDUAL_CHECKS,
+    )
     r = _residuals(fit_or_resid)
     if r.size < 3:
         raise DataError("the Shapiro-Wilk test needs at least 3 residuals")
@@ -134,6 +139,11 @@ def white_test(fit_or_resid: Any, exog: Any = None) -> TestResult:
     >>> white_test(fit).df
     (10.0,)
     """
+    refuse_generalized(
+        fit_or_resid,
+        "White's test",
+        GLMM_RESIDUAL_CHECKS,
+    )
     r = _residuals(fit_or_resid)
     if exog is None:
         design = getattr(fit_or_resid, "design", None)
@@ -199,6 +209,11 @@ def levene(
     TestResult
         The same numbers as ``scipy.stats.levene(*samples, center=center)``.
     """
+    refuse_generalized(
+        fit_or_resid,
+        "Levene's test of residual variances",
+        GLMM_RESIDUAL_CHECKS,
+    )
     r = _residuals(fit_or_resid)
     labels = np.asarray(groups)
     if labels.shape[0] != r.size:

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from ..errors import DataError
+from ..errors import GLMM_RESIDUAL_CHECKS, DataError, refuse_generalized
 
 __all__ = [
     "boxplot_by",
@@ -156,6 +156,11 @@ def residual_kde(fit_or_values: Any, *, ax: Any = None) -> Any:
     >>> fit = mm.lmer("weight ~ treatment + sex + litsize + (1 | litter)", "ratpup")
     >>> fig = residual_kde(fit)
     """
+    refuse_generalized(
+        fit_or_values,
+        "the normal-theory residual density",
+        GLMM_RESIDUAL_CHECKS,
+    )
     r, label = _values(fit_or_values)
     fig, ax = _axes(ax)
     ax.hist(r, bins="auto", density=True, color=LIGHT, edgecolor="white", label="histogram")
@@ -268,6 +273,11 @@ def qq(
     >>> fit = mm.lmer("weight ~ treatment + sex + litsize + (1 | litter)", "ratpup")
     >>> fig = qq(fit)
     """
+    refuse_generalized(
+        fit_or_values,
+        "the normal Q-Q plot of residuals",
+        GLMM_RESIDUAL_CHECKS,
+    )
     values, label = _values(fit_or_values)
     kind = "simultaneous" if band is True else band
     pts = _qq_points(values, level, kind or "pointwise")
@@ -312,6 +322,11 @@ def residuals_vs_fitted(fit: Any, *, ax: Any = None) -> Any:
     >>> fit = mm.lmer("weight ~ treatment + sex + litsize + (1 | litter)", "ratpup")
     >>> fig = residuals_vs_fitted(fit)
     """
+    refuse_generalized(
+        fit,
+        "the residual vs fitted plot",
+        GLMM_RESIDUAL_CHECKS,
+    )
     x = np.asarray(fit.fitted, dtype=float)
     r = np.asarray(fit.resid, dtype=float)
     fig, ax = _axes(ax)
@@ -342,6 +357,11 @@ def residuals_by_group(fit: Any, group: str | None = None, *, ax: Any = None) ->
     >>> fit = mm.lmer("weight ~ treatment + sex + litsize + (1 | litter)", "ratpup")
     >>> fig = residuals_by_group(fit, "litter")
     """
+    refuse_generalized(
+        fit,
+        "the residuals-by-group plot",
+        GLMM_RESIDUAL_CHECKS,
+    )
     group = _group_of(fit, group)
     term = next(t for t in fit.structure.terms if t.group == group)
     levels = np.asarray(term.levels)
@@ -472,6 +492,11 @@ def diagnostics(fit: Any, group: str | None = None) -> Any:
     >>> fit = mm.lmer("weight ~ treatment + sex + litsize + (1 | litter)", "ratpup")
     >>> fig = diagnostics(fit)
     """
+    refuse_generalized(
+        fit,
+        "the normal-theory diagnostics panel",
+        GLMM_RESIDUAL_CHECKS,
+    )
     group = _group_of(fit, group)
     fig = _figure(15, 9)
     axes = fig.subplots(2, 3)
