@@ -22,6 +22,7 @@ from __future__ import annotations
 import time
 import warnings
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 
@@ -79,18 +80,46 @@ class _Whitened:
         return J
 
 
-class _WithDispersion:
-    """The deviance over ``[theta, z, log nb_theta]`` (negative binomial)."""
+def _minimize_stage2(
+    transform: _Whitened,
+    x0: np.ndarray,
+    lower: np.ndarray,
+    steps: np.ndarray,
+    family: Any,
+    estimate_dispersion: bool,
+) -> tuple[OptSummary, float | None]:
+    """BOBYQA over ``[theta, z]``, with the negative binomial's ``log nb_theta`` appended
+    when it is estimated: glmer.nb's theta maximises the Laplace log-likelihood over it, and
+    optimising it jointly with (theta, beta) reaches the same optimum. Returns the summary
+    over ``[theta, z]`` and the estimate of nb_theta (None when not estimated); the
+    deviance is left at that estimate."""
+    if not estimate_dispersion:
+        return minimize_bobyqa(transform, x0, lower, _STAGE2, steps), None
+    dev = transform.dev
 
-    def __init__(self, model: GeneralizedLinearMixedModel, inner: _Whitened):
-        self.model, self.inner = model, inner
-
-    def __call__(self, x: np.ndarray) -> float:
+    def joint(x: np.ndarray) -> float:
         value = float(np.exp(x[-1]))
         if not 1e-8 < value < 1e8:
             return np.inf
-        self.model._set_dispersion(value)
-        return self.inner(np.asarray(x[:-1]))
+        dev.set_family(family.with_theta(value))
+        return transform(np.asarray(x[:-1]))
+
+    opt = minimize_bobyqa(
+        joint,
+        np.concatenate([x0, [np.log(family.theta)]]),
+        np.concatenate([lower, [-np.inf]]),
+        _STAGE2,
+        np.concatenate([steps, [0.2]]),
+    )
+    nb_theta = float(np.exp(opt.final_theta[-1]))
+    dev.set_family(family.with_theta(nb_theta))
+    summary = replace(
+        opt,
+        final_theta=np.asarray(opt.final_theta[:-1]),
+        initial_theta=np.asarray(opt.initial_theta[:-1]),
+        lower=lower,
+    )
+    return summary, nb_theta
 
 
 class GeneralizedLinearMixedModel:
@@ -220,28 +249,13 @@ class GeneralizedLinearMixedModel:
                 x0 = np.concatenate([theta1, np.zeros(dev.p)])
                 lower = np.concatenate([lower_theta, np.full(dev.p, -np.inf)])
                 steps = np.concatenate([np.full(ntheta, 0.1), np.full(dev.p, 0.5)])
-                if self.estimates_dispersion:
-                    # glmer.nb's theta maximises the Laplace log-likelihood over it; here
-                    # it is optimised jointly with (theta, beta) (log scale), the same
-                    # optimum. The standard errors below hold it fixed, as glmer.nb's
-                    # final glmer fit does.
-                    joint = _WithDispersion(self, transform)
-                    stage2 = minimize_bobyqa(
-                        joint,
-                        np.concatenate([x0, [np.log(self.family.theta)]]),
-                        np.concatenate([lower, [-np.inf]]),
-                        _STAGE2,
-                        np.concatenate([steps, [0.2]]),
-                    )
-                    self._set_dispersion(float(np.exp(stage2.final_theta[-1])))
-                    stage2 = replace(
-                        stage2,
-                        final_theta=np.asarray(stage2.final_theta[:-1]),
-                        initial_theta=np.asarray(stage2.initial_theta[:-1]),
-                        lower=lower,
-                    )
-                else:
-                    stage2 = minimize_bobyqa(transform, x0, lower, _STAGE2, steps)
+                # The standard errors below hold a negative binomial's estimated theta
+                # fixed, as glmer.nb's final glmer fit does.
+                stage2, nb_theta = _minimize_stage2(
+                    transform, x0, lower, steps, self.family, self.estimates_dispersion
+                )
+                if nb_theta is not None:
+                    self._set_dispersion(nb_theta)
                 evaluations["stage2"] = stage2.evaluations
                 summary, Hz, used = self._newton_finish(transform, stage2)
                 evaluations["derivatives"] = used
@@ -450,28 +464,12 @@ class GlmmRefitter:
         x0 = np.concatenate([self.theta, np.zeros(dev.p)])
         lower = np.concatenate([lower_theta, np.full(dev.p, -np.inf)])
         steps = np.concatenate([np.full(ntheta, 0.1), np.full(dev.p, 0.5)])
-        nb_theta = getattr(self.family, "theta", None)
-        if self.estimates_dispersion:
-
-            def joint(x: np.ndarray) -> float:
-                value = float(np.exp(x[-1]))
-                if not 1e-8 < value < 1e8:
-                    return np.inf
-                dev.set_family(self.family.with_theta(value))
-                return transform(np.asarray(x[:-1]))
-
-            opt = minimize_bobyqa(
-                joint,
-                np.concatenate([x0, [np.log(nb_theta)]]),
-                np.concatenate([lower, [-np.inf]]),
-                _STAGE2,
-                np.concatenate([steps, [0.2]]),
-            )
-            nb_theta = float(np.exp(opt.final_theta[-1]))
-            x = np.asarray(opt.final_theta[:-1], dtype=np.float64)
-        else:
-            opt = minimize_bobyqa(transform, x0, lower, _STAGE2, steps)
-            x = np.asarray(opt.final_theta, dtype=np.float64)
+        opt, nb_theta = _minimize_stage2(
+            transform, x0, lower, steps, self.family, self.estimates_dispersion
+        )
+        if nb_theta is None:
+            nb_theta = getattr(self.family, "theta", None)
+        x = np.asarray(opt.final_theta, dtype=np.float64)
         params = transform.params(x)
         return params[:ntheta], params[ntheta:], float(opt.final_objective), nb_theta
 
