@@ -163,3 +163,14 @@ def test_profile_intervals_refuse_vector_terms_unless_asked_for_fixed_effects():
     assert ci.loc["age", "lower"] == pytest.approx(
         wald.loc["age", "lower"], abs=0.05 * fit.se["age"]
     )
+
+
+def test_simulate_proportions_given_with_trials_as_weights():
+    data = mm.load_dataset("cbpp")
+    data = data.assign(prop=data["incidence"] / data["size"])
+    fit = mm.glmer("prop ~ C(period) + (1 | herd)", data, family="binomial", weights="size")
+    sims = fit.simulate(nsim=2, seed=4).to_numpy()
+    successes = sims * data["size"].to_numpy()[:, None]
+    np.testing.assert_allclose(successes, np.rint(successes), atol=1e-9)
+    assert (sims > 0).mean() > 0.1 and np.all(sims <= 1)  # not 0/1 draws
+    assert not set(np.unique(sims)) <= {0.0, 1.0}

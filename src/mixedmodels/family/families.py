@@ -203,6 +203,11 @@ class Family:
         """Return R's start values ``mustart`` (the family's ``initialize`` expression)."""
         raise NotImplementedError
 
+    def random(self, rng: np.random.Generator, mu: ArrayLike, weights: ArrayLike) -> np.ndarray:
+        """One response per row drawn at means ``mu`` (R's ``family$simulate``), on the
+        scale the family fits (a binomial proportion out of the prior weights)."""
+        raise NotImplementedError
+
     def valid_mu(self, mu: ArrayLike) -> bool:
         """Whether every mean is in the family's range (R's ``validmu``)."""
         m = _as_float(mu)
@@ -313,6 +318,19 @@ class Binomial(Family):
             share = np.where(m > 0, w / m, 0.0)
             return np.where(share > 0, -2.0 * share * logp, 0.0)
 
+    def random(self, rng: np.random.Generator, mu: ArrayLike, weights: ArrayLike) -> np.ndarray:
+        # R's binomial()$simulate: successes out of the prior weights (the trials of a
+        # cbind response, or of a proportion given weights = trials), as proportions.
+        w = _as_float(weights)
+        m = np.rint(w)
+        if np.any(np.abs(w - m) > 1e-8 * np.maximum(1.0, w)):
+            raise FamilyError(
+                "cannot simulate binomial responses with non-integer prior weights (as R); "
+                "give the numbers of trials as weights, or use cbind(successes, failures)"
+            )
+        trials = m.astype(np.int64)
+        return rng.binomial(trials, _as_float(mu)) / np.maximum(trials, 1)
+
     def initial_mu(
         self, y: ArrayLike, weights: ArrayLike | None, trials: ArrayLike | None
     ) -> np.ndarray:
@@ -420,6 +438,9 @@ class Poisson(Family):
         with _quiet():
             logp = special.xlogy(yv, m) - m - special.gammaln(yv + 1.0)
             return np.where(w != 0, -2.0 * w * logp, 0.0)
+
+    def random(self, rng: np.random.Generator, mu: ArrayLike, weights: ArrayLike) -> np.ndarray:
+        return rng.poisson(_as_float(mu)).astype(np.float64)
 
     def initial_mu(
         self, y: ArrayLike, weights: ArrayLike | None, trials: ArrayLike | None
@@ -549,6 +570,11 @@ class NegativeBinomial(Family):
                 - special.xlogy(yv, m + theta)
             )
             return np.where(w != 0, -2.0 * w * logp, 0.0)
+
+    def random(self, rng: np.random.Generator, mu: ArrayLike, weights: ArrayLike) -> np.ndarray:
+        size = self._require_theta()
+        m = _as_float(mu)
+        return rng.negative_binomial(size, size / (size + m)).astype(np.float64)
 
     def initial_mu(
         self, y: ArrayLike, weights: ArrayLike | None, trials: ArrayLike | None

@@ -324,13 +324,7 @@ class _GlmmSimulator:
         fit = self.fit
         if hasattr(fit, "draw_response"):
             return fit.draw_response(rng)
-        family, mu = fit.family_spec, fit.mu  # a GLM: no random effects
-        if family.name == "binomial":
-            trials = getattr(fit.design, "trials", None)
-            m = np.ones(mu.shape[0], dtype=np.int64) if trials is None else np.rint(trials)
-            m = m.astype(np.int64)
-            return rng.binomial(m, mu) / np.maximum(m, 1)
-        return rng.poisson(mu).astype(np.float64)
+        return fit.family_spec.random(rng, fit.mu, fit.prior_weights)  # a GLM: no RE
 
 
 def _is_generalized(fit: Any) -> bool:

@@ -87,6 +87,11 @@ class GeneralizedLinearModelResult:
         return self.design.nobs
 
     @property
+    def prior_weights(self) -> np.ndarray:
+        """The weights the family sees per row (prior weights times binomial trials)."""
+        return _family_weights(self.design)
+
+    @property
     def nparams(self) -> int:
         """Coefficients (R's ``attr(logLik(glm), "df")`` for binomial and Poisson)."""
         return int(self.beta.shape[0])
@@ -119,6 +124,14 @@ class GeneralizedLinearModelResult:
         )
 
 
+def _family_weights(design: ModelDesign) -> np.ndarray:
+    """Prior weights times binomial trials (R's ``weights`` after ``family$initialize``)."""
+    trials = getattr(design, "trials", None)
+    prior = design.weights if design.weights is not None else np.ones(design.nobs)
+    prior = np.asarray(prior, dtype=np.float64)
+    return prior * trials if trials is not None else prior
+
+
 def fit_glm(
     design: ModelDesign, family: Any, formula: str | None = None
 ) -> GeneralizedLinearModelResult:
@@ -129,11 +142,9 @@ def fit_glm(
             "available; compare negative binomial GLMMs with each other instead"
         )
     X, y = design.X, design.y
-    n = design.nobs
     trials = getattr(design, "trials", None)
-    prior = design.weights if design.weights is not None else np.ones(n)
-    weights = prior * trials if trials is not None else np.asarray(prior, dtype=np.float64)
-    offset = design.offset if design.offset is not None else np.zeros(n)
+    weights = _family_weights(design)
+    offset = design.offset if design.offset is not None else np.zeros(design.nobs)
     link = family.link
     mu = family.initial_mu(y, weights, trials)
     eta = link.link(mu)

@@ -506,24 +506,7 @@ class GeneralizedLinearMixedModelResult:
         for term, T in zip(fit.terms, fit.structure.templates(np.asarray(fit.theta)), strict=True):
             b = rng.standard_normal((term.nlevels, term.ncols)) @ T.T
             eta = eta + np.einsum("ij,ij->i", term.z, b[term.refs])
-        mu = family.link.inverse(eta)
-        if family.name == "binomial":
-            # R's binomial()$simulate: successes out of the prior weights (which carry the
-            # trials of a cbind response, or of a proportion given weights = trials).
-            weights = np.asarray(fit.prior_weights)
-            m = np.rint(weights)
-            if np.any(np.abs(weights - m) > 1e-8 * np.maximum(1.0, weights)):
-                raise ModelSpecificationError(
-                    "cannot simulate binomial responses with non-integer prior weights (as "
-                    "R); give the numbers of trials as weights, or use cbind(successes, "
-                    "failures)"
-                )
-            m = m.astype(np.int64)
-            return rng.binomial(m, mu) / np.maximum(m, 1)
-        if family.name == "poisson":
-            return rng.poisson(mu).astype(np.float64)
-        size = float(family.theta)
-        return rng.negative_binomial(size, size / (size + mu)).astype(np.float64)
+        return family.random(rng, family.link.inverse(eta), fit.prior_weights)
 
     @property
     def refitter(self) -> Any:
