@@ -140,6 +140,29 @@ def _combine_parts(combine: Callable[[Any, Any], Any], *parts: Any) -> Any:
     return total
 
 
+def _partitions(formula: str, data: Any, weights: str | None, split_every: int):
+    """The parsed formula and the delayed partitions of the columns it uses (a missing
+    column or response: a one-line error before any work on the cluster)."""
+    from mixedmodels.formula import parse_formula
+
+    if split_every < 2:
+        raise DataError(f"split_every must be at least 2, not {split_every}")
+    parsed = parse_formula(formula)
+    if parsed.response is None:
+        raise DataError(
+            "the formula has no response; write 'response ~ predictors', e.g. 'y ~ x + (1 | g)'"
+        )
+    columns = list(used_columns(parsed, weights))
+    missing = [c for c in columns if c not in data.columns]
+    if missing:
+        shown = ", ".join(repr(str(c)) for c in list(data.columns)[:10])
+        raise DataError(
+            f"column '{missing[0]}' used in the formula is not in the Dask DataFrame; it has "
+            f"the columns {shown}"
+        )
+    return parsed, data[columns].to_delayed()
+
+
 def _tree(dask: Any, leaves: list[Any], combine: Callable[..., Any], split_every: int) -> Any:
     """Reduce delayed values ``split_every`` at a time, keeping their order."""
     level = leaves
@@ -201,25 +224,9 @@ def dask_cross_products(
     DataError
         A column is missing, partitions disagree on a column's type, unusable data.
     """
-    from mixedmodels.formula import parse_formula
 
     dask = _dask()
-    if split_every < 2:
-        raise DataError(f"split_every must be at least 2, not {split_every}")
-    parsed = parse_formula(formula)
-    if parsed.response is None:
-        raise DataError(
-            "the formula has no response; write 'response ~ predictors', e.g. 'y ~ x + (1 | g)'"
-        )
-    columns = list(used_columns(parsed, weights))
-    missing = [c for c in columns if c not in data.columns]
-    if missing:
-        shown = ", ".join(repr(str(c)) for c in list(data.columns)[:10])
-        raise DataError(
-            f"column '{missing[0]}' used in the formula is not in the Dask DataFrame; it has "
-            f"the columns {shown}"
-        )
-    parts = data[columns].to_delayed()
+    parsed, parts = _partitions(formula, data, weights, split_every)
     count = len(parts)
 
     t0 = time.perf_counter()
@@ -343,27 +350,11 @@ def glmer_dask(
     >>> fit = mm.glmer("use ~ age + (1 | district)", ddf, family="binomial")  # doctest: +SKIP
     """
     from mixedmodels.family import make_family
-    from mixedmodels.formula import parse_formula
     from mixedmodels.models.chunked import decide_rank, fit_on_chunks, glmm_plan
 
     dask = _dask()
     fam = make_family(family, link)
-    if split_every < 2:
-        raise DataError(f"split_every must be at least 2, not {split_every}")
-    parsed = parse_formula(formula)
-    if parsed.response is None:
-        raise DataError(
-            "the formula has no response; write 'response ~ predictors', e.g. 'y ~ x + (1 | g)'"
-        )
-    columns = list(used_columns(parsed, weights))
-    missing = [c for c in columns if c not in data.columns]
-    if missing:
-        shown = ", ".join(repr(str(c)) for c in list(data.columns)[:10])
-        raise DataError(
-            f"column '{missing[0]}' used in the formula is not in the Dask DataFrame; it has "
-            f"the columns {shown}"
-        )
-    parts = data[columns].to_delayed()
+    parsed, parts = _partitions(formula, data, weights, split_every)
     count = len(parts)
     binomial = fam.name == "binomial"
 
