@@ -24,8 +24,12 @@ by root-finding on ``zeta(v) = +-z`` directly (Brent's method), which is more ex
 from __future__ import annotations
 
 import math
+import multiprocessing as mp
+import os
 import sys
+import time
 import warnings
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any
 
 import numpy as np
@@ -440,22 +444,82 @@ class LikelihoodProfile:
                 raise KeyError(f"unknown parameter {p!r}; choose from {self.names}")
         return out
 
-    def confint(self, level: float = 0.95, parm: Any = None) -> pd.DataFrame:
-        """Profile intervals: rows ``parm`` (default all), columns ``estimate, lower, upper``."""
+    def confint(
+        self, level: float = 0.95, parm: Any = None, *, n_jobs: int | None = None
+    ) -> pd.DataFrame:
+        """Profile intervals: rows ``parm`` (default all), columns ``estimate, lower, upper``.
+
+        ``n_jobs``: processes over which the interval ends are shared (None: both cores
+        when one evaluation of the deviance takes long enough to repay starting them,
+        see :func:`_auto_jobs`). The ends are found independently, so the numbers do not
+        depend on it.
+        """
         z = float(stats.norm.ppf(0.5 + level / 2.0))
         names = self._select(parm)
-        bar = _Progress(len(names), "profile", self.progress)
-        rows = []
-        for name in names:
-            i = self.names.index(name)
-            lower = self._endpoint(name, i, -1, z)
-            upper = self._endpoint(name, i, +1, z)
-            rows.append({"estimate": float(self.estimates[name]), "lower": lower, "upper": upper})
-            bar.step(name)
+        tasks = [(name, sign) for name in names for sign in (-1, +1)]
+        jobs = _auto_jobs(self) if n_jobs is None else max(1, int(n_jobs))
+        bar = _Progress(len(tasks), "profile", self.progress)
+        ends: dict[tuple[str, int], float] = {}
+        if jobs > 1 and len(tasks) > 1 and _FORK is not None:
+            ends = self._ends_in_processes(tasks, z, jobs, bar)
+        else:
+            for name, sign in tasks:
+                ends[name, sign] = self._endpoint(name, self.names.index(name), sign, z)
+                bar.step(name)
+        rows = [
+            {"estimate": float(self.estimates[n]), "lower": ends[n, -1], "upper": ends[n, +1]}
+            for n in names
+        ]
         out = pd.DataFrame(rows, index=pd.Index(names, name="param"))
         out.attrs["level"] = level
         out.attrs["method"] = "profile"
         return out
+
+    def _ends_in_processes(
+        self, tasks: list[tuple[str, int]], z: float, jobs: int, bar: _Progress
+    ) -> dict[tuple[str, int], float]:
+        """Interval ends in ``jobs`` forked processes (each inherits this profile); the
+        profile points they computed are merged back into the cache."""
+        global _FORKED
+        _FORKED = (self, z)
+        ends: dict[tuple[str, int], float] = {}
+        try:
+            with ProcessPoolExecutor(max_workers=jobs, mp_context=_FORK) as pool:
+                futures = [pool.submit(_forked_endpoint, name, sign) for name, sign in tasks]
+                for future in as_completed(futures):
+                    name, sign, value, points = future.result()
+                    ends[name, sign] = value
+                    self._cache[name].update(points)
+                    bar.step(name)
+        finally:
+            _FORKED = None
+        return ends
+
+
+# -- processes ---------------------------------------------------------------------------------
+# Forked workers inherit the profile (its factorisations and caches) instead of pickling it.
+_FORK = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
+_FORKED: tuple[LikelihoodProfile, float] | None = None
+#: An evaluation of the deviance this slow (seconds) makes two processes pay: an interval
+#: end costs some 50-100 evaluations, a forked process ~50 ms to start.
+_PARALLEL_EVALUATION_S = 0.02
+
+
+def _forked_endpoint(name: str, sign: int) -> tuple[str, int, float, dict]:
+    profile, z = _FORKED
+    value = profile._endpoint(name, profile.names.index(name), sign, z)
+    return name, sign, value, dict(profile._cache[name])
+
+
+def _auto_jobs(profile: LikelihoodProfile) -> int:
+    """Both cores (at most two processes) when one deviance evaluation takes
+    ``_PARALLEL_EVALUATION_S`` or more, else one."""
+    cores = os.cpu_count() or 1
+    if cores < 2 or _FORK is None:
+        return 1
+    start = time.perf_counter()
+    profile._variance_deviance(profile.phi_hat)
+    return 2 if time.perf_counter() - start >= _PARALLEL_EVALUATION_S else 1
 
 
 def profile(fit: Any, *, progress: bool | None = None) -> LikelihoodProfile:
@@ -492,7 +556,7 @@ def confint(
     *,
     nsim: int = 500,
     seed: int | None = None,
-    n_jobs: int = 1,
+    n_jobs: int | None = None,
     progress: bool | None = None,
 ) -> pd.DataFrame:
     """Confidence intervals for the parameters of a fit.
@@ -510,8 +574,11 @@ def confint(
     parm
         Parameter names (``"sd_(Intercept)|litter"``, ``"sigma"``, ``"treatmentHigh"``), or
         ``"theta_"`` / ``"beta_"`` for all variance / fixed-effect parameters; default all.
-    nsim, seed, n_jobs
+    nsim, seed
         Bootstrap settings (``method="bootstrap"`` only).
+    n_jobs
+        Processes: bootstrap refits (default 1) or profile interval ends (default: both
+        cores when the model's deviance is slow enough to repay them).
     progress
         Progress on stderr for profile and bootstrap (default: when stderr is a terminal).
 
@@ -542,10 +609,11 @@ def confint(
             from .glmm_profile import glmm_profile_confint
 
             return glmm_profile_confint(fit, level, parm)
-        return LikelihoodProfile(fit, progress=progress).confint(level, parm)
+        return LikelihoodProfile(fit, progress=progress).confint(level, parm, n_jobs=n_jobs)
     if m in ("bootstrap", "boot"):
         from .bootstrap import bootstrap
 
-        boot = bootstrap(fit, nsim=nsim, seed=seed, n_jobs=n_jobs, progress=progress)
+        jobs = 1 if n_jobs is None else n_jobs
+        boot = bootstrap(fit, nsim=nsim, seed=seed, n_jobs=jobs, progress=progress)
         return boot.confint(level, parm)
     raise ValueError(f"method must be 'wald', 'profile' or 'bootstrap', not {method!r}")
