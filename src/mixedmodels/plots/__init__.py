@@ -21,6 +21,7 @@ from .figures import (
     residuals_by_group,
     residuals_vs_fitted,
 )
+from .influence import cooks_distance, residual_index
 from .render import figure_to_png, figure_to_svg
 from .responses import proportions_by, wilson_interval
 from .simulated import (
@@ -35,6 +36,7 @@ from .simulated import (
 __all__ = [
     "boxplot_by",
     "caterpillar",
+    "cooks_distance",
     "diagnostics",
     "dispersion_histogram",
     "figure_to_png",
@@ -42,6 +44,7 @@ __all__ = [
     "proportions_by",
     "qq",
     "ranef_qq",
+    "residual_index",
     "residual_kde",
     "residuals_by_group",
     "residuals_vs_fitted",

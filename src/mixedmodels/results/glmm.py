@@ -519,6 +519,13 @@ class GeneralizedLinearMixedModelResult:
 
         return bootstrap(self, nsim, seed, **kwargs)
 
+    def influence(self, group: str | None = None):
+        """Not available for GLMMs: refuses in one line
+        (:func:`mixedmodels.diagnostics.influence.influence`)."""
+        from mixedmodels.diagnostics.influence import influence
+
+        return influence(self, group)
+
     def emmeans(self, specs: Any, by: Any = None, **kwargs: Any):
         """Estimated marginal means (:func:`mixedmodels.inference.emmeans.emmeans`; z tests,
         ``type="link"`` or ``"response"``)."""

@@ -466,6 +466,14 @@ class LinearMixedModelResult:
 
         return r2(self)
 
+    def influence(self, group: str | None = None):
+        """Leave-one-group-out influence (Cook's distance, DFBETAS, changes in the variance
+        parameters) and per-observation hat values and scaled residuals; see
+        :func:`mixedmodels.diagnostics.influence.influence`."""
+        from mixedmodels.diagnostics.influence import influence
+
+        return influence(self, group)
+
     def bootstrap(self, nsim: int = 500, seed: int | None = None, **kwargs: Any):
         """Parametric bootstrap of the fit (reproducible given ``seed``)."""
         from mixedmodels.inference.bootstrap import bootstrap
