@@ -20,7 +20,6 @@ import pandas as pd
 import pytest
 
 import mixedmodels as mm
-from mixedmodels.diagnostics.influence import influence
 from mixedmodels.errors import ModelSpecificationError, SingularFitWarning
 
 REF = json.loads(

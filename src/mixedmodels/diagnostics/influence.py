@@ -45,12 +45,12 @@ import scipy.sparse as sp
 
 from ..errors import ModelSpecificationError
 from ..inference.parameters import SdCorParameters, residual_ratio_names
+from ..inference.prediction import henderson_factor
 from ..linalg.cross_products import (
     CrossProducts,
     StratifiedCrossProducts,
     compute_cross_products,
 )
-from ..linalg.dense import cross_products_from_blocks
 from ..linalg.solution import estimate
 from ..objective.gradient import deviance_gradient
 from ..objective.model_objective import LinearMixedObjective
@@ -70,8 +70,6 @@ from ..tables import Report, Table
 _WARM = OptimizerOptions(ftol_rel=1e-7, ftol_abs=1e-5, xtol_abs=1e-4, initial_step=0.1)
 _TIGHT = OptimizerOptions()
 _TIGHT_WARM = OptimizerOptions(initial_step=0.1)
-#: Hat values are computed densely over ``q + p`` columns up to this size.
-HAT_MAX_COLUMNS = 3000
 
 
 @dataclass(frozen=True, eq=False)
@@ -356,33 +354,14 @@ def hat_values(fit: Any) -> np.ndarray:
     """Diagonal of the conditional hat matrix (lme4's ``hatvalues``; module docstring).
 
     ``h_i = |L^{-1} m_i|^2`` with ``L L' = C = M'M + diag(I_q, 0)`` formed densely over the
-    ``q + p`` columns (refused past :data:`HAT_MAX_COLUMNS`).
+    ``q + p`` columns (:func:`~mixedmodels.inference.prediction.henderson_factor`; refused
+    past its ``DENSE_MAX_COLUMNS``).
     """
     _check(fit)
     structure = fit.structure
-    params = fit.opt.final_theta
-    theta, psi = fit.objective_function.split(params)
-    A = fit.objective_function.residual.cross_products(psi)
-    q = sum(t.nranef for t in structure.terms)
-    p = fit.design.X.shape[1]
-    m = q + p
-    if m > HAT_MAX_COLUMNS:
-        raise ModelSpecificationError(
-            f"hat values are formed densely over q + p = {m} columns, more than "
-            f"{HAT_MAX_COLUMNS}; not computed for a model this size"
-        )
-    W = cross_products_from_blocks(structure, A)[:m, :m]
-    D = np.zeros((m, m))
-    offs = np.concatenate([[0], np.cumsum([t.nranef for t in structure.terms])])
-    templates = structure.templates(theta)
-    for k, (term, T) in enumerate(zip(structure.terms, templates, strict=True)):
-        for lev in range(term.nlevels):
-            s = offs[k] + lev * term.ncols
-            D[s : s + term.ncols, s : s + term.ncols] = T
-    D[q:, q:] = np.eye(p)
-    C = D.T @ W @ D
-    C[np.arange(q), np.arange(q)] += 1.0
-    L = np.linalg.cholesky(C)
+    L, templates, offs = henderson_factor(fit)
+    m = L.shape[0]
+    q = int(offs[-1])
     scale = _row_scale(fit)
     X = fit.design.X
     n = X.shape[0]
