@@ -295,6 +295,14 @@ def _assumptions_section(a: Analysis, step: Callable[[str], None]) -> Section:
             )
         )
     tests = _tests_table(a)
+    subsections = [
+        Section("assumptions-normality", "Normality of residuals", tuple(normal)),
+        Section("assumptions-variance", "Equal variance", tuple(spread)),
+        Section("assumptions-ranef", "Random effects", tuple(ranef)),
+    ]
+    if a.influence is not None:
+        step("drawing influence plots")
+        subsections.append(_influence_section(a))
     return Section(
         "assumptions",
         f"Assumptions of {m.label}",
@@ -305,10 +313,37 @@ def _assumptions_section(a: Analysis, step: Callable[[str], None]) -> Section:
             ),
             tests,
         ),
+        tuple(subsections),
+    )
+
+
+def _influence_section(a: Analysis) -> Section:
+    from .. import plots
+
+    infl = a.influence
+    g = infl.group
+    summary = infl.summary()
+    return Section(
+        "assumptions-influence",
+        "Influence",
         (
-            Section("assumptions-normality", "Normality of residuals", tuple(normal)),
-            Section("assumptions-variance", "Equal variance", tuple(spread)),
-            Section("assumptions-ranef", "Random effects", tuple(ranef)),
+            Text(
+                f"Each {g} group left out in turn and the model refitted (warm start): Cook's "
+                "distance of the fixed effects, D = (b - b_(g))' V^-1 (b - b_(g)) / p with V "
+                "the full fit's covariance (influence.ME's definition), flagged above 4/G. "
+                "Scaled residuals are Pearson residuals over sigma (lme4's summary)."
+            ),
+            *summary.tables,
+            make_figure(
+                plots.cooks_distance(infl),
+                f"Cook's distance by {g}",
+                "Leave-one-group-out Cook's distance; the dashed line is 4/G.",
+            ),
+            make_figure(
+                plots.residual_index(infl),
+                "Scaled residuals by row",
+                "Rows beyond ±3 in orange; the three largest are labelled (row, group).",
+            ),
         ),
     )
 
