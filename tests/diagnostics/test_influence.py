@@ -188,3 +188,61 @@ def test_figures_draw():
         assert figure_to_png(fig).startswith(b"\x89PNG")
     with pytest.raises(ValueError, match="kind"):
         infl.plot("nope")
+
+
+def test_three_crossed_factors_brute_force():
+    rng = np.random.default_rng(7)
+    n = 400
+    data = pd.DataFrame(
+        {
+            "a": rng.integers(0, 30, n).astype(str),
+            "b": rng.integers(0, 8, n).astype(str),
+            "c": rng.integers(0, 5, n).astype(str),
+            "x": rng.standard_normal(n),
+        }
+    )
+    effects = {k: rng.standard_normal(50) for k in "abc"}
+    data["y"] = (
+        1.0
+        + 0.5 * data["x"]
+        + sum(effects[k][data[k].astype(int)] for k in "abc")
+        + rng.standard_normal(n)
+    )
+    formula = "y ~ x + (1 | a) + (1 | b) + (1 | c)"
+    fit = mm.lmer(formula, data)
+    for group in ["c", "b"]:
+        infl = fit.influence(group)
+        for level in list(infl.groups.index)[:2]:
+            ref = _brute(formula, data, group, level)
+            np.testing.assert_allclose(
+                infl.fixef_deleted.loc[level].to_numpy(), ref.fixef.to_numpy(), atol=1e-6
+            )
+
+
+def test_subtract_outside_the_pattern():
+    """A partial sum that is nonzero where the full sum cancelled to 0 (and was dropped
+    from the stored pattern) gets a pattern of its own, not a wrong position."""
+    import scipy.sparse as sp
+
+    from mixedmodels.diagnostics.influence import _subtract
+    from mixedmodels.linalg.cross_products import CrossProducts
+
+    def blocks(zrtz1, nobs):
+        return CrossProducts(
+            z1tz1=np.ones((2, 1, 1)),
+            zrtz1=sp.csr_matrix(zrtz1),
+            zrtzr=np.eye(2),
+            xytz1=np.zeros((2, 2, 1)),
+            xytzr=np.zeros((2, 2)),
+            xytxy=np.eye(2),
+            nobs=nobs,
+        )
+
+    A = blocks(np.array([[1.0, 0.0], [0.0, 2.0]]), 10)
+    B = blocks(np.array([[0.5, 0.3], [0.0, 0.0]]), 3)
+    out = _subtract(A, B)
+    np.testing.assert_allclose(out.zrtz1.toarray(), [[0.5, -0.3], [0.0, 2.0]])
+    assert out.nobs == 7
+    C = blocks(np.array([[0.5, 0.0], [0.0, 0.0]]), 3)
+    same = _subtract(A, C).zrtz1
+    assert same.nnz == 2 and np.array_equal(same.indices, A.zrtz1.indices)

@@ -181,16 +181,20 @@ class Influence:
 
 
 # -- the reduced model ------------------------------------------------------------------------
-def _values_at(pattern: sp.csr_matrix, part: sp.spmatrix) -> np.ndarray:
-    """The entries of ``part`` at the positions of ``pattern`` (whose pattern contains
-    ``part``'s), as an array aligned with ``pattern.data``."""
+def _values_at(pattern: sp.csr_matrix, part: sp.spmatrix) -> np.ndarray | None:
+    """The entries of ``part`` at the positions of ``pattern``, aligned with
+    ``pattern.data``; None if ``part`` has an entry outside the pattern (a sum over all
+    rows that cancelled to 0 and was dropped from it)."""
     ncols = pattern.shape[1]
     rows = np.repeat(np.arange(pattern.shape[0], dtype=np.int64), np.diff(pattern.indptr))
     keys = rows * ncols + pattern.indices
     coo = sp.coo_matrix(part)
     out = np.zeros(pattern.data.shape[0])
     if coo.nnz:
-        pos = np.searchsorted(keys, coo.row.astype(np.int64) * ncols + coo.col)
+        query = coo.row.astype(np.int64) * ncols + coo.col
+        pos = np.minimum(np.searchsorted(keys, query), max(keys.shape[0] - 1, 0))
+        if keys.shape[0] == 0 or np.any(keys[pos] != query):
+            return None
         np.add.at(out, pos, coo.data)
     return out
 
@@ -203,7 +207,12 @@ def _subtract(A: CrossProducts, B: CrossProducts) -> CrossProducts:
         if a is None:
             return None
         if sp.issparse(a):
-            return sp.csr_matrix((a.data - _values_at(a, b), a.indices, a.indptr), shape=a.shape)
+            values = _values_at(a, b)
+            if values is None:  # a new pattern; the reduced model gets its own system
+                out = (a - b).tocsr()
+                out.sort_indices()
+                return out
+            return sp.csr_matrix((a.data - values, a.indices, a.indptr), shape=a.shape)
         return a - (b.toarray() if sp.issparse(b) else b)
 
     return CrossProducts(

@@ -291,11 +291,23 @@ def run_analysis(
     )
 
 
+#: The report leaves out each group only up to this many groups (one refit each); past it
+#: the user runs ``fit.influence()`` when wanted.
+INFLUENCE_MAX_GROUPS = 500
+
+
 def _influence(m: ModelAnalysis) -> Any:
     """Leave-one-group-out influence of the diagnosed model, or None (reason in its notes)."""
+    levels = next(iter(m.fit.ngroups.values()))
+    if levels > INFLUENCE_MAX_GROUPS:
+        m.notes.append(
+            f"influence not computed in the report: {levels} groups would take {levels} "
+            "refits; run fit.influence() for it"
+        )
+        return None
     try:
         infl, _ = _fit_quietly(lambda: m.fit.influence())
-    except MixedModelsError as exc:
+    except (MixedModelsError, np.linalg.LinAlgError, ValueError) as exc:
         m.notes.append(f"influence not computed: {exc}")
         return None
     return infl
