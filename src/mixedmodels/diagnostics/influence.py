@@ -35,6 +35,7 @@ Only residual structures that scale rows (one residual variance with prior weigh
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -422,6 +423,17 @@ def _observations(fit: Any, group_term: Any) -> tuple[pd.DataFrame, list[str]]:
 
 
 # -- public ----------------------------------------------------------------------------------------
+def _single_threaded_blas(fit: Any):
+    """One BLAS thread for the many small solves of the refits (as the fit does for small
+    dense blocks: OpenBLAS's threads cost 10-50x the arithmetic of a tiny solve, and far
+    more on a busy machine); large models keep all threads."""
+    if sum(t.nranef for t in fit.structure.terms[1:]) >= 512:
+        return contextlib.nullcontext()
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1, user_api="blas")
+
+
 def influence(fit: Any, group: str | None = None) -> Influence:
     """Leave-one-group-out influence and per-observation diagnostics of a linear mixed model.
 
@@ -455,6 +467,11 @@ def influence(fit: Any, group: str | None = None) -> Influence:
     '9'
     """
     _check(fit)
+    with _single_threaded_blas(fit):
+        return _influence(fit, group)
+
+
+def _influence(fit: Any, group: str | None) -> Influence:
     structure = fit.structure
     names = [t.group for t in structure.terms]
     if group is None:
