@@ -246,3 +246,25 @@ def test_subtract_outside_the_pattern():
     C = blocks(np.array([[0.5, 0.0], [0.0, 0.0]]), 3)
     same = _subtract(A, C).zrtz1
     assert same.nnz == 2 and np.array_equal(same.indices, A.zrtz1.indices)
+
+
+def test_hat_values_crossed_by_dense_definition():
+    """Two crossed factors (term 1 eliminated by levels, the rest dense): the diagonal of
+    M (M'M + diag(I, 0))^{-1} M' formed densely from indicator matrices."""
+    from mixedmodels.diagnostics.influence import hat_values
+
+    data = mm.load_dataset("Penicillin")
+    fit = mm.lmer("diameter ~ 1 + (1 | plate) + (1 | sample)", data)
+    cols = []
+    for term, t in zip(fit.structure.terms, fit.theta, strict=True):
+        Z = np.zeros((fit.nobs, term.nlevels))
+        Z[np.arange(fit.nobs), term.refs] = 1.0
+        cols.append(Z * t)
+    M = np.hstack([*cols, fit.design.X])
+    q = M.shape[1] - 1
+    C = M.T @ M + np.diag(np.r_[np.ones(q), 0.0])
+    expect = np.einsum("ij,ji->i", M, np.linalg.solve(C, M.T))
+    np.testing.assert_allclose(hat_values(fit), expect, rtol=1e-10)
+    # conditional fitted values are H y
+    y = fit.design.y
+    np.testing.assert_allclose(M @ np.linalg.solve(C, M.T @ y), fit.fitted, rtol=1e-8)

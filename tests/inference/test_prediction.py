@@ -187,3 +187,48 @@ def test_glmm_population_level_and_refusals():
         gl.predict(nd, se_fit=True)
     with pytest.raises(ModelSpecificationError, match="prediction intervals"):
         gl.predict(nd, re=False, interval="prediction")
+
+
+def test_crossed_factors_by_dense_definition():
+    data = mm.load_dataset("Penicillin")
+    fit = mm.lmer("diameter ~ 1 + (1 | plate) + (1 | sample)", data)
+    Zs, Ginv, names = [], [], []
+    for term in fit.structure.terms:
+        Z = np.zeros((fit.nobs, term.nlevels))
+        Z[np.arange(fit.nobs), term.refs] = 1.0
+        Zs.append(Z)
+        var = fit.varcorr.query(f"group == '{term.group}'")["variance"].iloc[0]
+        Ginv.append(np.full(term.nlevels, 1.0 / var))
+        names.append(list(map(str, term.levels)))
+    X = fit.design.X
+    Z = np.hstack(Zs)
+    s2 = fit.sigma**2
+    C = np.block([[X.T @ X, X.T @ Z], [Z.T @ X, Z.T @ Z + s2 * np.diag(np.concatenate(Ginv))]])
+    Cinv = s2 * np.linalg.inv(C)
+    nd = pd.DataFrame({"plate": ["a", "b", "new"], "sample": ["A", "new", "F"]})
+    out = fit.predict(nd, interval="prediction")
+    K = np.zeros((3, 1 + Z.shape[1]))
+    K[:, 0] = 1.0
+    offs = np.cumsum([0] + [len(n) for n in names])
+    for k, col in enumerate([nd["plate"], nd["sample"]]):
+        for i, v in enumerate(col):
+            if v in names[k]:
+                K[i, 1 + offs[k] + names[k].index(v)] = 1.0
+    np.testing.assert_allclose(out["se"] ** 2, np.einsum("ij,jk,ik->i", K, Cinv, K), rtol=1e-8)
+    unseen = np.array([0.0, 1.0 / Ginv[1][0], 1.0 / Ginv[0][0]])
+    np.testing.assert_allclose(out["se_pred"] ** 2, out["se"] ** 2 + s2 + unseen, rtol=1e-8)
+
+
+def test_many_levels_of_one_factor_are_not_refused():
+    """Term 1 is eliminated level by level: 4000 groups need no 4000 x 4000 matrix."""
+    rng = np.random.default_rng(3)
+    g = np.repeat(np.arange(4000), 3)
+    x = rng.standard_normal(g.size)
+    y = 1.0 + x + rng.standard_normal(4000)[g] + rng.standard_normal(g.size)
+    fit = mm.lmer("y ~ x + (1 | g)", pd.DataFrame({"g": g, "x": x, "y": y}))
+    out = fit.predict(pd.DataFrame({"g": [0, 1, -5], "x": [0.0, 1.0, 2.0]}), se_fit=True)
+    assert np.isfinite(out["se"]).all()
+    from mixedmodels.diagnostics.influence import hat_values
+
+    h = hat_values(fit)
+    assert np.all((h > 0) & (h < 1))

@@ -41,12 +41,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import scipy.linalg as sla
 import scipy.sparse as sp
 
 from ..errors import ModelSpecificationError
 from ..inference.parameters import SdCorParameters, residual_ratio_names
-from ..inference.prediction import henderson_factor
+from ..inference.prediction import MixedModelEquations
 from ..linalg.cross_products import (
     CrossProducts,
     StratifiedCrossProducts,
@@ -361,36 +360,14 @@ def _row_scale(fit: Any) -> np.ndarray:
 
 
 def hat_values(fit: Any) -> np.ndarray:
-    """Diagonal of the conditional hat matrix (lme4's ``hatvalues``; module docstring).
-
-    ``h_i = |L^{-1} m_i|^2`` with ``L L' = C = M'M + diag(I_q, 0)`` formed densely over the
-    ``q + p`` columns (:func:`~mixedmodels.inference.prediction.henderson_factor`; refused
-    past its ``DENSE_MAX_COLUMNS``).
-    """
+    """Diagonal of the conditional hat matrix (lme4's ``hatvalues``; module docstring):
+    ``h_i = m_i' C^{-1} m_i`` for the whitened rows ``m_i``, from
+    :class:`~mixedmodels.inference.prediction.MixedModelEquations` (term 1 eliminated level
+    by level; refused when the rest is too large to factor densely)."""
     _check(fit)
-    structure = fit.structure
-    L, templates, offs = henderson_factor(fit)
-    m = L.shape[0]
-    q = int(offs[-1])
-    scale = _row_scale(fit)
-    X = fit.design.X
-    n = X.shape[0]
-    out = np.empty(n)
-    step = max(1, 2_000_000 // max(m, 1))
-    for r0 in range(0, n, step):
-        r1 = min(n, r0 + step)
-        Mt = np.zeros((m, r1 - r0))
-        cols = np.arange(r1 - r0)
-        for k, (term, T) in enumerate(zip(structure.terms, templates, strict=True)):
-            zl = term.z[r0:r1] @ T  # z_i' T: the row of Z Lambda in the level's block
-            base = offs[k] + term.refs[r0:r1] * term.ncols
-            for j in range(term.ncols):
-                Mt[base + j, cols] = zl[:, j]
-        Mt[q:] = X[r0:r1].T
-        Mt *= scale[r0:r1]
-        V = sla.solve_triangular(L, Mt, lower=True, check_finite=False)
-        out[r0:r1] = np.einsum("ij,ij->j", V, V)
-    return out
+    equations = MixedModelEquations(fit)
+    per_term = [(t.refs, t.z) for t in fit.structure.terms]
+    return equations.quadratic_rows(fit.structure, fit.design.X, per_term, _row_scale(fit))
 
 
 def _observations(fit: Any, group_term: Any) -> tuple[pd.DataFrame, list[str]]:

@@ -40,47 +40,146 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import scipy.linalg as sla
+import scipy.sparse as sp
 from scipy.special import ndtri
 
 from ..errors import DataError, ModelSpecificationError
-from ..linalg.dense import cross_products_from_blocks
 
-#: ``C`` is formed and factored densely over ``q + p`` columns up to this size.
+#: The rest of ``C`` after term 1's levels are eliminated (``q_r + p`` columns: the random
+#: effects of the other grouping factors and the fixed effects) is factored densely up to
+#: this size.
 DENSE_MAX_COLUMNS = 3000
 
 
-def henderson_factor(fit: Any) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
-    """Lower Cholesky factor of ``C = M'M + diag(I_q, 0)`` at the fit's optimum, with the
-    templates ``T_k`` and the first column of each term (``q`` columns, then ``p``).
+class MixedModelEquations:
+    """``C = M'M + diag(I_q, 0)`` at a fit's optimum, factored by eliminating term 1.
 
-    ``M = S [Z Lambda  X]`` are the rows whitened by the residual structure, so ``C`` is
-    formed from the fit's cross products at its residual parameters (no pass over rows).
+    ``M = S [Z Lambda  X]`` are the rows whitened by the residual structure, so ``C`` comes
+    from the fit's cross products at its residual parameters (no pass over rows). Term 1
+    (the factor with most levels) is block diagonal in ``C``: ``D_l = T1' Z1_l'Z1_l T1 + I``
+    per level. With ``B`` the rest of ``C``'s columns of term 1 and ``E`` the block of the
+    other terms and ``X``, ``m = [a; c]`` (``a`` at one level ``l`` of term 1) gives
+
+        m' C^{-1} m = a' D_l^{-1} a + w' S^{-1} w,   w = c - B_l D_l^{-1} a,
+        S = E - B D^{-1} B',
+
+    so only ``S`` (``q_r + p`` square) is dense: a one-factor model with thousands of levels
+    costs ``O(n p^2)``.
     """
-    structure = fit.structure
-    objective = fit.objective_function
-    theta, psi = objective.split(fit.opt.final_theta)
-    A = objective.residual.cross_products(psi)
-    sizes = [t.nranef for t in structure.terms]
-    q = int(sum(sizes))
-    p = len(fit.design.x_names)
-    m = q + p
-    if m > DENSE_MAX_COLUMNS:
-        raise ModelSpecificationError(
-            f"this needs the mixed-model equations factored densely over q + p = {m} "
-            f"columns, more than {DENSE_MAX_COLUMNS}; not computed for a model this size"
-        )
-    W = cross_products_from_blocks(structure, A)[:m, :m]
-    offs = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-    templates = structure.templates(theta)
-    D = np.zeros((m, m))
-    for k, (term, T) in enumerate(zip(structure.terms, templates, strict=True)):
-        for lev in range(term.nlevels):
-            s = offs[k] + lev * term.ncols
-            D[s : s + term.ncols, s : s + term.ncols] = T
-    D[q:, q:] = np.eye(p)
-    C = D.T @ W @ D
-    C[np.arange(q), np.arange(q)] += 1.0
-    return np.linalg.cholesky(C), templates, offs
+
+    def __init__(self, fit: Any):
+        structure = fit.structure
+        objective = fit.objective_function
+        theta, psi = objective.split(fit.opt.final_theta)
+        A = objective.residual.cross_products(psi)
+        terms = structure.terms
+        self.templates = structure.templates(theta)
+        t1, T1 = terms[0], self.templates[0]
+        self.p1 = p1 = t1.ncols
+        self.q1 = q1 = t1.nranef
+        self.qr = qr = int(sum(t.nranef for t in terms[1:]))
+        self.p = p = len(fit.design.x_names)
+        if qr + p > DENSE_MAX_COLUMNS:
+            raise ModelSpecificationError(
+                f"this needs a dense factor over the random effects of the grouping factors "
+                f"after the first and the fixed effects, {qr + p} columns, more than "
+                f"{DENSE_MAX_COLUMNS}; not computed for a model this size"
+            )
+        self.rest_offsets = np.concatenate([[0], np.cumsum([t.nranef for t in terms[1:]])])
+        D = np.swapaxes(T1, 0, 1)[None] @ A.z1tz1 @ T1[None] + np.eye(p1)[None]
+        self.Dinv = np.linalg.inv(D)
+        Bx = (A.xytz1[:p] @ T1).reshape(p, q1)
+        if qr:
+            Lr = sp.block_diag(
+                [
+                    sp.kron(sp.identity(t.nlevels, format="csr"), sp.csr_matrix(T))
+                    for t, T in zip(terms[1:], self.templates[1:], strict=True)
+                ],
+                format="csr",
+            )
+            L1 = sp.kron(sp.identity(t1.nlevels, format="csr"), sp.csr_matrix(T1), format="csr")
+            Br = Lr.T @ sp.csr_matrix(A.zrtz1) @ L1
+            B = sp.vstack([Br, sp.csr_matrix(Bx)], format="csr")
+            zrtzr = A.zrtzr.toarray() if sp.issparse(A.zrtzr) else np.asarray(A.zrtzr)
+            Lrd = Lr.toarray()
+            E = np.empty((qr + p, qr + p))
+            E[:qr, :qr] = Lrd.T @ zrtzr @ Lrd + np.eye(qr)
+            E[:qr, qr:] = Lrd.T @ A.xytzr[:p].T
+            E[qr:, :qr] = E[:qr, qr:].T
+            E[qr:, qr:] = A.xytxy[:p, :p]
+        else:
+            B = sp.csr_matrix(Bx)
+            E = np.array(A.xytxy[:p, :p], dtype=np.float64)
+        Dbd = _block_diagonal(self.Dinv)
+        BD = B @ Dbd
+        S = E - np.asarray((BD @ B.T).todense())
+        self.B = B.tocsc()
+        self.LS = np.linalg.cholesky(S)
+
+    def quadratic(self, level: np.ndarray, a: np.ndarray, c: np.ndarray) -> np.ndarray:
+        """``m_i' C^{-1} m_i`` for rows with term-1 level ``level`` (-1: none, ``a`` unused),
+        term-1 part ``a`` (n, p1) and the rest ``c`` (n, q_r + p)."""
+        n = level.shape[0]
+        seen = level >= 0
+        v = np.zeros_like(a)
+        v[seen] = np.einsum("ijk,ik->ij", self.Dinv[level[seen]], a[seen])
+        first = np.einsum("ij,ij->i", a, v)
+        rows = (np.where(seen, level, 0)[:, None] * self.p1 + np.arange(self.p1)).ravel()
+        cols = np.repeat(np.arange(n), self.p1)
+        V = sp.csc_matrix((v.ravel(), (rows, cols)), shape=(self.q1, n))
+        w = c.T - (self.B @ V).toarray()
+        y = sla.solve_triangular(self.LS, w, lower=True, check_finite=False)
+        return first + np.einsum("ij,ij->j", y, y)
+
+    def row_parts(
+        self, structure: Any, X: np.ndarray, per_term: list, scale: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(level, a, c)`` of rows: ``a = z1' T1`` at the term-1 level, ``c = [z_k' T_k at
+        each other term's level; x]``, times ``scale`` (the whitening); levels -1 (unseen)
+        contribute nothing."""
+        n = X.shape[0]
+        refs1, z1 = per_term[0]
+        level = np.asarray(refs1, dtype=np.int64)
+        a = np.asarray(z1, dtype=np.float64) @ self.templates[0]
+        a[level < 0] = 0.0
+        c = np.zeros((n, self.qr + self.p))
+        idx = np.arange(n)
+        for k, (term, (refs, z)) in enumerate(zip(structure.terms[1:], per_term[1:], strict=True)):
+            refs = np.asarray(refs, dtype=np.int64)
+            ok = refs >= 0
+            zl = np.asarray(z, dtype=np.float64) @ self.templates[k + 1]
+            base = self.rest_offsets[k] + refs * term.ncols
+            for j in range(term.ncols):
+                c[idx[ok], base[ok] + j] = zl[ok, j]
+        c[:, self.qr :] = X
+        if scale is not None:
+            a = a * scale[:, None]
+            c = c * scale[:, None]
+        return level, a, c
+
+    def quadratic_rows(
+        self, structure: Any, X: np.ndarray, per_term: list, scale: np.ndarray | None = None
+    ) -> np.ndarray:
+        """:meth:`quadratic` of rows given as for :meth:`row_parts`, in chunks."""
+        n = X.shape[0]
+        out = np.empty(n)
+        step = max(1, 1_000_000 // max(self.qr + self.p, 1))
+        for r0 in range(0, n, step):
+            r1 = min(n, r0 + step)
+            part = [(np.asarray(r)[r0:r1], np.asarray(z)[r0:r1]) for r, z in per_term]
+            level, a, c = self.row_parts(
+                structure, X[r0:r1], part, None if scale is None else scale[r0:r1]
+            )
+            out[r0:r1] = self.quadratic(level, a, c)
+        return out
+
+
+def _block_diagonal(blocks: np.ndarray) -> sp.csr_matrix:
+    l, p, _ = blocks.shape
+    base = (np.arange(l) * p)[:, None, None]
+    rows = np.broadcast_to(base + np.arange(p)[None, :, None], blocks.shape)
+    cols = np.broadcast_to(base + np.arange(p)[None, None, :], blocks.shape)
+    return sp.csr_matrix((blocks.ravel(), (rows.ravel(), cols.ravel())), shape=(l * p, l * p))
 
 
 def _new_rows(fit: Any, newdata: pd.DataFrame):
@@ -220,32 +319,19 @@ def prediction_frame(
     if not re:
         var = np.einsum("ij,jk,ik->i", X, V, X)
     else:
-        L, templates, offs = henderson_factor(fit)
-        q = int(offs[-1])
-        m = L.shape[0]
-        var = np.empty(n)
-        step = max(1, 2_000_000 // m)
-        for r0 in range(0, n, step):
-            r1 = min(n, r0 + step)
-            cols = np.arange(r1 - r0)
-            Mt = np.zeros((m, r1 - r0))
-            for k, (term, (refs, z)) in enumerate(zip(fit.structure.terms, per_term, strict=True)):
-                b = fit.estimates.b[k]
-                r, zz = refs[r0:r1], z[r0:r1]
-                seen = r >= 0
-                T = templates[k]
-                est[r0:r1][seen] += np.einsum("ij,ij->i", zz[seen], b[r[seen]])
-                zl = zz @ T  # (Lambda' z)' at the level's block: z' T
-                base = offs[k] + np.where(seen, r, 0) * term.ncols
-                for j in range(term.ncols):
-                    Mt[base[seen] + j, cols[seen]] = zl[seen, j]
-                if not seen.all():
-                    S = sigma2 * (T @ T.T)
-                    u = zz[~seen]
-                    extra[r0:r1][~seen] += np.einsum("ij,jk,ik->i", u, S, u)
-            Mt[q:] = X[r0:r1].T
-            Y = sla.solve_triangular(L, Mt, lower=True, check_finite=False)
-            var[r0:r1] = sigma2 * np.einsum("ij,ij->j", Y, Y)
+        equations = MixedModelEquations(fit)
+        structure = fit.structure
+        for k, (refs, z) in enumerate(per_term):
+            refs = np.asarray(refs)
+            z = np.asarray(z, dtype=np.float64)
+            seen = refs >= 0
+            b = fit.estimates.b[k]
+            est[seen] += np.einsum("ij,ij->i", z[seen], b[refs[seen]])
+            if not seen.all():
+                T = equations.templates[k]
+                u = z[~seen]
+                extra[~seen] += np.einsum("ij,jk,ik->i", u, sigma2 * (T @ T.T), u)
+        var = sigma2 * equations.quadratic_rows(structure, X, per_term)
     se = np.sqrt(np.maximum(var, 0.0))
     out = pd.DataFrame({"fit": est, "se": se}, index=index)
     if interval is None:
