@@ -232,3 +232,25 @@ def test_many_levels_of_one_factor_are_not_refused():
 
     h = hat_values(fit)
     assert np.all((h > 0) & (h < 1))
+
+
+def test_effect_grids_and_plot():
+    from mixedmodels import plots
+
+    data = mm.load_dataset("ratpup")
+    fit = mm.lmer("weight ~ treatment * sex + litsize + (1 | litter)", data)
+    grids = plots.effect_grids(fit, data)
+    assert list(grids) == ["treatment", "sex", "litsize"]
+    t = grids["treatment"]
+    assert list(t["treatment"]) == ["Control", "High", "Low"]
+    held = t.attrs["held"]
+    assert held["sex"] == data["sex"].mode().iloc[0]
+    assert held["litsize"] == pytest.approx(data["litsize"].mean())
+    # the grid's predictions are predict(re=False) with confidence intervals
+    row = pd.DataFrame({"treatment": ["High"], "sex": [held["sex"]], "litsize": [held["litsize"]]})
+    expect = fit.predict(row, re=False, interval="confidence")
+    np.testing.assert_allclose(t.loc[1, ["fit", "se", "lower", "upper"]], expect.iloc[0])
+    lit = grids["litsize"]
+    assert lit["litsize"].min() == data["litsize"].min() and len(lit) == 40
+    assert not lit.attrs["factor"]
+    assert plots.figure_to_png(plots.effects(fit, data)).startswith(b"\x89PNG")

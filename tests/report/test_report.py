@@ -197,6 +197,9 @@ def test_influence_names_litter_6_pup_and_influential_litters(ratpup_report):
     assert 'id="assumptions-influence"' in html
     titles = [t["title"] for t in _tables(ratpup_report.to_dict())]
     assert "Largest scaled residuals:" in titles
+    figures = [f.title for f in ratpup_report.document.figures()]
+    assert "Cook's distance by litter" in figures
+    assert "Effects of M2" in figures  # issue 16 item 4: predicted response with bands
 
 
 def test_influence_finding_without_flags():

@@ -277,7 +277,7 @@ def _check(fit: Any) -> None:
     if hasattr(fit, "family"):
         raise ModelSpecificationError(
             "influence() covers linear mixed models; for a GLMM refit without each group by "
-            "hand (glmer on the subset) or use simulated residuals (simulate_residuals)"
+            "hand (glmer on the subset) or check simulated residuals (mm.simulated_residuals)"
         )
     model = getattr(fit, "model", None)
     if model is None or not hasattr(fit, "structure"):

@@ -182,7 +182,7 @@ def _block_diagonal(blocks: np.ndarray) -> sp.csr_matrix:
     return sp.csr_matrix((blocks.ravel(), (rows.ravel(), cols.ravel())), shape=(l * p, l * p))
 
 
-def _new_rows(fit: Any, newdata: pd.DataFrame):
+def _new_rows(fit: Any, newdata: pd.DataFrame, re: bool = True):
     """``X``, the offset, and per term the level index (-1 unseen) and ``z`` (n, p_k)."""
     spec = fit.design.spec
     if spec is None:
@@ -194,6 +194,8 @@ def _new_rows(fit: Any, newdata: pd.DataFrame):
     offset_values = getattr(spec, "offset_values", None)
     if offset_values is not None:
         offset = offset_values(newdata)
+    if not re:  # the grouping columns are not needed (as predict(re=False))
+        return X, offset, []
     rows = spec.random_effects_rows(newdata)
     n = X.shape[0]
     per_term = []
@@ -306,7 +308,7 @@ def prediction_frame(
         per_term = [(t.refs, t.z) for t in fit.structure.terms]
         index = fit.design.row_index
     else:
-        X, offset, per_term = _new_rows(fit, newdata)
+        X, offset, per_term = _new_rows(fit, newdata, re)
         index = newdata.index
     beta = fit.fixef.to_numpy()
     V = fit.vcov.to_numpy()
@@ -392,7 +394,7 @@ def glmm_prediction_frame(
         index = fit.design.row_index
         eta = fit.predict(type="link", re=False).to_numpy()
     else:
-        X, offset, _ = _new_rows(fit, newdata)
+        X, offset, _ = _new_rows(fit, newdata, re=False)
         index = newdata.index
         eta = X @ beta
         if offset is not None:

@@ -11,6 +11,7 @@ matplotlib is imported when a figure is drawn, not when ``mixedmodels`` is impor
 
 from __future__ import annotations
 
+from .effects import effect_grids, effects
 from .figures import (
     boxplot_by,
     caterpillar,
@@ -39,6 +40,8 @@ __all__ = [
     "cooks_distance",
     "diagnostics",
     "dispersion_histogram",
+    "effect_grids",
+    "effects",
     "figure_to_png",
     "figure_to_svg",
     "proportions_by",

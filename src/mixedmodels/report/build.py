@@ -140,7 +140,28 @@ def _random_display(m: ModelAnalysis) -> list[Table]:
     return out
 
 
-def _model_section(m: ModelAnalysis) -> Section:
+def _effects_figure(m: ModelAnalysis, data: pd.DataFrame) -> list[Any]:
+    """The effects plot of the diagnosed model (nothing if it cannot be drawn)."""
+    from .. import plots
+    from ..errors import MixedModelsError
+
+    try:
+        fig = plots.effects(m.fit, data)
+    except (MixedModelsError, ValueError):
+        return []
+    return [
+        make_figure(
+            fig,
+            f"Effects of {m.label}",
+            "Population-level predicted response along each predictor with 95% confidence "
+            "bands (x' beta +- 1.96 se, se = sqrt(x' V x)); the other predictors are held at "
+            "their most frequent level or mean, as written under each panel.",
+            wide=True,
+        )
+    ]
+
+
+def _model_section(m: ModelAnalysis, data: pd.DataFrame | None = None) -> Section:
     f = m.fit
     crit = "REML criterion" if f.reml else "deviance"
     blocks: list[Any] = [
@@ -174,13 +195,15 @@ def _model_section(m: ModelAnalysis) -> Section:
         blocks.append(
             Table("Intraclass correlation", m.icc.table, notes=(m.icc.definition, *m.icc.notes))
         )
+    if data is not None:
+        blocks.extend(_effects_figure(m, data))
     for n in m.notes:
         blocks.append(Note(n, "warn"))
     return Section(f"model-{m.label.lower()}", f"{m.label}: {m.formula}", tuple(blocks))
 
 
 def _models_section(a: Analysis) -> Section:
-    subs = [_model_section(m) for m in a.models]
+    subs = [_model_section(m, a.data if m is a.diagnosed else None) for m in a.models]
     comp_blocks: list[Any] = [fit_statistics(a.models)]
     table = comparison_table(a.comparisons)
     if table is not None:
