@@ -268,3 +268,16 @@ def test_hat_values_crossed_by_dense_definition():
     # conditional fitted values are H y
     y = fit.design.y
     np.testing.assert_allclose(M @ np.linalg.solve(C, M.T @ y), fit.fitted, rtol=1e-8)
+
+
+def test_group_whose_removal_leaves_a_coefficient_not_estimable():
+    data = mm.load_dataset("ratpup")
+    data["batch"] = np.where(data["litter"].astype(str) == "3", "b", "a")
+    fit = mm.lmer("weight ~ sex + batch + (1 | litter)", data)
+    infl = fit.influence()
+    assert np.isnan(infl.groups.loc["3", "cooks_distance"])
+    assert np.isnan(infl.groups.loc["3", "max_abs_dfbetas"])
+    assert not infl.groups.loc["3", "influential"]
+    assert any("litter 3: not refitted" in n for n in infl.notes)
+    assert np.isfinite(infl.groups.drop(index="3")["cooks_distance"]).all()
+    assert infl.top_groups(1).index[0] != "3"

@@ -509,9 +509,8 @@ def _influence(fit: Any, group: str | None) -> Influence:
         {
             "nobs": nobs,
             "cooks_distance": cooks,
-            "max_abs_dfbetas": np.nanmax(np.abs(dfbetas), axis=1)
-            if np.isfinite(dfbetas).any()
-            else np.nan,
+            # NaN for a level not refitted (no all-NaN warning from nanmax)
+            "max_abs_dfbetas": pd.DataFrame(np.abs(dfbetas)).max(axis=1).to_numpy(),
             "influential": cooks > cutoff,
             "converged": converged,
         },
