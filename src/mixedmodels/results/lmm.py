@@ -15,7 +15,7 @@ import pandas as pd
 
 from mixedmodels.errors import ModelSpecificationError
 from mixedmodels.linalg.solution import Estimates, conditional_variances, estimate
-from mixedmodels.results.prediction import linear_predictor
+from mixedmodels.results.prediction import linear_predictor, pandas_rows
 from mixedmodels.results.random_effects import condsd_by_group, modes_by_group, ranef_frame
 from mixedmodels.results.variance_components import COLUMNS as VARCORR_COLUMNS
 from mixedmodels.results.variance_components import term_covariances, variance_component_rows
@@ -413,6 +413,7 @@ class LinearMixedModelResult:
         """
         if newdata is None:
             return self.fitted if re else self.fitted_marginal
+        newdata = pandas_rows(newdata)
         pred = linear_predictor(
             self.design, self.structure.terms, self.estimates.beta, self.estimates.b, newdata, re=re
         )
