@@ -29,8 +29,11 @@ def _kinds(frame: pd.DataFrame):
     yield "pandas", frame
     polars = pl.from_pandas(frame)
     yield "polars", polars
-    yield "polars-categorical", polars.with_columns(
-        pl.col("treatment").cast(pl.Categorical), pl.col("sex").cast(pl.Categorical)
+    yield (
+        "polars-categorical",
+        polars.with_columns(
+            pl.col("treatment").cast(pl.Categorical), pl.col("sex").cast(pl.Categorical)
+        ),
     )
     yield "lazy", polars.lazy()
     yield "arrow", pa.Table.from_pandas(frame, preserve_index=False)
