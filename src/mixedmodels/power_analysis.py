@@ -197,12 +197,15 @@ class PowerCurve:
             ax.axhline(target, color="0.5", linestyle="--", linewidth=1)
         first = self.results[0]
         ax.set_ylim(0, 1.02)
-        ax.set_xlabel(f"rows per {self.along}" if self.within else f"number of {self.along}")
+        ax.set_xlabel(
+            f"rows per level of {self.along}" if self.within else f"levels of {self.along}"
+        )
         ax.set_ylabel("power")
         ax.set_title(
-            f"{first.test}: {first.method}, alpha = {first.alpha:g}, "
-            f"{int(t['nsim'].iloc[0])} simulations per point",
-            fontsize=10,
+            f"power for {first.test} (alpha = {first.alpha:g})\n{first.method}; "
+            f"{int(t['nsim'].iloc[0])} simulations per point, "
+            f"{100 * first.level:g}% Clopper-Pearson intervals",
+            fontsize=9,
         )
         ax.grid(alpha=0.3)
         return fig

@@ -134,7 +134,7 @@ def test_power_curve_table_plot_and_sizes(ratpup):
     assert curve.results[1].settings["ngroups"] == {"litter": 30}
     assert (t["lower"] <= t["power"]).all() and (t["power"] <= t["upper"]).all()
     fig = curve.plot()
-    assert fig.axes[0].get_xlabel() == "number of litter"
+    assert fig.axes[0].get_xlabel() == "levels of litter"
     assert "litter" in str(curve)
     assert len(curve.to_dict()["points"]) == 2
 
