@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ModelSpecificationError
-from ..linalg.solution import estimate
+from ..linalg.solution import beta_sigma
 from ..optimize import OptimizerOptions, minimize_bobyqa
 from .linear_model import LinearModelResult, ols_criterion
 from .parameters import SdCorParameters, residual_ratio_names
@@ -163,9 +163,11 @@ class _Refitter:
             theta = opt.final_theta
             if dev.is_dense:
                 est, value = dev.estimates(theta)
+                beta, sigma = est.beta, est.sigma
             else:
                 f = dev.factor(theta)
-                est, value = estimate(dev.system, f, self.reml), float(dev.objective(f))
+                beta, sigma = beta_sigma(dev.system, f, self.reml)
+                value = float(dev.objective(f))
             psi = np.zeros(0)
         else:
             objective = model.objective(self.reml)
@@ -173,11 +175,12 @@ class _Refitter:
             theta, psi = objective.split(opt.final_theta)
             dev = objective.factored_at(psi)
             f = dev.factor(theta)
-            est, value = estimate(dev.system, f, self.reml), float(dev.objective(f))
+            beta, sigma = beta_sigma(dev.system, f, self.reml)
+            value = float(dev.objective(f))
         return BootstrapFit(
             theta.copy(),
-            est.beta,
-            est.sigma,
+            beta,
+            sigma,
             value,
             self.reml,
             self.structure,
