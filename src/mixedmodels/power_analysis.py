@@ -19,8 +19,9 @@ The test
 * a term of the formula (``"treatment"``): the F test of all its columns (Type III), the
   same df methods;
 * a linear hypothesis (``"treatmentHigh = treatmentLow"``): :meth:`test` of each refit;
-* ``null="weight ~ sex + litsize + (1 | litter)"``: the likelihood-ratio test of the
-  smaller model against the model (both refitted by ML; chi-square reference);
+* ``null="weight ~ sex + litsize + (1 | litter)"`` (or that formula as ``test=``): the
+  likelihood-ratio test of the smaller model against the model (both refitted by ML;
+  chi-square reference);
 * a callable ``test(result) -> p-value`` (picklable for ``n_jobs > 1``).
 
 Extending designs
@@ -542,6 +543,10 @@ def _scenario(
         scale = ratios[model.residual_strata.codes]
     if model.weights is not None:
         scale = (np.ones(model.nobs) if scale is None else scale) / np.sqrt(model.weights)
+    if isinstance(test, str) and "~" in test:  # a smaller model's formula: the LRT
+        if null is not None:
+            raise ModelSpecificationError("give the smaller model once: test= or null=")
+        test, null = None, test
     resolved, label, method_label = _resolve_test(test, fit, method, null)
     null_model = None
     if resolved[0] == "lrt-column":

@@ -93,6 +93,9 @@ def test_other_tests_terms_hypotheses_lrt_and_callables(ratpup):
     assert lrt.power == 1.0 and "likelihood ratio" in lrt.method
     null = mm.power(ratpup, null="weight ~ sex + litsize + (1 | litter)", **kw)
     assert null.power == 1.0
+    same = mm.power(ratpup, "weight ~ sex + litsize + (1 | litter)", **kw)
+    np.testing.assert_array_equal(same.p_values, null.p_values)
+    assert same.test.startswith("LRT against")
     z = mm.power(ratpup, "treatmentHigh", method="z", **kw)
     assert "z" in z.method
     user = mm.power(ratpup, _p_of_sex, **kw)
