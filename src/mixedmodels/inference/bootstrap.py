@@ -401,8 +401,10 @@ def _replicates(
     return results
 
 
-def _default_func(fit: BootstrapFit) -> np.ndarray:
-    return fit.param_values()
+def _default_func(fit: BootstrapFit | GlmmBootstrapFit) -> np.ndarray:
+    if isinstance(fit, BootstrapFit):
+        return fit.param_values()  # no pandas per replicate
+    return fit.params().to_numpy()
 
 
 # -- public API ---------------------------------------------------------------------------------
