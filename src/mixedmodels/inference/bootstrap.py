@@ -14,6 +14,7 @@ statistic with the simulated ones: ``p = (1 + #{LRT* >= LRT}) / (1 + nsim)``.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 from collections.abc import Callable
@@ -351,8 +352,33 @@ def _is_generalized(fit: Any) -> bool:
 
 
 # -- the replicate loop ---------------------------------------------------------------------
+#: Models whose dense rest block is at least this large keep BLAS's threads in refits (as
+#: ``LinearMixedModel.fit`` does); smaller ones run single-threaded.
+_SMALL_DENSE_BLOCK = 512
+
+
+def _blas_limit(refitters: list[Any]):
+    """One BLAS thread while refitting small models.
+
+    The matrices of a small model's refit and of its tests (Kenward-Roger's are n x n) are
+    small: OpenBLAS's threads cost more to start and spin than the arithmetic (a power
+    curve's Kenward-Roger tests ran 3-5x slower with two threads on a busy 2-core VM).
+    """
+    sizes = [getattr(getattr(r, "model", None), "rest_size", 0) for r in refitters]
+    if max(sizes, default=0) >= _SMALL_DENSE_BLOCK:
+        return contextlib.nullcontext()
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1, user_api="blas")
+
+
 def _run_chunk(task: tuple[Any, list[Any], list[np.random.SeedSequence], Callable[..., Any]]):
     simulator, refitters, seeds, func = task
+    with _blas_limit(refitters):
+        return _run_seeds(simulator, refitters, seeds, func)
+
+
+def _run_seeds(simulator, refitters, seeds, func) -> list[Any]:
     out = []
     for ss in seeds:
         rng = np.random.default_rng(ss)
@@ -387,9 +413,10 @@ def _replicates(
     results: list[Any] = []
     if n_jobs <= 1:
         step = max(1, nsim // 100)
-        for i in range(0, nsim, step):
-            results.extend(_run_chunk((simulator, refitters, seeds[i : i + step], func)))
-            _show(show, label, len(results), nsim)
+        with _blas_limit(refitters):
+            for i in range(0, nsim, step):
+                results.extend(_run_seeds(simulator, refitters, seeds[i : i + step], func))
+                _show(show, label, len(results), nsim)
         return results
     nchunks = min(nsim, 4 * n_jobs)
     bounds = np.linspace(0, nsim, nchunks + 1).astype(int)
