@@ -259,12 +259,6 @@ def _group_order(frame: pd.DataFrame, group: str, fixed_columns: Sequence[str]) 
     return order
 
 
-def _new_label(label: Any, copy: int, numeric_base: float | None) -> Any:
-    if numeric_base is not None:
-        return numeric_base + copy
-    return f"{label}.{copy}"
-
-
 def extend_data(
     data: pd.DataFrame,
     formula: str,
@@ -297,10 +291,8 @@ def extend_data(
             lv = order[i % len(order)]
             part = frame.iloc[rows_of[lv]].copy()
             if i >= len(order):
-                label = (
-                    base + (i - len(order)) if numeric else _new_label(lv, i // len(order), None)
-                )
-                part[g] = label
+                # numbers after the largest, or "<label>.<k>" for the k-th copy
+                part[g] = base + (i - len(order)) if numeric else f"{lv}.{i // len(order)}"
             parts.append(part)
         frame = pd.concat(parts, ignore_index=True)
         if numeric and pd.api.types.is_integer_dtype(data[g]):
@@ -460,6 +452,11 @@ def _resolve_test(
         L = np.zeros((1, len(names)))
         L[0, names.index(test)] = 1.0
         return ("wald", (L, np.zeros(1))), test, label_method
+    if m == "lrt":
+        raise ModelSpecificationError(
+            f"method='lrt' tests one coefficient ({', '.join(names)}); for other "
+            "hypotheses give the smaller model as null= (or as test=)"
+        )
     if "=" in test:
         return ("wald", (test, None)), test, label_method
     terms = list(fit.anova(type=3).index)

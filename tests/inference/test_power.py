@@ -83,6 +83,8 @@ def test_changed_variance_components_and_sigma(ratpup):
         mm.power(ratpup, "treatmentHigh", fixef={"nope": 1.0}, nsim=2)
     with pytest.raises(mm.ModelSpecificationError, match="neither a coefficient"):
         mm.power(ratpup, "nope", nsim=2)
+    with pytest.raises(mm.ModelSpecificationError, match="lrt"):
+        mm.power(ratpup, "treatment", method="lrt", nsim=2)
 
 
 def test_other_tests_terms_hypotheses_lrt_and_callables(ratpup):
