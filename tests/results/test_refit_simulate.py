@@ -125,3 +125,17 @@ def test_bootstrap_refits_the_simulated_responses():
             r.fixef.to_numpy(),
             rtol=1e-6,
         )
+
+
+def test_refit_of_a_blocked_model_equals_lmer():
+    """A model past the dense size (120 litters): the blocked system takes the new y."""
+    from mixedmodels.power_analysis import extend_data
+
+    data = extend_data(mm.load_dataset("ratpup"), RATPUP, groups={"litter": 120})
+    fit = mm.lmer(RATPUP, data)
+    assert not fit.model.is_small()
+    y = 0.3 * fit.simulate(1, seed=4).iloc[:, 0].to_numpy() + 0.7 * fit.design.y
+    refit = fit.refit(y)
+    full = mm.lmer(RATPUP, data.assign(weight=y))
+    assert refit.loglik == pytest.approx(full.loglik, abs=1e-8)
+    np.testing.assert_allclose(refit.fixef.to_numpy(), full.fixef.to_numpy(), atol=1e-8)
