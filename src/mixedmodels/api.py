@@ -21,6 +21,7 @@ from mixedmodels.design.model_design import ModelDesign
 from mixedmodels.errors import DataError, ModelSpecificationError
 from mixedmodels.inference.glm import glm  # re-exported: the CLI's null model without RE
 from mixedmodels.io import read_data
+from mixedmodels.io.frames import as_pandas, is_arrow_like
 from mixedmodels.io.sources import is_streamed_source
 from mixedmodels.models.lmm import LinearMixedModel
 from mixedmodels.models.streamed import lmer_streamed
@@ -92,6 +93,7 @@ def lmer(
     >>> round(fit.fixef["Days"], 4)
     10.4673
     """
+    data = _pandas_input(data, formula, weights, residual_groups)
     # A DataFrame is read into memory unless chunk_rows asks otherwise (is_streamed_source
     # answers for a DataFrame before its slower Protocol check).
     if chunk_rows is not None or is_streamed_source(data):
@@ -166,6 +168,21 @@ def _design_with_strata(
     )
     strata = residual_strata(used[column].iloc[positions], column, pooling, reference)
     return design, strata
+
+
+def _pandas_input(data: Any, formula: str, *extra: Any) -> Any:
+    """A polars or pyarrow table as a pandas DataFrame of the columns the model reads
+    (the formula's, and ``extra`` names: weights, residual groups); anything else as is."""
+    if not is_arrow_like(data):
+        return data
+    from mixedmodels.formula import parse_formula
+
+    try:
+        columns = list(parse_formula(formula).columns_used())
+    except Exception:  # the design stage reports a bad formula with its position
+        return as_pandas(data)
+    columns += [c for c in extra if isinstance(c, str)]
+    return as_pandas(data, columns)
 
 
 def _weights_column(weights: Any) -> str | None:
@@ -243,6 +260,7 @@ def glmer(
     from mixedmodels.results.glmm import GeneralizedLinearMixedModelResult
 
     fam = make_family(family, link)
+    data = _pandas_input(data, formula, weights)
     if chunk_rows is not None or is_streamed_source(data):
         from mixedmodels.models.glmm_streamed import glmer_streamed
 

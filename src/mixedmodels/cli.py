@@ -474,6 +474,98 @@ def _run_compare(args: argparse.Namespace) -> str:
     return str(result).rstrip("\n") + "\n"
 
 
+def _add_power(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "power",
+        parents=parents,
+        help="power of a test by simulation (simr's powerSim / powerCurve)",
+        description=(
+            "Fit the model to DATA (the pilot), simulate new responses from it (with the "
+            "coefficient of --test set to --effect, and the design extended to --groups "
+            "levels of --along), refit and test each, and report the share of significant "
+            "tests with its Clopper-Pearson interval. Several --groups give a power curve. "
+            "The default test of a coefficient is a Wald t with Kenward-Roger df (simr's "
+            "default; Satterthwaite with --ml)."
+        ),
+    )
+    parser.add_argument("data", metavar="DATA", help="data file or embedded dataset name")
+    parser.add_argument("-f", "--formula", required=True, help="the model (lme4 syntax)")
+    parser.add_argument(
+        "--test",
+        default=None,
+        help="a coefficient (treatmentHigh), a term (treatment) or a hypothesis "
+        "('treatmentHigh = treatmentLow'); default: the first coefficient after the intercept",
+    )
+    parser.add_argument(
+        "--effect", type=float, default=None, help="the tested coefficient's value to simulate"
+    )
+    parser.add_argument("--null", default=None, help="a smaller model: test by LRT against it")
+    parser.add_argument(
+        "--groups",
+        type=int,
+        nargs="+",
+        default=None,
+        metavar="N",
+        help="numbers of levels of --along (several: a power curve)",
+    )
+    parser.add_argument(
+        "--along", default=None, help="the grouping column --groups counts (default: the first)"
+    )
+    parser.add_argument("--sigma", type=float, default=None, help="residual SD to simulate")
+    parser.add_argument("--nsim", type=int, default=1000, help="simulations (default 1000)")
+    parser.add_argument("--alpha", type=float, default=0.05, help="significance level")
+    parser.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+    parser.add_argument(
+        "--method",
+        default=None,
+        choices=["kenward-roger", "kr", "satterthwaite", "z", "lrt"],
+        help="test of a coefficient or term",
+    )
+    parser.add_argument("--ml", action="store_true", help="fit by ML instead of REML")
+    parser.add_argument("--jobs", type=int, default=1, help="worker processes (default 1)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.set_defaults(run=_run_power)
+
+
+def _run_power(args: argparse.Namespace) -> str:
+    import mixedmodels
+    from mixedmodels.errors import ModelSpecificationError
+    from mixedmodels.io import read_data
+
+    data = read_data(args.data)
+    fit = mixedmodels.lmer(args.formula, data, reml=not args.ml)
+    fixef = None
+    if args.effect is not None:
+        if args.test is None or args.test not in fit.fixef.index:
+            raise ModelSpecificationError(
+                "--effect sets a coefficient: give it with --test (one of "
+                f"{', '.join(fit.fixef.index)})"
+            )
+        fixef = {args.test: args.effect}
+    options = dict(
+        nsim=args.nsim,
+        alpha=args.alpha,
+        seed=args.seed,
+        method=args.method,
+        null=args.null,
+        fixef=fixef,
+        sigma=args.sigma,
+        data=data,
+        n_jobs=args.jobs,
+    )
+    along = args.along or fit.structure.terms[0].group
+    if args.groups and len(args.groups) > 1:
+        result: Any = mixedmodels.power_curve(
+            fit, args.test, along=along, sizes=args.groups, **options
+        )
+    else:
+        groups = {along: args.groups[0]} if args.groups else None
+        result = mixedmodels.power(fit, args.test, groups=groups, **options)
+    if args.json:
+        return _to_json(result.to_dict())
+    return str(result).rstrip("\n") + "\n"
+
+
 def _add_analyze(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "analyze",
@@ -605,6 +697,7 @@ _COMMANDS: tuple[Callable[[Any, list[argparse.ArgumentParser]], None], ...] = (
     _add_fit,
     _add_compare,
     _add_analyze,
+    _add_power,
 )
 
 

@@ -29,7 +29,7 @@ LAYERS: list[set[str]] = [
     {"inference", "diagnostics", "plots", "describe"},
     {"results"},
     {"models"},
-    {"api", "compat", "compat_results"},
+    {"api", "compat", "compat_results", "power_analysis"},
     {"report"},
     {"cli", "__main__", "__init__"},
 ]

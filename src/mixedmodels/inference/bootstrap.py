@@ -14,6 +14,7 @@ statistic with the simulated ones: ``p = (1 + #{LRT* >= LRT}) / (1 + nsim)``.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 from collections.abc import Callable
@@ -26,10 +27,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ModelSpecificationError
-from ..linalg.cross_products import compute_stratified_cross_products
-from ..linalg.solution import estimate
-from ..objective.model_objective import LinearMixedObjective
-from ..objective.profiled_deviance import ProfiledDeviance
+from ..linalg.solution import beta_sigma
 from ..optimize import OptimizerOptions, minimize_bobyqa
 from .linear_model import LinearModelResult, ols_criterion
 from .parameters import SdCorParameters, residual_ratio_names
@@ -70,17 +68,28 @@ class BootstrapFit:
 
     def params(self) -> pd.Series:
         """sd/cor parameters, sigma and fixed effects, named as in :func:`confint`."""
+        return pd.Series(self.param_values(), index=self.param_names())
+
+    def param_values(self) -> np.ndarray:
+        """The values of :meth:`params` (no pandas: the default statistic of each replicate)."""
         if self.structure is None:
-            vals = np.concatenate([[self.sigma], self.beta])
-            return pd.Series(vals, index=["sigma", *self.x_names])
-        sc = SdCorParameters(self.structure)
-        vals = np.concatenate([sc.to_phi(self.theta, self.sigma), self.beta])
-        names = [*sc.names, *self.x_names]
+            return np.concatenate([[self.sigma], self.beta])
+        vals = np.concatenate(
+            [SdCorParameters(self.structure).to_phi(self.theta, self.sigma), self.beta]
+        )
         if self.strata is not None:
             # Residual SD ratios of the non-reference groups (nlme's varIdent coefficients).
             vals = np.concatenate([vals, np.exp(self.psi)])
+        return vals
+
+    def param_names(self) -> list[str]:
+        """The names of :meth:`params`."""
+        if self.structure is None:
+            return ["sigma", *self.x_names]
+        names = [*SdCorParameters(self.structure).names, *self.x_names]
+        if self.strata is not None:
             names += residual_ratio_names(self.strata)
-        return pd.Series(vals, index=names)
+        return names
 
     def icc(self, groups: list[str]) -> np.ndarray:
         """Adjusted ICC of ``groups`` (random-intercept variances over their sum plus sigma^2)."""
@@ -99,13 +108,15 @@ class BootstrapFit:
 
 
 class _Refitter:
-    """Refits one model to new responses through its cross products (picklable).
+    """Refits one model to new responses (picklable): the model's own :meth:`refit`.
 
-    Only the response changes, so only the ``y`` parts of the blocks are formed again
-    (``Z'Wy``, ``X'Wy``, ``y'Wy`` with the prior weights ``W``, after the offset is taken
-    from y); the rest, and the system's symbolic set-up, are shared. With residual
-    variances by group the blocks of each group are formed again and the model's whole
-    objective (theta and the SD ratios) is minimised, as the fit did.
+    Only the response changes, so only the ``y`` parts of the cross products are formed
+    again (``Z'Wy``, ``X'Wy``, ``y'Wy`` with the prior weights ``W``, after the offset is
+    taken from y); the rest, and the systems' symbolic set-up, are shared
+    (``LinearMixedModel.with_response``). Newton steps from the fit's optimum finish most
+    refits; the others (boundary optima) run the full fit. With residual variances by
+    group the blocks of each group are formed again and the model's whole objective
+    (theta and the SD ratios) is minimised, as the fit did.
     """
 
     def __init__(self, fit: Any, reml: bool):
@@ -120,55 +131,17 @@ class _Refitter:
                     "the parametric bootstrap simulates and refits rows, and this fit was made "
                     "from streamed chunks without keeping them; fit an in-memory sample instead"
                 )
+            self.model = model
             self.structure = fit.structure
-            self.weights = model.weights
-            self.offset = model.offset
             self.strata = model.residual_strata
             self.start = fit.opt.final_theta.copy()
             self.lower = fit.objective_function.lower_bounds()
-            if self.strata is not None:
-                self._objective = fit.objective_function.with_reml(self.reml)
-                self._terms = model.terms
-                return
-            self.A = model.cross_products
-            # Built once (with its rank-update pattern); replicates only swap the y parts.
-            self._base = model.deviance_function(self.reml)
-            terms = fit.structure.terms
-            self._t1 = terms[0]
-            self._rest: list[tuple[np.ndarray, np.ndarray]] = []
-            if len(terms) > 1:
-                off = 0
-                for term in terms[1:]:
-                    for j in range(term.ncols):
-                        self._rest.append((off + term.refs * term.ncols + j, term.z[:, j]))
-                    off += term.nranef
-                self._qr = off
+            self.steps = None
+            if self.strata is None:
+                self.steps = 0.1 * np.maximum(np.abs(self.start), 0.1)
         else:
             self.structure = None
             self._logdet = fit.logdet_xtx
-
-    def _with_response(self, y: np.ndarray) -> ProfiledDeviance:
-        """The deviance of the homoscedastic model for the response ``y`` (offset removed)."""
-        A = self.A
-        t1 = self._t1
-        wy = y if self.weights is None else self.weights * y
-        xytz1 = A.xytz1.copy()
-        for j in range(t1.ncols):
-            xytz1[-1, :, j] = np.bincount(t1.refs, weights=t1.z[:, j] * wy, minlength=t1.nlevels)
-        xytzr = None
-        if A.xytzr is not None:
-            xytzr = A.xytzr.copy()
-            last = np.zeros(self._qr)
-            for idx, z in self._rest:
-                last += np.bincount(idx, weights=z * wy, minlength=self._qr)
-            xytzr[-1] = last
-        xytxy = A.xytxy.copy()
-        xty = self.X.T @ wy
-        xytxy[-1, :-1] = xty
-        xytxy[:-1, -1] = xty
-        xytxy[-1, -1] = wy @ y
-        system = self._base.system.with_values(replace(A, xytz1=xytz1, xytzr=xytzr, xytxy=xytxy))
-        return ProfiledDeviance(system, self.reml, self._base.constant)
 
     def refit(self, y: np.ndarray) -> BootstrapFit:
         X = self.X
@@ -180,57 +153,65 @@ class _Refitter:
             obj = ols_criterion(rss, self._logdet, n, p, self.reml)
             sigma = math.sqrt(rss / (n - p if self.reml else n))
             return BootstrapFit(np.zeros(0), beta, sigma, obj, self.reml, None, self.x_names)
-        if self.offset is not None:
-            y = y - self.offset
+        model = self.model.with_response(y)
         if self.strata is None:
-            dev = self._with_response(y)
-            opt = minimize_bobyqa(dev, self.start, self.lower, _REFIT)
+            # The model's own deviance on the new response, minimised from the fit's
+            # optimum with a small first trust region. No Newton finish or convergence
+            # report: a replicate needs its estimates to ~1e-7, not to 1e-10 (fit.refit
+            # gives the full fit).
+            dev = model.evaluation_deviance(self.reml)
+            opt = minimize_bobyqa(dev, self.start, self.lower, _REFIT, self.steps)
+            theta = opt.final_theta
+            if dev.is_dense:
+                est, value = dev.estimates(theta)
+                beta, sigma = est.beta, est.sigma
+            else:
+                f = dev.factor(theta)
+                beta, sigma = beta_sigma(dev.system, f, self.reml)
+                value = float(dev.objective(f))
             psi = np.zeros(0)
         else:
-            blocks = compute_stratified_cross_products(
-                self._terms, X, y, self.strata.codes, self.strata.nstrata, weights=self.weights
-            )
-            residual = self._objective.residual
-            objective = LinearMixedObjective(
-                self.structure,
-                type(residual)(residual.strata, blocks, residual.weights_jacobian),
-                self.reml,
-            )
+            objective = model.objective(self.reml)
             opt = minimize_bobyqa(objective, self.start, self.lower, _REFIT)
             theta, psi = objective.split(opt.final_theta)
             dev = objective.factored_at(psi)
-        theta = opt.final_theta[: self.structure.ntheta]
-        f = dev.factor(theta)
-        est = estimate(dev.system, f, self.reml)
+            f = dev.factor(theta)
+            beta, sigma = beta_sigma(dev.system, f, self.reml)
+            value = float(dev.objective(f))
         return BootstrapFit(
-            theta,
-            est.beta,
-            est.sigma,
-            float(dev.objective(f)),
+            theta.copy(),
+            beta,
+            sigma,
+            value,
             self.reml,
             self.structure,
             self.x_names,
             psi,
-            None if self.strata is None else self.strata,
+            self.strata,
         )
 
 
 class _Simulator:
     """Draws responses from a fitted model (picklable): its fixed part with the offset, new
-    random effects, and residuals with each row's own SD (``sigma delta_i / sqrt(w_i)``)."""
+    random effects (``conditional=False``, lme4's ``use.u = FALSE``) or the conditional
+    modes (``conditional=True``), and residuals with each row's own SD
+    (``sigma delta_i / sqrt(w_i)``)."""
 
-    def __init__(self, fit: Any):
+    def __init__(self, fit: Any, conditional: bool = False):
         self.mean = fit.design.X @ fit.fixef.to_numpy()
         self.sigma = float(fit.sigma)
         self.terms: list[tuple[np.ndarray, np.ndarray, np.ndarray, int]] = []
         self.scale: np.ndarray | None = None  # residual SD of each row relative to sigma
         if not isinstance(fit, LinearModelResult):
             model = fit.model
-            if model.offset is not None:
-                self.mean = self.mean + model.offset
-            templates = fit.structure.templates(fit.theta)
-            for T, term in zip(templates, fit.structure.terms, strict=True):
-                self.terms.append((T, term.refs, term.z, term.nlevels))
+            if conditional:
+                self.mean = fit.fitted.to_numpy()  # X beta + Z b-hat + offset
+            else:
+                if model.offset is not None:
+                    self.mean = self.mean + model.offset
+                templates = fit.structure.templates(fit.theta)
+                for T, term in zip(templates, fit.structure.terms, strict=True):
+                    self.terms.append((T, term.refs, term.z, term.nlevels))
             scale = np.ones(self.mean.shape[0])
             if model.residual_strata is not None:
                 scale = fit.residual_sd_ratio.to_numpy()[model.residual_strata.codes]
@@ -248,6 +229,45 @@ class _Simulator:
         e = self.sigma * rng.standard_normal(y.shape[0])
         y += e if self.scale is None else e * self.scale
         return y
+
+
+def simulate(fit: Any, nsim: int = 1, seed: int | None = None, *, re: str = "marginal"):
+    """Responses drawn from a fitted linear mixed model (lme4's ``simulate.merMod``).
+
+    Parameters
+    ----------
+    fit
+        A fitted linear mixed model (or a linear model without random effects).
+    nsim
+        Number of responses.
+    seed
+        Seed of the random streams: column ``i`` uses ``SeedSequence(seed).spawn(nsim)[i]``,
+        as replicate ``i`` of :func:`bootstrap` does (so ``bootstrap`` refits exactly these
+        responses).
+    re
+        ``"marginal"``: new random effects ``b* = sigma Lambda(theta) u*`` (lme4's default);
+        ``"conditional"``: the random effects held at their conditional modes.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per observation used in the fit (index as :attr:`fitted`), columns
+        ``sim_1 .. sim_nsim``.
+    """
+    if re not in ("marginal", "conditional"):
+        raise ModelSpecificationError(f're must be "marginal" or "conditional", not {re!r}')
+    if not isinstance(fit, LinearModelResult) and not fit.model.has_rows:
+        raise ModelSpecificationError(
+            "simulating responses needs the data rows; this model was fitted from streamed chunks"
+        )
+    simulator = _Simulator(fit, conditional=re == "conditional")
+    seeds = np.random.SeedSequence(seed).spawn(int(nsim))
+    out = np.empty((simulator.mean.shape[0], int(nsim)))
+    for i, ss in enumerate(seeds):
+        out[:, i] = simulator.draw(np.random.default_rng(ss))
+    return pd.DataFrame(
+        out, index=fit.design.row_index, columns=[f"sim_{i + 1}" for i in range(int(nsim))]
+    )
 
 
 # -- generalized linear mixed models ------------------------------------------------------
@@ -332,8 +352,33 @@ def _is_generalized(fit: Any) -> bool:
 
 
 # -- the replicate loop ---------------------------------------------------------------------
+#: Models whose dense rest block is at least this large keep BLAS's threads in refits (as
+#: ``LinearMixedModel.fit`` does); smaller ones run single-threaded.
+_SMALL_DENSE_BLOCK = 512
+
+
+def _blas_limit(refitters: list[Any]):
+    """One BLAS thread while refitting small models.
+
+    The matrices of a small model's refit and of its tests (Kenward-Roger's are n x n) are
+    small: OpenBLAS's threads cost more to start and spin than the arithmetic (a power
+    curve's Kenward-Roger tests ran 3-5x slower with two threads on a busy 2-core VM).
+    """
+    sizes = [getattr(getattr(r, "model", None), "rest_size", 0) for r in refitters]
+    if max(sizes, default=0) >= _SMALL_DENSE_BLOCK:
+        return contextlib.nullcontext()
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1, user_api="blas")
+
+
 def _run_chunk(task: tuple[Any, list[Any], list[np.random.SeedSequence], Callable[..., Any]]):
     simulator, refitters, seeds, func = task
+    with _blas_limit(refitters):
+        return _run_seeds(simulator, refitters, seeds, func)
+
+
+def _run_seeds(simulator, refitters, seeds, func) -> list[Any]:
     out = []
     for ss in seeds:
         rng = np.random.default_rng(ss)
@@ -368,9 +413,10 @@ def _replicates(
     results: list[Any] = []
     if n_jobs <= 1:
         step = max(1, nsim // 100)
-        for i in range(0, nsim, step):
-            results.extend(_run_chunk((simulator, refitters, seeds[i : i + step], func)))
-            _show(show, label, len(results), nsim)
+        with _blas_limit(refitters):
+            for i in range(0, nsim, step):
+                results.extend(_run_seeds(simulator, refitters, seeds[i : i + step], func))
+                _show(show, label, len(results), nsim)
         return results
     nchunks = min(nsim, 4 * n_jobs)
     bounds = np.linspace(0, nsim, nchunks + 1).astype(int)
@@ -382,7 +428,9 @@ def _replicates(
     return results
 
 
-def _default_func(fit: BootstrapFit) -> np.ndarray:
+def _default_func(fit: BootstrapFit | GlmmBootstrapFit) -> np.ndarray:
+    if isinstance(fit, BootstrapFit):
+        return fit.param_values()  # no pandas per replicate
     return fit.params().to_numpy()
 
 

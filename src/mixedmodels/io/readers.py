@@ -74,7 +74,8 @@ def read_data(source: pd.DataFrame | str | os.PathLike[str]) -> pd.DataFrame:
     Parameters
     ----------
     source
-        A pandas DataFrame (returned unchanged), the name of an embedded dataset
+        A pandas DataFrame (returned unchanged), a polars DataFrame or LazyFrame or a
+        pyarrow Table (converted, see :mod:`mixedmodels.io.frames`), the name of an embedded dataset
         (``"ratpup"``, ``"sleepstudy"``, ... case-insensitive), or the path of a
         ``.csv``, ``.tsv`` or ``.txt`` file (UTF-8; delimiter comma, tab or
         semicolon, detected from the file; also gzip-compressed as ``.csv.gz``,
@@ -105,6 +106,10 @@ def read_data(source: pd.DataFrame | str | os.PathLike[str]) -> pd.DataFrame:
 
     if isinstance(source, pd.DataFrame):
         return source
+    from mixedmodels.io.frames import as_pandas, is_arrow_like
+
+    if is_arrow_like(source):
+        return as_pandas(source)
     if isinstance(source, str):
         if not source.strip():
             raise InputFileError(

@@ -399,6 +399,60 @@ def transform_xy(A: CrossProducts, M: np.ndarray) -> CrossProducts:
     )
 
 
+def response_products(
+    terms: tuple[GroupedTerm, ...],
+    X: np.ndarray,
+    y: np.ndarray,
+    weights: np.ndarray | None = None,
+) -> np.ndarray:
+    """``[Z X y]' W y``: the last row of ``A`` for the response ``y`` (length ``q + p + 1``).
+
+    Random effects in engine order, level-major (column ``level * p_k + j`` of term ``k``),
+    as the dense ``A`` of :mod:`.dense` and, split, the ``y`` rows of ``xytz1``/``xytzr``.
+    A new response changes nothing else of ``A`` (a parametric bootstrap's refit).
+    """
+    wy = y if weights is None else weights * y
+    parts = []
+    for term in terms:
+        if term.ncols == 1:
+            parts.append(np.bincount(term.refs, weights=term.z[:, 0] * wy, minlength=term.nlevels))
+            continue
+        cols = np.empty((term.nlevels, term.ncols))
+        for j in range(term.ncols):
+            cols[:, j] = np.bincount(term.refs, weights=term.z[:, j] * wy, minlength=term.nlevels)
+        parts.append(cols.ravel())
+    parts.append(X.T @ wy)
+    parts.append(np.array([wy @ y]))
+    return np.concatenate(parts)
+
+
+def with_response_products(A: CrossProducts, v: np.ndarray) -> CrossProducts:
+    """The blocks ``A`` with their ``y`` row and column replaced by ``v``
+    (:func:`response_products` of a new response; nothing else changes)."""
+    l1, p1 = A.xytz1.shape[1], A.xytz1.shape[2]
+    q1 = l1 * p1
+    p = A.xytxy.shape[0] - 1
+    xytz1 = A.xytz1.copy()
+    xytz1[-1] = v[:q1].reshape(l1, p1)
+    xytzr = None
+    if A.xytzr is not None:
+        xytzr = A.xytzr.copy()
+        xytzr[-1] = v[q1 : v.shape[0] - p - 1]
+    xytxy = A.xytxy.copy()
+    xytxy[-1, :] = v[-p - 1 :]
+    xytxy[:, -1] = v[-p - 1 :]
+    return CrossProducts(
+        z1tz1=A.z1tz1,
+        zrtz1=A.zrtz1,
+        zrtzr=A.zrtzr,
+        xytz1=xytz1,
+        xytzr=xytzr,
+        xytxy=xytxy,
+        nobs=A.nobs,
+        sum_log_weights=A.sum_log_weights,
+    )
+
+
 class CrossProductPlan:
     """The blocks of ``A = [Z X y]' W [Z X y]`` for fixed rows ``Z`` and ``X``, set up once.
 

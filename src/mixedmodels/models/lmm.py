@@ -37,6 +37,8 @@ from mixedmodels.linalg.cross_products import (
     CrossProducts,
     compute_cross_products,
     compute_stratified_cross_products,
+    response_products,
+    with_response_products,
 )
 from mixedmodels.objective.gradient import DenseDevianceGradient, ProfiledDevianceGradient
 from mixedmodels.objective.model_objective import LinearMixedObjective
@@ -199,7 +201,10 @@ class LinearMixedModel:
         key = self.reml if reml is None else bool(reml)
         if key not in self._dense:
             other = self._dense.get(not key)
-            if other is not None:
+            derived = self._derived_system("_dense", key)
+            if derived is not None:
+                self._dense[key] = derived
+            elif other is not None:
                 self._dense[key] = other.with_reml(key)
             else:
                 p = self.design.X.shape[1]
@@ -227,7 +232,10 @@ class LinearMixedModel:
         key = self.reml if reml is None else bool(reml)
         if key not in self._deviances:
             other = self._deviances.get(not key)
-            if other is not None:
+            derived = self._derived_system("_deviances", key)
+            if derived is not None:
+                self._deviances[key] = derived
+            elif other is not None:
                 self._deviances[key] = other.with_reml(key)
             else:
                 system = BlockedSystem(self.structure, self.cross_products)
@@ -305,7 +313,11 @@ class LinearMixedModel:
             return self._fit(use_reml, start, options)
 
     def _fit(
-        self, use_reml: bool, start: np.ndarray | None, options: OptimizerOptions | None
+        self,
+        use_reml: bool,
+        start: np.ndarray | None,
+        options: OptimizerOptions | None,
+        start_steps: np.ndarray | None = None,
     ) -> LinearMixedModelResult:
         precomputed: dict[str, Any] = {}
         objective = None  # one residual variance: the result builds it if asked
@@ -325,6 +337,7 @@ class LinearMixedModel:
                 x0, steps = dev.moment_start((options or OptimizerOptions()).initial_step)
             else:
                 x0 = np.asarray(start, float)
+                steps = start_steps
             # Newton steps on the analytic gradient finish an interior optimum to ~1e-10,
             # so BOBYQA may stop earlier (20-50% fewer evaluations). A boundary optimum
             # cannot be finished that way: its restart (see minimize_with_restart) runs to
@@ -391,6 +404,104 @@ class LinearMixedModel:
             )
         return result
 
+    # --- A new response: refit and the parametric bootstrap. ------------------------------
+    def with_response(self, y: np.ndarray) -> LinearMixedModel:
+        """The same model for a new response ``y`` (one value per row of the design).
+
+        Nothing symbolic is done again: no formula, no design, no system set-up. Only the
+        ``y`` row of the cross products changes (``Z'Wy``, ``X'Wy``, ``y'Wy``, one pass over
+        the rows); the systems built so far take the new values (``with_values``). With
+        residual variances by group the blocks of each group are formed again.
+        """
+        if not self.has_rows:
+            raise ModelSpecificationError(
+                "this model was fitted from precomputed cross products (streamed data) "
+                "without its rows, so it cannot be refitted to a new response"
+            )
+        y = np.asarray(y, dtype=np.float64)
+        if y.shape != (self.nobs,):
+            raise DataError(
+                f"the new response has shape {y.shape}, but the model has {self.nobs} rows; "
+                "pass one value per row used in the fit (fit.nobs)"
+            )
+        if not np.all(np.isfinite(y)):
+            raise DataError("the new response has missing or infinite values")
+        new = object.__new__(LinearMixedModel)
+        new.__dict__.update(self.__dict__)
+        new.design = replace(self.design, y=y)
+        new.y = y if self.offset is None else y - self.offset
+        new._objectives = {}
+        new._residual = None
+        if self.residual_strata is not None:
+            strata = self.residual_strata
+            blocks = compute_stratified_cross_products(
+                self.terms, self.design.X, new.y, strata.codes, strata.nstrata, self.weights
+            )
+            new._residual = VarIdent(strata, blocks, self.log_jacobian)
+            new._cross_products = blocks.combine(np.ones(strata.nstrata))
+            new._deviances, new._dense = {}, {}
+            return new
+        v = response_products(self.terms, self.design.X, new.y, self.weights)
+        new._cross_products = None
+        if self._cross_products is not None:
+            new._cross_products = with_response_products(self._cross_products, v)
+        # The systems take the new values when first asked for (a bootstrap refit needs
+        # one of them, a full refit both).
+        new._dense, new._deviances = {}, {}
+        # Any model of the chain of refits has the same systems: keep the first (no chain
+        # of parents grows in a loop of refits of refits).
+        source = self.__dict__.get("_response_source")
+        new._response_source = (self if source is None else source[0], v)
+        return new
+
+    def _derived_system(self, cache: str, key: bool) -> ProfiledDeviance | None:
+        """A deviance of :meth:`with_response`'s source model on this model's response."""
+        source = self.__dict__.get("_response_source")
+        if source is None:
+            return None
+        parent, v = source
+        if cache == "_dense":
+            dev = parent.dense_deviance(key)
+            W = dev.system.W.copy()
+            W[-1, :] = v
+            W[:, -1] = v
+            return ProfiledDeviance(dev.system.with_values(W), key, dev.constant)
+        dev = parent.deviance_function(key)
+        if self._cross_products is None:
+            self._cross_products = with_response_products(parent.cross_products, v)
+        return ProfiledDeviance(dev.system.with_values(self._cross_products), key, dev.constant)
+
+    def refit(
+        self, y: np.ndarray, *, start: np.ndarray | None = None, reml: bool | None = None
+    ) -> LinearMixedModelResult:
+        """Fit the model to a new response, from ``start`` (e.g. the first fit's optimum).
+
+        :meth:`with_response`, then the fit of :meth:`fit` from ``start`` with a first trust
+        region a tenth of each parameter's size (a refit's optimum is usually near: 40
+        rather than 60 evaluations on sleepstudy), finished by the same Newton steps and
+        checked the same way; the optimum is the one :meth:`fit` finds on the new data.
+        """
+        model = self.with_response(y)
+        use_reml = self.reml if reml is None else bool(reml)
+        steps = None
+        if start is not None and self.residual_strata is None:
+            start = np.asarray(start, float)
+            steps = _NEARBY_STEP * np.maximum(np.abs(start), _NEARBY_STEP)
+        with _blas_threads_for(self.rest_size):
+            model._check_not_exact(use_reml)
+            return model._fit(use_reml, start, None, steps)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Picklable (worker processes of a bootstrap or a power simulation): systems and
+        objectives are rebuilt on first use; the design's spec for new data (which holds
+        mapping proxies) is left behind, so a model in a worker refits but cannot predict."""
+        state = self.__dict__.copy()
+        state["design"] = replace(self.design, spec=None)
+        state.update(_deviances={}, _dense={}, _objectives={}, _response_source=None)
+        if isinstance(state.get("_residual"), Homoscedastic):
+            state["_residual"] = None
+        return state
+
     # --- Convergence: the finish moves the optimum, the check only judges it. -------------
     def _finish_and_check(self, objective, summary: OptSummary, gradient=None) -> OptSummary:
         """Newton finish (given an analytic gradient), then lme4's ``checkConv``.
@@ -429,6 +540,8 @@ class LinearMixedModel:
 
 # BOBYQA's tolerances when Newton steps finish the optimum (see LinearMixedModel._fit).
 _BEFORE_NEWTON = OptimizerOptions(ftol_rel=1e-7, ftol_abs=1e-5, xtol_abs=1e-4)
+# A refit's first BOBYQA trust region, relative to each start value (see refit).
+_NEARBY_STEP = 0.1
 _SMALL_DENSE_BLOCK = 512
 _BLAS_CONTROLLER: list[Any] = []
 

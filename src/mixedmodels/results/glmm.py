@@ -31,7 +31,7 @@ import pandas as pd
 
 from mixedmodels.errors import ModelSpecificationError
 from mixedmodels.results.glmm_fit import GlmmFit
-from mixedmodels.results.prediction import linear_predictor
+from mixedmodels.results.prediction import linear_predictor, pandas_rows
 from mixedmodels.results.random_effects import condsd_by_group, modes_by_group, ranef_frame
 from mixedmodels.results.variance_components import (
     COLUMNS as VARCORR_COLUMNS,
@@ -584,6 +584,7 @@ class GeneralizedLinearMixedModelResult:
             eta = np.asarray(self._fit.eta) if re else self._fixed_eta()
             index = self.design.row_index
         else:
+            newdata = pandas_rows(newdata)
             eta = linear_predictor(
                 self.design,
                 self.structure.terms,

@@ -15,7 +15,7 @@ import pandas as pd
 
 from mixedmodels.errors import ModelSpecificationError
 from mixedmodels.linalg.solution import Estimates, conditional_variances, estimate
-from mixedmodels.results.prediction import linear_predictor
+from mixedmodels.results.prediction import linear_predictor, pandas_rows
 from mixedmodels.results.random_effects import condsd_by_group, modes_by_group, ranef_frame
 from mixedmodels.results.variance_components import COLUMNS as VARCORR_COLUMNS
 from mixedmodels.results.variance_components import term_covariances, variance_component_rows
@@ -445,6 +445,7 @@ class LinearMixedModelResult:
             )
         if newdata is None:
             return self.fitted if re else self.fitted_marginal
+        newdata = pandas_rows(newdata)
         pred = linear_predictor(
             self.design, self.structure.terms, self.estimates.beta, self.estimates.b, newdata, re=re
         )
@@ -511,6 +512,36 @@ class LinearMixedModelResult:
         from mixedmodels.inference.bootstrap import bootstrap
 
         return bootstrap(self, nsim, seed, **kwargs)
+
+    def refit(self, y: Any) -> LinearMixedModelResult:
+        """Fit the same model to a new response (lme4's ``refit``): a full result.
+
+        ``y`` has one value per row used in the fit (``nobs``, in the order of
+        :attr:`fitted`; a Series is aligned on its index). No formula, design or symbolic
+        work is done again: only the ``y`` parts of the cross products change, and the
+        optimiser starts from this fit's optimum. The result equals :func:`mixedmodels.lmer`
+        on the data with the new response (same criterion, REML or ML).
+        """
+        self._require_rows("refit")
+        if isinstance(y, pd.Series):
+            y = y.reindex(self.design.row_index)
+        return self.model.refit(
+            np.asarray(y, dtype=float), start=self.opt.final_theta, reml=self.reml
+        )
+
+    def simulate(self, nsim: int = 1, seed: int | None = None, *, re: str = "marginal"):
+        """Responses drawn from the fitted model (lme4's ``simulate``): rows x ``nsim``.
+
+        ``re="marginal"`` draws new random effects (lme4's default ``use.u = FALSE``);
+        ``"conditional"`` keeps them at their conditional modes and draws residuals only.
+        Residuals have each row's own SD (residual strata, prior weights); the offset is
+        included. Column ``sim_i`` uses the random stream ``SeedSequence(seed).spawn(nsim)[i]``,
+        the same as replicate ``i`` of :meth:`bootstrap`. See
+        :func:`mixedmodels.inference.bootstrap.simulate`.
+        """
+        from mixedmodels.inference.bootstrap import simulate
+
+        return simulate(self, nsim, seed, re=re)
 
     # -- figures (matplotlib is imported on use) -------------------------------------------
     def plot_diagnostics(self, group: str | None = None):

@@ -93,3 +93,11 @@ def linear_predictor(
             contrib[seen] = np.einsum("ij,ij->i", z[seen], modes[refs[seen], start:stop])
             eta = eta + contrib
     return eta
+
+
+def pandas_rows(newdata: Any) -> Any:
+    """New rows as a pandas DataFrame: a polars DataFrame/LazyFrame or a pyarrow Table is
+    converted (:mod:`mixedmodels.io.frames`); anything else is returned as it is."""
+    from mixedmodels.io.frames import as_pandas, is_arrow_like
+
+    return as_pandas(newdata) if is_arrow_like(newdata) else newdata
