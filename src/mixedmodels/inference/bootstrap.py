@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..errors import ModelSpecificationError
+from ..errors import ModelSpecificationError, refuse_repeated
 from ..linalg.cross_products import compute_stratified_cross_products
 from ..linalg.solution import estimate
 from ..objective.model_objective import LinearMixedObjective
@@ -487,6 +487,11 @@ def bootstrap(
             fit.nb_theta,
         )
     else:
+        refuse_repeated(
+            fit,
+            "the parametric bootstrap",
+            "its simulation would draw independent residuals; use Wald intervals or an LRT",
+        )
         refitter = _Refitter(fit, fit.reml)
         simulator = _Simulator(fit)
         original = None
