@@ -174,6 +174,21 @@ def _add_fit(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
         "(repeatable)",
     )
     parser.add_argument(
+        "--correlation",
+        metavar="SPEC",
+        default=None,
+        help="residual correlation within groups (nlme's correlation=): 'cs(1 | g)', "
+        "'ar1(t | g)', 'car1(t | g)' or 'us(t | g)'; the formula may then have no "
+        "random-effects term (nlme's gls)",
+    )
+    parser.add_argument(
+        "--variance",
+        metavar="SPEC",
+        default=None,
+        help="residual variance function (nlme's weights=): 'power(fitted)', 'power(x)', "
+        "'exp(x)' or 'ident(x)' (= --residual-groups x)",
+    )
+    parser.add_argument(
         "--chunk-rows",
         metavar="N",
         type=int,
@@ -258,6 +273,8 @@ def _run_fit(args: argparse.Namespace) -> str:
         weights=args.weights,
         residual_groups=args.residual_groups,
         residual_pooling=pooling,
+        correlation=args.correlation,
+        variance=args.variance,
     )
     return _fit_output(fit, args)
 
@@ -268,12 +285,12 @@ def _fit_streamed(args: argparse.Namespace) -> Any:
 
     if args.chunk_rows is None and args.dask is None and not is_streamed_source(args.data):
         return None
-    if args.residual_groups or args.residual_pool:
+    if args.residual_groups or args.residual_pool or args.correlation or args.variance:
         from mixedmodels.errors import ModelSpecificationError
 
         raise ModelSpecificationError(
-            "--residual-groups is not available for streamed or Dask fits; drop --chunk-rows/"
-            "--dask or the residual groups"
+            "--residual-groups, --correlation and --variance are not available for streamed "
+            "or Dask fits; drop --chunk-rows/--dask or the residual structure"
         )
     if args.dask is not None:
         from mixedmodels.models.dask_fit import lmer_dask
@@ -311,6 +328,8 @@ _LMM_ONLY_OPTIONS = (
     ("anova", "--anova", "F tests need a residual variance; compare nested fits instead"),
     ("residual_groups", "--residual-groups", "GLMMs have no residual variance"),
     ("residual_pool", "--residual-pool", "GLMMs have no residual variance"),
+    ("correlation", "--correlation", "GLMMs have no residual correlation here"),
+    ("variance", "--variance", "GLMMs have no residual variance"),
 )
 
 
