@@ -501,7 +501,7 @@ class LinearMixedModel:
             step = np.max(np.abs(new_params - params) / (1.0 + np.abs(params)), initial=0.0)
             moved = np.max(np.abs(new_mu - mu) / (1.0 + np.abs(mu)))
             params, mu = new_params, new_mu
-            if step < 1e-9 and moved < 1e-9:
+            if step < _FIXED_POINT_TOL and moved < _FIXED_POINT_TOL:
                 break
         else:
             warnings.warn(
@@ -554,6 +554,8 @@ class LinearMixedModel:
 
 # Refits of a variance function of the fitted values before giving up on the fixed point.
 _FIXED_POINT_MAX = 100
+# ... and the relative change of parameters and fitted values at which it has settled
+_FIXED_POINT_TOL = 1e-8
 
 
 def _null_terms(n: int) -> tuple[GroupedTerm, ...]:

@@ -111,14 +111,17 @@ class RepeatedResidual:
         return self._with(variances=variances)
 
     def _with(self, variances=None, xy=None) -> RepeatedResidual:
-        out = RepeatedResidual.__new__(RepeatedResidual)
-        out.__dict__.update(self.__dict__)
-        out._cache = None
-        if variances is not None:
-            out.variances = tuple(variances)
-        if xy is not None:
-            out._C = np.ascontiguousarray(np.column_stack([self._C[:, : self._zwidth], xy]))
-        return out
+        """The same structure with other variance functions or ``[X y]`` columns."""
+        return RepeatedResidual(
+            self.terms,
+            None,
+            None,
+            self.correlation,
+            self.batches,
+            self.variances if variances is None else variances,
+            self.group,
+            xy=self._C[:, self._zwidth :] if xy is None else xy,
+        )
 
     # -- parameters ------------------------------------------------------------------------
     def initial(self) -> np.ndarray:
@@ -142,6 +145,14 @@ class RepeatedResidual:
         for v, p in zip(self.variances, parts, strict=True):
             out += v.log_w(p)
         return out
+
+    def sigma_scale(self, psi: np.ndarray) -> float:
+        """``sigma_nlme / sigma_internal``: the variance functions' covariates are centred
+        inside (:mod:`.variance_functions`); reported SDs use nlme's scale."""
+        _, parts = self.split(psi)
+        return float(
+            np.exp(sum(v.log_scale(p) for v, p in zip(self.variances, parts, strict=True)))
+        )
 
     # -- the whitening -----------------------------------------------------------------------
     def whiten(self, psi: np.ndarray) -> tuple[np.ndarray, float]:
@@ -201,7 +212,8 @@ class RepeatedResidual:
 
     # -- reporting ---------------------------------------------------------------------------
     def report(self, psi: np.ndarray, sigma: float) -> dict[str, Any]:
-        """``structure_params`` on the natural scale (names as the issue spells them)."""
+        """``structure_params`` on the natural scale (names as the issue spells them);
+        ``sigma`` on nlme's scale (:meth:`sigma_scale`)."""
         pc, parts = self.split(psi)
         out: dict[str, Any] = {}
         if self.correlation is not None:
@@ -212,8 +224,8 @@ class RepeatedResidual:
         return out
 
     def sd_by_row(self, psi: np.ndarray, sigma: float) -> np.ndarray:
-        """The residual SD of every row, ``sigma w_i``."""
-        return sigma * np.exp(self.log_w(psi))
+        """The residual SD of every row, ``sigma w_i`` (sigma on nlme's scale)."""
+        return sigma / self.sigma_scale(psi) * np.exp(self.log_w(psi))
 
     def row_covariance_blocks(self, psi: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
         """``(rows, V)`` per batch (``V``: (G, s, s), relative to sigma^2), for tests and

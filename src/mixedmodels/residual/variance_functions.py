@@ -11,6 +11,12 @@ spec               ``w_i``                            parameter (natural = psi)
 ``ident(x)``       ``ratio_k`` for level k of x       ``log ratio_k`` (k > first)
 =================  ================================  =============================
 
+Internally the covariate is centred (``log|x|`` for power, ``x`` for exp, by its mean
+``c``): the same family of distributions, with ``sigma_internal = sigma e^{delta c}``, but
+well scaled for the optimiser (Orthodont's fitted values of ~25 to the power 0.8 would make
+sigma 13 times smaller and the relative random-effect SDs 13 times larger).
+:meth:`log_scale` gives ``-delta c``, what turns the internal sigma into nlme's.
+
 ``power(fitted)`` is nlme's fixed point: the fitted values are a covariate held fixed
 while the likelihood is maximised and updated between fits (see
 :meth:`mixedmodels.models.lmm.LinearMixedModel.fit`); :meth:`with_covariate` gives the
@@ -42,7 +48,9 @@ class PowerVariance:
             )
         self.name = name
         self.covariate = covariate
-        self._log_abs = np.log(np.abs(covariate))
+        log_abs = np.log(np.abs(covariate))
+        self.centre = float(np.mean(log_abs))
+        self._log_abs = log_abs - self.centre
 
     @property
     def on_fitted(self) -> bool:
@@ -56,6 +64,10 @@ class PowerVariance:
 
     def log_w(self, psi: np.ndarray) -> np.ndarray:
         return psi[0] * self._log_abs
+
+    def log_scale(self, psi: np.ndarray) -> float:
+        """``log(sigma_nlme / sigma_internal) = -delta c``."""
+        return -float(psi[0]) * self.centre
 
     def report(self, psi: np.ndarray, sigma: float) -> dict[str, Any]:
         return {"delta": float(psi[0])}
@@ -73,6 +85,8 @@ class ExpVariance:
     def __init__(self, covariate: np.ndarray, name: str):
         self.name = name
         self.covariate = np.asarray(covariate, dtype=np.float64)
+        self.centre = float(np.mean(self.covariate))
+        self._centred = self.covariate - self.centre
 
     @property
     def on_fitted(self) -> bool:
@@ -85,7 +99,11 @@ class ExpVariance:
         return np.zeros(1)
 
     def log_w(self, psi: np.ndarray) -> np.ndarray:
-        return psi[0] * self.covariate
+        return psi[0] * self._centred
+
+    def log_scale(self, psi: np.ndarray) -> float:
+        """``log(sigma_nlme / sigma_internal) = -exp_t c``."""
+        return -float(psi[0]) * self.centre
 
     def report(self, psi: np.ndarray, sigma: float) -> dict[str, Any]:
         return {"exp_t": float(psi[0])}
@@ -114,6 +132,9 @@ class IdentVariance:
 
     def log_w(self, psi: np.ndarray) -> np.ndarray:
         return self.log_ratios(psi)[self.codes]
+
+    def log_scale(self, psi: np.ndarray) -> float:
+        return 0.0
 
     def report(self, psi: np.ndarray, sigma: float) -> dict[str, Any]:
         ratios = np.exp(self.log_ratios(psi))

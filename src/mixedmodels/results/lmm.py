@@ -7,6 +7,7 @@ Names follow lme4 (``fixef``, ``vcov``, ``VarCorr`` -> ``varcorr``, ``ranef``, `
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -114,8 +115,18 @@ class LinearMixedModelResult:
 
     @cached_property
     def estimates(self) -> Estimates:
-        """beta-hat, sigma-hat, Var(beta-hat) and the conditional modes, from :attr:`factor`."""
-        return estimate(self.deviance_function.system, self.factor, self.reml)
+        """beta-hat, sigma-hat, Var(beta-hat) and the conditional modes, from :attr:`factor`.
+
+        A model without random effects fitted by ML reports nlme's ``gls`` Var(beta-hat):
+        ``sigma^2 (X'V^-1 X)^-1`` with the residual-df ``sigma^2 n / (n - p)`` (nlme scales
+        ``varBeta`` by ``(N - REML p) / (N - p)``), so its standard errors are the REML-type
+        ones, as R users of gls see them.
+        """
+        out = estimate(self.deviance_function.system, self.factor, self.reml)
+        if self._gls and not self.reml:
+            n, p = self.nobs, out.beta.shape[0]
+            out = replace(out, vcov_beta=out.vcov_beta * (n / (n - p)))
+        return out
 
     @cached_property
     def objective(self) -> float:
@@ -200,6 +211,10 @@ class LinearMixedModelResult:
 
     @property
     def sigma(self) -> float:
+        """The residual SD scale (nlme's ``sigma``: with a variance function ``sd_i = sigma
+        w_i``)."""
+        if self.repeated is not None:
+            return self.estimates.sigma * self.repeated.sigma_scale(self.residual_psi)
         return self.estimates.sigma
 
     @property
@@ -337,7 +352,8 @@ class LinearMixedModelResult:
         """Per grouping factor, the covariance matrix of each original term (with names)."""
         if self._gls:
             return {}
-        return term_covariances(self.structure, self.theta, self.sigma**2)
+        # theta is relative to the engine's sigma (centred variance covariates)
+        return term_covariances(self.structure, self.theta, self.estimates.sigma**2)
 
     @property
     def varcorr(self) -> pd.DataFrame:
@@ -375,7 +391,9 @@ class LinearMixedModelResult:
 
     @cached_property
     def _condvar(self) -> list[np.ndarray]:
-        out = conditional_variances(self.deviance_function.system, self.factor, self.sigma)
+        out = conditional_variances(
+            self.deviance_function.system, self.factor, self.estimates.sigma
+        )
         for v in out:
             v.setflags(write=False)  # handed out by ranef_condvar
         return out
