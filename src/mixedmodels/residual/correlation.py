@@ -39,15 +39,28 @@ class Batch:
         float64 (G, s): the time of each row (ar1/car1; None otherwise).
     level
         int64 (G, s): the level of the time factor of each row (us; None otherwise).
+    shared
+        Every group of the batch has the same correlation matrix (the same times relative
+        to the first, or the same levels): one factorisation serves them all.
     """
 
     rows: np.ndarray
     time: np.ndarray | None = None
     level: np.ndarray | None = None
+    shared: bool = False
 
     @property
     def size(self) -> int:
         return self.rows.shape[1]
+
+    @property
+    def first(self) -> Batch:
+        """The batch of its first group alone (whose matrix a shared batch uses)."""
+        return Batch(
+            rows=self.rows[:1],
+            time=None if self.time is None else self.time[:1],
+            level=None if self.level is None else self.level[:1],
+        )
 
 
 class CompoundSymmetry:

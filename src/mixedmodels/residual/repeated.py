@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy.linalg import solve_triangular
 
 from mixedmodels.design.factors import format_level
 from mixedmodels.errors import DataError, ModelSpecificationError
@@ -87,6 +88,23 @@ class RepeatedResidual:
         if xy is None:
             xy = np.column_stack([X, y])
         self._C = np.ascontiguousarray(np.column_stack([*self._zs, xy]))
+        # The rows in batch order (groups of one size contiguous, a group's rows together):
+        # each evaluation then reads and writes contiguous (G, s, m) blocks, no gathers.
+        # Cross products are sums over rows, so the order does not change them.
+        if correlation is None:
+            self._perm = None
+            self._Cp = self._C
+            self._refs_p = self._refs
+            self._spans: list[tuple[int, int, Batch]] = []
+        else:
+            self._perm = np.concatenate([b.rows.ravel() for b in self.batches])
+            self._Cp = np.ascontiguousarray(self._C[self._perm])
+            self._refs_p = [np.ascontiguousarray(np.asarray(r)[self._perm]) for r in self._refs]
+            self._spans = []
+            start = 0
+            for b in self.batches:
+                self._spans.append((start, start + b.rows.size, b))
+                start += b.rows.size
         sizes = [len(correlation.names) if correlation is not None else 0]
         sizes += [len(v.names) for v in self.variances]
         self._offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
@@ -156,7 +174,8 @@ class RepeatedResidual:
 
     # -- the whitening -----------------------------------------------------------------------
     def whiten(self, psi: np.ndarray) -> tuple[np.ndarray, float]:
-        """``L_g^-1 [Z X y]_g`` for every group, stacked as the rows were, and ``sum log|V_g|``.
+        """``L_g^-1 [Z X y]_g`` for every group, in batch order (see ``__init__``), and
+        ``sum log|V_g|``.
 
         Raises ``numpy.linalg.LinAlgError`` where some ``V_g`` is not positive definite.
         """
@@ -167,26 +186,34 @@ class RepeatedResidual:
         lw = self.log_w(psi)
         if not np.all(np.isfinite(lw)):
             raise np.linalg.LinAlgError("variance function not finite")
+        logdet = 2.0 * float(np.sum(lw))  # log|W|^2; the correlations add log|R_g|
+        if self._perm is not None:
+            lw = lw[self._perm]
         w = np.exp(lw)
         if self.correlation is None:
-            Cw = self._C / w[:, None]
-            logdet = 2.0 * float(np.sum(lw))
+            Cw = self._Cp / w[:, None]
         else:
             pc, _ = self.split(psi)
-            Cw = np.empty_like(self._C)
-            logdet = 0.0
-            for batch in self.batches:
-                rows = batch.rows
-                if batch.size == 1:
-                    Cw[rows[:, 0]] = self._C[rows[:, 0]] / w[rows[:, 0], None]
-                    logdet += 2.0 * float(np.sum(lw[rows[:, 0]]))
+            Cw = np.empty_like(self._Cp)
+            m = Cw.shape[1]
+            for start, stop, batch in self._spans:
+                G, s = batch.rows.shape
+                if s == 1:
+                    Cw[start:stop] = self._Cp[start:stop] / w[start:stop, None]
                     continue
-                R = self.correlation.matrices(pc, batch)
-                wb = w[rows]
-                V = R * wb[:, :, None] * wb[:, None, :]
-                L = np.linalg.cholesky(V)
-                Cw[rows] = np.linalg.solve(L, self._C[rows])
-                logdet += 2.0 * float(np.sum(np.log(np.diagonal(L, axis1=1, axis2=2))))
+                # V = W R W, so L_V = W L_R and L_V^-1 M = L_R^-1 (W^-1 M)
+                scaled = (self._Cp[start:stop] / w[start:stop, None]).reshape(G, s, m)
+                if batch.shared:  # one R for all groups: one factor, one triangular solve
+                    Lr = np.linalg.cholesky(self.correlation.matrices(pc, batch.first)[0])
+                    logdet += 2.0 * G * float(np.sum(np.log(np.diagonal(Lr))))
+                    # (an s x s inverse, broadcast over the groups: a BLAS solve on these
+                    # shapes costs more, and starts threads, for the few flops it does)
+                    Li = solve_triangular(Lr, np.eye(s), lower=True, check_finite=False)
+                    Cw[start:stop] = np.matmul(Li, scaled).reshape(-1, m)
+                    continue
+                Lr = np.linalg.cholesky(self.correlation.matrices(pc, batch))
+                logdet += 2.0 * float(np.sum(np.log(np.diagonal(Lr, axis1=1, axis2=2))))
+                Cw[start:stop] = _forward_solve(Lr, scaled).reshape(G * s, m)
         self._cache = (key, Cw, logdet)
         return Cw, logdet
 
@@ -199,7 +226,7 @@ class RepeatedResidual:
             start += z.shape[1]
         Xw = Cw[:, self._zwidth : -1]
         yw = np.ascontiguousarray(Cw[:, -1])
-        return compute_cross_products(self.terms, Xw, yw, refs=self._refs, zs=zs)
+        return compute_cross_products(self.terms, Xw, yw, refs=self._refs_p, zs=zs)
 
     def log_jacobian(self, psi: np.ndarray) -> float:
         """``sum_g log|V_g|``: the deviance's term for the whitening."""
@@ -243,6 +270,25 @@ class RepeatedResidual:
             wb = w[batch.rows]
             out.append((batch.rows, R * wb[:, :, None] * wb[:, None, :]))
         return out
+
+
+#: Up to this group size the batched triangular solve is a loop over the rows of a group
+#: (each step vectorised over the groups); LAPACK's batched LU costs more for small blocks.
+_LOOP_SOLVE_MAX = 24
+
+
+def _forward_solve(L: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """``L^-1 B`` for a batch of lower-triangular ``L`` (G, s, s) and ``B`` (G, s, m)."""
+    s = L.shape[1]
+    if s > _LOOP_SOLVE_MAX:
+        return np.linalg.solve(L, B)
+    out = np.empty_like(B)
+    for i in range(s):
+        acc = B[:, i, :]
+        if i:
+            acc = acc - np.einsum("gj,gjm->gm", L[:, i, :i], out[:, :i, :])
+        out[:, i, :] = acc / L[:, i, i, None]
+    return out
 
 
 def _codes(values: pd.Series) -> tuple[np.ndarray, tuple[str, ...]]:
@@ -370,14 +416,37 @@ def _correlation(frame: pd.DataFrame, spec: CorrelationSpec, terms: tuple):
     for s in np.unique(sizes[sizes > 0]):
         gs = np.nonzero(sizes == s)[0]
         rows = order[starts[gs][:, None] + np.arange(s)[None, :]]
-        batches.append(
-            Batch(
-                rows=rows,
-                time=None if time is None else time[rows],
-                level=None if level is None else level[rows],
-            )
-        )
+        if key is not None:  # a group's rows in time order: equal patterns compare equal
+            rows = np.take_along_axis(rows, np.argsort(key[rows], axis=1, kind="stable"), 1)
+        batches.extend(_split_by_pattern(rows, key, time, level))
     return corr, batches, (spec.group, len(glevels)), extra
+
+
+#: Above this many distinct time patterns among groups of one size, the groups are
+#: factored one by one in a batch (irregular times); below, once per pattern.
+_SHARED_PATTERNS_MAX = 64
+
+
+def _split_by_pattern(rows, key, time, level) -> list[Batch]:
+    """One batch per pattern of times (relative to the first) or levels when there are few
+    (balanced designs: one Cholesky factor for all subjects), else one batch of the size."""
+
+    def batch(r, shared):
+        return Batch(
+            rows=r,
+            time=None if time is None else time[r],
+            level=None if level is None else level[r],
+            shared=shared,
+        )
+
+    if key is None:  # compound symmetry: the size alone gives the matrix
+        return [batch(rows, True)]
+    pattern = key[rows] - (key[rows][:, :1] if level is None else 0.0)
+    unique, inverse = np.unique(pattern, axis=0, return_inverse=True)
+    if unique.shape[0] > _SHARED_PATTERNS_MAX:
+        return [batch(rows, False)]
+    inverse = np.asarray(inverse).ravel()
+    return [batch(rows[inverse == k], True) for k in range(unique.shape[0])]
 
 
 def _variance(
