@@ -436,12 +436,22 @@ class LinearMixedModel:
             # theta alone (e.g. a REML fit's theta for an ML refit) or all parameters
             start = np.asarray(start, float)
             x0[: start.shape[0]] = start
-        summary = self._finish_and_check(
-            objective,
-            minimize_with_restart(
-                objective, x0, objective.lower_bounds(), options, self.structure.ntheta
-            ),
-        )
+        lower = objective.lower_bounds()
+        first = minimize_with_restart(objective, x0, lower, options, self.structure.ntheta)
+        if self.repeated is not None:
+            # No analytic gradient finishes these optima (correlation and variance-function
+            # parameters), and their criteria are flat along some directions (a random
+            # intercept against a positive correlation): a second BOBYQA from the optimum,
+            # with a small trust region, takes the last 1e-6 of the log-likelihood that the
+            # fixed effects (1e-4 against nlme) need; repeated while it still gains.
+            for _ in range(_POLISH_MAX):
+                again = polish(objective, first.final_theta, lower, options or OptimizerOptions())
+                gain = first.final_objective - again.final_objective
+                best = again if gain > 0 else first
+                first = replace(best, evaluations=first.evaluations + again.evaluations)
+                if gain < 1e-9:
+                    break
+        summary = self._finish_and_check(objective, first)
         at_optimum = objective.factored_at(objective.split(summary.final_theta)[1])
         return self._result(objective, at_optimum, summary, use_reml, {}, quiet=quiet)
 
@@ -552,6 +562,8 @@ class LinearMixedModel:
         )
 
 
+# Polishing BOBYQA runs of repeated-measures optima (each only while it gains; see _fit_objective).
+_POLISH_MAX = 4
 # Refits of a variance function of the fitted values before giving up on the fixed point.
 _FIXED_POINT_MAX = 100
 # ... and the relative change of parameters and fitted values at which it has settled
