@@ -143,9 +143,41 @@ class RepeatedResidual:
 
     # -- parameters ------------------------------------------------------------------------
     def initial(self) -> np.ndarray:
+        """nlme's starts (independence, equal SDs), except for ``us``: the correlations and
+        SD ratios of the least-squares residuals by level (pairwise complete), which saves
+        BOBYQA most of its evaluations over the K(K+1)/2 - 1 parameters."""
         parts = [self.correlation.initial()] if self.correlation is not None else []
         parts += [v.initial() for v in self.variances]
-        return np.concatenate(parts) if parts else np.zeros(0)
+        out = np.concatenate(parts) if parts else np.zeros(0)
+        if isinstance(self.correlation, Unstructured):
+            start = self._unstructured_start()
+            if start is not None:
+                out[: start.shape[0]] = start
+        return out
+
+    def _unstructured_start(self) -> np.ndarray | None:
+        """Unconstrained ``us`` parameters (correlations, then log SD ratios) of the
+        correlation matrix and SDs of the least-squares residuals; None if unusable."""
+        X, y = self._C[:, self._zwidth : -1], self._C[:, -1]
+        r = y - X @ np.linalg.lstsq(X, y, rcond=None)[0]
+        K = len(self.correlation.levels)
+        E = np.full((sum(b.rows.shape[0] for b in self.batches), K), np.nan)
+        first = 0
+        for b in self.batches:
+            G = b.rows.shape[0]
+            E[np.arange(first, first + G)[:, None], b.level] = r[b.rows]
+            first += G
+        frame = pd.DataFrame(E)
+        C = frame.corr(min_periods=3).to_numpy()
+        sd = frame.std().to_numpy()
+        if not (np.all(np.isfinite(C)) and np.all(np.isfinite(sd)) and np.all(sd > 0)):
+            return None
+        try:
+            L = np.linalg.cholesky(C)
+        except np.linalg.LinAlgError:
+            return None
+        rows, cols = np.tril_indices(K, -1)
+        return np.concatenate([L[rows, cols] / L[rows, rows], np.log(sd[1:] / sd[0])])
 
     def lower(self) -> np.ndarray:
         return np.full(len(self.names), -np.inf)
