@@ -248,6 +248,9 @@ def test_gls_results(orthodont):
     assert "Generalized least squares fit by REML" in str(fit.summary())
     pred = fit.predict(orthodont.head(3))
     np.testing.assert_allclose(pred, fit.fitted_marginal.to_numpy()[:3])
+    assert fit.ranef_table().empty
+    with pytest.raises(ModelSpecificationError, match="no random effects|has none"):
+        fit.plot_diagnostics()
 
 
 def test_variance_function_sd_by_row(orthodont):

@@ -421,6 +421,8 @@ class LinearMixedModelResult:
 
     def ranef_table(self) -> pd.DataFrame:
         """Tidy BLUPs: ``group, level, term, condval, condsd`` (lme4's as.data.frame(ranef))."""
+        if self._gls:
+            return pd.DataFrame(columns=["group", "level", "term", "condval", "condsd"])
         return ranef_frame(self._ranef, self._ranef_condsd)
 
     # -- fitted values ---------------------------------------------------------------------
@@ -548,6 +550,7 @@ class LinearMixedModelResult:
         """Six-panel residual and random-effects diagnostics (a matplotlib Figure)."""
         from mixedmodels import plots
 
+        self._refuse_without_random_effects("the diagnostics panels", "use plot_qq()")
         return plots.diagnostics(self, group)
 
     def plot_qq(self):
@@ -560,7 +563,14 @@ class LinearMixedModelResult:
         """BLUPs with 95% intervals from their conditional SDs, sorted."""
         from mixedmodels import plots
 
+        self._refuse_without_random_effects("the caterpillar plot", "there are no BLUPs")
         return plots.caterpillar(self, group)
+
+    def _refuse_without_random_effects(self, what: str, instead: str) -> None:
+        if self._gls:
+            raise ModelSpecificationError(
+                f"{what} need random effects and this model has none (a gls fit); {instead}"
+            )
 
     # -- presentation ----------------------------------------------------------------------
     def summary(self) -> Report:
