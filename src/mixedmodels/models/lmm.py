@@ -570,7 +570,7 @@ _POLISH_MAX = 4
 # Refits of a variance function of the fitted values before giving up on the fixed point.
 _FIXED_POINT_MAX = 100
 # ... and the relative change of parameters and fitted values at which it has settled
-_FIXED_POINT_TOL = 1e-8
+_FIXED_POINT_TOL = 1e-6
 
 
 def _newton_by_differences(

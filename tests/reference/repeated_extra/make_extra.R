@@ -18,13 +18,21 @@ params <- function(fit) {
     v <- coef(cs, unconstrained = FALSE)
     if (inherits(cs, "corCompSymm")) out$rho <- unname(v)
     if (inherits(cs, "corAR1") || inherits(cs, "corCAR1") || inherits(cs, "corARMA")) out$phi <- unname(v)
+    if (inherits(cs, "corSymm")) {
+      C <- corMatrix(cs)[[1]]
+      out$corr <- unname(C)
+      vv <- coef(fit$modelStruct$varStruct, unconstrained = FALSE, allCoef = TRUE)
+      lv <- as.character(sort(as.numeric(names(vv))))
+      out$sd_by_level <- as.list(setNames(fit$sigma * vv[lv], lv))
+      out$levels <- lv
+    }
   }
   vf <- fit$modelStruct$varStruct
   if (!is.null(vf)) {
     v <- coef(vf, unconstrained = FALSE, allCoef = TRUE)
     if (inherits(vf, "varPower")) out$delta <- unname(v)
     if (inherits(vf, "varExp")) out$exp_t <- unname(v)
-    if (inherits(vf, "varIdent")) {
+    if (inherits(vf, "varIdent") && !inherits(cs, "corSymm")) {
       lv <- sort(names(v))
       out$sd_by_level <- as.list(setNames(fit$sigma * v[lv], lv))
     }
@@ -109,3 +117,23 @@ f <- gls(distance ~ age * Sex, data = orth, correlation = corAR1(form = ~ visit 
 write_case("orthodont_gls_ar1_identsex_reml", "Orthodont gls: AR(1) + varIdent by Sex", f,
            list(formula = "distance ~ age*Sex", correlation = "ar1(visit | Subject)",
                 variance = "ident(Sex)", reml = TRUE), "Orthodont_rm.csv")
+
+f <- lme(rate ~ (pressure + p2 + p3 + p4) * QB, random = ~ pressure + p2 | Subject, data = dial,
+         weights = varPower(form = ~ pressure), correlation = corAR1(form = ~ index | Subject),
+         method = "REML", control = ctl_lme)
+write_case("dialyzer_lme_slopes_ar1_power_reml", "Dialyzer: random slopes + AR(1) over index + varPower(pressure) (Pinheiro & Bates sec. 5.4)", f,
+           list(formula = "rate ~ (pressure + p2 + p3 + p4)*C(QB) + (pressure + p2 | Subject)",
+                correlation = "ar1(index | Subject)", variance = "power(pressure)", reml = TRUE), "Dialyzer.csv")
+
+f <- lme(Reaction ~ Days, random = ~ Days | Subject, data = sleep,
+         correlation = corAR1(form = ~ Days | Subject), weights = varPower(),
+         method = "ML", control = ctl_lme)
+write_case("sleepstudy_lme_slope_ar1_powerfitted_ml", "sleepstudy ML: random slopes + AR(1) + varPower of fitted values", f,
+           list(formula = "Reaction ~ Days + (Days | Subject)", correlation = "ar1(Days | Subject)",
+                variance = "power(fitted)", reml = FALSE), "sleepstudy.csv")
+
+f <- gls(distance ~ age * Sex, data = orth, correlation = corSymm(form = ~ visit | Subject),
+         weights = varIdent(form = ~ 1 | visit), method = "ML", control = ctl_gls)
+write_case("orthodont_gls_us_ml", "Orthodont gls ML: unstructured (corSymm + varIdent by visit)", f,
+           list(formula = "distance ~ age*Sex", correlation = "us(visit | Subject)",
+                variance = NULL, reml = FALSE), "Orthodont_rm.csv")
