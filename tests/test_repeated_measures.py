@@ -249,7 +249,7 @@ def test_gls_results(orthodont):
     pred = fit.predict(orthodont.head(3))
     np.testing.assert_allclose(pred, fit.fitted_marginal.to_numpy()[:3])
     assert fit.ranef_table().empty
-    with pytest.raises(ModelSpecificationError, match="no random effects|has none"):
+    with pytest.raises(ModelSpecificationError, match=r"no random effects|has none"):
         fit.plot_diagnostics()
 
 
