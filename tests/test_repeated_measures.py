@@ -364,3 +364,31 @@ def test_lrt_between_structures(orthodont):
     ar_gls = mm.lmer("distance ~ age*Sex", orthodont, correlation="ar1(visit | Subject)")
     with pytest.raises(mm.errors.ModelComparisonError, match="not nested"):
         mm.lrt(cs, ar_gls)
+
+
+def test_nested_random_effects_with_correlation_inside_the_inner_factor():
+    """(1 | clinic) + (1 | subj) with AR(1) within subject: the blocked engine's rest block
+    (clinic) after whitening, against the dense likelihood."""
+    rng = np.random.default_rng(3)
+    rows = []
+    for c in range(8):
+        for s in range(12):
+            for t in range(1, 6):
+                rows.append({"clinic": f"c{c}", "subj": f"c{c}s{s}", "t": t, "x": rng.normal()})
+    data = pd.DataFrame(rows)
+    data["y"] = rng.normal(size=len(data)) + 0.3 * data["t"]
+    model, design = model_of(
+        "y ~ x + t + (1 | clinic) + (1 | subj)", data, "ar1(t | subj)", None, True
+    )
+    objective = model.objective(True)
+    params = np.array([0.9, 0.7, 0.4])  # engine order: subj (96 levels), clinic, then phi
+    got = objective(params)
+    by_group = dict(zip([t.group for t in model.structure.terms], params[:2], strict=True))
+    Zs = []
+    for term in design.re_terms:
+        Z = np.zeros((design.nobs, term.nlevels))
+        Z[np.arange(design.nobs), term.refs] = 1.0
+        Zs.append(by_group[term.group] * Z)
+    phi, t = np.tanh(0.4), data["t"].to_numpy(float)
+    V = block_diagonal(data["subj"].to_numpy(), lambda r: phi ** np.abs(t[r, None] - t[None, r]))
+    assert got == pytest.approx(dense_criterion(design.X, design.y, Zs, V, True), rel=1e-10)

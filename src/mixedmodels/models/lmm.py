@@ -277,6 +277,11 @@ class LinearMixedModel:
     def deviance_function(self, reml: bool | None = None) -> ProfiledDeviance:
         """The blocked profiled deviance (REML or ML) as a function of theta, for one residual
         variance; built once and cached."""
+        if self.repeated is not None:
+            raise ModelSpecificationError(
+                "this model has a residual correlation or variance function: its criterion "
+                "depends on their parameters too; use model.objective(reml) (theta, then them)"
+            )
         if self.has_residual_structure:
             raise ModelSpecificationError(
                 "this model has residual variances by group: its criterion depends on their "
