@@ -324,10 +324,13 @@ def _forward_solve(L: np.ndarray, B: np.ndarray) -> np.ndarray:
 
 
 def _codes(values: pd.Series) -> tuple[np.ndarray, tuple[str, ...]]:
-    labels = np.array([format_level(v) for v in values.to_numpy()], dtype=object)
+    """Level of each row (levels as R prints them, sorted numerically or as text)."""
+    codes, uniques = pd.factorize(values, sort=False)
+    labels = [format_level(v) for v in uniques]
     levels = tuple(sorted(set(labels), key=_level_sort_key))
     index = {lab: i for i, lab in enumerate(levels)}
-    return np.array([index[v] for v in labels], dtype=np.int64), levels
+    recode = np.array([index[lab] for lab in labels], dtype=np.int64)
+    return recode[codes], levels
 
 
 def _numeric(frame: pd.DataFrame, column: str, what: str, fix: str) -> np.ndarray:
