@@ -37,7 +37,8 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
-import contestants  # noqa: E402  (the benchmark modules sit next to this script)
+import baseline  # noqa: E402  (the benchmark modules sit next to this script)
+import contestants  # noqa: E402
 import glmm_models  # noqa: E402
 import glmm_render  # noqa: E402
 import glmm_run  # noqa: E402
@@ -45,6 +46,7 @@ import lme4_live  # noqa: E402
 import machine  # noqa: E402
 import models  # noqa: E402
 import render  # noqa: E402
+import sections  # noqa: E402
 import startup  # noqa: E402
 import supervise  # noqa: E402
 
@@ -538,6 +540,11 @@ def write(results: dict, args: argparse.Namespace) -> None:
     markdown = render.markdown(results)
     if glmm:
         markdown = glmm_render.splice(markdown, glmm_render.section(glmm))
+    if not name and DOCS_MD.is_file():
+        # The comparison with an earlier commit (baseline.py) is its own run: keep it.
+        kept = sections.extract(DOCS_MD.read_text(encoding="utf-8"), baseline.BEGIN, baseline.END)
+        if kept:
+            markdown = sections.splice(markdown, kept, baseline.BEGIN, baseline.END)
     md_path.write_text(markdown, encoding="utf-8")
     json_path = RESULTS_DIR / (f"{name}.json" if name else "latest.json")
     json_path.write_text(json.dumps(results, indent=1, default=str) + "\n", encoding="utf-8")

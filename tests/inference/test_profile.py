@@ -122,3 +122,13 @@ def test_wald_confint(crit):
 def test_unknown_method():
     with pytest.raises(ValueError, match="method"):
         confint(_fit("ratpup_b", True), "nope")
+
+
+def test_profile_in_two_processes_equals_one():
+    """Interval ends shared over forked processes: the same numbers, the points merged."""
+    one = LikelihoodProfile(_fit("sleepstudy_corr", True))
+    two = LikelihoodProfile(_fit("sleepstudy_corr", True))
+    a = one.confint(n_jobs=1)
+    b = two.confint(n_jobs=2)
+    np.testing.assert_array_equal(a.to_numpy(), b.to_numpy())
+    assert len(two.points) == len(one.points) > 2 * len(a)

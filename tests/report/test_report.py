@@ -177,3 +177,40 @@ def test_variables_and_hierarchy():
     assert v.loc["g", "levels"] == "a, b"
     h = describe.hierarchy(df, "g")
     assert h["ngroups"] == 2 and h["sizes"].to_dict() == {"a": 2, "b": 1}
+
+
+def test_influence_names_litter_6_pup_and_influential_litters(ratpup_report):
+    """Issue 16: the report names the most influential groups and the largest scaled
+    residuals (row, group, value) and says what to do; on rat-pup, litter 6's 3.68 g pup."""
+    infl = ratpup_report.analysis.influence
+    assert infl is not None and infl.group == "litter"
+    text = " ".join(ratpup_report.findings)
+    data = ratpup_report.analysis.data
+    row = infl.top_observations(1).index[0]
+    assert str(data.at[row, "litter"]) == "6" and data.at[row, "weight"] == pytest.approx(3.68)
+    assert f"row with index {row} (litter 6, weight 3.68): -7.57" in text
+    assert "recording errors" in text  # what to do
+    top = infl.top_groups(1).index[0]
+    assert f"Refit without litter {top}" in text
+    assert "4/27 = 0.148" in text
+    html = ratpup_report.to_html()
+    assert 'id="assumptions-influence"' in html
+    titles = [t["title"] for t in _tables(ratpup_report.to_dict())]
+    assert "Largest scaled residuals:" in titles
+    figures = [f.title for f in ratpup_report.document.figures()]
+    assert "Cook's distance by litter" in figures
+    assert "Effects of M2" in figures  # issue 16 item 4: predicted response with bands
+
+
+def test_influence_finding_without_flags():
+    from mixedmodels.report.findings import influence_findings
+
+    r = analyze("sleepstudy", ["Reaction ~ Days + (Days | Subject)"])
+    found = influence_findings(r.analysis)
+    infl = r.analysis.influence
+    flagged = int(infl.groups["influential"].sum())
+    kinds = [k for _, k in found]
+    assert len(found) == 2
+    assert kinds[1] == ("warn" if flagged else "good")
+    big = (infl.observations["scaled_resid"].abs() > 3).any()
+    assert kinds[0] == ("warn" if big else "good")

@@ -24,8 +24,12 @@ by root-finding on ``zeta(v) = +-z`` directly (Brent's method), which is more ex
 from __future__ import annotations
 
 import math
+import multiprocessing as mp
+import os
 import sys
+import time
 import warnings
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any
 
 import numpy as np
@@ -59,8 +63,11 @@ def ml_deviance_sdcor(dev: ProfiledDeviance, params: SdCorParameters, phi: np.nd
     return f.logdet_z + dev.n * (_LOG_2PI + math.log(s2)) + f.pwrss / s2 + dev.constant
 
 
-def _bobyqa(fun, x0: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> tuple[np.ndarray, float]:
-    """Bound-constrained BOBYQA (NLopt) with tight tolerances, for the small inner problems."""
+def _bobyqa(
+    fun, x0: np.ndarray, lower: np.ndarray, upper: np.ndarray, step: np.ndarray | None = None
+) -> tuple[np.ndarray, float]:
+    """Bound-constrained BOBYQA (NLopt) with tight tolerances, for the small inner problems
+    (``step``: initial steps, default a tenth of each start, at least 0.05)."""
     import nlopt
 
     k = x0.shape[0]
@@ -85,7 +92,8 @@ def _bobyqa(fun, x0: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> tuple[
     opt.set_maxeval(20_000)
     x0 = np.clip(x0, lower, upper)
     width = np.minimum(upper - lower, 1e6)
-    step = np.maximum(0.1 * np.abs(x0), 0.05)
+    if step is None:
+        step = np.maximum(0.1 * np.abs(x0), 0.05)
     step = np.minimum(step, 0.25 * width)
     opt.set_initial_step(step)
     try:
@@ -93,6 +101,22 @@ def _bobyqa(fun, x0: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> tuple[
     except (nlopt.RoundoffLimited, ValueError):
         pass
     return best[1], best[0]
+
+
+def _interpolate(pts: list[tuple[float, float]], target: float) -> float:
+    """``t`` at ``zeta = target`` by inverse interpolation through ``(t, zeta)`` points:
+    the quadratic through three (Lagrange form), the line through two."""
+    if len(pts) == 2:
+        (t0, z0), (t1, z1) = pts
+        return t1 + (target - z1) * (t1 - t0) / (z1 - z0) if z1 != z0 else math.nan
+    (t0, z0), (t1, z1), (t2, z2) = pts
+    if len({z0, z1, z2}) < 3:
+        return math.nan
+    return (
+        t0 * (target - z1) * (target - z2) / ((z0 - z1) * (z0 - z2))
+        + t1 * (target - z0) * (target - z2) / ((z1 - z0) * (z1 - z2))
+        + t2 * (target - z0) * (target - z1) / ((z2 - z0) * (z2 - z1))
+    )
 
 
 class _Progress:
@@ -173,15 +197,39 @@ class LikelihoodProfile:
         self._cache: dict[str, dict[float, tuple[float, np.ndarray]]] = {n: {} for n in self.names}
 
     # -- zeta -----------------------------------------------------------------------------
-    def _warm_start(self, name: str, value: float, default: np.ndarray) -> np.ndarray:
-        # Start from the nearest point already profiled on the same side of the estimate: a
-        # start from the other side can sit in another basin (e.g. a correlation near -1).
+    def _warm_start(
+        self, name: str, value: float, default: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """The other parameters' start at ``value``, and the initial steps for BOBYQA (None:
+        its defaults).
+
+        Linear extrapolation (or interpolation) in ``value`` through the two nearest
+        points already profiled on the same side of the estimate, the estimate itself
+        included (a start from the other side can sit in another basin, e.g. a
+        correlation near -1). The conditional optimum moves smoothly with ``value``, so
+        the error is second order: the steps are a fraction of the extrapolation's own
+        move, which keeps BOBYQA's first trust region near the answer.
+        """
         est = float(self.estimates[name])
-        same_side = [v for v in self._cache[name] if (v - est) * (value - est) > 0]
-        if not same_side:
-            return default
-        nearest = min(same_side, key=lambda v: abs(v - value))
-        return self._cache[name][nearest][1]
+        known = [(v, x) for v, (_, x) in self._cache[name].items() if (v - est) * (value - est) > 0]
+        known.append((est, np.asarray(default, dtype=np.float64)))
+        known.sort(key=lambda vx: abs(vx[0] - value))
+        if len(known) < 2 or known[0][0] == est:
+            return np.array(known[0][1], dtype=np.float64), None
+        (va, xa), (vb, xb) = known[0], known[1]
+        if va == vb:
+            return np.array(xa, dtype=np.float64), None
+        x = xa + (xb - xa) * (value - va) / (vb - va)
+        x = np.clip(x, self._nuisance_lower(name), np.inf)
+        move = np.abs(x - xa)
+        return x, np.maximum(0.5 * move, 1e-4 * np.maximum(np.abs(x), 1e-2))
+
+    def _nuisance_lower(self, name: str) -> np.ndarray | float:
+        """Lower bounds of the parameters held free while ``name`` is profiled."""
+        i = self.names.index(name)
+        if i < self._nvp:
+            return self._lower[[j for j in range(self._nvp) if j != i]]
+        return self.objective.lower_bounds()
 
     def _variance_deviance(self, vp: np.ndarray) -> float:
         """ML deviance at the sd/cor parameters, sigma and residual SD ratios ``vp``."""
@@ -196,13 +244,19 @@ class LikelihoodProfile:
         name = self.names[i]
         free = np.array([j for j in range(self._nvp) if j != i])
         vp = self.phi_hat.copy()
-        x0 = self._warm_start(name, value, self.phi_hat[free]).copy()
+        x0, step = self._warm_start(name, value, self.phi_hat[free])
+        x0 = x0.copy()
         lower = self._lower[free].copy()
         upper = self._upper[free].copy()
         # sigma and SD ratios (when free) are optimised on the log scale: unbounded and
         # better scaled.
         log_pos = np.flatnonzero([self.kinds[j] in ("sigma", "ratio") for j in free])
-        x0[log_pos] = np.log(np.maximum(x0[log_pos], 1e-300))
+        x0[log_pos] = np.maximum(x0[log_pos], 1e-300)
+        if step is not None:
+            step = step.copy()
+            step[log_pos] = step[log_pos] / x0[log_pos]  # d log x = dx / x
+            step = np.minimum(step, 0.5 * np.where(np.isfinite(upper - lower), upper - lower, 1.0))
+        x0[log_pos] = np.log(x0[log_pos])
         lower[log_pos] = -math.inf
 
         def objective(x):
@@ -213,7 +267,7 @@ class LikelihoodProfile:
             full[free] = xx
             return self._variance_deviance(full)
 
-        x, fval = _bobyqa(objective, x0, lower, upper)
+        x, fval = _bobyqa(objective, x0, lower, upper, step)
         x = x.copy()
         x[log_pos] = np.exp(x[log_pos])
         return fval, x
@@ -230,8 +284,8 @@ class LikelihoodProfile:
         M[p - 1, p] = 1.0
         M[p - 1, j] = -value
         objective = self.objective.with_xy_transform(M)
-        x0 = self._warm_start(name, value, self.ml_fit.opt.final_theta)
-        res = minimize_bobyqa(objective, x0, objective.lower_bounds(), _INNER)
+        x0, step = self._warm_start(name, value, self.ml_fit.opt.final_theta)
+        res = minimize_bobyqa(objective, x0, objective.lower_bounds(), _INNER, step)
         return res.final_objective, res.final_theta
 
     def zeta(self, name: str, value: float) -> float:
@@ -277,14 +331,76 @@ class LikelihoodProfile:
             return 0.1 * est
         return 0.5 * est if est > 0 else 0.2 * self.phi_hat[-1]
 
+    def _transform(self, i: int):
+        """The scale on which zeta is close to linear: identity for fixed effects, log for
+        standard deviations, sigma and SD ratios, Fisher's z for correlations."""
+        if i >= self._nvp:
+            return (lambda v: v), (lambda t: t)
+        if self.kinds[i] == "cor":
+            return np.arctanh, np.tanh
+        return np.log, np.exp
+
     def _endpoint(self, name: str, i: int, sign: int, z: float) -> float:
+        """The value where ``zeta = sign * z``.
+
+        Interpolation on the scale where zeta is nearly linear (:meth:`_transform`): the
+        estimate (zeta = 0) and a first guess, then inverse quadratic interpolation
+        through the last three profile points (secant with two), kept inside any
+        bracket found; typically four or five profile points, each a warm-started inner
+        fit. Where it falters (a bound within reach, zeta not increasing), the
+        bracketing search of :meth:`_endpoint_bracketed` takes over, reusing the points.
+        """
+        est = float(self.estimates[name])
+        lo, hi = self._lower[i], self._upper[i]
+        if (sign < 0 and est <= lo) or (sign > 0 and est >= hi):
+            return est
+        fwd, back = self._transform(i)
+        target = sign * z
+        first = est + sign * self._scale(i) * (z if i >= self._nvp else 1.0)
+        if not lo < first < hi or (i < self._nvp and est <= 0.0):
+            return self._endpoint_bracketed(name, i, sign, z)
+        t_est = float(fwd(est))
+        pts = [(t_est, 0.0), (float(fwd(first)), self.zeta(name, first))]
+        tol = 1e-10 * max(1.0, abs(t_est))
+        for _ in range(12):
+            t1, z1 = pts[-1]
+            if not math.isfinite(z1):
+                break
+            if abs(z1 - target) < 1e-6:
+                return float(back(t1))
+            t_new = _interpolate(pts[-3:] if len(pts) >= 3 else pts, target)
+            below = [t for t, zz in pts if (zz - target) * sign < 0]
+            above = [t for t, zz in pts if (zz - target) * sign > 0]
+            if above:  # a bracket: stay inside it
+                a = max(below, key=lambda t: sign * t)
+                b = min(above, key=lambda t: sign * t)
+                if not (math.isfinite(t_new) and (t_new - a) * (t_new - b) < 0):
+                    t_new = 0.5 * (a + b)
+            if not math.isfinite(t_new) or (t_new - t_est) * sign <= 0:
+                break
+            v_new = float(back(t_new))
+            if not lo < v_new < hi:
+                break
+            z_new = self.zeta(name, v_new)
+            pts.append((t_new, z_new))
+            if abs(t_new - t1) < tol:
+                return v_new
+            # zeta must increase along t; otherwise the bracketing search decides.
+            ts = [t for t, _ in pts]
+            zs = [zz for _, zz in pts]
+            order = np.argsort(ts)
+            if np.any(np.diff(np.asarray(zs)[order]) <= 0):
+                break
+        return self._endpoint_bracketed(name, i, sign, z)
+
+    def _endpoint_bracketed(self, name: str, i: int, sign: int, z: float) -> float:
+        """Walk out from the estimate until zeta passes ``sign * z`` (or a bound), then
+        Brent's method inside the bracket; profile points already computed are reused."""
         est = float(self.estimates[name])
         lo, hi = self._lower[i], self._upper[i]
         open_lower = i < self._nvp and self.kinds[i] in ("sigma", "ratio")
         h = self._scale(i) * (z if i >= self._nvp else 1.0)
         prev_v = est
-        if (sign < 0 and est <= lo) or (sign > 0 and est >= hi):
-            return est
         for _ in range(80):
             v = est + sign * h
             at_bound = False
@@ -328,22 +444,82 @@ class LikelihoodProfile:
                 raise KeyError(f"unknown parameter {p!r}; choose from {self.names}")
         return out
 
-    def confint(self, level: float = 0.95, parm: Any = None) -> pd.DataFrame:
-        """Profile intervals: rows ``parm`` (default all), columns ``estimate, lower, upper``."""
+    def confint(
+        self, level: float = 0.95, parm: Any = None, *, n_jobs: int | None = None
+    ) -> pd.DataFrame:
+        """Profile intervals: rows ``parm`` (default all), columns ``estimate, lower, upper``.
+
+        ``n_jobs``: processes over which the interval ends are shared (None: both cores
+        when one evaluation of the deviance takes long enough to repay starting them,
+        see :func:`_auto_jobs`). The ends are found independently, so the numbers do not
+        depend on it.
+        """
         z = float(stats.norm.ppf(0.5 + level / 2.0))
         names = self._select(parm)
-        bar = _Progress(len(names), "profile", self.progress)
-        rows = []
-        for name in names:
-            i = self.names.index(name)
-            lower = self._endpoint(name, i, -1, z)
-            upper = self._endpoint(name, i, +1, z)
-            rows.append({"estimate": float(self.estimates[name]), "lower": lower, "upper": upper})
-            bar.step(name)
+        tasks = [(name, sign) for name in names for sign in (-1, +1)]
+        jobs = _auto_jobs(self) if n_jobs is None else max(1, int(n_jobs))
+        bar = _Progress(len(tasks), "profile", self.progress)
+        ends: dict[tuple[str, int], float] = {}
+        if jobs > 1 and len(tasks) > 1 and _FORK is not None:
+            ends = self._ends_in_processes(tasks, z, jobs, bar)
+        else:
+            for name, sign in tasks:
+                ends[name, sign] = self._endpoint(name, self.names.index(name), sign, z)
+                bar.step(name)
+        rows = [
+            {"estimate": float(self.estimates[n]), "lower": ends[n, -1], "upper": ends[n, +1]}
+            for n in names
+        ]
         out = pd.DataFrame(rows, index=pd.Index(names, name="param"))
         out.attrs["level"] = level
         out.attrs["method"] = "profile"
         return out
+
+    def _ends_in_processes(
+        self, tasks: list[tuple[str, int]], z: float, jobs: int, bar: _Progress
+    ) -> dict[tuple[str, int], float]:
+        """Interval ends in ``jobs`` forked processes (each inherits this profile); the
+        profile points they computed are merged back into the cache."""
+        global _FORKED
+        _FORKED = (self, z)
+        ends: dict[tuple[str, int], float] = {}
+        try:
+            with ProcessPoolExecutor(max_workers=jobs, mp_context=_FORK) as pool:
+                futures = [pool.submit(_forked_endpoint, name, sign) for name, sign in tasks]
+                for future in as_completed(futures):
+                    name, sign, value, points = future.result()
+                    ends[name, sign] = value
+                    self._cache[name].update(points)
+                    bar.step(name)
+        finally:
+            _FORKED = None
+        return ends
+
+
+# -- processes ---------------------------------------------------------------------------------
+# Forked workers inherit the profile (its factorisations and caches) instead of pickling it.
+_FORK = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
+_FORKED: tuple[LikelihoodProfile, float] | None = None
+#: An evaluation of the deviance this slow (seconds) makes two processes pay: an interval
+#: end costs some 50-100 evaluations, a forked process ~50 ms to start.
+_PARALLEL_EVALUATION_S = 0.02
+
+
+def _forked_endpoint(name: str, sign: int) -> tuple[str, int, float, dict]:
+    profile, z = _FORKED
+    value = profile._endpoint(name, profile.names.index(name), sign, z)
+    return name, sign, value, dict(profile._cache[name])
+
+
+def _auto_jobs(profile: LikelihoodProfile) -> int:
+    """Both cores (at most two processes) when one deviance evaluation takes
+    ``_PARALLEL_EVALUATION_S`` or more, else one."""
+    cores = os.cpu_count() or 1
+    if cores < 2 or _FORK is None:
+        return 1
+    start = time.perf_counter()
+    profile._variance_deviance(profile.phi_hat)
+    return 2 if time.perf_counter() - start >= _PARALLEL_EVALUATION_S else 1
 
 
 def profile(fit: Any, *, progress: bool | None = None) -> LikelihoodProfile:
@@ -381,7 +557,7 @@ def confint(
     *,
     nsim: int = 500,
     seed: int | None = None,
-    n_jobs: int = 1,
+    n_jobs: int | None = None,
     progress: bool | None = None,
 ) -> pd.DataFrame:
     """Confidence intervals for the parameters of a fit.
@@ -399,8 +575,11 @@ def confint(
     parm
         Parameter names (``"sd_(Intercept)|litter"``, ``"sigma"``, ``"treatmentHigh"``), or
         ``"theta_"`` / ``"beta_"`` for all variance / fixed-effect parameters; default all.
-    nsim, seed, n_jobs
+    nsim, seed
         Bootstrap settings (``method="bootstrap"`` only).
+    n_jobs
+        Processes: bootstrap refits (default 1) or profile interval ends (default: both
+        cores when the model's deviance is slow enough to repay them).
     progress
         Progress on stderr for profile and bootstrap (default: when stderr is a terminal).
 
@@ -432,10 +611,11 @@ def confint(
 
             return glmm_profile_confint(fit, level, parm)
         refuse_repeated(fit, "the likelihood profile", "use Wald intervals (method='wald')")
-        return LikelihoodProfile(fit, progress=progress).confint(level, parm)
+        return LikelihoodProfile(fit, progress=progress).confint(level, parm, n_jobs=n_jobs)
     if m in ("bootstrap", "boot"):
         from .bootstrap import bootstrap
 
-        boot = bootstrap(fit, nsim=nsim, seed=seed, n_jobs=n_jobs, progress=progress)
+        jobs = 1 if n_jobs is None else n_jobs
+        boot = bootstrap(fit, nsim=nsim, seed=seed, n_jobs=jobs, progress=progress)
         return boot.confint(level, parm)
     raise ValueError(f"method must be 'wald', 'profile' or 'bootstrap', not {method!r}")

@@ -32,6 +32,7 @@ from scipy.linalg.lapack import dpotrf as _dpotrf
 
 from mixedmodels.covariance import CovarianceStructure
 from mixedmodels.linalg.cross_products import CrossProducts, rest_offsets
+from mixedmodels.linalg.memory import check_dense_block
 from mixedmodels.linalg.rank_update import RankUpdatePattern
 
 # What ndarray.sum runs, without its Python wrapper (hot path: every evaluation).
@@ -212,6 +213,16 @@ class BlockedFactor:
         return float(2.0 * np.sum(np.log(d)))
 
 
+def _term_label(term) -> str:
+    """``(1 + x | g)``: a grouped term as lme4 writes it."""
+    cols = ["1" if c == "(Intercept)" else c for c in term.column_names]
+    return f"({' + '.join(cols)} | {term.group})"
+
+
+#: From this size of the dense block on, its memory is checked before it is allocated.
+_MEMORY_CHECK_MIN = 2000
+
+
 class BlockedSystem:
     """The blocked factor of a model's cross products as a function of theta, set up once.
 
@@ -272,6 +283,8 @@ class BlockedSystem:
         self._rest_offsets = rest_offsets(terms)
         self._qr = qr = int(self._rest_offsets[-1])
         self._m = m = qr + self.p + 1
+        if m > _MEMORY_CHECK_MIN:
+            check_dense_block(m, " + ".join(_term_label(t) for t in self._rest_terms))
         self._rest_scalar = all(t.ncols == 1 for t in self._rest_terms)
 
         self._rest_diag = np.arange(qr) * (m + 1)  # flat positions of the rest diagonal

@@ -11,6 +11,7 @@ matplotlib is imported when a figure is drawn, not when ``mixedmodels`` is impor
 
 from __future__ import annotations
 
+from .effects import effect_grids, effects
 from .figures import (
     boxplot_by,
     caterpillar,
@@ -21,6 +22,7 @@ from .figures import (
     residuals_by_group,
     residuals_vs_fitted,
 )
+from .influence import cooks_distance, residual_index
 from .render import figure_to_png, figure_to_svg
 from .responses import proportions_by, wilson_interval
 from .simulated import (
@@ -35,13 +37,17 @@ from .simulated import (
 __all__ = [
     "boxplot_by",
     "caterpillar",
+    "cooks_distance",
     "diagnostics",
     "dispersion_histogram",
+    "effect_grids",
+    "effects",
     "figure_to_png",
     "figure_to_svg",
     "proportions_by",
     "qq",
     "ranef_qq",
+    "residual_index",
     "residual_kde",
     "residuals_by_group",
     "residuals_vs_fitted",

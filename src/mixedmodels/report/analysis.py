@@ -130,6 +130,9 @@ class Analysis:
     summaries: list[tuple[str, pd.DataFrame]]
     hierarchy: list[dict[str, Any]]
     alpha: float = 0.05
+    #: :class:`~mixedmodels.diagnostics.influence.Influence` of the diagnosed model's first
+    #: grouping factor (None when it could not be computed; the reason is in its notes).
+    influence: Any = None
 
 
 def _fit_quietly(fn: Callable[[], Any]) -> tuple[Any, list[str]]:
@@ -268,6 +271,8 @@ def run_analysis(
     target = models[diagnose]
     step(f"checking the assumptions of {target.label}")
     tests = _residual_tests(frame, target.fit, by, groups)
+    step(f"leaving out each group of {target.label} (influence)")
+    influence = _influence(target)
     return Analysis(
         data=frame,
         data_name=data_name,
@@ -282,7 +287,30 @@ def run_analysis(
         summaries=summaries,
         hierarchy=hierarchy,
         alpha=alpha,
+        influence=influence,
     )
+
+
+#: The report leaves out each group only up to this many groups (one refit each); past it
+#: the user runs ``fit.influence()`` when wanted.
+INFLUENCE_MAX_GROUPS = 500
+
+
+def _influence(m: ModelAnalysis) -> Any:
+    """Leave-one-group-out influence of the diagnosed model, or None (reason in its notes)."""
+    levels = next(iter(m.fit.ngroups.values()))
+    if levels > INFLUENCE_MAX_GROUPS:
+        m.notes.append(
+            f"influence not computed in the report: {levels} groups would take {levels} "
+            "refits; run fit.influence() for it"
+        )
+        return None
+    try:
+        infl, _ = _fit_quietly(lambda: m.fit.influence())
+    except (MixedModelsError, np.linalg.LinAlgError, ValueError) as exc:
+        m.notes.append(f"influence not computed: {exc}")
+        return None
+    return infl
 
 
 def _compare(a: ModelAnalysis, b: ModelAnalysis) -> Comparison:

@@ -140,7 +140,28 @@ def _random_display(m: ModelAnalysis) -> list[Table]:
     return out
 
 
-def _model_section(m: ModelAnalysis) -> Section:
+def _effects_figure(m: ModelAnalysis, data: pd.DataFrame) -> list[Any]:
+    """The effects plot of the diagnosed model (nothing if it cannot be drawn)."""
+    from .. import plots
+    from ..errors import MixedModelsError
+
+    try:
+        fig = plots.effects(m.fit, data)
+    except (MixedModelsError, ValueError):
+        return []
+    return [
+        make_figure(
+            fig,
+            f"Effects of {m.label}",
+            "Population-level predicted response along each predictor with 95% confidence "
+            "bands (x' beta +- 1.96 se, se = sqrt(x' V x)); the other predictors are held at "
+            "their most frequent level or mean, as written under each panel.",
+            wide=True,
+        )
+    ]
+
+
+def _model_section(m: ModelAnalysis, data: pd.DataFrame | None = None) -> Section:
     f = m.fit
     crit = "REML criterion" if f.reml else "deviance"
     blocks: list[Any] = [
@@ -174,13 +195,15 @@ def _model_section(m: ModelAnalysis) -> Section:
         blocks.append(
             Table("Intraclass correlation", m.icc.table, notes=(m.icc.definition, *m.icc.notes))
         )
+    if data is not None:
+        blocks.extend(_effects_figure(m, data))
     for n in m.notes:
         blocks.append(Note(n, "warn"))
     return Section(f"model-{m.label.lower()}", f"{m.label}: {m.formula}", tuple(blocks))
 
 
 def _models_section(a: Analysis) -> Section:
-    subs = [_model_section(m) for m in a.models]
+    subs = [_model_section(m, a.data if m is a.diagnosed else None) for m in a.models]
     comp_blocks: list[Any] = [fit_statistics(a.models)]
     table = comparison_table(a.comparisons)
     if table is not None:
@@ -295,6 +318,14 @@ def _assumptions_section(a: Analysis, step: Callable[[str], None]) -> Section:
             )
         )
     tests = _tests_table(a)
+    subsections = [
+        Section("assumptions-normality", "Normality of residuals", tuple(normal)),
+        Section("assumptions-variance", "Equal variance", tuple(spread)),
+        Section("assumptions-ranef", "Random effects", tuple(ranef)),
+    ]
+    if a.influence is not None:
+        step("drawing influence plots")
+        subsections.append(_influence_section(a))
     return Section(
         "assumptions",
         f"Assumptions of {m.label}",
@@ -305,10 +336,37 @@ def _assumptions_section(a: Analysis, step: Callable[[str], None]) -> Section:
             ),
             tests,
         ),
+        tuple(subsections),
+    )
+
+
+def _influence_section(a: Analysis) -> Section:
+    from .. import plots
+
+    infl = a.influence
+    g = infl.group
+    summary = infl.summary()
+    return Section(
+        "assumptions-influence",
+        "Influence",
         (
-            Section("assumptions-normality", "Normality of residuals", tuple(normal)),
-            Section("assumptions-variance", "Equal variance", tuple(spread)),
-            Section("assumptions-ranef", "Random effects", tuple(ranef)),
+            Text(
+                f"Each {g} group left out in turn and the model refitted (warm start): Cook's "
+                "distance of the fixed effects, D = (b - b_(g))' V^-1 (b - b_(g)) / p with V "
+                "the full fit's covariance (influence.ME's definition), flagged above 4/G. "
+                "Scaled residuals are Pearson residuals over sigma (lme4's summary)."
+            ),
+            *summary.tables,
+            make_figure(
+                plots.cooks_distance(infl),
+                f"Cook's distance by {g}",
+                "Leave-one-group-out Cook's distance; the dashed line is 4/G.",
+            ),
+            make_figure(
+                plots.residual_index(infl),
+                "Scaled residuals by row",
+                "Rows beyond ±3 in orange; the three largest are labelled (row, group).",
+            ),
         ),
     )
 

@@ -212,6 +212,8 @@ def findings(analysis: Any) -> list[Finding]:
                     (f"Residual variance is similar across {across} ({_p(t.pvalue)}).", "good")
                 )
 
+    out.extend(influence_findings(a))
+
     # What to try next.
     if unequal:
         factors = [u for u in unequal if u in a.describe_by]
@@ -241,4 +243,69 @@ def findings(analysis: Any) -> list[Finding]:
                     "info",
                 )
             )
+    return out
+
+
+def influence_findings(a: Any, k: int = 3) -> list[Finding]:
+    """The largest scaled residuals (row, group, value) and the most influential groups of
+    the diagnosed model, with what to do about them."""
+    infl = getattr(a, "influence", None)
+    if infl is None:
+        return []
+    label = a.diagnosed.label
+    g = infl.group
+    out: list[Finding] = []
+    obs = infl.top_observations(k)
+    big = obs[obs["scaled_resid"].abs() > 3.0]
+    response = a.response if a.response in a.data.columns else None
+
+    def row_text(row: Any, r: Any) -> str:
+        value = ""
+        if response is not None and row in a.data.index:
+            value = f", {response} {_num(a.data.at[row, response])}"
+        return f"row with index {row} ({g} {r['group']}{value}): {_num(r['scaled_resid'])}"
+
+    if len(big):
+        rows = "; ".join(row_text(row, r) for row, r in big.iterrows())
+        out.append(
+            (
+                f"Largest scaled residuals of {label} (|r| > 3; about 3 in 1000 rows of normal "
+                f"data would pass 3): {rows}. Check these rows for recording errors; if they "
+                "are genuine, refit without them and report whether the conclusions change.",
+                "warn",
+            )
+        )
+    else:
+        r = obs.iloc[0]
+        out.append(
+            (
+                f"No scaled residual of {label} exceeds 3 in absolute value (largest: "
+                f"{row_text(obs.index[0], r)}).",
+                "good",
+            )
+        )
+    top = infl.top_groups(k)
+    listed = ", ".join(f"{lev} (D = {_num(d)})" for lev, d in top["cooks_distance"].items())
+    flagged = infl.groups[infl.groups["influential"]]
+    if len(flagged):
+        worst = str(top.index[0])
+        out.append(
+            (
+                f"Most influential {g} groups in {label} (Cook's distance of the fixed effects "
+                f"when the group is left out): {listed}; {len(flagged)} of {len(infl.groups)} "
+                f"above 4/{len(infl.groups)} = {_num(infl.cutoff)}. Refit without {g} {worst} "
+                "(and any other flagged group) and compare the fixed effects; report both fits "
+                "if a conclusion changes.",
+                "warn",
+            )
+        )
+    else:
+        out.append(
+            (
+                f"No {g} group has a Cook's distance above 4/{len(infl.groups)} = "
+                f"{_num(infl.cutoff)} in {label} (largest: {listed}): no single group drives "
+                "the fixed effects.",
+                "good",
+            )
+        )
     return out

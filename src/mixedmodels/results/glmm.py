@@ -519,6 +519,13 @@ class GeneralizedLinearMixedModelResult:
 
         return bootstrap(self, nsim, seed, **kwargs)
 
+    def influence(self, group: str | None = None):
+        """Not available for GLMMs: refuses in one line
+        (:func:`mixedmodels.diagnostics.influence.influence`)."""
+        from mixedmodels.diagnostics.influence import influence
+
+        return influence(self, group)
+
     def emmeans(self, specs: Any, by: Any = None, **kwargs: Any):
         """Estimated marginal means (:func:`mixedmodels.inference.emmeans.emmeans`; z tests,
         ``type="link"`` or ``"response"``)."""
@@ -533,7 +540,10 @@ class GeneralizedLinearMixedModelResult:
         type: str = "response",
         re: bool = True,
         allow_new_levels: bool = True,
-    ) -> pd.Series:
+        se_fit: bool = False,
+        interval: str | None = None,
+        level: float = 0.95,
+    ) -> pd.Series | pd.DataFrame:
         """Predictions on the response or the link scale, as lme4's ``predict.merMod``.
 
         Parameters
@@ -549,12 +559,24 @@ class GeneralizedLinearMixedModelResult:
             population-level prediction ``X beta + offset``.
         allow_new_levels
             Levels not seen in fitting get zero random effects (default); False raises.
+        se_fit, interval, level
+            Population-level only (``re=False``): a DataFrame ``fit, se_link`` (and
+            ``lower, upper`` for ``interval="confidence"``, formed on the link scale and
+            mapped by the inverse link); see
+            :func:`mixedmodels.inference.prediction.glmm_prediction_frame`. With
+            ``re=True`` or ``interval="prediction"`` they are refused.
 
         Returns
         -------
         pandas.Series
             Indexed like ``newdata`` (or the fitted rows).
         """
+        if se_fit or interval is not None:
+            from mixedmodels.inference.prediction import glmm_prediction_frame
+
+            return glmm_prediction_frame(
+                self, newdata, re=re, interval=interval, level=level, type=type
+            )
         if type not in ("response", "link"):
             raise ValueError(f"type must be 'response' or 'link', not {type!r}")
         if newdata is None:

@@ -471,8 +471,17 @@ class LinearMixedModelResult:
             self.design.y - self._fixed_part(), index=self.design.row_index, name="resid"
         )
 
-    def predict(self, newdata: pd.DataFrame | None = None, *, re: bool = True) -> pd.Series:
-        """Predictions for new rows.
+    def predict(
+        self,
+        newdata: pd.DataFrame | None = None,
+        *,
+        re: bool = True,
+        se_fit: bool = False,
+        interval: str | None = None,
+        level: float = 0.95,
+        weights: Any = None,
+    ) -> pd.Series | pd.DataFrame:
+        """Predictions for new rows, optionally with standard errors and intervals.
 
         Parameters
         ----------
@@ -482,7 +491,30 @@ class LinearMixedModelResult:
         re
             Include the random effects (conditional prediction). Levels not seen in fitting
             get zero random effects, i.e. the population-level prediction.
+        se_fit
+            Return a DataFrame ``fit, se`` instead of a Series.
+        interval
+            ``"confidence"`` (for the mean) or ``"prediction"`` (for a new observation):
+            a DataFrame with ``lower, upper`` too (``se_pred`` for prediction intervals).
+        level
+            Coverage of the interval (normal quantiles).
+        weights
+            Prior weights of the new rows for prediction intervals (column name or values).
+
+        Notes
+        -----
+        What each variance includes is in :mod:`mixedmodels.inference.prediction`:
+        ``x' vcov x`` for ``re=False``; with random effects the joint prediction error
+        variance of beta-hat and the BLUPs (``sigma^2 [Lambda'z; x]' C^{-1} [Lambda'z; x]``,
+        variance parameters treated as known); prediction intervals add the row's residual
+        variance and, for unseen levels, the random effects' variance.
         """
+        if se_fit or interval is not None:
+            from mixedmodels.inference.prediction import prediction_frame
+
+            return prediction_frame(
+                self, newdata, re=re, interval=interval, level=level, weights=weights
+            )
         if newdata is None:
             return self.fitted if re else self.fitted_marginal
         re = re and not self._gls
@@ -538,6 +570,14 @@ class LinearMixedModelResult:
         from mixedmodels.diagnostics.r2 import r2
 
         return r2(self)
+
+    def influence(self, group: str | None = None):
+        """Leave-one-group-out influence (Cook's distance, DFBETAS, changes in the variance
+        parameters) and per-observation hat values and scaled residuals; see
+        :func:`mixedmodels.diagnostics.influence.influence`."""
+        from mixedmodels.diagnostics.influence import influence
+
+        return influence(self, group)
 
     def bootstrap(self, nsim: int = 500, seed: int | None = None, **kwargs: Any):
         """Parametric bootstrap of the fit (reproducible given ``seed``)."""
