@@ -215,3 +215,19 @@ def test_likelihood_ratio(path):
     assert table["Df"].iloc[1] == ref["df"]
     assert table["Chisq"].iloc[1] == pytest.approx(ref["chisq"], rel=1e-4, abs=1e-3)
     assert table["Pr(naive)"].iloc[1] == pytest.approx(ref["p_naive_chisq"], rel=1e-3)
+
+    # ... and through `mixedmodels compare` (one --correlation/--variance per --formula)
+    argv = ["compare", data, "--json"]
+    for spec in (ref["null_spec"], ref["alt_spec"]):
+        argv += ["--formula", spec["formula"]]
+        argv += ["--correlation", spec["correlation"] or "none"]
+        argv += ["--variance", spec["variance"] or "none"]
+    if not ref["null_spec"]["reml"]:
+        argv.append("--ml")
+    code, out, err = run_cli(*argv)
+    assert code == 0, err
+    rows = json.loads(out)["models"]
+    assert [r["npar"] for r in rows] == [ref["df_null"], ref["df_alt"]]
+    assert rows[1]["Df"] == ref["df"]
+    assert rows[1]["Chisq"] == pytest.approx(ref["chisq"], rel=1e-4, abs=1e-3)
+    assert rows[1]["Pr(naive)"] == pytest.approx(ref["p_naive_chisq"], rel=1e-3)
