@@ -166,7 +166,7 @@ def main() -> None:
         for (label, *_), (sec, ll), r in zip(MODELS, ours, nlme, strict=True):
             print(
                 f"| {subjects} ({len(data)}) | {label} | {sec:.3f} | {r['seconds']:.2f} | "
-                f"{r['seconds'] / sec:.0f}x | {ll - r['loglik']:.2g} |"
+                f"{r['seconds'] / sec:.1f}x | {ll - r['loglik']:.2g} |"
             )
 
 
