@@ -41,6 +41,8 @@ def lmer(
     residual_groups: str | None = None,
     residual_pooling: Mapping[str, Sequence[object]] | None = None,
     residual_reference: str | None = None,
+    correlation: str | None = None,
+    variance: str | None = None,
     start: np.ndarray | None = None,
     control: OptimizerOptions | None = None,
     chunk_rows: int | None = None,
@@ -73,6 +75,16 @@ def lmer(
         ``{"High/Low": ["High", "Low"]}`` (West et al.'s Model 3.2B).
     residual_reference
         The stratum whose SD ratio is 1 (default: the first in sorted order).
+    correlation
+        Residual correlation within groups (nlme's ``correlation=``; see
+        docs/repeated-measures.md): ``"cs(1 | g)"`` (compound symmetry), ``"ar1(t | g)"``
+        (AR(1) over integer times), ``"car1(t | g)"`` (continuous time), ``"us(t | g)"``
+        (unstructured, an SD per level of t). Specs are parsed, never evaluated.
+    variance
+        Residual variance function (nlme's ``weights=``): ``"power(fitted)"``,
+        ``"power(x)"``, ``"exp(x)"``, ``"ident(x)"`` (the same as ``residual_groups=x``).
+        With ``correlation`` or ``variance`` the formula may have no random-effects term
+        (nlme's ``gls``).
     start
         Starting values for theta (followed by the log SD ratios with residual groups).
     control
@@ -96,7 +108,22 @@ def lmer(
     data = _pandas_input(data, formula, weights, residual_groups)
     # A DataFrame is read into memory unless chunk_rows asks otherwise (is_streamed_source
     # answers for a DataFrame before its slower Protocol check).
+    from mixedmodels.residual.specs import parse_correlation, parse_variance
+
+    corr_spec, var_spec = parse_correlation(correlation), parse_variance(variance)
+    if var_spec is not None and var_spec.kind == "ident" and corr_spec is None:
+        if residual_groups is not None and residual_groups != var_spec.covariate:
+            raise ModelSpecificationError(
+                "give the residual groups once: residual_groups= or variance='ident(...)'"
+            )
+        residual_groups, var_spec = var_spec.covariate, None  # the same model (varIdent)
+    repeated = corr_spec is not None or var_spec is not None
     if chunk_rows is not None or is_streamed_source(data):
+        if repeated:
+            raise ModelSpecificationError(
+                "residual correlation and variance functions are not available for streamed "
+                "or Dask data; fit an in-memory DataFrame instead"
+            )
         if residual_groups is not None:
             raise ModelSpecificationError(
                 "residual_groups is not available for streamed or Dask data yet; "
@@ -117,6 +144,25 @@ def lmer(
     if not isinstance(frame, pd.DataFrame):  # pragma: no cover - read_data guarantees it
         raise TypeError("data must be a pandas DataFrame, a file path or a dataset name")
     strata = None
+    if repeated:
+        if residual_groups is not None:
+            raise ModelSpecificationError(
+                "residual_groups cannot be combined with correlation= or variance=; write the "
+                "groups as variance='ident(column)'"
+            )
+        design, structure_frame = _design_with_structure(
+            formula, frame, corr_spec, var_spec, weights
+        )
+        model = LinearMixedModel(
+            design,
+            reml=reml,
+            formula=formula,
+            data_name=data_name,
+            correlation=corr_spec,
+            variance=var_spec,
+            structure_frame=structure_frame,
+        )
+        return model.fit(start=start, options=control)
     if residual_groups is None:
         if residual_pooling is not None or residual_reference is not None:
             raise ModelSpecificationError(
@@ -183,6 +229,35 @@ def _pandas_input(data: Any, formula: str, *extra: Any) -> Any:
         return as_pandas(data)
     columns += [c for c in extra if isinstance(c, str)]
     return as_pandas(data, columns)
+
+
+def _design_with_structure(
+    formula: str, frame: pd.DataFrame, correlation: Any, variance: Any, weights: Any
+) -> tuple[ModelDesign, pd.DataFrame]:
+    """The design on rows where the residual structure's columns are present, and those
+    columns for the rows of the design (in its order)."""
+    import difflib
+
+    from mixedmodels.residual.repeated import structure_columns
+
+    columns = structure_columns(correlation, variance)
+    for column in columns:
+        if column not in frame.columns:
+            close = difflib.get_close_matches(column, [str(c) for c in frame.columns], n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise DataError(f"column {column!r} of the residual structure is not in the data{hint}")
+    present = frame[columns].notna().all(axis=1).to_numpy()
+    used = frame.loc[present].reset_index(drop=True)
+    if weights is not None and not isinstance(weights, str):
+        weights = np.asarray(weights)[present]
+    design = build_design(formula, used, weights=weights)
+    positions = np.asarray(design.row_index)
+    design = replace(
+        design,
+        row_index=frame.index[present][positions],
+        n_dropped_rows=design.n_dropped_rows + int((~present).sum()),
+    )
+    return design, used.iloc[positions].reset_index(drop=True)
 
 
 def _weights_column(weights: Any) -> str | None:

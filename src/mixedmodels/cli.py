@@ -174,6 +174,21 @@ def _add_fit(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
         "(repeatable)",
     )
     parser.add_argument(
+        "--correlation",
+        metavar="SPEC",
+        default=None,
+        help="residual correlation within groups (nlme's correlation=): 'cs(1 | g)', "
+        "'ar1(t | g)', 'car1(t | g)' or 'us(t | g)'; the formula may then have no "
+        "random-effects term (nlme's gls)",
+    )
+    parser.add_argument(
+        "--variance",
+        metavar="SPEC",
+        default=None,
+        help="residual variance function (nlme's weights=): 'power(fitted)', 'power(x)', "
+        "'exp(x)' or 'ident(x)' (= --residual-groups x)",
+    )
+    parser.add_argument(
         "--chunk-rows",
         metavar="N",
         type=int,
@@ -258,6 +273,8 @@ def _run_fit(args: argparse.Namespace) -> str:
         weights=args.weights,
         residual_groups=args.residual_groups,
         residual_pooling=pooling,
+        correlation=args.correlation,
+        variance=args.variance,
     )
     return _fit_output(fit, args)
 
@@ -268,12 +285,12 @@ def _fit_streamed(args: argparse.Namespace) -> Any:
 
     if args.chunk_rows is None and args.dask is None and not is_streamed_source(args.data):
         return None
-    if args.residual_groups or args.residual_pool:
+    if args.residual_groups or args.residual_pool or args.correlation or args.variance:
         from mixedmodels.errors import ModelSpecificationError
 
         raise ModelSpecificationError(
-            "--residual-groups is not available for streamed or Dask fits; drop --chunk-rows/"
-            "--dask or the residual groups"
+            "--residual-groups, --correlation and --variance are not available for streamed "
+            "or Dask fits; drop --chunk-rows/--dask or the residual structure"
         )
     if args.dask is not None:
         from mixedmodels.models.dask_fit import lmer_dask
@@ -311,6 +328,8 @@ _LMM_ONLY_OPTIONS = (
     ("anova", "--anova", "F tests need a residual variance; compare nested fits instead"),
     ("residual_groups", "--residual-groups", "GLMMs have no residual variance"),
     ("residual_pool", "--residual-pool", "GLMMs have no residual variance"),
+    ("correlation", "--correlation", "GLMMs have no residual correlation here"),
+    ("variance", "--variance", "GLMMs have no residual variance"),
 )
 
 
@@ -438,6 +457,22 @@ def _add_compare(subparsers: Any, parents: list[argparse.ArgumentParser]) -> Non
     )
     parser.add_argument("--ml", action="store_true", help="fit by ML instead of REML")
     parser.add_argument(
+        "--correlation",
+        metavar="SPEC",
+        action="append",
+        default=None,
+        help="residual correlation of each model, one per --formula in the same order "
+        "('none' for none), e.g. --correlation 'cs(1 | Subject)' --correlation "
+        "'us(visit | Subject)'",
+    )
+    parser.add_argument(
+        "--variance",
+        metavar="SPEC",
+        action="append",
+        default=None,
+        help="residual variance function of each model, one per --formula ('none' for none)",
+    )
+    parser.add_argument(
         "--boundary",
         action=argparse.BooleanOptionalAction,
         default=None,
@@ -458,10 +493,19 @@ def _run_compare(args: argparse.Namespace) -> str:
     if len(args.formula) < 2:
         raise DataError("compare needs at least two --formula options")
     data = read_data(args.data)
+    structures = _per_model_structures(args)
     fits = []
-    for formula in args.formula:
+    for formula, (correlation, variance) in zip(args.formula, structures, strict=True):
         parsed = mixedmodels.parse_formula(formula)
-        if glmm:
+        if correlation is not None or variance is not None:
+            if glmm:
+                raise DataError("--correlation and --variance do not apply with --family")
+            fits.append(
+                mixedmodels.lmer(
+                    formula, data, reml=not args.ml, correlation=correlation, variance=variance
+                )
+            )
+        elif glmm:
             fit = _fit_glmm if parsed.random else _fit_glm
             fits.append(fit(args, formula, data))
         elif parsed.random:
@@ -564,6 +608,25 @@ def _run_power(args: argparse.Namespace) -> str:
     if args.json:
         return _to_json(result.to_dict())
     return str(result).rstrip("\n") + "\n"
+
+
+def _per_model_structures(args: argparse.Namespace) -> list[tuple[str | None, str | None]]:
+    """``(correlation, variance)`` of each ``--formula`` of ``compare`` ('none': None)."""
+    from mixedmodels.errors import DataError
+
+    n = len(args.formula)
+    columns = []
+    for option, values in (("--correlation", args.correlation), ("--variance", args.variance)):
+        if values is None:
+            columns.append([None] * n)
+            continue
+        if len(values) != n:
+            raise DataError(
+                f"give {option} once per --formula ({n}), in the same order, with 'none' for a "
+                f"model without it; got {len(values)}"
+            )
+        columns.append([None if v.strip().lower() == "none" else v for v in values])
+    return list(zip(*columns, strict=True))
 
 
 def _add_analyze(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:

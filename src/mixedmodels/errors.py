@@ -100,3 +100,18 @@ def refuse_generalized(fit: object, what: str, instead: str) -> None:
         raise ModelSpecificationError(
             f"{what} is not available for generalized linear mixed models yet; {instead}"
         )
+
+
+def refuse_repeated(fit: object, what: str, instead: str) -> None:
+    """Raise a one-line error when ``fit`` has a residual correlation or variance function
+    (repeated measures) and ``what`` cannot account for it; ``instead`` says what to use.
+
+    Such a method would treat the residuals as independent with one variance: a silently
+    wrong number, so it refuses here instead.
+    """
+    model = getattr(fit, "model", None)
+    if getattr(model, "repeated", None) is not None:
+        raise ModelSpecificationError(
+            f"{what} is not available for fits with a residual correlation or variance "
+            f"function yet; {instead}"
+        )

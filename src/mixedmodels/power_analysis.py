@@ -46,7 +46,7 @@ import numpy as np
 import pandas as pd
 
 from mixedmodels.design import build_design
-from mixedmodels.errors import ModelSpecificationError
+from mixedmodels.errors import ModelSpecificationError, refuse_repeated
 from mixedmodels.formula import parse_formula
 from mixedmodels.inference.bootstrap import _replicates
 from mixedmodels.models.lmm import LinearMixedModel
@@ -503,6 +503,8 @@ def _scenario(
         raise ModelSpecificationError(
             "power analysis simulates rows; this model was fitted from streamed chunks"
         )
+    # Simulated residuals would be independent: refuse rather than count failed refits.
+    refuse_repeated(fit, "power analysis", "simulate and fit by hand with mm.lmer for now")
     names = list(fit.design.x_names)
     beta = fit.fixef.to_numpy().copy()
     for name, value in (fixef or {}).items():

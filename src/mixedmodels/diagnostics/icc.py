@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mixedmodels.errors import refuse_generalized
+from mixedmodels.errors import refuse_generalized, refuse_repeated
 
 from ..tables import Report, Table
 
@@ -88,6 +88,9 @@ def _intercept_variances(fit: Any) -> tuple[dict[str, float], list[str], float]:
 
 def icc_values(fit: Any) -> pd.Series:
     """Adjusted ICC per grouping factor (at covariate value 0 when there are random slopes)."""
+    refuse_repeated(
+        fit, "the ICC", "the within-group correlation is in fit.structure_params and fit.varcorr"
+    )
     variances, _, sigma2 = _intercept_variances(fit)
     total = sum(variances.values()) + sigma2
     return pd.Series({g: v / total for g, v in variances.items()}, name="icc", dtype=float)

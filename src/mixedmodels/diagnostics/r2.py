@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from ..errors import ModelSpecificationError, refuse_generalized
+from ..errors import ModelSpecificationError, refuse_generalized, refuse_repeated
 
 __all__ = ["R2Result", "r2"]
 
@@ -183,6 +183,11 @@ def r2(fit: Any) -> R2Result:
         fit,
         "R-squared (Nakagawa)",
         "report the variance components (fit.varcorr) and the fixed effects",
+    )
+    refuse_repeated(
+        fit,
+        "R-squared (Nakagawa)",
+        "report fit.structure_params and the variance components (fit.varcorr)",
     )
     n = fit.nobs
     sums = _zz_sums_from_rows(fit) if fit.model.has_rows else _zz_sums_from_cross_products(fit)

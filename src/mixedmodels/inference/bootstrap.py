@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..errors import ModelSpecificationError
+from ..errors import ModelSpecificationError, refuse_repeated
 from ..linalg.solution import beta_sigma
 from ..optimize import OptimizerOptions, minimize_bobyqa
 from .linear_model import LinearModelResult, ols_criterion
@@ -256,6 +256,8 @@ def simulate(fit: Any, nsim: int = 1, seed: int | None = None, *, re: str = "mar
     """
     if re not in ("marginal", "conditional"):
         raise ModelSpecificationError(f're must be "marginal" or "conditional", not {re!r}')
+    # Draws with each row's own SD would miss a residual correlation.
+    refuse_repeated(fit, "simulate", "simulate from the model by hand for now")
     if not isinstance(fit, LinearModelResult) and not fit.model.has_rows:
         raise ModelSpecificationError(
             "simulating responses needs the data rows; this model was fitted from streamed chunks"
@@ -535,6 +537,11 @@ def bootstrap(
             fit.nb_theta,
         )
     else:
+        refuse_repeated(
+            fit,
+            "the parametric bootstrap",
+            "its simulation would draw independent residuals; use Wald intervals or an LRT",
+        )
         refitter = _Refitter(fit, fit.reml)
         simulator = _Simulator(fit)
         original = None

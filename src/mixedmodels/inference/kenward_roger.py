@@ -36,7 +36,7 @@ import numpy as np
 import scipy.linalg as sla
 import scipy.sparse as sp
 
-from ..errors import ModelSpecificationError, refuse_generalized
+from ..errors import ModelSpecificationError, refuse_generalized, refuse_repeated
 from .distributions import f_sf
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -157,6 +157,11 @@ def kenward_roger_covariance(fit: LinearMixedModelResult) -> KenwardRogerCovaria
     >>> kr = kenward_roger_covariance(fit)   # doctest: +SKIP
     >>> np.sqrt(np.diag(kr.vcov_beta_adjusted))  # doctest: +SKIP
     """
+    refuse_repeated(
+        fit,
+        "Kenward-Roger df",
+        "use ddf='satterthwaite', which accounts for the residual structure's parameters",
+    )
     if getattr(fit, "residual_strata", None) is not None:
         raise ModelSpecificationError(
             "Kenward-Roger df are not available for fits with residual variances by group "

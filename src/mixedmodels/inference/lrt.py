@@ -73,6 +73,8 @@ class _ModelInfo:
     groups: dict[str, _GroupInfo] = field(default_factory=dict)
     # Residual-variance strata (column name, stratum of each row), None for one variance.
     strata: tuple[str, np.ndarray] | None = None
+    # Repeated-measures residuals: (correlation spec, variance spec), each None if absent.
+    repeated: tuple[Any, Any] = (None, None)
 
     @property
     def is_mixed(self) -> bool:
@@ -92,11 +94,13 @@ def _describe(fit: Any, name: str) -> _ModelInfo:
             f"cannot compare {type(fit).__name__!r}: pass results of mm.lmer(...), "
             "mm.glmer(...) or of mixedmodels.inference.linear_model.lm(...)"
         )
-    terms = () if glm_like else fit.structure.terms
+    terms = () if glm_like else getattr(fit, "re_terms", fit.structure.terms)
     groups = {t.group: _GroupInfo(np.asarray(t.refs), t.z, t.column_names, t.blocks) for t in terms}
     found = getattr(fit, "residual_strata", None)
     strata = None if found is None else (found.column, np.asarray(found.codes))
-    return _ModelInfo(name, fit, fit.design.X, fit.design.y, groups, strata)
+    model = getattr(fit, "model", None)
+    repeated = (getattr(model, "correlation", None), getattr(model, "variance", None))
+    return _ModelInfo(name, fit, fit.design.X, fit.design.y, groups, strata, repeated)
 
 
 def _row_values(fit: Any, what: str) -> np.ndarray | None:
@@ -237,13 +241,44 @@ def residual_variances_nested(small: _ModelInfo, big: _ModelInfo) -> str | None:
     return None
 
 
+def residual_structures_nested(small: _ModelInfo, big: _ModelInfo) -> str | None:
+    """None if ``small``'s residual correlation and variance function are special cases of
+    ``big``'s, else why not.
+
+    Independence is a special case of every correlation; compound symmetry, AR(1) and
+    continuous AR(1) over the visits are special cases of the unstructured ``us`` on the
+    same grouping (equal SDs, constrained correlations); otherwise the structures must be
+    the same. A variance function is nested only in the same one (none is in all).
+    """
+    (c0, v0), (c1, v1) = small.repeated, big.repeated
+    if c0 is not None:
+        if c1 is None or c1.group != c0.group:
+            return f"the residual correlation {c0} of {small.name!r} is not in {big.name!r}"
+        if c0 != c1 and not (c1.kind == "us" and c0.kind in ("cs", "ar1", "car1")):
+            return (
+                f"the residual correlations {c0} of {small.name!r} and {c1} of {big.name!r} "
+                "are not nested (compare them by AIC/BIC)"
+            )
+        if c0.kind in ("ar1", "car1") and c1.kind == "us" and c0.time != c1.time:
+            return f"{c0} and {c1} use different time columns"
+    if v0 is not None and v0 != v1:
+        return f"the variance function {v0} of {small.name!r} is not in {big.name!r}"
+    if big.repeated != (None, None) and small.strata is not None:
+        return "residual variances by group and a repeated structure cannot be compared"
+    return None
+
+
 def _nesting_problem(small: _ModelInfo, big: _ModelInfo) -> str | None:
     if not in_column_space(small.X, big.X):
         return (
             f"the fixed effects of {small.name!r} are not contained in those of {big.name!r} "
             "(a fixed-effect column is outside the larger model's column space)"
         )
-    return random_effects_nested(small, big) or residual_variances_nested(small, big)
+    return (
+        random_effects_nested(small, big)
+        or residual_variances_nested(small, big)
+        or residual_structures_nested(small, big)
+    )
 
 
 # -- p-values -------------------------------------------------------------------------------

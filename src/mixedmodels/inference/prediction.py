@@ -43,7 +43,7 @@ import scipy.linalg as sla
 import scipy.sparse as sp
 from scipy.special import ndtri
 
-from ..errors import DataError, ModelSpecificationError
+from ..errors import DataError, ModelSpecificationError, refuse_repeated
 
 #: The rest of ``C`` after term 1's levels are eliminated (``q_r + p`` columns: the random
 #: effects of the other grouping factors and the fixed effects) is factored densely up to
@@ -293,6 +293,9 @@ def prediction_frame(
             "se_fit and intervals are for linear mixed models; for a GLMM use "
             "predict(type='link') with bootstrap() for intervals"
         )
+    # Not yet checked against nlme with a residual correlation or variance function (and
+    # a prediction interval would need the new rows' variance-function values).
+    refuse_repeated(fit, "se_fit and prediction intervals", "use predict(newdata) for the values")
     if interval not in (None, "confidence", "prediction"):
         raise ValueError(f"interval must be 'confidence' or 'prediction', not {interval!r}")
     if not 0.0 < level < 1.0:

@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 from scipy import optimize, stats
 
-from mixedmodels.errors import refuse_generalized
+from mixedmodels.errors import refuse_generalized, refuse_repeated
 
 from ..objective.profiled_deviance import ProfiledDeviance
 from ..optimize import OptimizerOptions, minimize_bobyqa
@@ -527,6 +527,7 @@ def profile(fit: Any, *, progress: bool | None = None) -> LikelihoodProfile:
     refuse_generalized(
         fit, "the likelihood profile object", "for intervals use confint(fit, 'profile')"
     )
+    refuse_repeated(fit, "the likelihood profile", "use Wald intervals (method='wald')")
     return LikelihoodProfile(fit, progress=progress)
 
 
@@ -609,6 +610,7 @@ def confint(
             from .glmm_profile import glmm_profile_confint
 
             return glmm_profile_confint(fit, level, parm)
+        refuse_repeated(fit, "the likelihood profile", "use Wald intervals (method='wald')")
         return LikelihoodProfile(fit, progress=progress).confint(level, parm, n_jobs=n_jobs)
     if m in ("bootstrap", "boot"):
         from .bootstrap import bootstrap

@@ -303,7 +303,12 @@ def varpar_covariance_of(fit: LinearMixedModelResult) -> VarparCovariance:
     out = _CACHE.get(fit)
     if out is None:
         out = varpar_covariance(
-            fit.objective_function, fit.opt.final_theta, fit.sigma, reml=fit.reml
+            # the engine's sigma, to which theta is relative (a variance function's centred
+            # covariate makes it differ from the reported fit.sigma)
+            fit.objective_function,
+            fit.opt.final_theta,
+            fit.estimates.sigma,
+            reml=fit.reml,
         )
         _CACHE[fit] = out
     return out

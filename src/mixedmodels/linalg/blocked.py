@@ -540,7 +540,9 @@ class BlockedSystem:
         p1 = self._p1
         a = self._a_packed  # a[e, l] = A_l[r_e, c_e], (r_e, c_e) in np.tril_indices(p1)
         if p1 == 1:
-            tt = theta[0] * theta[0]
+            # A term without parameters (the null term of a model without random effects)
+            # has Lambda = 0.
+            tt = theta[0] * theta[0] if self._t1_index[2] else 0.0
             M = a[0] * tt + 1.0
             return float(_sum(np.log(M))), tt / M
         if p1 == 2:

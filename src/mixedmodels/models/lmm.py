@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from mixedmodels.covariance import CovarianceStructure, group_terms
+from mixedmodels.covariance import CovarianceStructure, GroupedTerm, group_terms
 from mixedmodels.design.model_design import ModelDesign
 from mixedmodels.errors import (
     ConvergenceWarning,
@@ -54,6 +54,13 @@ from mixedmodels.optimize import (
     polish,
     snap_to_bounds,
 )
+from mixedmodels.residual.repeated import RepeatedResidual, build_repeated
+from mixedmodels.residual.specs import (
+    CorrelationSpec,
+    VarianceSpec,
+    parse_correlation,
+    parse_variance,
+)
 from mixedmodels.residual.structures import Homoscedastic, VarIdent, weights_log_jacobian
 from mixedmodels.residual.var_ident import ResidualStrata
 from mixedmodels.results import LinearMixedModelResult
@@ -82,6 +89,14 @@ class LinearMixedModel:
         cluster; weighted, with ``sum log w_i``, and with the offset taken from y already).
         Then ``design`` need not hold any rows: only its names, levels and spec are used,
         and results that need rows (fitted values, residuals) are unavailable.
+    correlation, variance
+        Repeated-measures residuals (:mod:`mixedmodels.residual.repeated`): a correlation
+        within groups (``"ar1(visit | Subject)"``, ``cs``, ``car1``, ``us``) and a variance
+        function (``"power(fitted)"``, ``power(x)``, ``exp(x)``, ``ident(x)``), as nlme's
+        ``correlation=`` and ``weights=``. With either, the formula may have no random-effects
+        term (nlme's ``gls``).
+    structure_frame
+        The data columns those specs name, one row per row of the design.
     """
 
     def __init__(
@@ -93,8 +108,16 @@ class LinearMixedModel:
         data_name: str | None = None,
         residual_strata: ResidualStrata | None = None,
         cross_products: CrossProducts | None = None,
+        correlation: str | CorrelationSpec | None = None,
+        variance: str | VarianceSpec | None = None,
+        structure_frame: Any = None,
     ):
         self.design = design
+        self.correlation = parse_correlation(correlation)
+        self.variance = parse_variance(variance)
+        repeated = self.correlation is not None or self.variance is not None
+        #: A model without random effects (nlme's gls): the engine sees one null term.
+        self.gls = repeated and not design.re_terms
         self.residual_strata = residual_strata
         self.reml = bool(reml)
         self.formula = formula
@@ -103,10 +126,11 @@ class LinearMixedModel:
         n = design.nobs if cross_products is None else int(cross_products.nobs)
         self.nobs = n
         self.has_rows = cross_products is None
-        if not design.re_terms:
+        if not design.re_terms and not repeated:
             raise ModelSpecificationError(
                 "the formula has no random-effects term such as (1 | group); "
-                "add one, or fit an ordinary linear model instead"
+                "add one, give a residual correlation= or variance= (a gls model), "
+                "or fit an ordinary linear model instead"
             )
         if n <= p:
             raise ModelSpecificationError(
@@ -121,7 +145,7 @@ class LinearMixedModel:
                     "random-effects variances and the residual variance are not identifiable: "
                     "simplify the random-effects structure"
                 )
-        self.terms = group_terms(design.re_terms)
+        self.terms = _null_terms(n) if self.gls else group_terms(design.re_terms)
         self.structure = CovarianceStructure.from_terms(self.terms)
         self.weights = getattr(design, "weights", None)
         self.offset = getattr(design, "offset", None)
@@ -144,8 +168,36 @@ class LinearMixedModel:
         self._dense: dict[bool, ProfiledDeviance] = {}
         self._objectives: dict[bool, LinearMixedObjective] = {}
         self._cross_products: CrossProducts | None = None
-        self._residual: Homoscedastic | VarIdent | None = None
-        if cross_products is not None:
+        self._residual: Homoscedastic | VarIdent | RepeatedResidual | None = None
+        self.repeated: RepeatedResidual | None = None
+        if repeated and (cross_products is not None or residual_strata is not None):
+            raise ModelSpecificationError(
+                "a residual correlation or variance function cannot be combined with "
+                + (
+                    "precomputed (streamed) cross products"
+                    if cross_products is not None
+                    else "residual_groups; write the groups as variance='ident(column)'"
+                )
+            )
+        if repeated and self.weights is not None:
+            raise ModelSpecificationError(
+                "prior weights cannot be combined with a residual correlation or variance "
+                "function yet; drop weights= or the structure"
+            )
+        if repeated:
+            if structure_frame is None:
+                raise ValueError("a residual structure needs structure_frame (its data columns)")
+            self.repeated = build_repeated(
+                structure_frame,
+                self.correlation,
+                self.variance,
+                self.terms,
+                design.X,
+                self.y,
+                fitted=np.ones(n),  # power(fitted): replaced by each fit's fitted values
+            )
+            self._residual = self.repeated
+        elif cross_products is not None:
             if residual_strata is not None:
                 raise ModelSpecificationError(
                     "residual variances by group are not available for precomputed cross products"
@@ -194,7 +246,13 @@ class LinearMixedModel:
         """Fitted in dense form (:mod:`mixedmodels.linalg.dense`): a small model (by its sizes
         alone, :func:`~mixedmodels.linalg.choice.prefers_dense`) with one residual variance."""
         p = self.design.X.shape[1]
-        return self.residual_strata is None and prefers_dense(self.structure, p)
+        return not self.has_residual_structure and prefers_dense(self.structure, p)
+
+    @property
+    def has_residual_structure(self) -> bool:
+        """Whether the residual structure has parameters (varIdent strata, correlation or
+        variance function): then the criterion is over theta and those."""
+        return self.residual_strata is not None or self.repeated is not None
 
     def dense_deviance(self, reml: bool | None = None) -> ProfiledDeviance:
         """The profiled deviance of a small model over its dense system; built once."""
@@ -224,7 +282,12 @@ class LinearMixedModel:
     def deviance_function(self, reml: bool | None = None) -> ProfiledDeviance:
         """The blocked profiled deviance (REML or ML) as a function of theta, for one residual
         variance; built once and cached."""
-        if self.residual_strata is not None:
+        if self.repeated is not None:
+            raise ModelSpecificationError(
+                "this model has a residual correlation or variance function: its criterion "
+                "depends on their parameters too; use model.objective(reml) (theta, then them)"
+            )
+        if self.has_residual_structure:
             raise ModelSpecificationError(
                 "this model has residual variances by group: its criterion depends on their "
                 "ratios too; use model.objective(reml) (theta and the log SD ratios)"
@@ -256,7 +319,7 @@ class LinearMixedModel:
         key = self.reml if reml is None else bool(reml)
         if key not in self._objectives:
             fixed = blocked = None
-            if self.residual_strata is None:
+            if not self.has_residual_structure:
                 fixed = self.evaluation_deviance(key)
 
                 def blocked(reml: bool = key) -> ProfiledDeviance:
@@ -321,7 +384,9 @@ class LinearMixedModel:
     ) -> LinearMixedModelResult:
         precomputed: dict[str, Any] = {}
         objective = None  # one residual variance: the result builds it if asked
-        if self.residual_strata is None:
+        if self.repeated is not None and self.repeated.on_fitted:
+            return self._fit_fixed_point(use_reml, start, options)
+        if not self.has_residual_structure:
             # Small models: the gradient and the estimates in dense form (linalg/dense.py);
             # the optimiser's evaluations too when every template is 1 x 1 (else the
             # blocked engine's closed-form level blocks cost less). Large models: blocked.
@@ -372,18 +437,46 @@ class LinearMixedModel:
                 precomputed = {"estimates": estimates, "objective": value}
         else:
             objective = self.objective(use_reml)
-            x0 = objective.initial_values()
-            if start is not None:
-                # theta alone (e.g. a REML fit's theta for an ML refit) or all parameters
-                start = np.asarray(start, float)
-                x0[: start.shape[0]] = start
-            summary = self._finish_and_check(
-                objective,
-                minimize_with_restart(
-                    objective, x0, objective.lower_bounds(), options, self.structure.ntheta
-                ),
-            )
-            at_optimum = objective.factored_at(objective.split(summary.final_theta)[1])
+            return self._fit_objective(objective, use_reml, start, options)
+        return self._result(objective, at_optimum, summary, use_reml, precomputed)
+
+    def _fit_objective(
+        self,
+        objective: LinearMixedObjective,
+        use_reml: bool,
+        start: np.ndarray | None,
+        options: OptimizerOptions | None,
+        quiet: bool = False,
+    ) -> LinearMixedModelResult:
+        """Optimise a criterion over theta and residual parameters (BOBYQA from the start)."""
+        x0 = objective.initial_values()
+        if start is not None:
+            # theta alone (e.g. a REML fit's theta for an ML refit) or all parameters
+            start = np.asarray(start, float)
+            x0[: start.shape[0]] = start
+        lower = objective.lower_bounds()
+        first = minimize_with_restart(objective, x0, lower, options, self.structure.ntheta)
+        if self.repeated is not None:
+            # No analytic gradient finishes these optima (correlation and variance-function
+            # parameters), and their criteria are flat along some directions (a random
+            # intercept against a positive correlation): a second BOBYQA from the optimum,
+            # with a small trust region, takes the last 1e-6 of the log-likelihood that the
+            # fixed effects (1e-4 against nlme) need; repeated while it still gains.
+            for _ in range(_POLISH_MAX):
+                again = polish(objective, first.final_theta, lower, options or OptimizerOptions())
+                gain = first.final_objective - again.final_objective
+                best = again if gain > 0 else first
+                first = replace(best, evaluations=first.evaluations + again.evaluations)
+                if gain < 1e-10 * max(1.0, abs(first.final_objective)):
+                    break
+            if not quiet:
+                k = first.final_theta.shape[0]
+                first = _newton_by_differences(objective, first, lower, 3 if k <= 8 else 1)
+        summary = self._finish_and_check(objective, first)
+        at_optimum = objective.factored_at(objective.split(summary.final_theta)[1])
+        return self._result(objective, at_optimum, summary, use_reml, {}, quiet=quiet)
+
+    def _result(self, objective, at_optimum, summary, use_reml, precomputed, quiet=False):
         result = LinearMixedModelResult(
             model=self,
             objective_function=objective,
@@ -393,14 +486,16 @@ class LinearMixedModel:
             **precomputed,
         )
 
+        if quiet:
+            return result
         for msg in summary.messages:
-            warnings.warn(msg, ConvergenceWarning, stacklevel=2)
+            warnings.warn(msg, ConvergenceWarning, stacklevel=3)
         if result.singular:
             warnings.warn(
                 "boundary (singular) fit: a random-effect variance is estimated as 0 or a "
                 "correlation as +-1; consider simplifying the random-effects structure",
                 SingularFitWarning,
-                stacklevel=2,
+                stacklevel=3,
             )
         return result
 
@@ -417,6 +512,14 @@ class LinearMixedModel:
             raise ModelSpecificationError(
                 "this model was fitted from precomputed cross products (streamed data) "
                 "without its rows, so it cannot be refitted to a new response"
+            )
+        if self.repeated is not None:
+            # Its residual structure whitens the rows group by group: a new response needs
+            # the structure's own blocks, which with_response does not form yet.
+            raise ModelSpecificationError(
+                "refits to a new response (refit, simulate, power, bootstrap) are not "
+                "available for fits with a residual correlation or variance function yet; "
+                "fit the new data with mm.lmer(..., correlation=, variance=)"
             )
         y = np.asarray(y, dtype=np.float64)
         if y.shape != (self.nobs,):
@@ -502,6 +605,52 @@ class LinearMixedModel:
             state["_residual"] = None
         return state
 
+    def _fit_fixed_point(
+        self, use_reml: bool, start: np.ndarray | None, options: OptimizerOptions | None
+    ) -> LinearMixedModelResult:
+        """nlme's fit of a variance function of the fitted values (``power(fitted)``).
+
+        The fitted values are a covariate held fixed while the criterion is optimised and
+        updated between optimisations until neither they nor the parameters change: the
+        estimate is that fixed point, as nlme's (not the maximiser of the likelihood with
+        the fitted values recomputed at every delta). The first fitted values come from the
+        model without that variance function.
+        """
+        base = self.repeated
+        assert base is not None
+        kept = [v for v in base.variances if not v.on_fitted]
+        nfitted = (
+            len(base.names)
+            - sum(len(v.names) for v in kept)
+            - (0 if base.correlation is None else len(base.correlation.names))
+        )
+        first = base._with(variances=kept)
+        result = self._fit_objective(
+            LinearMixedObjective(self.structure, first, use_reml), use_reml, start, options, True
+        )
+        params = np.concatenate([result.opt.final_theta, np.zeros(nfitted)])
+        mu = result.fitted.to_numpy()
+        for _ in range(_FIXED_POINT_MAX):
+            objective = LinearMixedObjective(self.structure, base.with_fitted(mu), use_reml)
+            result = self._fit_objective(objective, use_reml, params, options, True)
+            new_params = result.opt.final_theta
+            new_mu = result.fitted.to_numpy()
+            step = np.max(np.abs(new_params - params) / (1.0 + np.abs(params)), initial=0.0)
+            moved = np.max(np.abs(new_mu - mu) / (1.0 + np.abs(mu)))
+            params, mu = new_params, new_mu
+            if step < _FIXED_POINT_TOL and moved < _FIXED_POINT_TOL:
+                break
+        else:
+            warnings.warn(
+                f"the variance function of the fitted values did not settle in "
+                f"{_FIXED_POINT_MAX} refits (last relative change {max(step, moved):.2g}); "
+                "the estimates may not be nlme's fixed point",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
+        # The last fit, reported with its warnings.
+        return self._fit_objective(objective, use_reml, params, options)
+
     # --- Convergence: the finish moves the optimum, the check only judges it. -------------
     def _finish_and_check(self, objective, summary: OptSummary, gradient=None) -> OptSummary:
         """Newton finish (given an analytic gradient), then lme4's ``checkConv``.
@@ -518,9 +667,11 @@ class LinearMixedModel:
         # boundary): a clean fit does not pay for them.
         def names() -> list[str]:
             labels = self.structure.theta_labels()
-            if extra:  # var-ident residuals: one log SD ratio per non-reference stratum
+            if extra and self.residual_strata is not None:  # one per non-reference stratum
                 strata = self.residual_strata
                 labels += [f"residual: log SD ratio {label}" for label in strata.labels[1:]]
+            elif extra:
+                labels += [f"residual: {name}" for name in objective.residual.names]
             return labels
 
         def blocks() -> np.ndarray:
@@ -536,6 +687,64 @@ class LinearMixedModel:
             names=names,
             blocks=blocks,
         )
+
+
+# Polishing BOBYQA runs of repeated-measures optima (each only while it gains; see _fit_objective).
+_POLISH_MAX = 4
+# Refits of a variance function of the fitted values before giving up on the fixed point.
+_FIXED_POINT_MAX = 100
+# ... and the relative change of parameters and fitted values at which it has settled
+_FIXED_POINT_TOL = 1e-6
+
+
+def _newton_by_differences(
+    objective, summary: OptSummary, lower: np.ndarray, steps: int
+) -> OptSummary:
+    """Newton steps on finite-difference derivatives, kept while they lower the criterion.
+
+    What the analytic-gradient Newton finish does for theta alone, for criteria without an
+    analytic gradient (residual correlation and variance-function parameters): BOBYQA stops
+    where the trust region has shrunk, which on a large, flat criterion can leave the
+    scaled gradient of lme4's convergence check just above its tolerance. Each step costs
+    k (k + 3) / 2 evaluations (k parameters): ``steps`` of them at most.
+    """
+    from mixedmodels.optimize.check import _derivatives
+
+    x, f, used = summary.final_theta.copy(), summary.final_objective, 0
+    for _ in range(steps):
+        g, hessian = _derivatives(objective, x, f, lower)
+        idx = np.arange(x.shape[0])
+        H = hessian(idx)
+        used += x.shape[0] * (x.shape[0] + 3) // 2
+        C = cholesky_or_none(H)
+        if C is None or not np.all(np.isfinite(g)):
+            break
+        step = np.linalg.solve(H, g)
+        trial = np.maximum(x - step, lower)
+        ft = objective(trial)
+        used += 1
+        if not ft < f:
+            break
+        x, f = trial, ft
+        if np.max(np.abs(step)) < 1e-7:
+            break
+    used += summary.evaluations
+    return replace(summary, final_theta=x, final_objective=f, evaluations=used)
+
+
+def _null_terms(n: int) -> tuple[GroupedTerm, ...]:
+    """The engine's one term of a model without random effects (nlme's gls): one level, a
+    zero column and no parameters, so ``Lambda = 0`` and the criterion is gls's."""
+    return (
+        GroupedTerm(
+            group="(no random effects)",
+            levels=("(all)",),
+            refs=np.zeros(n, dtype=np.int64),
+            z=np.zeros((n, 1)),
+            column_names=("(none)",),
+            blocks=(),
+        ),
+    )
 
 
 # BOBYQA's tolerances when Newton steps finish the optimum (see LinearMixedModel._fit).

@@ -158,7 +158,13 @@ class LinearMixedObjective:
         """The criterion at ``params = (theta, psi)``; ``inf`` where not positive definite."""
         self.evaluations += 1
         theta, psi = self.split(params)
-        return self.deviance_at(psi)(theta)
+        try:
+            dev = self.deviance_at(psi)
+        except np.linalg.LinAlgError:
+            # A residual structure outside its positive definite range (a correlation
+            # numerically at 1): no likelihood there.
+            return float("inf")
+        return dev(theta)
 
     # -- variants ---------------------------------------------------------------------------
     def with_reml(self, reml: bool) -> LinearMixedObjective:

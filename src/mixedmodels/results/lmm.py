@@ -7,6 +7,7 @@ Names follow lme4 (``fixef``, ``vcov``, ``VarCorr`` -> ``varcorr``, ``ranef``, `
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -114,8 +115,18 @@ class LinearMixedModelResult:
 
     @cached_property
     def estimates(self) -> Estimates:
-        """beta-hat, sigma-hat, Var(beta-hat) and the conditional modes, from :attr:`factor`."""
-        return estimate(self.deviance_function.system, self.factor, self.reml)
+        """beta-hat, sigma-hat, Var(beta-hat) and the conditional modes, from :attr:`factor`.
+
+        A model without random effects fitted by ML reports nlme's ``gls`` Var(beta-hat):
+        ``sigma^2 (X'V^-1 X)^-1`` with the residual-df ``sigma^2 n / (n - p)`` (nlme scales
+        ``varBeta`` by ``(N - REML p) / (N - p)``), so its standard errors are the REML-type
+        ones, as R users of gls see them.
+        """
+        out = estimate(self.deviance_function.system, self.factor, self.reml)
+        if self._gls and not self.reml:
+            n, p = self.nobs, out.beta.shape[0]
+            out = replace(out, vcov_beta=out.vcov_beta * (n / (n - p)))
+        return out
 
     @cached_property
     def objective(self) -> float:
@@ -146,9 +157,48 @@ class LinearMixedModelResult:
         ratios = np.exp(np.concatenate([[0.0], rho]))
         return pd.Series(ratios, index=list(strata.labels), name="sd_ratio")
 
+    # -- repeated-measures residuals (residual/repeated.py) ---------------------------------
+    @property
+    def repeated(self):
+        """The fitted residual correlation / variance function structure (None without)."""
+        if getattr(self.model, "repeated", None) is None:
+            return None
+        return self.objective_function.residual
+
+    @property
+    def _gls(self) -> bool:
+        return bool(getattr(self.model, "gls", False))
+
+    @property
+    def re_terms(self) -> tuple:
+        """The grouped random-effects terms (none for a model without random effects)."""
+        return () if self._gls else self.structure.terms
+
+    @property
+    def residual_psi(self) -> np.ndarray:
+        """The residual structure's parameters (unconstrained scale) at the optimum."""
+        return self.opt.final_theta[self.structure.ntheta :].copy()
+
+    @property
+    def structure_params(self) -> dict[str, Any] | None:
+        """The residual structure's parameters on the natural scale, by name: ``phi`` (ar1,
+        car1), ``rho`` (cs), ``corr`` and ``levels`` (us: matrix by sorted time level),
+        ``delta`` (power), ``exp_t`` (exp), ``sd_by_level`` (us, ident), ``sigma``. None for
+        models without a correlation or variance function."""
+        repeated = self.repeated
+        if repeated is None:
+            if self.residual_strata is None:
+                return None
+            sd = self.residual_sd
+            return {"sd_by_level": {k: float(v) for k, v in sd.items()}, "sigma": self.sigma}
+        return repeated.report(self.residual_psi, self.sigma)
+
     @property
     def residual_sd_by_row(self) -> np.ndarray:
-        """The residual SD of each row's stratum (sigma everywhere without strata)."""
+        """The residual SD of each row (its stratum's, or ``sigma w_i`` of a variance
+        function; sigma everywhere without either)."""
+        if self.repeated is not None:
+            return self.repeated.sd_by_row(self.residual_psi, self.sigma)
         strata = self.residual_strata
         if strata is None:
             return np.full(self.nobs, self.sigma)
@@ -161,6 +211,10 @@ class LinearMixedModelResult:
 
     @property
     def sigma(self) -> float:
+        """The residual SD scale (nlme's ``sigma``: with a variance function ``sd_i = sigma
+        w_i``)."""
+        if self.repeated is not None:
+            return self.estimates.sigma * self.repeated.sigma_scale(self.residual_psi)
         return self.estimates.sigma
 
     @property
@@ -176,7 +230,11 @@ class LinearMixedModelResult:
 
     @property
     def ngroups(self) -> dict[str, int]:
-        """Number of levels of each grouping factor (engine order)."""
+        """Number of levels of each grouping factor (engine order); for a model without
+        random effects, of the correlation's grouping factor (nlme's gls)."""
+        if self._gls:
+            group = None if self.repeated is None else self.repeated.group
+            return {} if group is None else {group[0]: group[1]}
         return {t.group: t.nlevels for t in self.structure.terms}
 
     @property
@@ -185,8 +243,9 @@ class LinearMixedModelResult:
 
     @property
     def nparams(self) -> int:
-        """Number of estimated parameters: fixed effects, theta and sigma (lme4's df)."""
-        extra = 0 if self.residual_strata is None else self.residual_strata.nstrata - 1
+        """Number of estimated parameters: fixed effects, theta, the residual structure's
+        and sigma (lme4's and nlme's logLik df)."""
+        extra = self.opt.final_theta.shape[0] - self.structure.ntheta
         return len(self.estimates.beta) + self.structure.ntheta + 1 + extra
 
     @property
@@ -291,7 +350,10 @@ class LinearMixedModelResult:
     # -- variance components -------------------------------------------------------------
     def covariance_matrices(self) -> dict[str, list[tuple[tuple[str, ...], np.ndarray]]]:
         """Per grouping factor, the covariance matrix of each original term (with names)."""
-        return term_covariances(self.structure, self.theta, self.sigma**2)
+        if self._gls:
+            return {}
+        # theta is relative to the engine's sigma (centred variance covariates)
+        return term_covariances(self.structure, self.theta, self.estimates.sigma**2)
 
     @property
     def varcorr(self) -> pd.DataFrame:
@@ -323,11 +385,15 @@ class LinearMixedModelResult:
 
     @cached_property
     def _ranef(self) -> dict[str, pd.DataFrame]:
+        if self._gls:
+            return {}
         return modes_by_group(self.estimates.b, self.structure.terms)
 
     @cached_property
     def _condvar(self) -> list[np.ndarray]:
-        out = conditional_variances(self.deviance_function.system, self.factor, self.sigma)
+        out = conditional_variances(
+            self.deviance_function.system, self.factor, self.estimates.sigma
+        )
         for v in out:
             v.setflags(write=False)  # handed out by ranef_condvar
         return out
@@ -335,6 +401,8 @@ class LinearMixedModelResult:
     @property
     def ranef_condvar(self) -> dict[str, np.ndarray]:
         """Conditional covariance matrices of the BLUPs: group -> (levels, p, p), read-only."""
+        if self._gls:
+            return {}
         return {t.group: v for t, v in zip(self.structure.terms, self._condvar, strict=True)}
 
     @property
@@ -347,10 +415,14 @@ class LinearMixedModelResult:
 
     @cached_property
     def _ranef_condsd(self) -> dict[str, pd.DataFrame]:
+        if self._gls:
+            return {}
         return condsd_by_group(self._condvar, self.structure.terms)
 
     def ranef_table(self) -> pd.DataFrame:
         """Tidy BLUPs: ``group, level, term, condval, condsd`` (lme4's as.data.frame(ranef))."""
+        if self._gls:
+            return pd.DataFrame(columns=["group", "level", "term", "condval", "condsd"])
         return ranef_frame(self._ranef, self._ranef_condsd)
 
     # -- fitted values ---------------------------------------------------------------------
@@ -446,6 +518,7 @@ class LinearMixedModelResult:
         if newdata is None:
             return self.fitted if re else self.fitted_marginal
         newdata = pandas_rows(newdata)
+        re = re and not self._gls
         pred = linear_predictor(
             self.design, self.structure.terms, self.estimates.beta, self.estimates.b, newdata, re=re
         )
@@ -548,6 +621,7 @@ class LinearMixedModelResult:
         """Six-panel residual and random-effects diagnostics (a matplotlib Figure)."""
         from mixedmodels import plots
 
+        self._refuse_without_random_effects("the diagnostics panels", "use plot_qq()")
         return plots.diagnostics(self, group)
 
     def plot_qq(self):
@@ -560,12 +634,20 @@ class LinearMixedModelResult:
         """BLUPs with 95% intervals from their conditional SDs, sorted."""
         from mixedmodels import plots
 
+        self._refuse_without_random_effects("the caterpillar plot", "there are no BLUPs")
         return plots.caterpillar(self, group)
+
+    def _refuse_without_random_effects(self, what: str, instead: str) -> None:
+        if self._gls:
+            raise ModelSpecificationError(
+                f"{what} need random effects and this model has none (a gls fit); {instead}"
+            )
 
     # -- presentation ----------------------------------------------------------------------
     def summary(self) -> Report:
         """lme4-style summary: fit criteria, scaled residuals, random and fixed effects."""
         method = "REML" if self.reml else "maximum likelihood"
+        kind = "Generalized least squares" if self._gls else "Linear mixed model"
         lines = [f"Formula: {self.formula}"] if self.formula else []
         if self.model.data_name:
             lines.append(f"   Data: {self.model.data_name}")
@@ -632,15 +714,26 @@ class LinearMixedModelResult:
             notes.append("boundary (singular) fit: see help on singular fits")
         if not self.converged:
             notes.extend(self.opt.messages)
+        obs_note = f"Number of obs: {self.nobs}" + (f", groups: {groups}" if groups else "")
+        random_tables = (
+            ()
+            if self._gls
+            else (
+                Table(
+                    "Random effects:",
+                    vc_tab,
+                    notes=(*tuple(corr_notes), obs_note),
+                    show_index=False,
+                ),
+            )
+        )
+        if self._gls:
+            lines.append(obs_note)
         tables = (
             Table("", crit, show_index=False, digits=6),
             *residual_tables,
-            Table(
-                "Random effects:",
-                vc_tab,
-                notes=(*tuple(corr_notes), f"Number of obs: {self.nobs}, groups: {groups}"),
-                show_index=False,
-            ),
+            *self._structure_tables(),
+            *random_tables,
             Table(
                 "Fixed effects:" + ("" if has_df else " (p from the normal approximation)"),
                 coef_disp,
@@ -648,11 +741,45 @@ class LinearMixedModelResult:
             ),
         )
         return Report(
-            title=f"Linear mixed model fit by {method}",
+            title=f"{kind} fit by {method}",
             lines=tuple(lines),
             tables=tables,
             footer=tuple(notes),
         )
+
+    def _structure_tables(self) -> tuple[Table, ...]:
+        """nlme's print of the correlation structure and variance function."""
+        repeated = self.repeated
+        if repeated is None:
+            return ()
+        pc, parts = repeated.split(self.residual_psi)
+        out = []
+        if repeated.correlation is not None:
+            spec = getattr(self.model, "correlation", None)
+            rows = repeated.correlation.describe(pc)
+            if spec.kind == "us":
+                C = np.asarray(repeated.correlation.matrix(pc))
+                levels = list(repeated.correlation.levels)
+                frame = pd.DataFrame(C, index=levels, columns=levels)
+                show_index = True
+            else:
+                frame = pd.DataFrame([[v for _, v in rows]], columns=[n for n, _ in rows])
+                show_index = False
+            out.append(
+                Table(
+                    f"Correlation Structure: {repeated.correlation.title}",
+                    frame,
+                    notes=(f" Formula: ~{spec.time or 1} | {spec.group}",),
+                    show_index=show_index,
+                )
+            )
+        for v, p in zip(repeated.variances, parts, strict=True):
+            title, rows = v.describe(p)
+            frame = pd.DataFrame([[x for _, x in rows]], columns=[n for n, _ in rows])
+            out.append(Table(title, frame, show_index=False))
+        sigma = pd.DataFrame([[self.sigma]], columns=["Residual standard error (sigma)"])
+        out.append(Table("", sigma, show_index=False))
+        return tuple(out)
 
     def __repr__(self) -> str:
         return (
@@ -743,8 +870,35 @@ class LinearMixedModelResult:
             "dropped_rows": self.n_dropped_rows,
             **self._r2_fields(num),
         }
+        if self.repeated is not None or self.residual_strata is not None:
+            out["correlation"] = (
+                None
+                if getattr(self.model, "correlation", None) is None
+                else str(getattr(self.model, "correlation", None))
+            )
+            out["variance"] = (
+                f"ident({self.residual_strata.column})"
+                if getattr(self.model, "variance", None) is None
+                and self.residual_strata is not None
+                else None
+                if getattr(self.model, "variance", None) is None
+                else str(getattr(self.model, "variance", None))
+            )
+            out["structure_params"] = _plain(self.structure_params)
         if self.residual_strata is not None:
             out["residual_groups"] = self.residual_strata.column
             out["residual_sd"] = {k: num(v) for k, v in self.residual_sd.items()}
             out["residual_sd_ratio"] = {k: num(v) for k, v in self.residual_sd_ratio.items()}
         return out
+
+
+def _plain(value: Any) -> Any:
+    """Plain JSON values (non-finite numbers as None)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, float | np.floating):
+        x = float(value)
+        return x if math.isfinite(x) else None
+    return value
