@@ -7,6 +7,8 @@ reading not timed): the median of ``--repeats`` fits after a warm-up. Prints a M
 section for docs/benchmarks.md, with the log-likelihoods each reached.
 
     python benchmarks/bench_repeated.py [--subjects 300 3000] [--repeats 3]
+
+With ``--write`` the section replaces its part of docs/benchmarks.md (kept by run.py).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import os
 import platform
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 import warnings
@@ -135,6 +138,17 @@ def time_nlme(csv: Path, repeats: int) -> list[dict]:
 
 
 def main() -> None:
+    import sections
+
+    write = "--write" in sys.argv
+    if write:
+        sys.argv.remove("--write")
+    text = sections.captured(_report)
+    if write:
+        sections.write_section("repeated", text)
+
+
+def _report() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--subjects", type=int, nargs="+", default=[300, 3000])
     parser.add_argument("--repeats", type=int, default=3)

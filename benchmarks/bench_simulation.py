@@ -18,6 +18,8 @@
 Results: a Markdown table on stdout and ``benchmarks/results/simulation.json``
 (git-ignored). Record the machine's load next to the numbers (printed at the start and the
 end): on the shared 2-core VM the times move by 20-50%.
+
+With ``--write`` the section replaces its part of docs/benchmarks.md (kept by run.py).
 """
 
 from __future__ import annotations
@@ -127,6 +129,17 @@ def bench_power(sizes: list[int], nsim: int, with_mixedlm: bool) -> dict:
 
 
 def main() -> None:
+    import sections
+
+    write = "--write" in sys.argv
+    if write:
+        sys.argv.remove("--write")
+    text = sections.captured(_report)
+    if write:
+        sections.write_section("simulation", text)
+
+
+def _report() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nsim", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=3)

@@ -37,8 +37,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
-import baseline  # noqa: E402  (the benchmark modules sit next to this script)
-import contestants  # noqa: E402
+import contestants  # noqa: E402  (the benchmark modules sit next to this script)
 import glmm_models  # noqa: E402
 import glmm_render  # noqa: E402
 import glmm_run  # noqa: E402
@@ -541,10 +540,8 @@ def write(results: dict, args: argparse.Namespace) -> None:
     if glmm:
         markdown = glmm_render.splice(markdown, glmm_render.section(glmm))
     if not name and DOCS_MD.is_file():
-        # The comparison with an earlier commit (baseline.py) is its own run: keep it.
-        kept = sections.extract(DOCS_MD.read_text(encoding="utf-8"), baseline.BEGIN, baseline.END)
-        if kept:
-            markdown = sections.splice(markdown, kept, baseline.BEGIN, baseline.END)
+        # Sections of other scripts (baseline.py, bench_repeated.py, ...) are their runs'.
+        markdown = sections.keep_owned(DOCS_MD.read_text(encoding="utf-8"), markdown)
     md_path.write_text(markdown, encoding="utf-8")
     json_path = RESULTS_DIR / (f"{name}.json" if name else "latest.json")
     json_path.write_text(json.dumps(results, indent=1, default=str) + "\n", encoding="utf-8")
