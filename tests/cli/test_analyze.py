@@ -61,7 +61,13 @@ def test_formulas_describe_by_and_json(tmp_path, capsys):
     )
     assert rc == 0
     data = json.loads(target.read_text())
-    assert [s["id"] for s in data["sections"]] == ["findings", "data", "models", "assumptions"]
+    assert [s["id"] for s in data["sections"]] == [
+        "findings",
+        "data",
+        "models",
+        "assumptions",
+        "methods",
+    ]
     cap = capsys.readouterr()
     assert cap.err == ""
     assert "M1 vs M2" in cap.out
