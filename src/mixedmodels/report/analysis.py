@@ -651,10 +651,11 @@ def _residual_tests(frame: pd.DataFrame, fit: Any, by: list[str], groups: list[s
     from ..diagnostics.residual_tests import levene, residual_groups, shapiro_wilk, white_test
 
     tests = [shapiro_wilk(fit)]
-    try:
-        tests.append(white_test(fit))
-    except ValueError:
-        pass  # no intercept in X: White's test is not defined
+    if len(fit.fixef) > 1:  # White's test needs a covariate besides the intercept
+        try:
+            tests.append(white_test(fit))
+        except (ValueError, ZeroDivisionError):
+            pass  # no intercept in X, or no variation to regress on: not defined
     across = [[c] for c in by]
     if len(by) > 1:
         across.append(list(by))

@@ -71,11 +71,12 @@ def _level_text(p: _Part) -> str:
 
 def fixed_effect_sentences(
     data: pd.DataFrame, response: str, coef: pd.DataFrame
-) -> list[tuple[str, float, bool]]:
+) -> list[tuple[str, float, str | None]]:
     """One description per fixed-effects column (intercept left out), by its structure.
 
-    Returns ``(text, p, extrapolated)``: ``extrapolated`` is True when the coefficient is
-    an effect at a value of a covariate (0) outside its observed range.
+    Returns ``(text, p, extrapolated)``: ``extrapolated`` is the term's variable when the
+    coefficient is its effect at a value of a covariate (0) outside its observed range,
+    else None.
 
     The rules (each tested in tests/report/test_findings.py):
     - a factor dummy without interactions: the difference to the reference level with the
@@ -99,7 +100,7 @@ def fixed_effect_sentences(
         direction = "higher" if est > 0 else "lower"
         size = _num(abs(est))
         if any(q is None for q in parts):
-            out.append((f"{term}: estimate {_num(est)} ({_p(p)})", p, False))
+            out.append((f"{term}: estimate {_num(est)} ({_p(p)})", p, None))
             continue
         if len(parts) > 1:
             names = " × ".join(q.var for q in parts)
@@ -109,7 +110,7 @@ def fixed_effect_sentences(
                     f"{_num(est)} with {' and '.join(_describe_change(q) for q in parts[1:])} "
                     f"({_p(p)})",
                     p,
-                    False,
+                    None,
                 )
             )
             continue
@@ -147,7 +148,7 @@ def fixed_effect_sentences(
                 (
                     f"{_level_text(me)}: {response} {direction} by {size}{held} ({_p(p)}){caveat}",
                     p,
-                    bool(outside),
+                    me.var if outside else None,
                 )
             )
         else:
@@ -157,7 +158,7 @@ def fixed_effect_sentences(
                     f"{me.var}: each extra unit of {me.var} goes with {response} {direction} by "
                     f"{size}{which} ({_p(p)}){caveat}",
                     p,
-                    bool(outside),
+                    me.var if outside else None,
                 )
             )
     return out
@@ -259,6 +260,33 @@ def fixed_effect_findings(a: Any) -> list[Finding]:
                 "info",
             )
         )
+    out.extend(_within_range_contrasts(a, {x for _, _, x in items if x}))
+    return out
+
+
+def _within_range_contrasts(a: Any, variables: set[str]) -> list[Finding]:
+    """For a factor whose coefficient is an extrapolation: its pairwise contrasts at the
+    covariates' means (the marginal means of the diagnosed model)."""
+    out: list[Finding] = []
+    for var, em in a.diagnosed.emmeans:
+        if var not in variables or not len(em.contrasts):
+            continue
+        held = ", ".join(f"{k} = {_num(v)}" for k, v in em.covariates.items())
+        parts = [
+            f"{r['contrast']}: {_num(r['estimate'])} ({_p(r['p_value'])})"
+            for _, r in em.contrasts.iterrows()
+        ]
+        out.append(
+            (
+                f"Within the observed range, at {held or 'the covariates held at their means'}, "
+                f"the {var} differences in {a.response} ({a.diagnosed.label}, marginal means"
+                + (f", {em.adjust}-adjusted" if em.adjust != "none" else "")
+                + "): "
+                + "; ".join(parts)
+                + ".",
+                "info",
+            )
+        )
     return out
 
 
@@ -267,6 +295,15 @@ def r2_findings(a: Any) -> list[Finding]:
     if m.r2 is None:
         return []
     r = m.r2
+    if len(m.fit.fixef) <= 1:
+        return [
+            (
+                f"{m.label} has no fixed effect besides the intercept (marginal R² = 0); the "
+                f"random effects explain {r.conditional:.0%} of the variance of {a.response} "
+                f"(conditional R² = {_num(r.conditional)}; Nakagawa et al. 2017).",
+                "info",
+            )
+        ]
     return [
         (
             f"In {m.label} the fixed effects explain {r.marginal:.0%} of the variance of "
@@ -287,13 +324,19 @@ def icc_findings(a: Any) -> list[Finding]:
     if icc_model is None:
         return []
     out: list[Finding] = []
+    several = len(icc_model.icc.table) > 1
     for group, r in icc_model.icc.table.iterrows():
         v = float(r["icc"])
+        same = (
+            f"that share a {group} and no other grouping level"
+            if several
+            else f"from the same {group}"
+        )
         out.append(
             (
                 f"ICC for {group} = {_num(v)} ({icc_model.label}): {v:.0%} of the variance "
                 f"left after the fixed effects lies between {group} groups, so two "
-                f"observations from the same {group} have correlation {_num(v)}. "
+                f"observations {same} have correlation {_num(v)}. "
                 + (
                     "They are not independent: a model that ignores the grouping would give "
                     "too small standard errors."
@@ -463,6 +506,15 @@ def next_step_findings(a: Any, unequal: list[str]) -> list[Finding]:
     last = a.diagnosed
     factors = [u for u in unequal if u in a.describe_by]
     column = factors[0] if factors else None
+    if column is None and all(u in a.groups for u in unequal):
+        return [
+            (
+                f"The residual spread differs between {' and '.join(unequal)} groups: look at "
+                "the residuals by group for groups with a much larger spread, and at the "
+                "influence of those groups below, before modelling the variance.",
+                "info",
+            )
+        ]
     if column is None:
         return [
             (
