@@ -204,6 +204,16 @@ class ModelAnalysis:
     residual_groups: str | None = None
 
     @property
+    def residual_structure(self) -> str:
+        """``one`` or ``by treatment`` or ``by treatment (High/Low pooled)``."""
+        rg = self.residual_groups
+        if rg is None:
+            return "one"
+        strata = self.fit.varcorr.loc[self.fit.varcorr["group"] == "Residual", "term"]
+        pooled = [str(t).split("=", 1)[1] for t in strata if "/" in str(t).split("=", 1)[-1]]
+        return f"by {rg}" + (f" ({', '.join(pooled)} pooled)" if pooled else "")
+
+    @property
     def name(self) -> str:
         """``M5 (Model 3.2A)`` or ``M2``."""
         return f"{self.label} ({self.title})" if self.title else self.label
@@ -687,6 +697,7 @@ def fit_statistics(models: list[ModelAnalysis]) -> Table:
         rows.append(
             {
                 "formula": m.formula,
+                "residual variance": m.residual_structure,
                 "method": "REML" if f.reml else "ML",
                 "npar": f.nparams,
                 "logLik": f.loglik,

@@ -269,7 +269,13 @@ def _model_section(m: ModelAnalysis, data: pd.DataFrame | None = None) -> Sectio
     blocks: list[Any] = [Text(m.explanation)] if m.explanation else []
     blocks += [
         Text(
-            f"Formula: {m.formula}. Fitted by {'REML' if f.reml else 'maximum likelihood'} to "
+            f"Formula: {m.formula}"
+            + (
+                f"; residual variance {m.residual_structure}"
+                if m.residual_groups is not None
+                else ""
+            )
+            + f". Fitted by {'REML' if f.reml else 'maximum likelihood'} to "
             f"{f.nobs} observations; {crit} {f.objective:.4f}, log-likelihood "
             f"{f.loglik:.4f}, AIC {f.aic:.4f}, BIC {f.bic:.4f}, residual SD {f.sigma:.4f}."
         )
@@ -305,7 +311,10 @@ def _model_section(m: ModelAnalysis, data: pd.DataFrame | None = None) -> Sectio
         blocks.extend(_effects_figure(m, data))
     for n in m.notes:
         blocks.append(Note(n, "warn"))
-    return Section(f"model-{m.label.lower()}", f"{m.name}: {m.formula}", tuple(blocks))
+    title = f"{m.name}: {m.formula}"
+    if m.residual_groups is not None:
+        title += f"; residual variance {m.residual_structure}"
+    return Section(f"model-{m.label.lower()}", title, tuple(blocks))
 
 
 def _models_section(a: Analysis) -> Section:
