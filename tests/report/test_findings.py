@@ -130,7 +130,10 @@ def test_factor_effect_at_a_covariate_outside_its_range_is_not_read(ortho, cake)
     est = em.contrasts["estimate"].iloc[0]
     assert "at age = 11, the Sex differences in distance" in text
     assert f"Female - Male: {est:.3g}" in text
-    assert "temp = 0 lies outside the observed 175 to 225" in _text(cake)
+    text = _text(cake)
+    assert "temp = 0 lies outside the observed 175 to 225" in text
+    assert "(recipeB:temp): the recipe = B vs A difference changes by" in text
+    assert "at temp = 200, the recipe differences in angle" in text
 
 
 def test_covariate_interaction_inside_the_range_is_not_called_an_extrapolation(simulated):
@@ -138,7 +141,8 @@ def test_covariate_interaction_inside_the_range_is_not_called_an_extrapolation(s
     assert "(interaction: the slope at z = 0 only)" in text
     assert "(interaction: the slope at x = 0 only)" in text
     assert "extrapolation" not in text and "outside the observed" not in text
-    assert "interaction x × z (x:z): the effect of x changes by" in text
+    assert "interaction x × z (x:z): the slope of x changes by" in text
+    assert "with each extra unit of z" in text
 
 
 def test_factor_without_interaction_is_a_difference_with_the_rest_held_fixed(ratpup_report):
@@ -220,6 +224,30 @@ def test_checked_model_versus_the_preferred_one():
             "The assumptions below are checked on M1, but the likelihood-ratio tests prefer M2"
         )
         for f in rep.findings
+    )
+
+
+def test_last_model_described_when_it_ends_the_path(ratpup_report, ortho):
+    a = ratpup_report.analysis
+    m7 = a.model("M7")
+    text = _text(ratpup_report)
+    assert "The last model, M7 (Model 3.3), is not rejected by its likelihood-ratio tests" in text
+    b = m7.coef.loc["sexFemale", "estimate"]
+    assert f"sex = Female (vs Male): weight lower by {abs(b):.3g}" in text
+    assert not any(f.startswith("The last model") for f in ortho.findings)  # one model
+
+
+def test_last_model_not_described_when_a_test_prefers_another():
+    rep = analyze(
+        "Orthodont",
+        ["distance ~ age * Sex + (1 | Subject)", "distance ~ age + Sex + (1 | Subject)"],
+    )
+    (c,) = rep.analysis.comparisons
+    assert c.result.table["Pr(>Chisq)"].iloc[1] < 0.05  # the first (larger) model wins
+    assert rep.analysis.diagnosed.label == "M2"
+    assert not any(f.startswith("The last model") for f in rep.findings)
+    assert any(
+        "are checked on M2, but the likelihood-ratio tests prefer M1" in f for f in rep.findings
     )
 
 

@@ -104,11 +104,16 @@ def fixed_effect_sentences(
             continue
         if len(parts) > 1:
             names = " × ".join(q.var for q in parts)
+            first = parts[0]
+            what = (
+                f"the slope of {first.var}"
+                if first.level is None
+                else f"the {first.var} = {first.level} vs {first.ref or 'reference'} difference"
+            )
             out.append(
                 (
-                    f"interaction {names} ({term}): the effect of {parts[0].var} changes by "
-                    f"{_num(est)} with {' and '.join(_describe_change(q) for q in parts[1:])} "
-                    f"({_p(p)})",
+                    f"interaction {names} ({term}): {what} changes by {_num(est)} with "
+                    f"{' and '.join(_describe_change(q) for q in parts[1:])} ({_p(p)})",
                     p,
                     None,
                 )
@@ -134,7 +139,7 @@ def fixed_effect_sentences(
         at = f" at {' and '.join(conditions)}" if conditions else ""
         caveat = (
             f" [{'; '.join(outside)}: an extrapolation, not interpreted; see the marginal "
-            "means and the effects plot]"
+            "means at the covariates' means]"
             if outside
             else ""
         )
@@ -192,6 +197,7 @@ def findings(analysis: Any) -> list[Finding]:
     names = {m.label: m.name for m in a.models}
     out.extend(comparison_findings(a.comparisons, a.alpha, names))
     out.extend(aic_findings(a))
+    out.extend(final_model_findings(a))
     out.extend(diagnosed_model_findings(a))
     for m in a.models:
         for w in m.warnings:
@@ -290,6 +296,36 @@ def _within_range_contrasts(a: Any, variables: set[str]) -> list[Finding]:
     return out
 
 
+def final_model_findings(a: Any) -> list[Finding]:
+    """The fixed effects of the last model too, when it is not the diagnosed one and no
+    likelihood-ratio test prefers another model to it (the end of a model-building path)."""
+    last = a.models[-1]
+    if last is a.diagnosed or len(a.models) < 2:
+        return []
+    if any(preferred_over(c, last.label, a.alpha) for c in a.comparisons):
+        return []
+    tested = [
+        c
+        for c in a.comparisons
+        if c.result is not None and last.label in map(str, c.result.table.index[:2])
+    ]
+    if not tested:
+        return []
+    items = fixed_effect_sentences(a.data, a.response, last.coef)
+    sig = [t for t, p, _ in items if p < a.alpha]
+    nonsig = [t for t, p, _ in items if not p < a.alpha]
+    text = (
+        f"The last model, {last.name}, is not rejected by its likelihood-ratio tests; its "
+        "fixed effects: "
+    )
+    parts = []
+    if sig:
+        parts.append(f"significant at {a.alpha:g}: " + "; ".join(sig))
+    if nonsig:
+        parts.append(f"no evidence at {a.alpha:g} of: " + "; ".join(nonsig))
+    return [(text + ". ".join(parts) + ".", "info")]
+
+
 def r2_findings(a: Any) -> list[Finding]:
     m = a.diagnosed
     if m.r2 is None:
@@ -338,8 +374,9 @@ def icc_findings(a: Any) -> list[Finding]:
                 f"left after the fixed effects lies between {group} groups, so two "
                 f"observations {same} have correlation {_num(v)}. "
                 + (
-                    "They are not independent: a model that ignores the grouping would give "
-                    "too small standard errors."
+                    "They are not independent: a model that ignores the grouping would "
+                    "misstate the standard errors (too small for predictors that vary between "
+                    "groups)."
                     if v >= 0.05
                     else "The grouping explains little of the variance."
                 ),
