@@ -528,8 +528,12 @@ def build_document(a: Analysis, *, progress: Callable[[str], None] | None = None
     )
     return Document(
         title=f"Mixed-model analysis of {a.data_name}",
-        subtitle="Exploration, model building, tests and diagnostics of a sequence of linear "
-        "mixed models.",
+        subtitle=(
+            "Exploration, model building, tests and diagnostics of a sequence of linear "
+            "mixed models."
+            if len(a.models) > 1
+            else "Exploration, tests and diagnostics of a linear mixed model."
+        ),
         facts=facts,
         sections=(findings_sec, data_sec, models_sec, assumptions_sec, methods_section(a)),
         footer=f"Made by mixedmodels {__version__}. Estimates by REML/ML as lme4; df by "
