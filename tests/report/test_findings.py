@@ -381,3 +381,25 @@ def test_wide_figures_take_the_row(ratpup_report):
     for f in ratpup_report.document.figures():
         if f.width > 560:
             assert f.wide, f.title
+
+
+def test_variance_intervals_only_where_cheap_and_the_methods_say_which(monkeypatch):
+    from mixedmodels.report import analysis
+
+    monkeypatch.setattr(analysis, "PROFILE_MAX_PARAMS", 2)
+    rep = analyze(
+        "sleepstudy", ["Reaction ~ Days + (1 | Subject)", "Reaction ~ Days + (Days | Subject)"]
+    )
+    m1, m2 = rep.analysis.models
+    assert m1.vc_ci is not None and m2.vc_ci is None
+    assert "run fit.confint(method='profile')" in m2.vc_ci_method
+    d = rep.to_dict()
+    para = next(s for s in d["sections"] if s["id"] == "methods")["blocks"][0]["text"]
+    assert "those for the variance parameters of M1 come from the profile likelihood" in para
+    model2 = next(s for s in d["sections"][2]["sections"] if s["id"] == "model-m2")
+    assert any(
+        b["type"] == "note" and "no intervals for the variance parameters" in b["text"]
+        for b in model2["blocks"]
+    )
+    ci = m1.fit.confint(method="profile", parm="theta_")
+    assert np.allclose(m1.vc_ci.to_numpy(), ci.to_numpy())

@@ -74,10 +74,17 @@ def methods_paragraph(a: Any) -> tuple[str, list[str]]:
         "(ddf='kenward-roger') but was not used here. Intervals for the fixed effects are "
         "95% Wald t intervals with the same degrees of freedom"
     )
-    if any(m.vc_ci is not None for m in a.models):
+    if all(m.vc_ci is not None for m in a.models):
         parts[-1] += (
             "; those for the variance parameters come from the profile likelihood, as lme4's "
             "confint(method = 'profile')."
+        )
+    elif any(m.vc_ci is not None for m in a.models):
+        with_ci = ", ".join(m.label for m in a.models if m.vc_ci is not None)
+        parts[-1] += (
+            f"; those for the variance parameters of {with_ci} come from the profile "
+            "likelihood, as lme4's confint(method = 'profile'); the other models are too "
+            "large to profile in the report."
         )
     else:
         parts[-1] += "; the report gives no intervals for the variance parameters."
@@ -97,8 +104,9 @@ def methods_paragraph(a: Any) -> tuple[str, list[str]]:
         )
     if any(m.emmeans for m in a.models):
         parts.append(
-            "Estimated marginal means of the factors and their Tukey-adjusted pairwise "
-            f"contrasts were computed as R's emmeans does {cite('lenth', '(Lenth)')}."
+            "Estimated marginal means of the factors and their pairwise contrasts (Tukey-"
+            "adjusted for factors with more than two levels) were computed as R's emmeans "
+            f"does {cite('lenth', '(Lenth)')}."
         )
     checks = (
         f"The assumptions of {a.diagnosed.label} were checked on its conditional residuals "
@@ -118,7 +126,8 @@ def methods_paragraph(a: Any) -> tuple[str, list[str]]:
     parts.append(checks + ".")
     if a.ratpup_path:
         parts.append(
-            "The sequence of models and hypotheses H3.1-H3.5 follow West, Welch & Gałecki's "
+            "Models 3.1 (M1), 3.2A, 3.2B and 3.3 and hypotheses H3.1-H3.5 follow West, "
+            "Welch & Gałecki's "
             + cite("west", "(2014)")
             + " analysis of the rat pup data; M1-M4 are the models of the statsmodels "
             "tutorial on the same data."
