@@ -403,3 +403,14 @@ def test_variance_intervals_only_where_cheap_and_the_methods_say_which(monkeypat
     )
     ci = m1.fit.confint(method="profile", parm="theta_")
     assert np.allclose(m1.vc_ci.to_numpy(), ci.to_numpy())
+
+
+def test_numeric_column_coded_as_a_factor_reads_as_levels():
+    rep = analyze("sleepstudy", ["Reaction ~ C(Days) + (1 | Subject)"])
+    text = _text(rep)
+    b = rep.analysis.diagnosed.coef["estimate"]
+    col = next(c for c in b.index if c.endswith("9"))
+    assert f"Days = 9 (vs 0): Reaction higher by {b[col]:.3g}, other predictors held fixed" in text
+    assert "each extra unit of Days" not in text and "estimate " not in text
+    assert rep.analysis.trajectory == ("Days", "Subject")
+    assert [v for v, _ in rep.analysis.diagnosed.emmeans] == ["Days"]

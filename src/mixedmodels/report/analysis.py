@@ -532,6 +532,7 @@ def _trajectory(frame: pd.DataFrame, fit: Any) -> tuple[str, str] | None:
     if group is None or group not in frame.columns:
         return None
     cols = [str(c) for c in fit.fixef.index]
+    cols += fixed_factors(fit, frame)  # a numeric time coded as a factor, C(Days)
     for var in frame.columns:
         s = frame[var]
         if var == group or not pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s):

@@ -12,6 +12,7 @@ from typing import Any
 
 import pandas as pd
 
+from .analysis import fixed_factors
 from .phrases import Finding, _num, _p, comparison_findings
 
 __all__ = ["findings", "fixed_effect_sentences"]
@@ -26,19 +27,31 @@ class _Part:
     ref: str | None = None
 
 
-def _parse_part(data: pd.DataFrame, part: str, columns: tuple[str, ...]) -> _Part | None:
-    if part in data.columns:
-        s = data[part]
-        if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
-            return _Part(part)
+def _numeric(s: pd.Series) -> bool:
+    return pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s)
+
+
+def _parse_part(
+    data: pd.DataFrame, part: str, columns: tuple[str, ...], factors: frozenset[str] = frozenset()
+) -> _Part | None:
+    """``factors``: columns the model codes as factors although they hold numbers
+    (``C(Days)``)."""
+    if part in data.columns and _numeric(data[part]) and part not in factors:
+        return _Part(part)
     for var in sorted(map(str, data.columns), key=lambda c: -len(c)):
         if not part.startswith(var) or part == var:
             continue
         s = data[var]
-        if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
+        if _numeric(s) and var not in factors:
             continue
         level = part[len(var) :]
-        levels = sorted(map(str, s.dropna().unique()))
+        if _numeric(s):
+            levels = sorted(
+                {str(v) if float(v) != int(v) else str(int(v)) for v in s.dropna().unique()},
+                key=float,
+            )
+        else:
+            levels = sorted(map(str, s.dropna().unique()))
         if level not in levels:
             continue
         coded = set()
@@ -70,7 +83,10 @@ def _level_text(p: _Part) -> str:
 
 
 def fixed_effect_sentences(
-    data: pd.DataFrame, response: str, coef: pd.DataFrame
+    data: pd.DataFrame,
+    response: str,
+    coef: pd.DataFrame,
+    factors: frozenset[str] | set[str] = frozenset(),
 ) -> list[tuple[str, float, str | None]]:
     """One description per fixed-effects column (intercept left out), by its structure.
 
@@ -89,7 +105,8 @@ def fixed_effect_sentences(
     - anything else (a transformed variable): the estimate alone.
     """
     columns = tuple(map(str, coef.index))
-    parsed = {c: [_parse_part(data, q, columns) for q in c.split(":")] for c in columns}
+    factors = frozenset(factors)
+    parsed = {c: [_parse_part(data, q, columns, factors) for q in c.split(":")] for c in columns}
     out = []
     for term, r in coef.iterrows():
         term = str(term)
@@ -243,7 +260,9 @@ def interaction_findings(a: Any) -> list[Finding]:
 def fixed_effect_findings(a: Any) -> list[Finding]:
     """The fixed effects of the diagnosed model, read by the model's structure."""
     last = a.diagnosed
-    items = fixed_effect_sentences(a.data, a.response, last.coef)
+    items = fixed_effect_sentences(
+        a.data, a.response, last.coef, set(fixed_factors(last.fit, a.data))
+    )
     sig = [(t, p, x) for t, p, x in items if p < a.alpha]
     nonsig = [(t, p, x) for t, p, x in items if not p < a.alpha]
     out: list[Finding] = []
@@ -311,7 +330,9 @@ def final_model_findings(a: Any) -> list[Finding]:
     ]
     if not tested:
         return []
-    items = fixed_effect_sentences(a.data, a.response, last.coef)
+    items = fixed_effect_sentences(
+        a.data, a.response, last.coef, set(fixed_factors(last.fit, a.data))
+    )
     sig = [t for t, p, _ in items if p < a.alpha]
     nonsig = [t for t, p, _ in items if not p < a.alpha]
     text = (
