@@ -636,7 +636,8 @@ def _add_analyze(subparsers: Any, parents: list[argparse.ArgumentParser]) -> Non
         help="the whole analysis: data, models, tests, diagnostics -> HTML report",
         description=(
             "Describe the data, fit a sequence of models, compare neighbours by likelihood-"
-            "ratio tests, check the assumptions of the last model, and write a self-contained "
+            "ratio tests, check the assumptions of the last model (of M2 for ratpup, as the "
+            "tutorial does), and write a self-contained "
             "report (HTML, Markdown or JSON) plus a short summary on stdout. Without "
             "arguments: the rat-pup analysis (West, Welch & Galecki 2014, ch. 3) written to "
             "ratpup-report.html. With --family the models are GLMMs (lme4's glmer; a formula "
@@ -658,8 +659,8 @@ def _add_analyze(subparsers: Any, parents: list[argparse.ArgumentParser]) -> Non
         "--formula",
         action="append",
         default=[],
-        help="a model formula; repeat for a sequence of models (default for ratpup: "
-        "the book's three models)",
+        help="a model formula; repeat for a sequence of models (default for ratpup: the "
+        "tutorial's four models, then West et al.'s Models 3.2A, 3.2B and 3.3)",
     )
     parser.add_argument(
         "--describe-by",
@@ -675,7 +676,8 @@ def _add_analyze(subparsers: Any, parents: list[argparse.ArgumentParser]) -> Non
         "--diagnose",
         type=int,
         metavar="K",
-        help="check the assumptions of model K (1-based; default: the last)",
+        help="check the assumptions of model K (1-based; default: the last, M2 for the "
+        "default ratpup run)",
     )
     parser.add_argument("--ml", action="store_true", help="fit by maximum likelihood")
     parser.add_argument("--quiet", action="store_true", help="no progress display on stderr")
@@ -697,6 +699,29 @@ def _check_writable(path: str, force: bool) -> None:
         raise PermissionError(13, "Cannot write the report in this directory", str(parent))
     if target.exists() and not force:
         raise FileExistsError(17, "File exists (use --force to replace it)", str(target))
+
+
+def _analyze_command(args: argparse.Namespace) -> str:
+    """The command line of this run (for the report's provenance), shell-quoted."""
+    import shlex
+
+    words = ["mixedmodels", "analyze", args.data]
+    for f in args.formula:
+        words += ["-f", f]
+    for flag, value in (
+        ("--describe-by", args.describe_by),
+        ("--diagnose", args.diagnose),
+        ("--family", args.family),
+        ("--link", args.link),
+        ("--nagq", args.nagq),
+        ("--format", args.format),
+        ("-o", args.output),
+    ):
+        if value is not None:
+            words += [flag, str(value)]
+    if args.ml:
+        words.append("--ml")
+    return shlex.join(words)
 
 
 def _run_analyze(args: argparse.Namespace) -> str:
@@ -740,6 +765,7 @@ def _run_analyze(args: argparse.Namespace) -> str:
             family=args.family,
             link=args.link,
             nagq=args.nagq,
+            command=_analyze_command(args),
         )
         if progress:
             progress.step(f"writing {path}")

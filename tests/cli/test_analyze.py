@@ -61,7 +61,20 @@ def test_formulas_describe_by_and_json(tmp_path, capsys):
     )
     assert rc == 0
     data = json.loads(target.read_text())
-    assert [s["id"] for s in data["sections"]] == ["findings", "data", "models", "assumptions"]
+    assert [s["id"] for s in data["sections"]] == [
+        "findings",
+        "data",
+        "models",
+        "assumptions",
+        "methods",
+    ]
+    methods = data["sections"][-1]
+    prov = {r[""]: r["value"] for r in methods["blocks"][2]["rows"]}
+    assert prov["Command"] == (
+        "mixedmodels analyze ratpup -f 'weight ~ treatment + sex + (1|litter)' -f 'weight ~ "
+        f"treatment + sex + litsize + (1|litter)' --describe-by treatment -o {target}"
+    )
+    assert len(prov["Data SHA-256"]) == 64
     cap = capsys.readouterr()
     assert cap.err == ""
     assert "M1 vs M2" in cap.out

@@ -245,7 +245,7 @@ def test_datasets_table(capsys):
     assert lines[0].split()[:3] == ["name", "rows", "cols"]
     for name in dataset_names():
         assert any(line.startswith(name + " ") for line in lines)
-    assert "West, Welch & Galecki (2007)" in out
+    assert "West, Welch & Galecki (2014)" in out
     assert max(len(line) for line in lines) <= 120
 
 

@@ -123,7 +123,7 @@ def test_list_datasets_table():
 @pytest.mark.parametrize(
     ("name", "citation"),
     [
-        ("ratpup", "West, Welch & Galecki (2007)"),
+        ("ratpup", "West, Welch & Galecki (2014)"),
         ("sleepstudy", "Belenky et al. (2003)"),
         ("Dyestuff", "Davies & Goldsmith (1972)"),
         ("Penicillin", "Davies & Goldsmith (1972)"),

@@ -3,6 +3,7 @@ no console errors, no horizontal scrolling on a phone."""
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -54,10 +55,7 @@ def test_report_renders_in_chromium(page, report_file):
         {"width": 1280, "height": 900, "deviceScaleFactor": 1, "mobile": False},
     )
     page.navigate(url)
-    figures = page.evaluate(FIGURES)
-    import json
-
-    figures = json.loads(figures)
+    figures = json.loads(page.evaluate(FIGURES))
     assert len(figures) >= 8
     for f in figures:
         assert f["complete"], f
@@ -77,6 +75,12 @@ def test_report_renders_in_chromium(page, report_file):
         "Array.from(document.querySelectorAll('h2')).map(h => h.id || h.textContent)"
     )
     assert any("Findings" in t for t in titles)
+    # Figures are never drawn larger than their pixels (a 495-px plot stays 495 px wide).
+    upscaled = [f for f in figures if f["w"] > f["nw"] + 1]
+    assert upscaled == []
+    # A figure wider than half the page (the two-panel caterpillar plot) gets the whole row.
+    wide = [f for f in figures if f["nw"] > 560]
+    assert wide and all(f["w"] >= min(f["nw"], 1000) - 1 for f in wide), wide
 
 
 def test_report_fits_a_phone_screen(page, report_file):
@@ -92,4 +96,18 @@ def test_report_fits_a_phone_screen(page, report_file):
         "i.getBoundingClientRect().right))"
     )
     assert img_width <= widths[1] + 1
+    # Wide tables scroll inside their own box (every column reachable), never the page.
+    tables = json.loads(
+        page.evaluate(
+            "JSON.stringify(Array.from(document.querySelectorAll('.mmr-table-wrap')).map(w => "
+            "({sw: w.scrollWidth, cw: w.clientWidth, right: w.getBoundingClientRect().right, "
+            "ox: getComputedStyle(w).overflowX})))"
+        )
+    )
+    wide = [t for t in tables if t["sw"] > t["cw"] + 1]
+    assert wide, "no table is wider than a phone: the scrolling is not exercised"
+    for t in tables:
+        assert t["right"] <= widths[1] + 1, t
+        if t["sw"] > t["cw"] + 1:
+            assert t["ox"] in ("auto", "scroll"), t
     assert _errors(page.all_events) == []

@@ -24,11 +24,17 @@ SECTION_IDS = [
     "model-m1",
     "model-m2",
     "model-m3",
+    "model-m4",
+    "model-m5",
+    "model-m6",
+    "model-m7",
     "model-comparison",
     "assumptions",
     "assumptions-normality",
     "assumptions-variance",
     "assumptions-ranef",
+    "assumptions-influence",
+    "methods",
 ]
 
 
@@ -66,8 +72,12 @@ def test_every_section(ratpup_report):
         "Intraclass correlation",
         "Correlation of random effects",
         "Fit statistics",
-        "Likelihood-ratio tests of neighbouring models",
+        "Likelihood-ratio tests (tutorial and West et al.'s hypotheses)",
         "Tests of the residual assumptions",
+        "Intervals of the variance parameters",
+        "Marginal means of treatment (M2)",
+        "Pairwise contrasts of treatment (M2)",
+        "Provenance",
     ]:
         assert needed in titles, needed
 
@@ -86,24 +96,47 @@ def test_numbers_match_the_library(ratpup_report):
     a = ratpup_report.analysis
     m1 = a.models[0]
     inter = m1.interaction_tests
-    assert list(inter.index) == ["treatment:sex"]
-    assert inter.loc["treatment:sex", "p"] == pytest.approx(0.6282, abs=1e-3)  # lmerTest
+    assert list(inter.index) == ["treatment:C(sex, Treatment('Male'))"]
+    assert inter["p"].iloc[0] == pytest.approx(0.6282, abs=1e-3)  # lmerTest
     m2 = a.models[1]
+    assert a.diagnosed is m2
     assert m2.icc.table.loc["litter", "icc"] == pytest.approx(0.3743, abs=1e-4)
     assert m2.coef.loc["treatmentHigh", "df"] == pytest.approx(24.98, abs=0.05)
-    c12, c23 = a.comparisons
-    assert c12.result.criterion == "ML"
-    assert c23.result.table["Reference"].iloc[1].startswith("0.5*chisq(1)")
+    # The tutorial's coding: Male the reference sex (intercept 8.323, Female -0.412 in M1).
+    assert m1.coef.loc["(Intercept)", "estimate"] == pytest.approx(8.323, abs=1e-3)
+    assert m1.coef.loc["sexFemale", "estimate"] == pytest.approx(-0.412, abs=1e-3)
+    assert m1.fit.objective == pytest.approx(401.104, abs=1e-3)  # -2 REML
+    assert m2.fit.objective == pytest.approx(396.999, abs=1e-3)
+    # The tutorial's vc_formula model is (1 | litter:sex): -2 REML 411.404.
+    assert a.models[2].formula.endswith("(1 | litter:sex)")
+    assert a.models[2].fit.objective == pytest.approx(411.404, abs=1e-3)
+    comps = {(c.first, c.second): c for c in a.comparisons}
+    assert comps[("M1", "M2")].result.criterion == "ML"
+    assert comps[("M2", "M4")].result.table["Reference"].iloc[1].startswith("0.5*chisq(1)")
+    assert "not nested" in comps[("M2", "M3")].refused
+    # West, Welch & Galecki (2014), Table 3.5: REML LRTs H3.1-H3.4, ML for H3.5.
+    book = {"H3.1": 89.4, "H3.2": 41.2, "H3.3": 1.2, "H3.4": 40.0, "H3.5": 0.6}
+    for c in a.comparisons:
+        if c.hypothesis:
+            assert c.result.table["Chisq"].iloc[1] == pytest.approx(book[c.hypothesis], abs=0.06)
+    assert [m.title for m in a.models[4:]] == ["Model 3.2A", "Model 3.2B", "Model 3.3"]
     sw = next(t for t in a.tests if t.name == "Shapiro-Wilk")
     assert sw.statistic == stats.shapiro(a.diagnosed.fit.resid.to_numpy()).statistic
     text = " ".join(ratpup_report.findings)
-    assert "residual_groups" in text and "ICC" in text and "not significant" in text
+    assert "modelled in M5 (Model 3.2A), M6 (Model 3.2B), M7 (Model 3.3)" in text
+    assert "ICC" in text and "No evidence of a treatment × sex interaction" in text
 
 
 def test_markdown_and_json(ratpup_report, tmp_path):
     md = ratpup_report.to_markdown()
     assert md.startswith("# Mixed-model analysis of ratpup")
-    for heading in ["## 1. Findings", "## 2. Data", "## 3. Models", "## 4. Assumptions of M2"]:
+    for heading in [
+        "## 1. Findings",
+        "## 2. Data",
+        "## 3. Models",
+        "## 4. Assumptions of M2",
+        "## 5. Methods and provenance",
+    ]:
         assert heading in md
     assert "| Shapiro-Wilk |" in md
     out = ratpup_report.save(tmp_path / "r.json")

@@ -48,7 +48,7 @@ _DATASETS: tuple[DatasetInfo, ...] = (
         "ratpup",
         "ratpup.csv",
         "Birth weights of 322 rat pups in 27 litters; 3 doses of a compound, pup sex, litter size",
-        "West, Welch & Galecki (2007), Linear Mixed Models, ch. 3",
+        "West, Welch & Galecki (2014), Linear Mixed Models, 2nd ed., ch. 3",
     ),
     DatasetInfo(
         "sleepstudy",

@@ -33,6 +33,7 @@ from .simulated import (
     uniform_qq,
     zero_inflation_histogram,
 )
+from .trajectories import trajectories
 
 __all__ = [
     "boxplot_by",
@@ -54,6 +55,7 @@ __all__ = [
     "scaled_residuals_vs_predicted",
     "simulated_residual_panels",
     "simulation_histogram",
+    "trajectories",
     "uniform_qq",
     "wilson_interval",
     "zero_inflation_histogram",

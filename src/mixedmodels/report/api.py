@@ -111,6 +111,24 @@ class AnalysisReport:
         )
 
 
+def _call_text(
+    data: Any, formulas: Any, describe_by: Any, diagnose: int, reml: bool, alpha: float
+) -> str:
+    """``mm.analyze('ratpup')`` as the user would have typed it (a DataFrame as ``data``)."""
+    args = [repr(data) if isinstance(data, str | os.PathLike) else "data"]
+    if formulas:
+        args.append(repr([str(getattr(f, "formula", f)) for f in formulas]))
+    for name, value, default in (
+        ("describe_by", describe_by, None),
+        ("diagnose", diagnose, -1),
+        ("reml", reml, True),
+        ("alpha", alpha, 0.05),
+    ):
+        if value != default:
+            args.append(f"{name}={value!r}")
+    return f"mm.analyze({', '.join(args)})"
+
+
 def _finite(value: Any) -> Any:
     if isinstance(value, float):
         return value if math.isfinite(value) else None
@@ -148,6 +166,7 @@ def analyze(
     nagq: int | None = None,
     nsim: int = 250,
     seed: int | None = 123,
+    command: str | None = None,
 ) -> AnalysisReport:
     """Run the whole analysis: describe the data, fit and compare models, check assumptions.
 
@@ -249,6 +268,8 @@ def analyze(
             )
             document = build_glmm_document(analysis, progress=callback)
         else:
+            if command is None:
+                command = _call_text(data, formulas, describe_by, diagnose, reml, alpha)
             analysis = run_analysis(
                 data,
                 formulas,
@@ -257,6 +278,7 @@ def analyze(
                 reml=reml,
                 alpha=alpha,
                 progress=callback,
+                command=command,
             )
             document = build_document(analysis, progress=callback)
     finally:

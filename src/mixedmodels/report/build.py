@@ -9,9 +9,10 @@ import numpy as np
 import pandas as pd
 
 from ..tables import Table
-from .analysis import Analysis, ModelAnalysis, comparison_table, fit_statistics
+from .analysis import Analysis, ModelAnalysis, comparison_table, fit_statistics, fixed_factors
 from .document import Bullets, Document, Note, Section, Text, make_figure
 from .findings import findings
+from .methods import methods_section
 
 __all__ = ["build_document"]
 
@@ -60,6 +61,23 @@ def _data_section(a: Analysis, step: Callable[[str], None]) -> Section:
                     make_figure(plots.boxplot_by(a.data, a.response, col), f"{a.response} by {col}")
                 )
     boxes = Section("data-boxplots", "Box plots", tuple(figures)) if figures else None
+    traj = None
+    if a.trajectory is not None:
+        time, group = a.trajectory
+        by = _constant_factor(a, group)
+        step("drawing trajectories")
+        traj = Section(
+            "data-trajectories",
+            "Trajectories",
+            (
+                make_figure(
+                    plots.trajectories(a.data, a.response, time, group, by=by),
+                    f"{a.response} over {time} by {group}",
+                    f"One line per {group}; the thick line is the mean at each {time}"
+                    + (f", per {by}." if by else "."),
+                ),
+            ),
+        )
     h_blocks: list[Any] = []
     for h in a.hierarchy:
         sizes = h["sizes"]
@@ -77,8 +95,18 @@ def _data_section(a: Analysis, step: Callable[[str], None]) -> Section:
         )
         h_blocks.append(Table(f"Group sizes of {h['group']}", dist.T, show_index=True))
     hierarchy = Section("data-hierarchy", "Hierarchy", tuple(h_blocks)) if h_blocks else None
-    subs = tuple(s for s in (summaries, boxes, hierarchy) if s is not None)
+    subs = tuple(s for s in (summaries, boxes, traj, hierarchy) if s is not None)
     return Section("data", "Data", tuple(blocks), subs)
+
+
+def _constant_factor(a: Analysis, group: str) -> str | None:
+    """A fixed-effects factor that is constant within each ``group`` (colours trajectories)."""
+    for var in fixed_factors(a.diagnosed.fit, a.data):
+        if var == group or a.data[var].nunique() > 6:
+            continue
+        if (a.data.groupby(group, observed=True)[var].nunique() <= 1).all():
+            return var
+    return None
 
 
 # --------------------------------------------------------------------------- models
@@ -91,14 +119,88 @@ def _coef_display(m: ModelAnalysis) -> Table:
             "df": c["df"],
             "t value": c["t"],
             "Pr(>|t|)": c["p"],
+            "2.5 %": c["lower"],
+            "97.5 %": c["upper"],
         }
     )
     return Table(
         "Fixed effects",
         df,
         pvalue_columns=("Pr(>|t|)",),
-        notes=("df and p-values by Satterthwaite's method (as lmerTest).",),
+        notes=(
+            "df and p-values by Satterthwaite's method (as lmerTest); 95% Wald intervals "
+            "estimate ± t(df) × SE with the same df.",
+        ),
     )
+
+
+def _variance_ci_display(m: ModelAnalysis) -> list[Any]:
+    if m.vc_ci is None:
+        return [Note(f"Variance parameters: {m.vc_ci_method}.", "info")]
+    df = m.vc_ci.rename(columns={"estimate": "Estimate", "lower": "2.5 %", "upper": "97.5 %"})
+    return [
+        Table(
+            "Intervals of the variance parameters",
+            df,
+            notes=(
+                f"95% intervals by {m.vc_ci_method}, on lme4's scale: sd_ = standard "
+                "deviation, cor_ = correlation, sigma = residual SD, sdratio_ = residual SD of "
+                "a group relative to the reference group.",
+            ),
+        )
+    ]
+
+
+def _r2_text(m: ModelAnalysis) -> list[Any]:
+    r = m.r2
+    if r is None:
+        return []
+    return [
+        Text(
+            f"Marginal R² = {r.marginal:.3f} (variance explained by the fixed effects), "
+            f"conditional R² = {r.conditional:.3f} (fixed and random effects together; "
+            "Nakagawa, Johnson & Schielzeth 2017, as performance::r2_nakagawa)."
+        )
+    ]
+
+
+def _emmeans_display(m: ModelAnalysis) -> list[Any]:
+    from scipy import stats
+
+    out: list[Any] = []
+    for var, em in m.emmeans:
+        means = em.means.rename(columns={"lower": "2.5 %", "upper": "97.5 %"})
+        held = ", ".join(f"{k} = {v:.4g}" for k, v in em.covariates.items())
+        notes = [
+            "Estimated marginal means (emmeans) with 95% intervals, Satterthwaite df"
+            + (f"; averaged over {', '.join(em.averaged_over)}" if em.averaged_over else "")
+            + (f"; covariates held at {held}" if held else "")
+            + "."
+        ]
+        notes.extend(n for n in em.notes if "misleading" in n)
+        out.append(
+            Table(
+                f"Marginal means of {var} ({m.label})", means, show_index=False, notes=tuple(notes)
+            )
+        )
+        c = em.contrasts.copy()
+        if len(c):
+            q = stats.t.ppf(0.975, c["df"].to_numpy(dtype=float))
+            c["2.5 %"] = c["estimate"] - q * c["SE"]
+            c["97.5 %"] = c["estimate"] + q * c["SE"]
+            out.append(
+                Table(
+                    f"Pairwise contrasts of {var} ({m.label})",
+                    c,
+                    show_index=False,
+                    pvalue_columns=("p_value",),
+                    notes=(
+                        f"p-values adjusted by the {em.adjust} method; the intervals are "
+                        "unadjusted 95% t intervals.",
+                    ),
+                )
+            )
+    return out
 
 
 def _random_display(m: ModelAnalysis) -> list[Table]:
@@ -164,9 +266,16 @@ def _effects_figure(m: ModelAnalysis, data: pd.DataFrame) -> list[Any]:
 def _model_section(m: ModelAnalysis, data: pd.DataFrame | None = None) -> Section:
     f = m.fit
     crit = "REML criterion" if f.reml else "deviance"
-    blocks: list[Any] = [
+    blocks: list[Any] = [Text(m.explanation)] if m.explanation else []
+    blocks += [
         Text(
-            f"Formula: {m.formula}. Fitted by {'REML' if f.reml else 'maximum likelihood'} to "
+            f"Formula: {m.formula}"
+            + (
+                f"; residual variance {m.residual_structure}"
+                if m.residual_groups is not None
+                else ""
+            )
+            + f". Fitted by {'REML' if f.reml else 'maximum likelihood'} to "
             f"{f.nobs} observations; {crit} {f.objective:.4f}, log-likelihood "
             f"{f.loglik:.4f}, AIC {f.aic:.4f}, BIC {f.bic:.4f}, residual SD {f.sigma:.4f}."
         )
@@ -191,21 +300,32 @@ def _model_section(m: ModelAnalysis, data: pd.DataFrame | None = None) -> Sectio
             )
         )
     blocks.extend(_random_display(m))
+    blocks.extend(_variance_ci_display(m))
+    blocks.extend(_r2_text(m))
     if m.icc is not None:
         blocks.append(
             Table("Intraclass correlation", m.icc.table, notes=(m.icc.definition, *m.icc.notes))
         )
+    blocks.extend(_emmeans_display(m))
     if data is not None:
         blocks.extend(_effects_figure(m, data))
     for n in m.notes:
         blocks.append(Note(n, "warn"))
-    return Section(f"model-{m.label.lower()}", f"{m.label}: {m.formula}", tuple(blocks))
+    title = f"{m.name}: {m.formula}"
+    if m.residual_groups is not None:
+        title += f"; residual variance {m.residual_structure}"
+    return Section(f"model-{m.label.lower()}", title, tuple(blocks))
 
 
 def _models_section(a: Analysis) -> Section:
     subs = [_model_section(m, a.data if m is a.diagnosed else None) for m in a.models]
     comp_blocks: list[Any] = [fit_statistics(a.models)]
-    table = comparison_table(a.comparisons)
+    title = (
+        "Likelihood-ratio tests (tutorial and West et al.'s hypotheses)"
+        if a.ratpup_path
+        else "Likelihood-ratio tests of neighbouring models"
+    )
+    table = comparison_table(a.comparisons, title)
     if table is not None:
         comp_blocks.append(table)
     for c in a.comparisons:
@@ -216,15 +336,25 @@ def _models_section(a: Analysis) -> Section:
             "model-comparison",
             "Model comparison",
             tuple(comp_blocks),
-            intro="Each model is tested against the next one in the sequence.",
+            intro=(
+                "The likelihood-ratio tests of the rat-pup tutorial's models and of West, "
+                "Welch & Galecki's hypotheses H3.1-H3.5 (2014, ch. 3)."
+                if a.ratpup_path
+                else "Each model is tested against the next one in the sequence."
+                if len(a.models) > 1
+                else "One model: nothing to compare it with."
+            ),
         )
     )
-    return Section(
-        "models",
-        "Models",
-        (Text(f"{len(a.models)} model(s), fitted in the order given."),),
-        tuple(subs),
-    )
+    intro = f"{len(a.models)} model(s), fitted in the order given."
+    if a.ratpup_path:
+        intro = (
+            "The tutorial's models M1-M4 (its statsmodels calls, written in lme4 syntax, with "
+            "Male the reference sex as in the book), then the models West, Welch & Galecki "
+            "(2014, ch. 3) fit when the residual variance differs by treatment: M5 = Model "
+            "3.2A, M6 = Model 3.2B, M7 = Model 3.3 (M1 is their Model 3.1)."
+        )
+    return Section("models", "Models", (Text(intro),), tuple(subs))
 
 
 # --------------------------------------------------------------------------- assumptions
@@ -398,10 +528,14 @@ def build_document(a: Analysis, *, progress: Callable[[str], None] | None = None
     )
     return Document(
         title=f"Mixed-model analysis of {a.data_name}",
-        subtitle="Exploration, model building, tests and diagnostics of a sequence of linear "
-        "mixed models.",
+        subtitle=(
+            "Exploration, model building, tests and diagnostics of a sequence of linear "
+            "mixed models."
+            if len(a.models) > 1
+            else "Exploration, tests and diagnostics of a linear mixed model."
+        ),
         facts=facts,
-        sections=(findings_sec, data_sec, models_sec, assumptions_sec),
+        sections=(findings_sec, data_sec, models_sec, assumptions_sec, methods_section(a)),
         footer=f"Made by mixedmodels {__version__}. Estimates by REML/ML as lme4; df by "
         "Satterthwaite's method as lmerTest.",
     )

@@ -83,6 +83,10 @@ def _png_size(png: bytes) -> tuple[int, int]:
     return 0, 0
 
 
+#: Figures wider than this many pixels take a whole row of the figure grid.
+WIDE_FIGURE_PX = 560
+
+
 def make_figure(
     fig: Any, title: str, caption: str = "", *, dpi: int = 110, wide: bool = False
 ) -> Figure:
@@ -91,6 +95,10 @@ def make_figure(
 
     png = figure_to_png(fig, dpi=dpi)
     w, h = _png_size(png)
+    # A figure wider than a half-row cell would be shrunk there (a two-panel caterpillar
+    # plot's labels become unreadable): give it the whole row. Never drawn larger than its
+    # pixels (style.py: width auto, max-width 100%).
+    wide = wide or w > WIDE_FIGURE_PX
     return Figure(title=title, png=png, caption=caption, width=w, height=h, wide=wide)
 
 

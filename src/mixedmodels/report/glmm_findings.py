@@ -82,9 +82,10 @@ def _effects(a: Any) -> list[Finding]:
     if len(nonsig):
         out.append(
             (
-                f"Not significant in {m.label}: "
+                f"No evidence (at {a.alpha:g}) that these fixed effects of {m.label} differ "
+                "from 0: "
                 + ", ".join(f"{t} ({_p(r['p'])})" for t, r in nonsig.iterrows())
-                + ".",
+                + ". A non-significant test does not show that an effect is absent.",
                 "info",
             )
         )

@@ -49,32 +49,40 @@ def _factor_reading(data: pd.DataFrame, column: str, columns: tuple[str, ...] = 
     return None
 
 
-def comparison_findings(comparisons: list[Any], alpha: float) -> list[Finding]:
-    """One sentence per likelihood-ratio test of neighbouring models (or why there is none)."""
+def comparison_findings(
+    comparisons: list[Any], alpha: float, names: dict[str, str] | None = None
+) -> list[Finding]:
+    """One sentence per likelihood-ratio test (or why there is none); ``names`` gives a
+    longer name per label (``M5`` -> ``M5 (Model 3.2A)``)."""
+    names = names or {}
     out: list[Finding] = []
     for c in comparisons:
+        hyp = f"{c.hypothesis}: " if getattr(c, "hypothesis", "") else ""
         if c.result is None:
             out.append(
                 (
-                    f"{c.first} and {c.second} were not compared by a likelihood-ratio "
-                    f"test: {c.refused}",
+                    f"{hyp}{names.get(c.first, c.first)} and {names.get(c.second, c.second)} "
+                    f"were not compared by a likelihood-ratio test: {c.refused}",
                     "warn",
                 )
             )
             continue
         r = c.result.table.iloc[1]
-        bigger = c.result.table.index[1]
-        smaller = c.result.table.index[0]
+        bigger = str(c.result.table.index[1])
+        smaller = str(c.result.table.index[0])
+        big, small = names.get(bigger, bigger), names.get(smaller, smaller)
         verdict = (
-            f"the data support the larger model {bigger}"
+            f"evidence for the larger model {big}"
             if r["Pr(>Chisq)"] < alpha
-            else f"the simpler model {smaller} is enough"
+            else f"no evidence that the larger model {big} fits better, so the simpler "
+            f"{small} is preferred"
         )
         ref = f", {r['Reference']}" if r["Reference"] else ""
         out.append(
             (
-                f"{smaller} vs {bigger}: likelihood ratio {_num(r['Chisq'])} on {int(r['Df'])} df"
-                f"{ref}, {_p(r['Pr(>Chisq)'])} ({c.result.criterion}): {verdict}.",
+                f"{hyp}{small} vs {big}: likelihood ratio {_num(r['Chisq'])} on "
+                f"{int(r['Df'])} df{ref}, {_p(r['Pr(>Chisq)'])} ({c.result.criterion}): "
+                f"{verdict}.",
                 "info",
             )
         )

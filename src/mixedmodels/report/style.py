@@ -67,7 +67,7 @@ gap:1rem;margin:.8rem 0 1.2rem;align-items:start}
 .mmr-figure.mmr-wide{grid-column:1/-1}
 .mmr-figure{margin:0;border:1px solid var(--line);border-radius:8px;padding:.6rem;
 background:#fff}
-.mmr-figure img{display:block;width:100%;height:auto;max-width:100%}
+.mmr-figure img{display:block;width:auto;height:auto;max-width:100%;margin:0 auto}
 .mmr-figure figcaption{font-size:.82rem;color:var(--muted);margin-top:.4rem}
 .mmr-footer{margin-top:3rem;border-top:1px solid var(--line);padding-top:.8rem;
 color:var(--muted);font-size:.8rem}

@@ -29,20 +29,32 @@ def _models_table(report: Any) -> Table:
             rows.append({"formula": m.formula, "AIC": f.aic, "BIC": f.bic, "logLik": f.loglik})
         df = pd.DataFrame(rows, index=pd.Index([m.label for m in a.models], name="model"))
         return Table(f"Models ({a.family}, {a.link} link; maximum likelihood)", df, digits=6)
+    several = any(m.residual_groups for m in a.models)
     for m in a.models:
         ml = m.ml_fit or m.fit
-        rows.append(
-            {"formula": m.formula, "AIC (ML)": ml.aic, "BIC (ML)": ml.bic, "logLik (ML)": ml.loglik}
-        )
-    df = pd.DataFrame(rows, index=pd.Index([m.label for m in a.models], name="model"))
+        row = {"formula": m.formula}
+        if several:
+            row["residual variance"] = m.residual_structure
+        row.update({"AIC (ML)": ml.aic, "BIC (ML)": ml.bic, "logLik (ML)": ml.loglik})
+        rows.append(row)
+    df = pd.DataFrame(rows, index=pd.Index([m.name for m in a.models], name="model"))
     return Table("Models", df, digits=6)
 
 
 def _lrt_table(report: Any) -> Table | None:
-    table = comparison_table(report.analysis.comparisons)
+    a = report.analysis
+    title = (
+        "Likelihood-ratio tests (tutorial and West et al.'s hypotheses)"
+        if getattr(a, "ratpup_path", False)
+        else "Likelihood-ratio tests of neighbouring models"
+    )
+    table = comparison_table(a.comparisons, title)
     if table is None:
         return None
-    data = table.data[["criterion", "Chisq", "Df", "p", "reference"]]
+    cols = ["criterion", "Chisq", "Df", "p", "reference"]
+    if "hypothesis" in table.data.columns:
+        cols.insert(0, "hypothesis")
+    data = table.data[cols]
     return Table(table.title, data, pvalue_columns=("p",))
 
 
@@ -96,7 +108,9 @@ def print_summary(report: Any, *, path: str | None = None, file: TextIO | None =
         for col in shown.columns:
             rt.add_column(
                 str(col),
-                justify="left" if col in ("formula", "criterion", "reference") else "right",
+                justify="left"
+                if col in ("formula", "criterion", "reference", "residual variance", "hypothesis")
+                else "right",
             )
         for idx, row in shown.iterrows():
             rt.add_row(str(idx), *[str(v) for v in row])
