@@ -14,6 +14,7 @@ OWNED = {
     "baseline": "benchmarks/baseline.py",
     "repeated": "benchmarks/bench_repeated.py",
     "simulation": "benchmarks/bench_simulation.py",
+    "native": "benchmarks/native_inputs.py",
 }
 
 
