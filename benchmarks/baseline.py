@@ -36,6 +36,7 @@ sys.path.insert(0, str(HERE))
 import machine  # noqa: E402  (the benchmark modules sit next to this script)
 import models  # noqa: E402
 import sections  # noqa: E402
+import worker_call  # noqa: E402
 
 BEGIN, END = sections.markers("baseline")
 RESULTS = HERE / "results" / "baseline.json"
@@ -48,24 +49,7 @@ def small_models() -> list[str]:
 
 def time_tree(src: Path, model_key: str) -> tuple[float, float] | None:
     """Median and fastest fit time of ``ours`` on one model with ``src`` first on the path."""
-    env = dict(os.environ)
-    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        env[var] = "1"
-    env["PYTHONPATH"] = str(src)
-    env.setdefault("PYTHONWARNINGS", "ignore")
-    done = subprocess.run(
-        [sys.executable, str(HERE / "worker.py"), "ours", model_key],
-        env=env,
-        stdout=subprocess.PIPE,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    lines = done.stdout.strip().splitlines()
-    if done.returncode != 0 or not lines:
-        return None
-    rows = json.loads(lines[-1])["rows"]
-    row = rows[0] if rows else {}
+    row = worker_call.worker_row("ours", model_key, src) or {}
     if row.get("status") != "ok":
         return None
     return float(row["median_s"]), float(row["min_s"])

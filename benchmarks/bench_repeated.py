@@ -19,7 +19,6 @@ import os
 import platform
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 import warnings
@@ -140,12 +139,7 @@ def time_nlme(csv: Path, repeats: int) -> list[dict]:
 def main() -> None:
     import sections
 
-    write = "--write" in sys.argv
-    if write:
-        sys.argv.remove("--write")
-    text = sections.captured(_report)
-    if write:
-        sections.write_section("repeated", text)
+    sections.run_report("repeated", _report)
 
 
 def _report() -> None:

@@ -131,12 +131,7 @@ def bench_power(sizes: list[int], nsim: int, with_mixedlm: bool) -> dict:
 def main() -> None:
     import sections
 
-    write = "--write" in sys.argv
-    if write:
-        sys.argv.remove("--write")
-    text = sections.captured(_report)
-    if write:
-        sections.write_section("simulation", text)
+    sections.run_report("simulation", _report)
 
 
 def _report() -> None:

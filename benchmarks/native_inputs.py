@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -29,6 +28,7 @@ sys.path.insert(0, str(HERE))
 import contestants  # noqa: E402  (the benchmark modules sit next to this script)
 import models  # noqa: E402
 import sections  # noqa: E402
+import worker_call  # noqa: E402
 
 LIBRARIES = ("ours", "lme_python_polars", "lme_python", "mixedlm")
 HEADERS = {
@@ -40,24 +40,7 @@ HEADERS = {
 
 
 def time_one(library: str, model_key: str) -> dict | None:
-    env = dict(os.environ)
-    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        env[var] = "1"
-    env["PYTHONPATH"] = str(REPO / "src")
-    env.setdefault("PYTHONWARNINGS", "ignore")
-    done = subprocess.run(
-        [sys.executable, str(HERE / "worker.py"), library, model_key],
-        env=env,
-        stdout=subprocess.PIPE,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    lines = done.stdout.strip().splitlines()
-    if done.returncode != 0 or not lines:
-        return None
-    rows = json.loads(lines[-1])["rows"]
-    return rows[0] if rows else None
+    return worker_call.worker_row(library, model_key, REPO / "src")
 
 
 def run(keys: list[str], rounds: int, libraries: list[str]) -> dict:

@@ -44,6 +44,20 @@ def write_section(name: str, text: str) -> None:
     DOCS_MD.write_text(splice(page, text, begin, end), encoding="utf-8")
 
 
+def run_report(name: str, report: Callable[[], None]) -> None:
+    """Run a script's ``report`` (which parses its own arguments and prints a section);
+    with ``--write`` on the command line the printed section also replaces section
+    ``name`` of docs/benchmarks.md."""
+    import sys
+
+    write = "--write" in sys.argv
+    if write:
+        sys.argv.remove("--write")
+    text = captured(report)
+    if write:
+        write_section(name, text)
+
+
 def captured(report: Callable[[], None]) -> str:
     """What ``report`` prints (echoed as well), as one string."""
     buffer = io.StringIO()
