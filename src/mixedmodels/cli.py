@@ -295,15 +295,7 @@ def _fit_streamed(args: argparse.Namespace) -> Any:
     if args.dask is not None:
         from mixedmodels.models.dask_fit import lmer_dask
 
-        try:
-            import dask.dataframe as dd
-            from distributed import Client
-        except ImportError:
-            from mixedmodels.errors import InputFileError
-
-            raise InputFileError(
-                "--dask needs dask and distributed: python3 -m pip install 'mixedmodels[dask]'"
-            ) from None
+        Client, dd = _dask_modules()
         with Client(args.dask):
             return lmer_dask(
                 args.formula, dd.read_parquet(args.data), reml=not args.ml, weights=args.weights
@@ -399,6 +391,20 @@ def _fit_glmm(
     )
 
 
+def _dask_modules() -> tuple[Any, Any]:
+    """``distributed.Client`` and ``dask.dataframe`` for ``--dask``, or a one-line error."""
+    try:
+        import dask.dataframe as dd
+        from distributed import Client
+    except ImportError:
+        from mixedmodels.errors import InputFileError
+
+        raise InputFileError(
+            "--dask needs dask and distributed: python3 -m pip install 'mixedmodels[dask]'"
+        ) from None
+    return Client, dd
+
+
 def _fit_glmm_streamed_or_in_memory(args: argparse.Namespace) -> Any:
     """``fit --family``: in chunks (``--chunk-rows``, a folder or glob), on a Dask cluster
     (``--dask``), or in memory."""
@@ -406,15 +412,7 @@ def _fit_glmm_streamed_or_in_memory(args: argparse.Namespace) -> Any:
     from mixedmodels.io.sources import is_streamed_source
 
     if args.dask is not None:
-        try:
-            import dask.dataframe as dd
-            from distributed import Client
-        except ImportError:
-            from mixedmodels.errors import InputFileError
-
-            raise InputFileError(
-                "--dask needs dask and distributed: python3 -m pip install 'mixedmodels[dask]'"
-            ) from None
+        Client, dd = _dask_modules()
         with Client(args.dask):
             return _fit_glmm(args, args.formula, dd.read_parquet(args.data))
     if args.chunk_rows is not None or is_streamed_source(args.data):
