@@ -115,6 +115,11 @@ class Case:
     check: Callable[[object], None] | None = None
     skip_if_root: bool = False
     extra_args: tuple[str, ...] = field(default=())
+    # Keyword arguments of mm.lmer, given on the command line as --KEY VALUE.
+    options: dict[str, str] = field(default_factory=dict)
+
+    def cli_options(self) -> tuple[str, ...]:
+        return tuple(a for k, v in self.options.items() for a in (f"--{k}", v))
 
 
 def csv_case(change: Callable[[pd.DataFrame], pd.DataFrame] | None = None) -> Callable[[], Files]:
@@ -179,6 +184,24 @@ def ragged() -> Files:
 
 def unreadable() -> Files:
     return {"data.csv": csv_bytes(base_frame())}
+
+
+def with_time(frame: pd.DataFrame) -> pd.DataFrame:
+    """Six visits 0-5 per group of ``g``, for the residual-structure entries."""
+    return frame.assign(t=np.tile(np.arange(6), 10), w=1.0)
+
+
+def with_repeated_time(frame: pd.DataFrame) -> pd.DataFrame:
+    out = with_time(frame)
+    out.loc[1, "t"] = 0  # group g00 has visit 0 twice
+    return out
+
+
+_CORRELATIONS = (
+    "cs(1 | g) (compound symmetry, nlme's corCompSymm); ar1(t | g) (AR(1) over integer "
+    "times, nlme's corAR1); car1(t | g) (continuous-time AR(1), nlme's corCAR1); us(t | g) "
+    "(unstructured: corSymm + varIdent by t, SAS/mmrm UN)"
+)
 
 
 def predict_new_level(fit, where: Path):
@@ -532,6 +555,88 @@ CASES: list[Case] = [
         outcome="ok",
         check=check_scaled,
     ),
+    # -- residual structures ---------------------------------------------------------------
+    Case(
+        "correlation-unknown",
+        csv_case(with_time),
+        "data.csv",
+        options={"correlation": "ar2(t | g)"},
+        error=ModelSpecificationError,
+        message=f"unknown correlation structure 'ar2' in 'ar2(t | g)'; available: {_CORRELATIONS}",
+    ),
+    Case(
+        "correlation-code",
+        csv_case(with_time),
+        "data.csv",
+        options={"correlation": "ar1(__import__('os') | g)"},
+        error=ModelSpecificationError,
+        message="cannot read correlation spec \"ar1(__import__('os') | g)\": write "
+        f"KIND(TIME | GROUP), one of: {_CORRELATIONS}",
+    ),
+    Case(
+        "correlation-not-nested",
+        csv_case(with_time),
+        "data.csv",
+        options={"correlation": "ar1(t | f)"},
+        error=DataError,
+        message="ar1(t | f): groups of 'f' cross levels of the random-effects factor 'g'; the "
+        "correlation groups must be nested in every grouping factor (use the innermost "
+        "factor, e.g. ar1(... | g))",
+    ),
+    Case(
+        "ar1-non-integer-time",
+        csv_case(with_time),
+        "data.csv",
+        options={"correlation": "ar1(x | g)"},
+        error=DataError,
+        message="ar1: column 'x' has non-integer times; AR(1) needs integer occasions (gaps "
+        "allowed): use car1(...) for continuous time",
+    ),
+    Case(
+        "ar1-text-time",
+        csv_case(with_time),
+        "data.csv",
+        options={"correlation": "ar1(f | g)"},
+        error=DataError,
+        message="ar1: column 'f' is not numeric; give a numeric time (e.g. a visit number), "
+        "or use us(...) for visits as levels",
+    ),
+    Case(
+        "correlation-repeated-time",
+        csv_case(with_repeated_time),
+        "data.csv",
+        options={"correlation": "ar1(t | g)"},
+        error=DataError,
+        message="ar1(t | g): time 0 occurs twice in level 'g00' of 'g'; each time may occur "
+        "once per group (check for duplicated rows or use a finer time column)",
+    ),
+    Case(
+        "weights-with-structure",
+        csv_case(with_time),
+        "data.csv",
+        options={"correlation": "ar1(t | g)", "weights": "w"},
+        error=ModelSpecificationError,
+        message="prior weights cannot be combined with a residual correlation or variance "
+        "function yet; drop weights= or the structure",
+    ),
+    Case(
+        "variance-unknown",
+        csv_case(with_time),
+        "data.csv",
+        options={"variance": "pow(t)"},
+        error=ModelSpecificationError,
+        message="unknown variance function 'pow' in 'pow(t)'; available: power(fitted) or "
+        "power(x) (nlme's varPower); exp(x) (nlme's varExp); ident(x) (nlme's varIdent)",
+    ),
+    Case(
+        "variance-power-zero",
+        csv_case(with_time),
+        "data.csv",
+        options={"variance": "power(t)"},
+        error=DataError,
+        message="power(t): column 't' contains 0, where |x|^delta is 0 or infinite; shift "
+        "the covariate or use exp() instead",
+    ),
     # -- prediction ----------------------------------------------------------------------
     Case(
         "predict-new-factor-level",
@@ -591,6 +696,7 @@ def cli_command(case: Case, *extra: str) -> list[str]:
         case.formula,
         "--json",
         *case.extra_args,
+        *case.cli_options(),
         *extra,
     ]
 
@@ -628,10 +734,10 @@ def test_api(case: Case, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 
     def run():
         if case.predict is None:
-            return mm.lmer(case.formula, case.data)
+            return mm.lmer(case.formula, case.data, **case.options)
         with warnings.catch_warnings():
             warnings.simplefilter("error", MixedModelsWarning)
-            fit = mm.lmer(case.formula, case.data)
+            fit = mm.lmer(case.formula, case.data, **case.options)
         return case.predict(fit, where)
 
     if case.outcome == "error":

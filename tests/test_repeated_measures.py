@@ -320,7 +320,7 @@ def test_refusals_are_one_line(orthodont):
         ({"correlation": "ar1(one | Subject)"}, DataError, "occurs twice"),
         ({"correlation": "us(one | Subject)"}, DataError, "one level"),
         ({"correlation": "ar1(visit | row)"}, DataError, "one observation"),
-        ({"variance": "power(zero)"}, DataError, "contain 0"),
+        ({"variance": "power(zero)"}, DataError, "contains 0"),
         (
             {"correlation": "us(visit | Subject)", "variance": "ident(Sex)"},
             ModelSpecificationError,

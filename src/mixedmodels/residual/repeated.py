@@ -435,7 +435,7 @@ def _correlation(frame: pd.DataFrame, spec: CorrelationSpec, terms: tuple):
             i = int(np.nonzero(dup.to_numpy())[0][0])
             raise DataError(
                 f"{spec}: time {format_level(frame[spec.time].iloc[i])} occurs twice in "
-                f"{spec.group} {glevels[g[i]]!r}; each time may occur once per group "
+                f"level {glevels[g[i]]!r} of {spec.group!r}; each time may occur once per group "
                 "(check for duplicated rows or use a finer time column)"
             )
     if spec.kind == "cs":

@@ -18,15 +18,15 @@ _CORRELATION = re.compile(rf"^\s*(\w+)\s*\(\s*({_NAME}|1)\s*\|\s*({_NAME})\s*\)\
 _VARIANCE = re.compile(rf"^\s*(\w+)\s*\(\s*({_NAME})\s*\)\s*$")
 
 CORRELATION_KINDS = {
-    "cs": "compound symmetry, nlme's corCompSymm: cs(1 | g)",
-    "ar1": "AR(1) over integer time, nlme's corAR1: ar1(t | g)",
-    "car1": "continuous-time AR(1), nlme's corCAR1: car1(t | g)",
-    "us": "unstructured (corSymm + varIdent by t, SAS/mmrm UN): us(t | g)",
+    "cs": "cs(1 | g) (compound symmetry, nlme's corCompSymm)",
+    "ar1": "ar1(t | g) (AR(1) over integer times, nlme's corAR1)",
+    "car1": "car1(t | g) (continuous-time AR(1), nlme's corCAR1)",
+    "us": "us(t | g) (unstructured: corSymm + varIdent by t, SAS/mmrm UN)",
 }
 VARIANCE_KINDS = {
-    "power": "nlme's varPower: power(fitted) or power(x)",
-    "exp": "nlme's varExp: exp(x)",
-    "ident": "nlme's varIdent: ident(x)",
+    "power": "power(fitted) or power(x) (nlme's varPower)",
+    "exp": "exp(x) (nlme's varExp)",
+    "ident": "ident(x) (nlme's varIdent)",
 }
 
 
@@ -68,7 +68,7 @@ def parse_correlation(spec: str | CorrelationSpec | None) -> CorrelationSpec | N
             f"{type(spec).__name__}"
         )
     m = _CORRELATION.match(spec)
-    kinds = ", ".join(CORRELATION_KINDS.values())
+    kinds = "; ".join(CORRELATION_KINDS.values())
     if m is None:
         raise ModelSpecificationError(
             f"cannot read correlation spec {spec!r}: write KIND(TIME | GROUP), one of: {kinds}"
@@ -101,7 +101,7 @@ def parse_variance(spec: str | VarianceSpec | None) -> VarianceSpec | None:
             f"variance must be a string such as 'power(fitted)', not {type(spec).__name__}"
         )
     m = _VARIANCE.match(spec)
-    kinds = ", ".join(VARIANCE_KINDS.values())
+    kinds = "; ".join(VARIANCE_KINDS.values())
     if m is None:
         raise ModelSpecificationError(
             f"cannot read variance spec {spec!r}: write KIND(COLUMN), one of: {kinds}"

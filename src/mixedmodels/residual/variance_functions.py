@@ -41,9 +41,9 @@ class PowerVariance:
     def __init__(self, covariate: np.ndarray, name: str):
         covariate = np.asarray(covariate, dtype=np.float64)
         if not np.all(np.abs(covariate) > 0):
-            where = "fitted values" if name == "fitted" else f"column {name!r}"
+            where = "the fitted values contain" if name == "fitted" else f"column {name!r} contains"
             raise DataError(
-                f"power({name}): the {where} contain 0, where |x|^delta is 0 or infinite; "
+                f"power({name}): {where} 0, where |x|^delta is 0 or infinite; "
                 "shift the covariate or use exp() instead"
             )
         self.name = name
