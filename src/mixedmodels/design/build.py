@@ -25,6 +25,7 @@ model in disguise, whereas here it is ``(1 | litter) + (0 + sexMale | litter)``
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import math
 import re
@@ -124,6 +125,14 @@ class DesignSpec:
             value = getattr(self, name)
             if isinstance(value, dict):
                 object.__setattr__(self, name, MappingProxyType(value))
+
+    def __reduce__(self):
+        # A mapping proxy cannot be pickled: pickle the fields with plain dicts, and
+        # __post_init__ wraps them again on loading (results, and the models they hold,
+        # go through pickle in joblib/multiprocessing and when saved).
+        fields = [getattr(self, f.name) for f in dataclasses.fields(self)]
+        plain = [dict(v) if isinstance(v, MappingProxyType) else v for v in fields]
+        return (type(self), tuple(plain))
 
     @property
     def x_names(self) -> tuple[str, ...]:
