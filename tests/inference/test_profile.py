@@ -132,3 +132,35 @@ def test_profile_in_two_processes_equals_one():
     b = two.confint(n_jobs=2)
     np.testing.assert_array_equal(a.to_numpy(), b.to_numpy())
     assert len(two.points) == len(one.points) > 2 * len(a)
+
+
+@pytest.mark.parametrize(
+    "formula,data,options",
+    [
+        ("weight ~ treatment + sex + litsize + (1 | litter)", "ratpup", {}),
+        ("Reaction ~ Days + (Days | Subject)", "sleepstudy", {}),
+        ("diameter ~ 1 + (1 | plate) + (1 | sample)", "Penicillin", {}),
+        (
+            "weight ~ treatment + sex + litsize + (1 | litter)",
+            "ratpup",
+            {"residual_groups": "treatment"},
+        ),
+    ],
+    ids=["ratpup", "sleepstudy", "penicillin", "ratpup-residual-groups"],
+)
+def test_fixed_effect_ends_by_one_optimisation_equal_root_finding(formula, data, options):
+    """A fixed effect's end point found as max/min of beta_j over the model's parameters
+    (closed form in beta) is the end point root-finding on the profile finds, where every
+    profile point is a fit of the model with beta_j moved into the response."""
+    fit = mm.lmer(formula, data, **options)
+    profile = LikelihoodProfile(fit, progress=False)
+    z = 1.959963984540054
+    for name, se in zip(profile.x_names, profile.beta_se, strict=True):
+        i = profile.names.index(name)
+        for sign in (-1, 1):
+            direct = profile._direct_endpoint(i, sign, z)
+            rooted = profile._endpoint(name, i, sign, z)
+            assert direct is not None
+            assert direct == pytest.approx(rooted, abs=1e-5 * se), (name, sign)
+            # At the end point the profile's deviance is z^2 above the optimum.
+            assert profile.zeta(name, direct) == pytest.approx(sign * z, abs=1e-5)

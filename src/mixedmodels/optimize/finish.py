@@ -347,7 +347,10 @@ def gradient_is_small(summary: OptSummary) -> bool:
 
     After the Newton finish it is ~1e-9; an early BOBYQA stop the finish could not
     complete leaves ~1e-3. Entries on their bound (and NaN ones, singular templates that
-    the finite-difference check covered) are not counted.
+    the finite-difference check covered) are not counted. "Small" is 1e-7 of the
+    criterion: a finish that stopped a hair above a bound (the next step would cross it)
+    can leave 4e-3 on a deviance of 1700 and the optimum 2e-7 short (sleepstudy with
+    ``(1|Days)`` estimated at 0, rows in another order), which 1e-5 let through.
     """
     g = summary.gradient
     if g is None:
@@ -356,7 +359,7 @@ def gradient_is_small(summary: OptSummary) -> bool:
     free = np.isfinite(g) & ~(np.isfinite(lower) & (x - lower < 1e-8))
     if not free.any():
         return True
-    return float(np.abs(g[free]).max()) <= 1e-5 * max(1.0, abs(summary.final_objective))
+    return float(np.abs(g[free]).max()) <= 1e-7 * max(1.0, abs(summary.final_objective))
 
 
 def snap_to_bounds(objective, summary: OptSummary, on_diag: np.ndarray) -> tuple[OptSummary, int]:
