@@ -11,7 +11,6 @@ its names and the build time.
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -124,27 +123,19 @@ def insteval_like(seed: int = 1) -> pd.DataFrame:
     return pd.DataFrame({"s": s, "d": d, "dept": dept, "service": service, "y": y})
 
 
-def test_insteval_names_and_speed():
+def test_insteval_names():
+    # (The design stage's speed is measured in benchmarks/, not asserted here: a timed
+    # unit test fails on a busy machine and proves nothing on a fast one.)
     df = insteval_like()
     for column in ("s", "d", "dept", "service"):
         df[column] = pd.Categorical(df[column])  # numeric categories, sorted numerically
     for model_id in ("insteval_1", "insteval_2"):
         ref = REFERENCE[model_id]
-        formula = ref["formula"]
-        build_design(formula, df)  # warm up
-        best = min(_timed(lambda f=formula: build_design(f, df)) for _ in range(3))
-        design = build_design(formula, df)
+        design = build_design(ref["formula"], df)
         assert list(design.x_names) == ref["fixed_effects"]
         assert {t.group: t.nlevels for t in design.re_terms} == ref["ngroups"]
-        assert best < 0.2, f"{model_id}: build_design took {best:.3f} s"
     # Plain integer columns wrapped in C() give the same names.
     raw = insteval_like()
     d = build_design("y ~ 1 + C(service)*C(dept) + (1|s) + (1|d)", raw)
     assert list(d.x_names) == REFERENCE["insteval_2"]["fixed_effects"]
     assert d.re_terms[0].levels[:3] == ("1", "2", "3")
-
-
-def _timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
