@@ -87,6 +87,15 @@ MAX_ITERATIONS = 100
 MAX_HALVINGS = 30
 #: Up to this many entries, PIRLS forms ``Zr'Z1`` dense.
 _DENSE_REST_FIRST = 1 << 15
+#: ``dw/deta`` of the working weights for canonical links, ``(prior, mu) -> array``: ``w =
+#: a V(mu)`` there, so ``dw/deta = a V'(mu) V(mu)``.
+_CANONICAL_W_PRIME: dict[tuple[str, str], Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
+    ("binomial", "logit"): lambda a, mu: a * mu * (1.0 - mu) * (1.0 - 2.0 * mu),
+    ("poisson", "log"): lambda a, mu: a * mu,
+}
+#: The analytic beta-gradient holds the rest block and one of its vectors per row dense:
+#: up to this many entries each.
+_GRADIENT_DENSE_MAX = 20_000_000
 #: The start predictor keeps at most this many floats of past modes (it is off when fewer
 #: than two points fit).
 _HISTORY_FLOATS = 4_000_000
@@ -757,7 +766,6 @@ class _ModePredictor:
         return self.values[near] + ((x - X[near]) / scale) @ J
 
 
-
 class PirlsDeviance:
     """The GLMM deviance as a function of (theta, beta), or of theta with beta inside PIRLS.
 
@@ -978,6 +986,138 @@ class PirlsDeviance:
             deviance=deviance,
             iterations=iterations,
         )
+
+    # -- the analytic beta-gradient -------------------------------------------------------
+    def has_beta_gradient(self) -> bool:
+        """Whether :meth:`laplace_beta_gradient` applies: the Laplace criterion, rows in
+        memory, a canonical link (binomial-logit, Poisson-log: the PIRLS system is then the
+        exact Hessian of the penalised deviance, which the derivative of the modes needs),
+        the deviance differing from -2 log p by a constant, and blocks small enough to
+        hold dense (the rest block and, per row, one vector over it)."""
+        family = self.family
+        canonical = (getattr(family, "name", ""), family.link.name) in _CANONICAL_W_PRIME
+        if self.nagq > 1 or not canonical or not isinstance(self.rows, MemoryRows):
+            return False
+        if self._rounded_binomial is None:
+            self._rounded_binomial = (
+                family.name == "binomial" and not self.rows.integral_binomial_weights()
+            )
+        if self._rounded_binomial:
+            return False
+        q1 = self.terms[0].nranef
+        qr = self.q - q1
+        return qr * max(q1, 1) <= _GRADIENT_DENSE_MAX and qr * self.n <= _GRADIENT_DENSE_MAX
+
+    def laplace_beta_gradient(
+        self, theta: np.ndarray, beta: np.ndarray
+    ) -> tuple[float, np.ndarray]:
+        """The Laplace deviance at ``(theta, beta)`` and its gradient over ``beta``.
+
+        Notes
+        -----
+        With ``D(beta) = pdev(u~(beta), beta) + log|M|``, ``M = Lambda'Z'WZ Lambda + I`` at
+        the modes ``u~``, and ``x_i = Lambda'z_i``:
+
+        * ``pdev``: ``u~`` minimises it, so only its partial derivative counts (the
+          envelope theorem): ``X' (d dev_i / d eta_i)``, ``-2 X' a (y - mu)`` for a
+          canonical link;
+        * ``log|M|``: ``d log|M| / d w_i = h_i = x_i' M^{-1} x_i``, and ``w_i`` moves with
+          ``eta_i``, which moves with beta directly and through the modes,
+          ``d u~ / d beta = -M^{-1} Lambda'Z'WX`` (implicit function theorem; ``M`` is the
+          Hessian of pdev / 2 in ``u`` for a canonical link). With ``s_i = h_i dw_i/deta_i``
+          and ``y = M^{-1} Lambda'Z's``: ``X's - X'W Z Lambda y``.
+
+        ``M`` is handled in blocks, term 1's block diagonal ``M_1`` (per level) and the
+        rest dense: ``S = M_r - C M_1^{-1} C'`` (``C = Lambda_r'Z_r'WZ_1 Lambda_1``),
+        ``h_i = a_i'M_1^{-1}a_i + ||L_S^{-1}(C M_1^{-1} a_i - b_i)||^2`` with ``a_i``, ``b_i``
+        the term-1 and rest parts of ``x_i``. Bates et al. 2015 (JSS 67(1)) sec. 5 for
+        the Laplace criterion; the derivative is the one Bolker's and Bates' notes on
+        GLMM gradients describe.
+        """
+        state = self.pirls(theta, beta)
+        rows = self.rows
+        assert isinstance(rows, MemoryRows) and state.mu is not None and state.eta is not None
+        family, mu, eta = self.family, state.mu, state.eta
+        prior = rows.weights
+        mu_eta = family.link.mu_eta(eta)
+        var = family.variance(mu)
+        w = prior * (mu_eta * mu_eta) / var
+        w_prime = _CANONICAL_W_PRIME[(family.name, family.link.name)](prior, mu)
+        ddev = -2.0 * prior * (rows.y - mu) * mu_eta / var
+        templates = self.structure.templates(theta)
+        # x_i = Lambda' z_i: term 1's part (n, p1) at level refs1, the rest as (index, value)
+        # pairs (n, nr) in the rest block's columns.
+        t1, T1 = self.terms[0], templates[0]
+        a = t1.z @ T1
+        l1, p1 = t1.nlevels, t1.ncols
+        r_idx, r_val = [], []
+        start = 0
+        for term, T in zip(self.terms[1:], templates[1:], strict=True):
+            vals = term.z @ T
+            for j in range(term.ncols):
+                r_idx.append(start + term.refs * term.ncols + j)
+                r_val.append(vals[:, j])
+            start += term.nranef
+        qr = start
+        # M_1 per level and its inverse.
+        M1 = np.empty((l1, p1, p1))
+        for c in range(p1):
+            for d in range(c, p1):
+                M1[:, c, d] = M1[:, d, c] = np.bincount(
+                    t1.refs, weights=w * a[:, c] * a[:, d], minlength=l1
+                )
+        M1 += np.eye(p1)[None]
+        M1inv = np.linalg.inv(M1)
+        # h_i, and y = M^{-1} t with t = Lambda'Z's.
+        Ma = np.einsum("icd,id->ic", M1inv[t1.refs], a)  # M_1^{-1} a_i
+        h = np.einsum("ic,ic->i", a, Ma)
+        if qr:
+            cols1 = t1.refs * p1
+            C = np.zeros(qr * l1 * p1)
+            Mr = np.zeros(qr * qr)
+            for ia, (ra, va) in enumerate(zip(r_idx, r_val, strict=True)):
+                wv = w * va
+                for c in range(p1):
+                    C += np.bincount(
+                        ra * (l1 * p1) + cols1 + c, weights=wv * a[:, c], minlength=C.size
+                    )
+                for rb, vb in zip(r_idx[ia:], r_val[ia:], strict=True):
+                    pair = np.bincount(ra * qr + rb, weights=wv * vb, minlength=qr * qr)
+                    Mr += pair
+                    if rb is not ra:
+                        Mr += pair.reshape(qr, qr).T.ravel()
+            C = C.reshape(qr, l1 * p1)
+            Mr = Mr.reshape(qr, qr) + np.eye(qr)
+            # E = C M_1^{-1} (level by level), S = M_r - E C'.
+            E = np.einsum("rlc,lcd->rld", C.reshape(qr, l1, p1), M1inv).reshape(qr, l1 * p1)
+            Ls = np.linalg.cholesky(Mr - E @ C.T)
+            K = sla.solve_triangular(Ls, E, lower=True, check_finite=False)
+            P = sla.solve_triangular(Ls, np.eye(qr), lower=True, check_finite=False)
+            V = np.zeros((rows.nobs, qr))
+            for c in range(p1):
+                V += K.T[cols1 + c] * a[:, c : c + 1]
+            for ra, va in zip(r_idx, r_val, strict=True):
+                V -= P.T[ra] * va[:, None]
+            h += np.einsum("ir,ir->i", V, V)
+        s = h * w_prime
+        t1v = np.zeros((l1, p1))
+        for c in range(p1):
+            t1v[:, c] = np.bincount(t1.refs, weights=s * a[:, c], minlength=l1)
+        y1 = np.einsum("lcd,ld->lc", M1inv, t1v)  # M_1^{-1} t_1
+        if qr:
+            tr = np.zeros(qr)
+            for ra, va in zip(r_idx, r_val, strict=True):
+                tr += np.bincount(ra, weights=s * va, minlength=qr)
+            yr = sla.cho_solve((Ls, True), tr - E @ t1v.ravel(), check_finite=False)
+            y1 = y1 - np.einsum("lcd,ld->lc", M1inv, (C.T @ yr).reshape(l1, p1))
+        xy = np.einsum("ic,ic->i", a, y1[t1.refs])
+        if qr:
+            for ra, va in zip(r_idx, r_val, strict=True):
+                xy += va * yr[ra]
+        X = rows.X
+        grad = X.T @ (ddev + s - w * xy)
+        value = state.laplace
+        return value, grad
 
     # -- criteria -------------------------------------------------------------------------
     def fast(self, theta: np.ndarray) -> float:
