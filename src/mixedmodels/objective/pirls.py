@@ -93,8 +93,8 @@ _CANONICAL_W_PRIME: dict[tuple[str, str], Callable[[np.ndarray, np.ndarray], np.
     ("binomial", "logit"): lambda a, mu: a * mu * (1.0 - mu) * (1.0 - 2.0 * mu),
     ("poisson", "log"): lambda a, mu: a * mu,
 }
-#: The analytic beta-gradient holds the rest block and one of its vectors per row dense:
-#: up to this many entries each.
+#: The analytic beta-gradient holds the rest block's rows times term 1's columns dense: up
+#: to this many entries.
 _GRADIENT_DENSE_MAX = 20_000_000
 #: The start predictor keeps at most this many floats of past modes (it is off when fewer
 #: than two points fit).
@@ -992,8 +992,8 @@ class PirlsDeviance:
         """Whether :meth:`laplace_beta_gradient` applies: the Laplace criterion, rows in
         memory, a canonical link (binomial-logit, Poisson-log: the PIRLS system is then the
         exact Hessian of the penalised deviance, which the derivative of the modes needs),
-        the deviance differing from -2 log p by a constant, and blocks small enough to
-        hold dense (the rest block and, per row, one vector over it)."""
+        the deviance differing from -2 log p by a constant, and the rest block's rows
+        times term 1's columns few enough to hold dense."""
         family = self.family
         canonical = (getattr(family, "name", ""), family.link.name) in _CANONICAL_W_PRIME
         if self.nagq > 1 or not canonical or not isinstance(self.rows, MemoryRows):
@@ -1006,7 +1006,7 @@ class PirlsDeviance:
             return False
         q1 = self.terms[0].nranef
         qr = self.q - q1
-        return qr * max(q1, 1) <= _GRADIENT_DENSE_MAX and qr * self.n <= _GRADIENT_DENSE_MAX
+        return qr * max(q1, 1) <= _GRADIENT_DENSE_MAX
 
     def laplace_beta_gradient(
         self, theta: np.ndarray, beta: np.ndarray
@@ -1029,10 +1029,9 @@ class PirlsDeviance:
 
         ``M`` is handled in blocks, term 1's block diagonal ``M_1`` (per level) and the
         rest dense: ``S = M_r - C M_1^{-1} C'`` (``C = Lambda_r'Z_r'WZ_1 Lambda_1``),
-        ``h_i = a_i'M_1^{-1}a_i + ||L_S^{-1}(C M_1^{-1} a_i - b_i)||^2`` with ``a_i``, ``b_i``
-        the term-1 and rest parts of ``x_i``. Bates et al. 2015 (JSS 67(1)) sec. 5 for
-        the Laplace criterion; the derivative is the one Bolker's and Bates' notes on
-        GLMM gradients describe.
+        ``h_i = a_i'M_1^{-1}a_i + (C M_1^{-1} a_i - b_i)' S^{-1} (C M_1^{-1} a_i - b_i)``
+        with ``a_i``, ``b_i`` the term-1 and rest parts of ``x_i``. Bates et al. 2015 (JSS
+        67(1)) sec. 5 for the Laplace criterion.
         """
         state = self.pirls(theta, beta)
         rows = self.rows
@@ -1072,33 +1071,58 @@ class PirlsDeviance:
         Ma = np.einsum("icd,id->ic", M1inv[t1.refs], a)  # M_1^{-1} a_i
         h = np.einsum("ic,ic->i", a, Ma)
         if qr:
+            q1 = l1 * p1
             cols1 = t1.refs * p1
-            C = np.zeros(qr * l1 * p1)
+            # C = Lambda_r'Z_r'WZ_1 Lambda_1 (sparse: a row adds one entry per pair of a
+            # rest column and a term-1 column) and M_r = Lambda_r'Z_r'WZ_r Lambda_r + I.
+            c_rows, c_cols, c_vals = [], [], []
             Mr = np.zeros(qr * qr)
             for ia, (ra, va) in enumerate(zip(r_idx, r_val, strict=True)):
                 wv = w * va
                 for c in range(p1):
-                    C += np.bincount(
-                        ra * (l1 * p1) + cols1 + c, weights=wv * a[:, c], minlength=C.size
-                    )
+                    c_rows.append(ra)
+                    c_cols.append(cols1 + c)
+                    c_vals.append(wv * a[:, c])
                 for rb, vb in zip(r_idx[ia:], r_val[ia:], strict=True):
                     pair = np.bincount(ra * qr + rb, weights=wv * vb, minlength=qr * qr)
                     Mr += pair
                     if rb is not ra:
                         Mr += pair.reshape(qr, qr).T.ravel()
-            C = C.reshape(qr, l1 * p1)
+            C = sp.csr_matrix(
+                (np.concatenate(c_vals), (np.concatenate(c_rows), np.concatenate(c_cols))),
+                shape=(qr, q1),
+            )
             Mr = Mr.reshape(qr, qr) + np.eye(qr)
-            # E = C M_1^{-1} (level by level), S = M_r - E C'.
-            E = np.einsum("rlc,lcd->rld", C.reshape(qr, l1, p1), M1inv).reshape(qr, l1 * p1)
-            Ls = np.linalg.cholesky(Mr - E @ C.T)
-            K = sla.solve_triangular(Ls, E, lower=True, check_finite=False)
-            P = sla.solve_triangular(Ls, np.eye(qr), lower=True, check_finite=False)
-            V = np.zeros((rows.nobs, qr))
-            for c in range(p1):
-                V += K.T[cols1 + c] * a[:, c : c + 1]
-            for ra, va in zip(r_idx, r_val, strict=True):
-                V -= P.T[ra] * va[:, None]
-            h += np.einsum("ir,ir->i", V, V)
+            # E = C M_1^{-1} (level by level), S = M_r - E C', F' = E' S^{-1} (dense).
+            blk = np.arange(q1).reshape(l1, p1)
+            M1inv_sparse = sp.csr_matrix(
+                (
+                    M1inv.ravel(),
+                    (np.repeat(blk, p1, axis=1).ravel(), np.tile(blk, (1, p1)).ravel()),
+                ),
+                shape=(q1, q1),
+            )
+            E = (C @ M1inv_sparse).tocoo()
+            Ls = sla.cho_factor(Mr - (E @ C.T).toarray(), lower=True, check_finite=False)
+            Sinv = sla.cho_solve(Ls, np.eye(qr), check_finite=False)
+            Ft = np.asarray(E.T @ Sinv)  # (q1, qr)
+            # (E a_i - b_i)' S^{-1} (E a_i - b_i) by parts, gathered per row (never a rows x
+            # rest array): the level blocks of E'S^{-1}E from E's nonzeros, then the
+            # cross and rest parts entry by entry.
+            EF = np.zeros(q1 * p1)
+            for d in range(p1):
+                EF += np.bincount(
+                    E.col * p1 + d,
+                    weights=E.data * Ft[(E.col // p1) * p1 + d, E.row],
+                    minlength=q1 * p1,
+                )
+            h += np.einsum("ic,icd,id->i", a, EF.reshape(l1, p1, p1)[t1.refs], a)
+            for ia, (ra, va) in enumerate(zip(r_idx, r_val, strict=True)):
+                for c in range(p1):
+                    h -= 2.0 * va * a[:, c] * Ft[cols1 + c, ra]
+                h += va * va * Sinv[ra, ra]
+                for rb, vb in zip(r_idx[ia + 1 :], r_val[ia + 1 :], strict=True):
+                    h += 2.0 * va * vb * Sinv[ra, rb]
         s = h * w_prime
         t1v = np.zeros((l1, p1))
         for c in range(p1):
@@ -1108,7 +1132,7 @@ class PirlsDeviance:
             tr = np.zeros(qr)
             for ra, va in zip(r_idx, r_val, strict=True):
                 tr += np.bincount(ra, weights=s * va, minlength=qr)
-            yr = sla.cho_solve((Ls, True), tr - E @ t1v.ravel(), check_finite=False)
+            yr = Sinv @ (tr - E @ t1v.ravel())
             y1 = y1 - np.einsum("lcd,ld->lc", M1inv, (C.T @ yr).reshape(l1, p1))
         xy = np.einsum("ic,ic->i", a, y1[t1.refs])
         if qr:
