@@ -35,6 +35,7 @@ from mixedmodels.errors import (
     SingularFitWarning,
 )
 from mixedmodels.objective.pirls import (
+    MODE_TOLERANCE,
     GlmmResponse,
     PirlsDeviance,
     PirlsRows,
@@ -52,6 +53,9 @@ _STAGE2 = OptimizerOptions(ftol_rel=1e-12, ftol_abs=1e-10, xtol_abs=1e-8, initia
 #: Stage 1 is only the start of stage 2 (which moves theta too); when it is the fit
 #: (nAGQ = 0), it runs to the tight tolerances.
 _STAGE1 = OptimizerOptions(ftol_rel=1e-6, ftol_abs=1e-4, xtol_abs=1e-3, initial_step=0.5)
+#: PIRLS' stopping rule in stage 1 when it is only the start: its optimiser stops at
+#: ftol_abs = 1e-4, far above the deviance's error from modes this close (~1e-12 and below).
+_STAGE1_MODE_TOLERANCE = 1e-6
 _STAGE1_FINAL = OptimizerOptions(ftol_rel=1e-12, ftol_abs=1e-10, xtol_abs=1e-8, initial_step=0.5)
 
 
@@ -281,6 +285,8 @@ class GeneralizedLinearMixedModel:
             if self.estimates_dispersion:
                 self._start_dispersion(theta0[:ntheta], evaluations)
             options = _STAGE1_FINAL if self.nagq == 0 else _STAGE1
+            if self.nagq > 0:
+                dev.mode_tolerance = _STAGE1_MODE_TOLERANCE
             try:
                 stage1 = minimize_bobyqa(dev.fast, theta0[:ntheta], lower_theta, options)
             except ConvergenceError as exc:
@@ -291,6 +297,8 @@ class GeneralizedLinearMixedModel:
                     "these data (e.g. fitted means leaving the valid range); try the canonical "
                     "link, or check for separation (a factor level with all 0s or all 1s)"
                 ) from exc
+            finally:
+                dev.mode_tolerance = MODE_TOLERANCE
             theta1 = np.asarray(stage1.final_theta, dtype=np.float64)
             state1 = dev.pirls(theta1, None)
             evaluations["stage1"] = stage1.evaluations

@@ -69,6 +69,7 @@ __all__ = [
     "ChunkedRows",
     "Coefficients",
     "GlmmResponse",
+    "GradientPieces",
     "MemoryRows",
     "PassSums",
     "PirlsDeviance",
@@ -93,9 +94,9 @@ _CANONICAL_W_PRIME: dict[tuple[str, str], Callable[[np.ndarray, np.ndarray], np.
     ("binomial", "logit"): lambda a, mu: a * mu * (1.0 - mu) * (1.0 - 2.0 * mu),
     ("poisson", "log"): lambda a, mu: a * mu,
 }
-#: The analytic beta-gradient holds the rest block's rows times term 1's columns dense: up
-#: to this many entries.
-_GRADIENT_DENSE_MAX = 20_000_000
+#: The analytic beta-gradient holds the rest block's rows times term 1's columns dense (and
+#: ships them to every chunk): up to this many entries.
+_GRADIENT_DENSE_MAX = 4_000_000
 #: The start predictor keeps at most this many floats of past modes (it is off when fewer
 #: than two points fit).
 _HISTORY_FLOATS = 4_000_000
@@ -245,6 +246,18 @@ class PirlsRows(Protocol):
     def integral_binomial_weights(self) -> bool:
         """Whether every prior weight per trial is a whole number (see
         :meth:`PirlsDeviance.saturated`)."""
+        ...
+
+    def beta_gradient_sums(
+        self, family: Any, coefficients: Coefficients, pieces: GradientPieces
+    ) -> np.ndarray:
+        """The row sums of the beta-gradient's first pass (:meth:`GradientPieces.sums`)."""
+        ...
+
+    def beta_gradient_correction(
+        self, family: Any, coefficients: Coefficients, pieces: GradientPieces, y: np.ndarray
+    ) -> np.ndarray:
+        """``X' W Z Lambda y`` (:meth:`GradientPieces.correction`)."""
         ...
 
 
@@ -462,6 +475,18 @@ class MemoryRows:
         unit = family.unit_minus_twice_loglik(self.y, at, self.weights, self.trials)
         return float(np.sum(unit - family.deviance_residuals(self.y, at, self.weights)))
 
+    def beta_gradient_sums(
+        self, family: Any, coefficients: Coefficients, pieces: GradientPieces
+    ) -> np.ndarray:
+        eta, mu = self._eta_mu(family, coefficients)
+        return pieces.sums(self, family, eta, mu)
+
+    def beta_gradient_correction(
+        self, family: Any, coefficients: Coefficients, pieces: GradientPieces, y: np.ndarray
+    ) -> np.ndarray:
+        eta, mu = self._eta_mu(family, coefficients)
+        return pieces.correction(self, family, eta, mu, y)
+
     def integral_binomial_weights(self) -> bool:
         w = self.weights if self.trials is None else self.weights / np.maximum(self.trials, 1.0)
         return not bool(np.any(w != np.round(w)))
@@ -563,6 +588,16 @@ def _chunk_integral(rows: MemoryRows) -> bool:
     return rows.integral_binomial_weights()
 
 
+def _chunk_gradient_sums(rows: MemoryRows, family: Any, coefficients: Coefficients, pieces):
+    return rows.beta_gradient_sums(family, coefficients, pieces)
+
+
+def _chunk_gradient_correction(
+    rows: MemoryRows, family: Any, coefficients: Coefficients, pieces, y
+):
+    return rows.beta_gradient_correction(family, coefficients, pieces, y)
+
+
 def _add(a: Any, b: Any) -> Any:
     return a + b
 
@@ -656,6 +691,16 @@ class ChunkedRows:
 
     def saturated(self, family: Any) -> float:
         return float(self._reduce(_chunk_saturated, (family,), _add))
+
+    def beta_gradient_sums(
+        self, family: Any, coefficients: Coefficients, pieces: GradientPieces
+    ) -> np.ndarray:
+        return self._reduce(_chunk_gradient_sums, (family, coefficients, pieces), _add)
+
+    def beta_gradient_correction(
+        self, family: Any, coefficients: Coefficients, pieces: GradientPieces, y: np.ndarray
+    ) -> np.ndarray:
+        return self._reduce(_chunk_gradient_correction, (family, coefficients, pieces, y), _add)
 
     def integral_binomial_weights(self) -> bool:
         return bool(self._reduce(_chunk_integral, (), _both))
@@ -760,10 +805,150 @@ class _ModePredictor:
         near = int(np.argmin(dist))
         if dist[near] == 0.0 or m == 1:
             return self.values[near].copy()
-        D = (np.delete(X, near, axis=0) - X[near]) / scale
-        U = np.array([v for i, v in enumerate(self.values) if i != near]) - self.values[near]
-        J, *_ = np.linalg.lstsq(D, U, rcond=1e-8)
-        return self.values[near] + ((x - X[near]) / scale) @ J
+        others = [i for i in range(m) if i != near]
+        D = (X[others] - X[near]) / scale
+        # The prediction is a combination of the stored modes: weights
+        # c = d' pinv(D) on their differences (a small pseudo-inverse, not a
+        # least-squares solve with one right-hand side per mode).
+        c = np.linalg.pinv(D, rcond=1e-8).T @ ((x - X[near]) / scale)
+        out = self.values[near] * (1.0 - c.sum())
+        for ci, i in zip(c.tolist(), others, strict=True):
+            out += ci * self.values[i]
+        return out
+
+
+class GradientPieces:
+    """What the analytic beta-gradient needs beyond the rows, from the blocks at the modes.
+
+    With ``M = Lambda'Z'WZ Lambda + I`` in blocks (term 1's block diagonal ``M_1``, the
+    rest ``M_r``, ``C = Lambda_r'Z_r'WZ_1 Lambda_1``): ``M_1^{-1}`` per level, ``E = C
+    M_1^{-1}``, ``S^{-1} = (M_r - E C')^{-1}``, ``F' = E'S^{-1}`` and the level blocks of
+    ``E'S^{-1}E``. Two passes over the rows use them (:meth:`sums`, :meth:`correction`),
+    in memory or chunk by chunk; :meth:`solve` solves with ``M`` in between. See
+    :meth:`PirlsDeviance.laplace_beta_gradient`.
+    """
+
+    def __init__(
+        self, terms: tuple[GroupedTerm, ...], templates: list[np.ndarray], blocks: CrossProducts
+    ):
+        self.templates = templates
+        t1, T1 = terms[0], templates[0]
+        l1, p1 = t1.nlevels, t1.ncols
+        self.l1, self.p1, self.q1 = l1, p1, l1 * p1
+        M1 = np.swapaxes(T1, 0, 1)[None] @ blocks.z1tz1 @ T1[None] + np.eye(p1)[None]
+        self.M1inv = np.linalg.inv(M1)
+        self.qr = qr = sum(t.nranef for t in terms[1:])
+        if not qr:
+            return
+        q1 = self.q1
+
+        def lam(term: GroupedTerm, T: np.ndarray) -> sp.csr_matrix:
+            return sp.kron(sp.identity(term.nlevels, format="csr"), sp.csr_matrix(T), "csr")
+
+        Lam1 = lam(t1, T1)
+        LamR = sp.block_diag(
+            [lam(t, T) for t, T in zip(terms[1:], templates[1:], strict=True)], format="csr"
+        )
+        zr1 = sp.csr_matrix(blocks.zrtz1)
+        self.C = C = (LamR.T @ zr1 @ Lam1).tocsr()
+        zrr = blocks.zrtzr
+        Mr = LamR.T @ (zrr if sp.issparse(zrr) else np.asarray(zrr)) @ LamR
+        Mr = (Mr.toarray() if sp.issparse(Mr) else np.asarray(Mr)) + np.eye(qr)
+        blk = np.arange(q1).reshape(l1, p1)
+        M1inv_sparse = sp.csr_matrix(
+            (
+                self.M1inv.ravel(),
+                (np.repeat(blk, p1, axis=1).ravel(), np.tile(blk, (1, p1)).ravel()),
+            ),
+            shape=(q1, q1),
+        )
+        self.E = E = (C @ M1inv_sparse).tocoo()
+        Ls = sla.cho_factor(Mr - (E @ C.T).toarray(), lower=True, check_finite=False)
+        self.Sinv = Sinv = sla.cho_solve(Ls, np.eye(qr), check_finite=False)
+        self.Ft = Ft = np.asarray(E.T @ Sinv)  # (q1, qr)
+        EF = np.zeros(q1 * p1)
+        for d in range(p1):
+            EF += np.bincount(
+                E.col * p1 + d,
+                weights=E.data * Ft[(E.col // p1) * p1 + d, E.row],
+                minlength=q1 * p1,
+            )
+        self.EF = EF.reshape(l1, p1, p1)
+
+    def _rows(self, rows: MemoryRows):
+        """``x_i = Lambda'z_i`` of ``rows``: term 1's part (n, p1) and the rest's (index,
+        value) pairs per column."""
+        terms = rows.terms
+        a = terms[0].z @ self.templates[0]
+        r_idx, r_val = [], []
+        start = 0
+        for term, T in zip(terms[1:], self.templates[1:], strict=True):
+            vals = term.z @ T
+            for j in range(term.ncols):
+                r_idx.append(start + term.refs * term.ncols + j)
+                r_val.append(vals[:, j])
+            start += term.nranef
+        return a, r_idx, r_val
+
+    def sums(self, rows: MemoryRows, family: Any, eta: np.ndarray, mu: np.ndarray) -> np.ndarray:
+        """``[X'(d dev/d eta + s), Lambda'Z's]`` over ``rows``, ``s_i = h_i dw_i/deta_i``."""
+        prior = rows.weights
+        mu_eta = family.link.mu_eta(eta)
+        var = family.variance(mu)
+        w_prime = _CANONICAL_W_PRIME[(family.name, family.link.name)](prior, mu)
+        ddev = -2.0 * prior * (rows.y - mu) * mu_eta / var
+        a, r_idx, r_val = self._rows(rows)
+        refs1 = rows.terms[0].refs
+        p1, l1 = self.p1, self.l1
+        h = np.einsum("ic,icd,id->i", a, self.M1inv[refs1], a)
+        if self.qr:
+            # (E a_i - b_i)' S^{-1} (E a_i - b_i) by parts, gathered per row.
+            Ft, Sinv = self.Ft, self.Sinv
+            cols1 = refs1 * p1
+            h += np.einsum("ic,icd,id->i", a, self.EF[refs1], a)
+            for ia, (ra, va) in enumerate(zip(r_idx, r_val, strict=True)):
+                for c in range(p1):
+                    h -= 2.0 * va * a[:, c] * Ft[cols1 + c, ra]
+                h += va * va * Sinv[ra, ra]
+                for rb, vb in zip(r_idx[ia + 1 :], r_val[ia + 1 :], strict=True):
+                    h += 2.0 * va * vb * Sinv[ra, rb]
+        s = h * w_prime
+        out = np.empty(rows.p + self.q1 + self.qr)
+        out[: rows.p] = rows.X.T @ (ddev + s)
+        t1v = out[rows.p : rows.p + self.q1].reshape(l1, p1)
+        for c in range(p1):
+            t1v[:, c] = np.bincount(refs1, weights=s * a[:, c], minlength=l1)
+        tr = out[rows.p + self.q1 :]
+        tr[:] = 0.0
+        for ra, va in zip(r_idx, r_val, strict=True):
+            tr += np.bincount(ra, weights=s * va, minlength=self.qr)
+        return out
+
+    def solve(self, t: np.ndarray) -> np.ndarray:
+        """``M^{-1} t`` (blocks: ``y_r = S^{-1}(t_r - E t_1)``, ``y_1 = M_1^{-1}(t_1 - C'y_r)``)."""
+        l1, p1, q1 = self.l1, self.p1, self.q1
+        t1 = t[:q1]
+        y1 = np.einsum("lcd,ld->lc", self.M1inv, t1.reshape(l1, p1))
+        if not self.qr:
+            return y1.ravel()
+        yr = self.Sinv @ (t[q1:] - self.E @ t1)
+        y1 = y1 - np.einsum("lcd,ld->lc", self.M1inv, (self.C.T @ yr).reshape(l1, p1))
+        return np.concatenate([y1.ravel(), yr])
+
+    def correction(
+        self, rows: MemoryRows, family: Any, eta: np.ndarray, mu: np.ndarray, y: np.ndarray
+    ) -> np.ndarray:
+        """``X' W Z Lambda y`` over ``rows``."""
+        mu_eta = family.link.mu_eta(eta)
+        w = rows.weights * (mu_eta * mu_eta) / family.variance(mu)
+        a, r_idx, r_val = self._rows(rows)
+        refs1 = rows.terms[0].refs
+        y1 = y[: self.q1].reshape(self.l1, self.p1)
+        xy = np.einsum("ic,ic->i", a, y1[refs1])
+        yr = y[self.q1 :]
+        for ra, va in zip(r_idx, r_val, strict=True):
+            xy += va * yr[ra]
+        return rows.X.T @ (w * xy)
 
 
 class PirlsDeviance:
@@ -836,6 +1021,8 @@ class PirlsDeviance:
         self._saturated: tuple[object, float] | None = None
         self._rounded_binomial: bool | None = None
         self.evaluations = 0
+        #: PIRLS' stopping rule (see :data:`MODE_TOLERANCE`).
+        self.mode_tolerance = MODE_TOLERANCE
         if self.nagq > 1:
             if len(self.terms) != 1 or self.terms[0].ncols != 1:
                 raise ValueError("adaptive Gauss-Hermite quadrature needs one scalar term")
@@ -944,7 +1131,7 @@ class PirlsDeviance:
                 moved = max(
                     moved, float(np.max(np.abs(dbeta))) / (1.0 + float(np.max(np.abs(beta_cur))))
                 )
-            if moved < MODE_TOLERANCE:
+            if moved < self.mode_tolerance:
                 # At the modes: the factor is the one at these very weights, so the
                 # Laplace terms below are consistent (the step left is ~1e-10).
                 break
@@ -989,14 +1176,14 @@ class PirlsDeviance:
 
     # -- the analytic beta-gradient -------------------------------------------------------
     def has_beta_gradient(self) -> bool:
-        """Whether :meth:`laplace_beta_gradient` applies: the Laplace criterion, rows in
-        memory, a canonical link (binomial-logit, Poisson-log: the PIRLS system is then the
+        """Whether :meth:`laplace_beta_gradient` applies: the Laplace criterion, a canonical
+        link (binomial-logit, Poisson-log: the PIRLS system is then the
         exact Hessian of the penalised deviance, which the derivative of the modes needs),
         the deviance differing from -2 log p by a constant, and the rest block's rows
         times term 1's columns few enough to hold dense."""
         family = self.family
         canonical = (getattr(family, "name", ""), family.link.name) in _CANONICAL_W_PRIME
-        if self.nagq > 1 or not canonical or not isinstance(self.rows, MemoryRows):
+        if self.nagq > 1 or not canonical:
             return False
         if self._rounded_binomial is None:
             self._rounded_binomial = (
@@ -1034,114 +1221,13 @@ class PirlsDeviance:
         67(1)) sec. 5 for the Laplace criterion.
         """
         state = self.pirls(theta, beta)
-        rows = self.rows
-        assert isinstance(rows, MemoryRows) and state.mu is not None and state.eta is not None
-        family, mu, eta = self.family, state.mu, state.eta
-        prior = rows.weights
-        mu_eta = family.link.mu_eta(eta)
-        var = family.variance(mu)
-        w = prior * (mu_eta * mu_eta) / var
-        w_prime = _CANONICAL_W_PRIME[(family.name, family.link.name)](prior, mu)
-        ddev = -2.0 * prior * (rows.y - mu) * mu_eta / var
-        templates = self.structure.templates(theta)
-        # x_i = Lambda' z_i: term 1's part (n, p1) at level refs1, the rest as (index, value)
-        # pairs (n, nr) in the rest block's columns.
-        t1, T1 = self.terms[0], templates[0]
-        a = t1.z @ T1
-        l1, p1 = t1.nlevels, t1.ncols
-        r_idx, r_val = [], []
-        start = 0
-        for term, T in zip(self.terms[1:], templates[1:], strict=True):
-            vals = term.z @ T
-            for j in range(term.ncols):
-                r_idx.append(start + term.refs * term.ncols + j)
-                r_val.append(vals[:, j])
-            start += term.nranef
-        qr = start
-        # M_1 per level and its inverse.
-        M1 = np.empty((l1, p1, p1))
-        for c in range(p1):
-            for d in range(c, p1):
-                M1[:, c, d] = M1[:, d, c] = np.bincount(
-                    t1.refs, weights=w * a[:, c] * a[:, d], minlength=l1
-                )
-        M1 += np.eye(p1)[None]
-        M1inv = np.linalg.inv(M1)
-        # h_i, and y = M^{-1} t with t = Lambda'Z's.
-        Ma = np.einsum("icd,id->ic", M1inv[t1.refs], a)  # M_1^{-1} a_i
-        h = np.einsum("ic,ic->i", a, Ma)
-        if qr:
-            q1 = l1 * p1
-            cols1 = t1.refs * p1
-            # C = Lambda_r'Z_r'WZ_1 Lambda_1 (sparse: a row adds one entry per pair of a
-            # rest column and a term-1 column) and M_r = Lambda_r'Z_r'WZ_r Lambda_r + I.
-            c_rows, c_cols, c_vals = [], [], []
-            Mr = np.zeros(qr * qr)
-            for ia, (ra, va) in enumerate(zip(r_idx, r_val, strict=True)):
-                wv = w * va
-                for c in range(p1):
-                    c_rows.append(ra)
-                    c_cols.append(cols1 + c)
-                    c_vals.append(wv * a[:, c])
-                for rb, vb in zip(r_idx[ia:], r_val[ia:], strict=True):
-                    pair = np.bincount(ra * qr + rb, weights=wv * vb, minlength=qr * qr)
-                    Mr += pair
-                    if rb is not ra:
-                        Mr += pair.reshape(qr, qr).T.ravel()
-            C = sp.csr_matrix(
-                (np.concatenate(c_vals), (np.concatenate(c_rows), np.concatenate(c_cols))),
-                shape=(qr, q1),
-            )
-            Mr = Mr.reshape(qr, qr) + np.eye(qr)
-            # E = C M_1^{-1} (level by level), S = M_r - E C', F' = E' S^{-1} (dense).
-            blk = np.arange(q1).reshape(l1, p1)
-            M1inv_sparse = sp.csr_matrix(
-                (
-                    M1inv.ravel(),
-                    (np.repeat(blk, p1, axis=1).ravel(), np.tile(blk, (1, p1)).ravel()),
-                ),
-                shape=(q1, q1),
-            )
-            E = (C @ M1inv_sparse).tocoo()
-            Ls = sla.cho_factor(Mr - (E @ C.T).toarray(), lower=True, check_finite=False)
-            Sinv = sla.cho_solve(Ls, np.eye(qr), check_finite=False)
-            Ft = np.asarray(E.T @ Sinv)  # (q1, qr)
-            # (E a_i - b_i)' S^{-1} (E a_i - b_i) by parts, gathered per row (never a rows x
-            # rest array): the level blocks of E'S^{-1}E from E's nonzeros, then the
-            # cross and rest parts entry by entry.
-            EF = np.zeros(q1 * p1)
-            for d in range(p1):
-                EF += np.bincount(
-                    E.col * p1 + d,
-                    weights=E.data * Ft[(E.col // p1) * p1 + d, E.row],
-                    minlength=q1 * p1,
-                )
-            h += np.einsum("ic,icd,id->i", a, EF.reshape(l1, p1, p1)[t1.refs], a)
-            for ia, (ra, va) in enumerate(zip(r_idx, r_val, strict=True)):
-                for c in range(p1):
-                    h -= 2.0 * va * a[:, c] * Ft[cols1 + c, ra]
-                h += va * va * Sinv[ra, ra]
-                for rb, vb in zip(r_idx[ia + 1 :], r_val[ia + 1 :], strict=True):
-                    h += 2.0 * va * vb * Sinv[ra, rb]
-        s = h * w_prime
-        t1v = np.zeros((l1, p1))
-        for c in range(p1):
-            t1v[:, c] = np.bincount(t1.refs, weights=s * a[:, c], minlength=l1)
-        y1 = np.einsum("lcd,ld->lc", M1inv, t1v)  # M_1^{-1} t_1
-        if qr:
-            tr = np.zeros(qr)
-            for ra, va in zip(r_idx, r_val, strict=True):
-                tr += np.bincount(ra, weights=s * va, minlength=qr)
-            yr = Sinv @ (tr - E @ t1v.ravel())
-            y1 = y1 - np.einsum("lcd,ld->lc", M1inv, (C.T @ yr).reshape(l1, p1))
-        xy = np.einsum("ic,ic->i", a, y1[t1.refs])
-        if qr:
-            for ra, va in zip(r_idx, r_val, strict=True):
-                xy += va * yr[ra]
-        X = rows.X
-        grad = X.T @ (ddev + s - w * xy)
-        value = state.laplace
-        return value, grad
+        pieces = GradientPieces(self.terms, self.structure.templates(theta), state.blocks)
+        coefficients, family = state.coefficients, self.family
+        first = self.rows.beta_gradient_sums(family, coefficients, pieces)
+        p = self.p
+        y = pieces.solve(first[p:])
+        grad = first[:p] - self.rows.beta_gradient_correction(family, coefficients, pieces, y)
+        return state.laplace, grad
 
     # -- criteria -------------------------------------------------------------------------
     def fast(self, theta: np.ndarray) -> float:
