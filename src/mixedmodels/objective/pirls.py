@@ -63,7 +63,7 @@ from mixedmodels.linalg.cross_products import (
     CrossProducts,
     compute_cross_products,
 )
-from mixedmodels.linalg.solution import Estimates, estimate
+from mixedmodels.linalg.solution import Estimates, estimate, solve_l22_transposed
 
 __all__ = [
     "ChunkedRows",
@@ -762,6 +762,61 @@ class PirlsState:
         return self.aic_terms + self.penalty + self.logdet
 
 
+def _modes(system: BlockedSystem, f: BlockedFactor) -> tuple[np.ndarray, np.ndarray]:
+    """The solution of a PIRLS step: the modes ``u`` (flat, engine order) and, for the
+    system with ``X``, beta.
+
+    The steps of :func:`mixedmodels.linalg.solution.estimate` that give them (the same
+    operations), without ``Var(beta)`` and the result object a step does not read: back
+    substitution through ``R_X``, the rest block's ``L22``, then term 1 level by level.
+    """
+    p = system.p
+    LXX = f.LXX
+    if p:
+        beta = sla.solve_triangular(LXX[:p, :p], LXX[p, :p], lower=True, trans="T")
+        coef = np.concatenate([-beta, [1.0]])
+    else:
+        beta = np.zeros(0)
+        coef = np.ones(1)
+    T1 = f.templates[0]
+    terms = system.structure.terms
+    t1 = terms[0]
+    A = system.A
+    scalar = t1.ncols == 1
+    if scalar:
+        LX1 = A.xytz1[:, :, 0].T * T1[0, 0] / f.L11[:, 0, :]  # (l1, p + 1)
+        v1 = LX1 @ coef
+    else:
+        Q = np.einsum("cla,ab->lbc", A.xytz1, T1)
+        v1 = np.linalg.solve(f.L11, Q) @ coef  # (l1, p1)
+    if f.L22 is None:
+        u2 = np.zeros(0)
+    else:
+        u2 = solve_l22_transposed(f, coef @ f.LX2)
+        b2 = np.empty_like(u2)
+        offs = system.rest_offsets
+        for k, term in enumerate(terms[1:], start=1):
+            s, e = offs[k - 1], offs[k]
+            b2[s:e] = (u2[s:e].reshape(term.nlevels, term.ncols) @ f.templates[k].T).ravel()
+        zr1 = A.zrtz1
+        if sp.issparse(zr1):
+            # Zr'Z1' b2 from the CSR arrays (a transposed sparse matrix costs more).
+            rows = np.repeat(b2, np.diff(zr1.indptr))
+            back = np.bincount(zr1.indices, weights=zr1.data * rows, minlength=zr1.shape[1])
+        else:
+            back = zr1.T @ b2
+        w = back.reshape(t1.nlevels, t1.ncols) @ T1
+        if scalar:
+            v1 = v1 - w[:, 0] / f.L11[:, 0, 0]
+        else:
+            v1 = v1 - np.linalg.solve(f.L11, w[:, :, None])[:, :, 0]
+    if scalar:
+        u1 = v1 / f.L11[:, 0, 0]
+    else:
+        u1 = np.linalg.solve(np.swapaxes(f.L11, 1, 2), v1[:, :, None])[:, :, 0]
+    return np.concatenate([u1.ravel(), u2]), beta
+
+
 class _ModePredictor:
     """Predicts the conditional modes (and, for nAGQ = 0, beta) at a new point from the
     modes already found at nearby points: a start for PIRLS.
@@ -1128,9 +1183,9 @@ class PirlsDeviance:
         for iterations in range(1, MAX_ITERATIONS + 1):  # noqa: B007 (read after the loop)
             system = self._system(with_x, current.blocks)
             factor = system.factor(theta)
-            est = estimate(system, factor, reml=False)
-            du = np.concatenate([a.ravel() for a in est.u]) - u
-            dbeta = est.beta - beta_cur if with_x else None
+            u_new, beta_new = _modes(system, factor)
+            du = u_new - u
+            dbeta = beta_new - beta_cur if with_x else None
             moved = float(np.max(np.abs(du), initial=0.0)) / (
                 1.0 + float(np.max(np.abs(u), initial=0.0))
             )
