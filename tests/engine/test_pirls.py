@@ -180,3 +180,50 @@ def test_binomial_with_non_integer_weights_uses_r_rounded_log_likelihood():
     direct = family.minus_twice_loglik(design.y, state.mu, w, None)
     assert value == pytest.approx(direct + state.penalty + state.logdet, rel=1e-12)
     assert abs(direct - (state.deviance + dev.saturated())) > 1e-3
+
+
+@pytest.mark.parametrize(
+    ("name", "family_name", "theta"),
+    [
+        ("verbagg", "binomial", [1.2, 0.6]),
+        ("contraception_slope", "binomial", [0.6, -0.3, 0.5]),
+        ("grouseticks", "poisson", [0.5, 0.9, 0.4]),
+    ],
+)
+def test_laplace_beta_gradient_equals_central_differences(name, family_name, theta):
+    # Away from the optimum (the gradient is large there) and with every kind of term:
+    # crossed scalar terms, one vector-valued term, three scalar terms.
+    design, _, structure = _design(name)
+    n, p = design.X.shape
+    weights = np.random.default_rng(3).integers(1, 4, n).astype(float)
+    response = GlmmResponse(design.y, weights, None, np.zeros(n), make_family(family_name))
+    dev = PirlsDeviance(structure, design.X, response, nagq=1)
+    assert dev.has_beta_gradient()
+    theta = np.array(theta)
+    scale = np.maximum(np.abs(design.X).max(axis=0), 1.0)
+    beta = np.random.default_rng(4).normal(0.0, 0.2, p) / scale
+    value, grad = dev.laplace_beta_gradient(theta, beta)
+    assert value == pytest.approx(dev(np.concatenate([theta, beta])), rel=1e-12)
+    fd = np.empty(p)
+    for j in range(p):
+        h = 1e-5 / scale[j]
+        e = np.zeros(p)
+        e[j] = h
+        up = dev(np.concatenate([theta, beta + e]))
+        down = dev(np.concatenate([theta, beta - e]))
+        fd[j] = (up - down) / (2.0 * h)
+    assert np.allclose(grad, fd, rtol=1e-6, atol=1e-5 * np.max(np.abs(fd)))
+
+
+def test_beta_gradient_only_for_canonical_links_and_laplace():
+    design, _, structure = _design("Contraception.csv", "use ~ age + urban + (1|district)")
+    n = design.nobs
+    for family, nagq, applies in [
+        (make_family("binomial"), 1, True),
+        (make_family("binomial", "probit"), 1, False),
+        (make_family("binomial"), 5, False),
+    ]:
+        response = GlmmResponse(design.y, np.ones(n), None, np.zeros(n), family)
+        assert PirlsDeviance(structure, design.X, response, nagq=nagq).has_beta_gradient() is (
+            applies
+        )

@@ -116,6 +116,13 @@ def _block_diagonal(blocks: np.ndarray) -> sp.csr_matrix:
     return sp.csr_matrix((blocks.ravel(), (rows.ravel(), cols.ravel())), shape=(l * p, l * p))
 
 
+def _times_blocks(M: np.ndarray, blocks: np.ndarray) -> np.ndarray:
+    """``M @ blockdiag(blocks)`` for ``M`` (r, l p) with level-major columns and symmetric
+    ``blocks`` (l, p, p), without forming the block-diagonal matrix."""
+    l, p, _ = blocks.shape
+    return np.einsum("rld,ldc->rlc", M.reshape(M.shape[0], l, p), blocks).reshape(M.shape)
+
+
 def _batched_cholesky(M: np.ndarray) -> np.ndarray:
     """Lower Cholesky factors of a stack of small SPD matrices (l, p, p)."""
     if M.shape[1] == 1:
@@ -473,15 +480,16 @@ class BlockedSystem:
         l1 = xy1.shape[1] // p1
         if p1 == 1:
             XW = xy1 * w
-            W = None
+            blocks = None
         else:
             packed = w.reshape(-1, l1)
             blocks = np.empty((l1, p1, p1))
             for e, (r, c) in enumerate(zip(*self._tril, strict=True)):
                 blocks[:, r, c] = packed[e]
                 blocks[:, c, r] = packed[e]
-            W = _block_diagonal(blocks)
-            XW = (W @ xy1.T).T
+            # Level by level (W is block diagonal and symmetric): no sparse matrix to
+            # assemble, which costs more than the products for a few hundred levels.
+            XW = _times_blocks(xy1, blocks)
         out = np.empty((m, m))
         out[qr:, qr:] = XW @ xy1.T
         if self._has_rest and self._pairs is not None:
@@ -498,10 +506,10 @@ class BlockedSystem:
             out[:qr, qr:] = UX.T
         elif self._has_rest:
             if sp.issparse(zr1):
-                ZW = zr1 @ sp.diags(w) if W is None else zr1 @ W
+                ZW = zr1 @ sp.diags(w) if blocks is None else zr1 @ _block_diagonal(blocks)
                 out[:qr, :qr] = (ZW @ zr1.T).toarray()
             else:
-                ZW = zr1 * w if W is None else (W @ zr1.T).T
+                ZW = zr1 * w if blocks is None else _times_blocks(zr1, blocks)
                 out[:qr, :qr] = ZW @ zr1.T
             UX = np.asarray(zr1 @ XW.T).T
             out[qr:, :qr] = UX

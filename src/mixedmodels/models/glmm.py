@@ -35,6 +35,7 @@ from mixedmodels.errors import (
     SingularFitWarning,
 )
 from mixedmodels.objective.pirls import (
+    MODE_TOLERANCE,
     GlmmResponse,
     PirlsDeviance,
     PirlsRows,
@@ -52,6 +53,9 @@ _STAGE2 = OptimizerOptions(ftol_rel=1e-12, ftol_abs=1e-10, xtol_abs=1e-8, initia
 #: Stage 1 is only the start of stage 2 (which moves theta too); when it is the fit
 #: (nAGQ = 0), it runs to the tight tolerances.
 _STAGE1 = OptimizerOptions(ftol_rel=1e-6, ftol_abs=1e-4, xtol_abs=1e-3, initial_step=0.5)
+#: PIRLS' stopping rule in stage 1 when it is only the start: its optimiser stops at
+#: ftol_abs = 1e-4, far above the deviance's error from modes this close (~1e-12 and below).
+_STAGE1_MODE_TOLERANCE = 1e-6
 _STAGE1_FINAL = OptimizerOptions(ftol_rel=1e-12, ftol_abs=1e-10, xtol_abs=1e-8, initial_step=0.5)
 
 
@@ -78,6 +82,68 @@ class _Whitened:
         J = np.eye(k + p)
         J[k:, k:] = np.linalg.inv(self.L)
         return J
+
+
+def _gradient_derivatives(
+    transform: _Whitened, x: np.ndarray, f0: float, step: float
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Gradient and Hessian of the deviance over ``x = [theta, z]`` from the analytic
+    gradient over beta (:meth:`PirlsDeviance.laplace_beta_gradient`), and the evaluations
+    used.
+
+    Notes
+    -----
+    The steps are :func:`~mixedmodels.optimize.derivatives.central_derivatives`' (``h_i =
+    step * max(1, |x_i|)``). Central differences of the gradient over ``z`` (``L' g_beta``)
+    at ``x +- h_i e_i`` give every row of the Hessian's ``z`` columns (its ``z`` block
+    symmetrised); the values there give the gradient over theta and the theta diagonal, and
+    the theta block's off-diagonal entries take the values at ``x +- (h_i e_i + h_j e_j)``
+    as there. That is ``1 + 2 k + t (t - 1)`` evaluations (``t`` thetas) against ``2 k + k
+    (k - 1)`` from values alone, and the ``z`` columns carry only the gradient's rounding
+    over ``2 h``, not the value's over ``h^2``.
+    """
+    dev, nt, L = transform.dev, transform.ntheta, transform.L
+    x = np.asarray(x, dtype=np.float64)
+    k = x.shape[0]
+    p = k - nt
+
+    def value_gradient(point: np.ndarray) -> tuple[float, np.ndarray]:
+        params = transform.params(point)
+        try:
+            value, g_beta = dev.laplace_beta_gradient(params[:nt], params[nt:])
+        except (ConvergenceError, np.linalg.LinAlgError, FloatingPointError):
+            return np.inf, np.full(p, np.nan)
+        return value, L.T @ g_beta
+
+    h = step * np.maximum(1.0, np.abs(x))
+    _, g_z = value_gradient(x)
+    used = 1
+    plus, minus = np.empty(k), np.empty(k)
+    D = np.empty((k, p))  # D[i] = d g_z / d x_i
+    for i in range(k):
+        e = np.zeros(k)
+        e[i] = h[i]
+        plus[i], g_plus = value_gradient(x + e)
+        minus[i], g_minus = value_gradient(x - e)
+        used += 2
+        D[i] = (g_plus - g_minus) / (2.0 * h[i])
+    g = np.empty(k)
+    g[:nt] = (plus[:nt] - minus[:nt]) / (2.0 * h[:nt])
+    g[nt:] = g_z
+    H = np.empty((k, k))
+    H[:, nt:] = D
+    H[nt:, :nt] = D[:nt].T
+    H[nt:, nt:] = 0.5 * (D[nt:] + D[nt:].T)
+    H[np.arange(nt), np.arange(nt)] = (plus[:nt] - 2.0 * f0 + minus[:nt]) / (h[:nt] * h[:nt])
+    for i in range(nt):
+        for j in range(i):
+            e = np.zeros(k)
+            e[i], e[j] = h[i], h[j]
+            both = float(transform(x + e)) + float(transform(x - e))
+            used += 2
+            value = both - plus[i] - minus[i] - plus[j] - minus[j] + 2.0 * f0
+            H[i, j] = H[j, i] = value / (2.0 * h[i] * h[j])
+    return g, H, used
 
 
 def _minimize_stage2(
@@ -219,6 +285,8 @@ class GeneralizedLinearMixedModel:
             if self.estimates_dispersion:
                 self._start_dispersion(theta0[:ntheta], evaluations)
             options = _STAGE1_FINAL if self.nagq == 0 else _STAGE1
+            if self.nagq > 0:
+                dev.mode_tolerance = _STAGE1_MODE_TOLERANCE
             try:
                 stage1 = minimize_bobyqa(dev.fast, theta0[:ntheta], lower_theta, options)
             except ConvergenceError as exc:
@@ -229,6 +297,8 @@ class GeneralizedLinearMixedModel:
                     "these data (e.g. fitted means leaving the valid range); try the canonical "
                     "link, or check for separation (a factor level with all 0s or all 1s)"
                 ) from exc
+            finally:
+                dev.mode_tolerance = MODE_TOLERANCE
             theta1 = np.asarray(stage1.final_theta, dtype=np.float64)
             state1 = dev.pirls(theta1, None)
             evaluations["stage1"] = stage1.evaluations
@@ -305,7 +375,10 @@ class GeneralizedLinearMixedModel:
         coordinates only), then lme4's convergence check with that Hessian."""
         x = np.asarray(summary.final_theta, dtype=np.float64)
         f0 = float(summary.final_objective)
-        g, H, used = central_derivatives(dev, x, f0, step=_STEP)
+        if isinstance(dev, _Whitened) and dev.dev.has_beta_gradient():
+            g, H, used = _gradient_derivatives(dev, x, f0, step=_STEP)
+        else:
+            g, H, used = central_derivatives(dev, x, f0, step=_STEP)
         lower = summary.lower
         free = ~(np.isfinite(lower) & (x - lower < 1e-6))
         idx = np.flatnonzero(free)

@@ -63,12 +63,13 @@ from mixedmodels.linalg.cross_products import (
     CrossProducts,
     compute_cross_products,
 )
-from mixedmodels.linalg.solution import Estimates, estimate
+from mixedmodels.linalg.solution import Estimates, estimate, solve_l22_transposed
 
 __all__ = [
     "ChunkedRows",
     "Coefficients",
     "GlmmResponse",
+    "GradientPieces",
     "MemoryRows",
     "PassSums",
     "PirlsDeviance",
@@ -87,6 +88,20 @@ MAX_ITERATIONS = 100
 MAX_HALVINGS = 30
 #: Up to this many entries, PIRLS forms ``Zr'Z1`` dense.
 _DENSE_REST_FIRST = 1 << 15
+#: ``dw/deta`` of the working weights for canonical links, ``(prior, mu) -> array``: ``w =
+#: a V(mu)`` there, so ``dw/deta = a V'(mu) V(mu)``.
+_CANONICAL_W_PRIME: dict[tuple[str, str], Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
+    ("binomial", "logit"): lambda a, mu: a * mu * (1.0 - mu) * (1.0 - 2.0 * mu),
+    ("poisson", "log"): lambda a, mu: a * mu,
+}
+#: The analytic beta-gradient holds the rest block's rows times term 1's columns dense (and
+#: ships them to every chunk): up to this many entries.
+_GRADIENT_DENSE_MAX = 4_000_000
+#: The start predictor is used from this many rows on.
+_PREDICT_MIN_ROWS = 200
+#: The start predictor keeps at most this many floats of past modes (it is off when fewer
+#: than two points fit).
+_HISTORY_FLOATS = 4_000_000
 
 
 @dataclass(frozen=True, eq=False)
@@ -233,6 +248,18 @@ class PirlsRows(Protocol):
     def integral_binomial_weights(self) -> bool:
         """Whether every prior weight per trial is a whole number (see
         :meth:`PirlsDeviance.saturated`)."""
+        ...
+
+    def beta_gradient_sums(
+        self, family: Any, coefficients: Coefficients, pieces: GradientPieces
+    ) -> np.ndarray:
+        """The row sums of the beta-gradient's first pass (:meth:`GradientPieces.sums`)."""
+        ...
+
+    def beta_gradient_correction(
+        self, family: Any, coefficients: Coefficients, pieces: GradientPieces, y: np.ndarray
+    ) -> np.ndarray:
+        """``X' W Z Lambda y`` (:meth:`GradientPieces.correction`)."""
         ...
 
 
@@ -408,12 +435,15 @@ class MemoryRows:
         term = self.terms[0]
         refs, z = term.refs, term.z[:, 0]
         fixed = self._fixed_part(coefficients.beta)
-        out = np.empty((term.nlevels, b_nodes.shape[0]))
-        for k, bk in enumerate(b_nodes):
-            mu = family.link.inverse(fixed + z * bk[refs])
-            dev = family.deviance_residuals(self.y, mu, self.weights)
-            out[:, k] = np.bincount(refs, weights=dev, minlength=term.nlevels)
-        return out
+        k, nlevels = b_nodes.shape[0], term.nlevels
+        # All nodes in one (k, rows) array: one call of the link and the family per pass
+        # (25 nodes on a small data set cost 25 calls' overhead otherwise), then one
+        # bincount over (node, level) bins, each summed over the rows in order as before.
+        mu = family.link.inverse(fixed[None, :] + z[None, :] * b_nodes[:, refs])
+        dev = family.deviance_residuals(self.y, mu, self.weights)
+        bins = (np.arange(k)[:, None] * nlevels + refs[None, :]).ravel()
+        sums = np.bincount(bins, weights=dev.ravel(), minlength=k * nlevels)
+        return sums.reshape(k, nlevels).T.copy()
 
     def minus_twice_loglik(self, family: Any, coefficients: Coefficients) -> float:
         _, mu = self._eta_mu(family, coefficients)
@@ -449,6 +479,18 @@ class MemoryRows:
         at = family.initial_mu(self.y, self.weights, self.trials)
         unit = family.unit_minus_twice_loglik(self.y, at, self.weights, self.trials)
         return float(np.sum(unit - family.deviance_residuals(self.y, at, self.weights)))
+
+    def beta_gradient_sums(
+        self, family: Any, coefficients: Coefficients, pieces: GradientPieces
+    ) -> np.ndarray:
+        eta, mu = self._eta_mu(family, coefficients)
+        return pieces.sums(self, family, eta, mu)
+
+    def beta_gradient_correction(
+        self, family: Any, coefficients: Coefficients, pieces: GradientPieces, y: np.ndarray
+    ) -> np.ndarray:
+        eta, mu = self._eta_mu(family, coefficients)
+        return pieces.correction(self, family, eta, mu, y)
 
     def integral_binomial_weights(self) -> bool:
         w = self.weights if self.trials is None else self.weights / np.maximum(self.trials, 1.0)
@@ -551,6 +593,16 @@ def _chunk_integral(rows: MemoryRows) -> bool:
     return rows.integral_binomial_weights()
 
 
+def _chunk_gradient_sums(rows: MemoryRows, family: Any, coefficients: Coefficients, pieces):
+    return rows.beta_gradient_sums(family, coefficients, pieces)
+
+
+def _chunk_gradient_correction(
+    rows: MemoryRows, family: Any, coefficients: Coefficients, pieces, y
+):
+    return rows.beta_gradient_correction(family, coefficients, pieces, y)
+
+
 def _add(a: Any, b: Any) -> Any:
     return a + b
 
@@ -645,6 +697,16 @@ class ChunkedRows:
     def saturated(self, family: Any) -> float:
         return float(self._reduce(_chunk_saturated, (family,), _add))
 
+    def beta_gradient_sums(
+        self, family: Any, coefficients: Coefficients, pieces: GradientPieces
+    ) -> np.ndarray:
+        return self._reduce(_chunk_gradient_sums, (family, coefficients, pieces), _add)
+
+    def beta_gradient_correction(
+        self, family: Any, coefficients: Coefficients, pieces: GradientPieces, y: np.ndarray
+    ) -> np.ndarray:
+        return self._reduce(_chunk_gradient_correction, (family, coefficients, pieces, y), _add)
+
     def integral_binomial_weights(self) -> bool:
         return bool(self._reduce(_chunk_integral, (), _both))
 
@@ -698,6 +760,257 @@ class PirlsState:
     def laplace(self) -> float:
         """The Laplace approximation of -2 log L at this point."""
         return self.aic_terms + self.penalty + self.logdet
+
+
+def _modes(system: BlockedSystem, f: BlockedFactor) -> tuple[np.ndarray, np.ndarray]:
+    """The solution of a PIRLS step: the modes ``u`` (flat, engine order) and, for the
+    system with ``X``, beta.
+
+    The steps of :func:`mixedmodels.linalg.solution.estimate` that give them (the same
+    operations), without ``Var(beta)`` and the result object a step does not read: back
+    substitution through ``R_X``, the rest block's ``L22``, then term 1 level by level.
+    """
+    p = system.p
+    LXX = f.LXX
+    if p:
+        beta = sla.solve_triangular(LXX[:p, :p], LXX[p, :p], lower=True, trans="T")
+        coef = np.concatenate([-beta, [1.0]])
+    else:
+        beta = np.zeros(0)
+        coef = np.ones(1)
+    T1 = f.templates[0]
+    terms = system.structure.terms
+    t1 = terms[0]
+    A = system.A
+    scalar = t1.ncols == 1
+    if scalar:
+        LX1 = A.xytz1[:, :, 0].T * T1[0, 0] / f.L11[:, 0, :]  # (l1, p + 1)
+        v1 = LX1 @ coef
+    else:
+        Q = np.einsum("cla,ab->lbc", A.xytz1, T1)
+        v1 = np.linalg.solve(f.L11, Q) @ coef  # (l1, p1)
+    if f.L22 is None:
+        u2 = np.zeros(0)
+    else:
+        u2 = solve_l22_transposed(f, coef @ f.LX2)
+        b2 = np.empty_like(u2)
+        offs = system.rest_offsets
+        for k, term in enumerate(terms[1:], start=1):
+            s, e = offs[k - 1], offs[k]
+            b2[s:e] = (u2[s:e].reshape(term.nlevels, term.ncols) @ f.templates[k].T).ravel()
+        zr1 = A.zrtz1
+        if sp.issparse(zr1):
+            # Zr'Z1' b2 from the CSR arrays (a transposed sparse matrix costs more).
+            rows = np.repeat(b2, np.diff(zr1.indptr))
+            back = np.bincount(zr1.indices, weights=zr1.data * rows, minlength=zr1.shape[1])
+        else:
+            back = zr1.T @ b2
+        w = back.reshape(t1.nlevels, t1.ncols) @ T1
+        if scalar:
+            v1 = v1 - w[:, 0] / f.L11[:, 0, 0]
+        else:
+            v1 = v1 - np.linalg.solve(f.L11, w[:, :, None])[:, :, 0]
+    if scalar:
+        u1 = v1 / f.L11[:, 0, 0]
+    else:
+        u1 = np.linalg.solve(np.swapaxes(f.L11, 1, 2), v1[:, :, None])[:, :, 0]
+    return np.concatenate([u1.ravel(), u2]), beta
+
+
+class _ModePredictor:
+    """Predicts the conditional modes (and, for nAGQ = 0, beta) at a new point from the
+    modes already found at nearby points: a start for PIRLS.
+
+    The modes are a smooth function of the optimiser's parameters, so an affine fit
+    through the points evaluated last predicts them to second order in the distance; an
+    optimiser's later points and a finite-difference stencil are close together, where
+    PIRLS from that start needs one iteration fewer than from the last point's modes
+    (its first step would only have recovered the first-order change). The prediction is
+    only a start: PIRLS still runs to :data:`MODE_TOLERANCE`, and the caller keeps the
+    last modes when they give the lower penalised deviance.
+
+    Notes
+    -----
+    With ``D`` the differences of the stored points from the nearest one (columns scaled
+    by their spread) and ``U`` those of their modes, the slopes ``J`` are the
+    minimum-norm least-squares solution of ``D J = U``: in directions the points do not
+    span (fewer points than parameters, or points that coincide) the slope is zero, so the
+    prediction falls back to the nearest point's modes rather than extrapolating noise.
+    """
+
+    def __init__(self, nparams: int, size: int, nobs: int):
+        # On few rows a PIRLS iteration costs less than a prediction: no predictor there.
+        on = nobs >= _PREDICT_MIN_ROWS
+        self.capacity = min(2 * nparams + 4, _HISTORY_FLOATS // max(size, 1)) if on else 0
+        self.points: list[np.ndarray] = []
+        self.values: list[np.ndarray] = []
+
+    def add(self, x: np.ndarray, value: np.ndarray) -> None:
+        if self.capacity < 2:
+            return
+        self.points.append(x)
+        self.values.append(value)
+        if len(self.points) > self.capacity:
+            del self.points[0], self.values[0]
+
+    def predict(self, x: np.ndarray) -> np.ndarray | None:
+        m = len(self.points)
+        if m == 0:
+            return None
+        X = np.array(self.points)
+        if X.shape[1] != x.shape[0]:
+            return None
+        spread = X.max(axis=0) - X.min(axis=0)
+        spread = np.maximum(spread, np.abs(x - X[-1]))
+        scale = np.where(spread > 0.0, spread, 1.0)
+        dist = np.sum(((X - x) / scale) ** 2, axis=1)
+        near = int(np.argmin(dist))
+        if dist[near] == 0.0 or m == 1:
+            return self.values[near].copy()
+        others = [i for i in range(m) if i != near]
+        D = (X[others] - X[near]) / scale
+        # The prediction is a combination of the stored modes: weights
+        # c = d' pinv(D) on their differences (a small pseudo-inverse, not a
+        # least-squares solve with one right-hand side per mode).
+        c = np.linalg.pinv(D, rcond=1e-8).T @ ((x - X[near]) / scale)
+        out = self.values[near] * (1.0 - c.sum())
+        for ci, i in zip(c.tolist(), others, strict=True):
+            out += ci * self.values[i]
+        return out
+
+
+class GradientPieces:
+    """What the analytic beta-gradient needs beyond the rows, from the blocks at the modes.
+
+    With ``M = Lambda'Z'WZ Lambda + I`` in blocks (term 1's block diagonal ``M_1``, the
+    rest ``M_r``, ``C = Lambda_r'Z_r'WZ_1 Lambda_1``): ``M_1^{-1}`` per level, ``E = C
+    M_1^{-1}``, ``S^{-1} = (M_r - E C')^{-1}``, ``F' = E'S^{-1}`` and the level blocks of
+    ``E'S^{-1}E``. Two passes over the rows use them (:meth:`sums`, :meth:`correction`),
+    in memory or chunk by chunk; :meth:`solve` solves with ``M`` in between. See
+    :meth:`PirlsDeviance.laplace_beta_gradient`.
+    """
+
+    def __init__(
+        self, terms: tuple[GroupedTerm, ...], templates: list[np.ndarray], blocks: CrossProducts
+    ):
+        self.templates = templates
+        t1, T1 = terms[0], templates[0]
+        l1, p1 = t1.nlevels, t1.ncols
+        self.l1, self.p1, self.q1 = l1, p1, l1 * p1
+        M1 = np.swapaxes(T1, 0, 1)[None] @ blocks.z1tz1 @ T1[None] + np.eye(p1)[None]
+        self.M1inv = np.linalg.inv(M1)
+        self.qr = qr = sum(t.nranef for t in terms[1:])
+        if not qr:
+            return
+        q1 = self.q1
+
+        def lam(term: GroupedTerm, T: np.ndarray) -> sp.csr_matrix:
+            return sp.kron(sp.identity(term.nlevels, format="csr"), sp.csr_matrix(T), "csr")
+
+        Lam1 = lam(t1, T1)
+        LamR = sp.block_diag(
+            [lam(t, T) for t, T in zip(terms[1:], templates[1:], strict=True)], format="csr"
+        )
+        zr1 = sp.csr_matrix(blocks.zrtz1)
+        self.C = C = (LamR.T @ zr1 @ Lam1).tocsr()
+        zrr = blocks.zrtzr
+        Mr = LamR.T @ (zrr if sp.issparse(zrr) else np.asarray(zrr)) @ LamR
+        Mr = (Mr.toarray() if sp.issparse(Mr) else np.asarray(Mr)) + np.eye(qr)
+        blk = np.arange(q1).reshape(l1, p1)
+        M1inv_sparse = sp.csr_matrix(
+            (
+                self.M1inv.ravel(),
+                (np.repeat(blk, p1, axis=1).ravel(), np.tile(blk, (1, p1)).ravel()),
+            ),
+            shape=(q1, q1),
+        )
+        self.E = E = (C @ M1inv_sparse).tocoo()
+        Ls = sla.cho_factor(Mr - (E @ C.T).toarray(), lower=True, check_finite=False)
+        self.Sinv = Sinv = sla.cho_solve(Ls, np.eye(qr), check_finite=False)
+        self.Ft = Ft = np.asarray(E.T @ Sinv)  # (q1, qr)
+        EF = np.zeros(q1 * p1)
+        for d in range(p1):
+            EF += np.bincount(
+                E.col * p1 + d,
+                weights=E.data * Ft[(E.col // p1) * p1 + d, E.row],
+                minlength=q1 * p1,
+            )
+        self.EF = EF.reshape(l1, p1, p1)
+
+    def _rows(self, rows: MemoryRows):
+        """``x_i = Lambda'z_i`` of ``rows``: term 1's part (n, p1) and the rest's (index,
+        value) pairs per column."""
+        terms = rows.terms
+        a = terms[0].z @ self.templates[0]
+        r_idx, r_val = [], []
+        start = 0
+        for term, T in zip(terms[1:], self.templates[1:], strict=True):
+            vals = term.z @ T
+            for j in range(term.ncols):
+                r_idx.append(start + term.refs * term.ncols + j)
+                r_val.append(vals[:, j])
+            start += term.nranef
+        return a, r_idx, r_val
+
+    def sums(self, rows: MemoryRows, family: Any, eta: np.ndarray, mu: np.ndarray) -> np.ndarray:
+        """``[X'(d dev/d eta + s), Lambda'Z's]`` over ``rows``, ``s_i = h_i dw_i/deta_i``."""
+        prior = rows.weights
+        mu_eta = family.link.mu_eta(eta)
+        var = family.variance(mu)
+        w_prime = _CANONICAL_W_PRIME[(family.name, family.link.name)](prior, mu)
+        ddev = -2.0 * prior * (rows.y - mu) * mu_eta / var
+        a, r_idx, r_val = self._rows(rows)
+        refs1 = rows.terms[0].refs
+        p1, l1 = self.p1, self.l1
+        h = np.einsum("ic,icd,id->i", a, self.M1inv[refs1], a)
+        if self.qr:
+            # (E a_i - b_i)' S^{-1} (E a_i - b_i) by parts, gathered per row.
+            Ft, Sinv = self.Ft, self.Sinv
+            cols1 = refs1 * p1
+            h += np.einsum("ic,icd,id->i", a, self.EF[refs1], a)
+            for ia, (ra, va) in enumerate(zip(r_idx, r_val, strict=True)):
+                for c in range(p1):
+                    h -= 2.0 * va * a[:, c] * Ft[cols1 + c, ra]
+                h += va * va * Sinv[ra, ra]
+                for rb, vb in zip(r_idx[ia + 1 :], r_val[ia + 1 :], strict=True):
+                    h += 2.0 * va * vb * Sinv[ra, rb]
+        s = h * w_prime
+        out = np.empty(rows.p + self.q1 + self.qr)
+        out[: rows.p] = rows.X.T @ (ddev + s)
+        t1v = out[rows.p : rows.p + self.q1].reshape(l1, p1)
+        for c in range(p1):
+            t1v[:, c] = np.bincount(refs1, weights=s * a[:, c], minlength=l1)
+        tr = out[rows.p + self.q1 :]
+        tr[:] = 0.0
+        for ra, va in zip(r_idx, r_val, strict=True):
+            tr += np.bincount(ra, weights=s * va, minlength=self.qr)
+        return out
+
+    def solve(self, t: np.ndarray) -> np.ndarray:
+        """``M^{-1} t`` (blocks: ``y_r = S^{-1}(t_r - E t_1)``, ``y_1 = M_1^{-1}(t_1 - C'y_r)``)."""
+        l1, p1, q1 = self.l1, self.p1, self.q1
+        t1 = t[:q1]
+        y1 = np.einsum("lcd,ld->lc", self.M1inv, t1.reshape(l1, p1))
+        if not self.qr:
+            return y1.ravel()
+        yr = self.Sinv @ (t[q1:] - self.E @ t1)
+        y1 = y1 - np.einsum("lcd,ld->lc", self.M1inv, (self.C.T @ yr).reshape(l1, p1))
+        return np.concatenate([y1.ravel(), yr])
+
+    def correction(
+        self, rows: MemoryRows, family: Any, eta: np.ndarray, mu: np.ndarray, y: np.ndarray
+    ) -> np.ndarray:
+        """``X' W Z Lambda y`` over ``rows``."""
+        mu_eta = family.link.mu_eta(eta)
+        w = rows.weights * (mu_eta * mu_eta) / family.variance(mu)
+        a, r_idx, r_val = self._rows(rows)
+        refs1 = rows.terms[0].refs
+        y1 = y[: self.q1].reshape(self.l1, self.p1)
+        xy = np.einsum("ic,ic->i", a, y1[refs1])
+        yr = y[self.q1 :]
+        for ra, va in zip(r_idx, r_val, strict=True):
+            xy += va * yr[ra]
+        return rows.X.T @ (w * xy)
 
 
 class PirlsDeviance:
@@ -762,10 +1075,16 @@ class PirlsDeviance:
         ]
         self._systems: dict[bool, BlockedSystem] = {}
         self._u = np.zeros(self.q)
+        self._predictors = {
+            False: _ModePredictor(self.ntheta + self.p + 1, self.q, self.n),
+            True: _ModePredictor(self.ntheta + 1, self.q + self.p, self.n),
+        }
         self._beta0: np.ndarray | None = None
         self._saturated: tuple[object, float] | None = None
         self._rounded_binomial: bool | None = None
         self.evaluations = 0
+        #: PIRLS' stopping rule (see :data:`MODE_TOLERANCE`).
+        self.mode_tolerance = MODE_TOLERANCE
         if self.nagq > 1:
             if len(self.terms) != 1 or self.terms[0].ncols != 1:
                 raise ValueError("adaptive Gauss-Hermite quadrature needs one scalar term")
@@ -819,6 +1138,15 @@ class PirlsDeviance:
         )
         return done, done.deviance + float(u @ u)
 
+    def _where(self, theta: np.ndarray, beta: np.ndarray | None) -> np.ndarray:
+        """The point the modes depend on: theta, beta (unless PIRLS estimates it) and the
+        negative binomial's theta (0 for other families)."""
+        extra = getattr(self.family, "theta", None)
+        tail = [0.0 if extra is None else float(extra)]
+        if beta is None:
+            return np.concatenate([theta, tail])
+        return np.concatenate([theta, np.asarray(beta, dtype=np.float64), tail])
+
     # -- PIRLS ----------------------------------------------------------------------------
     def pirls(
         self, theta: np.ndarray, beta: np.ndarray | None, u0: np.ndarray | None = None
@@ -836,7 +1164,18 @@ class PirlsDeviance:
         else:
             # A copy: the rows recognise it as the same beta at every step (by identity).
             beta_cur = np.array(beta, dtype=np.float64)
+        where = self._where(theta, beta)
+        guess = self._predictors[with_x].predict(where) if u0 is None else None
+        if guess is not None:
+            u = guess[: self.q]
+            if with_x:
+                beta_cur = guess[self.q :]
         current, pdev = self._pass(beta_cur, u, transposed, with_x)
+        if not np.isfinite(pdev) and guess is not None:  # a prediction far off: the last modes
+            u = self._u.copy()
+            if with_x:
+                beta_cur = self._beta0 if self._beta0 is not None else beta_cur
+            current, pdev = self._pass(beta_cur, u, transposed, with_x)
         if not np.isfinite(pdev):  # a start far off (e.g. a warm start from a wild point)
             u = np.zeros(self.q)
             current, pdev = self._pass(beta_cur, u, transposed, with_x)
@@ -844,9 +1183,9 @@ class PirlsDeviance:
         for iterations in range(1, MAX_ITERATIONS + 1):  # noqa: B007 (read after the loop)
             system = self._system(with_x, current.blocks)
             factor = system.factor(theta)
-            est = estimate(system, factor, reml=False)
-            du = np.concatenate([a.ravel() for a in est.u]) - u
-            dbeta = est.beta - beta_cur if with_x else None
+            u_new, beta_new = _modes(system, factor)
+            du = u_new - u
+            dbeta = beta_new - beta_cur if with_x else None
             moved = float(np.max(np.abs(du), initial=0.0)) / (
                 1.0 + float(np.max(np.abs(u), initial=0.0))
             )
@@ -854,7 +1193,7 @@ class PirlsDeviance:
                 moved = max(
                     moved, float(np.max(np.abs(dbeta))) / (1.0 + float(np.max(np.abs(beta_cur))))
                 )
-            if moved < MODE_TOLERANCE:
+            if moved < self.mode_tolerance:
                 # At the modes: the factor is the one at these very weights, so the
                 # Laplace terms below are consistent (the step left is ~1e-10).
                 break
@@ -882,6 +1221,7 @@ class PirlsDeviance:
         self._u = u
         if with_x:
             self._beta0 = beta_cur
+        self._predictors[with_x].add(where, np.concatenate([u, beta_cur]) if with_x else u)
         deviance = float(pdev - u @ u)
         return PirlsState(
             u=u,
@@ -895,6 +1235,61 @@ class PirlsDeviance:
             deviance=deviance,
             iterations=iterations,
         )
+
+    # -- the analytic beta-gradient -------------------------------------------------------
+    def has_beta_gradient(self) -> bool:
+        """Whether :meth:`laplace_beta_gradient` applies: the Laplace criterion, a canonical
+        link (binomial-logit, Poisson-log: the PIRLS system is then the
+        exact Hessian of the penalised deviance, which the derivative of the modes needs),
+        the deviance differing from -2 log p by a constant, and the rest block's rows
+        times term 1's columns few enough to hold dense."""
+        family = self.family
+        canonical = (getattr(family, "name", ""), family.link.name) in _CANONICAL_W_PRIME
+        if self.nagq > 1 or not canonical:
+            return False
+        if self._rounded_binomial is None:
+            self._rounded_binomial = (
+                family.name == "binomial" and not self.rows.integral_binomial_weights()
+            )
+        if self._rounded_binomial:
+            return False
+        q1 = self.terms[0].nranef
+        qr = self.q - q1
+        return qr * max(q1, 1) <= _GRADIENT_DENSE_MAX
+
+    def laplace_beta_gradient(
+        self, theta: np.ndarray, beta: np.ndarray
+    ) -> tuple[float, np.ndarray]:
+        """The Laplace deviance at ``(theta, beta)`` and its gradient over ``beta``.
+
+        Notes
+        -----
+        With ``D(beta) = pdev(u~(beta), beta) + log|M|``, ``M = Lambda'Z'WZ Lambda + I`` at
+        the modes ``u~``, and ``x_i = Lambda'z_i``:
+
+        * ``pdev``: ``u~`` minimises it, so only its partial derivative counts (the
+          envelope theorem): ``X' (d dev_i / d eta_i)``, ``-2 X' a (y - mu)`` for a
+          canonical link;
+        * ``log|M|``: ``d log|M| / d w_i = h_i = x_i' M^{-1} x_i``, and ``w_i`` moves with
+          ``eta_i``, which moves with beta directly and through the modes,
+          ``d u~ / d beta = -M^{-1} Lambda'Z'WX`` (implicit function theorem; ``M`` is the
+          Hessian of pdev / 2 in ``u`` for a canonical link). With ``s_i = h_i dw_i/deta_i``
+          and ``y = M^{-1} Lambda'Z's``: ``X's - X'W Z Lambda y``.
+
+        ``M`` is handled in blocks, term 1's block diagonal ``M_1`` (per level) and the
+        rest dense: ``S = M_r - C M_1^{-1} C'`` (``C = Lambda_r'Z_r'WZ_1 Lambda_1``),
+        ``h_i = a_i'M_1^{-1}a_i + (C M_1^{-1} a_i - b_i)' S^{-1} (C M_1^{-1} a_i - b_i)``
+        with ``a_i``, ``b_i`` the term-1 and rest parts of ``x_i``. Bates et al. 2015 (JSS
+        67(1)) sec. 5 for the Laplace criterion.
+        """
+        state = self.pirls(theta, beta)
+        pieces = GradientPieces(self.terms, self.structure.templates(theta), state.blocks)
+        coefficients, family = state.coefficients, self.family
+        first = self.rows.beta_gradient_sums(family, coefficients, pieces)
+        p = self.p
+        y = pieces.solve(first[p:])
+        grad = first[:p] - self.rows.beta_gradient_correction(family, coefficients, pieces, y)
+        return state.laplace, grad
 
     # -- criteria -------------------------------------------------------------------------
     def fast(self, theta: np.ndarray) -> float:
