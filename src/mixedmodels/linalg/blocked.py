@@ -562,8 +562,12 @@ class BlockedSystem:
             ]).reshape(3, 4)
             # fmt: on
             Mv = K @ a
-            det = Mv[0] * Mv[2] - Mv[1] * Mv[1]
-            # W = T1 M^{-1} T1' with M^{-1} = [[m11, -m10], [-m10, m00]] / det.
+            m00, m10, m11 = Mv  # row views: one unpacking, not three indexings
+            det = m00 * m11
+            det -= m10 * m10
+            # W = T1 M^{-1} T1' with M^{-1} = [[m11, -m10], [-m10, m00]] / det: Mv is
+            # divided by det in place (a fresh array), then one product with the template.
+            Mv /= det
             # fmt: off
             G = np.array([
                 0.0, 0.0, t00 * t00,
@@ -571,9 +575,7 @@ class BlockedSystem:
                 t11 * t11, -2.0 * t10 * t11, t10 * t10,
             ]).reshape(3, 3)
             # fmt: on
-            W = G @ Mv
-            W /= det
-            return float(_sum(np.log(det))), W.ravel()
+            return float(_sum(np.log(det))), (G @ Mv).ravel()
         T1 = self._template1(theta)
         M = np.swapaxes(T1, 0, 1)[None] @ self.A.z1tz1 @ T1[None]
         M += np.eye(p1)[None]
@@ -759,12 +761,25 @@ class BlockedSystem:
         diagonal entries of ``L`` but the last (the first :attr:`nz_logs` of them belong to
         ``L_Z``, the rest to ``R_X``) and ``r^2``; None where a block is not positive
         definite. The optimiser's hot path: no more than it needs."""
-        if not self._dense:
-            kept = self._kept
-            if kept is not None and kept.theta.tobytes() == np.asarray(theta, float).tobytes():
-                diag = kept.L.diagonal()  # factored by factor()
-                logdet1 = kept.logdet_z - 2.0 * float(np.log(diag[: self._qr]).sum())
-                return logdet1, np.log(diag[:-1]), kept.pwrss
+        if self._dense:
+            # _cholesky written out for the small dense path (no workspace to track): a
+            # few microseconds per evaluation, so each call layer is a visible share.
+            theta = np.asarray(theta, dtype=np.float64)
+            try:
+                logdet1, w = self._term1(theta)
+                S = self._schur(theta, w)
+                U, info = _dpotrf(S.T, lower=0, clean=0, overwrite_a=1)
+            except (np.linalg.LinAlgError, sla.LinAlgError, FloatingPointError):
+                return None
+            if info != 0:
+                return None
+            diag = U.diagonal()
+            return logdet1, np.log(diag[:-1]), float(diag[-1]) ** 2
+        kept = self._kept
+        if kept is not None and kept.theta.tobytes() == np.asarray(theta, float).tobytes():
+            diag = kept.L.diagonal()  # factored by factor()
+            logdet1 = kept.logdet_z - 2.0 * float(np.log(diag[: self._qr]).sum())
+            return logdet1, np.log(diag[:-1]), kept.pwrss
         try:
             logdet1, L = self._cholesky(theta)
         except (np.linalg.LinAlgError, sla.LinAlgError, FloatingPointError):
