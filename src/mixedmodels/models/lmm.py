@@ -572,7 +572,10 @@ class LinearMixedModel:
         dev = parent.deviance_function(key)
         if self._cross_products is None:
             self._cross_products = with_response_products(parent.cross_products, v)
-        return ProfiledDeviance(dev.system.with_values(self._cross_products), key, dev.constant)
+        # Only the y row and column differ from the parent's blocks: a small dense system
+        # re-forms just those (a bootstrap refit's whole set-up).
+        system = dev.system.with_response(self._cross_products)
+        return ProfiledDeviance(system, key, dev.constant)
 
     def refit(
         self, y: np.ndarray, *, start: np.ndarray | None = None, reml: bool | None = None
