@@ -254,6 +254,22 @@ def fit_factor(
         ``codes`` are int64 indices into the levels.
     """
     codes, labels = _factorize_labels(series, sort=True)
+    return factor_levels(labels, column, reference, contrast), codes
+
+
+def factorize_sorted(series: pd.Series) -> tuple[np.ndarray, list[str]]:
+    """Codes (int64, -1 for missing values) and labels of the sorted levels of a column:
+    what :func:`fit_factor` reads, for callers that code one column more than one way."""
+    return _factorize_labels(series, sort=True)
+
+
+def factor_levels(
+    labels: list[str],
+    column: str,
+    reference: str | None = None,
+    contrast: str = "treatment",
+) -> FactorLevels:
+    """The levels of :func:`fit_factor` from the column's :func:`factorize_sorted`."""
     if len(set(labels)) != len(labels):
         raise DataError(
             f"column '{column}' has distinct values that print the same ({labels[:10]}); "
@@ -268,4 +284,4 @@ def fit_factor(
                 f"its levels are: {shown}"
             )
         ref_index = labels.index(reference)
-    return FactorLevels(column, tuple(labels), ref_index, contrast), codes
+    return FactorLevels(column, tuple(labels), ref_index, contrast)
