@@ -840,9 +840,7 @@ class BlockedSystem:
         qr, p = self._qr, self.p
         LXX = L[qr:, qr:]
         beta = (
-            sla.solve_triangular(
-                LXX[:p, :p], LXX[p, :p], lower=True, trans="T", check_finite=False
-            )
+            sla.solve_triangular(LXX[:p, :p], LXX[p, :p], lower=True, trans="T", check_finite=False)
             if p
             else np.zeros(0)
         )
