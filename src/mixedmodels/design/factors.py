@@ -158,6 +158,9 @@ def _factorize_sorted_fast(series: pd.Series) -> tuple[np.ndarray, list[str]] | 
     return None
 
 
+_INT64_MAX = int(np.iinfo(np.int64).max)
+
+
 def _rank_short_range(values: np.ndarray) -> tuple[np.ndarray, list[str]] | None:
     """Codes and labels of integers whose range is at most a few times their count (level
     numbers, subject ids): each value's rank among the values present, read from a
@@ -165,10 +168,14 @@ def _rank_short_range(values: np.ndarray) -> tuple[np.ndarray, list[str]] | None
     if values.shape[0] == 0:
         return None
     lo = int(np.minimum.reduce(values))
-    span = int(np.maximum.reduce(values)) - lo + 1
-    if span > 4 * values.shape[0] + 1024:
+    hi = int(np.maximum.reduce(values))
+    if hi - lo + 1 > 4 * values.shape[0] + 1024 or hi > _INT64_MAX:
         return None
-    offset = values - lo if lo else values
+    span = hi - lo + 1
+    # In int64: a narrow dtype would wrap around (int8: 5 - (-128) is not 133).
+    offset = np.asarray(values, dtype=np.int64)
+    if lo:
+        offset = offset - lo
     present = np.zeros(span, dtype=bool)
     present[offset] = True
     rank = np.cumsum(present, dtype=np.int64)
