@@ -530,7 +530,8 @@ def _missing(series: pd.Series) -> np.ndarray | None:
     """Missing-value mask of a column, or None when its dtype cannot hold missing values.
 
     ``Series.isna()`` builds a new Series (~15 us); NumPy integer and boolean columns
-    cannot be missing and float columns are missing exactly where they are NaN.
+    cannot be missing, float columns are missing exactly where they are NaN, and an Arrow
+    column knows how many nulls it holds (usually none: no mask to build or apply).
     """
     dtype = series.dtype
     if isinstance(dtype, np.dtype):
@@ -538,6 +539,9 @@ def _missing(series: pd.Series) -> np.ndarray | None:
             return None
         if dtype.kind == "f":
             return np.isnan(series.to_numpy())
+    elif isinstance(dtype, pd.StringDtype) and dtype.storage == "pyarrow":
+        if series.array.__arrow_array__().null_count == 0:
+            return None
     return np.asarray(series.array.isna(), dtype=bool)
 
 
