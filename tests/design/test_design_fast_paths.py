@@ -45,6 +45,9 @@ SERIES = {
     "int-long": pd.Series(np.random.default_rng(6).integers(-40, 400, 20_000)),
     "uint8": pd.Series([3, 1, 2, 1], dtype="uint8"),
     "int32": pd.Series([30, 10, 20], dtype="int32"),
+    "int8-extremes": pd.Series([5, -128, 127, 5], dtype="int8"),  # would wrap in int8
+    "uint64-huge": pd.Series([2**64 - 1, 3, 2**64 - 1], dtype="uint64"),  # hash path
+    "int64-extremes": pd.Series([-(2**63), -(2**63) + 2, -(2**63)]),
     "bool": pd.Series([True, False, True]),
     "float": pd.Series([0.5, -0.0, 0.0, 2.0, 1e20, -3.25, 175.0]),
     "float32": pd.Series([1.5, 2.5, 1.5], dtype="float32"),

@@ -42,7 +42,14 @@ from mixedmodels.formula import FixedPart, ModelFormula, Variable, parse_formula
 from mixedmodels.formula.nodes import Name, Node, walk_names
 
 from .evaluate import TransformState, evaluate_numeric, poly_basis
-from .factors import FactorLevels, fit_factor, is_factor_dtype, is_numeric_dtype
+from .factors import (
+    FactorLevels,
+    factor_levels,
+    factorize_sorted,
+    fit_factor,
+    is_factor_dtype,
+    is_numeric_dtype,
+)
 from .model_design import ModelDesign, RandomEffectsTerm, hold_read_only
 
 #: Relative tolerance of the rank check (lme4's ``chkRank.drop.cols`` uses 1e-7).
@@ -424,6 +431,7 @@ class _Frame:
         self._series: dict[str, pd.Series] = {}
         self._floats: dict[str, np.ndarray] = {}
         self.codes: dict[str, np.ndarray] = {}  # level indices of factors found in fitting
+        self._factorized: dict[str, tuple[np.ndarray, list[str]]] = {}  # see factor()
         # Levels and codes of grouping columns: (1 | a) + (1 | a:b) uses column a twice.
         self.grouping_levels: dict[str, tuple[FactorLevels, np.ndarray]] = {}
 
@@ -476,6 +484,7 @@ class _Frame:
         sub.fitting = self.fitting
         sub._series = {} if sub.data is not self.data else self._series
         sub._floats = {}
+        sub._factorized = {}
         sub.codes = {}
         sub.grouping_levels = {}
         return sub
@@ -511,6 +520,17 @@ class _Frame:
             self._floats[column] = arr
         return arr
 
+    def factor(
+        self, column: str, reference: str | None = None, contrast: str = "treatment"
+    ) -> tuple[FactorLevels, np.ndarray]:
+        """:func:`fit_factor` of a column; its sorted factorisation is found once, however
+        many ways the formula codes the column (a fixed factor and a grouping factor)."""
+        found = self._factorized.get(column)
+        if found is None:
+            found = self._factorized[column] = factorize_sorted(self.series(column))
+        codes, labels = found
+        return factor_levels(labels, column, reference, contrast), codes
+
     def numeric_inputs(self, node: Node, used_in: str) -> dict[str, np.ndarray]:
         return {name: self.floats(name, used_in) for name in walk_names(node)}
 
@@ -519,7 +539,8 @@ def _missing(series: pd.Series) -> np.ndarray | None:
     """Missing-value mask of a column, or None when its dtype cannot hold missing values.
 
     ``Series.isna()`` builds a new Series (~15 us); NumPy integer and boolean columns
-    cannot be missing and float columns are missing exactly where they are NaN.
+    cannot be missing, float columns are missing exactly where they are NaN, and an Arrow
+    column knows how many nulls it holds (usually none: no mask to build or apply).
     """
     dtype = series.dtype
     if isinstance(dtype, np.dtype):
@@ -527,6 +548,9 @@ def _missing(series: pd.Series) -> np.ndarray | None:
             return None
         if dtype.kind == "f":
             return np.isnan(series.to_numpy())
+    elif isinstance(dtype, pd.StringDtype) and dtype.storage == "pyarrow":
+        if series.array.__arrow_array__().null_count == 0:
+            return None
     return np.asarray(series.array.isna(), dtype=bool)
 
 
@@ -845,9 +869,7 @@ def _fit_factors(variables: list[Variable], frame: _Frame) -> dict[str, FactorLe
     for var in variables:
         if var.name in factors or not _is_factor(var, frame):
             continue
-        levels, codes = fit_factor(
-            frame.series(var.columns[0]), var.columns[0], var.reference, var.contrast
-        )
+        levels, codes = frame.factor(var.columns[0], var.reference, var.contrast)
         frame.codes[var.name] = codes
         if levels.nlevels < 2:
             raise DataError(
@@ -1144,7 +1166,7 @@ def _fit_grouping(grouping: tuple[Variable, ...], frame: _Frame) -> tuple[Groupi
         column = var.columns[0]
         fitted = frame.grouping_levels.get(column)
         if fitted is None:
-            fitted = frame.grouping_levels[column] = fit_factor(frame.series(column), column)
+            fitted = frame.grouping_levels[column] = frame.factor(column)
         levels, codes = fitted
         components.append(levels)
         codes_list.append(codes)

@@ -122,16 +122,21 @@ def _factorize_sorted_fast(series: pd.Series) -> tuple[np.ndarray, list[str]] | 
 
     ``pd.factorize(series, sort=True)`` costs ~0.05 ms on a numeric column and ~0.15 ms
     on a pyarrow-backed string column of a few hundred rows, a tenth of a small model's
-    whole fit. Factorising unsorted (a hash table, O(n)) and then sorting the few
-    uniques gives the same codes and labels at every size: numbers are sorted
-    numerically, as by pandas; Arrow orders strings by their UTF-8 bytes, which is
-    code-point order, as Python's ``sorted``. Object columns (possibly of mixed types,
-    which pandas sorts its own way) and float columns with NaN return None and keep the
-    general path.
+    whole fit. The paths below give the same codes and labels at every size: integers
+    over a short range are ranked directly (no hashing, no sort); other numbers are
+    factorised unsorted (a hash table, O(n)) and the few uniques sorted numerically, as
+    by pandas; Arrow strings are dictionary-encoded by Arrow itself (no Python string per
+    row) and their few uniques sorted by code point, which is Arrow's UTF-8 byte order and
+    Python's ``sorted``. Object columns (possibly of mixed types, which pandas sorts its
+    own way) and float columns with NaN return None and keep the general path.
     """
     dtype = series.dtype
     if isinstance(dtype, np.dtype) and dtype.kind in "biuf":
         values = series.to_numpy()
+        if dtype.kind in "iu":
+            ranked = _rank_short_range(values)
+            if ranked is not None:
+                return ranked
         if dtype.kind == "f" and np.isnan(values).any():
             return None
         codes, uniques = pd.factorize(values, sort=False)
@@ -143,21 +148,58 @@ def _factorize_sorted_fast(series: pd.Series) -> tuple[np.ndarray, list[str]] | 
             labels = [format_level(u) for u in uniques[order]]
         return _remap(codes, order), labels
     if isinstance(dtype, pd.StringDtype):
-        if len(series) <= _SMALL_COLUMN:
-            # Hashing Python strings costs less than Arrow's dictionary encoding on a few
-            # hundred rows; on many rows, making the Python strings costs far more.
+        if dtype.storage == "pyarrow":
+            codes, raw = _arrow_dictionary(series)
+        else:
             codes, uniques = pd.factorize(series.to_numpy(dtype=object), sort=False)
             raw = [str(u) for u in uniques.tolist()]
-        else:
-            codes, uniques = series.array.factorize()
-            raw = [str(u) for u in uniques.to_numpy(dtype=object).tolist()]
         order = sorted(range(len(raw)), key=raw.__getitem__)
         return _remap(codes, np.asarray(order, dtype=np.intp)), [raw[i] for i in order]
     return None
 
 
-#: Rows up to which a string column is factorised through Python strings.
-_SMALL_COLUMN = 5_000
+_INT64_MAX = int(np.iinfo(np.int64).max)
+
+
+def _rank_short_range(values: np.ndarray) -> tuple[np.ndarray, list[str]] | None:
+    """Codes and labels of integers whose range is at most a few times their count (level
+    numbers, subject ids): each value's rank among the values present, read from a
+    cumulative count over the range; None for wider ranges (a hash table then)."""
+    if values.shape[0] == 0:
+        return None
+    lo = int(np.minimum.reduce(values))
+    hi = int(np.maximum.reduce(values))
+    if hi - lo + 1 > 4 * values.shape[0] + 1024 or hi > _INT64_MAX:
+        return None
+    span = hi - lo + 1
+    # In int64: a narrow dtype would wrap around (int8: 5 - (-128) is not 133).
+    offset = np.asarray(values, dtype=np.int64)
+    if lo:
+        offset = offset - lo
+    present = np.zeros(span, dtype=bool)
+    present[offset] = True
+    rank = np.cumsum(present, dtype=np.int64)
+    rank -= 1
+    labels = [str(v + lo) for v in np.flatnonzero(present).tolist()]
+    return rank[offset], labels
+
+
+def _arrow_dictionary(series: pd.Series) -> tuple[np.ndarray, list[str]]:
+    """Codes (-1 for missing values) and unsorted labels of a pyarrow-backed string
+    column, by Arrow's dictionary encoding."""
+    import pyarrow.compute as pc  # pandas' Arrow strings imply pyarrow is installed
+
+    chunked = series.array.__arrow_array__()  # the column's own Arrow data, not a copy
+    encoded = pc.dictionary_encode(chunked)
+    if encoded.num_chunks == 1:
+        encoded = encoded.chunk(0)
+    else:  # every chunk has its own dictionary: one shared dictionary first
+        encoded = encoded.unify_dictionaries().combine_chunks()
+    indices = encoded.indices
+    if indices.null_count:  # missing values have no index: -1, as pandas' sentinel
+        indices = pc.fill_null(indices, -1)
+    codes = np.asarray(indices.to_numpy(zero_copy_only=False), dtype=np.int64)
+    return codes, encoded.dictionary.to_pylist()
 
 
 def _remap(codes: np.ndarray, order: np.ndarray) -> np.ndarray:
@@ -219,6 +261,22 @@ def fit_factor(
         ``codes`` are int64 indices into the levels.
     """
     codes, labels = _factorize_labels(series, sort=True)
+    return factor_levels(labels, column, reference, contrast), codes
+
+
+def factorize_sorted(series: pd.Series) -> tuple[np.ndarray, list[str]]:
+    """Codes (int64, -1 for missing values) and labels of the sorted levels of a column:
+    what :func:`fit_factor` reads, for callers that code one column more than one way."""
+    return _factorize_labels(series, sort=True)
+
+
+def factor_levels(
+    labels: list[str],
+    column: str,
+    reference: str | None = None,
+    contrast: str = "treatment",
+) -> FactorLevels:
+    """The levels of :func:`fit_factor` from the column's :func:`factorize_sorted`."""
     if len(set(labels)) != len(labels):
         raise DataError(
             f"column '{column}' has distinct values that print the same ({labels[:10]}); "
@@ -233,4 +291,4 @@ def fit_factor(
                 f"its levels are: {shown}"
             )
         ref_index = labels.index(reference)
-    return FactorLevels(column, tuple(labels), ref_index, contrast), codes
+    return FactorLevels(column, tuple(labels), ref_index, contrast)

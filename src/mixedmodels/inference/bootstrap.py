@@ -166,9 +166,9 @@ class _Refitter:
                 est, value = dev.estimates(theta)
                 beta, sigma = est.beta, est.sigma
             else:
-                f = dev.factor(theta)
-                beta, sigma = beta_sigma(dev.system, f, self.reml)
-                value = float(dev.objective(f))
+                # beta and sigma alone; the criterion at the optimum is the optimiser's.
+                beta, sigma = dev.system.beta_sigma(theta, self.reml)
+                value = opt.final_objective
             psi = np.zeros(0)
         else:
             objective = model.objective(self.reml)

@@ -355,6 +355,7 @@ class BlockedSystem:
                 r, c = self._tril
                 packed = Pd[:, :, :, r, c] + np.where(r != c, Pd[:, :, :, c, r], 0.0)
                 self._Pd = np.ascontiguousarray(np.swapaxes(packed, 2, 3)).reshape(m * m, -1)
+                self._C3 = C3  # kept for with_response: a new y changes its last row only
             self._Bflat = B.ravel()
             if self._has_rest:
                 lam_flat, lam_src = [], []
@@ -570,8 +571,12 @@ class BlockedSystem:
             ]).reshape(3, 4)
             # fmt: on
             Mv = K @ a
-            det = Mv[0] * Mv[2] - Mv[1] * Mv[1]
-            # W = T1 M^{-1} T1' with M^{-1} = [[m11, -m10], [-m10, m00]] / det.
+            m10 = Mv[1]
+            det = Mv[0] * Mv[2]
+            det -= m10 * m10
+            # W = T1 M^{-1} T1' with M^{-1} = [[m11, -m10], [-m10, m00]] / det: Mv is
+            # divided by det in place (a fresh array), then one product with the template.
+            Mv /= det
             # fmt: off
             G = np.array([
                 0.0, 0.0, t00 * t00,
@@ -579,9 +584,7 @@ class BlockedSystem:
                 t11 * t11, -2.0 * t10 * t11, t10 * t10,
             ]).reshape(3, 3)
             # fmt: on
-            W = G @ Mv
-            W /= det
-            return float(_sum(np.log(det))), W.ravel()
+            return float(_sum(np.log(det))), (G @ Mv).ravel()
         T1 = self._template1(theta)
         M = np.swapaxes(T1, 0, 1)[None] @ self.A.z1tz1 @ T1[None]
         M += np.eye(p1)[None]
@@ -767,18 +770,90 @@ class BlockedSystem:
         diagonal entries of ``L`` but the last (the first :attr:`nz_logs` of them belong to
         ``L_Z``, the rest to ``R_X``) and ``r^2``; None where a block is not positive
         definite. The optimiser's hot path: no more than it needs."""
-        if not self._dense:
-            kept = self._kept
-            if kept is not None and kept.theta.tobytes() == np.asarray(theta, float).tobytes():
-                diag = kept.L.diagonal()  # factored by factor()
-                logdet1 = kept.logdet_z - 2.0 * float(np.log(diag[: self._qr]).sum())
-                return logdet1, np.log(diag[:-1]), kept.pwrss
+        if self._dense:
+            # _cholesky written out for the small dense path (no workspace to track): a
+            # few microseconds per evaluation, so each call layer is a visible share.
+            theta = np.asarray(theta, dtype=np.float64)
+            try:
+                logdet1, w = self._term1(theta)
+                S = self._schur(theta, w)
+                U, info = _dpotrf(S.T, lower=0, clean=0, overwrite_a=1)
+            except (np.linalg.LinAlgError, sla.LinAlgError, FloatingPointError):
+                return None
+            if info != 0:
+                return None
+            diag = U.diagonal()
+            return logdet1, np.log(diag[:-1]), float(diag[-1]) ** 2
+        kept = self._kept
+        if kept is not None and kept.theta.tobytes() == np.asarray(theta, float).tobytes():
+            diag = kept.L.diagonal()  # factored by factor()
+            logdet1 = kept.logdet_z - 2.0 * float(np.log(diag[: self._qr]).sum())
+            return logdet1, np.log(diag[:-1]), kept.pwrss
         try:
             logdet1, L = self._cholesky(theta)
         except (np.linalg.LinAlgError, sla.LinAlgError, FloatingPointError):
             return None
         diag = L.diagonal()
         return logdet1, np.log(diag[:-1]), float(diag[-1]) ** 2
+
+    def with_response(self, A: CrossProducts) -> BlockedSystem:
+        """The same system for cross products that differ from this one's in the ``y`` row
+        and column alone (a refit to a new response, e.g. a parametric bootstrap's).
+
+        The small dense path forms again only what holds ``y``: the last row and column
+        of ``B`` and the rows of ``Pd`` for the pairs ``(y, j)`` and ``(i, y)`` (equal, as
+        ``Pd`` is symmetric in its pair), the same numbers :meth:`__init__` would give.
+        Other systems are built anew (:meth:`with_values`).
+        """
+        if not self._dense or self._Pd is None:
+            return self.with_values(A)
+        new = object.__new__(BlockedSystem)
+        new.__dict__.update(self.__dict__)
+        new.A = A
+        m, qr = self._m, self._qr
+        B = self._Bflat.reshape(m, m).copy()
+        B[-1, qr:] = A.xytxy[-1]
+        B[qr:, -1] = A.xytxy[-1]
+        if self._has_rest:
+            B[-1, :qr] = A.xytzr[-1]
+            B[:qr, -1] = A.xytzr[-1]
+        new._Bflat = B.ravel()
+        C3 = self._C3.copy()
+        C3[-1] = A.xytz1[-1]
+        new._C3 = C3
+        # prod[j, l, a, b] = C_y[l, a] C_j[l, b]: the pairs (y, j), packed as in __init__.
+        prod = C3[-1][None, :, :, None] * C3[:, :, None, :]
+        r, c = self._tril
+        packed = prod[:, :, r, c] + np.where(r != c, prod[:, :, c, r], 0.0)
+        rows = np.swapaxes(packed, 1, 2).reshape(m, -1)
+        Pd = self._Pd.copy()
+        Pd3 = Pd.reshape(m, m, -1)
+        Pd3[-1] = rows
+        Pd3[:, -1] = rows
+        new._Pd = Pd
+        return new
+
+    def beta_sigma(self, theta: np.ndarray, reml: bool) -> tuple[np.ndarray, float]:
+        """beta-hat and sigma-hat at ``theta`` from the ``[X y]`` block of the factor alone:
+        ``R_X' beta = r_Xy`` and ``sigma^2 = r^2 / (n - p)`` (REML) or ``r^2 / n`` (ML).
+
+        What a bootstrap replicate reads at its optimum; on the small dense path one
+        factorisation, without the per-level pieces :meth:`factor` adds for the
+        conditional modes.
+        """
+        if self._dense:
+            L = self._cholesky(theta)[1]  # its strict upper triangle is stale: not read
+        else:
+            L = self.factor(theta).L
+        qr, p = self._qr, self.p
+        LXX = L[qr:, qr:]
+        beta = (
+            sla.solve_triangular(LXX[:p, :p], LXX[p, :p], lower=True, trans="T", check_finite=False)
+            if p
+            else np.zeros(0)
+        )
+        pwrss = float(LXX[p, p]) ** 2
+        return beta, float(np.sqrt(pwrss / (self.n - p if reml else self.n)))
 
     def log_terms(self, theta: np.ndarray) -> tuple[float, float, float] | None:
         """``log|L_Z|^2``, ``log|R_X|^2`` and ``r^2`` at ``theta`` from the diagonal of ``L``

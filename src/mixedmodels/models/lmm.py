@@ -572,7 +572,10 @@ class LinearMixedModel:
         dev = parent.deviance_function(key)
         if self._cross_products is None:
             self._cross_products = with_response_products(parent.cross_products, v)
-        return ProfiledDeviance(dev.system.with_values(self._cross_products), key, dev.constant)
+        # Only the y row and column differ from the parent's blocks: a small dense system
+        # re-forms just those (a bootstrap refit's whole set-up).
+        system = dev.system.with_response(self._cross_products)
+        return ProfiledDeviance(system, key, dev.constant)
 
     def refit(
         self, y: np.ndarray, *, start: np.ndarray | None = None, reml: bool | None = None
@@ -769,9 +772,30 @@ def _blas_threads_for(qr: int):
 
         controller = ThreadpoolController()
         _BLAS_CONTROLLER.extend([controller, controller.select(user_api="blas").lib_controllers])
-    controller, blas_libraries = _BLAS_CONTROLLER
+    blas_libraries = _BLAS_CONTROLLER[1]
     # Already one thread (OPENBLAS_NUM_THREADS=1, or an outer threadpool_limits): nothing
     # to limit. Asking costs ~1 us; entering and leaving the limit costs ~10 us or more.
-    if all(lib.num_threads <= 1 for lib in blas_libraries):
+    threads = [lib.num_threads for lib in blas_libraries]
+    if all(n <= 1 for n in threads):
         return contextlib.nullcontext()
-    return controller.limit(limits=1, user_api="blas")
+    return _OneBlasThread(blas_libraries, threads)
+
+
+class _OneBlasThread:
+    """One thread for each BLAS library while inside, then the counts they had.
+
+    threadpoolctl's own per-library controllers, set directly: its ``limit`` builds a
+    limiter and selects the libraries again on every entry, which costs about as much as
+    setting them (~30 us of a small model's ~2 ms fit after a ``gc.collect()``)."""
+
+    def __init__(self, libraries: list[Any], threads: list[int]):
+        self._libraries = libraries
+        self._threads = threads
+
+    def __enter__(self) -> None:
+        for lib in self._libraries:
+            lib.set_num_threads(1)
+
+    def __exit__(self, *exc: object) -> None:
+        for lib, n in zip(self._libraries, self._threads, strict=True):
+            lib.set_num_threads(n)

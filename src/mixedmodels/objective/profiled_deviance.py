@@ -60,6 +60,10 @@ class ProfiledDeviance:
     >>> dev(structure.initial_theta())                                 # doctest: +SKIP
     """
 
+    #: The value depends on theta alone (no state carried between calls): the optimiser
+    #: need not evaluate a point twice (see :func:`~mixedmodels.optimize.minimize_bobyqa`).
+    is_pure = True
+
     def __init__(
         self, system: BlockedSystem | DenseSystem, reml: bool = True, constant: float = 0.0
     ):
