@@ -44,7 +44,7 @@ from mixedmodels.objective.pirls import (
 )
 from mixedmodels.optimize import OptimizerOptions, OptSummary, check_convergence
 from mixedmodels.optimize.bobyqa import minimize_bobyqa
-from mixedmodels.optimize.derivatives import central_derivatives
+from mixedmodels.optimize.derivatives import central_derivatives, cross_differences
 from mixedmodels.optimize.finish import cholesky_or_none
 from mixedmodels.results.glmm_fit import GlmmFit
 
@@ -135,14 +135,7 @@ def _gradient_derivatives(
     H[nt:, :nt] = D[:nt].T
     H[nt:, nt:] = 0.5 * (D[nt:] + D[nt:].T)
     H[np.arange(nt), np.arange(nt)] = (plus[:nt] - 2.0 * f0 + minus[:nt]) / (h[:nt] * h[:nt])
-    for i in range(nt):
-        for j in range(i):
-            e = np.zeros(k)
-            e[i], e[j] = h[i], h[j]
-            both = float(transform(x + e)) + float(transform(x - e))
-            used += 2
-            value = both - plus[i] - minus[i] - plus[j] - minus[j] + 2.0 * f0
-            H[i, j] = H[j, i] = value / (2.0 * h[i] * h[j])
+    used += cross_differences(transform, x, h, plus, minus, f0, H, nt)
     return g, H, used
 
 

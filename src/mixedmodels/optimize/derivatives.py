@@ -47,7 +47,26 @@ def central_derivatives(
     g = (plus - minus) / (2.0 * h)
     H = np.empty((k, k))
     H[np.diag_indices(k)] = (plus - 2.0 * f0 + minus) / (h * h)
-    for i in range(k):
+    used += cross_differences(objective, x, h, plus, minus, f0, H, k)
+    return g, H, used
+
+
+def cross_differences(
+    objective: Callable[[np.ndarray], float],
+    x: np.ndarray,
+    h: np.ndarray,
+    plus: np.ndarray,
+    minus: np.ndarray,
+    f0: float,
+    H: np.ndarray,
+    n: int,
+) -> int:
+    """Fill the off-diagonal ``H[i, j]``, ``j < i < n``, by the two-value rule of
+    :func:`central_derivatives` from ``plus[i] = f(x + h_i e_i)``, ``minus[i] = f(x - h_i
+    e_i)`` and ``f0 = f(x)``; returns the evaluations used (``n (n - 1)``)."""
+    k = x.shape[0]
+    used = 0
+    for i in range(n):
         for j in range(i):
             e = np.zeros(k)
             e[i], e[j] = h[i], h[j]
@@ -55,4 +74,4 @@ def central_derivatives(
             used += 2
             value = both - plus[i] - minus[i] - plus[j] - minus[j] + 2.0 * f0
             H[i, j] = H[j, i] = value / (2.0 * h[i] * h[j])
-    return g, H, used
+    return used
