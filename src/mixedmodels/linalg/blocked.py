@@ -33,7 +33,7 @@ from scipy.linalg.lapack import dpotrf as _dpotrf
 from mixedmodels.covariance import CovarianceStructure
 from mixedmodels.linalg.cross_products import CrossProducts, rest_offsets
 from mixedmodels.linalg.memory import check_dense_block
-from mixedmodels.linalg.rank_update import RankUpdatePattern
+from mixedmodels.linalg.rank_update import LevelBlockUpdate, RankUpdatePattern
 
 # What ndarray.sum runs, without its Python wrapper (hot path: every evaluation).
 _sum = np.add.reduce
@@ -267,7 +267,7 @@ class BlockedSystem:
         self,
         structure: CovarianceStructure,
         A: CrossProducts,
-        pattern: RankUpdatePattern | None = None,
+        pattern: RankUpdatePattern | LevelBlockUpdate | None = None,
         single_use: bool = False,
     ):
         self.structure = structure
@@ -372,7 +372,7 @@ class BlockedSystem:
             # rank-update pattern (lower triangle), the [X y] rows by dense products (for
             # many fixed effects they would dominate the pattern). B's blocks are read from
             # A itself: no second copy of the large Zr'Zr.
-            Q = self._Q = _packing_matrix(p1, l1) if p1 > 1 else None
+            self._Q = _packing_matrix(p1, l1) if p1 > 1 else None
             self._xz1 = A.xytz1.reshape(self.p + 1, -1)
             # The m x m workspace, allocated by the first evaluation and reused by the next;
             # factor() hands it over to the factor it returns (no second m x m copy).
@@ -383,12 +383,16 @@ class BlockedSystem:
             # results) returns it instead of factoring again.
             self._kept: BlockedFactor | None = None
             if self._has_rest:
+                # Term 1 with one column: the matrix of products P, one entry per pair.
+                # With more: C itself, level by level (LevelBlockUpdate), which costs the
+                # same per evaluation and a fraction of P's p1 (p1 + 1) / 2 entries per pair.
+                kind = RankUpdatePattern if p1 == 1 else LevelBlockUpdate
                 self._pattern = pat = (
-                    RankUpdatePattern.from_cross_products(A.zrtz1, p1)
+                    kind.from_cross_products(A.zrtz1, p1)
                     if pattern is None
                     else pattern.with_values(A.zrtz1.data)
                 )
-                self._P = pat.P if Q is None else (pat.P @ Q).tocsc()
+                self._update = pat.P.__matmul__ if p1 == 1 else pat.update
                 self._lower_flat = pat.rows * m + pat.cols
                 # S's rest block is zeros plus scatters of Zr'Zr's nonzeros and of the update
                 # (LAPACK reads the lower triangle; Zr'Zr may be sparse: never densified).
@@ -612,7 +616,7 @@ class BlockedSystem:
         np.subtract(A.xytxy, AW @ self._xz1.T, out=S[qr:, qr:])
         if not self._has_rest:
             return S
-        u = self._P @ w
+        u = self._update(w)
         Sf = S.reshape(-1)
         UXr = (A.zrtz1 @ AW.T).T
         if self._rest_scalar:
