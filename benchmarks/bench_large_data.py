@@ -87,6 +87,80 @@ def write_data(folder: Path, nfiles: int) -> list[Path]:
     return files
 
 
+#: The product team's design (issue 18): 10 events per user, a random slope per user,
+#: 500 items; simulated with numpy seed 7.
+PRODUCT_FORMULA = "y ~ x + f + (1 + x | user) + (1 | item)"
+PRODUCT_EVENTS_PER_USER = 10
+PRODUCT_ITEMS = 500
+PRODUCT_SEED = 7
+PRODUCT_TRUTH = {
+    "beta": {"(Intercept)": 1.0, "x": 0.5, "fb": 0.3, "fc": -0.2},
+    "sd_user": 0.5,
+    "sd_user_x": 0.2,
+    "sd_item": 0.3,
+    "sigma": 1.0,
+}
+
+
+def simulate_product(nusers: int, seed: int = PRODUCT_SEED):
+    """The product design's columns for ``nusers`` users (10 events each), as numpy arrays:
+    ``y``, ``x``, ``f`` (codes 0..2), ``user``, ``item``."""
+    rng = np.random.default_rng(seed)
+    n = nusers * PRODUCT_EVENTS_PER_USER
+    user = np.repeat(np.arange(nusers), PRODUCT_EVENTS_PER_USER)
+    item = rng.integers(0, PRODUCT_ITEMS, n)
+    x = rng.normal(size=n)
+    f = rng.integers(0, 3, n)
+    t = PRODUCT_TRUTH
+    b_user = rng.normal(0.0, t["sd_user"], nusers)
+    b_user_x = rng.normal(0.0, t["sd_user_x"], nusers)
+    b_item = rng.normal(0.0, t["sd_item"], PRODUCT_ITEMS)
+    beta = t["beta"]
+    y = (
+        beta["(Intercept)"]
+        + beta["x"] * x
+        + np.array([0.0, beta["fb"], beta["fc"]])[f]
+        + b_user[user]
+        + b_user_x[user] * x
+        + b_item[item]
+        + t["sigma"] * rng.normal(size=n)
+    )
+    return {"y": y, "x": x, "f": f, "user": user, "item": item}
+
+
+def write_product_data(folder: Path, nusers: int, nfiles: int) -> list[Path]:
+    """Write (or reuse) the product design for ``nusers`` users in ``nfiles`` Parquet files
+    (whole users per file; ``f`` dictionary-encoded strings, ``item`` strings)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder.mkdir(parents=True, exist_ok=True)
+    manifest = folder / "manifest.json"
+    spec = {"design": "product", "seed": PRODUCT_SEED, "users": nusers, "files": nfiles}
+    files = [folder / f"part-{i:03d}.parquet" for i in range(nfiles)]
+    if manifest.exists() and json.loads(manifest.read_text()) == spec:
+        if all(p.exists() for p in files):
+            return files
+    cols = simulate_product(nusers)
+    n = cols["y"].shape[0]
+    per = -(-nusers // nfiles) * PRODUCT_EVENTS_PER_USER
+    levels = pa.array(["a", "b", "c"])
+    for i, path in enumerate(files):
+        s = slice(i * per, min((i + 1) * per, n))
+        table = pa.table(
+            {
+                "y": cols["y"][s],
+                "x": cols["x"][s],
+                "f": pa.DictionaryArray.from_arrays(pa.array(cols["f"][s].astype(np.int8)), levels),
+                "user": cols["user"][s],
+                "item": cols["item"][s],
+            }
+        )
+        pq.write_table(table, path, row_group_size=250_000)
+    manifest.write_text(json.dumps(spec))
+    return files
+
+
 def worker(files: list[str], chunk_rows: int | None) -> dict:
     """Fit once in this process; return timings, peak RSS and the estimates."""
     import warnings
