@@ -9,6 +9,7 @@ Run on demand (not part of the test suite)::
 
     OPENBLAS_NUM_THREADS=1 python benchmarks/bench_large_data.py            # 1e6, 3e6, 1e7
     python benchmarks/bench_large_data.py --sizes 1e6 --data-dir /tmp/mm-large
+    python benchmarks/bench_large_data.py --design product --sizes 1e6,1e7   # issue 18
 
 Writes ``benchmarks/results/large_data.json`` and, with ``--docs``, the table and plot in
 ``docs/large-data.md`` / ``docs/large-data.png``.
@@ -204,6 +205,38 @@ def worker(files: list[str], chunk_rows: int | None) -> dict:
     }
 
 
+def run_product(files: list[Path]) -> dict:
+    """The product design through the command line, as users run it (``--json``: the fit,
+    Satterthwaite's df), in a fresh process: wall time, peak RSS, the JSON's estimates."""
+    env = dict(os.environ, OPENBLAS_NUM_THREADS=os.environ.get("OPENBLAS_NUM_THREADS", "1"))
+    env["PYTHONPATH"] = str(ROOT / "src")
+    pattern = str(files[0].parent / "*.parquet")
+    code = (
+        "import json, resource, sys\n"
+        "from mixedmodels.cli import main\n"
+        "try:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+        "print(json.dumps({'peak_rss_mb': "
+        "resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}))\n"
+    )
+    cmd = [sys.executable, "-c", code, "fit", pattern, "-f", PRODUCT_FORMULA, "--json"]
+    load_before = os.getloadavg()[0]
+    wall = time.perf_counter()
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
+    seconds = time.perf_counter() - wall
+    lines = out.stdout.strip().splitlines()
+    fit = json.loads("\n".join(lines[:-1]))
+    return {
+        "rows": fit["nobs"],
+        "seconds": seconds,
+        "peak_rss_mb": json.loads(lines[-1])["peak_rss_mb"],
+        "theta": fit["theta"],
+        "reml_criterion": fit["reml_criterion"],
+        "fixef": {r["term"]: r["estimate"] for r in fit["fixef"]},
+        "load_before": load_before,
+        "load_after": os.getloadavg()[0],
+    }
+
+
 def run_size(files: list[Path], chunk_rows: int | None) -> dict:
     """Run :func:`worker` in a fresh interpreter (own peak RSS) and return its record."""
     env = dict(os.environ, OPENBLAS_NUM_THREADS=os.environ.get("OPENBLAS_NUM_THREADS", "1"))
@@ -297,7 +330,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chunk-rows", type=int, default=None)
     parser.add_argument("--docs", action="store_true", help="update docs/large-data.md and plot")
     parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--design",
+        choices=["slope", "product"],
+        default="slope",
+        help="slope: y ~ x + f + (1 + x | g), 1e5 groups; product: issue 18's "
+        "y ~ x + f + (1 + x | user) + (1 | item), 10 events per user, 500 items",
+    )
     args = parser.parse_args(argv)
+    if args.design == "product" and not args.worker:
+        records = []
+        for size in (int(float(s)) for s in args.sizes.split(",")):
+            users = size // PRODUCT_EVENTS_PER_USER
+            folder = Path(args.data_dir) / f"product-{size}"
+            files = write_product_data(folder, users, max(1, size // ROWS_PER_FILE))
+            record = run_product(files)
+            records.append(record)
+            print(
+                f"{record['rows']:>11,} rows: {record['seconds']:.1f} s, peak RSS "
+                f"{record['peak_rss_mb']:.0f} MB, load {record['load_before']:.1f}-"
+                f"{record['load_after']:.1f}",
+                flush=True,
+            )
+        out = ROOT / "benchmarks" / "results" / "large_data_product.json"
+        out.parent.mkdir(exist_ok=True)
+        out.write_text(json.dumps(records, indent=1))
+        return 0
     if args.worker:
         print(json.dumps(worker(args.worker, args.chunk_rows)))
         return 0

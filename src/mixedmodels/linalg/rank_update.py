@@ -366,14 +366,16 @@ class LevelBlockUpdate:
             n, k = sl.items.shape
             slices.append(
                 _LevelSlice(
-                    sl.levels, sl.items, values[:, e0 : e0 + n * k].reshape(p1, n, k),
-                    sl.index, sl.indptr, k,
+                    sl.levels,
+                    sl.items,
+                    values[:, e0 : e0 + n * k].reshape(p1, n, k),
+                    sl.index,
+                    sl.indptr,
+                    k,
                 )
             )
             e0 += n * k
-        return LevelBlockUpdate(
-            self.rows, self.cols, p1, self.nlevels, slices, values, self._slot
-        )
+        return LevelBlockUpdate(self.rows, self.cols, p1, self.nlevels, slices, values, self._slot)
 
     def _level_w(self, w: np.ndarray, levels: np.ndarray) -> list[list[np.ndarray]]:
         """``W_l[a][b]`` as (n, 1) columns for the given levels, from the packed ``w``."""
