@@ -141,20 +141,15 @@ def _batched_inverse_spd(L: np.ndarray) -> np.ndarray:
     return np.swapaxes(Linv, 1, 2) @ Linv
 
 
-def _packing_matrix(p1: int, nlevels: int) -> sp.csc_matrix:
-    """Sparse 0/1 matrix mapping packed lower triangles (entry-major) to (level, a, b)."""
-    r, c = np.tril_indices(p1)
-    e = np.arange(r.shape[0])
-    lev = np.arange(nlevels)
-    src_cols = (e[:, None] * nlevels + lev[None, :]).ravel()
-    full = (lev[None, :] * p1 * p1 + (r * p1 + c)[:, None]).ravel()
-    mirror = (lev[None, :] * p1 * p1 + (c * p1 + r)[:, None]).ravel()
-    off = np.repeat(r != c, nlevels)
-    rows = np.concatenate([full, mirror[off]])
-    cols = np.concatenate([src_cols, src_cols[off]])
-    return sp.csc_matrix(
-        (np.ones(rows.shape[0]), (rows, cols)), shape=(nlevels * p1 * p1, e.shape[0] * nlevels)
-    )
+def _unpack_levels(w: np.ndarray, p1: int, tril: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """(l1, p1, p1) symmetric blocks from their packed lower triangles, entry-major
+    (``w[e * l1 + l] = W_l[r_e, c_e]``): one copy per entry, no sparse unpacking matrix."""
+    packed = w.reshape(len(tril[0]), -1)
+    W = np.empty((packed.shape[1], p1, p1))
+    for e, (r, c) in enumerate(zip(*tril, strict=True)):
+        W[:, r, c] = packed[e]
+        W[:, c, r] = packed[e]
+    return W
 
 
 @dataclass(frozen=True, eq=False)
@@ -399,7 +394,6 @@ class BlockedSystem:
             # rank-update pattern (lower triangle), the [X y] rows by dense products (for
             # many fixed effects they would dominate the pattern). B's blocks are read from
             # A itself: no second copy of the large Zr'Zr.
-            self._Q = _packing_matrix(p1, l1) if p1 > 1 else None
             self._xz1 = A.xytz1.reshape(self.p + 1, -1)
             # The m x m workspace, allocated by the first evaluation and reused by the next;
             # factor() hands it over to the factor it returns (no second m x m copy).
@@ -638,7 +632,7 @@ class BlockedSystem:
         if p1 == 1:
             AW = self._xz1 * w
         else:
-            W = (self._Q @ w).reshape(-1, p1, p1)  # (level, a, b) layout
+            W = _unpack_levels(w, p1, self._tril)  # (level, a, b) layout
             AW = _times_level_blocks(A.xytz1, W).reshape(self._xz1.shape)
         np.subtract(A.xytxy, AW @ self._xz1.T, out=S[qr:, qr:])
         if not self._has_rest:

@@ -248,17 +248,19 @@ class LevelBlockUpdate:
         """Set up from ``C = Zr'Z1`` (canonical CSR), whose columns are ``level * p1 + a``."""
         qr, q1 = zrtz1.shape
         nlevels = q1 // p1
-        nnz = zrtz1.nnz
+        nnz = int(zrtz1.nnz)
         # Each entry's CSR data position rides along through the conversion (exact in
         # float64), so that new values of C map to their slots (with_values).
         carrier = sp.csr_matrix(
             (np.arange(nnz, dtype=np.float64), zrtz1.indices, zrtz1.indptr), shape=zrtz1.shape
         ).tocsc()
         carrier.sort_indices()
+        # Index arrays as int32 where they fit: at 1e7 rows (2e7 entries of C) each int64
+        # array of the set-up is 160 MB, and a dozen of them lived at once.
+        itype = np.int32 if max(nnz, q1, p1 * nnz) < 2**31 else np.int64
         counts = np.diff(carrier.indptr).reshape(nlevels, p1)
-        col_of = np.repeat(np.arange(q1, dtype=np.int64), counts.ravel())
-        a_of = col_of % p1
-        source = carrier.data.astype(np.int64)
+        a_of = np.repeat(np.tile(np.arange(p1, dtype=np.int8), nlevels), counts.ravel())
+        source = carrier.data.astype(itype)
         rows_all = carrier.indices
         del carrier
         first = a_of == 0
@@ -269,17 +271,19 @@ class LevelBlockUpdate:
             # The usual case (e.g. intercept and slope nonzero on the same rows): the
             # rows of a level are those of its first column.
             lengths = counts[:, 0].astype(np.int64)
-            urow = rows_all[first].astype(np.int64)
-            within = np.empty(nnz, dtype=np.int64)
+            urow = rows_all[first]
+            within = np.empty(nnz, dtype=itype)
             for a in range(p1):
-                within[a_of == a] = np.arange(urow.shape[0])
+                within[a_of == a] = np.arange(urow.shape[0], dtype=itype)
         else:
-            key = (col_of // p1) * qr + rows_all
-            ukey, within = np.unique(key, return_inverse=True)
-            urow = ukey % qr
+            level_of = np.repeat(np.arange(nlevels, dtype=np.int64), counts.sum(axis=1))
+            ukey, within = np.unique(level_of * qr + rows_all, return_inverse=True)
+            del level_of
+            within = within.astype(itype)
+            urow = (ukey % qr).astype(np.int32)
             lengths = np.bincount(ukey // qr, minlength=nlevels).astype(np.int64)
-            del ukey, key
-        del col_of, rows_all
+            del ukey
+        del rows_all, first
         starts = np.cumsum(lengths) - lengths
         nu = urow.shape[0]
         # Regroup the levels by k (stable: ascending levels within a group): new position
@@ -288,15 +292,19 @@ class LevelBlockUpdate:
         order = order[lengths[order] > 0]
         new_start = np.empty(nlevels, dtype=np.int64)
         new_start[order] = np.cumsum(lengths[order]) - lengths[order]
-        entry_level = np.repeat(np.arange(nlevels, dtype=np.int64), lengths)
-        newpos = new_start[entry_level] + (np.arange(nu, dtype=np.int64) - starts[entry_level])
-        del entry_level
-        slot = a_of * nu + newpos[within]
+        shift = (new_start - starts).astype(itype)
+        newpos = np.repeat(shift, lengths)
+        newpos += np.arange(nu, dtype=itype)
+        del shift
+        slot = newpos[within]
+        del within
+        slot += a_of.astype(itype) * itype(nu)
+        del a_of
         data = np.zeros(p1 * nu)  # zeros: a row may be nonzero in some columns only
         data[slot] = zrtz1.data[source]
-        slot_by_csr = np.empty(nnz, dtype=np.int32 if p1 * nu < 2**31 else np.int64)
+        slot_by_csr = np.empty(nnz, dtype=itype)
         slot_by_csr[source] = slot
-        del slot, source, within, a_of
+        del slot, source
         items_all = np.empty(nu, dtype=np.int32)
         items_all[newpos] = urow
         del newpos, urow
