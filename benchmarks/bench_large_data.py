@@ -9,6 +9,7 @@ Run on demand (not part of the test suite)::
 
     OPENBLAS_NUM_THREADS=1 python benchmarks/bench_large_data.py            # 1e6, 3e6, 1e7
     python benchmarks/bench_large_data.py --sizes 1e6 --data-dir /tmp/mm-large
+    python benchmarks/bench_large_data.py --design product --sizes 1e6,1e7   # issue 18
 
 Writes ``benchmarks/results/large_data.json`` and, with ``--docs``, the table and plot in
 ``docs/large-data.md`` / ``docs/large-data.png``.
@@ -87,6 +88,80 @@ def write_data(folder: Path, nfiles: int) -> list[Path]:
     return files
 
 
+#: The product team's design (issue 18): 10 events per user, a random slope per user,
+#: 500 items; simulated with numpy seed 7.
+PRODUCT_FORMULA = "y ~ x + f + (1 + x | user) + (1 | item)"
+PRODUCT_EVENTS_PER_USER = 10
+PRODUCT_ITEMS = 500
+PRODUCT_SEED = 7
+PRODUCT_TRUTH = {
+    "beta": {"(Intercept)": 1.0, "x": 0.5, "fb": 0.3, "fc": -0.2},
+    "sd_user": 0.5,
+    "sd_user_x": 0.2,
+    "sd_item": 0.3,
+    "sigma": 1.0,
+}
+
+
+def simulate_product(nusers: int, seed: int = PRODUCT_SEED):
+    """The product design's columns for ``nusers`` users (10 events each), as numpy arrays:
+    ``y``, ``x``, ``f`` (codes 0..2), ``user``, ``item``."""
+    rng = np.random.default_rng(seed)
+    n = nusers * PRODUCT_EVENTS_PER_USER
+    user = np.repeat(np.arange(nusers), PRODUCT_EVENTS_PER_USER)
+    item = rng.integers(0, PRODUCT_ITEMS, n)
+    x = rng.normal(size=n)
+    f = rng.integers(0, 3, n)
+    t = PRODUCT_TRUTH
+    b_user = rng.normal(0.0, t["sd_user"], nusers)
+    b_user_x = rng.normal(0.0, t["sd_user_x"], nusers)
+    b_item = rng.normal(0.0, t["sd_item"], PRODUCT_ITEMS)
+    beta = t["beta"]
+    y = (
+        beta["(Intercept)"]
+        + beta["x"] * x
+        + np.array([0.0, beta["fb"], beta["fc"]])[f]
+        + b_user[user]
+        + b_user_x[user] * x
+        + b_item[item]
+        + t["sigma"] * rng.normal(size=n)
+    )
+    return {"y": y, "x": x, "f": f, "user": user, "item": item}
+
+
+def write_product_data(folder: Path, nusers: int, nfiles: int) -> list[Path]:
+    """Write (or reuse) the product design for ``nusers`` users in ``nfiles`` Parquet files
+    (whole users per file; ``f`` dictionary-encoded strings, ``item`` strings)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder.mkdir(parents=True, exist_ok=True)
+    manifest = folder / "manifest.json"
+    spec = {"design": "product", "seed": PRODUCT_SEED, "users": nusers, "files": nfiles}
+    files = [folder / f"part-{i:03d}.parquet" for i in range(nfiles)]
+    if manifest.exists() and json.loads(manifest.read_text()) == spec:
+        if all(p.exists() for p in files):
+            return files
+    cols = simulate_product(nusers)
+    n = cols["y"].shape[0]
+    per = -(-nusers // nfiles) * PRODUCT_EVENTS_PER_USER
+    levels = pa.array(["a", "b", "c"])
+    for i, path in enumerate(files):
+        s = slice(i * per, min((i + 1) * per, n))
+        table = pa.table(
+            {
+                "y": cols["y"][s],
+                "x": cols["x"][s],
+                "f": pa.DictionaryArray.from_arrays(pa.array(cols["f"][s].astype(np.int8)), levels),
+                "user": cols["user"][s],
+                "item": cols["item"][s],
+            }
+        )
+        pq.write_table(table, path, row_group_size=250_000)
+    manifest.write_text(json.dumps(spec))
+    return files
+
+
 def worker(files: list[str], chunk_rows: int | None) -> dict:
     """Fit once in this process; return timings, peak RSS and the estimates."""
     import warnings
@@ -127,6 +202,38 @@ def worker(files: list[str], chunk_rows: int | None) -> dict:
         "sigma": float(fit.sigma),
         "warnings": [str(w.message) for w in caught],
         "converged": bool(fit.converged),
+    }
+
+
+def run_product(files: list[Path]) -> dict:
+    """The product design through the command line, as users run it (``--json``: the fit,
+    Satterthwaite's df), in a fresh process: wall time, peak RSS, the JSON's estimates."""
+    env = dict(os.environ, OPENBLAS_NUM_THREADS=os.environ.get("OPENBLAS_NUM_THREADS", "1"))
+    env["PYTHONPATH"] = str(ROOT / "src")
+    pattern = str(files[0].parent / "*.parquet")
+    code = (
+        "import json, resource, sys\n"
+        "from mixedmodels.cli import main\n"
+        "try:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+        "print(json.dumps({'peak_rss_mb': "
+        "resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}))\n"
+    )
+    cmd = [sys.executable, "-c", code, "fit", pattern, "-f", PRODUCT_FORMULA, "--json"]
+    load_before = os.getloadavg()[0]
+    wall = time.perf_counter()
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
+    seconds = time.perf_counter() - wall
+    lines = out.stdout.strip().splitlines()
+    fit = json.loads("\n".join(lines[:-1]))
+    return {
+        "rows": fit["nobs"],
+        "seconds": seconds,
+        "peak_rss_mb": json.loads(lines[-1])["peak_rss_mb"],
+        "theta": fit["theta"],
+        "reml_criterion": fit["reml_criterion"],
+        "fixef": {r["term"]: r["estimate"] for r in fit["fixef"]},
+        "load_before": load_before,
+        "load_after": os.getloadavg()[0],
     }
 
 
@@ -223,7 +330,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chunk-rows", type=int, default=None)
     parser.add_argument("--docs", action="store_true", help="update docs/large-data.md and plot")
     parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--design",
+        choices=["slope", "product"],
+        default="slope",
+        help="slope: y ~ x + f + (1 + x | g), 1e5 groups; product: issue 18's "
+        "y ~ x + f + (1 + x | user) + (1 | item), 10 events per user, 500 items",
+    )
     args = parser.parse_args(argv)
+    if args.design == "product" and not args.worker:
+        records = []
+        for size in (int(float(s)) for s in args.sizes.split(",")):
+            users = size // PRODUCT_EVENTS_PER_USER
+            folder = Path(args.data_dir) / f"product-{size}"
+            files = write_product_data(folder, users, max(1, size // ROWS_PER_FILE))
+            record = run_product(files)
+            records.append(record)
+            print(
+                f"{record['rows']:>11,} rows: {record['seconds']:.1f} s, peak RSS "
+                f"{record['peak_rss_mb']:.0f} MB, load {record['load_before']:.1f}-"
+                f"{record['load_after']:.1f}",
+                flush=True,
+            )
+        out = ROOT / "benchmarks" / "results" / "large_data_product.json"
+        out.parent.mkdir(exist_ok=True)
+        out.write_text(json.dumps(records, indent=1))
+        return 0
     if args.worker:
         print(json.dumps(worker(args.worker, args.chunk_rows)))
         return 0

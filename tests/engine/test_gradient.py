@@ -81,6 +81,23 @@ def test_gradient_on_the_large_sparse_path(monkeypatch, dense_trace):
     assert_gradient_matches(ml, fit.theta * 1.1 + 0.02)
 
 
+@pytest.mark.parametrize("formula", ["y ~ x + (1 + x|a) + (1|b)", "y ~ x + (1|a) + (1|b)"])
+def test_pattern_trace_equals_sparse_products_and_differences(monkeypatch, formula):
+    """Scalar rest terms on the large path: term 1's trace from the rank update's level
+    forms equals the sparse products' trace and finite differences."""
+    frame = crossed_frame()
+    fit = mm.lmer(formula, frame)
+    dev = fit.model.deviance_function(True)
+    assert not dev.system._dense and dev.system.pattern is not None
+    theta = fit.theta * 0.9 + 0.02
+    assert_gradient_matches(dev, theta)
+    monkeypatch.setattr(gradient_module, "_DENSE_LIMIT", 0)
+    via_pattern = ProfiledDevianceGradient(dev)(theta)
+    monkeypatch.setattr(dev.system, "pattern", None)  # the sparse products' trace
+    via_products = ProfiledDevianceGradient(dev)(theta)
+    np.testing.assert_allclose(via_pattern, via_products, rtol=1e-9, atol=1e-9)
+
+
 def test_singular_template_gives_nan_for_its_own_entries_only():
     with pytest.warns(SingularFitWarning):
         fit = mm.lmer("Yield ~ 1 + (1|Batch)", mm.load_dataset("dyestuff2"))

@@ -23,7 +23,8 @@ residual variances by group).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 import scipy.linalg as sla
@@ -33,7 +34,7 @@ from scipy.linalg.lapack import dpotrf as _dpotrf
 from mixedmodels.covariance import CovarianceStructure
 from mixedmodels.linalg.cross_products import CrossProducts, rest_offsets
 from mixedmodels.linalg.memory import check_dense_block
-from mixedmodels.linalg.rank_update import RankUpdatePattern
+from mixedmodels.linalg.rank_update import LevelBlockUpdate, RankUpdatePattern
 
 # What ndarray.sum runs, without its Python wrapper (hot path: every evaluation).
 _sum = np.add.reduce
@@ -147,20 +148,15 @@ def _batched_inverse_spd(L: np.ndarray) -> np.ndarray:
     return np.swapaxes(Linv, 1, 2) @ Linv
 
 
-def _packing_matrix(p1: int, nlevels: int) -> sp.csc_matrix:
-    """Sparse 0/1 matrix mapping packed lower triangles (entry-major) to (level, a, b)."""
-    r, c = np.tril_indices(p1)
-    e = np.arange(r.shape[0])
-    lev = np.arange(nlevels)
-    src_cols = (e[:, None] * nlevels + lev[None, :]).ravel()
-    full = (lev[None, :] * p1 * p1 + (r * p1 + c)[:, None]).ravel()
-    mirror = (lev[None, :] * p1 * p1 + (c * p1 + r)[:, None]).ravel()
-    off = np.repeat(r != c, nlevels)
-    rows = np.concatenate([full, mirror[off]])
-    cols = np.concatenate([src_cols, src_cols[off]])
-    return sp.csc_matrix(
-        (np.ones(rows.shape[0]), (rows, cols)), shape=(nlevels * p1 * p1, e.shape[0] * nlevels)
-    )
+def _unpack_levels(w: np.ndarray, p1: int, tril: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """(l1, p1, p1) symmetric blocks from their packed lower triangles, entry-major
+    (``w[e * l1 + l] = W_l[r_e, c_e]``): one copy per entry, no sparse unpacking matrix."""
+    packed = w.reshape(len(tril[0]), -1)
+    W = np.empty((packed.shape[1], p1, p1))
+    for e, (r, c) in enumerate(zip(*tril, strict=True)):
+        W[:, r, c] = packed[e]
+        W[:, c, r] = packed[e]
+    return W
 
 
 @dataclass(frozen=True, eq=False)
@@ -173,12 +169,6 @@ class BlockedFactor:
         Where it was computed.
     templates
         Lower-triangular templates T_k(theta).
-    L11
-        (l1, p1, p1) Cholesky factors of ``M_l = T1' A11_l T1 + I``.
-    M11inv
-        (l1, p1, p1) inverses of ``M_l``.
-    W1
-        (l1, p1, p1) ``T1 M_l^{-1} T1'``.
     L22
         Dense lower Cholesky factor of the rest block (None with one term).
     LX2
@@ -191,18 +181,50 @@ class BlockedFactor:
         The whole lower factor of the rest + [X y] block (C-ordered, upper triangle zero),
         of which ``L22``, ``LX2`` and ``LXX`` are views: solvers can hand ``L.T`` to LAPACK
         as a Fortran-ordered upper factor without copying the large ``L22``.
+    z1tz1
+        (l1, p1, p1) blocks of ``Z1'Z1``, from which the per-level pieces of term 1
+        (:attr:`L11`, :attr:`M11inv`, :attr:`W1`) are formed when first read: criteria that
+        need only ``L`` (e.g. Satterthwaite's numerical derivatives, a hundred factors)
+        skip them (30 ms per factor for 1e5 levels of 2 x 2 blocks).
     """
 
     theta: np.ndarray
     templates: list[np.ndarray]
-    L11: np.ndarray
-    M11inv: np.ndarray
-    W1: np.ndarray
     L22: np.ndarray | None
     LX2: np.ndarray | None
     LXX: np.ndarray
     logdet_z: float
     L: np.ndarray | None = None
+    z1tz1: np.ndarray | None = field(default=None, repr=False)
+
+    @cached_property
+    def _level_pieces(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        T1 = self.templates[0]
+        p1 = T1.shape[0]
+        if p1 == 1:
+            t = T1[0, 0]
+            M = self.z1tz1 * (t * t) + 1.0
+        else:
+            M = np.swapaxes(T1, 0, 1)[None] @ self.z1tz1 @ T1[None] + np.eye(p1)[None]
+        L11 = _batched_cholesky(M)
+        Minv = _batched_inverse_spd(L11)
+        W1 = T1[None] @ Minv @ T1.T[None] if p1 > 1 else Minv * (T1[0, 0] ** 2)
+        return L11, Minv, W1
+
+    @property
+    def L11(self) -> np.ndarray:
+        """(l1, p1, p1) Cholesky factors of ``M_l = T1' A11_l T1 + I``."""
+        return self._level_pieces[0]
+
+    @property
+    def M11inv(self) -> np.ndarray:
+        """(l1, p1, p1) inverses of ``M_l``."""
+        return self._level_pieces[1]
+
+    @property
+    def W1(self) -> np.ndarray:
+        """(l1, p1, p1) ``T1 M_l^{-1} T1'``."""
+        return self._level_pieces[2]
 
     @property
     def p(self) -> int:
@@ -274,7 +296,7 @@ class BlockedSystem:
         self,
         structure: CovarianceStructure,
         A: CrossProducts,
-        pattern: RankUpdatePattern | None = None,
+        pattern: RankUpdatePattern | LevelBlockUpdate | None = None,
         single_use: bool = False,
     ):
         self.structure = structure
@@ -380,7 +402,6 @@ class BlockedSystem:
             # rank-update pattern (lower triangle), the [X y] rows by dense products (for
             # many fixed effects they would dominate the pattern). B's blocks are read from
             # A itself: no second copy of the large Zr'Zr.
-            Q = self._Q = _packing_matrix(p1, l1) if p1 > 1 else None
             self._xz1 = A.xytz1.reshape(self.p + 1, -1)
             # The m x m workspace, allocated by the first evaluation and reused by the next;
             # factor() hands it over to the factor it returns (no second m x m copy).
@@ -391,12 +412,16 @@ class BlockedSystem:
             # results) returns it instead of factoring again.
             self._kept: BlockedFactor | None = None
             if self._has_rest:
+                # Term 1 with one column: the matrix of products P, one entry per pair.
+                # With more: C itself, level by level (LevelBlockUpdate), which costs the
+                # same per evaluation and a fraction of P's p1 (p1 + 1) / 2 entries per pair.
+                kind = RankUpdatePattern if p1 == 1 else LevelBlockUpdate
                 self._pattern = pat = (
-                    RankUpdatePattern.from_cross_products(A.zrtz1, p1)
+                    kind.from_cross_products(A.zrtz1, p1)
                     if pattern is None
                     else pattern.with_values(A.zrtz1.data)
                 )
-                self._P = pat.P if Q is None else (pat.P @ Q).tocsc()
+                self._update = pat.P.__matmul__ if p1 == 1 else pat.update
                 self._lower_flat = pat.rows * m + pat.cols
                 # S's rest block is zeros plus scatters of Zr'Zr's nonzeros and of the update
                 # (LAPACK reads the lower triangle; Zr'Zr may be sparse: never densified).
@@ -618,12 +643,12 @@ class BlockedSystem:
         if p1 == 1:
             AW = self._xz1 * w
         else:
-            W = (self._Q @ w).reshape(-1, p1, p1)  # (level, a, b) layout
+            W = _unpack_levels(w, p1, self._tril)  # (level, a, b) layout
             AW = _times_level_blocks(A.xytz1, W).reshape(self._xz1.shape)
         np.subtract(A.xytxy, AW @ self._xz1.T, out=S[qr:, qr:])
         if not self._has_rest:
             return S
-        u = self._P @ w
+        u = self._update(w)
         Sf = S.reshape(-1)
         UXr = (A.zrtz1 @ AW.T).T
         if self._rest_scalar:
@@ -716,23 +741,14 @@ class BlockedSystem:
             _zero_strict_upper(L)
         qr = self._qr
         templates = self.structure.templates(theta)
-        T1 = templates[0]
-        # Per-level pieces of term 1 for the solutions (solution.py), batched.
-        if self._p1 == 1:
-            t = T1[0, 0]
-            M = self.A.z1tz1 * (t * t) + 1.0
-        else:
-            M = np.swapaxes(T1, 0, 1)[None] @ self.A.z1tz1 @ T1[None] + np.eye(self._p1)[None]
-        L11 = _batched_cholesky(M)
-        Minv = _batched_inverse_spd(L11)
-        W1 = T1[None] @ Minv @ T1.T[None] if self._p1 > 1 else Minv * (T1[0, 0] ** 2)
         logdet_z = logdet1 + 2.0 * float(np.log(np.diagonal(L)[:qr]).sum())
         L22 = LX2 = None
         if self._has_rest:
             L22 = L[:qr, :qr]
             LX2 = L[qr:, :qr]
         LXX = L[qr:, qr:]
-        f = BlockedFactor(theta.copy(), templates, L11, Minv, W1, L22, LX2, LXX, logdet_z, L)
+        # The per-level pieces of term 1 (for the solutions) are formed when first read.
+        f = BlockedFactor(theta.copy(), templates, L22, LX2, LXX, logdet_z, L, self.A.z1tz1)
         if not self._dense:
             self._kept = f
         return f

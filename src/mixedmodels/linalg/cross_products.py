@@ -72,7 +72,7 @@ class CrossProducts:
         zrtz1 = None if self.zrtz1 is None else (self.zrtz1 + other.zrtz1).tocsr()
         zrtzr = add(self.zrtzr, other.zrtzr)
         if sp.issparse(zrtzr):
-            zrtzr = _canonical(zrtzr)
+            zrtzr = canonical_sparse(zrtzr)
         return CrossProducts(
             z1tz1=self.z1tz1 + other.z1tz1,
             zrtz1=zrtz1,
@@ -112,7 +112,7 @@ class CrossProducts:
         return np.diagonal(self.zrtzr).copy()
 
 
-def _canonical(M: sp.spmatrix) -> sp.csr_matrix:
+def canonical_sparse(M: sp.spmatrix) -> sp.csr_matrix:
     """CSR with duplicates summed, explicit zeros kept out and indices sorted."""
     M = M.tocsr()
     M.sum_duplicates()
@@ -240,7 +240,7 @@ def compute_cross_products(
                     rows_idx.append(rb)
                     cols_idx.append(ra)
                     vals.append(v)
-        zrtzr = _canonical(
+        zrtzr = canonical_sparse(
             sp.coo_matrix(
                 (np.concatenate(vals), (np.concatenate(rows_idx), np.concatenate(cols_idx))),
                 shape=(qr, qr),

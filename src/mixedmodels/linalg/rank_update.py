@@ -7,6 +7,12 @@ with ``C = Zr'Z1``. The products ``C[i, l a] C[j, l b]`` do not depend on theta,
 collected once in a sparse matrix ``P`` and each evaluation is ``P @ vec(W)`` (cost: the
 number of pairs of rows sharing a level of term 1, independent of the number of
 observations).
+
+For a term 1 with a vector template (``p1 >= 2``, e.g. a random slope per user) ``P``
+would hold ``p1 (p1 + 1) / 2`` products per pair: for 1e6 users with 10 items each,
+1.65e8 entries (2 GB). :class:`LevelBlockUpdate` stores ``C`` itself, level by level, and
+forms the pairs' values at each evaluation instead (``C_l (W_l C_l')`` for the levels with
+the same number of rows at once): a tenth of the memory and no slower per evaluation.
 """
 
 from __future__ import annotations
@@ -69,6 +75,7 @@ class RankUpdatePattern:
     cols: np.ndarray
     ia: np.ndarray
     ib: np.ndarray
+    p1: int = 1
 
     @classmethod
     def from_cross_products(cls, zrtz1: sp.csr_matrix, p1: int) -> RankUpdatePattern:
@@ -150,6 +157,7 @@ class RankUpdatePattern:
             cols=(upos % qr).astype(np.intp),
             ia=ia_a,
             ib=ib_a,
+            p1=p1,
         )
 
     def with_values(self, zrtz1_data: np.ndarray) -> RankUpdatePattern:
@@ -158,8 +166,277 @@ class RankUpdatePattern:
         P = sp.csc_matrix(
             (values[self.ia] * values[self.ib], self.P.indices, self.P.indptr), shape=self.P.shape
         )
-        return RankUpdatePattern(P=P, rows=self.rows, cols=self.cols, ia=self.ia, ib=self.ib)
+        return RankUpdatePattern(
+            P=P, rows=self.rows, cols=self.cols, ia=self.ia, ib=self.ib, p1=self.p1
+        )
 
     def apply(self, W: np.ndarray) -> np.ndarray:
         """Entries at (rows, cols) of C W C' for block-diagonal W of shape (l1, p1, p1)."""
         return self.P @ W.reshape(-1)
+
+    def level_forms(self, sigma: np.ndarray) -> np.ndarray:
+        """``C_l' Sigma C_l`` for every level ``l`` of term 1, (l1, p1, p1), from the entries
+        ``sigma`` of a symmetric ``Sigma`` at the pattern's positions (``P' sigma``, with the
+        entries off the diagonal counted for both orders)."""
+        p1 = self.p1
+        nlevels = self.P.shape[1] // (p1 * p1)
+        sigma_off = np.where(self.rows != self.cols, sigma, 0.0)
+        Pt = self.P.T.tocsr()
+        K = (Pt @ sigma).reshape(nlevels, p1, p1)
+        K += np.swapaxes((Pt @ sigma_off).reshape(nlevels, p1, p1), 1, 2)
+        return K
+
+
+#: Pairs per slice of levels in :class:`LevelBlockUpdate`: bounds its temporaries (a few
+#: arrays of this many doubles) while keeping numpy's per-call overhead negligible.
+_SLICE_PAIRS = 1 << 20
+
+
+@dataclass(frozen=True, eq=False)
+class _LevelSlice:
+    """Levels of term 1 with the same number ``k`` of rest rows, and their pairs.
+
+    ``values[a]`` (n, k) holds ``C[rows, l a]``; ``items`` (n, k) the (ascending) rest rows
+    of each level; ``index`` the output position of each pair ``(ta, tb)`` of
+    ``np.tril_indices(k)`` of each level, level-major (CSC order with one column per
+    level, ``indptr``).
+    """
+
+    levels: np.ndarray
+    items: np.ndarray
+    values: np.ndarray
+    index: np.ndarray
+    indptr: np.ndarray
+    k: int
+
+
+class LevelBlockUpdate:
+    """The lower triangle of ``C W C'`` (``C = Zr'Z1``) for a term 1 with ``p1 >= 2`` columns.
+
+    The interface of :class:`RankUpdatePattern` (``rows``, ``cols``, :meth:`with_values`,
+    :meth:`level_forms`; :meth:`update` for the packed ``W``), but no matrix of products:
+    ``C`` is kept level by level, grouped by its number ``k`` of nonzero rows, and each
+    evaluation forms ``V_l = C_l W_l`` and the pairs ``V_l[i] . C_l[j]`` (``i >= j``) with a
+    few whole-array operations per group, then adds them at their positions by one sparse
+    product (a scatter). Memory: ``C`` once (``p1`` doubles per nonzero row of a level)
+    and one int32 position per pair, against ``p1 (p1 + 1) / 2`` doubles and an int32 per
+    pair for ``P``. Every value is the same sum of the same products in the same order as
+    ``C W C'`` formed densely, so results agree with the other paths to rounding.
+
+    Attributes
+    ----------
+    rows, cols
+        Row and column (rows >= cols) of ``C W C'`` of each output position, sorted by
+        ``rows * size + cols``.
+    """
+
+    def __init__(self, rows, cols, p1, nlevels, slices, values, slot):
+        self.rows = rows
+        self.cols = cols
+        self.p1 = p1
+        self.nlevels = nlevels
+        self._slices = slices
+        self._values = values  # (p1, total): every slice's values are views into it
+        self._slot = slot  # flat position in _values of each entry of C's CSR data
+        self._tril = np.tril_indices(p1)
+        self._packed = {
+            (int(r), int(c)): e for e, (r, c) in enumerate(zip(*self._tril, strict=True))
+        }
+
+    @classmethod
+    def from_cross_products(cls, zrtz1: sp.csr_matrix, p1: int) -> LevelBlockUpdate:
+        """Set up from ``C = Zr'Z1`` (canonical CSR), whose columns are ``level * p1 + a``."""
+        qr, q1 = zrtz1.shape
+        nlevels = q1 // p1
+        nnz = int(zrtz1.nnz)
+        # Each entry's CSR data position rides along through the conversion (exact in
+        # float64), so that new values of C map to their slots (with_values).
+        carrier = sp.csr_matrix(
+            (np.arange(nnz, dtype=np.float64), zrtz1.indices, zrtz1.indptr), shape=zrtz1.shape
+        ).tocsc()
+        carrier.sort_indices()
+        # Index arrays as int32 where they fit: at 1e7 rows (2e7 entries of C) each int64
+        # array of the set-up is 160 MB, and a dozen of them lived at once.
+        itype = np.int32 if max(nnz, q1, p1 * nnz) < 2**31 else np.int64
+        counts = np.diff(carrier.indptr).reshape(nlevels, p1)
+        a_of = np.repeat(np.tile(np.arange(p1, dtype=np.int8), nlevels), counts.ravel())
+        source = carrier.data.astype(itype)
+        rows_all = carrier.indices
+        del carrier
+        first = a_of == 0
+        same = bool((counts == counts[:, :1]).all()) and all(
+            np.array_equal(rows_all[a_of == a], rows_all[first]) for a in range(1, p1)
+        )
+        if same:
+            # The usual case (e.g. intercept and slope nonzero on the same rows): the
+            # rows of a level are those of its first column.
+            lengths = counts[:, 0].astype(np.int64)
+            urow = rows_all[first]
+            within = np.empty(nnz, dtype=itype)
+            for a in range(p1):
+                within[a_of == a] = np.arange(urow.shape[0], dtype=itype)
+        else:
+            level_of = np.repeat(np.arange(nlevels, dtype=np.int64), counts.sum(axis=1))
+            ukey, within = np.unique(level_of * qr + rows_all, return_inverse=True)
+            del level_of
+            within = within.astype(itype)
+            urow = (ukey % qr).astype(np.int32)
+            lengths = np.bincount(ukey // qr, minlength=nlevels).astype(np.int64)
+            del ukey
+        del rows_all, first
+        starts = np.cumsum(lengths) - lengths
+        nu = urow.shape[0]
+        # Regroup the levels by k (stable: ascending levels within a group): new position
+        # of every (level, row) entry.
+        order = np.argsort(lengths, kind="stable")
+        order = order[lengths[order] > 0]
+        new_start = np.empty(nlevels, dtype=np.int64)
+        new_start[order] = np.cumsum(lengths[order]) - lengths[order]
+        shift = (new_start - starts).astype(itype)
+        newpos = np.repeat(shift, lengths)
+        newpos += np.arange(nu, dtype=itype)
+        del shift
+        slot = newpos[within]
+        del within
+        slot += a_of.astype(itype) * itype(nu)
+        del a_of
+        data = np.zeros(p1 * nu)  # zeros: a row may be nonzero in some columns only
+        data[slot] = zrtz1.data[source]
+        slot_by_csr = np.empty(nnz, dtype=itype)
+        slot_by_csr[source] = slot
+        del slot, source
+        items_all = np.empty(nu, dtype=np.int32)
+        items_all[newpos] = urow
+        del newpos, urow
+        values = data.reshape(p1, nu)
+
+        # Slices: levels of one k, at most _SLICE_PAIRS pairs each (but one level at least).
+        plan = []
+        done = 0
+        sorted_k = lengths[order]
+        for k in np.unique(sorted_k).tolist():
+            levs = order[sorted_k == k]
+            npairs = k * (k + 1) // 2
+            step = max(1, _SLICE_PAIRS // npairs)
+            for s0 in range(0, levs.shape[0], step):
+                lv = levs[s0 : s0 + step]
+                plan.append((lv, k, done, done + lv.shape[0] * k))
+                done += lv.shape[0] * k
+
+        def keys_of(k, e0, e1):
+            items = items_all[e0:e1].reshape(-1, k).astype(np.int64)
+            ta, tb = np.tril_indices(k)
+            return (items[:, ta] * qr + items[:, tb]).ravel()
+
+        # Distinct positions, numbered without a sort (as in RankUpdatePattern).
+        mark = np.zeros(qr * qr, dtype=bool)
+        for _, k, e0, e1 in plan:
+            mark[keys_of(k, e0, e1)] = True
+        upos = np.flatnonzero(mark)
+        del mark
+        index_type = np.int32 if upos.shape[0] < 2**31 else np.int64
+        rank = np.empty(qr * qr, dtype=index_type)
+        rank[upos] = np.arange(upos.shape[0], dtype=index_type)
+        slices = []
+        for lv, k, e0, e1 in plan:
+            n = lv.shape[0]
+            npairs = k * (k + 1) // 2
+            slices.append(
+                _LevelSlice(
+                    levels=lv,
+                    items=items_all[e0:e1].reshape(n, k),
+                    values=values[:, e0:e1].reshape(p1, n, k),
+                    index=rank[keys_of(k, e0, e1)],
+                    indptr=np.arange(0, (n + 1) * npairs, npairs, dtype=index_type),
+                    k=k,
+                )
+            )
+        del rank
+        return cls(
+            rows=(upos // qr).astype(np.intp),
+            cols=(upos % qr).astype(np.intp),
+            p1=p1,
+            nlevels=nlevels,
+            slices=slices,
+            values=values,
+            slot=slot_by_csr,
+        )
+
+    def with_values(self, zrtz1_data: np.ndarray) -> LevelBlockUpdate:
+        """The same structure for new values of ``C`` (same sparsity, same data order)."""
+        p1, total = self._values.shape
+        flat = np.zeros(p1 * total)
+        flat[self._slot] = zrtz1_data
+        values = flat.reshape(p1, total)
+        slices = []
+        e0 = 0
+        for sl in self._slices:
+            n, k = sl.items.shape
+            slices.append(
+                _LevelSlice(
+                    sl.levels,
+                    sl.items,
+                    values[:, e0 : e0 + n * k].reshape(p1, n, k),
+                    sl.index,
+                    sl.indptr,
+                    k,
+                )
+            )
+            e0 += n * k
+        return LevelBlockUpdate(self.rows, self.cols, p1, self.nlevels, slices, values, self._slot)
+
+    def _level_w(self, w: np.ndarray, levels: np.ndarray) -> list[list[np.ndarray]]:
+        """``W_l[a][b]`` as (n, 1) columns for the given levels, from the packed ``w``."""
+        wm = w.reshape(-1, self.nlevels)
+        cols = wm[:, levels]
+        return [
+            [cols[self._packed[(max(a, b), min(a, b))]][:, None] for b in range(self.p1)]
+            for a in range(self.p1)
+        ]
+
+    def update(self, w: np.ndarray) -> np.ndarray:
+        """Entries at (rows, cols) of ``C W C'``; ``w`` holds the levels' blocks as packed
+        lower triangles, entry-major (``w[e * l1 + l] = W_l[r_e, c_e]``, ``np.tril_indices``)."""
+        p1 = self.p1
+        npos = self.rows.shape[0]
+        u = np.zeros(npos)
+        for sl in self._slices:
+            c = sl.values
+            W = self._level_w(w, sl.levels)
+            ta, tb = np.tril_indices(sl.k)
+            val = None
+            for a in range(p1):
+                v = c[0] * W[a][0]  # V_l = C_l W_l, column a (W symmetric)
+                for b in range(1, p1):
+                    v += c[b] * W[a][b]
+                term = np.take(v, ta, axis=1)
+                term *= np.take(c[a], tb, axis=1)
+                if val is None:
+                    val = term
+                else:
+                    val += term
+            n = sl.levels.shape[0]
+            M = sp.csc_matrix((val.ravel(), sl.index, sl.indptr), shape=(npos, n))
+            u += M @ np.ones(n)
+        return u
+
+    def level_forms(self, sigma: np.ndarray) -> np.ndarray:
+        """``C_l' Sigma C_l`` for every level ``l`` of term 1, (l1, p1, p1), from the entries
+        ``sigma`` of a symmetric ``Sigma`` at the positions (rows, cols)."""
+        p1 = self.p1
+        K = np.zeros((self.nlevels, p1, p1))
+        for sl in self._slices:
+            n, k = sl.items.shape
+            ta, tb = np.tril_indices(k)
+            s = sigma[sl.index].reshape(n, -1)
+            s_off = s * (ta != tb)
+            c = sl.values
+            for a in range(p1):
+                ca_a, ca_b = np.take(c[a], ta, axis=1), np.take(c[a], tb, axis=1)
+                for b in range(p1):
+                    # sum over pairs i >= j of s_ij (c_a(i) c_b(j) + [i != j] c_a(j) c_b(i))
+                    cb_a, cb_b = np.take(c[b], ta, axis=1), np.take(c[b], tb, axis=1)
+                    total = np.einsum("np,np->n", s, ca_a * cb_b)
+                    total += np.einsum("np,np->n", s_off, ca_b * cb_a)
+                    K[sl.levels, a, b] = total
+        return K

@@ -268,8 +268,6 @@ def _conditional_variances_pattern(
     diagonal. Memory: one ``q_r x q_r`` array (the inverse), no ``q_r x q1`` one.
     """
     terms = dev.structure.terms
-    t1 = terms[0]
-    p1 = t1.ncols
     T1 = f.templates[0]
     pat = dev.pattern
     Sinv = rest_inverse_lower(f)  # lower triangle valid
@@ -296,10 +294,7 @@ def _conditional_variances_pattern(
         _lambda_sandwich_inplace(dev, Sinv, f.templates)
         sigma = Sinv[rows, cols]
     del Sinv
-    sigma_off = np.where(rows != cols, sigma, 0.0)
-    Pt = pat.P.T.tocsr()
-    K = (Pt @ sigma).reshape(t1.nlevels, p1, p1)
-    K += np.swapaxes((Pt @ sigma_off).reshape(t1.nlevels, p1, p1), 1, 2)
+    K = pat.level_forms(sigma)
     TM = T1[None] @ f.M11inv  # T1 M_l^{-1}
     var_u1 = f.M11inv + np.swapaxes(TM, 1, 2) @ K @ TM
     first = s2 * (T1[None] @ var_u1 @ T1.T[None])

@@ -33,8 +33,8 @@ from mixedmodels.io.sources import (
     open_source,
 )
 from mixedmodels.models.chunked import (
+    BlockSum,
     StreamedCrossProducts,
-    add_cross_products,
     finish,
     plan_from_summary,
     stack_r,
@@ -100,11 +100,12 @@ def streamed_cross_products(
     plan = plan_from_summary(parsed, summary, weights)
     t1 = time.perf_counter()
 
-    total = None
+    running = BlockSum()
     with Progress("pass 2/2: cross products", summary.nrows, progress) as bar:
         for where, frame in src.chunks(columns, rows_per_chunk):
-            total = add_cross_products(total, plan.cross_products(frame, where))
+            running.add(plan.cross_products(frame, where))
             bar.advance(len(frame))
+    total = running.result()
     t2 = time.perf_counter()
 
     def r_factor() -> np.ndarray:

@@ -134,6 +134,19 @@ class ProfiledDevianceGradient:
             H = np.einsum("rlb,lba->rla", K, TM)
             SH = (_symmetric(Sinv) @ H.reshape(H.shape[0], -1)).reshape(H.shape)
             return np.einsum("rla,rlb->ab", H, SH)
+        pattern = getattr(dev.system, "pattern", None)
+        rest = dev.structure.terms[1:]
+        if pattern is not None and all(t.ncols == 1 for t in rest):
+            # tr(S^{-1} H_a H_b') = sum_l (TM_l' K_l TM_l)[a, b] with K_l = C_l' Sigma C_l,
+            # Sigma = Lambda_r S^{-1} Lambda_r' (diagonal Lambda_r): one pass over the
+            # rank update's pairs instead of sparse products H_a H_b'.
+            d = np.concatenate(
+                [np.full(t.nlevels, f.templates[k][0, 0]) for k, t in enumerate(rest, 1)]
+            )
+            rows, cols = pattern.rows, pattern.cols
+            sigma = Sinv[cols, rows] * d[rows] * d[cols]  # S^{-1}: upper triangle valid
+            K = pattern.level_forms(sigma)
+            return np.einsum("lca,lcd,ldb->ab", TM, K, TM)
         BD = block_diagonal_sparse(TM)
         H = (rest_lambda_sparse(dev.system, f.templates).T @ (dev.A.zrtz1 @ BD)).tocsc()
         cols = [H[:, a::p1].tocsr() for a in range(p1)]
