@@ -27,7 +27,6 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ModelSpecificationError, refuse_repeated
-from ..linalg.solution import beta_sigma
 from ..optimize import OptimizerOptions, minimize_bobyqa
 from .linear_model import LinearModelResult, ols_criterion
 from .parameters import SdCorParameters, residual_ratio_names
@@ -175,9 +174,8 @@ class _Refitter:
             opt = minimize_bobyqa(objective, self.start, self.lower, _REFIT)
             theta, psi = objective.split(opt.final_theta)
             dev = objective.factored_at(psi)
-            f = dev.factor(theta)
-            beta, sigma = beta_sigma(dev.system, f, self.reml)
-            value = float(dev.objective(f))
+            beta, sigma = dev.system.beta_sigma(theta, self.reml)
+            value = opt.final_objective
         return BootstrapFit(
             theta.copy(),
             beta,

@@ -87,18 +87,6 @@ def rest_lambda_sparse(dev: BlockedSystem, templates: list[np.ndarray]) -> sp.cs
     return sp.block_diag(mats, format="csr")
 
 
-def beta_sigma(dev: BlockedSystem, f: BlockedFactor, reml: bool) -> tuple[np.ndarray, float]:
-    """beta-hat and sigma-hat alone from the factor (what a bootstrap replicate needs):
-    ``R_X' beta = r_Xy`` and ``sigma^2 = r^2 / (n - p)`` (REML) or ``r^2 / n`` (ML); the
-    same numbers as :func:`estimate`, without the conditional modes or ``Var(beta)``."""
-    p = dev.p
-    LXX = f.LXX
-    beta = (
-        sla.solve_triangular(LXX[:p, :p], LXX[p, :p], lower=True, trans="T") if p else np.zeros(0)
-    )
-    return beta, float(np.sqrt(f.pwrss / (dev.n - p if reml else dev.n)))
-
-
 def estimate(dev: BlockedSystem, f: BlockedFactor, reml: bool) -> Estimates:
     """Fixed effects, sigma and conditional modes from the factor at the optimum.
 
