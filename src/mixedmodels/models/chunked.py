@@ -51,7 +51,6 @@ __all__ = [
     "GlmmChunkPlan",
     "StreamedCrossProducts",
     "add_checked",
-    "add_cross_products",
     "decide_rank",
     "finish",
     "fit_on_chunks",
@@ -160,15 +159,6 @@ class GlmmChunkPlan:
             except DataError as exc:
                 raise DataError(f"{where}: {exc}") from None
         return rows.nobs, rows.X.T @ rows.X
-
-
-def add_cross_products(a: CrossProducts | None, b: CrossProducts | None) -> CrossProducts | None:
-    """Sum of two chunks' blocks; None stands for a chunk without complete rows."""
-    if a is None:
-        return b
-    if b is None:
-        return a
-    return a + b
 
 
 class BlockSum:

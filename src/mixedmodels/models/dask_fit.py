@@ -34,10 +34,10 @@ from mixedmodels.design.levels_spec import summarize_chunk, used_columns
 from mixedmodels.errors import DataError, InputFileError
 from mixedmodels.io.sources import Progress
 from mixedmodels.models.chunked import (
+    BlockSum,
     ChunkPlan,
     StreamedCrossProducts,
     add_checked,
-    add_cross_products,
     finish,
     plan_from_summary,
     stack_r,
@@ -93,10 +93,11 @@ def _partition_blocks(plan: ChunkPlan, frame: pd.DataFrame, index: int, count: i
 
 
 def _sum_blocks(*parts: Any):
-    total = None
+    # The same summation as a streamed pass 2 (pairwise for the sparse blocks).
+    total = BlockSum()
     for part in parts:
-        total = add_cross_products(total, part)
-    return total
+        total.add(part)
+    return total.result()
 
 
 def _partition_r(plan: ChunkPlan, frame: pd.DataFrame):
