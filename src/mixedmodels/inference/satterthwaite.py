@@ -16,8 +16,13 @@ contrast ``l`` (one row) with ``V(varpar) = sigma^2 (R_X' R_X)^{-1}(theta)`` and
 
 Everything is computed from the blocked factor of
 :mod:`mixedmodels.objective.profiled_deviance` at a few theta values: no n x n or q x q
-matrix is formed. The theta derivatives are central differences refined by Richardson
-extrapolation (as ``numDeriv``, which lmerTest uses); the sigma derivatives are analytic.
+matrix is formed. The sigma derivatives are analytic. The theta derivatives are, where the
+model allows (theta the only parameters, every template invertible), exact first
+derivatives from the factor at the optimum (``dV/dtheta``, ``dr^2/dtheta``) and a Hessian
+from central differences of the exact gradient: ``2k + 1`` factorisations. Otherwise
+(a residual structure's parameters, a boundary fit) they are central differences of
+deviance values refined by Richardson extrapolation (as ``numDeriv``, which lmerTest
+uses): ``~2k(k + 1)`` factorisations per step of the tableau.
 """
 
 from __future__ import annotations
