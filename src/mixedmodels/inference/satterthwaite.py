@@ -233,13 +233,17 @@ def _analytic_covariance(
     lower = dev.structure.lower_bounds()
 
     def grad_g(t: np.ndarray) -> np.ndarray:
-        f = dev.factor(t)
-        _, d_r2 = _first_derivatives(dev, f)
-        return grad(t, factor=f) + (1.0 / s2 - c / f.pwrss) * d_r2
+        # An owned factor is read here, then consumed by the gradient (its rest block is
+        # inverted in place): one q_r x q_r array at a time, as the tableau needed.
+        f, owned = dev.owned_factor(t)
+        _, dr2 = _first_derivatives(dev, f)
+        weight = 1.0 / s2 - c / f.pwrss
+        return grad.of_owned_factor(t, f, owned) + weight * dr2
 
     f0 = dev.factor(theta)
     d_xv, d_r2 = _first_derivatives(dev, f0)
     s0 = _state(dev, f0, reml)
+    del f0
     H = np.zeros((k + 1, k + 1))
     for j in range(k):
         h = step * max(abs(theta[j]), 0.1)
