@@ -553,10 +553,12 @@ def markdown(results: dict) -> str:
         "q minus the levels of `s`). The other large array the fit keeps is the n x p "
         "fixed-effects design X. Largest: n x p or q_rest x q_rest.",
         "- Satterthwaite (`inference/satterthwaite.py`): the same blocked factor at "
-        "1 + 8 k^2 theta values (numerical Hessian by central differences over 4 "
-        "Richardson steps; k = number of theta: 73 factorisations for insteval_1, 33 for "
+        "1 + 2k theta values (exact first derivatives of vcov(beta) and r^2 from the "
+        "factor at the optimum; Hessian by central differences of the exact gradient; "
+        "k = number of theta: 7 factorisations and 6 gradients for insteval_1, 5 and 4 for "
         "insteval_2), plus (k+1) x (k+1) and (k+1) x p x p arrays. Largest: q_rest x "
-        "q_rest, one at a time; nothing n x n or q x q.",
+        "q_rest (the gradient's inverse of the rest block), one at a time; nothing n x n "
+        "or q x q.",
         "- anova with Satterthwaite: the same (the varpar covariance is computed once per "
         "fit), plus p x p contrast matrices.",
         "- Kenward-Roger (`inference/kenward_roger.py`): the Woodbury identity on the "

@@ -220,14 +220,19 @@ def run_product(files: list[Path]) -> dict:
     )
     cmd = [sys.executable, "-c", code, "fit", pattern, "-f", PRODUCT_FORMULA, "--json"]
     load_before = os.getloadavg()[0]
+    # CPU seconds (user + system) of the child: steadier than wall time on a shared machine.
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     wall = time.perf_counter()
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
     seconds = time.perf_counter() - wall
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     lines = out.stdout.strip().splitlines()
     fit = json.loads("\n".join(lines[:-1]))
     return {
         "rows": fit["nobs"],
         "seconds": seconds,
+        "cpu_seconds": cpu,
         "peak_rss_mb": json.loads(lines[-1])["peak_rss_mb"],
         "theta": fit["theta"],
         "reml_criterion": fit["reml_criterion"],
@@ -347,7 +352,8 @@ def main(argv: list[str] | None = None) -> int:
             record = run_product(files)
             records.append(record)
             print(
-                f"{record['rows']:>11,} rows: {record['seconds']:.1f} s, peak RSS "
+                f"{record['rows']:>11,} rows: {record['seconds']:.1f} s "
+                f"(CPU {record['cpu_seconds']:.1f} s), peak RSS "
                 f"{record['peak_rss_mb']:.0f} MB, load {record['load_before']:.1f}-"
                 f"{record['load_after']:.1f}",
                 flush=True,

@@ -16,8 +16,13 @@ contrast ``l`` (one row) with ``V(varpar) = sigma^2 (R_X' R_X)^{-1}(theta)`` and
 
 Everything is computed from the blocked factor of
 :mod:`mixedmodels.objective.profiled_deviance` at a few theta values: no n x n or q x q
-matrix is formed. The theta derivatives are central differences refined by Richardson
-extrapolation (as ``numDeriv``, which lmerTest uses); the sigma derivatives are analytic.
+matrix is formed. The sigma derivatives are analytic. The theta derivatives are, where the
+model allows (theta the only parameters, every template invertible), exact first
+derivatives from the factor at the optimum (``dV/dtheta``, ``dr^2/dtheta``) and a Hessian
+from central differences of the exact gradient: ``2k + 1`` factorisations. Otherwise
+(a residual structure's parameters, a boundary fit) they are central differences of
+deviance values refined by Richardson extrapolation (as ``numDeriv``, which lmerTest
+uses): ``~2k(k + 1)`` factorisations per step of the tableau.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from mixedmodels.errors import refuse_generalized
+from mixedmodels.linalg.solution import solve_l22_transposed
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..linalg.blocked import BlockedFactor
@@ -36,6 +42,12 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..results import LinearMixedModelResult
 
 _LOG_2PI = float(np.log(2.0 * np.pi))
+
+# A template diagonal at or below this (relative) is singular: the exact derivatives need
+# the template's inverse (the value of mixedmodels.objective.gradient).
+_SINGULAR_DIAGONAL = 1e-6
+# Relative step of the differences of the exact gradient (see _analytic_covariance).
+_GRADIENT_STEP = 1e-4
 
 #: Eigenvalues of the Hessian at or below this are treated as zero (lmerTest's ``tol``).
 HESSIAN_TOL = 1e-8
@@ -67,6 +79,188 @@ class VarparCovariance:
     jacobian: np.ndarray
     vcov_beta: np.ndarray
     nonpositive_eigenvalues: np.ndarray
+
+
+# -- exact first derivatives from one factor ------------------------------------------------
+
+
+def _analytic_ready(dev, theta: np.ndarray):
+    """The blocked profiled deviance to differentiate analytically at ``theta``, or None.
+
+    The exact derivatives need a blocked factor, theta alone as the parameters (a residual
+    structure's parameters keep the numerical path) and every template invertible (at a
+    boundary optimum the formulas divide by a zero diagonal; numDeriv's steps go across
+    the bound there, which the numerical path reproduces).
+    """
+    from ..linalg.blocked import BlockedSystem
+
+    if hasattr(dev, "deviance_at"):
+        if dev.has_residual_parameters:
+            return None
+        dev = dev.factored_at(np.zeros(0))
+    if not isinstance(getattr(dev, "system", None), BlockedSystem):
+        return None
+    for T in dev.structure.templates(theta):
+        d = np.abs(np.diag(T))
+        if np.min(d) <= _SINGULAR_DIAGONAL * max(1.0, float(np.max(np.abs(T)))):
+            return None
+    return dev
+
+
+def _omega_solve_xy(dev: ProfiledDeviance, f: BlockedFactor) -> list[np.ndarray]:
+    """``C = Omega_Z^{-1} Lambda' Z' [X y]`` per term, each ``(levels, q_k, p + 1)``.
+
+    With ``L_Z L_XZ' = Lambda' Z' [X y]`` (the factor's definition) ``C = L_Z^{-T} L_XZ'``:
+    for the rest block ``C_r = L22^{-T} LX2'`` (one triangular solve), then per level of
+    term 1 ``C_1 = M_l^{-1} T_1' (Z_1'[X y] - Z_1'Z_r Lambda_r C_r)`` (the first block row
+    of ``Omega C = Lambda' Z' [X y]``). No step touches the rows of the data.
+    """
+    A = dev.A
+    structure = dev.structure
+    terms = structure.terms
+    templates = f.templates
+    acc = np.ascontiguousarray(np.transpose(A.xytz1, (1, 2, 0)))  # (l1, p1, p+1)
+    out: list[np.ndarray] = []
+    if len(terms) > 1:
+        Cr = solve_l22_transposed(f, np.ascontiguousarray(f.LX2.T))
+        lamC = np.empty_like(Cr)
+        offs = dev.system.rest_offsets
+        for k, term in enumerate(terms[1:], start=1):
+            s, e = int(offs[k - 1]), int(offs[k])
+            blk = Cr[s:e].reshape(term.nlevels, term.ncols, -1)
+            out.append(blk)
+            lamC[s:e] = np.einsum("ab,lbx->lax", templates[k], blk).reshape(e - s, -1)
+        acc -= (A.zrtz1.T @ lamC).reshape(acc.shape)
+    C1 = f.M11inv @ (templates[0].T[None] @ acc)
+    return [C1, *out]
+
+
+def _schur_derivatives(dev: ProfiledDeviance, f: BlockedFactor) -> np.ndarray:
+    """``dS/dtheta_i`` of the ``[X y]`` Schur complement ``S = LXX LXX'``: ``(k, p+1, p+1)``.
+
+    Notes
+    -----
+    ``S(theta) = [X y]'[X y] - B' Omega_Z^{-1} B`` with ``B = Lambda' Z' [X y]``. With
+    ``E_i = dLambda/dtheta_i`` and ``C = Omega_Z^{-1} B``,
+
+        dS/dtheta_i = -(C' E_i' Q + Q' E_i C),   Q = Z'[X y] - Z'Z Lambda C,
+
+    and ``Lambda' Q = B - (Omega_Z - I) C = C``, so ``Q = Lambda^{-T} C`` and
+    ``E_i' Q = (Lambda^{-1} E_i)' C``. ``E_i`` repeats the template entry ``(r, c)`` of one
+    term on each of its levels; with ``F = T^{-1} E_rc`` (a ``q_k x q_k`` matrix)
+
+        dS/dtheta_i = -sum_l C_l' (F + F') C_l = -sum_ab (F + F')_ab G_ab,
+        G_ab = sum_l C_l[a]' C_l[b]                  (rows a, b of the level's C).
+
+    ``R_X' R_X`` is the leading ``p x p`` block of ``S`` and ``r^2`` the Schur complement of
+    that block in ``S``: their derivatives follow (:func:`_first_derivatives`).
+    """
+    structure = dev.structure
+    m = f.LXX.shape[0]
+    out = np.empty((structure.ntheta, m, m))
+    for k, Ck in enumerate(_omega_solve_xy(dev, f)):
+        levels, b, _ = Ck.shape
+        flat = Ck.reshape(levels, b * m)
+        G = (flat.T @ flat).reshape(b, m, b, m)  # G[a, x, b, y] = sum_l C_l[a, x] C_l[b, y]
+        Tinv = np.linalg.inv(f.templates[k])
+        s = structure.offsets[k]
+        for j, (r, c) in enumerate(zip(structure.rows[k], structure.cols[k], strict=True)):
+            F = np.outer(Tinv[:, r], np.eye(b)[c])  # T^{-1} E_rc
+            FF = F + F.T
+            out[s + j] = -np.einsum("ab,axby->xy", FF, G)
+    return out
+
+
+def _first_derivatives(dev: ProfiledDeviance, f: BlockedFactor) -> tuple[np.ndarray, np.ndarray]:
+    """Exact ``d(R_X'R_X)^{-1}/dtheta`` ``(k, p, p)`` and ``dr^2/dtheta`` ``(k,)`` at ``f``.
+
+    Notes
+    -----
+    With ``S`` the ``[X y]`` Schur complement (:func:`_schur_derivatives`), ``S_XX = R_X'R_X``
+    and ``r^2 = S_yy - S_yX S_XX^{-1} S_Xy``:
+
+        d S_XX^{-1} = -S_XX^{-1} dS_XX S_XX^{-1},
+        d r^2       = w' dS w,   w = (-beta-hat, 1),  beta-hat = S_XX^{-1} S_Xy.
+    """
+    dS = _schur_derivatives(dev, f)
+    p = f.LXX.shape[0] - 1
+    LXX = np.tril(f.LXX)
+    if p:
+        Rinv = np.linalg.inv(np.ascontiguousarray(LXX[:p, :p]))
+        xv = Rinv.T @ Rinv
+        # LXX = [[R_X', 0], [l', r]]: S_Xy = R_X' l, so beta-hat = R_X^{-1} l.
+        beta = Rinv.T @ LXX[p, :p]
+    else:
+        xv = np.zeros((0, 0))
+        beta = np.zeros(0)
+    w = np.concatenate([-beta, [1.0]])
+    d_r2 = np.einsum("x,kxy,y->k", w, dS, w)
+    d_xv = -np.einsum("ab,kbc,cd->kad", xv, dS[:, :p, :p], xv)
+    return d_xv, d_r2
+
+
+def _analytic_covariance(
+    dev: ProfiledDeviance, theta: np.ndarray, sigma: float, reml: bool, step: float
+) -> tuple[np.ndarray, np.ndarray, _ThetaState, int]:
+    """Hessian of ``-2 log L(theta, sigma)`` and ``dV/dvarpar`` from exact first derivatives.
+
+    Returns ``(H, jacobian, state at theta, factorisations)``.
+
+    Notes
+    -----
+    The Jacobian of ``V = sigma^2 (R_X'R_X)^{-1}`` and ``d r^2/dtheta`` are exact, from the
+    factor at ``theta`` (:func:`_first_derivatives`). The theta block of the Hessian is a
+    central difference of the exact gradient of ``g(theta) = a(theta) + r^2(theta)/sigma^2``
+    at fixed sigma (``a`` = the log determinants of the criterion):
+
+        grad g = grad d_P + (1/sigma^2 - c/r^2(theta)) grad r^2,
+
+    with ``d_P = a + c log r^2 + const`` the profiled criterion, whose exact gradient is
+    :class:`~mixedmodels.objective.gradient.ProfiledDevianceGradient`'s. A central
+    difference of an exact gradient errs by ``h^2/6`` times its third derivative; with
+    ``h = step * max(|theta_j|, 0.1)`` that is ~1e-9 relative, below the error of
+    numDeriv's Richardson tableau of deviance values, for ``2k`` factorisations instead of
+    ``2k(k + 1) * levels``.
+    """
+    from ..objective.gradient import ProfiledDevianceGradient
+
+    if dev.reml != reml:
+        dev = dev.with_reml(reml)
+    k = theta.size
+    s2 = sigma * sigma
+    c = dev.dof
+    grad = ProfiledDevianceGradient(dev)
+    lower = dev.structure.lower_bounds()
+
+    def grad_g(t: np.ndarray) -> np.ndarray:
+        # An owned factor is read here, then consumed by the gradient (its rest block is
+        # inverted in place): one q_r x q_r array at a time, as the tableau needed.
+        f, owned = dev.owned_factor(t)
+        _, dr2 = _first_derivatives(dev, f)
+        weight = 1.0 / s2 - c / f.pwrss
+        return grad.of_owned_factor(t, f, owned) + weight * dr2
+
+    f0 = dev.factor(theta)
+    d_xv, d_r2 = _first_derivatives(dev, f0)
+    s0 = _state(dev, f0, reml)
+    del f0
+    H = np.zeros((k + 1, k + 1))
+    for j in range(k):
+        h = step * max(abs(theta[j]), 0.1)
+        if np.isfinite(lower[j]):
+            h = min(h, 0.5 * abs(theta[j]))  # stay on the feasible side of the bound
+        e = np.zeros(k)
+        e[j] = h
+        H[:k, j] = (grad_g(theta + e) - grad_g(theta - e)) / (2.0 * h)
+    # The exact Hessian is symmetric; the average halves the differences' error.
+    H[:k, :k] = 0.5 * (H[:k, :k] + H[:k, :k].T)
+    H[:k, k] = H[k, :k] = -2.0 * d_r2 / sigma**3
+    H[k, k] = 6.0 * s0.pwrss / s2**2 - 2.0 * c / s2
+    p = s0.xtvinvx_inv.shape[0]
+    jac = np.empty((k + 1, p, p))
+    jac[:k] = s2 * d_xv
+    jac[k] = 2.0 * sigma * s0.xtvinvx_inv
+    return H, jac, s0, 1 + 2 * k
 
 
 @dataclass(frozen=True)
@@ -191,6 +385,7 @@ def varpar_covariance(
     *,
     reml: bool | None = None,
     levels: int = 4,
+    method: str = "auto",
 ) -> VarparCovariance:
     """Compute the Hessian of ``-2 log L(theta, sigma)``, ``A = 2 H^+`` and ``dV/dvarpar``.
 
@@ -207,6 +402,13 @@ def varpar_covariance(
         REML or ML likelihood (default: the deviance function's flag).
     levels
         Number of steps (each half the previous) in the Richardson tableau.
+    method
+        ``"analytic"``: exact first derivatives from the factor at the optimum and a
+        Hessian from differences of the exact gradient (:func:`_analytic_covariance`,
+        ``2k + 1`` factorisations); ``"numerical"``: numDeriv's Richardson tableau of
+        deviance values (``~2k(k + 1) levels`` factorisations); ``"auto"`` (default): the
+        analytic one where it applies (a blocked factor, no residual-structure parameters,
+        every template invertible), else the numerical one.
 
     Returns
     -------
@@ -230,6 +432,17 @@ def varpar_covariance(
     k = theta.size
     sigma = float(sigma)
     s2 = sigma * sigma
+    if method not in ("auto", "analytic", "numerical"):
+        raise ValueError(f"unknown method {method!r}; use 'auto', 'analytic' or 'numerical'")
+    blocked = None if method == "numerical" else _analytic_ready(dev, theta)
+    if method == "analytic" and blocked is None:
+        raise ValueError(
+            "the analytic derivatives need a blocked system, theta as the only parameters "
+            "and invertible templates; use method='numerical'"
+        )
+    if blocked is not None:
+        H, jac, s0, _ = _analytic_covariance(blocked, theta, sigma, reml, _GRADIENT_STEP)
+        return _covariance(H, jac, theta, sigma, s2 * s0.xtvinvx_inv)
     n, p = _sizes(dev, theta)
     c = n - p if reml else n
     cache: dict[bytes, _ThetaState] = {}
@@ -281,7 +494,13 @@ def varpar_covariance(
     H[:k, k] = H[k, :k] = -2.0 * grad_r2 / sigma**3
     H[k, k] = 6.0 * s0.pwrss / s2**2 - 2.0 * c / s2
     jac[k] = 2.0 * sigma * s0.xtvinvx_inv
+    return _covariance(H, jac, theta, sigma, s2 * s0.xtvinvx_inv)
 
+
+def _covariance(
+    H: np.ndarray, jac: np.ndarray, theta: np.ndarray, sigma: float, vcov_beta: np.ndarray
+) -> VarparCovariance:
+    """``A = 2 H^+`` over the eigenvalues above ``HESSIAN_TOL`` (lmerTest), packed."""
     evals, evecs = np.linalg.eigh(H)
     pos = evals > HESSIAN_TOL
     Hinv = (evecs[:, pos] / evals[pos]) @ evecs[:, pos].T
@@ -290,7 +509,7 @@ def varpar_covariance(
         hessian=H,
         vcov_varpar=2.0 * Hinv,
         jacobian=jac,
-        vcov_beta=s2 * s0.xtvinvx_inv,
+        vcov_beta=vcov_beta,
         nonpositive_eigenvalues=evals[~pos],
     )
 

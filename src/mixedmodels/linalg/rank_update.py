@@ -422,21 +422,31 @@ class LevelBlockUpdate:
 
     def level_forms(self, sigma: np.ndarray) -> np.ndarray:
         """``C_l' Sigma C_l`` for every level ``l`` of term 1, (l1, p1, p1), from the entries
-        ``sigma`` of a symmetric ``Sigma`` at the positions (rows, cols)."""
+        ``sigma`` of a symmetric ``Sigma`` at the positions (rows, cols).
+
+        Notes
+        -----
+        Per slice (levels with ``k`` rest rows) the ``k x k`` blocks ``Sigma_l`` are
+        gathered whole (both triangles from the packed pairs, one index map), then
+        ``K_l[a, b] = c_a' (Sigma_l c_b)``: one batched product per column ``a`` and a dot per
+        ``b <= a``. Forming products per pair and per ``(a, b)`` instead cost four times more
+        (eight passes over the pairs per ``(a, b)``; 0.38 s against 0.09 s for 1e5 users of
+        ten items), and the gradient calls this once per evaluation.
+        """
         p1 = self.p1
-        K = np.zeros((self.nlevels, p1, p1))
+        K = np.zeros((self.nlevels, p1, p1))  # levels without rest rows: 0
         for sl in self._slices:
             n, k = sl.items.shape
             ta, tb = np.tril_indices(k)
-            s = sigma[sl.index].reshape(n, -1)
-            s_off = s * (ta != tb)
-            c = sl.values
+            pair = np.empty((k, k), dtype=np.intp)  # (i, j) -> packed pair of max/min
+            pair[ta, tb] = np.arange(ta.shape[0])
+            pair[tb, ta] = pair[ta, tb]
+            S = sigma[sl.index].reshape(n, -1)[:, pair]  # (n, k, k), symmetric
+            c = sl.values  # (p1, n, k)
             for a in range(p1):
-                ca_a, ca_b = np.take(c[a], ta, axis=1), np.take(c[a], tb, axis=1)
-                for b in range(p1):
-                    # sum over pairs i >= j of s_ij (c_a(i) c_b(j) + [i != j] c_a(j) c_b(i))
-                    cb_a, cb_b = np.take(c[b], ta, axis=1), np.take(c[b], tb, axis=1)
-                    total = np.einsum("np,np->n", s, ca_a * cb_b)
-                    total += np.einsum("np,np->n", s_off, ca_b * cb_a)
-                    K[sl.levels, a, b] = total
+                v = np.einsum("nij,nj->ni", S, c[a])
+                for b in range(a + 1):
+                    kab = np.einsum("ni,ni->n", v, c[b])
+                    K[sl.levels, a, b] = kab
+                    K[sl.levels, b, a] = kab
         return K

@@ -188,6 +188,12 @@ class ProfiledDevianceGradient:
         f, owned = self.dev.owned_factor(theta)
         return self._gradient(theta, f, owned)
 
+    def of_owned_factor(self, theta: np.ndarray, f: BlockedFactor, owned: bool) -> np.ndarray:
+        """Gradient from ``(f, owned) = dev.owned_factor(theta)`` that the caller has read
+        first; an ``owned`` factor is consumed, as in :meth:`value_and_gradient` (no second
+        copy of a large rest block)."""
+        return self._gradient(np.asarray(theta, dtype=np.float64), f, owned)
+
     def _gradient(self, theta: np.ndarray, f: BlockedFactor, owned: bool) -> np.ndarray:
         """The gradient from the factor at ``theta``; an ``owned`` factor is consumed (the
         rest block is inverted in its own storage: on 10,000 rest levels that saves an
