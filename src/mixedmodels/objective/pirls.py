@@ -729,8 +729,9 @@ class PirlsState:
     eta, mu
         Linear predictor (offset included) and conditional mean per row; None when the
         rows are in chunks.
-    blocks
-        The working blocks at the modes (those of the last factorisation).
+    rows_pass
+        The pass at the modes; its :attr:`RowsPass.blocks` are the working blocks there
+        (those of the last factorisation), formed when first read.
     logdet
         ``log |L_Z|^2`` at those weights.
     aic_terms
@@ -739,6 +740,9 @@ class PirlsState:
         ``sum`` of the squared deviance residuals.
     iterations
         PIRLS iterations used.
+    level_weights
+        With one scalar random-effects term, ``sum_{i in l} w_i z_i^2`` per level at the
+        modes (the diagonal of ``Z1'WZ1``), when PIRLS had it at hand; else None.
     """
 
     u: np.ndarray
@@ -746,11 +750,24 @@ class PirlsState:
     coefficients: Coefficients
     eta: np.ndarray | None
     mu: np.ndarray | None
-    blocks: CrossProducts
+    rows_pass: RowsPass
     logdet: float
     aic_terms: float
     deviance: float
     iterations: int
+    level_weights: np.ndarray | None = None
+
+    @property
+    def blocks(self) -> CrossProducts:
+        """The working blocks at the modes."""
+        return self.rows_pass.blocks
+
+    @property
+    def term1_weights(self) -> np.ndarray:
+        """``sum_{i in l} w_i z_i^2`` per level of a single scalar term at the modes."""
+        if self.level_weights is not None:
+            return self.level_weights
+        return self.blocks.z1tz1[:, 0, 0]
 
     @property
     def penalty(self) -> float:
@@ -1083,6 +1100,11 @@ class PirlsDeviance:
         self._saturated: tuple[object, float] | None = None
         self._rounded_binomial: bool | None = None
         self.evaluations = 0
+        # One scalar term with the rows in memory: PIRLS at fixed beta is a Newton step per
+        # level (:meth:`_pirls_one_scalar`), with no blocked system.
+        self._one_scalar = (
+            isinstance(rows, MemoryRows) and len(self.terms) == 1 and self.terms[0].ncols == 1
+        )
         #: PIRLS' stopping rule (see :data:`MODE_TOLERANCE`).
         self.mode_tolerance = MODE_TOLERANCE
         if self.nagq > 1:
@@ -1153,6 +1175,8 @@ class PirlsDeviance:
     ) -> PirlsState:
         """Run PIRLS at ``theta``: for the modes at fixed ``beta``, or (``beta=None``) for the
         modes and beta together (nAGQ = 0). Each iteration is one pass over the rows."""
+        if beta is not None and self._one_scalar:
+            return self._pirls_one_scalar(theta, beta, u0)
         theta = np.asarray(theta, dtype=np.float64)
         transposed = [T.T for T in self.structure.templates(theta)]
         with_x = beta is None
@@ -1229,11 +1253,120 @@ class PirlsDeviance:
             coefficients=current.coefficients,
             eta=current.eta,
             mu=current.mu,
-            blocks=current.blocks,
+            rows_pass=current,
             logdet=float(factor.logdet_z),
             aic_terms=self._minus_twice_loglik(current.coefficients, deviance),
             deviance=deviance,
             iterations=iterations,
+        )
+
+    def _pirls_one_scalar(
+        self, theta: np.ndarray, beta: np.ndarray, u0: np.ndarray | None
+    ) -> PirlsState:
+        """PIRLS at fixed ``beta`` for one scalar random-effects term, rows in memory.
+
+        Notes
+        -----
+        With ``b_l = lambda u_l`` and row ``i`` in level ``l(i)``, the penalised weighted
+        least-squares step of PIRLS separates over the levels: with working weights ``w``
+        and working response ``r = eta - o - X beta + (y - mu) / (dmu/deta)``,
+
+            M_l = lambda^2 sum_{i in l} w_i z_i^2 + 1,
+            u_l <- lambda sum_{i in l} w_i z_i r_i / M_l,
+
+        and ``L_Z`` is diagonal with ``L_l^2 = M_l``, so ``log |L_Z|^2 = sum_l log M_l``.
+        That is what the blocked system gives for this structure (Bates et al. 2015, sec.
+        5), written as two ``bincount`` sums per iteration; the iteration, the step
+        halving and the stopping rule are :meth:`pirls`' (the value agrees to rounding).
+        """
+        theta = np.asarray(theta, dtype=np.float64)
+        rows = self.rows
+        assert isinstance(rows, MemoryRows)
+        family = self.family
+        link = family.link
+        variance = family.variance
+        refs, z, _ = rows._term_rows[0]
+        nlevels = self.q
+        lam = float(self.structure.templates(theta)[0][0, 0])
+        # A copy: the rows recognise it as the same beta at every step (by identity).
+        beta_cur = np.array(beta, dtype=np.float64)
+        fixed = rows._fixed_part(beta_cur)
+        deviance_of = rows._deviance(family)
+        y, prior = rows.y, rows.weights
+        where = self._where(theta, beta)
+        u = (self._u if u0 is None else np.asarray(u0, dtype=np.float64)).copy()
+        guess = self._predictors[False].predict(where) if u0 is None else None
+        if guess is not None:
+            u = guess
+
+        def at(u: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+            # As MemoryRows.evaluate: z b[refs] first, then the fixed part (same rounding).
+            eta = z * (u * lam)[refs]
+            eta += fixed
+            mu = link.inverse(eta)
+            return eta, mu, deviance_of(mu) + float(u @ u)
+
+        eta, mu, pdev = at(u)
+        if not np.isfinite(pdev) and guess is not None:  # a prediction far off: the last modes
+            u = self._u.copy()
+            eta, mu, pdev = at(u)
+        if not np.isfinite(pdev):  # a start far off (e.g. a warm start from a wild point)
+            u = np.zeros(nlevels)
+            eta, mu, pdev = at(u)
+        tolerance = self.mode_tolerance
+        iterations = 0
+        for iterations in range(1, MAX_ITERATIONS + 1):  # noqa: B007 (read after the loop)
+            mu_eta = link.mu_eta(eta)
+            w = prior * (mu_eta * mu_eta) / variance(mu)
+            wz = w * z
+            r = (eta - fixed) + (y - mu) / mu_eta
+            level_weights = np.bincount(refs, weights=wz * z, minlength=nlevels)
+            M = (lam * lam) * level_weights + 1.0
+            du = lam * np.bincount(refs, weights=wz * r, minlength=nlevels) / M - u
+            moved = float(np.max(np.abs(du))) / (1.0 + float(np.max(np.abs(u))))
+            if moved < tolerance:
+                break
+            step = 1.0
+            for _ in range(MAX_HALVINGS):
+                u_try = u + step * du
+                eta_try, mu_try, pdev_try = at(u_try)
+                # As in pirls(): a rise by rounding alone is no reason to halve.
+                if pdev_try <= pdev + 1e-12 * (abs(pdev) + 1.0):
+                    break
+                step *= 0.5
+            else:
+                raise ConvergenceError(
+                    "PIRLS step-halvings failed to reduce the penalised deviance; the model "
+                    "may be overparameterised or the data separated: simplify the model"
+                )
+            u, eta, mu, pdev = u_try, eta_try, mu_try, pdev_try
+        else:
+            raise ConvergenceError(
+                f"PIRLS did not converge in {MAX_ITERATIONS} iterations; the model may be "
+                "overparameterised or the data separated: simplify the model"
+            )
+        self._u = u
+        self._predictors[False].add(where, u)
+        deviance = float(pdev - u @ u)
+        coefficients = Coefficients(beta_cur, ((u * lam)[:, None],))
+
+        def blocks() -> CrossProducts:
+            return rows._plan(False)(w, r, log_weights=False)
+
+        done = RowsPass(coefficients, deviance, None, blocks, eta, mu)
+        rows._last = done  # later sums at these coefficients read its eta and mu
+        return PirlsState(
+            u=u,
+            beta=beta_cur,
+            coefficients=coefficients,
+            eta=eta,
+            mu=mu,
+            rows_pass=done,
+            logdet=float(np.sum(np.log(M))),
+            aic_terms=self._minus_twice_loglik(coefficients, deviance),
+            deviance=deviance,
+            iterations=iterations,
+            level_weights=level_weights,
         )
 
     # -- the analytic beta-gradient -------------------------------------------------------
@@ -1328,7 +1461,7 @@ class PirlsDeviance:
         each group's deviance at the ``k`` shifted modes ``u_l + x_k / sqrt(M_l)``.
         """
         lam = float(theta[0])
-        M = lam * lam * state.blocks.z1tz1[:, 0, 0] + 1.0
+        M = lam * lam * state.term1_weights + 1.0
         sd = 1.0 / np.sqrt(M)
         nodes = self._nodes
         shifted = state.u[None, :] + nodes[:, None] * sd[None, :]  # (k, levels)
