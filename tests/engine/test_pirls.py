@@ -227,3 +227,37 @@ def test_beta_gradient_only_for_canonical_links_and_laplace():
         assert PirlsDeviance(structure, design.X, response, nagq=nagq).has_beta_gradient() is (
             applies
         )
+
+
+@pytest.mark.parametrize(
+    ("data", "formula", "family_name", "offset"),
+    [
+        ("Contraception.csv", "use ~ age + I(age^2) + urban + livch + (1|district)", "binomial", 0),
+        ("grouseticks.csv", "TICKS ~ factor(YEAR) + cHEIGHT + (1|LOCATION)", "poisson", 0.3),
+        ("Contraception.csv", "use ~ age + urban + (0 + age|district)", "binomial", 0),
+    ],
+)
+@pytest.mark.parametrize("with_x", [False, True])
+def test_one_scalar_term_pirls_equals_the_blocked_system(
+    data, formula, family_name, offset, with_x
+):
+    # The per-level PIRLS of a single scalar term (intercept or slope, with an offset)
+    # must give the modes, beta and Laplace terms of the general blocked system.
+    design, _, structure = _design(data, formula)
+    n = design.nobs
+    offsets = offset * np.sin(np.arange(n))
+    family = make_family(family_name)
+    response = GlmmResponse(design.y, np.ones(n), None, offsets, family)
+    fast = PirlsDeviance(structure, design.X, response)
+    general = PirlsDeviance(structure, design.X, response)
+    general._one_scalar = False
+    assert fast._one_scalar
+    theta = np.array([0.7])
+    beta = None if with_x else 0.05 * np.linspace(-1.0, 1.0, design.X.shape[1])
+    a, b = fast.pirls(theta, beta), general.pirls(theta, beta)
+    np.testing.assert_allclose(a.u, b.u, rtol=1e-9, atol=1e-11)
+    np.testing.assert_allclose(a.beta, b.beta, rtol=1e-9, atol=1e-11)
+    assert a.laplace == pytest.approx(b.laplace, rel=1e-12)
+    assert a.logdet == pytest.approx(b.logdet, rel=1e-12)
+    np.testing.assert_allclose(a.term1_weights, b.blocks.z1tz1[:, 0, 0], rtol=1e-12)
+    np.testing.assert_allclose(a.blocks.xytz1, b.blocks.xytz1, rtol=1e-9, atol=1e-9)

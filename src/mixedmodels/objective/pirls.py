@@ -1100,8 +1100,9 @@ class PirlsDeviance:
         self._saturated: tuple[object, float] | None = None
         self._rounded_binomial: bool | None = None
         self.evaluations = 0
-        # One scalar term with the rows in memory: PIRLS at fixed beta is a Newton step per
-        # level (:meth:`_pirls_one_scalar`), with no blocked system.
+        # One scalar term with the rows in memory: a PIRLS step is a Newton step per level
+        # (and a p x p solve for beta inside), with no blocked system (_pirls_one_scalar).
+        self._x_level_index: np.ndarray | None = None
         self._one_scalar = (
             isinstance(rows, MemoryRows) and len(self.terms) == 1 and self.terms[0].ncols == 1
         )
@@ -1175,7 +1176,7 @@ class PirlsDeviance:
     ) -> PirlsState:
         """Run PIRLS at ``theta``: for the modes at fixed ``beta``, or (``beta=None``) for the
         modes and beta together (nAGQ = 0). Each iteration is one pass over the rows."""
-        if beta is not None and self._one_scalar:
+        if self._one_scalar:
             return self._pirls_one_scalar(theta, beta, u0)
         theta = np.asarray(theta, dtype=np.float64)
         transposed = [T.T for T in self.structure.templates(theta)]
@@ -1261,23 +1262,27 @@ class PirlsDeviance:
         )
 
     def _pirls_one_scalar(
-        self, theta: np.ndarray, beta: np.ndarray, u0: np.ndarray | None
+        self, theta: np.ndarray, beta: np.ndarray | None, u0: np.ndarray | None
     ) -> PirlsState:
-        """PIRLS at fixed ``beta`` for one scalar random-effects term, rows in memory.
+        """:meth:`pirls` for one scalar random-effects term with the rows in memory.
 
         Notes
         -----
-        With ``b_l = lambda u_l`` and row ``i`` in level ``l(i)``, the penalised weighted
-        least-squares step of PIRLS separates over the levels: with working weights ``w``
-        and working response ``r = eta - o - X beta + (y - mu) / (dmu/deta)``,
+        With ``b_l = lambda u_l``, row ``i`` in level ``l(i)``, working weights ``w`` and
+        working response ``r`` (``eta`` less the part held fixed, plus ``(y - mu) /
+        (dmu/deta)``), ``L_Z`` is diagonal, ``L_l^2 = M_l = lambda^2 sum_{i in l} w_i z_i^2
+        + 1``, so ``log |L_Z|^2 = sum_l log M_l``, and the penalised weighted least-squares
+        step of PIRLS is, at fixed beta, one division per level:
 
-            M_l = lambda^2 sum_{i in l} w_i z_i^2 + 1,
-            u_l <- lambda sum_{i in l} w_i z_i r_i / M_l,
+            u_l <- c_l / M_l,   c_l = lambda sum_{i in l} w_i z_i r_i;
 
-        and ``L_Z`` is diagonal with ``L_l^2 = M_l``, so ``log |L_Z|^2 = sum_l log M_l``.
-        That is what the blocked system gives for this structure (Bates et al. 2015, sec.
-        5), written as two ``bincount`` sums per iteration; the iteration, the step
-        halving and the stopping rule are :meth:`pirls`' (the value agrees to rounding).
+        with beta inside (nAGQ = 0; ``r`` then excludes only the offset), with ``C`` the
+        ``(p, levels)`` sums ``lambda sum_{i in l} w_i z_i x_i``, beta solves the Schur
+        complement ``(X'WX - C M^{-1} C') beta = X'Wr - C M^{-1} c`` (``R_X'R_X``) and
+        ``u_l <- (c_l - C_l' beta) / M_l``. That is what the blocked system gives for this
+        structure (Bates et al. 2015, sec. 5), as a few ``bincount`` sums per iteration;
+        the start, the step halving and the stopping rule are :meth:`pirls`' (the value
+        agrees to rounding).
         """
         theta = np.asarray(theta, dtype=np.float64)
         rows = self.rows
@@ -1286,50 +1291,81 @@ class PirlsDeviance:
         link = family.link
         variance = family.variance
         refs, z, _ = rows._term_rows[0]
-        nlevels = self.q
+        nlevels, p = self.q, self.p
         lam = float(self.structure.templates(theta)[0][0, 0])
-        # A copy: the rows recognise it as the same beta at every step (by identity).
-        beta_cur = np.array(beta, dtype=np.float64)
-        fixed = rows._fixed_part(beta_cur)
-        deviance_of = rows._deviance(family)
-        y, prior = rows.y, rows.weights
+        y, prior, offset, X = rows.y, rows.weights, rows.offset, rows.X
+        with_x = beta is None
+        if with_x:
+            beta_cur = self._beta0
+            if beta_cur is None:
+                beta_cur = rows.initial_beta(family)
+            # Row i's entry of column j of C lands at j * levels + refs[i] (one bincount).
+            if self._x_level_index is None:
+                self._x_level_index = (np.arange(p)[:, None] * nlevels + refs[None, :]).ravel()
+            x_level_index = self._x_level_index
+        else:
+            # A copy: the rows recognise it as the same beta at every step (by identity).
+            beta_cur = np.array(beta, dtype=np.float64)
         where = self._where(theta, beta)
         u = (self._u if u0 is None else np.asarray(u0, dtype=np.float64)).copy()
-        guess = self._predictors[False].predict(where) if u0 is None else None
+        guess = self._predictors[with_x].predict(where) if u0 is None else None
         if guess is not None:
-            u = guess
+            u = guess[:nlevels]
+            if with_x:
+                beta_cur = guess[nlevels:]
 
-        def at(u: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+        def at(u: np.ndarray, beta: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
             # As MemoryRows.evaluate: z b[refs] first, then the fixed part (same rounding).
+            fixed = rows._fixed_part(beta)
             eta = z * (u * lam)[refs]
             eta += fixed
             mu = link.inverse(eta)
-            return eta, mu, deviance_of(mu) + float(u @ u)
+            return fixed, eta, mu, deviance_of(mu) + float(u @ u)
 
-        eta, mu, pdev = at(u)
+        deviance_of = rows._deviance(family)
+        fixed, eta, mu, pdev = at(u, beta_cur)
         if not np.isfinite(pdev) and guess is not None:  # a prediction far off: the last modes
             u = self._u.copy()
-            eta, mu, pdev = at(u)
+            if with_x and self._beta0 is not None:
+                beta_cur = self._beta0
+            fixed, eta, mu, pdev = at(u, beta_cur)
         if not np.isfinite(pdev):  # a start far off (e.g. a warm start from a wild point)
             u = np.zeros(nlevels)
-            eta, mu, pdev = at(u)
+            fixed, eta, mu, pdev = at(u, beta_cur)
         tolerance = self.mode_tolerance
         iterations = 0
         for iterations in range(1, MAX_ITERATIONS + 1):  # noqa: B007 (read after the loop)
             mu_eta = link.mu_eta(eta)
             w = prior * (mu_eta * mu_eta) / variance(mu)
             wz = w * z
-            r = (eta - fixed) + (y - mu) / mu_eta
+            r = (eta - (offset if with_x else fixed)) + (y - mu) / mu_eta
             level_weights = np.bincount(refs, weights=wz * z, minlength=nlevels)
             M = (lam * lam) * level_weights + 1.0
-            du = lam * np.bincount(refs, weights=wz * r, minlength=nlevels) / M - u
+            c = lam * np.bincount(refs, weights=wz * r, minlength=nlevels)
+            if with_x:
+                wX = X * w[:, None]
+                C = lam * np.bincount(
+                    x_level_index, weights=(X * wz[:, None]).T.ravel(), minlength=p * nlevels
+                ).reshape(p, nlevels)
+                CM = C / M
+                RXtRX = wX.T @ X - CM @ C.T
+                beta_new = sla.solve(RXtRX, wX.T @ r - CM @ c, assume_a="pos")
+                du = (c - beta_new @ C) / M - u
+                dbeta = beta_new - beta_cur
+            else:
+                du = c / M - u
             moved = float(np.max(np.abs(du))) / (1.0 + float(np.max(np.abs(u))))
+            if with_x:
+                moved = max(
+                    moved, float(np.max(np.abs(dbeta))) / (1.0 + float(np.max(np.abs(beta_cur))))
+                )
             if moved < tolerance:
                 break
             step = 1.0
             for _ in range(MAX_HALVINGS):
                 u_try = u + step * du
-                eta_try, mu_try, pdev_try = at(u_try)
+                beta_try = beta_cur + step * dbeta if with_x else beta_cur
+                fixed_try, eta_try, mu_try, pdev_try = at(u_try, beta_try)
                 # As in pirls(): a rise by rounding alone is no reason to halve.
                 if pdev_try <= pdev + 1e-12 * (abs(pdev) + 1.0):
                     break
@@ -1339,19 +1375,22 @@ class PirlsDeviance:
                     "PIRLS step-halvings failed to reduce the penalised deviance; the model "
                     "may be overparameterised or the data separated: simplify the model"
                 )
-            u, eta, mu, pdev = u_try, eta_try, mu_try, pdev_try
+            u, beta_cur = u_try, beta_try
+            fixed, eta, mu, pdev = fixed_try, eta_try, mu_try, pdev_try
         else:
             raise ConvergenceError(
                 f"PIRLS did not converge in {MAX_ITERATIONS} iterations; the model may be "
                 "overparameterised or the data separated: simplify the model"
             )
         self._u = u
-        self._predictors[False].add(where, u)
+        if with_x:
+            self._beta0 = beta_cur
+        self._predictors[with_x].add(where, np.concatenate([u, beta_cur]) if with_x else u)
         deviance = float(pdev - u @ u)
         coefficients = Coefficients(beta_cur, ((u * lam)[:, None],))
 
         def blocks() -> CrossProducts:
-            return rows._plan(False)(w, r, log_weights=False)
+            return rows._plan(with_x)(w, r, log_weights=False)
 
         done = RowsPass(coefficients, deviance, None, blocks, eta, mu)
         rows._last = done  # later sums at these coefficients read its eta and mu
