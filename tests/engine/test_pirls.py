@@ -261,3 +261,50 @@ def test_one_scalar_term_pirls_equals_the_blocked_system(
     assert a.logdet == pytest.approx(b.logdet, rel=1e-12)
     np.testing.assert_allclose(a.term1_weights, b.blocks.z1tz1[:, 0, 0], rtol=1e-12)
     np.testing.assert_allclose(a.blocks.xytz1, b.blocks.xytz1, rtol=1e-9, atol=1e-9)
+    if not with_x:
+        value, grad = fast.laplace_beta_gradient(theta, beta)
+        value_g, grad_g = general.laplace_beta_gradient(theta, beta)
+        assert value == pytest.approx(value_g, rel=1e-12)
+        np.testing.assert_allclose(grad, grad_g, rtol=1e-8, atol=1e-8)
+
+
+@pytest.mark.parametrize(
+    ("data", "formula", "family_name"),
+    [
+        ("VerbAgg.csv", CASES["verbagg"], "binomial"),
+        ("VerbAgg.csv", "r2 ~ Anger + Gender + (1|id) + (0 + Anger|item)", "binomial"),
+        ("grouseticks.csv", "TICKS ~ factor(YEAR) + cHEIGHT + (1|BROOD) + (1|LOCATION)", "poisson"),
+        (
+            "grouseticks.csv",
+            "TICKS ~ cHEIGHT + (1|BROOD) + (1|LOCATION) + (1|YEAR)",
+            "poisson",
+        ),
+    ],
+)
+@pytest.mark.parametrize("with_x", [False, True])
+def test_scalar_terms_pirls_equals_the_blocked_system(data, formula, family_name, with_x):
+    # The dense-Schur PIRLS of several scalar terms (crossed, nested, slopes, three terms)
+    # must give the modes and Laplace terms of the general blocked system.
+    design, _, structure = _design(data, formula)
+    n = design.nobs
+    family = make_family(family_name)
+    response = GlmmResponse(design.y, np.ones(n), None, 0.2 * np.cos(np.arange(n)), family)
+    fast = PirlsDeviance(structure, design.X, response)
+    general = PirlsDeviance(structure, design.X, response)
+    general._scalar_terms = None
+    assert fast._scalar_terms is not None
+    theta = np.linspace(0.4, 1.1, structure.ntheta)
+    beta = None if with_x else 0.05 * np.linspace(-1.0, 1.0, design.X.shape[1])
+    a, b = fast.pirls(theta, beta), general.pirls(theta, beta)
+    np.testing.assert_allclose(a.u, b.u, rtol=1e-9, atol=1e-11)
+    np.testing.assert_allclose(a.beta, b.beta, rtol=1e-9, atol=1e-11)
+    assert a.laplace == pytest.approx(b.laplace, rel=1e-12)
+    assert a.logdet == pytest.approx(b.logdet, rel=1e-12)
+    np.testing.assert_allclose(a.blocks.z1tz1, b.blocks.z1tz1, rtol=1e-12)
+    np.testing.assert_allclose(a.blocks.xytxy, b.blocks.xytxy, rtol=1e-9)
+    if with_x:
+        return
+    value, grad = fast.laplace_beta_gradient(theta, beta)
+    value_g, grad_g = general.laplace_beta_gradient(theta, beta)
+    assert value == pytest.approx(value_g, rel=1e-12)
+    np.testing.assert_allclose(grad, grad_g, rtol=1e-8, atol=1e-8)
