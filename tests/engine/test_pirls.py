@@ -272,6 +272,7 @@ def test_one_scalar_term_pirls_equals_the_blocked_system(
     ("data", "formula", "family_name"),
     [
         ("VerbAgg.csv", CASES["verbagg"], "binomial"),
+        ("grouseticks.csv", CASES["grouseticks"], "poisson"),
         ("VerbAgg.csv", "r2 ~ Anger + Gender + (1|id) + (0 + Anger|item)", "binomial"),
         ("grouseticks.csv", "TICKS ~ factor(YEAR) + cHEIGHT + (1|BROOD) + (1|LOCATION)", "poisson"),
         (

@@ -918,6 +918,52 @@ class _ModePredictor:
         return out
 
 
+def _factor_rest(S: np.ndarray, n2: int) -> tuple[float, Callable[[np.ndarray], np.ndarray]]:
+    """``log |S|`` and a solver for ``S`` (symmetric positive definite) whose leading
+    ``n2 x n2`` block is diagonal (``n2 = 0``: no such block).
+
+    Notes
+    -----
+    With ``S = [[diag(d), B'], [B, S_3]]``: ``log |S| = sum log d + log |S_3 - B diag(d)^{-1}
+    B'|``, and ``S x = r`` gives ``x_3 = (S_3 - B d^{-1} B')^{-1} (r_3 - B d^{-1} r_2)``, ``x_2
+    = (r_2 - B' x_3) / d``: the rest terms' second level of block elimination, as the
+    blocked engine's diagonal blocks (a factor nested in the next, e.g. broods in
+    locations, leaves its block of ``S`` diagonal). Only the remaining block is factored
+    dense.
+    """
+    if n2:
+        d = np.diag(S)[:n2].copy()
+        B = S[n2:, :n2]
+        BD = B / d
+        S3 = S[n2:, n2:] - BD @ B.T
+    else:
+        S3 = S
+    m = S3.shape[0]
+    L3 = np.linalg.cholesky(S3) if m else S3
+    logdet = 2.0 * float(np.sum(np.log(np.diag(L3)))) if m else 0.0
+    if n2:
+        logdet += float(np.sum(np.log(d)))
+
+    def solve3(r: np.ndarray) -> np.ndarray:
+        if not m:
+            return r
+        # LU on a small block costs less than cho_solve's call overhead; larger blocks
+        # reuse the Cholesky factor.
+        if m <= 64:
+            return np.linalg.solve(S3, r)
+        return sla.cho_solve((L3, True), r, check_finite=False)
+
+    def solve(r: np.ndarray) -> np.ndarray:
+        if not n2:
+            return solve3(r)
+        r2, r3 = r[:n2], r[n2:]
+        x3 = solve3(r3 - BD @ r2)
+        x2 = (r2 - B.T @ x3) / (d if r.ndim == 1 else d[:, None])
+        return np.concatenate([x2, x3])
+
+    return logdet, solve
+
+
 class _ScalarTermsPlan:
     """Where each row's products land for :meth:`PirlsDeviance._pirls_scalar_terms`.
 
@@ -951,6 +997,38 @@ class _ScalarTermsPlan:
                     keys = np.concatenate([col_a * qr + col_b, col_b * qr + col_a])
                     self.rest_pairs.append((a, b, keys))
         self._x: tuple[np.ndarray, np.ndarray] | None = None
+        # C D^{-1} C' (D term 1's diagonal) sums, per term-1 level, the products of C's
+        # entries in that level's column: with few entries per column (an observation-
+        # level term 1, nested factors) those pairs are far fewer than the q_r^2 l1
+        # products of the dense form, and C is kept as its nonzeros ("slots").
+        n = self.refs1.shape[0]
+        keys = np.concatenate(self.cross_index)
+        slots, inverse = np.unique(keys, return_inverse=True)
+        slot_l = slots % self.l1
+        counts = np.bincount(slot_l, minlength=self.l1)
+        npairs = int(counts @ counts)
+        self.sparse = self.qr * self.l1 > _DENSE_REST_FIRST or 10 * npairs < qr * qr * self.l1
+        self.diagonal_lead = 0
+        if not self.sparse:
+            return
+        self.nnz = slots.shape[0]
+        #: per rest term: the slot of C each row adds to
+        self.slot_index = [inverse[k * n : (k + 1) * n] for k in range(len(self.rest))]
+        self.slot_r, self.slot_l = slots // self.l1, slot_l
+        # Every ordered pair (a, b) of slots in the same level, a == b included.
+        order = np.argsort(slot_l, kind="stable")
+        size = counts[slot_l[order]]
+        first = np.concatenate([[0], np.cumsum(counts)[:-1]])[slot_l[order]]
+        within = np.arange(npairs) - np.repeat(np.cumsum(size) - size, size)
+        self.pair_a = np.repeat(order, size)
+        self.pair_b = order[np.repeat(first, size) + within]
+        self.pair_key = self.slot_r[self.pair_a] * qr + self.slot_r[self.pair_b]
+        # Rest term 2's block of S = M_r - C D^{-1} C' is diagonal when no term-1 level
+        # meets two of its levels (nested factors, an observation-level term 1).
+        n2 = terms[1].nlevels
+        ra, rb = self.slot_r[self.pair_a], self.slot_r[self.pair_b]
+        within = (ra < n2) & (rb < n2) & (ra != rb)
+        self.diagonal_lead = 0 if bool(np.any(within)) else n2
 
     def x_columns(self, X: np.ndarray) -> np.ndarray:
         """``X'`` as contiguous rows (one per column of X), kept for the same ``X``."""
@@ -1022,16 +1100,17 @@ class GradientPieces:
         cls,
         templates: list[np.ndarray],
         D: np.ndarray,
-        C: np.ndarray | None = None,
+        C: np.ndarray | sp.csr_matrix | None = None,
         S: np.ndarray | None = None,
     ) -> GradientPieces:
         """The pieces for scalar terms from the dense blocks PIRLS factored at the modes.
 
-        ``D`` is term 1's diagonal ``M_1`` (per level), ``C`` the dense ``(q_r, l1)``
-        ``Lambda_r'Z_r'WZ_1 Lambda_1`` and ``S`` the Schur complement ``M_r - C M_1^{-1}
-        C'`` (None for one term): the same pieces as :meth:`__init__` forms from the
-        blocks, without sparse products (a dense ``E = C M_1^{-1}``; the level blocks of
-        ``E'S^{-1}E`` are ``sum_r E_rl F'_lr``).
+        ``D`` is term 1's diagonal ``M_1`` (per level), ``C`` the ``(q_r, l1)``
+        ``Lambda_r'Z_r'WZ_1 Lambda_1`` (dense, or sparse CSR) and ``S`` the Schur complement
+        ``M_r - C M_1^{-1} C'`` (None for one term): the same pieces as :meth:`__init__`
+        forms from the blocks, without forming Lambda or sparse products of blocks (``E = C
+        M_1^{-1}`` scales C's columns; the level blocks of ``E'S^{-1}E`` are ``sum_r E_rl
+        F'_lr``).
         """
         self = cls.__new__(cls)
         self.templates = templates
@@ -1042,10 +1121,19 @@ class GradientPieces:
         if C is None or S is None:
             return self
         self.C = C
-        self.E = E = C / D
         self.Sinv = Sinv = np.linalg.inv(S)
-        self.Ft = Ft = E.T @ Sinv  # (l1, q_r)
-        self.EF = np.einsum("rl,lr->l", E, Ft)[:, None, None]
+        if sp.issparse(C):
+            E = C.copy()
+            E.data /= D[E.indices]  # CSR: indices are the columns (term-1 levels)
+            self.E = E
+            self.Ft = Ft = np.asarray(E.T @ Sinv)  # (l1, q_r)
+            rows = np.repeat(np.arange(E.shape[0]), np.diff(E.indptr))
+            EF = np.bincount(E.indices, weights=E.data * Ft[E.indices, rows], minlength=l1)
+        else:
+            self.E = E = C / D
+            self.Ft = Ft = E.T @ Sinv
+            EF = np.einsum("rl,lr->l", E, Ft)
+        self.EF = EF[:, None, None]
         return self
 
     def _rows(self, rows: MemoryRows):
@@ -1200,9 +1288,9 @@ class PirlsDeviance:
         self._one_scalar = (
             isinstance(rows, MemoryRows) and len(self.terms) == 1 and self.terms[0].ncols == 1
         )
-        # Several scalar terms (crossed or nested) whose rest block and Zr'Z1 are small
-        # enough to hold dense: PIRLS at fixed beta with dense Schur complements
-        # (_pirls_scalar_terms), again without the general blocked system.
+        # Several scalar terms (crossed or nested) whose rest block is small enough to
+        # factor dense: PIRLS with a dense Schur complement (_pirls_scalar_terms), again
+        # without the general blocked system.
         self._scalar_terms: _ScalarTermsPlan | None = None
         if (
             isinstance(rows, MemoryRows)
@@ -1210,7 +1298,7 @@ class PirlsDeviance:
             and all(t.ncols == 1 for t in self.terms)
         ):
             qr = self.q - self.terms[0].nranef
-            if qr <= _SCALAR_REST_MAX and qr * self.terms[0].nranef <= _DENSE_REST_FIRST:
+            if qr <= _SCALAR_REST_MAX:
                 self._scalar_terms = _ScalarTermsPlan(self.terms)
         #: PIRLS' stopping rule (see :data:`MODE_TOLERANCE`).
         self.mode_tolerance = MODE_TOLERANCE
@@ -1589,6 +1677,9 @@ class PirlsDeviance:
         )
         # x_ik = lambda_k z_ik (a scalar for a random intercept), and the pair products.
         x1 = lam1 if z1 is None else lam1 * z1
+        sparse = plan.sparse
+        if sparse:
+            nnz, slot_r, slot_l = plan.nnz, plan.slot_r, plan.slot_l
         xr = [lam if z is None else lam * z for lam, z in zip(lams[1:], zs, strict=True)]
         pairs = [(keys, xr[a] * xr[b], a != b) for a, b, keys in plan.rest_pairs]
 
@@ -1628,22 +1719,36 @@ class PirlsDeviance:
             D = np.bincount(refs1, weights=wx1 * x1, minlength=l1) + 1.0
             c1 = np.bincount(refs1, weights=wr * x1, minlength=l1)
             c_r = np.zeros(qr)
-            C = np.zeros(qr * l1)
-            for col, index, x in zip(cols, plan.cross_index, xr):  # noqa: B905 (hot path)
+            for col, x in zip(cols, xr):  # noqa: B905 (hot path)
                 c_r += np.bincount(col, weights=wr * x, minlength=qr)
-                C += np.bincount(index, weights=wx1 * x, minlength=qr * l1)
+            if sparse:
+                Cv = np.zeros(nnz)  # C's nonzeros, and C D^{-1}'s
+                for index, x in zip(plan.slot_index, xr):  # noqa: B905 (hot path)
+                    Cv += np.bincount(index, weights=wx1 * x, minlength=nnz)
+                CvD = Cv / D[slot_l]
+            else:
+                C = np.zeros(qr * l1)
+                for index, x in zip(plan.cross_index, xr):  # noqa: B905 (hot path)
+                    C += np.bincount(index, weights=wx1 * x, minlength=qr * l1)
+                C = C.reshape(qr, l1)
+                CD = C / D
             Mr = np.zeros(qr * qr)
             for keys, xx, both in pairs:
                 v = w * xx
                 Mr += np.bincount(
                     keys, weights=np.concatenate([v, v]) if both else v, minlength=qr * qr
                 )
-            C = C.reshape(qr, l1)
-            CD = C / D
-            S = Mr.reshape(qr, qr) - CD @ C.T
+            if sparse:
+                S = Mr - np.bincount(
+                    plan.pair_key, weights=CvD[plan.pair_a] * Cv[plan.pair_b], minlength=qr * qr
+                )
+                S = S.reshape(qr, qr)
+                rhs_r = c_r - np.bincount(slot_r, weights=CvD * c1[slot_l], minlength=qr)
+            else:
+                S = Mr.reshape(qr, qr) - CD @ C.T
+                rhs_r = c_r - CD @ c1
             S[np.diag_indices(qr)] += 1.0
-            LS = np.linalg.cholesky(S)  # for log |S|, and S is positive definite
-            rhs_r = c_r - CD @ c1
+            logdet_S, solve_S = _factor_rest(S, plan.diagonal_lead)
             if with_x:
                 G1 = np.empty((l1, p))
                 Gr = np.zeros((qr, p))
@@ -1653,18 +1758,27 @@ class PirlsDeviance:
                     for col, x in zip(cols, xr):  # noqa: B905 (hot path)
                         Gr[:, j] += np.bincount(col, weights=wxj * x, minlength=qr)
                 G1D = G1 / D[:, None]
-                S_rx = Gr - CD @ G1
+                if sparse:
+                    S_rx = Gr
+                    for j in range(p):
+                        S_rx[:, j] -= np.bincount(slot_r, weights=CvD * G1[slot_l, j], minlength=qr)
+                else:
+                    S_rx = Gr - CD @ G1
                 S_xx = (XT * w) @ XT.T - G1.T @ G1D
-                # S^{-1} [S_rx, rhs_r] in one solve (less call overhead than cho_solve).
-                solved = np.linalg.solve(S, np.column_stack([S_rx, rhs_r]))
+                solved = solve_S(np.column_stack([S_rx, rhs_r]))  # S^{-1} [S_rx, rhs_r]
                 RXtRX = S_xx - S_rx.T @ solved[:, :p]
                 beta_new = np.linalg.solve(RXtRX, XT @ wr - G1D.T @ c1 - S_rx.T @ solved[:, p])
                 u_r = solved[:, p] - solved[:, :p] @ beta_new
-                u_1 = (c1 - u_r @ C - G1 @ beta_new) / D
+                u_1 = c1 - G1 @ beta_new
                 dbeta = beta_new - beta_cur
             else:
-                u_r = np.linalg.solve(S, rhs_r)  # (less call overhead than cho_solve)
-                u_1 = (c1 - u_r @ C) / D
+                u_r = solve_S(rhs_r)
+                u_1 = c1.copy()
+            if sparse:
+                u_1 -= np.bincount(slot_l, weights=Cv * u_r[slot_r], minlength=l1)
+            else:
+                u_1 -= u_r @ C
+            u_1 /= D
             du = np.concatenate([u_1, u_r]) - u
             moved = float(np.abs(du).max()) / (1.0 + float(np.abs(u).max()))
             if with_x:
@@ -1711,7 +1825,9 @@ class PirlsDeviance:
 
         done = RowsPass(coefficients, deviance, None, blocks, eta, mu)
         rows._last = done  # later sums at these coefficients read its eta and mu
-        logdet = float(np.sum(np.log(D))) + 2.0 * float(np.sum(np.log(np.diag(LS))))
+        logdet = float(np.sum(np.log(D))) + logdet_S
+        if sparse:
+            C = sp.csr_matrix((Cv, (slot_r, slot_l)), shape=(qr, l1))
         return PirlsState(
             u=u,
             beta=beta_cur,
