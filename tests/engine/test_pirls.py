@@ -309,3 +309,39 @@ def test_scalar_terms_pirls_equals_the_blocked_system(data, formula, family_name
     value_g, grad_g = general.laplace_beta_gradient(theta, beta)
     assert value == pytest.approx(value_g, rel=1e-12)
     np.testing.assert_allclose(grad, grad_g, rtol=1e-8, atol=1e-8)
+
+
+@pytest.mark.parametrize(
+    "formula",
+    [
+        CASES["contraception_slope"],
+        "use ~ age + urban + (1 + age + urban|district)",
+    ],
+)
+@pytest.mark.parametrize("with_x", [False, True])
+def test_one_vector_term_pirls_equals_the_blocked_system(formula, with_x):
+    # The per-level PIRLS of one vector-valued term must give the modes, beta and Laplace
+    # terms of the general blocked system (and the same beta-gradient).
+    design, _, structure = _design("Contraception.csv", formula)
+    n = design.nobs
+    family = make_family("binomial")
+    response = GlmmResponse(design.y, np.ones(n), None, 0.2 * np.sin(np.arange(n)), family)
+    fast = PirlsDeviance(structure, design.X, response)
+    general = PirlsDeviance(structure, design.X, response)
+    general._one_vector = False
+    assert fast._one_vector
+    theta = np.linspace(0.3, 0.9, structure.ntheta)
+    theta[[1]] = -0.2  # an off-diagonal entry
+    beta = None if with_x else 0.05 * np.linspace(-1.0, 1.0, design.X.shape[1])
+    a, b = fast.pirls(theta, beta), general.pirls(theta, beta)
+    np.testing.assert_allclose(a.u, b.u, rtol=1e-9, atol=1e-11)
+    np.testing.assert_allclose(a.beta, b.beta, rtol=1e-9, atol=1e-11)
+    assert a.laplace == pytest.approx(b.laplace, rel=1e-12)
+    assert a.logdet == pytest.approx(b.logdet, rel=1e-12)
+    np.testing.assert_allclose(a.blocks.z1tz1, b.blocks.z1tz1, rtol=1e-12)
+    if with_x:
+        return
+    value, grad = fast.laplace_beta_gradient(theta, beta)
+    value_g, grad_g = general.laplace_beta_gradient(theta, beta)
+    assert value == pytest.approx(value_g, rel=1e-12)
+    np.testing.assert_allclose(grad, grad_g, rtol=1e-8, atol=1e-8)
