@@ -1124,7 +1124,7 @@ class GradientPieces:
         l1 = D.shape[0]
         self.l1, self.p1, self.q1 = l1, 1, l1
         self.M1inv = (1.0 / D)[:, None, None]
-        self.qr = 0 if C is None else C.shape[0]
+        self.qr = 0 if C is None else (C[3] if isinstance(C, tuple) else C.shape)[0]
         if C is None or S is None:
             return self
         self.Sinv = Sinv = np.linalg.inv(S)
