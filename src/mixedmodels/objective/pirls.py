@@ -57,6 +57,7 @@ import scipy.sparse as sp
 
 from mixedmodels.covariance import CovarianceStructure, GroupedTerm
 from mixedmodels.errors import ConvergenceError
+from mixedmodels.family.links import EPS as _EPS
 from mixedmodels.linalg.blocked import BlockedFactor, BlockedSystem
 from mixedmodels.linalg.cross_products import (
     CrossProductPlan,
@@ -97,6 +98,47 @@ _CANONICAL_W_PRIME: dict[tuple[str, str], Callable[[np.ndarray, np.ndarray], np.
 #: Several scalar terms take the dense path of :meth:`PirlsDeviance._pirls_scalar_terms`
 #: up to this many rest-block columns (its Schur complement is factored dense).
 _SCALAR_REST_MAX = 1000
+
+
+def _binomial_logit_working(
+    eta: np.ndarray, mu: np.ndarray, prior: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    # dmu/deta = mu (1 - mu) = V(mu) (bounded below by eps, as the link and the variance
+    # are), so w = a (dmu/deta)^2 / V = a dmu/deta.
+    mu_eta = np.maximum(mu * (1.0 - mu), _EPS)
+    return mu_eta, prior * mu_eta
+
+
+def _poisson_log_working(
+    eta: np.ndarray, mu: np.ndarray, prior: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    # dmu/deta = mu = V(mu) (mu is already bounded below by eps), so w = a mu.
+    return mu, prior * mu
+
+
+#: ``(dmu/deta, w)`` from ``(eta, mu, prior)`` for canonical links, where ``dmu/deta =
+#: V(mu)`` spares the link's derivative and the variance function (the values agree with
+#: theirs to rounding); other families use :func:`_working_weights`' general form.
+_CANONICAL_WORKING = {
+    ("binomial", "logit"): _binomial_logit_working,
+    ("poisson", "log"): _poisson_log_working,
+}
+
+
+def _working_weights(family: Any) -> Callable[..., tuple[np.ndarray, np.ndarray]]:
+    """``(eta, mu, prior) -> (dmu/deta, w)``, ``w = a (dmu/deta)^2 / V(mu)``, for ``family``."""
+    key = (getattr(family, "name", ""), family.link.name)
+    if key in _CANONICAL_WORKING:
+        return _CANONICAL_WORKING[key]
+    link_mu_eta, variance = family.link.mu_eta, family.variance
+
+    def working(eta: np.ndarray, mu: np.ndarray, prior: np.ndarray):
+        mu_eta = link_mu_eta(eta)
+        return mu_eta, prior * (mu_eta * mu_eta) / variance(mu)
+
+    return working
+
+
 #: The analytic beta-gradient holds the rest block's rows times term 1's columns dense (and
 #: ships them to every chunk): up to this many entries.
 _GRADIENT_DENSE_MAX = 4_000_000
@@ -1504,7 +1546,7 @@ class PirlsDeviance:
         assert isinstance(rows, MemoryRows)
         family = self.family
         link = family.link
-        variance = family.variance
+        working = _working_weights(family)
         refs, z, _ = rows._term_rows[0]  # z: None for a random intercept
         nlevels, p = self.q, self.p
         lam = float(self.structure.templates(theta)[0][0, 0])
@@ -1552,8 +1594,7 @@ class PirlsDeviance:
         tolerance = self.mode_tolerance
         iterations = 0
         for iterations in range(1, MAX_ITERATIONS + 1):  # noqa: B007 (read after the loop)
-            mu_eta = link.mu_eta(eta)
-            w = prior * (mu_eta * mu_eta) / variance(mu)
+            mu_eta, w = working(eta, mu, prior)
             wz = w if z is None else w * z
             r = (eta - (offset if with_x else fixed)) + (y - mu) / mu_eta
             level_weights = np.bincount(refs, weights=w if z is None else wz * z, minlength=nlevels)
@@ -1651,7 +1692,7 @@ class PirlsDeviance:
         assert isinstance(rows, MemoryRows)
         family = self.family
         link = family.link
-        variance = family.variance
+        working = _working_weights(family)
         term = self.terms[0]
         refs, Z = term.refs, term.z
         nlevels, p1 = term.nlevels, term.ncols
@@ -1702,8 +1743,7 @@ class PirlsDeviance:
         tolerance = self.mode_tolerance
         iterations = 0
         for iterations in range(1, MAX_ITERATIONS + 1):  # noqa: B007 (read after the loop)
-            mu_eta = link.mu_eta(eta)
-            w = prior * (mu_eta * mu_eta) / variance(mu)
+            mu_eta, w = working(eta, mu, prior)
             r = (eta - (offset if with_x else fixed)) + (y - mu) / mu_eta
             wr = w * r
             M = np.empty((nlevels, p1, p1))
@@ -1825,7 +1865,7 @@ class PirlsDeviance:
         assert plan is not None
         family = self.family
         link = family.link
-        variance = family.variance
+        working = _working_weights(family)
         lams = [float(T[0, 0]) for T in self.structure.templates(theta)]
         lam1 = lams[0]
         refs1, z1, l1, qr = plan.refs1, plan.z1, plan.l1, plan.qr
@@ -1890,8 +1930,7 @@ class PirlsDeviance:
         tolerance = self.mode_tolerance
         iterations = 0
         for iterations in range(1, MAX_ITERATIONS + 1):  # noqa: B007 (read after the loop)
-            mu_eta = link.mu_eta(eta)
-            w = prior * (mu_eta * mu_eta) / variance(mu)
+            mu_eta, w = working(eta, mu, prior)
             r = (eta - (offset if with_x else fixed)) + (y - mu) / mu_eta
             wr = w * r
             wx1 = w * x1
