@@ -116,6 +116,23 @@ def _poisson_log_working(
     return mu, prior * mu
 
 
+def _logit_inverse(eta: np.ndarray) -> np.ndarray:
+    # LogitLink.inverse's arithmetic and bounds, without its per-call error-state context
+    # (the fast PIRLS paths run under one) and np.clip's wrapper.
+    mu = 1.0 / (1.0 + np.exp(-eta))
+    np.maximum(mu, _EPS, out=mu)
+    return np.minimum(mu, 1.0 - _EPS, out=mu)
+
+
+def _log_inverse(eta: np.ndarray) -> np.ndarray:
+    # LogLink.inverse's, as _logit_inverse.
+    return np.maximum(np.exp(eta), _EPS)
+
+
+#: Inverse links the fast PIRLS paths call directly (others: ``link.inverse``).
+_FAST_INVERSE = {"logit": _logit_inverse, "log": _log_inverse}
+
+
 #: ``(dmu/deta, w)`` from ``(eta, mu, prior)`` for canonical links, where ``dmu/deta =
 #: V(mu)`` spares the link's derivative and the variance function (the values agree with
 #: theirs to rounding); other families use :func:`_working_weights`' general form.
@@ -1429,12 +1446,17 @@ class PirlsDeviance:
     ) -> PirlsState:
         """Run PIRLS at ``theta``: for the modes at fixed ``beta``, or (``beta=None``) for the
         modes and beta together (nAGQ = 0). Each iteration is one pass over the rows."""
+        # The fast paths' inverse links may overflow exp (a mean of 0 or 1, then bounded,
+        # as the links do): one error-state context per run, not one per pass.
         if self._one_scalar:
-            return self._pirls_one_scalar(theta, beta, u0)
+            with np.errstate(over="ignore"):
+                return self._pirls_one_scalar(theta, beta, u0)
         if self._one_vector:
-            return self._pirls_one_term(theta, beta, u0)
+            with np.errstate(over="ignore"):
+                return self._pirls_one_term(theta, beta, u0)
         if self._scalar_terms is not None:
-            return self._pirls_scalar_terms(theta, beta, u0)
+            with np.errstate(over="ignore"):
+                return self._pirls_scalar_terms(theta, beta, u0)
         theta = np.asarray(theta, dtype=np.float64)
         transposed = [T.T for T in self.structure.templates(theta)]
         with_x = beta is None
@@ -1546,10 +1568,11 @@ class PirlsDeviance:
         assert isinstance(rows, MemoryRows)
         family = self.family
         link = family.link
+        inverse = _FAST_INVERSE.get(link.name, link.inverse)
         working = _working_weights(family)
         refs, z, _ = rows._term_rows[0]  # z: None for a random intercept
         nlevels, p = self.q, self.p
-        lam = float(self.structure.templates(theta)[0][0, 0])
+        lam = float(theta[0])  # the 1 x 1 template of the one scalar term
         y, prior, offset, X = rows.y, rows.weights, rows.offset, rows.X
         with_x = beta is None
         if with_x:
@@ -1563,9 +1586,10 @@ class PirlsDeviance:
         else:
             # A copy: the rows recognise it as the same beta at every step (by identity).
             beta_cur = np.array(beta, dtype=np.float64)
-        where = self._where(theta, beta)
+        predictor = self._predictors[with_x]
+        where = self._where(theta, beta) if predictor.capacity >= 2 else None
         u = (self._u if u0 is None else np.asarray(u0, dtype=np.float64)).copy()
-        guess = self._predictors[with_x].predict(where) if u0 is None else None
+        guess = predictor.predict(where) if u0 is None and where is not None else None
         if guess is not None:
             u = guess[:nlevels]
             if with_x:
@@ -1578,7 +1602,7 @@ class PirlsDeviance:
             if z is not None:
                 eta *= z
             eta += fixed
-            mu = link.inverse(eta)
+            mu = inverse(eta)
             return fixed, eta, mu, deviance_of(mu) + float(u @ u)
 
         deviance_of = rows._deviance(family)
@@ -1644,7 +1668,8 @@ class PirlsDeviance:
         self._u = u
         if with_x:
             self._beta0 = beta_cur
-        self._predictors[with_x].add(where, np.concatenate([u, beta_cur]) if with_x else u)
+        if where is not None:
+            predictor.add(where, np.concatenate([u, beta_cur]) if with_x else u)
         deviance = float(pdev - u @ u)
         coefficients = Coefficients(beta_cur, ((u * lam)[:, None],))
 
@@ -1692,6 +1717,7 @@ class PirlsDeviance:
         assert isinstance(rows, MemoryRows)
         family = self.family
         link = family.link
+        inverse = _FAST_INVERSE.get(link.name, link.inverse)
         working = _working_weights(family)
         term = self.terms[0]
         refs, Z = term.refs, term.z
@@ -1714,9 +1740,10 @@ class PirlsDeviance:
             # A copy: the rows recognise it as the same beta at every step (by identity).
             beta_cur = np.array(beta, dtype=np.float64)
         deviance_of = rows._deviance(family)
-        where = self._where(theta, beta)
+        predictor = self._predictors[with_x]
+        where = self._where(theta, beta) if predictor.capacity >= 2 else None
         u = (self._u if u0 is None else np.asarray(u0, dtype=np.float64)).copy()
-        guess = self._predictors[with_x].predict(where) if u0 is None else None
+        guess = predictor.predict(where) if u0 is None and where is not None else None
         if guess is not None:
             u = guess[:q]
             if with_x:
@@ -1728,7 +1755,7 @@ class PirlsDeviance:
             fixed = rows._fixed_part(beta)
             eta = np.einsum("ij,ij->i", Z, (u.reshape(nlevels, p1) @ Tt)[refs])
             eta += fixed
-            mu = link.inverse(eta)
+            mu = inverse(eta)
             return fixed, eta, mu, deviance_of(mu) + float(u @ u)
 
         fixed, eta, mu, pdev = at(u, beta_cur)
@@ -1805,7 +1832,8 @@ class PirlsDeviance:
         self._u = u
         if with_x:
             self._beta0 = beta_cur
-        self._predictors[with_x].add(where, np.concatenate([u, beta_cur]) if with_x else u)
+        if where is not None:
+            predictor.add(where, np.concatenate([u, beta_cur]) if with_x else u)
         deviance = float(pdev - u @ u)
         coefficients = Coefficients(beta_cur, (u.reshape(nlevels, p1) @ Tt,))
 
@@ -1865,8 +1893,9 @@ class PirlsDeviance:
         assert plan is not None
         family = self.family
         link = family.link
+        inverse = _FAST_INVERSE.get(link.name, link.inverse)
         working = _working_weights(family)
-        lams = [float(T[0, 0]) for T in self.structure.templates(theta)]
+        lams = theta.tolist()  # each scalar term's 1 x 1 template is its theta
         lam1 = lams[0]
         refs1, z1, l1, qr = plan.refs1, plan.z1, plan.l1, plan.qr
         q, p = self.q, self.p
@@ -1881,9 +1910,10 @@ class PirlsDeviance:
             # A copy: the rows recognise it as the same beta at every step (by identity).
             beta_cur = np.array(beta, dtype=np.float64)
         deviance_of = rows._deviance(family)
-        where = self._where(theta, beta)
+        predictor = self._predictors[with_x]
+        where = self._where(theta, beta) if predictor.capacity >= 2 else None
         u = (self._u if u0 is None else np.asarray(u0, dtype=np.float64)).copy()
-        guess = self._predictors[with_x].predict(where) if u0 is None else None
+        guess = predictor.predict(where) if u0 is None and where is not None else None
         if guess is not None:
             u = guess[:q]
             if with_x:
@@ -1915,7 +1945,7 @@ class PirlsDeviance:
                     part *= z
                 eta += part
             eta += fixed
-            mu = link.inverse(eta)
+            mu = inverse(eta)
             return fixed, eta, mu, deviance_of(mu) + float(u @ u)
 
         fixed, eta, mu, pdev = at(u, beta_cur)
@@ -2029,7 +2059,8 @@ class PirlsDeviance:
         self._u = u
         if with_x:
             self._beta0 = beta_cur
-        self._predictors[with_x].add(where, np.concatenate([u, beta_cur]) if with_x else u)
+        if where is not None:
+            predictor.add(where, np.concatenate([u, beta_cur]) if with_x else u)
         deviance = float(pdev - u @ u)
         b = [(u[:l1] * lam1)[:, None]]
         start = l1
