@@ -49,6 +49,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Any, NamedTuple, Protocol
 
 import numpy as np
@@ -1094,6 +1095,15 @@ class _ScalarTermsPlan:
         ra, rb = self.slot_r[self.pair_a], self.slot_r[self.pair_b]
         within = (ra < n2) & (rb < n2) & (ra != rb)
         self.diagonal_lead = 0 if bool(np.any(within)) else n2
+        # S's pattern (M_r's entries and C D^{-1} C''s) as compact slots: its sums then
+        # take bincounts over those few slots, not over all q_r^2 entries.
+        all_keys = np.concatenate([keys for _, _, keys in self.rest_pairs] + [self.pair_key])
+        pattern, compact = np.unique(all_keys, return_inverse=True)
+        self.ns = pattern.shape[0]
+        self.s_row, self.s_col = pattern // qr, pattern % qr
+        sizes = np.cumsum([0] + [keys.shape[0] for _, _, keys in self.rest_pairs])
+        self.rest_pairs_s = [compact[a:b] for a, b in pairwise(sizes.tolist())]
+        self.pair_s = compact[sizes[-1] :]
 
     def x_columns(self, X: np.ndarray) -> np.ndarray:
         """``X'`` as contiguous rows (one per column of X), kept for the same ``X``."""
@@ -1930,7 +1940,15 @@ class PirlsDeviance:
         if sparse:
             nnz, slot_r, slot_l = plan.nnz, plan.slot_r, plan.slot_l
         xr = [lam if z is None else lam * z for lam, z in zip(lams[1:], zs, strict=True)]
-        pairs = [(keys, xr[a] * xr[b], a != b) for a, b, keys in plan.rest_pairs]
+        if sparse:
+            ns, s_row, s_col = plan.ns, plan.s_row, plan.s_col
+            rest_keys = plan.rest_pairs_s
+        else:
+            rest_keys = [keys for _, _, keys in plan.rest_pairs]
+        pairs = [
+            (keys, xr[a] * xr[b], a != b)
+            for (a, b, _), keys in zip(plan.rest_pairs, rest_keys, strict=True)
+        ]
 
         def at(u: np.ndarray, beta: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
             # As MemoryRows._random_part: term by term, then the fixed part.
@@ -1980,19 +1998,26 @@ class PirlsDeviance:
                     C += np.bincount(index, weights=wx1 * x, minlength=qr * l1)
                 C = C.reshape(qr, l1)
                 CD = C / D
-            Mr = np.zeros(qr * qr)
-            for keys, xx, both in pairs:
-                v = w * xx
-                Mr += np.bincount(
-                    keys, weights=np.concatenate([v, v]) if both else v, minlength=qr * qr
-                )
             if sparse:
-                S = Mr - np.bincount(
-                    plan.pair_key, weights=CvD[plan.pair_a] * Cv[plan.pair_b], minlength=qr * qr
+                # S's nonzeros summed in its compact pattern, then placed dense.
+                Sv = -np.bincount(
+                    plan.pair_s, weights=CvD[plan.pair_a] * Cv[plan.pair_b], minlength=ns
                 )
-                S = S.reshape(qr, qr)
+                for keys, xx, both in pairs:
+                    v = w * xx
+                    Sv += np.bincount(
+                        keys, weights=np.concatenate([v, v]) if both else v, minlength=ns
+                    )
+                S = np.zeros((qr, qr))
+                S[s_row, s_col] = Sv
                 rhs_r = c_r - np.bincount(slot_r, weights=CvD * c1[slot_l], minlength=qr)
             else:
+                Mr = np.zeros(qr * qr)
+                for keys, xx, both in pairs:
+                    v = w * xx
+                    Mr += np.bincount(
+                        keys, weights=np.concatenate([v, v]) if both else v, minlength=qr * qr
+                    )
                 S = Mr.reshape(qr, qr) - CD @ C.T
                 rhs_r = c_r - CD @ c1
             S[np.diag_indices(qr)] += 1.0
