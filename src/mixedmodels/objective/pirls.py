@@ -162,9 +162,9 @@ def _working_weights(family: Any) -> Callable[..., tuple[np.ndarray, np.ndarray]
 _GRADIENT_DENSE_MAX = 4_000_000
 #: The start predictor is used from this many rows on.
 _PREDICT_MIN_ROWS = 200
-#: ... and with one random-effects term in memory from this many: PIRLS' per-level
-#: iterations there cost less than a prediction (~0.5 iterations saved per run) up to a
-#: few thousand rows (Contraception's 1934 rows: 20% less time without it).
+#: ... and with one random-effects term in memory and a canonical link from this many:
+#: PIRLS' per-level iterations there cost less than a prediction (~0.5 iterations saved
+#: per run) up to a few thousand rows (Contraception's 1934 rows: 20% less time without).
 _PREDICT_MIN_ROWS_ONE_TERM = 5000
 #: The start predictor keeps at most this many floats of past modes (it is off when fewer
 #: than two points fit).
@@ -1352,8 +1352,12 @@ class PirlsDeviance:
         ]
         self._systems: dict[bool, BlockedSystem] = {}
         self._u = np.zeros(self.q)
+        # A canonical link's PIRLS is Newton's method (2-3 iterations a run); others take
+        # Fisher scoring's linear steps (grouseticks' negative binomial: ~11), where a
+        # predicted start saves several iterations, not a fraction of one.
         one_term = isinstance(rows, MemoryRows) and len(self.terms) == 1
-        min_rows = _PREDICT_MIN_ROWS_ONE_TERM if one_term else _PREDICT_MIN_ROWS
+        newton = bool(getattr(family, "canonical", False))
+        min_rows = _PREDICT_MIN_ROWS_ONE_TERM if one_term and newton else _PREDICT_MIN_ROWS
         self._predictors = {
             False: _ModePredictor(self.ntheta + self.p + 1, self.q, self.n, min_rows),
             True: _ModePredictor(self.ntheta + 1, self.q + self.p, self.n, min_rows),
