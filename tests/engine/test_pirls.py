@@ -227,3 +227,121 @@ def test_beta_gradient_only_for_canonical_links_and_laplace():
         assert PirlsDeviance(structure, design.X, response, nagq=nagq).has_beta_gradient() is (
             applies
         )
+
+
+@pytest.mark.parametrize(
+    ("data", "formula", "family_name", "offset"),
+    [
+        ("Contraception.csv", "use ~ age + I(age^2) + urban + livch + (1|district)", "binomial", 0),
+        ("grouseticks.csv", "TICKS ~ factor(YEAR) + cHEIGHT + (1|LOCATION)", "poisson", 0.3),
+        ("Contraception.csv", "use ~ age + urban + (0 + age|district)", "binomial", 0),
+    ],
+)
+@pytest.mark.parametrize("with_x", [False, True])
+def test_one_scalar_term_pirls_equals_the_blocked_system(
+    data, formula, family_name, offset, with_x
+):
+    # The per-level PIRLS of a single scalar term (intercept or slope, with an offset)
+    # must give the modes, beta and Laplace terms of the general blocked system.
+    design, _, structure = _design(data, formula)
+    n = design.nobs
+    offsets = offset * np.sin(np.arange(n))
+    family = make_family(family_name)
+    response = GlmmResponse(design.y, np.ones(n), None, offsets, family)
+    fast = PirlsDeviance(structure, design.X, response)
+    general = PirlsDeviance(structure, design.X, response)
+    general._one_scalar = False
+    assert fast._one_scalar
+    theta = np.array([0.7])
+    beta = None if with_x else 0.05 * np.linspace(-1.0, 1.0, design.X.shape[1])
+    a, b = fast.pirls(theta, beta), general.pirls(theta, beta)
+    np.testing.assert_allclose(a.u, b.u, rtol=1e-9, atol=1e-11)
+    np.testing.assert_allclose(a.beta, b.beta, rtol=1e-9, atol=1e-11)
+    assert a.laplace == pytest.approx(b.laplace, rel=1e-12)
+    assert a.logdet == pytest.approx(b.logdet, rel=1e-12)
+    np.testing.assert_allclose(a.term1_weights, b.blocks.z1tz1[:, 0, 0], rtol=1e-12)
+    np.testing.assert_allclose(a.blocks.xytz1, b.blocks.xytz1, rtol=1e-9, atol=1e-9)
+    if not with_x:
+        value, grad = fast.laplace_beta_gradient(theta, beta)
+        value_g, grad_g = general.laplace_beta_gradient(theta, beta)
+        assert value == pytest.approx(value_g, rel=1e-12)
+        np.testing.assert_allclose(grad, grad_g, rtol=1e-8, atol=1e-8)
+
+
+@pytest.mark.parametrize(
+    ("data", "formula", "family_name"),
+    [
+        ("VerbAgg.csv", CASES["verbagg"], "binomial"),
+        ("grouseticks.csv", CASES["grouseticks"], "poisson"),
+        ("VerbAgg.csv", "r2 ~ Anger + Gender + (1|id) + (0 + Anger|item)", "binomial"),
+        ("grouseticks.csv", "TICKS ~ factor(YEAR) + cHEIGHT + (1|BROOD) + (1|LOCATION)", "poisson"),
+        (
+            "grouseticks.csv",
+            "TICKS ~ cHEIGHT + (1|BROOD) + (1|LOCATION) + (1|YEAR)",
+            "poisson",
+        ),
+    ],
+)
+@pytest.mark.parametrize("with_x", [False, True])
+def test_scalar_terms_pirls_equals_the_blocked_system(data, formula, family_name, with_x):
+    # The dense-Schur PIRLS of several scalar terms (crossed, nested, slopes, three terms)
+    # must give the modes and Laplace terms of the general blocked system.
+    design, _, structure = _design(data, formula)
+    n = design.nobs
+    family = make_family(family_name)
+    response = GlmmResponse(design.y, np.ones(n), None, 0.2 * np.cos(np.arange(n)), family)
+    fast = PirlsDeviance(structure, design.X, response)
+    general = PirlsDeviance(structure, design.X, response)
+    general._scalar_terms = None
+    assert fast._scalar_terms is not None
+    theta = np.linspace(0.4, 1.1, structure.ntheta)
+    beta = None if with_x else 0.05 * np.linspace(-1.0, 1.0, design.X.shape[1])
+    a, b = fast.pirls(theta, beta), general.pirls(theta, beta)
+    np.testing.assert_allclose(a.u, b.u, rtol=1e-9, atol=1e-11)
+    np.testing.assert_allclose(a.beta, b.beta, rtol=1e-9, atol=1e-11)
+    assert a.laplace == pytest.approx(b.laplace, rel=1e-12)
+    assert a.logdet == pytest.approx(b.logdet, rel=1e-12)
+    np.testing.assert_allclose(a.blocks.z1tz1, b.blocks.z1tz1, rtol=1e-12)
+    np.testing.assert_allclose(a.blocks.xytxy, b.blocks.xytxy, rtol=1e-9)
+    if with_x:
+        return
+    value, grad = fast.laplace_beta_gradient(theta, beta)
+    value_g, grad_g = general.laplace_beta_gradient(theta, beta)
+    assert value == pytest.approx(value_g, rel=1e-12)
+    np.testing.assert_allclose(grad, grad_g, rtol=1e-8, atol=1e-8)
+
+
+@pytest.mark.parametrize(
+    "formula",
+    [
+        CASES["contraception_slope"],
+        "use ~ age + urban + (1 + age + urban|district)",
+    ],
+)
+@pytest.mark.parametrize("with_x", [False, True])
+def test_one_vector_term_pirls_equals_the_blocked_system(formula, with_x):
+    # The per-level PIRLS of one vector-valued term must give the modes, beta and Laplace
+    # terms of the general blocked system (and the same beta-gradient).
+    design, _, structure = _design("Contraception.csv", formula)
+    n = design.nobs
+    family = make_family("binomial")
+    response = GlmmResponse(design.y, np.ones(n), None, 0.2 * np.sin(np.arange(n)), family)
+    fast = PirlsDeviance(structure, design.X, response)
+    general = PirlsDeviance(structure, design.X, response)
+    general._one_vector = False
+    assert fast._one_vector
+    theta = np.linspace(0.3, 0.9, structure.ntheta)
+    theta[[1]] = -0.2  # an off-diagonal entry
+    beta = None if with_x else 0.05 * np.linspace(-1.0, 1.0, design.X.shape[1])
+    a, b = fast.pirls(theta, beta), general.pirls(theta, beta)
+    np.testing.assert_allclose(a.u, b.u, rtol=1e-9, atol=1e-11)
+    np.testing.assert_allclose(a.beta, b.beta, rtol=1e-9, atol=1e-11)
+    assert a.laplace == pytest.approx(b.laplace, rel=1e-12)
+    assert a.logdet == pytest.approx(b.logdet, rel=1e-12)
+    np.testing.assert_allclose(a.blocks.z1tz1, b.blocks.z1tz1, rtol=1e-12)
+    if with_x:
+        return
+    value, grad = fast.laplace_beta_gradient(theta, beta)
+    value_g, grad_g = general.laplace_beta_gradient(theta, beta)
+    assert value == pytest.approx(value_g, rel=1e-12)
+    np.testing.assert_allclose(grad, grad_g, rtol=1e-8, atol=1e-8)
