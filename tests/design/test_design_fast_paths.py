@@ -19,7 +19,12 @@ from mixedmodels.design.build import (
     _missing,
     _sequential_pivots,
 )
-from mixedmodels.design.factors import _factorize_labels, _factorize_sorted_fast, fit_factor
+from mixedmodels.design.factors import (
+    _factorize_labels,
+    _factorize_sorted_fast,
+    column_array,
+    fit_factor,
+)
 
 
 def reference_factorize(series: pd.Series) -> tuple[np.ndarray, list[str]]:
@@ -67,6 +72,17 @@ def test_sorted_factorisation_matches_pandas(key):
     np.testing.assert_array_equal(codes, ref_codes)
 
 
+@pytest.mark.parametrize("key", list(SERIES))
+def test_sorted_factorisation_of_the_array_matches_the_series(key):
+    # build_design reads columns as arrays (no Series per column): the same codes and labels.
+    series = SERIES[key]
+    from_series = _factorize_sorted_fast(series)
+    from_array = _factorize_sorted_fast(column_array(series))
+    assert from_series is not None and from_array is not None
+    assert from_array[1] == from_series[1]
+    np.testing.assert_array_equal(from_array[0], from_series[0])
+
+
 @pytest.mark.parametrize(
     "series",
     [
@@ -108,10 +124,11 @@ MISSING = {
 }
 
 
+@pytest.mark.parametrize("as_array", [False, True])
 @pytest.mark.parametrize("key", list(MISSING))
-def test_missing_mask_matches_isna(key):
+def test_missing_mask_matches_isna(key, as_array):
     series = MISSING[key]
-    mask = _missing(series)
+    mask = _missing(column_array(series) if as_array else series)
     expected = series.isna().to_numpy()
     if mask is None:
         assert not expected.any()

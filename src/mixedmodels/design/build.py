@@ -44,6 +44,8 @@ from mixedmodels.formula.nodes import Name, Node, walk_names
 from .evaluate import TransformState, evaluate_numeric, poly_basis
 from .factors import (
     FactorLevels,
+    _factorize_sorted_fast,
+    column_array,
     factor_levels,
     factorize_sorted,
     fit_factor,
@@ -426,8 +428,10 @@ class _Frame:
         self.data = data
         self.formula = formula
         self.fitting = fitting
-        # pandas builds a new Series on every ``data[column]`` (~10 us each); a small
-        # model's design asks for each column several times.
+        # pandas builds a new Series on every ``data[column]`` (~10 us each, ~0.2 ms for
+        # the first after a gc.collect()); the design reads each column's array once
+        # (values()) and builds a Series only where a general pandas path needs one.
+        self._values: dict[str, np.ndarray | pd.api.extensions.ExtensionArray] = {}
         self._series: dict[str, pd.Series] = {}
         self._floats: dict[str, np.ndarray] = {}
         self.codes: dict[str, np.ndarray] = {}  # level indices of factors found in fitting
@@ -454,7 +458,7 @@ class _Frame:
     ) -> np.ndarray:
         # Column by column: selecting a sub-DataFrame copies it, which costs more than a
         # whole small-model fit's deviance evaluations.
-        na = {c: _missing(self.series(c)) for c in columns}
+        na = {c: _missing(self.values(c)) for c in columns}
         keep = np.ones(len(self.data), dtype=bool)
         for missing in na.values():
             if missing is not None:
@@ -482,7 +486,9 @@ class _Frame:
         sub.data = self.data.loc[keep] if not keep.all() else self.data
         sub.formula = self.formula
         sub.fitting = self.fitting
-        sub._series = {} if sub.data is not self.data else self._series
+        same = sub.data is self.data
+        sub._values = self._values if same else {}
+        sub._series = self._series if same else {}
         sub._floats = {}
         sub._factorized = {}
         sub.codes = {}
@@ -495,23 +501,29 @@ class _Frame:
             series = self._series[column] = self.data[column]
         return series
 
+    def values(self, column: str) -> np.ndarray | pd.api.extensions.ExtensionArray:
+        """The column's array (:func:`_column_values`), read once; never written to."""
+        values = self._values.get(column)
+        if values is None:
+            values = self._values[column] = _column_values(self.data, column)
+        return values
+
     def floats(self, column: str, used_in: str) -> np.ndarray:
         arr = self._floats.get(column)
         if arr is None:
-            series = self.series(column)
-            if not is_numeric_dtype(series):
+            values = self.values(column)
+            if not is_numeric_dtype(values):
                 raise DataError(
-                    f"column '{column}' is not numeric (dtype {series.dtype}) but is used in "
+                    f"column '{column}' is not numeric (dtype {values.dtype}) but is used in "
                     f"the numeric expression {used_in}; convert it or use it as a factor"
                 )
-            dtype = series.dtype
-            if isinstance(dtype, np.dtype) and dtype.kind in "biuf":
+            if isinstance(values, np.ndarray):
                 # NumPy-backed numbers hold no missing value other than NaN, so na_value
                 # has nothing to do; pandas' na_value path costs ~30 us more. A copy, as
                 # there: the design must not share memory with the caller's DataFrame.
-                arr = np.array(series.to_numpy(), dtype=np.float64)
+                arr = np.array(values, dtype=np.float64)
             else:
-                arr = series.to_numpy(dtype=np.float64, na_value=np.nan)
+                arr = values.to_numpy(dtype=np.float64, na_value=np.nan)
             if self.fitting and np.isinf(arr).any():
                 count = int(np.isinf(arr).sum())
                 raise DataError(
@@ -527,7 +539,12 @@ class _Frame:
         many ways the formula codes the column (a fixed factor and a grouping factor)."""
         found = self._factorized.get(column)
         if found is None:
-            found = self._factorized[column] = factorize_sorted(self.series(column))
+            # The fast paths read the array; the general one (categoricals, objects,
+            # datetimes) keeps pandas' Series semantics, labels included.
+            found = _factorize_sorted_fast(self.values(column))
+            if found is None:
+                found = factorize_sorted(self.series(column))
+            self._factorized[column] = found
         codes, labels = found
         return factor_levels(labels, column, reference, contrast), codes
 
@@ -535,23 +552,45 @@ class _Frame:
         return {name: self.floats(name, used_in) for name in walk_names(node)}
 
 
-def _missing(series: pd.Series) -> np.ndarray | None:
+def _column_values(
+    data: pd.DataFrame, column: str
+) -> np.ndarray | pd.api.extensions.ExtensionArray:
+    """The array of one column (an ndarray for NumPy dtypes, else its ExtensionArray),
+    without building a Series.
+
+    ``data[column]`` builds a Series and its Index view (~10 us warm, ~0.2 ms as the first
+    pandas call after a ``gc.collect()``); ``DataFrame._get_column_array`` (pandas >= 1.3,
+    private but stable through 3.x) hands out the block's array. Column names are unique
+    (checked by :class:`_Frame`), so ``get_loc`` gives one position.
+    """
+    getter = getattr(data, "_get_column_array", None)
+    if getter is None:  # pragma: no cover - a future pandas without it
+        return column_array(data[column])
+    return getter(data.columns.get_loc(column))
+
+
+def _missing(
+    series: pd.Series | np.ndarray | pd.api.extensions.ExtensionArray,
+) -> np.ndarray | None:
     """Missing-value mask of a column, or None when its dtype cannot hold missing values.
 
     ``Series.isna()`` builds a new Series (~15 us); NumPy integer and boolean columns
     cannot be missing, float columns are missing exactly where they are NaN, and an Arrow
     column knows how many nulls it holds (usually none: no mask to build or apply).
+    ``series`` is a Series or the column's array (:func:`column_array`).
     """
-    dtype = series.dtype
+    values = column_array(series)
+    dtype = values.dtype
     if isinstance(dtype, np.dtype):
         if dtype.kind in "biu":
             return None
         if dtype.kind == "f":
-            return np.isnan(series.to_numpy())
-    elif isinstance(dtype, pd.StringDtype) and dtype.storage == "pyarrow":
-        if series.array.__arrow_array__().null_count == 0:
+            return np.isnan(values)
+        return np.asarray(pd.isna(values), dtype=bool)  # objects, datetimes
+    if isinstance(dtype, pd.StringDtype) and dtype.storage == "pyarrow":
+        if values.__arrow_array__().null_count == 0:
             return None
-    return np.asarray(series.array.isna(), dtype=bool)
+    return np.asarray(values.isna(), dtype=bool)
 
 
 _SEPARATORS = ("|", ";", ",", "\t", ":", " ")
@@ -601,7 +640,7 @@ def _is_factor(var: Variable, frame: _Frame) -> bool:
         return True
     if var.kind != "column":  # transforms, poly(), offset(): numeric
         return False
-    return is_factor_dtype(frame.series(var.columns[0]))
+    return is_factor_dtype(frame.values(var.columns[0]))
 
 
 def _response(var: Variable, frame: _Frame, state: TransformState) -> np.ndarray:
@@ -620,15 +659,19 @@ def _response(var: Variable, frame: _Frame, state: TransformState) -> np.ndarray
 def _response_values(var: Variable, frame: _Frame, state: TransformState) -> np.ndarray:
     """A numeric response (a numeric column or expression), finite in every row used."""
     if isinstance(var.expr, Name):
-        series = frame.series(var.columns[0])
-        if (
-            not pd.api.types.is_numeric_dtype(series.dtype)
-            or pd.api.types.is_bool_dtype(series.dtype)
-            or isinstance(series.dtype, pd.CategoricalDtype)
-        ):
+        dtype = frame.values(var.columns[0]).dtype
+        if isinstance(dtype, np.dtype):  # pandas' answer without its dtype machinery
+            refused = dtype.kind not in "iufc"
+        else:
+            refused = (
+                not pd.api.types.is_numeric_dtype(dtype)
+                or pd.api.types.is_bool_dtype(dtype)
+                or isinstance(dtype, pd.CategoricalDtype)
+            )
+        if refused:
             raise DataError(
                 f"the response '{var.columns[0]}' must be numeric, but its dtype is "
-                f"{series.dtype}; convert it with pandas.to_numeric or choose another column"
+                f"{dtype}; convert it with pandas.to_numeric or choose another column"
             )
     values = evaluate_numeric(
         var.expr, frame.numeric_inputs(var.expr, var.name), state, fitting=True
@@ -658,7 +701,7 @@ def _binomial_response(
         check_has_trials(var, float(trials.sum()), y.size)
         _check_binomial_varies(y, f"the proportion of successes of {var.name}", "columns")
         return y, trials, None
-    if var.is_plain_column and is_factor_dtype(frame.series(var.columns[0])):
+    if var.is_plain_column and is_factor_dtype(frame.values(var.columns[0])):
         y, levels = _two_level_response(var.columns[0], frame)
         return y, None, levels
     y = _response_values(var, frame, state)
