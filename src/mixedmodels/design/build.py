@@ -1102,6 +1102,9 @@ def _independent_columns(X: np.ndarray, tol: float = RANK_TOLERANCE) -> tuple[in
     p = X.shape[1]
     if p == 0:
         return ()
+    margin = 100.0
+    if p <= _SMALL_GRAM and _clearly_full_rank_unscaled(X, tol**2 * margin):
+        return tuple(range(p))
     norms = np.sqrt(np.einsum("ij,ij->j", X, X))
     if p == 1 and np.isfinite(norms[0]):
         # One column (often the intercept alone): kept unless it is zero, which is what
@@ -1110,7 +1113,6 @@ def _independent_columns(X: np.ndarray, tol: float = RANK_TOLERANCE) -> tuple[in
     nonzero = norms > 0
     scaled = X[:, nonzero] / norms[nonzero]
     gram = scaled.T @ scaled
-    margin = 100.0
     if _clearly_full_rank(gram, tol**2 * margin):
         index = np.flatnonzero(nonzero)
         return tuple(int(j) for j in index)
@@ -1159,6 +1161,35 @@ def _clearly_full_rank(gram: np.ndarray, threshold: float) -> bool:
 
 #: Columns up to which the full-rank check runs in Python floats.
 _SMALL_GRAM = 12
+
+
+def _clearly_full_rank_unscaled(X: np.ndarray, threshold: float) -> bool:
+    """:func:`_clearly_full_rank` of the unit-scaled Gram matrix, read from ``X'X`` itself.
+
+    The Cholesky factor of ``D^-1 X'X D^-1`` (``D`` the column norms) is ``D^-1 L`` with
+    ``L`` that of ``X'X``, so its pivots are ``L[j, j]^2 / (X'X)[j, j]``: one matrix
+    product and a few Python floats, without the column norms, the scaled copy of X and
+    its product (NumPy calls that cost most of the check on a small design). Rounding
+    differs from the scaled computation by a few units in the 16th digit, far inside the
+    factor-2 margin of the test, so the decision is the same; a zero, non-finite or
+    doubtful pivot answers False and the caller takes the scaled path.
+    """
+    g = (X.T @ X).tolist()
+    p = len(g)
+    rows: list[list[float]] = []
+    for j in range(p):
+        row = []
+        for k in range(j):
+            row.append(
+                (g[j][k] - sum(a * b for a, b in zip(row, rows[k], strict=False))) / rows[k][k]
+            )
+        pivot = g[j][j] - sum(a * a for a in row)
+        # Relative pivot above 2 x threshold (False for NaN, and for a zero column).
+        if not pivot > 2.0 * threshold * g[j][j] or not pivot < math.inf:
+            return False
+        row.append(math.sqrt(pivot))
+        rows.append(row)
+    return True
 
 
 def _sequential_pivots(gram: np.ndarray, tol2: float, margin: float) -> tuple[list[int], bool]:
@@ -1216,22 +1247,40 @@ def _fit_grouping(grouping: tuple[Variable, ...], frame: _Frame) -> tuple[Groupi
     if len(components) == 1:
         return GroupingPlan(name, tuple(components), components[0].levels), codes_list[0]
     linear = _linear_codes(codes_list, components, name)
-    present, refs = np.unique(linear, return_inverse=True)
+    present, refs = _present_and_ranks(linear, math.prod(c.nlevels for c in components))
     # Decode present combinations back to component level indices (first slowest).
-    labels = []
     parts = []
-    rem = present.copy()
+    rem = present
     for comp in reversed(components):
         parts.append(rem % comp.nlevels)
         rem = rem // comp.nlevels
     parts.reverse()
-    label_arrays = [
-        np.asarray(comp.levels, dtype=object)[idx]
-        for comp, idx in zip(components, parts, strict=True)
-    ]
-    labels = [":".join(t) for t in zip(*label_arrays, strict=True)]
-    plan = GroupingPlan(name, tuple(components), tuple(labels), present)
+    # Python strings, not object arrays: one label per present combination.
+    names = [comp.levels for comp in components]
+    labels = tuple(
+        ":".join(levels[i] for levels, i in zip(names, combination, strict=True))
+        for combination in zip(*(part.tolist() for part in parts), strict=True)
+    )
+    plan = GroupingPlan(name, tuple(components), labels, present)
     return plan, np.asarray(refs, dtype=np.int64).reshape(-1)
+
+
+def _present_and_ranks(linear: np.ndarray, total: int) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(linear, return_inverse=True)`` for codes in ``[0, total)``.
+
+    When the range is at most a few times the number of rows (interactions of a few
+    factors), a presence mask and its running count give the sorted codes present and each
+    row's rank among them: no sort, and none of ``np.unique``'s Python layers, which cost
+    ~0.1 ms on a small design after a ``gc.collect()``.
+    """
+    if total > 4 * linear.shape[0] + 1024:
+        present, refs = np.unique(linear, return_inverse=True)
+        return present, refs
+    seen = np.zeros(total, dtype=bool)
+    seen[linear] = True
+    rank = np.cumsum(seen, dtype=np.int64)
+    rank -= 1
+    return np.flatnonzero(seen).astype(np.int64, copy=False), rank[linear]
 
 
 def _linear_codes(codes_list: list[np.ndarray], components: list[FactorLevels], name: str):
