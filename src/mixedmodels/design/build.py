@@ -1066,9 +1066,13 @@ def _model_matrix(
     fitting: bool = False,
 ) -> np.ndarray:
     n = len(frame.data)
-    blocks: list[np.ndarray] = []
+    # Filled in place: no list of blocks, hstack and contiguous copy (each a NumPy call
+    # that costs more than its arithmetic on a small design).
+    X = np.empty((n, len(plan.column_names)), dtype=np.float64)
+    j = 0
     if plan.intercept:
-        blocks.append(np.ones((n, 1)))
+        X[:, 0] = 1.0
+        j = 1
     for term in plan.terms:
         product: np.ndarray | None = None
         for var, coding in zip(term.variables, term.codings, strict=True):
@@ -1078,10 +1082,11 @@ def _model_matrix(
             else:  # earlier variables vary fastest: column index = i_new * k_old + i_old
                 product = (block[:, :, None] * product[:, None, :]).reshape(n, -1)
         assert product is not None
-        blocks.append(product)
-    if not blocks:
-        return np.zeros((n, 0))
-    return np.ascontiguousarray(np.hstack(blocks), dtype=np.float64)
+        X[:, j : j + product.shape[1]] = product
+        j += product.shape[1]
+    if j != X.shape[1]:  # pragma: no cover - the plan names every column it builds
+        raise AssertionError(f"model matrix has {j} columns, its plan names {X.shape[1]}")
+    return X
 
 
 def _independent_columns(X: np.ndarray, tol: float = RANK_TOLERANCE) -> tuple[int, ...]:
@@ -1103,7 +1108,7 @@ def _independent_columns(X: np.ndarray, tol: float = RANK_TOLERANCE) -> tuple[in
     if p == 0:
         return ()
     margin = 100.0
-    if p <= _SMALL_GRAM and _clearly_full_rank_unscaled(X, tol**2 * margin):
+    if _clearly_full_rank_unscaled(X, tol**2 * margin):
         return tuple(range(p))
     norms = np.sqrt(np.einsum("ij,ij->j", X, X))
     if p == 1 and np.isfinite(norms[0]):
@@ -1172,10 +1177,20 @@ def _clearly_full_rank_unscaled(X: np.ndarray, threshold: float) -> bool:
     its product (NumPy calls that cost most of the check on a small design). Rounding
     differs from the scaled computation by a few units in the 16th digit, far inside the
     factor-2 margin of the test, so the decision is the same; a zero, non-finite or
-    doubtful pivot answers False and the caller takes the scaled path.
+    doubtful pivot answers False and the caller takes the scaled path. Past
+    ``_SMALL_GRAM`` columns LAPACK factors ``X'X`` (Cholesky's rounding errors are
+    relative to the diagonal, so the column scaling does not change them materially).
     """
-    g = (X.T @ X).tolist()
-    p = len(g)
+    gram = X.T @ X
+    p = gram.shape[0]
+    if p > _SMALL_GRAM:
+        try:
+            L = np.linalg.cholesky(gram)
+        except np.linalg.LinAlgError:
+            return False
+        pivots = np.diagonal(L) ** 2
+        return bool(np.all(pivots > 2.0 * threshold * np.diagonal(gram)))  # False for NaN
+    g = gram.tolist()
     rows: list[list[float]] = []
     for j in range(p):
         row = []
