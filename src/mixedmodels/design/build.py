@@ -549,6 +549,8 @@ class _Frame:
         return factor_levels(labels, column, reference, contrast), codes
 
     def numeric_inputs(self, node: Node, used_in: str) -> dict[str, np.ndarray]:
+        if isinstance(node, Name):  # a bare column (most variables): no tree to walk
+            return {node.name: self.floats(node.name, used_in)}
         return {name: self.floats(name, used_in) for name in walk_names(node)}
 
 
@@ -677,7 +679,15 @@ def _response_values(var: Variable, frame: _Frame, state: TransformState) -> np.
         var.expr, frame.numeric_inputs(var.expr, var.name), state, fitting=True
     )
     y = _full_column(values, len(frame.data))
-    if not np.isfinite(y).all():
+    # A bare NumPy column of the fitting data is finite already: floats() refused
+    # infinities and complete_rows() dropped the NaN (an extension column may hold a NaN
+    # that is not its missing value, so it is checked).
+    checked = (
+        frame.fitting
+        and isinstance(var.expr, Name)
+        and isinstance(frame.values(var.expr.name), np.ndarray)
+    )
+    if not checked and not np.isfinite(y).all():
         raise DataError(
             f"the response {var.name} has {int((~np.isfinite(y)).sum())} non-finite value(s)"
         )
