@@ -1041,30 +1041,26 @@ def _variable_block(
         return col.reshape(n, 1)
     levels = factors[var.name]
     codes = frame.codes.get(var.name)
-    if codes is None:
+    if codes is None:  # new data: its levels must be among the fitted ones
         codes = levels.encode(frame.series(var.columns[0]))
-    unseen = codes == -2
-    if unseen.any():
-        bad = frame.series(var.columns[0])[unseen].unique()[:5]
-        raise DataError(
-            f"column '{var.columns[0]}' has level(s) {list(bad)} that were not in the data "
-            f"the model was fitted to; known levels: {', '.join(levels.levels)}"
-        )
+        unseen = codes == -2
+        if unseen.any():
+            bad = frame.series(var.columns[0])[unseen].unique()[:5]
+            raise DataError(
+                f"column '{var.columns[0]}' has level(s) {list(bad)} that were not in the "
+                f"data the model was fitted to; known levels: {', '.join(levels.levels)}"
+            )
+    # One row per level and a last row of NaN, picked by the codes (code -1, a missing
+    # value, picks the NaN row): one take instead of building indicators row by row.
     if coding == "contrast" and levels.contrast != "treatment":
         # Rows of the contrast matrix (R's model.matrix: contr.sum, contr.helmert).
         table = np.vstack([levels.contrast_matrix(), np.full((1, levels.nlevels - 1), np.nan)])
-        return np.ascontiguousarray(table[codes])  # codes == -1 (missing) pick the NaN row
-    keep = [i for i in range(levels.nlevels) if _keeps(levels, coding, i)]
-    position = np.full(levels.nlevels + 1, -1, dtype=np.int64)  # last slot: missing
-    position[keep] = np.arange(len(keep))
-    block = np.zeros((n, len(keep)), dtype=np.float64)
-    pos = position[codes]  # codes == -1 picks the trailing slot
-    rows = np.flatnonzero(pos >= 0)
-    block[rows, pos[rows]] = 1.0
-    missing = codes == -1
-    if missing.any():
-        block[missing, :] = np.nan
-    return block
+    else:
+        keep = [i for i in range(levels.nlevels) if _keeps(levels, coding, i)]
+        table = np.zeros((levels.nlevels + 1, len(keep)), dtype=np.float64)
+        table[keep, range(len(keep))] = 1.0
+        table[-1] = np.nan
+    return table.take(codes, axis=0)
 
 
 def _model_matrix(
