@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 
 from mixedmodels.errors import DataError, ModelSpecificationError, RankDeficiencyWarning
-from mixedmodels.formula import FixedPart, ModelFormula, Variable, parse_formula
+from mixedmodels.formula import FixedPart, ModelFormula, RandomTerm, Variable, parse_formula
 from mixedmodels.formula.nodes import Name, Node, walk_names
 
 from .evaluate import TransformState, evaluate_numeric, poly_basis
@@ -356,7 +356,7 @@ def build_design(
         if z_full is None:
             z_full = z_by_plan[plan] = _model_matrix(plan, frame, factors, state, fitting=True)
         grouping, refs = _fit_grouping(rt.grouping, frame)
-        _check_grouping(grouping, n, plan, str(rt), allow_n=observation_level_terms)
+        _check_grouping(grouping, n, plan, rt, allow_n=observation_level_terms)
         blocks = [tuple(range(z_full.shape[1]))]
         if not rt.correlated:
             blocks = [(j,) for j in range(z_full.shape[1])]
@@ -1332,12 +1332,18 @@ def _grouping_refs_new(plan: GroupingPlan, frame: _Frame) -> np.ndarray:
 
 
 def _check_grouping(
-    grouping: GroupingPlan, n: int, plan: MatrixPlan, term: str, *, allow_n: bool = False
+    grouping: GroupingPlan,
+    n: int,
+    plan: MatrixPlan,
+    term: str | RandomTerm,
+    *,
+    allow_n: bool = False,
 ) -> None:
     """lme4's ``checkNlevels`` and ``checkZdims``; ``allow_n`` is glmer's ``allow.n = TRUE``.
 
     An LMM needs fewer levels (and random effects) than rows, or the term is confounded
     with the residual; a GLMM has no residual term, so one level per row is allowed.
+    ``term`` is the term or its text (only an error message prints it).
     """
     nlev = len(grouping.levels)
     if nlev < 2:
