@@ -314,12 +314,16 @@ def build_design(
     columns = list(parsed.columns_used())
     frame.require(columns)
     all_weights = _weights_values(weights, frame)
-    keep = frame.complete_rows(columns, None if all_weights is None else np.isnan(all_weights))
-    frame = frame.subset(keep)
+    drop = frame.incomplete_rows(columns, None if all_weights is None else np.isnan(all_weights))
+    if drop is not None:
+        keep = ~drop
+        frame = frame.subset(keep)
+        if all_weights is not None:
+            all_weights = all_weights[keep]
     n = len(frame.data)
     prior_weights = None
     if all_weights is not None:
-        prior_weights = _check_weights(all_weights[keep], weights)
+        prior_weights = _check_weights(all_weights, weights)
 
     state: TransformState = {}
     if binomial_response:
@@ -456,20 +460,44 @@ class _Frame:
     def complete_rows(
         self, columns: list[str], also_missing: np.ndarray | None = None
     ) -> np.ndarray:
+        """Mask of the rows without a missing value in ``columns`` (nor ``also_missing``).
+
+        Raises
+        ------
+        DataError
+            When no row is complete.
+        """
+        drop = self.incomplete_rows(columns, also_missing)
+        return np.ones(len(self.data), dtype=bool) if drop is None else ~drop
+
+    def incomplete_rows(
+        self, columns: list[str], also_missing: np.ndarray | None = None
+    ) -> np.ndarray | None:
+        """Mask of the rows to drop (:meth:`complete_rows`), or None when every row is
+        complete: then there is no mask to build, negate or apply (the usual small data).
+
+        Raises
+        ------
+        DataError
+            When no row is complete.
+        """
         # Column by column: selecting a sub-DataFrame copies it, which costs more than a
         # whole small-model fit's deviance evaluations.
         na = {c: _missing(self.values(c)) for c in columns}
-        keep = np.ones(len(self.data), dtype=bool)
+        drop: np.ndarray | None = None
         for missing in na.values():
             if missing is not None:
-                keep &= ~missing
+                drop = missing if drop is None else drop | missing
         if also_missing is not None:  # missing prior weights
-            keep &= ~also_missing
-            if not keep.any() and bool(also_missing.all()):
+            drop = also_missing if drop is None else drop | also_missing
+            if np.logical_and.reduce(drop) and bool(np.logical_and.reduce(also_missing)):
                 raise DataError("no complete rows: the weights are missing in all rows")
-        if not keep.any():
-            all_missing = [c for c in columns if na[c] is not None and bool(na[c].all())]
-            if len(self.data) == 0:
+        n = len(self.data)
+        if n == 0 or (drop is not None and np.logical_and.reduce(drop)):
+            all_missing = [
+                c for c in columns if na[c] is not None and bool(np.logical_and.reduce(na[c]))
+            ]
+            if n == 0:
                 raise DataError("no complete rows: the data have no rows")
             if all_missing:
                 raise DataError(
@@ -479,11 +507,13 @@ class _Frame:
                 "no complete rows: every row has a missing value in at least one of the "
                 f"columns {', '.join(columns)}; fill in or drop some of them"
             )
-        return keep
+        if drop is not None and not np.logical_or.reduce(drop):
+            return None
+        return drop
 
     def subset(self, keep: np.ndarray) -> _Frame:
         sub = _Frame.__new__(_Frame)
-        sub.data = self.data.loc[keep] if not keep.all() else self.data
+        sub.data = self.data.loc[keep] if not np.logical_and.reduce(keep) else self.data
         sub.formula = self.formula
         sub.fitting = self.fitting
         same = sub.data is self.data
@@ -524,7 +554,7 @@ class _Frame:
                 arr = np.array(values, dtype=np.float64)
             else:
                 arr = values.to_numpy(dtype=np.float64, na_value=np.nan)
-            if self.fitting and np.isinf(arr).any():
+            if self.fitting and np.logical_or.reduce(np.isinf(arr)):
                 count = int(np.isinf(arr).sum())
                 raise DataError(
                     f"column '{column}' has {count} infinite value(s); replace or drop those rows"
@@ -648,7 +678,7 @@ def _is_factor(var: Variable, frame: _Frame) -> bool:
 def _response(var: Variable, frame: _Frame, state: TransformState) -> np.ndarray:
     """The numeric response of a linear mixed model; it must vary."""
     y = _response_values(var, frame, state)
-    if y.size and y.min() == y.max():
+    if y.size and np.minimum.reduce(y) == np.maximum.reduce(y):
         # Otherwise the engine fails later with a non-finite deviance and a misleading hint.
         raise DataError(
             f"the response '{var.name}' is constant (every value is {y[0]:.6g} in the "
@@ -1299,9 +1329,9 @@ def _present_and_ranks(linear: np.ndarray, total: int) -> tuple[np.ndarray, np.n
         return present, refs
     seen = np.zeros(total, dtype=bool)
     seen[linear] = True
-    rank = np.cumsum(seen, dtype=np.int64)
+    rank = seen.cumsum(dtype=np.int64)  # methods: no Python wrappers (see factors.py)
     rank -= 1
-    return np.flatnonzero(seen).astype(np.int64, copy=False), rank[linear]
+    return seen.nonzero()[0].astype(np.int64, copy=False), rank[linear]
 
 
 def _linear_codes(codes_list: list[np.ndarray], components: list[FactorLevels], name: str):
