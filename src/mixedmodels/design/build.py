@@ -1306,12 +1306,13 @@ def _fit_grouping(grouping: tuple[Variable, ...], frame: _Frame) -> tuple[Groupi
         parts.append(rem % comp.nlevels)
         rem = rem // comp.nlevels
     parts.reverse()
-    # Python strings, not object arrays: one label per present combination.
-    names = [comp.levels for comp in components]
-    labels = tuple(
-        ":".join(levels[i] for levels, i in zip(names, combination, strict=True))
-        for combination in zip(*(part.tolist() for part in parts), strict=True)
-    )
+    # Python strings, not object arrays: each component's labels of the present
+    # combinations, then one join per combination (map and zip run in C).
+    columns = [
+        [comp.levels[i] for i in part.tolist()]
+        for comp, part in zip(components, parts, strict=True)
+    ]
+    labels = tuple(map(":".join, zip(*columns, strict=True)))
     plan = GroupingPlan(name, tuple(components), labels, present)
     return plan, np.asarray(refs, dtype=np.int64).reshape(-1)
 
