@@ -310,7 +310,7 @@ def build_design(
     if not binomial_response:
         refuse_binomial_counts(parsed)
     frame = _Frame(data, parsed, fitting=True)
-    n_total = len(frame.data)
+    n_total = frame.nrows
     columns = list(parsed.columns_used())
     frame.require(columns)
     all_weights = _weights_values(weights, frame)
@@ -320,7 +320,7 @@ def build_design(
         frame = frame.subset(keep)
         if all_weights is not None:
             all_weights = all_weights[keep]
-    n = len(frame.data)
+    n = frame.nrows
     prior_weights = None
     if all_weights is not None:
         prior_weights = _check_weights(all_weights, weights)
@@ -430,12 +430,14 @@ class _Frame:
             dup = data.columns[data.columns.duplicated()].tolist()
             raise DataError(f"the data have duplicated column names {dup}; rename them")
         self.data = data
+        self.nrows = len(data)  # asked for often; len(DataFrame) is two Python calls
         self.formula = formula
         self.fitting = fitting
         # pandas builds a new Series on every ``data[column]`` (~10 us each, ~0.2 ms for
         # the first after a gc.collect()); the design reads each column's array once
         # (values()) and builds a Series only where a general pandas path needs one.
         self._values: dict[str, np.ndarray | pd.api.extensions.ExtensionArray] = {}
+        self._positions: dict[str, object] = {}  # column -> Index.get_loc, by require()
         self._series: dict[str, pd.Series] = {}
         self._floats: dict[str, np.ndarray] = {}
         self.codes: dict[str, np.ndarray] = {}  # level indices of factors found in fitting
@@ -444,7 +446,14 @@ class _Frame:
         self.grouping_levels: dict[str, tuple[FactorLevels, np.ndarray]] = {}
 
     def require(self, columns: list[str]) -> None:
+        get_loc = self.data.columns.get_loc
         for col in columns:
+            try:
+                # The position, kept for values(): one lookup instead of `in`, then get_loc.
+                self._positions[col] = get_loc(col)
+                continue
+            except (KeyError, TypeError):
+                pass
             if col not in self.data.columns:
                 available = [str(c) for c in self.data.columns]
                 close = difflib.get_close_matches(col, available, n=3)
@@ -468,7 +477,7 @@ class _Frame:
             When no row is complete.
         """
         drop = self.incomplete_rows(columns, also_missing)
-        return np.ones(len(self.data), dtype=bool) if drop is None else ~drop
+        return np.ones(self.nrows, dtype=bool) if drop is None else ~drop
 
     def incomplete_rows(
         self, columns: list[str], also_missing: np.ndarray | None = None
@@ -492,7 +501,7 @@ class _Frame:
             drop = also_missing if drop is None else drop | also_missing
             if np.logical_and.reduce(drop) and bool(np.logical_and.reduce(also_missing)):
                 raise DataError("no complete rows: the weights are missing in all rows")
-        n = len(self.data)
+        n = self.nrows
         if n == 0 or (drop is not None and np.logical_and.reduce(drop)):
             all_missing = [
                 c for c in columns if na[c] is not None and bool(np.logical_and.reduce(na[c]))
@@ -514,10 +523,12 @@ class _Frame:
     def subset(self, keep: np.ndarray) -> _Frame:
         sub = _Frame.__new__(_Frame)
         sub.data = self.data.loc[keep] if not np.logical_and.reduce(keep) else self.data
+        sub.nrows = len(sub.data)
         sub.formula = self.formula
         sub.fitting = self.fitting
         same = sub.data is self.data
         sub._values = self._values if same else {}
+        sub._positions = self._positions  # a row subset keeps the columns' positions
         sub._series = self._series if same else {}
         sub._floats = {}
         sub._factorized = {}
@@ -535,7 +546,9 @@ class _Frame:
         """The column's array (:func:`_column_values`), read once; never written to."""
         values = self._values.get(column)
         if values is None:
-            values = self._values[column] = _column_values(self.data, column)
+            values = self._values[column] = _column_values(
+                self.data, column, self._positions.get(column)
+            )
         return values
 
     def floats(self, column: str, used_in: str) -> np.ndarray:
@@ -585,7 +598,7 @@ class _Frame:
 
 
 def _column_values(
-    data: pd.DataFrame, column: str
+    data: pd.DataFrame, column: str, position: object = None
 ) -> np.ndarray | pd.api.extensions.ExtensionArray:
     """The array of one column (an ndarray for NumPy dtypes, else its ExtensionArray),
     without building a Series.
@@ -593,12 +606,16 @@ def _column_values(
     ``data[column]`` builds a Series and its Index view (~10 us warm, ~0.2 ms as the first
     pandas call after a ``gc.collect()``); ``DataFrame._get_column_array`` (pandas >= 1.3,
     private but stable through 3.x) hands out the block's array. Column names are unique
-    (checked by :class:`_Frame`), so ``get_loc`` gives one position.
+    (checked by :class:`_Frame`), so ``get_loc`` gives one position; ``position`` is that
+    position when the caller has it already.
     """
     getter = getattr(data, "_get_column_array", None)
-    if getter is None:  # pragma: no cover - a future pandas without it
+    if position is None:
+        position = data.columns.get_loc(column)
+    if getter is None or not isinstance(position, int | np.integer):
+        # A future pandas without it, or a label that is not one column (MultiIndex).
         return column_array(data[column])
-    return getter(data.columns.get_loc(column))
+    return getter(position)
 
 
 def _missing(
@@ -708,7 +725,7 @@ def _response_values(var: Variable, frame: _Frame, state: TransformState) -> np.
     values = evaluate_numeric(
         var.expr, frame.numeric_inputs(var.expr, var.name), state, fitting=True
     )
-    y = _full_column(values, len(frame.data))
+    y = _full_column(values, frame.nrows)
     # A bare NumPy column of the fitting data is finite already: floats() refused
     # infinities and complete_rows() dropped the NaN (an extension column may hold a NaN
     # that is not its missing value, so it is checked).
@@ -757,7 +774,7 @@ def _binomial_counts(
     Each row's counts are checked here; that there are trials at all, over all rows, by
     :func:`check_has_trials` (a chunk of streamed rows may have none).
     """
-    n = len(frame.data)
+    n = frame.nrows
     counts: list[np.ndarray] = []
     for role, expr in zip(("successes", "failures"), var.count_exprs, strict=True):
         values = _full_column(
@@ -849,7 +866,7 @@ def _offset_sum(
     """Sum the ``offset(expr)`` terms on the frame's rows (None when there are none)."""
     if not offsets:
         return None
-    n = len(frame.data)
+    n = frame.nrows
     total = np.zeros(n)
     for var in offsets:
         expr = var.numeric_expr
@@ -871,7 +888,7 @@ def _weights_values(weights: object, frame: _Frame) -> np.ndarray | None:
     """Return the prior weights of every row as float64 (NaN where missing), or None."""
     if weights is None:
         return None
-    n = len(frame.data)
+    n = frame.nrows
     if isinstance(weights, str):
         if weights not in frame.data.columns:
             available = [str(c) for c in frame.data.columns]
@@ -1045,7 +1062,7 @@ def _variable_block(
     state: TransformState,
     fitting: bool,
 ) -> np.ndarray:
-    n = len(frame.data)
+    n = frame.nrows
     if coding == "numeric":
         expr = var.numeric_expr
         values = evaluate_numeric(
@@ -1101,7 +1118,7 @@ def _model_matrix(
     *,
     fitting: bool = False,
 ) -> np.ndarray:
-    n = len(frame.data)
+    n = frame.nrows
     # Filled in place: no list of blocks, hstack and contiguous copy (each a NumPy call
     # that costs more than its arithmetic on a small design).
     X = np.empty((n, len(plan.column_names)), dtype=np.float64)
