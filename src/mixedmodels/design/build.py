@@ -36,6 +36,7 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
+from scipy.linalg.lapack import dpotrf as _dpotrf
 
 from mixedmodels.errors import DataError, ModelSpecificationError, RankDeficiencyWarning
 from mixedmodels.formula import FixedPart, ModelFormula, RandomTerm, Variable, parse_formula
@@ -1226,38 +1227,24 @@ def _clearly_full_rank_unscaled(X: np.ndarray, threshold: float) -> bool:
 
     The Cholesky factor of ``D^-1 X'X D^-1`` (``D`` the column norms) is ``D^-1 L`` with
     ``L`` that of ``X'X``, so its pivots are ``L[j, j]^2 / (X'X)[j, j]``: one matrix
-    product and a few Python floats, without the column norms, the scaled copy of X and
-    its product (NumPy calls that cost most of the check on a small design). Rounding
-    differs from the scaled computation by a few units in the 16th digit, far inside the
-    factor-2 margin of the test, so the decision is the same; a zero, non-finite or
-    doubtful pivot answers False and the caller takes the scaled path. Past
-    ``_SMALL_GRAM`` columns LAPACK factors ``X'X`` (Cholesky's rounding errors are
-    relative to the diagonal, so the column scaling does not change them materially).
+    product and one LAPACK call, without the column norms, the scaled copy of X and its
+    product (NumPy calls that cost most of the check on a small design). Cholesky's
+    rounding errors are relative to the diagonal, so the scaling changes the pivots by a
+    few units in the 16th digit, far inside the factor-2 margin of the test: the decision
+    is the same. A zero, non-finite or doubtful pivot answers False and the caller takes
+    the scaled path.
+
+    ``dpotrf`` itself rather than ``np.linalg.cholesky``: no Python wrapper layers (their
+    first call after a ``gc.collect()`` costs more than the factorisation), and the fit
+    calls the same routine.
     """
     gram = X.T @ X
-    p = gram.shape[0]
-    if p > _SMALL_GRAM:
-        try:
-            L = np.linalg.cholesky(gram)
-        except np.linalg.LinAlgError:
-            return False
-        pivots = np.diagonal(L) ** 2
-        return bool(np.all(pivots > 2.0 * threshold * np.diagonal(gram)))  # False for NaN
-    g = gram.tolist()
-    rows: list[list[float]] = []
-    for j in range(p):
-        row = []
-        for k in range(j):
-            row.append(
-                (g[j][k] - sum(a * b for a, b in zip(row, rows[k], strict=False))) / rows[k][k]
-            )
-        pivot = g[j][j] - sum(a * a for a in row)
-        # Relative pivot above 2 x threshold (False for NaN, and for a zero column).
-        if not pivot > 2.0 * threshold * g[j][j] or not pivot < math.inf:
-            return False
-        row.append(math.sqrt(pivot))
-        rows.append(row)
-    return True
+    L, info = _dpotrf(gram, lower=1, clean=0)
+    if info != 0:  # not positive definite (a zero or dependent column), or bad input
+        return False
+    pivots = np.diagonal(L) ** 2
+    # np.all of a comparison is False for NaN (non-finite input).
+    return bool(np.logical_and.reduce(pivots > 2.0 * threshold * np.diagonal(gram)))
 
 
 def _sequential_pivots(gram: np.ndarray, tol2: float, margin: float) -> tuple[list[int], bool]:
