@@ -1242,9 +1242,9 @@ def _clearly_full_rank_unscaled(X: np.ndarray, threshold: float) -> bool:
     L, info = _dpotrf(gram, lower=1, clean=0)
     if info != 0:  # not positive definite (a zero or dependent column), or bad input
         return False
-    pivots = np.diagonal(L) ** 2
-    # np.all of a comparison is False for NaN (non-finite input).
-    return bool(np.logical_and.reduce(pivots > 2.0 * threshold * np.diagonal(gram)))
+    pivots = L.diagonal() ** 2
+    # False for NaN pivots (non-finite input): every comparison with NaN is.
+    return bool(np.logical_and.reduce(pivots > 2.0 * threshold * gram.diagonal()))
 
 
 def _sequential_pivots(gram: np.ndarray, tol2: float, margin: float) -> tuple[list[int], bool]:
