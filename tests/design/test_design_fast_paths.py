@@ -15,11 +15,18 @@ from mixedmodels.design import build_design, format_level
 from mixedmodels.design.build import (
     RANK_TOLERANCE,
     _clearly_full_rank,
+    _clearly_full_rank_unscaled,
     _independent_columns,
     _missing,
+    _present_and_ranks,
     _sequential_pivots,
 )
-from mixedmodels.design.factors import _factorize_labels, _factorize_sorted_fast, fit_factor
+from mixedmodels.design.factors import (
+    _factorize_labels,
+    _factorize_sorted_fast,
+    column_array,
+    fit_factor,
+)
 
 
 def reference_factorize(series: pd.Series) -> tuple[np.ndarray, list[str]]:
@@ -67,6 +74,17 @@ def test_sorted_factorisation_matches_pandas(key):
     np.testing.assert_array_equal(codes, ref_codes)
 
 
+@pytest.mark.parametrize("key", list(SERIES))
+def test_sorted_factorisation_of_the_array_matches_the_series(key):
+    # build_design reads columns as arrays (no Series per column): the same codes and labels.
+    series = SERIES[key]
+    from_series = _factorize_sorted_fast(series)
+    from_array = _factorize_sorted_fast(column_array(series))
+    assert from_series is not None and from_array is not None
+    assert from_array[1] == from_series[1]
+    np.testing.assert_array_equal(from_array[0], from_series[0])
+
+
 @pytest.mark.parametrize(
     "series",
     [
@@ -108,10 +126,11 @@ MISSING = {
 }
 
 
+@pytest.mark.parametrize("as_array", [False, True])
 @pytest.mark.parametrize("key", list(MISSING))
-def test_missing_mask_matches_isna(key):
+def test_missing_mask_matches_isna(key, as_array):
     series = MISSING[key]
-    mask = _missing(series)
+    mask = _missing(column_array(series) if as_array else series)
     expected = series.isna().to_numpy()
     if mask is None:
         assert not expected.any()
@@ -153,6 +172,21 @@ def test_rank_decision_matches_the_sequential_pivots(name, X):
     assert _independent_columns(X) == _sequential_decision(X), name
 
 
+@pytest.mark.parametrize(("name", "X"), list(_matrices()))
+def test_unscaled_full_rank_check_matches_the_scaled_one(name, X):
+    # The shortcut reads X'X; where every column is non-zero its answer is that of the
+    # unit-scaled Gram matrix (zero columns: it declines, the scaled path drops them).
+    norms = np.sqrt((X * X).sum(axis=0))
+    threshold = RANK_TOLERANCE**2 * 100.0
+    if not (norms > 0).all():
+        assert not _clearly_full_rank_unscaled(X, threshold), name
+        return
+    scaled = X / norms
+    assert _clearly_full_rank_unscaled(X, threshold) == _clearly_full_rank(
+        scaled.T @ scaled, threshold
+    ), name
+
+
 def test_full_rank_shortcut_declines_near_the_tolerance():
     # A column whose residual is just above the tolerance must go to the careful path.
     rng = np.random.default_rng(2)
@@ -162,6 +196,7 @@ def test_full_rank_shortcut_declines_near_the_tolerance():
     norms = np.sqrt((X * X).sum(axis=0))
     gram = (X / norms).T @ (X / norms)
     assert not _clearly_full_rank(gram, RANK_TOLERANCE**2 * 100.0)
+    assert not _clearly_full_rank_unscaled(X, RANK_TOLERANCE**2 * 100.0)
     assert _independent_columns(X) == _sequential_decision(X)
 
 
@@ -199,3 +234,16 @@ def test_terms_with_the_same_left_side_get_equal_separate_matrices():
     assert [t.group for t in d.re_terms] == ["a", "a:b", "b"]
     assert d.re_terms[0].levels == ("p", "q")
     assert d.re_terms[1].levels == ("p:u", "p:v", "p:w", "q:u", "q:v", "q:w")
+
+
+@pytest.mark.parametrize(
+    ("total", "n"),
+    [(30, 60), (1, 5), (5000, 40), (10**9, 100)],  # mask path, then np.unique
+)
+def test_present_and_ranks_match_unique(total, n):
+    linear = np.random.default_rng(total).integers(0, total, n).astype(np.int64)
+    present, refs = _present_and_ranks(linear, total)
+    ref_present, ref_refs = np.unique(linear, return_inverse=True)
+    assert present.dtype == np.int64
+    np.testing.assert_array_equal(present, ref_present)
+    np.testing.assert_array_equal(refs, ref_refs)

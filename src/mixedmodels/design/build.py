@@ -36,14 +36,17 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
+from scipy.linalg.lapack import dpotrf as _dpotrf
 
 from mixedmodels.errors import DataError, ModelSpecificationError, RankDeficiencyWarning
-from mixedmodels.formula import FixedPart, ModelFormula, Variable, parse_formula
+from mixedmodels.formula import FixedPart, ModelFormula, RandomTerm, Variable, parse_formula
 from mixedmodels.formula.nodes import Name, Node, walk_names
 
 from .evaluate import TransformState, evaluate_numeric, poly_basis
 from .factors import (
     FactorLevels,
+    _factorize_sorted_fast,
+    column_array,
     factor_levels,
     factorize_sorted,
     fit_factor,
@@ -308,16 +311,20 @@ def build_design(
     if not binomial_response:
         refuse_binomial_counts(parsed)
     frame = _Frame(data, parsed, fitting=True)
-    n_total = len(frame.data)
+    n_total = frame.nrows
     columns = list(parsed.columns_used())
     frame.require(columns)
     all_weights = _weights_values(weights, frame)
-    keep = frame.complete_rows(columns, None if all_weights is None else np.isnan(all_weights))
-    frame = frame.subset(keep)
-    n = len(frame.data)
+    drop = frame.incomplete_rows(columns, None if all_weights is None else np.isnan(all_weights))
+    if drop is not None:
+        keep = ~drop
+        frame = frame.subset(keep)
+        if all_weights is not None:
+            all_weights = all_weights[keep]
+    n = frame.nrows
     prior_weights = None
     if all_weights is not None:
-        prior_weights = _check_weights(all_weights[keep], weights)
+        prior_weights = _check_weights(all_weights, weights)
 
     state: TransformState = {}
     if binomial_response:
@@ -354,7 +361,7 @@ def build_design(
         if z_full is None:
             z_full = z_by_plan[plan] = _model_matrix(plan, frame, factors, state, fitting=True)
         grouping, refs = _fit_grouping(rt.grouping, frame)
-        _check_grouping(grouping, n, plan, str(rt), allow_n=observation_level_terms)
+        _check_grouping(grouping, n, plan, rt, allow_n=observation_level_terms)
         blocks = [tuple(range(z_full.shape[1]))]
         if not rt.correlated:
             blocks = [(j,) for j in range(z_full.shape[1])]
@@ -424,10 +431,14 @@ class _Frame:
             dup = data.columns[data.columns.duplicated()].tolist()
             raise DataError(f"the data have duplicated column names {dup}; rename them")
         self.data = data
+        self.nrows = len(data)  # asked for often; len(DataFrame) is two Python calls
         self.formula = formula
         self.fitting = fitting
-        # pandas builds a new Series on every ``data[column]`` (~10 us each); a small
-        # model's design asks for each column several times.
+        # pandas builds a new Series on every ``data[column]`` (~10 us each, ~0.2 ms for
+        # the first after a gc.collect()); the design reads each column's array once
+        # (values()) and builds a Series only where a general pandas path needs one.
+        self._values: dict[str, np.ndarray | pd.api.extensions.ExtensionArray] = {}
+        self._positions: dict[str, object] = {}  # column -> Index.get_loc, by require()
         self._series: dict[str, pd.Series] = {}
         self._floats: dict[str, np.ndarray] = {}
         self.codes: dict[str, np.ndarray] = {}  # level indices of factors found in fitting
@@ -436,7 +447,14 @@ class _Frame:
         self.grouping_levels: dict[str, tuple[FactorLevels, np.ndarray]] = {}
 
     def require(self, columns: list[str]) -> None:
+        get_loc = self.data.columns.get_loc
         for col in columns:
+            try:
+                # The position, kept for values(): one lookup instead of `in`, then get_loc.
+                self._positions[col] = get_loc(col)
+                continue
+            except (KeyError, TypeError):
+                pass
             if col not in self.data.columns:
                 available = [str(c) for c in self.data.columns]
                 close = difflib.get_close_matches(col, available, n=3)
@@ -452,20 +470,44 @@ class _Frame:
     def complete_rows(
         self, columns: list[str], also_missing: np.ndarray | None = None
     ) -> np.ndarray:
+        """Mask of the rows without a missing value in ``columns`` (nor ``also_missing``).
+
+        Raises
+        ------
+        DataError
+            When no row is complete.
+        """
+        drop = self.incomplete_rows(columns, also_missing)
+        return np.ones(self.nrows, dtype=bool) if drop is None else ~drop
+
+    def incomplete_rows(
+        self, columns: list[str], also_missing: np.ndarray | None = None
+    ) -> np.ndarray | None:
+        """Mask of the rows to drop (:meth:`complete_rows`), or None when every row is
+        complete: then there is no mask to build, negate or apply (the usual small data).
+
+        Raises
+        ------
+        DataError
+            When no row is complete.
+        """
         # Column by column: selecting a sub-DataFrame copies it, which costs more than a
         # whole small-model fit's deviance evaluations.
-        na = {c: _missing(self.series(c)) for c in columns}
-        keep = np.ones(len(self.data), dtype=bool)
+        na = {c: _missing(self.values(c)) for c in columns}
+        drop: np.ndarray | None = None
         for missing in na.values():
             if missing is not None:
-                keep &= ~missing
+                drop = missing if drop is None else drop | missing
         if also_missing is not None:  # missing prior weights
-            keep &= ~also_missing
-            if not keep.any() and bool(also_missing.all()):
+            drop = also_missing if drop is None else drop | also_missing
+            if np.logical_and.reduce(drop) and bool(np.logical_and.reduce(also_missing)):
                 raise DataError("no complete rows: the weights are missing in all rows")
-        if not keep.any():
-            all_missing = [c for c in columns if na[c] is not None and bool(na[c].all())]
-            if len(self.data) == 0:
+        n = self.nrows
+        if n == 0 or (drop is not None and np.logical_and.reduce(drop)):
+            all_missing = [
+                c for c in columns if na[c] is not None and bool(np.logical_and.reduce(na[c]))
+            ]
+            if n == 0:
                 raise DataError("no complete rows: the data have no rows")
             if all_missing:
                 raise DataError(
@@ -475,14 +517,20 @@ class _Frame:
                 "no complete rows: every row has a missing value in at least one of the "
                 f"columns {', '.join(columns)}; fill in or drop some of them"
             )
-        return keep
+        if drop is not None and not np.logical_or.reduce(drop):
+            return None
+        return drop
 
     def subset(self, keep: np.ndarray) -> _Frame:
         sub = _Frame.__new__(_Frame)
-        sub.data = self.data.loc[keep] if not keep.all() else self.data
+        sub.data = self.data.loc[keep] if not np.logical_and.reduce(keep) else self.data
+        sub.nrows = len(sub.data)
         sub.formula = self.formula
         sub.fitting = self.fitting
-        sub._series = {} if sub.data is not self.data else self._series
+        same = sub.data is self.data
+        sub._values = self._values if same else {}
+        sub._positions = self._positions  # a row subset keeps the columns' positions
+        sub._series = self._series if same else {}
         sub._floats = {}
         sub._factorized = {}
         sub.codes = {}
@@ -495,24 +543,32 @@ class _Frame:
             series = self._series[column] = self.data[column]
         return series
 
+    def values(self, column: str) -> np.ndarray | pd.api.extensions.ExtensionArray:
+        """The column's array (:func:`_column_values`), read once; never written to."""
+        values = self._values.get(column)
+        if values is None:
+            values = self._values[column] = _column_values(
+                self.data, column, self._positions.get(column)
+            )
+        return values
+
     def floats(self, column: str, used_in: str) -> np.ndarray:
         arr = self._floats.get(column)
         if arr is None:
-            series = self.series(column)
-            if not is_numeric_dtype(series):
+            values = self.values(column)
+            if not is_numeric_dtype(values):
                 raise DataError(
-                    f"column '{column}' is not numeric (dtype {series.dtype}) but is used in "
+                    f"column '{column}' is not numeric (dtype {values.dtype}) but is used in "
                     f"the numeric expression {used_in}; convert it or use it as a factor"
                 )
-            dtype = series.dtype
-            if isinstance(dtype, np.dtype) and dtype.kind in "biuf":
+            if isinstance(values, np.ndarray):
                 # NumPy-backed numbers hold no missing value other than NaN, so na_value
                 # has nothing to do; pandas' na_value path costs ~30 us more. A copy, as
                 # there: the design must not share memory with the caller's DataFrame.
-                arr = np.array(series.to_numpy(), dtype=np.float64)
+                arr = np.array(values, dtype=np.float64)
             else:
-                arr = series.to_numpy(dtype=np.float64, na_value=np.nan)
-            if self.fitting and np.isinf(arr).any():
+                arr = values.to_numpy(dtype=np.float64, na_value=np.nan)
+            if self.fitting and np.logical_or.reduce(np.isinf(arr)):
                 count = int(np.isinf(arr).sum())
                 raise DataError(
                     f"column '{column}' has {count} infinite value(s); replace or drop those rows"
@@ -527,31 +583,64 @@ class _Frame:
         many ways the formula codes the column (a fixed factor and a grouping factor)."""
         found = self._factorized.get(column)
         if found is None:
-            found = self._factorized[column] = factorize_sorted(self.series(column))
+            # The fast paths read the array; the general one (categoricals, objects,
+            # datetimes) keeps pandas' Series semantics, labels included.
+            found = _factorize_sorted_fast(self.values(column))
+            if found is None:
+                found = factorize_sorted(self.series(column))
+            self._factorized[column] = found
         codes, labels = found
         return factor_levels(labels, column, reference, contrast), codes
 
     def numeric_inputs(self, node: Node, used_in: str) -> dict[str, np.ndarray]:
+        if isinstance(node, Name):  # a bare column (most variables): no tree to walk
+            return {node.name: self.floats(node.name, used_in)}
         return {name: self.floats(name, used_in) for name in walk_names(node)}
 
 
-def _missing(series: pd.Series) -> np.ndarray | None:
+def _column_values(
+    data: pd.DataFrame, column: str, position: object = None
+) -> np.ndarray | pd.api.extensions.ExtensionArray:
+    """The array of one column (an ndarray for NumPy dtypes, else its ExtensionArray),
+    without building a Series.
+
+    ``data[column]`` builds a Series and its Index view (~10 us warm, ~0.2 ms as the first
+    pandas call after a ``gc.collect()``); ``DataFrame._get_column_array`` (pandas >= 1.3,
+    private but stable through 3.x) hands out the block's array. Column names are unique
+    (checked by :class:`_Frame`), so ``get_loc`` gives one position; ``position`` is that
+    position when the caller has it already.
+    """
+    getter = getattr(data, "_get_column_array", None)
+    if position is None:
+        position = data.columns.get_loc(column)
+    if getter is None or not isinstance(position, int | np.integer):
+        # A future pandas without it, or a label that is not one column (MultiIndex).
+        return column_array(data[column])
+    return getter(position)
+
+
+def _missing(
+    series: pd.Series | np.ndarray | pd.api.extensions.ExtensionArray,
+) -> np.ndarray | None:
     """Missing-value mask of a column, or None when its dtype cannot hold missing values.
 
     ``Series.isna()`` builds a new Series (~15 us); NumPy integer and boolean columns
     cannot be missing, float columns are missing exactly where they are NaN, and an Arrow
     column knows how many nulls it holds (usually none: no mask to build or apply).
+    ``series`` is a Series or the column's array (:func:`column_array`).
     """
-    dtype = series.dtype
+    values = column_array(series)
+    dtype = values.dtype
     if isinstance(dtype, np.dtype):
         if dtype.kind in "biu":
             return None
         if dtype.kind == "f":
-            return np.isnan(series.to_numpy())
-    elif isinstance(dtype, pd.StringDtype) and dtype.storage == "pyarrow":
-        if series.array.__arrow_array__().null_count == 0:
+            return np.isnan(values)
+        return np.asarray(pd.isna(values), dtype=bool)  # objects, datetimes
+    if isinstance(dtype, pd.StringDtype) and dtype.storage == "pyarrow":
+        if values.__arrow_array__().null_count == 0:
             return None
-    return np.asarray(series.array.isna(), dtype=bool)
+    return np.asarray(values.isna(), dtype=bool)
 
 
 _SEPARATORS = ("|", ";", ",", "\t", ":", " ")
@@ -601,13 +690,13 @@ def _is_factor(var: Variable, frame: _Frame) -> bool:
         return True
     if var.kind != "column":  # transforms, poly(), offset(): numeric
         return False
-    return is_factor_dtype(frame.series(var.columns[0]))
+    return is_factor_dtype(frame.values(var.columns[0]))
 
 
 def _response(var: Variable, frame: _Frame, state: TransformState) -> np.ndarray:
     """The numeric response of a linear mixed model; it must vary."""
     y = _response_values(var, frame, state)
-    if y.size and y.min() == y.max():
+    if y.size and np.minimum.reduce(y) == np.maximum.reduce(y):
         # Otherwise the engine fails later with a non-finite deviance and a misleading hint.
         raise DataError(
             f"the response '{var.name}' is constant (every value is {y[0]:.6g} in the "
@@ -620,21 +709,33 @@ def _response(var: Variable, frame: _Frame, state: TransformState) -> np.ndarray
 def _response_values(var: Variable, frame: _Frame, state: TransformState) -> np.ndarray:
     """A numeric response (a numeric column or expression), finite in every row used."""
     if isinstance(var.expr, Name):
-        series = frame.series(var.columns[0])
-        if (
-            not pd.api.types.is_numeric_dtype(series.dtype)
-            or pd.api.types.is_bool_dtype(series.dtype)
-            or isinstance(series.dtype, pd.CategoricalDtype)
-        ):
+        dtype = frame.values(var.columns[0]).dtype
+        if isinstance(dtype, np.dtype):  # pandas' answer without its dtype machinery
+            refused = dtype.kind not in "iufc"
+        else:
+            refused = (
+                not pd.api.types.is_numeric_dtype(dtype)
+                or pd.api.types.is_bool_dtype(dtype)
+                or isinstance(dtype, pd.CategoricalDtype)
+            )
+        if refused:
             raise DataError(
                 f"the response '{var.columns[0]}' must be numeric, but its dtype is "
-                f"{series.dtype}; convert it with pandas.to_numeric or choose another column"
+                f"{dtype}; convert it with pandas.to_numeric or choose another column"
             )
     values = evaluate_numeric(
         var.expr, frame.numeric_inputs(var.expr, var.name), state, fitting=True
     )
-    y = _full_column(values, len(frame.data))
-    if not np.isfinite(y).all():
+    y = _full_column(values, frame.nrows)
+    # A bare NumPy column of the fitting data is finite already: floats() refused
+    # infinities and complete_rows() dropped the NaN (an extension column may hold a NaN
+    # that is not its missing value, so it is checked).
+    checked = (
+        frame.fitting
+        and isinstance(var.expr, Name)
+        and isinstance(frame.values(var.expr.name), np.ndarray)
+    )
+    if not checked and not np.isfinite(y).all():
         raise DataError(
             f"the response {var.name} has {int((~np.isfinite(y)).sum())} non-finite value(s)"
         )
@@ -658,7 +759,7 @@ def _binomial_response(
         check_has_trials(var, float(trials.sum()), y.size)
         _check_binomial_varies(y, f"the proportion of successes of {var.name}", "columns")
         return y, trials, None
-    if var.is_plain_column and is_factor_dtype(frame.series(var.columns[0])):
+    if var.is_plain_column and is_factor_dtype(frame.values(var.columns[0])):
         y, levels = _two_level_response(var.columns[0], frame)
         return y, None, levels
     y = _response_values(var, frame, state)
@@ -674,7 +775,7 @@ def _binomial_counts(
     Each row's counts are checked here; that there are trials at all, over all rows, by
     :func:`check_has_trials` (a chunk of streamed rows may have none).
     """
-    n = len(frame.data)
+    n = frame.nrows
     counts: list[np.ndarray] = []
     for role, expr in zip(("successes", "failures"), var.count_exprs, strict=True):
         values = _full_column(
@@ -766,7 +867,7 @@ def _offset_sum(
     """Sum the ``offset(expr)`` terms on the frame's rows (None when there are none)."""
     if not offsets:
         return None
-    n = len(frame.data)
+    n = frame.nrows
     total = np.zeros(n)
     for var in offsets:
         expr = var.numeric_expr
@@ -788,7 +889,7 @@ def _weights_values(weights: object, frame: _Frame) -> np.ndarray | None:
     """Return the prior weights of every row as float64 (NaN where missing), or None."""
     if weights is None:
         return None
-    n = len(frame.data)
+    n = frame.nrows
     if isinstance(weights, str):
         if weights not in frame.data.columns:
             available = [str(c) for c in frame.data.columns]
@@ -962,7 +1063,7 @@ def _variable_block(
     state: TransformState,
     fitting: bool,
 ) -> np.ndarray:
-    n = len(frame.data)
+    n = frame.nrows
     if coding == "numeric":
         expr = var.numeric_expr
         values = evaluate_numeric(
@@ -988,30 +1089,26 @@ def _variable_block(
         return col.reshape(n, 1)
     levels = factors[var.name]
     codes = frame.codes.get(var.name)
-    if codes is None:
+    if codes is None:  # new data: its levels must be among the fitted ones
         codes = levels.encode(frame.series(var.columns[0]))
-    unseen = codes == -2
-    if unseen.any():
-        bad = frame.series(var.columns[0])[unseen].unique()[:5]
-        raise DataError(
-            f"column '{var.columns[0]}' has level(s) {list(bad)} that were not in the data "
-            f"the model was fitted to; known levels: {', '.join(levels.levels)}"
-        )
+        unseen = codes == -2
+        if unseen.any():
+            bad = frame.series(var.columns[0])[unseen].unique()[:5]
+            raise DataError(
+                f"column '{var.columns[0]}' has level(s) {list(bad)} that were not in the "
+                f"data the model was fitted to; known levels: {', '.join(levels.levels)}"
+            )
+    # One row per level and a last row of NaN, picked by the codes (code -1, a missing
+    # value, picks the NaN row): one take instead of building indicators row by row.
     if coding == "contrast" and levels.contrast != "treatment":
         # Rows of the contrast matrix (R's model.matrix: contr.sum, contr.helmert).
         table = np.vstack([levels.contrast_matrix(), np.full((1, levels.nlevels - 1), np.nan)])
-        return np.ascontiguousarray(table[codes])  # codes == -1 (missing) pick the NaN row
-    keep = [i for i in range(levels.nlevels) if _keeps(levels, coding, i)]
-    position = np.full(levels.nlevels + 1, -1, dtype=np.int64)  # last slot: missing
-    position[keep] = np.arange(len(keep))
-    block = np.zeros((n, len(keep)), dtype=np.float64)
-    pos = position[codes]  # codes == -1 picks the trailing slot
-    rows = np.flatnonzero(pos >= 0)
-    block[rows, pos[rows]] = 1.0
-    missing = codes == -1
-    if missing.any():
-        block[missing, :] = np.nan
-    return block
+    else:
+        keep = [i for i in range(levels.nlevels) if _keeps(levels, coding, i)]
+        table = np.zeros((levels.nlevels + 1, len(keep)), dtype=np.float64)
+        table[keep, range(len(keep))] = 1.0
+        table[-1] = np.nan
+    return table.take(codes, axis=0)
 
 
 def _model_matrix(
@@ -1022,10 +1119,14 @@ def _model_matrix(
     *,
     fitting: bool = False,
 ) -> np.ndarray:
-    n = len(frame.data)
-    blocks: list[np.ndarray] = []
+    n = frame.nrows
+    # Filled in place: no list of blocks, hstack and contiguous copy (each a NumPy call
+    # that costs more than its arithmetic on a small design).
+    X = np.empty((n, len(plan.column_names)), dtype=np.float64)
+    j = 0
     if plan.intercept:
-        blocks.append(np.ones((n, 1)))
+        X[:, 0] = 1.0
+        j = 1
     for term in plan.terms:
         product: np.ndarray | None = None
         for var, coding in zip(term.variables, term.codings, strict=True):
@@ -1035,10 +1136,11 @@ def _model_matrix(
             else:  # earlier variables vary fastest: column index = i_new * k_old + i_old
                 product = (block[:, :, None] * product[:, None, :]).reshape(n, -1)
         assert product is not None
-        blocks.append(product)
-    if not blocks:
-        return np.zeros((n, 0))
-    return np.ascontiguousarray(np.hstack(blocks), dtype=np.float64)
+        X[:, j : j + product.shape[1]] = product
+        j += product.shape[1]
+    if j != X.shape[1]:  # pragma: no cover - the plan names every column it builds
+        raise AssertionError(f"model matrix has {j} columns, its plan names {X.shape[1]}")
+    return X
 
 
 def _independent_columns(X: np.ndarray, tol: float = RANK_TOLERANCE) -> tuple[int, ...]:
@@ -1059,6 +1161,9 @@ def _independent_columns(X: np.ndarray, tol: float = RANK_TOLERANCE) -> tuple[in
     p = X.shape[1]
     if p == 0:
         return ()
+    margin = 100.0
+    if _clearly_full_rank_unscaled(X, tol**2 * margin):
+        return tuple(range(p))
     norms = np.sqrt(np.einsum("ij,ij->j", X, X))
     if p == 1 and np.isfinite(norms[0]):
         # One column (often the intercept alone): kept unless it is zero, which is what
@@ -1067,7 +1172,6 @@ def _independent_columns(X: np.ndarray, tol: float = RANK_TOLERANCE) -> tuple[in
     nonzero = norms > 0
     scaled = X[:, nonzero] / norms[nonzero]
     gram = scaled.T @ scaled
-    margin = 100.0
     if _clearly_full_rank(gram, tol**2 * margin):
         index = np.flatnonzero(nonzero)
         return tuple(int(j) for j in index)
@@ -1116,6 +1220,31 @@ def _clearly_full_rank(gram: np.ndarray, threshold: float) -> bool:
 
 #: Columns up to which the full-rank check runs in Python floats.
 _SMALL_GRAM = 12
+
+
+def _clearly_full_rank_unscaled(X: np.ndarray, threshold: float) -> bool:
+    """:func:`_clearly_full_rank` of the unit-scaled Gram matrix, read from ``X'X`` itself.
+
+    The Cholesky factor of ``D^-1 X'X D^-1`` (``D`` the column norms) is ``D^-1 L`` with
+    ``L`` that of ``X'X``, so its pivots are ``L[j, j]^2 / (X'X)[j, j]``: one matrix
+    product and one LAPACK call, without the column norms, the scaled copy of X and its
+    product (NumPy calls that cost most of the check on a small design). Cholesky's
+    rounding errors are relative to the diagonal, so the scaling changes the pivots by a
+    few units in the 16th digit, far inside the factor-2 margin of the test: the decision
+    is the same. A zero, non-finite or doubtful pivot answers False and the caller takes
+    the scaled path.
+
+    ``dpotrf`` itself rather than ``np.linalg.cholesky``: no Python wrapper layers (their
+    first call after a ``gc.collect()`` costs more than the factorisation), and the fit
+    calls the same routine.
+    """
+    gram = X.T @ X
+    L, info = _dpotrf(gram, lower=1, clean=0)
+    if info != 0:  # not positive definite (a zero or dependent column), or bad input
+        return False
+    pivots = L.diagonal() ** 2
+    # False for NaN pivots (non-finite input): every comparison with NaN is.
+    return bool(np.logical_and.reduce(pivots > 2.0 * threshold * gram.diagonal()))
 
 
 def _sequential_pivots(gram: np.ndarray, tol2: float, margin: float) -> tuple[list[int], bool]:
@@ -1173,22 +1302,41 @@ def _fit_grouping(grouping: tuple[Variable, ...], frame: _Frame) -> tuple[Groupi
     if len(components) == 1:
         return GroupingPlan(name, tuple(components), components[0].levels), codes_list[0]
     linear = _linear_codes(codes_list, components, name)
-    present, refs = np.unique(linear, return_inverse=True)
+    present, refs = _present_and_ranks(linear, math.prod(c.nlevels for c in components))
     # Decode present combinations back to component level indices (first slowest).
-    labels = []
     parts = []
-    rem = present.copy()
+    rem = present
     for comp in reversed(components):
         parts.append(rem % comp.nlevels)
         rem = rem // comp.nlevels
     parts.reverse()
-    label_arrays = [
-        np.asarray(comp.levels, dtype=object)[idx]
-        for comp, idx in zip(components, parts, strict=True)
+    # Python strings, not object arrays: each component's labels of the present
+    # combinations, then one join per combination (map and zip run in C).
+    columns = [
+        [comp.levels[i] for i in part.tolist()]
+        for comp, part in zip(components, parts, strict=True)
     ]
-    labels = [":".join(t) for t in zip(*label_arrays, strict=True)]
-    plan = GroupingPlan(name, tuple(components), tuple(labels), present)
+    labels = tuple(map(":".join, zip(*columns, strict=True)))
+    plan = GroupingPlan(name, tuple(components), labels, present)
     return plan, np.asarray(refs, dtype=np.int64).reshape(-1)
+
+
+def _present_and_ranks(linear: np.ndarray, total: int) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(linear, return_inverse=True)`` for codes in ``[0, total)``.
+
+    When the range is at most a few times the number of rows (interactions of a few
+    factors), a presence mask and its running count give the sorted codes present and each
+    row's rank among them: no sort, and none of ``np.unique``'s Python layers, which cost
+    ~0.1 ms on a small design after a ``gc.collect()``.
+    """
+    if total > 4 * linear.shape[0] + 1024:
+        present, refs = np.unique(linear, return_inverse=True)
+        return present, refs
+    seen = np.zeros(total, dtype=bool)
+    seen[linear] = True
+    rank = seen.cumsum(dtype=np.int64)  # methods: no Python wrappers (see factors.py)
+    rank -= 1
+    return seen.nonzero()[0].astype(np.int64, copy=False), rank[linear]
 
 
 def _linear_codes(codes_list: list[np.ndarray], components: list[FactorLevels], name: str):
@@ -1219,12 +1367,18 @@ def _grouping_refs_new(plan: GroupingPlan, frame: _Frame) -> np.ndarray:
 
 
 def _check_grouping(
-    grouping: GroupingPlan, n: int, plan: MatrixPlan, term: str, *, allow_n: bool = False
+    grouping: GroupingPlan,
+    n: int,
+    plan: MatrixPlan,
+    term: str | RandomTerm,
+    *,
+    allow_n: bool = False,
 ) -> None:
     """lme4's ``checkNlevels`` and ``checkZdims``; ``allow_n`` is glmer's ``allow.n = TRUE``.
 
     An LMM needs fewer levels (and random effects) than rows, or the term is confounded
     with the residual; a GLMM has no residual term, so one level per row is allowed.
+    ``term`` is the term or its text (only an error message prints it).
     """
     nlev = len(grouping.levels)
     if nlev < 2:

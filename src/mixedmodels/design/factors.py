@@ -33,20 +33,34 @@ def format_level(value: object) -> str:
     return str(value)
 
 
-def is_factor_dtype(series: pd.Series) -> bool:
-    """Whether a bare column is a factor: strings, objects, booleans and Categoricals are."""
+def is_factor_dtype(series: pd.Series | np.ndarray | pd.api.extensions.ExtensionArray) -> bool:
+    """Whether a bare column is a factor: strings, objects, booleans and Categoricals are.
+
+    ``series`` is a column as a Series or as its array (only its dtype is read).
+    """
     dtype = series.dtype
-    if isinstance(dtype, pd.CategoricalDtype):
+    if isinstance(dtype, np.dtype):
+        # pandas' answer for NumPy dtypes without its dtype machinery (cold after the
+        # benchmark's gc.collect(), it costs more than the check): integers, unsigned,
+        # floats and complex are numbers; booleans, objects, strings, datetimes and
+        # timedeltas are not (pandas counts timedelta64 as datetime-like, not numeric).
+        return dtype.kind not in "iufc"
+    if isinstance(dtype, pd.CategoricalDtype | pd.StringDtype):  # strings: factors
         return True
     if pd.api.types.is_bool_dtype(dtype):
         return True
     return not pd.api.types.is_numeric_dtype(dtype)
 
 
-def is_numeric_dtype(series: pd.Series) -> bool:
-    """Whether a column can be used in arithmetic (numbers or booleans, not Categoricals)."""
+def is_numeric_dtype(series: pd.Series | np.ndarray | pd.api.extensions.ExtensionArray) -> bool:
+    """Whether a column can be used in arithmetic (numbers or booleans, not Categoricals).
+
+    ``series`` is a column as a Series or as its array (only its dtype is read).
+    """
     dtype = series.dtype
-    if isinstance(dtype, pd.CategoricalDtype):
+    if isinstance(dtype, np.dtype):  # as pandas answers, without its dtype machinery
+        return dtype.kind in "biufc"
+    if isinstance(dtype, pd.CategoricalDtype | pd.StringDtype):
         return False
     return pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_bool_dtype(dtype)
 
@@ -130,7 +144,16 @@ class FactorLevels:
         return mapping[codes]
 
 
-def _factorize_sorted_fast(series: pd.Series) -> tuple[np.ndarray, list[str]] | None:
+def column_array(series: pd.Series | np.ndarray | pd.api.extensions.ExtensionArray):
+    """The array behind a column: an ndarray for NumPy dtypes, else its ExtensionArray."""
+    if isinstance(series, pd.Series):
+        return series.to_numpy() if isinstance(series.dtype, np.dtype) else series.array
+    return series
+
+
+def _factorize_sorted_fast(
+    series: pd.Series | np.ndarray | pd.api.extensions.ExtensionArray,
+) -> tuple[np.ndarray, list[str]] | None:
     """Sorted factorisation of plain numeric, boolean and string columns, or None.
 
     ``pd.factorize(series, sort=True)`` costs ~0.05 ms on a numeric column and ~0.15 ms
@@ -141,11 +164,15 @@ def _factorize_sorted_fast(series: pd.Series) -> tuple[np.ndarray, list[str]] | 
     by pandas; Arrow strings are dictionary-encoded by Arrow itself (no Python string per
     row) and their few uniques sorted by code point, which is Arrow's UTF-8 byte order and
     Python's ``sorted``. Object columns (possibly of mixed types, which pandas sorts its
-    own way) and float columns with NaN return None and keep the general path.
+    own way) and float columns with NaN return None and keep the general path. A short
+    Arrow string column without nulls is coded in Python (:func:`_small_arrow_strings`).
+
+    ``series`` is a Series or the column's array (:func:`column_array`): the design reads
+    arrays, which saves building a Series per column.
     """
-    dtype = series.dtype
+    values = column_array(series)
+    dtype = values.dtype
     if isinstance(dtype, np.dtype) and dtype.kind in "biuf":
-        values = series.to_numpy()
         if dtype.kind in "iu":
             ranked = _rank_short_range(values)
             if ranked is not None:
@@ -162,9 +189,13 @@ def _factorize_sorted_fast(series: pd.Series) -> tuple[np.ndarray, list[str]] | 
         return _remap(codes, order), labels
     if isinstance(dtype, pd.StringDtype):
         if dtype.storage == "pyarrow":
-            codes, raw = _arrow_dictionary(series)
+            chunked = values.__arrow_array__()  # the column's own Arrow data, not a copy
+            small = _small_arrow_strings(chunked)
+            if small is not None:
+                return small
+            codes, raw = _arrow_dictionary(chunked)
         else:
-            codes, uniques = pd.factorize(series.to_numpy(dtype=object), sort=False)
+            codes, uniques = pd.factorize(values.to_numpy(dtype=object), sort=False)
             raw = [str(u) for u in uniques.tolist()]
         order = sorted(range(len(raw)), key=raw.__getitem__)
         return _remap(codes, np.asarray(order, dtype=np.intp)), [raw[i] for i in order]
@@ -191,18 +222,42 @@ def _rank_short_range(values: np.ndarray) -> tuple[np.ndarray, list[str]] | None
         offset = offset - lo
     present = np.zeros(span, dtype=bool)
     present[offset] = True
-    rank = np.cumsum(present, dtype=np.int64)
+    # Array methods rather than np.cumsum/np.flatnonzero: the same C code without their
+    # Python wrappers (each a few us when cold).
+    rank = present.cumsum(dtype=np.int64)
     rank -= 1
-    labels = [str(v + lo) for v in np.flatnonzero(present).tolist()]
+    labels = [str(v + lo) for v in present.nonzero()[0].tolist()]
     return rank[offset], labels
 
 
-def _arrow_dictionary(series: pd.Series) -> tuple[np.ndarray, list[str]]:
+#: Rows up to which an Arrow string column is coded by a Python dict (see below).
+_SMALL_STRINGS = 4096
+
+
+def _small_arrow_strings(chunked) -> tuple[np.ndarray, list[str]] | None:
+    """Codes and sorted labels of a short Arrow string column without nulls, by Python's
+    set, sort and dict; None for longer columns or columns with nulls.
+
+    Arrow's ``dictionary_encode`` is a compute-kernel dispatch whose first call after a
+    ``gc.collect()`` costs ~0.2 ms, more than reading a few hundred strings into Python and
+    coding them here (~0.1 ms cold, ~15 us warm); past a few thousand rows the per-row
+    Python work loses to Arrow's kernel. Python sorts strings by code point, which is
+    Arrow's UTF-8 byte order, as the general path sorts them.
+    """
+    if chunked.null_count or len(chunked) > _SMALL_STRINGS:
+        return None
+    texts = chunked.to_pylist()
+    labels = sorted(set(texts))
+    lookup = dict(zip(labels, range(len(labels)), strict=True))
+    codes = np.fromiter(map(lookup.__getitem__, texts), dtype=np.int64, count=len(texts))
+    return codes, labels
+
+
+def _arrow_dictionary(chunked) -> tuple[np.ndarray, list[str]]:
     """Codes (-1 for missing values) and unsorted labels of a pyarrow-backed string
-    column, by Arrow's dictionary encoding."""
+    column (its Arrow ChunkedArray), by Arrow's dictionary encoding."""
     import pyarrow.compute as pc  # pandas' Arrow strings imply pyarrow is installed
 
-    chunked = series.array.__arrow_array__()  # the column's own Arrow data, not a copy
     encoded = pc.dictionary_encode(chunked)
     if encoded.num_chunks == 1:
         encoded = encoded.chunk(0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -112,9 +113,13 @@ class FixedPart:
     def term_labels(self) -> tuple[str, ...]:
         return tuple(term_label(t) for t in self.terms)
 
-    @property
+    @functools.cached_property
     def variables(self) -> tuple[Variable, ...]:
-        """Distinct variables in order of first appearance in ``terms``."""
+        """Distinct variables in order of first appearance in ``terms``.
+
+        Computed once per (immutable) part: parsed formulas are cached, and each design
+        built from one asks for its variables several times.
+        """
         seen: dict[str, Variable] = {}
         for term in self.terms:
             for v in term:
@@ -169,6 +174,12 @@ class ModelFormula:
 
     def columns_used(self) -> tuple[str, ...]:
         """Data columns the formula reads, in order of first appearance (response first)."""
+        return self._columns_used
+
+    @functools.cached_property
+    def _columns_used(self) -> tuple[str, ...]:
+        # Once per (immutable, cached) formula; cached_property writes the instance
+        # __dict__ directly, which a frozen dataclass allows.
         cols: dict[str, None] = {}
         variables: list[Variable] = []
         if self.response is not None:
