@@ -35,7 +35,6 @@ Only residual structures that scale rows (one residual variance with prior weigh
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,6 +45,7 @@ import scipy.sparse as sp
 from ..errors import ModelSpecificationError
 from ..inference.parameters import SdCorParameters, residual_ratio_names
 from ..inference.prediction import MixedModelEquations
+from ..linalg.blas_threads import blas_threads_for
 from ..linalg.cross_products import (
     CrossProducts,
     StratifiedCrossProducts,
@@ -401,14 +401,9 @@ def _observations(fit: Any, group_term: Any) -> tuple[pd.DataFrame, list[str]]:
 
 # -- public ----------------------------------------------------------------------------------------
 def _single_threaded_blas(fit: Any):
-    """One BLAS thread for the many small solves of the refits (as the fit does for small
-    dense blocks: OpenBLAS's threads cost 10-50x the arithmetic of a tiny solve, and far
-    more on a busy machine); large models keep all threads."""
-    if sum(t.nranef for t in fit.structure.terms[1:]) >= 512:
-        return contextlib.nullcontext()
-    from threadpoolctl import threadpool_limits
-
-    return threadpool_limits(limits=1, user_api="blas")
+    """The BLAS threads for the many small solves of the refits (:func:`blas_threads_for`,
+    the fit's rule): one thread unless the rest block is large."""
+    return blas_threads_for(sum(t.nranef for t in fit.structure.terms[1:]))
 
 
 def influence(fit: Any, group: str | None = None) -> Influence:

@@ -14,7 +14,6 @@ statistic with the simulated ones: ``p = (1 + #{LRT* >= LRT}) / (1 + nsim)``.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import sys
 from collections.abc import Callable
@@ -27,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ModelSpecificationError, refuse_repeated
+from ..linalg.blas_threads import blas_threads_for
 from ..optimize import OptimizerOptions, minimize_bobyqa
 from .linear_model import LinearModelResult, ols_criterion
 from .parameters import SdCorParameters, residual_ratio_names
@@ -352,24 +352,12 @@ def _is_generalized(fit: Any) -> bool:
 
 
 # -- the replicate loop ---------------------------------------------------------------------
-#: Models whose dense rest block is at least this large keep BLAS's threads in refits (as
-#: ``LinearMixedModel.fit`` does); smaller ones run single-threaded.
-_SMALL_DENSE_BLOCK = 512
-
-
 def _blas_limit(refitters: list[Any]):
-    """One BLAS thread while refitting small models.
-
-    The matrices of a small model's refit and of its tests (Kenward-Roger's are n x n) are
-    small: OpenBLAS's threads cost more to start and spin than the arithmetic (a power
-    curve's Kenward-Roger tests ran 3-5x slower with two threads on a busy 2-core VM).
-    """
+    """The BLAS threads for refitting these models (:func:`blas_threads_for`): one for
+    small models, whose refits and tests (Kenward-Roger's are n x n) are small matrices (a
+    power curve's Kenward-Roger tests ran 3-5x slower with two threads on a busy VM)."""
     sizes = [getattr(getattr(r, "model", None), "rest_size", 0) for r in refitters]
-    if max(sizes, default=0) >= _SMALL_DENSE_BLOCK:
-        return contextlib.nullcontext()
-    from threadpoolctl import threadpool_limits
-
-    return threadpool_limits(limits=1, user_api="blas")
+    return blas_threads_for(max(sizes, default=0))
 
 
 def _run_chunk(task: tuple[Any, list[Any], list[np.random.SeedSequence], Callable[..., Any]]):

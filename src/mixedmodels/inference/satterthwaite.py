@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from mixedmodels.errors import refuse_generalized
+from mixedmodels.linalg.blas_threads import blas_threads_for
 from mixedmodels.linalg.solution import solve_l22_transposed
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -521,14 +522,17 @@ def varpar_covariance_of(fit: LinearMixedModelResult) -> VarparCovariance:
     """:func:`varpar_covariance` at a fit's optimum, computed once per fit and cached."""
     out = _CACHE.get(fit)
     if out is None:
-        out = varpar_covariance(
-            # the engine's sigma, to which theta is relative (a variance function's centred
-            # covariate makes it differ from the reported fit.sigma)
-            fit.objective_function,
-            fit.opt.final_theta,
-            fit.estimates.sigma,
-            reml=fit.reml,
-        )
+        # many small solves: one BLAS thread unless the rest block is large (the fit's rule)
+        rest = sum(t.nranef for t in fit.structure.terms[1:])
+        with blas_threads_for(rest):
+            out = varpar_covariance(
+                # the engine's sigma, to which theta is relative (a variance function's centred
+                # covariate makes it differ from the reported fit.sigma)
+                fit.objective_function,
+                fit.opt.final_theta,
+                fit.estimates.sigma,
+                reml=fit.reml,
+            )
         _CACHE[fit] = out
     return out
 
