@@ -152,6 +152,7 @@ class DenseSystem:
         rows, cols, src = [], [], []
         self._spans: list[tuple[int, int]] = []
         self._w_columns = []
+        self._scalar = all(t.ncols == 1 for t in terms)
         start = 0
         for k, term in enumerate(terms):
             stop = start + term.nranef
@@ -161,12 +162,14 @@ class DenseSystem:
             entries = np.arange(structure.offsets[k], structure.offsets[k + 1])
             src.append(np.tile(entries, term.nlevels))
             self._spans.append((start, stop))
-            self._w_columns.append(np.ascontiguousarray(W[:, start:stop]).reshape(-1, term.ncols))
+            if not self._scalar:  # the template products of _omega (a diagonal D needs none)
+                self._w_columns.append(
+                    np.ascontiguousarray(W[:, start:stop]).reshape(-1, term.ncols)
+                )
             start = stop
         self._rows = np.concatenate(rows)
         self._cols = np.concatenate(cols)
         self._src = np.concatenate(src)
-        self._scalar = all(t.ncols == 1 for t in terms)
         # diag(I_q, 0) as a whole matrix, and D's diagonal before theta is written into it:
         # adding a matrix and copying an array cost less than an indexed add and np.ones
         # (~1 us of a 5 us evaluation on Dyestuff), with the same numbers.
@@ -183,11 +186,10 @@ class DenseSystem:
         self._g_at: np.ndarray | None = None
         self._gz_at: np.ndarray | None = None
         # (start, stop, theta indices of the diagonal) of each template, for the singular test.
-        on_diag = np.isfinite(structure.lower_bounds())
-        self._templates = [
-            (s, e, (s + np.flatnonzero(on_diag[s:e])).tolist())
-            for s, e in zip(structure.offsets[:-1], structure.offsets[1:], strict=True)
-        ]
+        self._templates = []
+        for k, (s, e) in enumerate(zip(structure.offsets[:-1], structure.offsets[1:], strict=True)):
+            on_diag = (structure.rows[k] == structure.cols[k]).tolist()
+            self._templates.append((s, e, [s + i for i, d in enumerate(on_diag) if d]))
 
     @classmethod
     def from_cross_products(cls, structure: CovarianceStructure, A: CrossProducts) -> DenseSystem:
@@ -298,13 +300,23 @@ class DenseSystem:
         ``P[r, m]`` are needed: small systems solve for all of ``P``
         (:meth:`_p_entries_by_solve`), larger ones read them from ``Omega^{-1}``
         (:meth:`_p_entries_by_inverse`).
+
+        For ``"zx"`` the first log term holds all of ``l`` and the second is 0: REML needs
+        only their sum, and summed in one reduction, as :meth:`log_diagonal` serves the
+        optimiser, the criterion from here equals the optimiser's to the last bit (two
+        partial sums can differ from it in the last place).
         """
         theta = np.asarray(theta, dtype=np.float64)
         U, K = self._factor(theta)
         if U is None:
             return None, np.full(self.structure.ntheta, np.nan)
-        terms = self._log_terms(U.diagonal())
-        r2 = terms[2]
+        diag = U.diagonal()
+        if logdet == "zx":
+            r2 = float(diag[-1]) ** 2
+            terms = (2.0 * float(np.log(diag[:-1]).sum()), 0.0, r2)
+        else:
+            terms = self._log_terms(diag)
+            r2 = terms[2]
         if self._m <= _SOLVE_MAX:
             p_rc, last, pz = self._p_entries_by_solve(U, K, logdet == "z")
         else:
