@@ -11,6 +11,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from scipy.linalg.lapack import dpotrf as _dpotrf
+from scipy.linalg.lapack import dpotrs as _dpotrs
 
 from mixedmodels.covariance import CovarianceStructure
 from mixedmodels.linalg.blocked import BlockedSystem
@@ -20,11 +22,22 @@ _MOMENT_PASSES = 8  # fixed-point passes of moment_components
 
 
 def ols_from_cross_products(xytxy: np.ndarray, n: int) -> tuple[np.ndarray, float] | None:
-    """OLS ``beta`` and residual variance ``s^2`` from ``[X y]'[X y]`` (None if X'X is singular)."""
+    """OLS ``beta`` and residual variance ``s^2`` from ``[X y]'[X y]`` (None if X'X is not
+    positive definite).
+
+    The normal equations by a Cholesky factorisation, with the LAPACK routines the
+    deviance calls on every evaluation: after a ``gc.collect()`` each further numpy/LAPACK
+    entry point a fit touches costs tens of microseconds of cache misses, and
+    ``np.linalg.solve`` would be one more.
+    """
     p = xytxy.shape[0] - 1
-    try:
-        beta = np.linalg.solve(xytxy[:p, :p], xytxy[:p, p]) if p else np.zeros(0)
-    except np.linalg.LinAlgError:
+    if not p:
+        return np.zeros(0), float(xytxy[0, 0]) / n
+    C, info = _dpotrf(xytxy[:p, :p], lower=1, clean=1)
+    if info != 0:
+        return None
+    beta, info = _dpotrs(C, xytxy[:p, p], lower=1)
+    if info != 0:  # pragma: no cover - potrs fails only on invalid arguments
         return None
     return beta, float(xytxy[p, p] - beta @ xytxy[:p, p]) / (n - p)
 
@@ -122,11 +135,17 @@ def blocked_moment_start(system: BlockedSystem, step: float) -> tuple[np.ndarray
         The start and the initial step of each entry.
     """
     theta, estimated = _blocked_moment_theta(system, own_level=not system.uses_dense_update)
-    shrink = np.full(theta.shape[0], 0.1 if not system.uses_dense_update else 1.0)
+    if system.uses_dense_update:
+        # Small data: the steps of the dense start (the same model fitted in either form
+        # starts alike) ...
+        steps = _moment_steps(theta, estimated, step)
+    else:
+        steps = np.where(estimated, 0.1 * step, step)
     if system.structure.terms[0].ncols > 1:
-        # The two-stage template lands close on small data too.
-        shrink[: system.t1_index[2]] = 0.1
-    return theta, np.where(estimated, shrink * step, step)
+        # ... but the two-stage template lands close on small data too.
+        stop = system.t1_index[2]
+        steps[:stop] = np.where(estimated[:stop], 0.1 * step, step)
+    return theta, steps
 
 
 def _blocked_moment_theta(
@@ -178,14 +197,14 @@ def _two_stage_template(system: BlockedSystem, beta: np.ndarray, s2: float) -> n
     """
     A, p = system.A, system.p
     ztz = A.z1tz1
-    ztr = A.xytz1[p] - np.tensordot(beta, A.xytz1[:p], axes=1)  # (l1, p1)
-    p1 = ztz.shape[1]
-    det_ok = np.linalg.det(ztz) > 1e-10 * np.prod(np.diagonal(ztz, axis1=1, axis2=2), axis=1)
+    l1, p1 = ztz.shape[0], ztz.shape[1]
+    ztr = A.xytz1[p] - (beta @ A.xytz1[:p].reshape(p, l1 * p1)).reshape(l1, p1)
+    det_ok, inv = _level_inverses(ztz)
     nok = int(det_ok.sum())
     dof = system.n - p - nok * p1
     if nok <= p1 + 1 or dof <= 0:
         return None
-    inv = np.linalg.inv(ztz[det_ok])
+    inv = inv[det_ok]
     b = (inv @ ztr[det_ok][:, :, None])[:, :, 0]
     sigma2 = (s2 * (system.n - p) - float(np.sum(b * ztr[det_ok]))) / dof
     if not sigma2 > 0:
@@ -196,15 +215,42 @@ def _two_stage_template(system: BlockedSystem, beta: np.ndarray, s2: float) -> n
     free = np.zeros((p1, p1), dtype=bool)
     free[rows, cols] = True
     cov = np.where(free | free.T, cov, 0.0)
-    try:
-        T = np.linalg.cholesky(cov / sigma2)
-    except np.linalg.LinAlgError:
+    # LAPACK's Cholesky (the deviance's own routine) rather than np.linalg's: see
+    # ols_from_cross_products.
+    T, info = _dpotrf(cov / sigma2, lower=1, clean=1)
+    if info != 0:
         return None
     return np.minimum(T, 10.0) if np.all(np.isfinite(T)) else None
 
 
+def _level_inverses(ztz: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Which levels' ``Z_l'Z_l`` are non-singular, and the inverses (``(L, p1, p1)``).
+
+    "Non-singular": a determinant above ``1e-10`` of the product of the diagonal. 2 x 2
+    blocks (a random intercept and slope, the common case) in closed form, elementwise:
+    ``np.linalg``'s batched routines cost more to enter than the arithmetic (see
+    :func:`ols_from_cross_products`). Singular levels' inverses are not used.
+    """
+    if ztz.shape[1] != 2:
+        diagonal = np.diagonal(ztz, axis1=1, axis2=2)
+        ok = np.linalg.det(ztz) > 1e-10 * np.prod(diagonal, axis=1)
+        inv = np.zeros_like(ztz)
+        inv[ok] = np.linalg.inv(ztz[ok])
+        return ok, inv
+    a, b, d = ztz[:, 0, 0], ztz[:, 1, 0], ztz[:, 1, 1]
+    det = a * d - b * b
+    ok = det > 1e-10 * (a * d)
+    scale = 1.0 / np.where(ok, det, 1.0)
+    inv = np.empty_like(ztz)
+    inv[:, 0, 0] = d * scale
+    inv[:, 1, 1] = a * scale
+    inv[:, 0, 1] = inv[:, 1, 0] = -b * scale
+    return ok, inv
+
+
 def dense_moment_start(system: DenseSystem, step: float) -> tuple[np.ndarray, np.ndarray]:
-    """lme4's start with scalar terms at a one-way ANOVA moment estimate, and the steps.
+    """lme4's start with scalar terms at a one-way ANOVA moment estimate, and the steps
+    (30% of each estimate; ``step`` elsewhere).
 
     The estimate of :func:`blocked_moment_start` (its small-model
     form), read from the dense ``A``: for a scalar term with column ``z``, the OLS
@@ -221,8 +267,20 @@ def dense_moment_start(system: DenseSystem, step: float) -> tuple[np.ndarray, np
         for k, (term, (s, e)) in enumerate(zip(structure.terms, system.spans, strict=True))
         if term.ncols == 1
     ]
-    theta, _ = moment_theta(structure, level_sums, *ols, n)
-    return theta, steps
+    theta, estimated = moment_theta(structure, level_sums, *ols, n)
+    return theta, _moment_steps(theta, estimated, step)
+
+
+def _moment_steps(theta: np.ndarray, estimated: np.ndarray, step: float) -> np.ndarray:
+    """BOBYQA's first steps on small data: 30% of each moment estimate (at least a tenth
+    of ``step``), ``step`` for entries without one (lme4's start).
+
+    A moment estimate lands within a few tens of percent of the optimum: a trust region
+    of that size saves BOBYQA some of its shrinking steps. Over 106 REML and ML fits (the
+    reference models, 40 simulated one- and two-factor designs with SDs 0 to 10): 8% fewer
+    evaluations, the same optima and warnings.
+    """
+    return np.where(estimated, np.maximum(0.3 * np.abs(theta), 0.1 * step), step)
 
 
 def moment_start(system: BlockedSystem | DenseSystem, step: float) -> tuple[np.ndarray, np.ndarray]:
