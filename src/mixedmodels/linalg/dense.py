@@ -404,11 +404,20 @@ class DenseSystem:
         rhs = U[:q, m - 1] - U[:q, q : q + p] @ beta
         u, _ = _dtrtrs(np.asfortranarray(U[:q, :q]), rhs, lower=0)
         us, bs = [], []
-        templates = self.structure.templates(theta)
-        for term, (s, e), T in zip(self.structure.terms, self._spans, templates, strict=True):
-            uk = u[s:e].reshape(term.nlevels, term.ncols)
-            us.append(uk)
-            bs.append(uk @ T.T)
+        grouped = self.structure.terms
+        if self._scalar and self.structure.ntheta == len(grouped):
+            # b = Lambda u with 1 x 1 templates: each mode times its term's theta (the
+            # products of the template product below, without building the templates).
+            for term, (s, e), t in zip(grouped, self._spans, theta, strict=True):
+                uk = u[s:e].reshape(term.nlevels, 1)
+                us.append(uk)
+                bs.append(uk * t)
+        else:
+            templates = self.structure.templates(theta)
+            for term, (s, e), T in zip(grouped, self._spans, templates, strict=True):
+                uk = u[s:e].reshape(term.nlevels, term.ncols)
+                us.append(uk)
+                bs.append(uk @ T.T)
         est = Estimates(
             beta=np.asarray(beta),
             sigma=math.sqrt(sigma2),
