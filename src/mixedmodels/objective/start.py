@@ -11,8 +11,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy.linalg.lapack import dpotrf as _dpotrf
-from scipy.linalg.lapack import dpotrs as _dpotrs
 
 from mixedmodels.covariance import CovarianceStructure
 from mixedmodels.linalg.blocked import BlockedSystem
@@ -22,22 +20,11 @@ _MOMENT_PASSES = 8  # fixed-point passes of moment_components
 
 
 def ols_from_cross_products(xytxy: np.ndarray, n: int) -> tuple[np.ndarray, float] | None:
-    """OLS ``beta`` and residual variance ``s^2`` from ``[X y]'[X y]`` (None if X'X is not
-    positive definite).
-
-    The normal equations by a Cholesky factorisation, with the LAPACK routines the
-    deviance calls on every evaluation: after a ``gc.collect()`` each further numpy/LAPACK
-    entry point a fit touches costs tens of microseconds of cache misses, and
-    ``np.linalg.solve`` would be one more.
-    """
+    """OLS ``beta`` and residual variance ``s^2`` from ``[X y]'[X y]`` (None if X'X is singular)."""
     p = xytxy.shape[0] - 1
-    if not p:
-        return np.zeros(0), float(xytxy[0, 0]) / n
-    C, info = _dpotrf(xytxy[:p, :p], lower=1, clean=1)
-    if info != 0:
-        return None
-    beta, info = _dpotrs(C, xytxy[:p, p], lower=1)
-    if info != 0:  # pragma: no cover - potrs fails only on invalid arguments
+    try:
+        beta = np.linalg.solve(xytxy[:p, :p], xytxy[:p, p]) if p else np.zeros(0)
+    except np.linalg.LinAlgError:
         return None
     return beta, float(xytxy[p, p] - beta @ xytxy[:p, p]) / (n - p)
 
@@ -197,14 +184,14 @@ def _two_stage_template(system: BlockedSystem, beta: np.ndarray, s2: float) -> n
     """
     A, p = system.A, system.p
     ztz = A.z1tz1
-    l1, p1 = ztz.shape[0], ztz.shape[1]
-    ztr = A.xytz1[p] - (beta @ A.xytz1[:p].reshape(p, l1 * p1)).reshape(l1, p1)
-    det_ok, inv = _level_inverses(ztz)
+    ztr = A.xytz1[p] - np.tensordot(beta, A.xytz1[:p], axes=1)  # (l1, p1)
+    p1 = ztz.shape[1]
+    det_ok = np.linalg.det(ztz) > 1e-10 * np.prod(np.diagonal(ztz, axis1=1, axis2=2), axis=1)
     nok = int(det_ok.sum())
     dof = system.n - p - nok * p1
     if nok <= p1 + 1 or dof <= 0:
         return None
-    inv = inv[det_ok]
+    inv = np.linalg.inv(ztz[det_ok])
     b = (inv @ ztr[det_ok][:, :, None])[:, :, 0]
     sigma2 = (s2 * (system.n - p) - float(np.sum(b * ztr[det_ok]))) / dof
     if not sigma2 > 0:
@@ -215,37 +202,11 @@ def _two_stage_template(system: BlockedSystem, beta: np.ndarray, s2: float) -> n
     free = np.zeros((p1, p1), dtype=bool)
     free[rows, cols] = True
     cov = np.where(free | free.T, cov, 0.0)
-    # LAPACK's Cholesky (the deviance's own routine) rather than np.linalg's: see
-    # ols_from_cross_products.
-    T, info = _dpotrf(cov / sigma2, lower=1, clean=1)
-    if info != 0:
+    try:
+        T = np.linalg.cholesky(cov / sigma2)
+    except np.linalg.LinAlgError:
         return None
     return np.minimum(T, 10.0) if np.all(np.isfinite(T)) else None
-
-
-def _level_inverses(ztz: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Which levels' ``Z_l'Z_l`` are non-singular, and the inverses (``(L, p1, p1)``).
-
-    "Non-singular": a determinant above ``1e-10`` of the product of the diagonal. 2 x 2
-    blocks (a random intercept and slope, the common case) in closed form, elementwise:
-    ``np.linalg``'s batched routines cost more to enter than the arithmetic (see
-    :func:`ols_from_cross_products`). Singular levels' inverses are not used.
-    """
-    if ztz.shape[1] != 2:
-        diagonal = np.diagonal(ztz, axis1=1, axis2=2)
-        ok = np.linalg.det(ztz) > 1e-10 * np.prod(diagonal, axis=1)
-        inv = np.zeros_like(ztz)
-        inv[ok] = np.linalg.inv(ztz[ok])
-        return ok, inv
-    a, b, d = ztz[:, 0, 0], ztz[:, 1, 0], ztz[:, 1, 1]
-    det = a * d - b * b
-    ok = det > 1e-10 * (a * d)
-    scale = 1.0 / np.where(ok, det, 1.0)
-    inv = np.empty_like(ztz)
-    inv[:, 0, 0] = d * scale
-    inv[:, 1, 1] = a * scale
-    inv[:, 0, 1] = inv[:, 1, 0] = -b * scale
-    return ok, inv
 
 
 def dense_moment_start(system: DenseSystem, step: float) -> tuple[np.ndarray, np.ndarray]:
