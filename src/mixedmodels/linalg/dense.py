@@ -57,6 +57,9 @@ _SINGULAR_DIAGONAL = 1e-6
 #: reads the entries it needs from ``Omega^{-1}`` (less work, more index bookkeeping:
 #: equal at ~32, 15-25% less from ~40 on).
 _SOLVE_MAX = 32
+#: From this many levels on, a model with one scalar term is evaluated in closed form
+#: (:meth:`DenseSystem._one_term_log_diagonal`).
+_ONE_TERM_MIN = 24
 
 
 def cross_products_from_rows(
@@ -185,6 +188,15 @@ class DenseSystem:
         # _upper_gather), made on first use: a fit needs one of them.
         self._g_at: np.ndarray | None = None
         self._gz_at: np.ndarray | None = None
+        # One scalar term: Omega_ZZ = I + theta^2 diag(n_l) is diagonal, so the optimiser's
+        # evaluations eliminate it in closed form and factor only the (p + 1) x (p + 1)
+        # Schur complement (see _one_term_log_diagonal): O(q p^2) work where the whole
+        # factorisation costs O(m^3).
+        self._one_term: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        if len(terms) == 1 and self._scalar and structure.ntheta == 1 and q >= _ONE_TERM_MIN:
+            S = np.ascontiguousarray(W[q:, :q])  # [X y]'Z, (p + 1) x q
+            self._one_term = (W.diagonal()[:q].copy(), S, np.ascontiguousarray(W[q:, q:]))
+            self.nz_logs = 0  # log|L_Z|^2 comes whole, before the logs
         # (start, stop, theta indices of the diagonal) of each template, for the singular test.
         self._templates = []
         for k, (s, e) in enumerate(zip(structure.offsets[:-1], structure.offsets[1:], strict=True)):
@@ -250,7 +262,11 @@ class DenseSystem:
     def log_diagonal(self, theta: np.ndarray) -> tuple[float, np.ndarray, float] | None:
         """What the criterion reads at ``theta``: 0 (no separately eliminated block), the
         logs of the diagonal of ``U`` but the last (the first :attr:`nz_logs` belong to
-        ``L_Z``) and ``r^2``; None if Omega is not positive definite."""
+        ``L_Z``) and ``r^2``; None if Omega is not positive definite. One scalar term of
+        many levels: ``log|L_Z|^2`` first and the logs of the rest of the factor
+        (:meth:`_one_term_log_diagonal`)."""
+        if self._one_term is not None:
+            return self._one_term_log_diagonal(float(theta[0]))
         theta = np.asarray(theta, dtype=np.float64)
         if self._scalar:
             # _omega's numbers for a diagonal D, without K (the gradient's, not read here)
@@ -267,6 +283,27 @@ class DenseSystem:
             return None
         diag = U.diagonal()
         return 0.0, np.log(diag[:-1]), float(diag[-1]) ** 2
+
+    def _one_term_log_diagonal(self, t: float) -> tuple[float, np.ndarray, float] | None:
+        """:meth:`log_diagonal` of a model with one scalar term, by its Schur complement.
+
+        With ``N = diag(n_l)`` (``n_l = sum z^2`` over level ``l``) and ``S = [X y]'Z``,
+        ``Omega = [[I + t^2 N, t S'], [t S, G]]``, ``G = [X y]'[X y]``: its ``L_Z`` is
+        ``diag(sqrt(1 + t^2 n_l))``, so ``log|L_Z|^2 = sum log(1 + t^2 n_l)``, and the rest
+        of the factor is that of ``G - S diag(t^2 / (1 + t^2 n_l)) S'`` (Bates et al. 2015,
+        sec. 3.5, with a diagonal ``L_Z``).
+        """
+        n_l, S, G = self._one_term  # type: ignore[misc]
+        t2 = t * t
+        d = n_l * t2
+        d += 1.0
+        schur = G - (S * (t2 / d)) @ S.T
+        # schur is symmetric: its transpose is the same matrix in Fortran order.
+        U, info = _dpotrf(schur.T, lower=0, clean=0, overwrite_a=1)
+        if info != 0:
+            return None
+        diag = U.diagonal()
+        return float(np.log(d).sum()), np.log(diag[:-1]), float(diag[-1]) ** 2
 
     def log_terms(self, theta: np.ndarray) -> tuple[float, float, float] | None:
         """``log|L_Z|^2``, ``log|R_X|^2`` and ``r^2`` at ``theta`` (None if Omega is not
@@ -311,7 +348,15 @@ class DenseSystem:
         if U is None:
             return None, np.full(self.structure.ntheta, np.nan)
         diag = U.diagonal()
-        if logdet == "zx":
+        if self._one_term is not None:
+            # The optimiser's closed form (not this factor's diagonal), so that both give
+            # the same criterion to the last bit.
+            found = self._one_term_log_diagonal(float(theta[0]))
+            if found is None:  # pragma: no cover - Omega was factored just above
+                return None, np.full(self.structure.ntheta, np.nan)
+            terms = (found[0], 2.0 * float(found[1].sum()), found[2])
+            r2 = terms[2]
+        elif logdet == "zx":
             r2 = float(diag[-1]) ** 2
             terms = (2.0 * float(np.log(diag[:-1]).sum()), 0.0, r2)
         else:
