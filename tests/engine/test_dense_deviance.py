@@ -179,3 +179,25 @@ def test_early_stop_on_a_boundary_optimum_is_at_least_as_good():
     assert default.theta[3] == 0.0
     assert default.reml_criterion <= tight.reml_criterion * (1 + 1e-12)
     np.testing.assert_allclose(default.theta, tight.theta, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("name", "formula"),
+    [
+        ("ratpup", "weight ~ treatment + sex + litsize + (1|litter)"),
+        ("cake", "angle ~ recipe*temperature + (1|recipe:replicate)"),
+    ],
+)
+def test_one_scalar_term_in_closed_form_equals_the_factor(name, formula):
+    """One scalar term (24 levels or more): the optimiser's closed-form evaluation gives the
+    whole factor's criterion to rounding, and the gradient's value is the same number."""
+    fit = mm.lmer(formula, mm.load_dataset(name))
+    for reml in (True, False):
+        dense = fit.model.dense_deviance(reml)
+        assert dense.system._one_term is not None
+        blocked = fit.model.deviance_function(reml)
+        for theta in (fit.theta * 1.15 + 0.05, np.zeros(1), fit.theta):
+            value, _ = dense.value_and_gradient(theta)
+            assert dense(theta) == value
+            assert value == pytest.approx(dense.value(dense.system.log_terms(theta)), rel=1e-12)
+            assert value == pytest.approx(blocked(theta), rel=1e-11)

@@ -57,6 +57,9 @@ _SINGULAR_DIAGONAL = 1e-6
 #: reads the entries it needs from ``Omega^{-1}`` (less work, more index bookkeeping:
 #: equal at ~32, 15-25% less from ~40 on).
 _SOLVE_MAX = 32
+#: From this many levels on, a model with one scalar term is evaluated in closed form
+#: (:meth:`DenseSystem._one_term_log_diagonal`).
+_ONE_TERM_MIN = 24
 
 
 def cross_products_from_rows(
@@ -152,6 +155,7 @@ class DenseSystem:
         rows, cols, src = [], [], []
         self._spans: list[tuple[int, int]] = []
         self._w_columns = []
+        self._scalar = all(t.ncols == 1 for t in terms)
         start = 0
         for k, term in enumerate(terms):
             stop = start + term.nranef
@@ -161,12 +165,14 @@ class DenseSystem:
             entries = np.arange(structure.offsets[k], structure.offsets[k + 1])
             src.append(np.tile(entries, term.nlevels))
             self._spans.append((start, stop))
-            self._w_columns.append(np.ascontiguousarray(W[:, start:stop]).reshape(-1, term.ncols))
+            if not self._scalar:  # the template products of _omega (a diagonal D needs none)
+                self._w_columns.append(
+                    np.ascontiguousarray(W[:, start:stop]).reshape(-1, term.ncols)
+                )
             start = stop
         self._rows = np.concatenate(rows)
         self._cols = np.concatenate(cols)
         self._src = np.concatenate(src)
-        self._scalar = all(t.ncols == 1 for t in terms)
         # diag(I_q, 0) as a whole matrix, and D's diagonal before theta is written into it:
         # adding a matrix and copying an array cost less than an indexed add and np.ones
         # (~1 us of a 5 us evaluation on Dyestuff), with the same numbers.
@@ -182,12 +188,20 @@ class DenseSystem:
         # _upper_gather), made on first use: a fit needs one of them.
         self._g_at: np.ndarray | None = None
         self._gz_at: np.ndarray | None = None
+        # One scalar term: Omega_ZZ = I + theta^2 diag(n_l) is diagonal, so the optimiser's
+        # evaluations eliminate it in closed form and factor only the (p + 1) x (p + 1)
+        # Schur complement (see _one_term_log_diagonal): O(q p^2) work where the whole
+        # factorisation costs O(m^3).
+        self._one_term: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        if len(terms) == 1 and self._scalar and structure.ntheta == 1 and q >= _ONE_TERM_MIN:
+            S = np.ascontiguousarray(W[q:, :q])  # [X y]'Z, (p + 1) x q
+            self._one_term = (W.diagonal()[:q].copy(), S, np.ascontiguousarray(W[q:, q:]))
+            self.nz_logs = 0  # log|L_Z|^2 comes whole, before the logs
         # (start, stop, theta indices of the diagonal) of each template, for the singular test.
-        on_diag = np.isfinite(structure.lower_bounds())
-        self._templates = [
-            (s, e, (s + np.flatnonzero(on_diag[s:e])).tolist())
-            for s, e in zip(structure.offsets[:-1], structure.offsets[1:], strict=True)
-        ]
+        self._templates = []
+        for k, (s, e) in enumerate(zip(structure.offsets[:-1], structure.offsets[1:], strict=True)):
+            on_diag = (structure.rows[k] == structure.cols[k]).tolist()
+            self._templates.append((s, e, [s + i for i, d in enumerate(on_diag) if d]))
 
     @classmethod
     def from_cross_products(cls, structure: CovarianceStructure, A: CrossProducts) -> DenseSystem:
@@ -248,7 +262,11 @@ class DenseSystem:
     def log_diagonal(self, theta: np.ndarray) -> tuple[float, np.ndarray, float] | None:
         """What the criterion reads at ``theta``: 0 (no separately eliminated block), the
         logs of the diagonal of ``U`` but the last (the first :attr:`nz_logs` belong to
-        ``L_Z``) and ``r^2``; None if Omega is not positive definite."""
+        ``L_Z``) and ``r^2``; None if Omega is not positive definite. One scalar term of
+        many levels: ``log|L_Z|^2`` first and the logs of the rest of the factor
+        (:meth:`_one_term_log_diagonal`)."""
+        if self._one_term is not None:
+            return self._one_term_log_diagonal(float(theta[0]))
         theta = np.asarray(theta, dtype=np.float64)
         if self._scalar:
             # _omega's numbers for a diagonal D, without K (the gradient's, not read here)
@@ -265,6 +283,27 @@ class DenseSystem:
             return None
         diag = U.diagonal()
         return 0.0, np.log(diag[:-1]), float(diag[-1]) ** 2
+
+    def _one_term_log_diagonal(self, t: float) -> tuple[float, np.ndarray, float] | None:
+        """:meth:`log_diagonal` of a model with one scalar term, by its Schur complement.
+
+        With ``N = diag(n_l)`` (``n_l = sum z^2`` over level ``l``) and ``S = [X y]'Z``,
+        ``Omega = [[I + t^2 N, t S'], [t S, G]]``, ``G = [X y]'[X y]``: its ``L_Z`` is
+        ``diag(sqrt(1 + t^2 n_l))``, so ``log|L_Z|^2 = sum log(1 + t^2 n_l)``, and the rest
+        of the factor is that of ``G - S diag(t^2 / (1 + t^2 n_l)) S'`` (Bates et al. 2015,
+        sec. 3.5, with a diagonal ``L_Z``).
+        """
+        n_l, S, G = self._one_term  # type: ignore[misc]
+        t2 = t * t
+        d = n_l * t2
+        d += 1.0
+        schur = G - (S * (t2 / d)) @ S.T
+        # schur is symmetric: its transpose is the same matrix in Fortran order.
+        U, info = _dpotrf(schur.T, lower=0, clean=0, overwrite_a=1)
+        if info != 0:
+            return None
+        diag = U.diagonal()
+        return float(np.log(d).sum()), np.log(diag[:-1]), float(diag[-1]) ** 2
 
     def log_terms(self, theta: np.ndarray) -> tuple[float, float, float] | None:
         """``log|L_Z|^2``, ``log|R_X|^2`` and ``r^2`` at ``theta`` (None if Omega is not
@@ -298,13 +337,31 @@ class DenseSystem:
         ``P[r, m]`` are needed: small systems solve for all of ``P``
         (:meth:`_p_entries_by_solve`), larger ones read them from ``Omega^{-1}``
         (:meth:`_p_entries_by_inverse`).
+
+        For ``"zx"`` the first log term holds all of ``l`` and the second is 0: REML needs
+        only their sum, and summed in one reduction, as :meth:`log_diagonal` serves the
+        optimiser, the criterion from here equals the optimiser's to the last bit (two
+        partial sums can differ from it in the last place).
         """
         theta = np.asarray(theta, dtype=np.float64)
         U, K = self._factor(theta)
         if U is None:
             return None, np.full(self.structure.ntheta, np.nan)
-        terms = self._log_terms(U.diagonal())
-        r2 = terms[2]
+        diag = U.diagonal()
+        if self._one_term is not None:
+            # The optimiser's closed form (not this factor's diagonal), so that both give
+            # the same criterion to the last bit.
+            found = self._one_term_log_diagonal(float(theta[0]))
+            if found is None:  # pragma: no cover - Omega was factored just above
+                return None, np.full(self.structure.ntheta, np.nan)
+            terms = (found[0], 2.0 * float(found[1].sum()), found[2])
+            r2 = terms[2]
+        elif logdet == "zx":
+            r2 = float(diag[-1]) ** 2
+            terms = (2.0 * float(np.log(diag[:-1]).sum()), 0.0, r2)
+        else:
+            terms = self._log_terms(diag)
+            r2 = terms[2]
         if self._m <= _SOLVE_MAX:
             p_rc, last, pz = self._p_entries_by_solve(U, K, logdet == "z")
         else:
@@ -392,11 +449,20 @@ class DenseSystem:
         rhs = U[:q, m - 1] - U[:q, q : q + p] @ beta
         u, _ = _dtrtrs(np.asfortranarray(U[:q, :q]), rhs, lower=0)
         us, bs = [], []
-        templates = self.structure.templates(theta)
-        for term, (s, e), T in zip(self.structure.terms, self._spans, templates, strict=True):
-            uk = u[s:e].reshape(term.nlevels, term.ncols)
-            us.append(uk)
-            bs.append(uk @ T.T)
+        grouped = self.structure.terms
+        if self._scalar and self.structure.ntheta == len(grouped):
+            # b = Lambda u with 1 x 1 templates: each mode times its term's theta (the
+            # products of the template product below, without building the templates).
+            for term, (s, e), t in zip(grouped, self._spans, theta, strict=True):
+                uk = u[s:e].reshape(term.nlevels, 1)
+                us.append(uk)
+                bs.append(uk * t)
+        else:
+            templates = self.structure.templates(theta)
+            for term, (s, e), T in zip(grouped, self._spans, templates, strict=True):
+                uk = u[s:e].reshape(term.nlevels, term.ncols)
+                us.append(uk)
+                bs.append(uk @ T.T)
         est = Estimates(
             beta=np.asarray(beta),
             sigma=math.sqrt(sigma2),

@@ -273,7 +273,12 @@ class LinearMixedModelResult:
 
     @property
     def singular(self) -> bool:
-        return self.structure.is_singular(self.theta)
+        """lme4's ``isSingular``: a template diagonal within 1e-4 of 0 (a boundary fit)."""
+        # The optimiser's record holds the bounds (0 on template diagonals, -inf elsewhere):
+        # the structure's isSingular without building them again.
+        k = self.structure.ntheta
+        theta, lower = self.opt.final_theta[:k], self.opt.lower[:k]
+        return bool(np.any(np.isfinite(lower) & (np.abs(theta) < 1e-4)))
 
     @property
     def converged(self) -> bool:
