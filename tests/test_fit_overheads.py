@@ -16,8 +16,8 @@ import pytest
 import mixedmodels as mm
 from mixedmodels.errors import FormulaError
 from mixedmodels.formula import ModelFormula, parse_formula
+from mixedmodels.linalg.blas_threads import blas_threads_for
 from mixedmodels.linalg.solution import estimate
-from mixedmodels.models.lmm import _blas_threads_for
 
 SLEEP = "Reaction ~ Days + (Days | Subject)"
 PASTES = "strength ~ 1 + (1 | batch/cask)"
@@ -143,7 +143,7 @@ def test_no_thread_limit_when_blas_already_uses_one_thread():
 
     fit = mm.lmer(SLEEP, "sleepstudy")
     with threadpool_limits(limits=1, user_api="blas"):
-        assert isinstance(_blas_threads_for(fit.model.rest_size), contextlib.nullcontext)
+        assert isinstance(blas_threads_for(fit.model.rest_size), contextlib.nullcontext)
 
 
 def test_thread_limit_when_blas_uses_more_threads():
@@ -153,7 +153,7 @@ def test_thread_limit_when_blas_uses_more_threads():
     with threadpool_limits(limits=2, user_api="blas"):
         if not any(n > 1 for n in _blas_thread_counts()):
             pytest.skip("the BLAS library cannot use two threads here")
-        limiter = _blas_threads_for(fit.model.rest_size)
+        limiter = blas_threads_for(fit.model.rest_size)
         assert not isinstance(limiter, contextlib.nullcontext)
         with limiter:
             assert all(n == 1 for n in _blas_thread_counts())

@@ -264,7 +264,7 @@ class GeneralizedLinearMixedModel:
     def fit(self, *, start: np.ndarray | None = None, progress: bool = False) -> GlmmFit:
         """Fit by lme4's two stages; return the optimum (:class:`GlmmFit`) with warnings
         issued for convergence problems and singular fits."""
-        from mixedmodels.models.lmm import _blas_threads_for
+        from mixedmodels.linalg.blas_threads import blas_threads_for
 
         clock = time.perf_counter()
         dev = self.deviance
@@ -272,7 +272,7 @@ class GeneralizedLinearMixedModel:
         ntheta = structure.ntheta
         lower_theta = structure.lower_bounds()
         qr = sum(t.nranef for t in self.terms[1:])
-        with _blas_threads_for(qr):
+        with blas_threads_for(qr):
             theta0 = structure.initial_theta() if start is None else np.asarray(start, float)
             evaluations: dict[str, int] = {}
             if self.estimates_dispersion:

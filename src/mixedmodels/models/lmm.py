@@ -10,7 +10,6 @@ products, the residual structure and the objective), :meth:`LinearMixedModel.fit
 
 from __future__ import annotations
 
-import contextlib
 import math
 import warnings
 from dataclasses import replace
@@ -26,6 +25,7 @@ from mixedmodels.errors import (
     ModelSpecificationError,
     SingularFitWarning,
 )
+from mixedmodels.linalg.blas_threads import blas_threads_for
 from mixedmodels.linalg.blocked import BlockedSystem
 from mixedmodels.linalg.choice import (
     dense_system,
@@ -371,7 +371,7 @@ class LinearMixedModel:
             Optimiser tolerances.
         """
         use_reml = self.reml if reml is None else bool(reml)
-        with _blas_threads_for(self.rest_size):
+        with blas_threads_for(self.rest_size):
             self._check_not_exact(use_reml)
             return self._fit(use_reml, start, options)
 
@@ -593,7 +593,7 @@ class LinearMixedModel:
         if start is not None and self.residual_strata is None:
             start = np.asarray(start, float)
             steps = _NEARBY_STEP * np.maximum(np.abs(start), _NEARBY_STEP)
-        with _blas_threads_for(self.rest_size):
+        with blas_threads_for(self.rest_size):
             model._check_not_exact(use_reml)
             return model._fit(use_reml, start, None, steps)
 
@@ -754,48 +754,3 @@ def _null_terms(n: int) -> tuple[GroupedTerm, ...]:
 _BEFORE_NEWTON = OptimizerOptions(ftol_rel=1e-7, ftol_abs=1e-5, xtol_abs=1e-4)
 # A refit's first BOBYQA trust region, relative to each start value (see refit).
 _NEARBY_STEP = 0.1
-_SMALL_DENSE_BLOCK = 512
-_BLAS_CONTROLLER: list[Any] = []
-
-
-def _blas_threads_for(qr: int):
-    """Single-threaded BLAS while optimising when every dense block is small.
-
-    OpenBLAS starts (and, on a busy machine, spins) its threads for every call: on the
-    small triangular solves of a typical model that costs milliseconds per call, 10-50x
-    the arithmetic. Large dense blocks (InstEval's 1142 x 1142) keep all threads.
-    """
-    if qr >= _SMALL_DENSE_BLOCK:
-        return contextlib.nullcontext()
-    if not _BLAS_CONTROLLER:
-        from threadpoolctl import ThreadpoolController
-
-        controller = ThreadpoolController()
-        _BLAS_CONTROLLER.extend([controller, controller.select(user_api="blas").lib_controllers])
-    blas_libraries = _BLAS_CONTROLLER[1]
-    # Already one thread (OPENBLAS_NUM_THREADS=1, or an outer threadpool_limits): nothing
-    # to limit. Asking costs ~1 us; entering and leaving the limit costs ~10 us or more.
-    threads = [lib.num_threads for lib in blas_libraries]
-    if all(n <= 1 for n in threads):
-        return contextlib.nullcontext()
-    return _OneBlasThread(blas_libraries, threads)
-
-
-class _OneBlasThread:
-    """One thread for each BLAS library while inside, then the counts they had.
-
-    threadpoolctl's own per-library controllers, set directly: its ``limit`` builds a
-    limiter and selects the libraries again on every entry, which costs about as much as
-    setting them (~30 us of a small model's ~2 ms fit after a ``gc.collect()``)."""
-
-    def __init__(self, libraries: list[Any], threads: list[int]):
-        self._libraries = libraries
-        self._threads = threads
-
-    def __enter__(self) -> None:
-        for lib in self._libraries:
-            lib.set_num_threads(1)
-
-    def __exit__(self, *exc: object) -> None:
-        for lib, n in zip(self._libraries, self._threads, strict=True):
-            lib.set_num_threads(n)
