@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from scipy.linalg.lapack import dgesv as _dgesv
 
 from mixedmodels.covariance import CovarianceStructure
 from mixedmodels.linalg.blocked import BlockedSystem
@@ -22,9 +23,13 @@ _MOMENT_PASSES = 8  # fixed-point passes of moment_components
 def ols_from_cross_products(xytxy: np.ndarray, n: int) -> tuple[np.ndarray, float] | None:
     """OLS ``beta`` and residual variance ``s^2`` from ``[X y]'[X y]`` (None if X'X is singular)."""
     p = xytxy.shape[0] - 1
-    try:
-        beta = np.linalg.solve(xytxy[:p, :p], xytxy[:p, p]) if p else np.zeros(0)
-    except np.linalg.LinAlgError:
+    if not p:
+        return np.zeros(0), float(xytxy[0, 0]) / n
+    # LAPACK's dgesv directly: the LU solve np.linalg.solve runs, without its wrapper,
+    # which is the only np.linalg code a small fit would otherwise touch (its first call
+    # after a collection costs ~30 us of cold code). info > 0: an exactly zero pivot.
+    _, _, beta, info = _dgesv(xytxy[:p, :p], xytxy[:p, p])
+    if info != 0:
         return None
     return beta, float(xytxy[p, p] - beta @ xytxy[:p, p]) / (n - p)
 
