@@ -43,7 +43,6 @@ import scipy.sparse as sp
 from scipy.linalg.lapack import dpotrf as _dpotrf
 from scipy.linalg.lapack import dpotri as _dpotri
 from scipy.linalg.lapack import dpotrs as _dpotrs
-from scipy.linalg.lapack import dtrtri as _dtrtri
 from scipy.linalg.lapack import dtrtrs as _dtrtrs
 
 from mixedmodels.covariance import CovarianceStructure
@@ -163,7 +162,8 @@ class DenseSystem:
             rows.append((first + structure.rows[k]).ravel())
             cols.append((first + structure.cols[k]).ravel())
             entries = np.arange(structure.offsets[k], structure.offsets[k + 1])
-            src.append(np.tile(entries, term.nlevels))
+            # np.tile(entries, nlevels) without its Python wrapper (a cold path per fit)
+            src.append(entries[np.arange(entries.shape[0] * term.nlevels) % entries.shape[0]])
             self._spans.append((start, stop))
             if not self._scalar:  # the template products of _omega (a diagonal D needs none)
                 self._w_columns.append(
@@ -441,9 +441,16 @@ class DenseSystem:
         if p:
             R = np.asfortranarray(U[q : q + p, q : q + p])  # R_X (upper)
             beta, _ = _dtrtrs(R, U[q : q + p, m - 1], lower=0)
-            Rinv, _ = _dtrtri(R, lower=0)
-            Rinv = np.triu(Rinv)
-            vcov = sigma2 * (Rinv @ Rinv.T)
+            # (R_X'R_X)^{-1} by dpotrs, which the fit has already run (Newton steps,
+            # gradient): dtrtri, np.triu and a product would be code touched only here,
+            # each paid cold after a collection. potrs reads R's upper triangle alone;
+            # its result is made exactly symmetric, as R^{-1} R^{-T} was.
+            eye = np.zeros((p, p))
+            eye.ravel()[:: p + 1] = 1.0
+            inv, _ = _dpotrs(R, eye, lower=0, overwrite_b=1)
+            inv += inv.T
+            inv *= 0.5 * sigma2
+            vcov = inv
         else:
             beta, vcov = np.zeros(0), np.zeros((0, 0))
         rhs = U[:q, m - 1] - U[:q, q : q + p] @ beta
