@@ -11,7 +11,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy.linalg.lapack import dgesv as _dgesv
+from scipy.linalg.lapack import dpotrf as _dpotrf
+from scipy.linalg.lapack import dpotrs as _dpotrs
 
 from mixedmodels.covariance import CovarianceStructure
 from mixedmodels.linalg.blocked import BlockedSystem
@@ -25,11 +26,16 @@ def ols_from_cross_products(xytxy: np.ndarray, n: int) -> tuple[np.ndarray, floa
     p = xytxy.shape[0] - 1
     if not p:
         return np.zeros(0), float(xytxy[0, 0]) / n
-    # LAPACK's dgesv directly: the LU solve np.linalg.solve runs, without its wrapper,
-    # which is the only np.linalg code a small fit would otherwise touch (its first call
-    # after a collection costs ~30 us of cold code). info > 0: an exactly zero pivot.
-    _, _, beta, info = _dgesv(xytxy[:p, :p], xytxy[:p, p])
+    # Cholesky with LAPACK's dpotrf and dpotrs: X'X is symmetric positive definite for
+    # the full-rank X a design keeps, and the fit runs these two routines anyway (every
+    # evaluation, the Newton steps), where an LU solve (np.linalg.solve or dgesv) is code
+    # touched only here, paid cold (~30 us) after a collection. Not positive definite
+    # (numerically singular X'X): None, lme4's start.
+    U, info = _dpotrf(xytxy[:p, :p], lower=0, clean=0)
     if info != 0:
+        return None
+    beta, info = _dpotrs(U, xytxy[:p, p], lower=0)
+    if info != 0:  # pragma: no cover - potrs fails only on invalid arguments
         return None
     return beta, float(xytxy[p, p] - beta @ xytxy[:p, p]) / (n - p)
 
