@@ -322,11 +322,22 @@ class BlockedSystem:
         # (r_e, c_e) in np.tril_indices(p1) order; the update's columns are packed to match
         # (off-diagonal entries count for both (a, b) and (b, a)).
         l1 = t1.nlevels
-        self._tril = np.tril_indices(p1)
+        # np.tril_indices(p1) (row-major), and the packed rows below, built without
+        # NumPy's Python-level helpers (tril_indices, vstack, ones): each is code a
+        # small fit would touch only here, paid cold after a collection.
+        pairs = [(a, b) for a in range(p1) for b in range(a + 1)]
+        self._tril = (
+            np.array([a for a, _ in pairs], dtype=np.intp),
+            np.array([b for _, b in pairs], dtype=np.intp),
+        )
         z = A.z1tz1
-        self._a_packed = np.ascontiguousarray(z[:, self._tril[0], self._tril[1]].T)
+        packed = z[:, self._tril[0], self._tril[1]].T
         if p1 == 2:  # a row of ones for the identity in M = T1' A T1 + I (see _term1)
-            self._a_packed = np.vstack([self._a_packed, np.ones(l1)])
+            self._a_packed = np.empty((packed.shape[0] + 1, l1))
+            self._a_packed[:-1] = packed
+            self._a_packed[-1] = 1.0
+        else:
+            self._a_packed = np.ascontiguousarray(packed)
         self._t1_index = (structure.rows[0], structure.cols[0], structure.offsets[1])
         # Position in theta of each template entry (-1: fixed at 0, e.g. from `||`).
         free = {

@@ -192,8 +192,10 @@ def compute_cross_products(
 
     xytxy = wxy.T @ xy
 
-    with np.errstate(divide="ignore"):  # a zero weight gives -inf, refused by the model
-        log_w = 0.0 if weights is None else float(np.sum(np.log(weights)))
+    log_w = 0.0
+    if weights is not None:  # (no errstate context, Python code, for unweighted fits)
+        with np.errstate(divide="ignore"):  # a zero weight gives -inf, refused by the model
+            log_w = float(np.sum(np.log(weights)))
     if len(terms) == 1:
         return CrossProducts(z1tz1, None, None, xytz1, None, xytxy, n, log_w)
 

@@ -213,9 +213,11 @@ def _two_stage_template(system: BlockedSystem, beta: np.ndarray, s2: float) -> n
     free = np.zeros((p1, p1), dtype=bool)
     free[rows, cols] = True
     cov = np.where(free | free.T, cov, 0.0)
-    try:
-        T = np.linalg.cholesky(cov / sigma2)
-    except np.linalg.LinAlgError:
+    # dpotrf, as the fit's other factorisations (np.linalg.cholesky's wrapper and NumPy's
+    # own LAPACK copy would be code touched only here, cold after a collection); the same
+    # factor to the last bit on these small matrices, zeros above the diagonal.
+    T, info = _dpotrf(cov / sigma2, lower=1, clean=1)
+    if info != 0:
         return None
     return np.minimum(T, 10.0) if np.all(np.isfinite(T)) else None
 

@@ -309,10 +309,13 @@ def _clearly_positive_definite(H: np.ndarray, ratio: float | None = None) -> boo
     """
     if H.shape[0] == 1:
         return bool(H[0, 0] > 0.0)
-    shift = (_SCREEN_RATIO if ratio is None else ratio) * float(np.trace(H))
+    shift = (_SCREEN_RATIO if ratio is None else ratio) * float(H.trace())
     if not shift > 0.0:
         return False
-    return cholesky_or_none(H - shift * np.eye(H.shape[0])) is not None
+    # H - c I without np.eye's wrapper (code touched only here): the diagonal of a copy.
+    shifted = np.array(H, dtype=np.float64)
+    shifted.ravel()[:: H.shape[0] + 1] -= shift
+    return cholesky_or_none(shifted) is not None
 
 
 def _direction(v: np.ndarray, idx: np.ndarray, names: list[str]) -> str:
