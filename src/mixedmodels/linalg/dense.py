@@ -178,7 +178,8 @@ class DenseSystem:
         # (~1 us of a 5 us evaluation on Dyestuff), with the same numbers.
         self._identity_q = np.zeros((m, m))
         self._identity_q.ravel()[np.arange(q) * (m + 1)] = 1.0
-        self._ones = np.ones(m)
+        self._ones = np.empty(m)  # filled, not np.ones: no Python-level wrapper
+        self._ones.fill(1.0)
         # Flat C-order positions of P[r, c] and P[r, m] (and of P_Z[r, c]).
         self._at_rc = self._rows * m + self._cols
         self._at_rm = self._rows * m + (m - 1)

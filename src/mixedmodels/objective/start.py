@@ -232,7 +232,8 @@ def dense_moment_start(system: DenseSystem, step: float) -> tuple[np.ndarray, np
     """
     structure, W, n = system.structure, system.W, system.n
     q = W.shape[0] - system.p - 1
-    steps = np.full(structure.ntheta, float(step))
+    steps = np.empty(structure.ntheta)  # np.full without its Python-level wrapper
+    steps.fill(float(step))
     ols = ols_from_cross_products(W[q:, q:], n)
     if ols is None:
         return structure.initial_theta(), steps
