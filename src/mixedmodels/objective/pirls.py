@@ -88,6 +88,58 @@ MODE_TOLERANCE = 1e-12
 #: Iterations and step halvings of one PIRLS run.
 MAX_ITERATIONS = 100
 MAX_HALVINGS = 30
+
+
+def _relative_move(
+    du: np.ndarray, u: np.ndarray, dbeta: np.ndarray | None, beta: np.ndarray
+) -> float:
+    """PIRLS's convergence measure: the step in the modes (and beta, when it is estimated
+    inside PIRLS) relative to their size. ndarray methods: ``np.max``'s dispatch costs
+    more than the reduction on few levels."""
+    moved = float(np.abs(du).max(initial=0.0)) / (1.0 + float(np.abs(u).max(initial=0.0)))
+    if dbeta is not None:
+        moved = max(
+            moved,
+            float(np.abs(dbeta).max(initial=0.0)) / (1.0 + float(np.abs(beta).max(initial=0.0))),
+        )
+    return moved
+
+
+def _damped_step(
+    evaluate: Callable[[np.ndarray, np.ndarray], tuple[Any, ...]],
+    u: np.ndarray,
+    du: np.ndarray,
+    beta: np.ndarray,
+    dbeta: np.ndarray | None,
+    pdev: float,
+) -> tuple[np.ndarray, np.ndarray, tuple[Any, ...]]:
+    """The PIRLS step ``(du, dbeta)``, halved until the penalised deviance does not rise.
+
+    ``evaluate(u, beta)`` returns a tuple whose last entry is the penalised deviance there;
+    returns the new ``u``, ``beta`` and that tuple. A rise by rounding alone (~1e-13 of the
+    deviance, once the modes are nearly there) is no reason to halve.
+    """
+    step = 1.0
+    for _ in range(MAX_HALVINGS):
+        u_try = u + step * du
+        beta_try = beta + step * dbeta if dbeta is not None else beta
+        trial = evaluate(u_try, beta_try)
+        if trial[-1] <= pdev + 1e-12 * (abs(pdev) + 1.0):
+            return u_try, beta_try, trial
+        step *= 0.5
+    raise ConvergenceError(
+        "PIRLS step-halvings failed to reduce the penalised deviance; the model "
+        "may be overparameterised or the data separated: simplify the model"
+    )
+
+
+def _not_converged() -> ConvergenceError:
+    return ConvergenceError(
+        f"PIRLS did not converge in {MAX_ITERATIONS} iterations; the model may be "
+        "overparameterised or the data separated: simplify the model"
+    )
+
+
 #: Up to this many entries, PIRLS forms ``Zr'Z1`` dense.
 _DENSE_REST_FIRST = 1 << 15
 #: ``dw/deta`` of the working weights for canonical links, ``(prior, mu) -> array``: ``w =
@@ -1504,38 +1556,20 @@ class PirlsDeviance:
             u_new, beta_new = _modes(system, factor)
             du = u_new - u
             dbeta = beta_new - beta_cur if with_x else None
-            moved = float(np.max(np.abs(du), initial=0.0)) / (
-                1.0 + float(np.max(np.abs(u), initial=0.0))
-            )
-            if with_x:
-                moved = max(
-                    moved, float(np.max(np.abs(dbeta))) / (1.0 + float(np.max(np.abs(beta_cur))))
-                )
-            if moved < self.mode_tolerance:
+            if _relative_move(du, u, dbeta, beta_cur) < self.mode_tolerance:
                 # At the modes: the factor is the one at these very weights, so the
                 # Laplace terms below are consistent (the step left is ~1e-10).
                 break
-            step = 1.0
-            for _ in range(MAX_HALVINGS):
-                u_try = u + step * du
-                beta_try = beta_cur + step * dbeta if with_x else beta_cur
-                trial, pdev_try = self._pass(beta_try, u_try, transposed, with_x)
-                # A step may raise the penalised deviance by rounding alone (~1e-13 of
-                # it) once the modes are nearly there: that is no reason to halve.
-                if pdev_try <= pdev + 1e-12 * (abs(pdev) + 1.0):
-                    break
-                step *= 0.5
-            else:
-                raise ConvergenceError(
-                    "PIRLS step-halvings failed to reduce the penalised deviance; the model "
-                    "may be overparameterised or the data separated: simplify the model"
-                )
-            u, beta_cur, current, pdev = u_try, beta_try, trial, pdev_try
-        else:
-            raise ConvergenceError(
-                f"PIRLS did not converge in {MAX_ITERATIONS} iterations; the model may be "
-                "overparameterised or the data separated: simplify the model"
+            u, beta_cur, (current, pdev) = _damped_step(
+                lambda u_, beta_: self._pass(beta_, u_, transposed, with_x),
+                u,
+                du,
+                beta_cur,
+                dbeta,
+                pdev,
             )
+        else:
+            raise _not_converged()
         self._u = u
         if with_x:
             self._beta0 = beta_cur
@@ -1631,6 +1665,7 @@ class PirlsDeviance:
             fixed, eta, mu, pdev = at(u, beta_cur)
         tolerance = self.mode_tolerance
         iterations = 0
+        dbeta = None  # beta estimated inside PIRLS (with_x) only
         for iterations in range(1, MAX_ITERATIONS + 1):  # noqa: B007 (read after the loop)
             mu_eta, w = working(eta, mu, prior)
             wz = w if z is None else w * z
@@ -1650,35 +1685,11 @@ class PirlsDeviance:
                 dbeta = beta_new - beta_cur
             else:
                 du = c / M - u
-            # ndarray methods: np.max's dispatch costs more than the reduction on few levels.
-            moved = float(np.abs(du).max()) / (1.0 + float(np.abs(u).max()))
-            if with_x:
-                moved = max(
-                    moved, float(np.abs(dbeta).max()) / (1.0 + float(np.abs(beta_cur).max()))
-                )
-            if moved < tolerance:
+            if _relative_move(du, u, dbeta, beta_cur) < tolerance:
                 break
-            step = 1.0
-            for _ in range(MAX_HALVINGS):
-                u_try = u + step * du
-                beta_try = beta_cur + step * dbeta if with_x else beta_cur
-                fixed_try, eta_try, mu_try, pdev_try = at(u_try, beta_try)
-                # As in pirls(): a rise by rounding alone is no reason to halve.
-                if pdev_try <= pdev + 1e-12 * (abs(pdev) + 1.0):
-                    break
-                step *= 0.5
-            else:
-                raise ConvergenceError(
-                    "PIRLS step-halvings failed to reduce the penalised deviance; the model "
-                    "may be overparameterised or the data separated: simplify the model"
-                )
-            u, beta_cur = u_try, beta_try
-            fixed, eta, mu, pdev = fixed_try, eta_try, mu_try, pdev_try
+            u, beta_cur, (fixed, eta, mu, pdev) = _damped_step(at, u, du, beta_cur, dbeta, pdev)
         else:
-            raise ConvergenceError(
-                f"PIRLS did not converge in {MAX_ITERATIONS} iterations; the model may be "
-                "overparameterised or the data separated: simplify the model"
-            )
+            raise _not_converged()
         self._u = u
         if with_x:
             self._beta0 = beta_cur
@@ -1783,6 +1794,7 @@ class PirlsDeviance:
             fixed, eta, mu, pdev = at(u, beta_cur)
         tolerance = self.mode_tolerance
         iterations = 0
+        dbeta = None  # beta estimated inside PIRLS (with_x) only
         for iterations in range(1, MAX_ITERATIONS + 1):  # noqa: B007 (read after the loop)
             mu_eta, w = working(eta, mu, prior)
             r = (eta - (offset if with_x else fixed)) + (y - mu) / mu_eta
@@ -1815,34 +1827,11 @@ class PirlsDeviance:
             else:
                 u_new = np.linalg.solve(M, c[:, :, None])[:, :, 0]
             du = u_new.ravel() - u
-            moved = float(np.abs(du).max()) / (1.0 + float(np.abs(u).max()))
-            if with_x:
-                moved = max(
-                    moved, float(np.abs(dbeta).max()) / (1.0 + float(np.abs(beta_cur).max()))
-                )
-            if moved < tolerance:
+            if _relative_move(du, u, dbeta, beta_cur) < tolerance:
                 break
-            step = 1.0
-            for _ in range(MAX_HALVINGS):
-                u_try = u + step * du
-                beta_try = beta_cur + step * dbeta if with_x else beta_cur
-                fixed_try, eta_try, mu_try, pdev_try = at(u_try, beta_try)
-                # As in pirls(): a rise by rounding alone is no reason to halve.
-                if pdev_try <= pdev + 1e-12 * (abs(pdev) + 1.0):
-                    break
-                step *= 0.5
-            else:
-                raise ConvergenceError(
-                    "PIRLS step-halvings failed to reduce the penalised deviance; the model "
-                    "may be overparameterised or the data separated: simplify the model"
-                )
-            u, beta_cur = u_try, beta_try
-            fixed, eta, mu, pdev = fixed_try, eta_try, mu_try, pdev_try
+            u, beta_cur, (fixed, eta, mu, pdev) = _damped_step(at, u, du, beta_cur, dbeta, pdev)
         else:
-            raise ConvergenceError(
-                f"PIRLS did not converge in {MAX_ITERATIONS} iterations; the model may be "
-                "overparameterised or the data separated: simplify the model"
-            )
+            raise _not_converged()
         self._u = u
         if with_x:
             self._beta0 = beta_cur
@@ -1981,6 +1970,7 @@ class PirlsDeviance:
             fixed, eta, mu, pdev = at(u, beta_cur)
         tolerance = self.mode_tolerance
         iterations = 0
+        dbeta = None  # beta estimated inside PIRLS (with_x) only
         for iterations in range(1, MAX_ITERATIONS + 1):  # noqa: B007 (read after the loop)
             mu_eta, w = working(eta, mu, prior)
             r = (eta - (offset if with_x else fixed)) + (y - mu) / mu_eta
@@ -2057,34 +2047,11 @@ class PirlsDeviance:
                 u_1 -= u_r @ C
             u_1 /= D
             du = np.concatenate([u_1, u_r]) - u
-            moved = float(np.abs(du).max()) / (1.0 + float(np.abs(u).max()))
-            if with_x:
-                moved = max(
-                    moved, float(np.abs(dbeta).max()) / (1.0 + float(np.abs(beta_cur).max()))
-                )
-            if moved < tolerance:
+            if _relative_move(du, u, dbeta, beta_cur) < tolerance:
                 break
-            step = 1.0
-            for _ in range(MAX_HALVINGS):
-                u_try = u + step * du
-                beta_try = beta_cur + step * dbeta if with_x else beta_cur
-                fixed_try, eta_try, mu_try, pdev_try = at(u_try, beta_try)
-                # As in pirls(): a rise by rounding alone is no reason to halve.
-                if pdev_try <= pdev + 1e-12 * (abs(pdev) + 1.0):
-                    break
-                step *= 0.5
-            else:
-                raise ConvergenceError(
-                    "PIRLS step-halvings failed to reduce the penalised deviance; the model "
-                    "may be overparameterised or the data separated: simplify the model"
-                )
-            u, beta_cur = u_try, beta_try
-            fixed, eta, mu, pdev = fixed_try, eta_try, mu_try, pdev_try
+            u, beta_cur, (fixed, eta, mu, pdev) = _damped_step(at, u, du, beta_cur, dbeta, pdev)
         else:
-            raise ConvergenceError(
-                f"PIRLS did not converge in {MAX_ITERATIONS} iterations; the model may be "
-                "overparameterised or the data separated: simplify the model"
-            )
+            raise _not_converged()
         self._u = u
         if with_x:
             self._beta0 = beta_cur
