@@ -229,6 +229,25 @@ def test_beta_gradient_only_for_canonical_links_and_laplace():
         )
 
 
+def _same_modes_and_laplace(fast, general, theta, beta):
+    """A fast PIRLS path and the general blocked one give the same modes, beta and
+    Laplace terms at ``(theta, beta)``; returns both states for further checks."""
+    a, b = fast.pirls(theta, beta), general.pirls(theta, beta)
+    np.testing.assert_allclose(a.u, b.u, rtol=1e-9, atol=1e-11)
+    np.testing.assert_allclose(a.beta, b.beta, rtol=1e-9, atol=1e-11)
+    assert a.laplace == pytest.approx(b.laplace, rel=1e-12)
+    assert a.logdet == pytest.approx(b.logdet, rel=1e-12)
+    return a, b
+
+
+def _same_beta_gradient(fast, general, theta, beta):
+    """... and the same Laplace value and beta-gradient at fixed ``beta``."""
+    value, grad = fast.laplace_beta_gradient(theta, beta)
+    value_g, grad_g = general.laplace_beta_gradient(theta, beta)
+    assert value == pytest.approx(value_g, rel=1e-12)
+    np.testing.assert_allclose(grad, grad_g, rtol=1e-8, atol=1e-8)
+
+
 @pytest.mark.parametrize(
     ("data", "formula", "family_name", "offset"),
     [
@@ -254,18 +273,11 @@ def test_one_scalar_term_pirls_equals_the_blocked_system(
     assert fast._one_scalar
     theta = np.array([0.7])
     beta = None if with_x else 0.05 * np.linspace(-1.0, 1.0, design.X.shape[1])
-    a, b = fast.pirls(theta, beta), general.pirls(theta, beta)
-    np.testing.assert_allclose(a.u, b.u, rtol=1e-9, atol=1e-11)
-    np.testing.assert_allclose(a.beta, b.beta, rtol=1e-9, atol=1e-11)
-    assert a.laplace == pytest.approx(b.laplace, rel=1e-12)
-    assert a.logdet == pytest.approx(b.logdet, rel=1e-12)
+    a, b = _same_modes_and_laplace(fast, general, theta, beta)
     np.testing.assert_allclose(a.term1_weights, b.blocks.z1tz1[:, 0, 0], rtol=1e-12)
     np.testing.assert_allclose(a.blocks.xytz1, b.blocks.xytz1, rtol=1e-9, atol=1e-9)
     if not with_x:
-        value, grad = fast.laplace_beta_gradient(theta, beta)
-        value_g, grad_g = general.laplace_beta_gradient(theta, beta)
-        assert value == pytest.approx(value_g, rel=1e-12)
-        np.testing.assert_allclose(grad, grad_g, rtol=1e-8, atol=1e-8)
+        _same_beta_gradient(fast, general, theta, beta)
 
 
 @pytest.mark.parametrize(
@@ -296,19 +308,11 @@ def test_scalar_terms_pirls_equals_the_blocked_system(data, formula, family_name
     assert fast._scalar_terms is not None
     theta = np.linspace(0.4, 1.1, structure.ntheta)
     beta = None if with_x else 0.05 * np.linspace(-1.0, 1.0, design.X.shape[1])
-    a, b = fast.pirls(theta, beta), general.pirls(theta, beta)
-    np.testing.assert_allclose(a.u, b.u, rtol=1e-9, atol=1e-11)
-    np.testing.assert_allclose(a.beta, b.beta, rtol=1e-9, atol=1e-11)
-    assert a.laplace == pytest.approx(b.laplace, rel=1e-12)
-    assert a.logdet == pytest.approx(b.logdet, rel=1e-12)
+    a, b = _same_modes_and_laplace(fast, general, theta, beta)
     np.testing.assert_allclose(a.blocks.z1tz1, b.blocks.z1tz1, rtol=1e-12)
     np.testing.assert_allclose(a.blocks.xytxy, b.blocks.xytxy, rtol=1e-9)
-    if with_x:
-        return
-    value, grad = fast.laplace_beta_gradient(theta, beta)
-    value_g, grad_g = general.laplace_beta_gradient(theta, beta)
-    assert value == pytest.approx(value_g, rel=1e-12)
-    np.testing.assert_allclose(grad, grad_g, rtol=1e-8, atol=1e-8)
+    if not with_x:
+        _same_beta_gradient(fast, general, theta, beta)
 
 
 @pytest.mark.parametrize(
@@ -333,15 +337,7 @@ def test_one_vector_term_pirls_equals_the_blocked_system(formula, with_x):
     theta = np.linspace(0.3, 0.9, structure.ntheta)
     theta[[1]] = -0.2  # an off-diagonal entry
     beta = None if with_x else 0.05 * np.linspace(-1.0, 1.0, design.X.shape[1])
-    a, b = fast.pirls(theta, beta), general.pirls(theta, beta)
-    np.testing.assert_allclose(a.u, b.u, rtol=1e-9, atol=1e-11)
-    np.testing.assert_allclose(a.beta, b.beta, rtol=1e-9, atol=1e-11)
-    assert a.laplace == pytest.approx(b.laplace, rel=1e-12)
-    assert a.logdet == pytest.approx(b.logdet, rel=1e-12)
+    a, b = _same_modes_and_laplace(fast, general, theta, beta)
     np.testing.assert_allclose(a.blocks.z1tz1, b.blocks.z1tz1, rtol=1e-12)
-    if with_x:
-        return
-    value, grad = fast.laplace_beta_gradient(theta, beta)
-    value_g, grad_g = general.laplace_beta_gradient(theta, beta)
-    assert value == pytest.approx(value_g, rel=1e-12)
-    np.testing.assert_allclose(grad, grad_g, rtol=1e-8, atol=1e-8)
+    if not with_x:
+        _same_beta_gradient(fast, general, theta, beta)
