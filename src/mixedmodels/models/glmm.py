@@ -34,6 +34,7 @@ from mixedmodels.errors import (
     ModelSpecificationError,
     SingularFitWarning,
 )
+from mixedmodels.linalg.blas_threads import blas_threads_for
 from mixedmodels.objective.pirls import (
     MODE_TOLERANCE,
     GlmmResponse,
@@ -264,8 +265,6 @@ class GeneralizedLinearMixedModel:
     def fit(self, *, start: np.ndarray | None = None, progress: bool = False) -> GlmmFit:
         """Fit by lme4's two stages; return the optimum (:class:`GlmmFit`) with warnings
         issued for convergence problems and singular fits."""
-        from mixedmodels.linalg.blas_threads import blas_threads_for
-
         clock = time.perf_counter()
         dev = self.deviance
         structure = self.structure
