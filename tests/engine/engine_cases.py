@@ -21,12 +21,21 @@ CASES = [
 ]
 
 
-def richardson(dev, theta: np.ndarray, h: float = 1e-4) -> np.ndarray:
-    """Central differences with one Richardson step: O(h^4) truncation error."""
+def richardson(dev, theta: np.ndarray, h: float = 1e-3) -> np.ndarray:
+    """Central differences with one Richardson step: O(h^4) truncation error.
+
+    The step is relative, ``h * max(1, |theta_i|)``, with ``h`` near eps^(1/5), where the
+    O(h^4) truncation and the rounding error of the deviance (about eps * |d| / h) balance.
+    A smaller fixed step (1e-4) made the reference, not the gradient, wrong on this CPU's
+    BLAS: Pastes at theta ~ 4 differed by 2e-6 from both analytic gradients, by 2e-9 at 1e-3.
+    """
 
     def central(i: int, step: float) -> float:
         e = np.zeros_like(theta)
         e[i] = step
         return (dev(theta + e) - dev(theta - e)) / (2 * step)
 
-    return np.array([(4 * central(i, h) - central(i, 2 * h)) / 3 for i in range(theta.shape[0])])
+    steps = h * np.maximum(1.0, np.abs(theta))
+    return np.array(
+        [(4 * central(i, steps[i]) - central(i, 2 * steps[i])) / 3 for i in range(theta.shape[0])]
+    )
