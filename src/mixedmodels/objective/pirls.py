@@ -381,6 +381,17 @@ class PirlsRows(Protocol):
         """``X' W Z Lambda y`` (:meth:`GradientPieces.correction`)."""
         ...
 
+    def theta_gradient_sums(
+        self,
+        family: Any,
+        coefficients: Coefficients,
+        pieces: GradientPieces,
+        u: np.ndarray,
+        y: np.ndarray,
+    ) -> np.ndarray:
+        """The row sums of the theta-gradient (:meth:`GradientPieces.theta_row_sums`)."""
+        ...
+
 
 def nb_moment_sums(family: Any, y: np.ndarray, mu: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """``[sum mu^2, sum((y - mu)^2 - mu)]``: the moment start of the negative binomial's
@@ -625,6 +636,17 @@ class MemoryRows:
         eta, mu = self._eta_mu(family, coefficients)
         return pieces.correction(self, family, eta, mu, y)
 
+    def theta_gradient_sums(
+        self,
+        family: Any,
+        coefficients: Coefficients,
+        pieces: GradientPieces,
+        u: np.ndarray,
+        y: np.ndarray,
+    ) -> np.ndarray:
+        eta, mu = self._eta_mu(family, coefficients)
+        return pieces.theta_row_sums(self, family, eta, mu, u, y)
+
     def integral_binomial_weights(self) -> bool:
         w = self.weights if self.trials is None else self.weights / np.maximum(self.trials, 1.0)
         return not bool(np.any(w != np.round(w)))
@@ -736,6 +758,12 @@ def _chunk_gradient_correction(
     return rows.beta_gradient_correction(family, coefficients, pieces, y)
 
 
+def _chunk_theta_gradient(
+    rows: MemoryRows, family: Any, coefficients: Coefficients, pieces, u, y
+) -> np.ndarray:
+    return rows.theta_gradient_sums(family, coefficients, pieces, u, y)
+
+
 def _add(a: Any, b: Any) -> Any:
     return a + b
 
@@ -840,6 +868,16 @@ class ChunkedRows:
     ) -> np.ndarray:
         return self._reduce(_chunk_gradient_correction, (family, coefficients, pieces, y), _add)
 
+    def theta_gradient_sums(
+        self,
+        family: Any,
+        coefficients: Coefficients,
+        pieces: GradientPieces,
+        u: np.ndarray,
+        y: np.ndarray,
+    ) -> np.ndarray:
+        return self._reduce(_chunk_theta_gradient, (family, coefficients, pieces, u, y), _add)
+
     def integral_binomial_weights(self) -> bool:
         return bool(self._reduce(_chunk_integral, (), _both))
 
@@ -877,9 +915,10 @@ class PirlsState:
         With one scalar random-effects term, ``sum_{i in l} w_i z_i^2`` per level at the
         modes (the diagonal of ``Z1'WZ1``), when PIRLS had it at hand; else None.
     scalar_blocks
-        With scalar terms only, ``(D, C, S)`` of :meth:`GradientPieces.from_scalar_terms`
-        at the modes when PIRLS formed them dense (``C``, ``S`` None for one term); else
-        None.
+        With scalar terms only, ``(D, C, S[, solve_S])`` of
+        :meth:`GradientPieces.from_scalar_terms` at the modes when PIRLS formed them dense
+        (``C``, ``S`` None for one term; ``solve_S`` a solver with PIRLS' factor of ``S``);
+        else None.
     """
 
     u: np.ndarray
@@ -893,7 +932,7 @@ class PirlsState:
     deviance: float
     iterations: int
     level_weights: np.ndarray | None = None
-    scalar_blocks: tuple[np.ndarray, np.ndarray | tuple | None, np.ndarray | None] | None = None
+    scalar_blocks: tuple[Any, ...] | None = None
 
     @property
     def blocks(self) -> CrossProducts:
@@ -1229,6 +1268,7 @@ class GradientPieces:
         D: np.ndarray,
         C: np.ndarray | tuple | None = None,
         S: np.ndarray | None = None,
+        solve_S: Callable[[np.ndarray], np.ndarray] | None = None,
     ) -> GradientPieces:
         """The pieces for scalar terms from the dense blocks PIRLS factored at the modes.
 
@@ -1248,7 +1288,9 @@ class GradientPieces:
         self.qr = 0 if C is None else (C[3] if isinstance(C, tuple) else C.shape)[0]
         if C is None or S is None:
             return self
-        self.Sinv = Sinv = np.linalg.inv(S)
+        # With PIRLS' factor of S (a diagonal leading block eliminated first, the rest by
+        # Cholesky) the inverse costs far less than an LU inversion of the whole of S.
+        self.Sinv = Sinv = np.linalg.inv(S) if solve_S is None else solve_S(np.eye(self.qr))
         if isinstance(C, tuple):
             data, indices, indptr, shape = C
             self.C = sp.csr_matrix((data, indices, indptr), shape=shape)
@@ -1304,6 +1346,8 @@ class GradientPieces:
                 for rb, vb in zip(r_idx[ia + 1 :], r_val[ia + 1 :], strict=True):
                     h += 2.0 * va * vb * Sinv[ra, rb]
         s = h * w_prime
+        # Kept for the theta-gradient (:meth:`theta_gradient`), which reads the same rows.
+        self._row_parts = (eta, ddev, s)
         out = np.empty(rows.p + self.q1 + self.qr)
         out[: rows.p] = rows.X.T @ (ddev + s)
         t1v = out[rows.p : rows.p + self.q1].reshape(l1, p1)
@@ -1339,7 +1383,68 @@ class GradientPieces:
         yr = y[self.q1 :]
         for ra, va in zip(r_idx, r_val, strict=True):
             xy += va * yr[ra]
+        self._row_w_xy = (eta, w, xy)
         return rows.X.T @ (w * xy)
+
+    def inverse_diagonal(self) -> np.ndarray:
+        """The diagonal of ``M^{-1}`` (scalar terms: term 1's ``1/D_l`` plus the level
+        blocks of ``E'S^{-1}E``, then the diagonal of ``S^{-1}``)."""
+        first = self.M1inv[:, 0, 0]
+        if not self.qr:
+            return first.copy()
+        return np.concatenate([first + self.EF[:, 0, 0], np.diag(self.Sinv)])
+
+    def theta_row_sums(
+        self,
+        rows: MemoryRows,
+        family: Any,
+        eta: np.ndarray,
+        mu: np.ndarray,
+        u: np.ndarray,
+        y: np.ndarray,
+    ) -> np.ndarray:
+        """The row sums of the theta-gradient over ``rows`` (scalar terms only): per term
+        ``k``, ``sum_i q_i z_ik (2 u_k - y_k)[l_k(i)] + e_ki (s_i - w_i (Z Lambda y)_i)``
+        with ``e_k = Z_k u_k`` and ``q = (d dev / d eta) / 2`` (see
+        :meth:`PirlsDeviance.laplace_gradient`). Reads the per-row parts that :meth:`sums`
+        and :meth:`correction` kept at this ``eta`` (rows in memory), or forms them (a
+        chunk)."""
+        parts, w_xy = getattr(self, "_row_parts", None), getattr(self, "_row_w_xy", None)
+        if parts is None or parts[0] is not eta:
+            self.sums(rows, family, eta, mu)
+            parts = self._row_parts
+        if w_xy is None or w_xy[0] is not eta:
+            self.correction(rows, family, eta, mu, y)
+            w_xy = self._row_w_xy
+        q = 0.5 * parts[1]
+        r = parts[2] - w_xy[1] * w_xy[2]
+        out = np.empty(len(rows.terms))
+        start = 0
+        for k, (refs, z, _) in enumerate(rows._term_rows):
+            stop = start + rows.terms[k].nlevels
+            qz = q if z is None else q * z
+            e = u[start:stop].take(refs)
+            if z is not None:
+                e *= z
+            out[k] = float(qz @ (2.0 * u[start:stop] - y[start:stop]).take(refs)) + float(e @ r)
+            start = stop
+        return out
+
+    def theta_direct(self, theta: np.ndarray, sizes: list[int]) -> np.ndarray:
+        """``d log|M| / d lambda_k`` at fixed weights (scalar terms):
+        ``2 tr(M^{-1} Lambda Z'WZ E_k) = 2 sum_{j in k} (1 - (M^{-1})_jj) / lambda_k``
+        (``Lambda Z'WZ Lambda = M - I``); 0 at ``lambda_k = 0``, where the deviance is even
+        in ``lambda_k``. ``sizes``: the levels of each term."""
+        minv = self.inverse_diagonal()
+        out = np.zeros(theta.shape[0])
+        start = 0
+        for k, size in enumerate(sizes):
+            stop = start + size
+            lam = float(theta[k])
+            if lam != 0.0:
+                out[k] = 2.0 * float(np.sum(1.0 - minv[start:stop])) / lam
+            start = stop
+        return out
 
 
 class PirlsDeviance:
@@ -2086,7 +2191,7 @@ class PirlsDeviance:
             aic_terms=self._minus_twice_loglik(coefficients, deviance),
             deviance=deviance,
             iterations=iterations,
-            scalar_blocks=(D, C, S),
+            scalar_blocks=(D, C, S, solve_S),
         )
 
     # -- the analytic beta-gradient -------------------------------------------------------
@@ -2147,6 +2252,53 @@ class PirlsDeviance:
         y = pieces.solve(first[p:])
         grad = first[:p] - self.rows.beta_gradient_correction(family, coefficients, pieces, y)
         return state.laplace, grad
+
+    def has_theta_gradient(self) -> bool:
+        """Whether :meth:`laplace_gradient` applies: :meth:`has_beta_gradient` and scalar
+        random-effects terms only."""
+        return all(t.ncols == 1 for t in self.terms) and self.has_beta_gradient()
+
+    def laplace_gradient(self, theta: np.ndarray, beta: np.ndarray) -> tuple[float, np.ndarray]:
+        """The Laplace deviance at ``(theta, beta)`` and its gradient over ``[theta, beta]``
+        (scalar random-effects terms, a canonical link: :meth:`has_theta_gradient`).
+
+        Notes
+        -----
+        ``D = pdev(u~, theta, beta) + log|M|`` with ``M = Lambda'Z'WZ Lambda + I`` and
+        ``Lambda`` diagonal, ``lambda_k`` on term ``k``'s levels. For ``lambda_k``:
+
+        * ``pdev``: by the envelope theorem only its partial derivative at fixed ``u``,
+          ``2 q'Z_k u_k`` with ``q = (d dev / d eta) / 2`` (``-a (y - mu)`` for a
+          canonical link);
+        * ``log|M|`` through ``Lambda`` at fixed weights:
+          ``2 tr(M^{-1} Lambda Z'WZ E_k) = 2 sum_{j in k} (1 - (M^{-1})_jj) / lambda_k``
+          (``E_k`` selects term ``k``; ``Lambda Z'WZ Lambda = M - I``);
+        * ``log|M|`` through the weights: ``sum_i s_i d eta_i / d lambda_k`` with ``s_i =
+          h_i dw_i/deta_i`` (:meth:`laplace_beta_gradient`) and ``d eta / d lambda_k =
+          Z_k u_k + Z Lambda d u~ / d lambda_k``, where the modes move by
+          ``d u~ / d lambda_k = -M^{-1} (E_k Z'q + Lambda Z'W Z_k u_k)`` (implicit
+          function theorem on ``Lambda Z'q + u = 0``; ``M`` is its Jacobian for a
+          canonical link). With ``y = M^{-1} Lambda Z's`` (the beta-gradient's) that is
+          ``s'Z_k u_k - y_k'Z_k'q - y'Lambda Z'W Z_k u_k``.
+
+        Bates et al. 2015 (JSS 67(1)) sec. 5 for the criterion; the beta part is
+        :meth:`laplace_beta_gradient`'s.
+        """
+        theta = np.asarray(theta, dtype=np.float64)
+        state = self.pirls(theta, beta)
+        templates = self.structure.templates(theta)
+        if state.scalar_blocks is not None:
+            pieces = GradientPieces.from_scalar_terms(templates, *state.scalar_blocks)
+        else:
+            pieces = GradientPieces(self.terms, templates, state.blocks)
+        coefficients, family, rows = state.coefficients, self.family, self.rows
+        first = rows.beta_gradient_sums(family, coefficients, pieces)
+        p = self.p
+        y = pieces.solve(first[p:])
+        grad_beta = first[:p] - rows.beta_gradient_correction(family, coefficients, pieces, y)
+        grad_theta = rows.theta_gradient_sums(family, coefficients, pieces, state.u, y)
+        grad_theta += pieces.theta_direct(theta, [t.nranef for t in self.terms])
+        return state.laplace, np.concatenate([grad_theta, grad_beta])
 
     # -- criteria -------------------------------------------------------------------------
     def fast(self, theta: np.ndarray) -> float:
