@@ -67,3 +67,25 @@ def test_gradient_differences_of_a_quadratic_are_exact(columns):
     expected = exact if columns is None else exact[:, columns]
     np.testing.assert_allclose(H, expected, rtol=1e-10)
     assert used == 2 * (2 if columns is None else 1)
+
+
+def test_forward_gradient_differences_use_one_evaluation_per_column():
+    x = np.array([0.3, -0.2])
+    _, g = _bounded_quadratic(x)
+    H, used = gradient_differences(_bounded_quadratic, x, 1e-5, gradient=g)
+    np.testing.assert_allclose(H, [[2.0, 1.0], [1.0, 4.0]], rtol=1e-8)
+    assert used == 2
+
+
+def test_newton_with_forward_hessians_reaches_rosenbrocks_minimum():
+    result = newton_minimize(
+        _rosenbrock,
+        np.array([-0.5, 0.8]),
+        np.full(2, -np.inf),
+        step=1e-7,
+        forward=True,
+        tolerance=1e-14,
+    )
+    assert result.converged
+    np.testing.assert_allclose(result.x, [1.0, 1.0], atol=1e-6)
+    np.testing.assert_allclose(result.hessian, [[802.0, -400.0], [-400.0, 200.0]], rtol=1e-5)

@@ -69,6 +69,10 @@ _STEP = 2e-3
 #: Newton stage 2 stops when the Newton decrement (twice the predicted decrease of the
 #: deviance) is below this: the parameters are then ~1e-6 standard errors from the optimum.
 _NEWTON_TOLERANCE = 1e-10
+#: Its Hessians are forward differences of the analytic gradient with this relative step:
+#: the truncation error (~1e-5 relative in the standard errors on the reference fits) is
+#: far below the SEs' tolerance, and k evaluations replace central differences' 2k.
+_FORWARD_STEP = 1e-5
 
 
 class _Whitened:
@@ -427,7 +431,7 @@ class GeneralizedLinearMixedModel:
         used = 1
         start_hessian = None
         if np.isfinite(f0):
-            cols, n = gradient_differences(fg, x0, _STEP, np.arange(nt))
+            cols, n = gradient_differences(fg, x0, _FORWARD_STEP, np.arange(nt), g0)
             used += n
             if cols is not None:
                 H0 = 2.0 * np.eye(x0.shape[0])
@@ -440,7 +444,8 @@ class GeneralizedLinearMixedModel:
             fg,
             x0,
             lower,
-            step=_STEP,
+            step=_FORWARD_STEP,
+            forward=True,
             tolerance=_NEWTON_TOLERANCE,
             initial_hessian=start_hessian,
             start=(f0, g0),

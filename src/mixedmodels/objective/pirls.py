@@ -1073,6 +1073,19 @@ class _ModePredictor:
         return out
 
 
+_POTRF, _POTRS, _POSV = sla.get_lapack_funcs(("potrf", "potrs", "posv"), dtype=np.float64)
+
+
+def _solve_spd(A: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``A^{-1} b`` for a small symmetric positive definite ``A`` (``R_X'R_X``) by LAPACK's
+    dposv directly (numpy's solve costs more in checks than in arithmetic at p ~ 10); an
+    ``A`` that is not positive definite goes to LU, which raises if it is singular."""
+    _, x, info = _POSV(A, b, lower=1)
+    if info:
+        return np.linalg.solve(A, b)
+    return x
+
+
 def _factor_rest(S: np.ndarray, n2: int) -> tuple[float, Callable[[np.ndarray], np.ndarray]]:
     """``log |S|`` and a solver for ``S`` (symmetric positive definite) whose leading
     ``n2 x n2`` block is diagonal (``n2 = 0``: no such block).
@@ -1094,19 +1107,25 @@ def _factor_rest(S: np.ndarray, n2: int) -> tuple[float, Callable[[np.ndarray], 
     else:
         S3 = S
     m = S3.shape[0]
-    L3 = np.linalg.cholesky(S3) if m else S3
-    logdet = 2.0 * float(np.sum(np.log(np.diag(L3)))) if m else 0.0
+    if m:
+        # LAPACK's dpotrf/dpotrs directly: on blocks this small the wrappers' checks
+        # (numpy's, scipy's cho_solve) cost more than the arithmetic.
+        L3, info = _POTRF(S3, lower=1, clean=0)
+        if info:
+            raise np.linalg.LinAlgError("the rest block of PIRLS' system is not positive definite")
+        logdet = 2.0 * float(np.sum(np.log(L3.diagonal())))
+    else:
+        L3, logdet = S3, 0.0
     if n2:
         logdet += float(np.sum(np.log(d)))
 
     def solve3(r: np.ndarray) -> np.ndarray:
         if not m:
             return r
-        # LU on a small block costs less than cho_solve's call overhead; larger blocks
-        # reuse the Cholesky factor.
-        if m <= 64:
-            return np.linalg.solve(S3, r)
-        return sla.cho_solve((L3, True), r, check_finite=False)
+        x, info = _POTRS(L3, r, lower=1)
+        if info:
+            raise np.linalg.LinAlgError("dpotrs failed on PIRLS' rest block")
+        return x
 
     def solve(r: np.ndarray) -> np.ndarray:
         if not n2:
@@ -1618,15 +1637,17 @@ class PirlsDeviance:
         """Run PIRLS at ``theta``: for the modes at fixed ``beta``, or (``beta=None``) for the
         modes and beta together (nAGQ = 0). Each iteration is one pass over the rows."""
         # The fast paths' inverse links may overflow exp (a mean of 0 or 1, then bounded,
-        # as the links do): one error-state context per run, not one per pass.
+        # as the links do): one error-state context per run, not one per pass. A start
+        # predicted far off may also give an infinite mean and 0 * inf in the deviance
+        # (invalid): PIRLS sees the non-finite value and starts again from the last modes.
         if self._one_scalar:
-            with np.errstate(over="ignore"):
+            with np.errstate(over="ignore", invalid="ignore"):
                 return self._pirls_one_scalar(theta, beta, u0)
         if self._one_vector:
-            with np.errstate(over="ignore"):
+            with np.errstate(over="ignore", invalid="ignore"):
                 return self._pirls_one_term(theta, beta, u0)
         if self._scalar_terms is not None:
-            with np.errstate(over="ignore"):
+            with np.errstate(over="ignore", invalid="ignore"):
                 return self._pirls_scalar_terms(theta, beta, u0)
         theta = np.asarray(theta, dtype=np.float64)
         transposed = [T.T for T in self.structure.templates(theta)]
@@ -1785,7 +1806,7 @@ class PirlsDeviance:
                 ).reshape(p, nlevels)
                 CM = C / M
                 RXtRX = wX.T @ X - CM @ C.T
-                beta_new = np.linalg.solve(RXtRX, wX.T @ r - CM @ c)
+                beta_new = _solve_spd(RXtRX, wX.T @ r - CM @ c)
                 du = (c - beta_new @ C) / M - u
                 dbeta = beta_new - beta_cur
             else:
@@ -1924,9 +1945,7 @@ class PirlsDeviance:
                 # M_l^{-1} [G_l, c_l] for every level in one batched solve.
                 solved = np.linalg.solve(M, np.concatenate([G, c[:, :, None]], axis=2))
                 RXtRX = (XT * w) @ XT.T - np.einsum("lap,laq->pq", G, solved[:, :, :p])
-                beta_new = np.linalg.solve(
-                    RXtRX, XT @ wr - np.einsum("lap,la->p", G, solved[:, :, p])
-                )
+                beta_new = _solve_spd(RXtRX, XT @ wr - np.einsum("lap,la->p", G, solved[:, :, p]))
                 u_new = solved[:, :, p] - solved[:, :, :p] @ beta_new
                 dbeta = beta_new - beta_cur
             else:
@@ -2139,7 +2158,7 @@ class PirlsDeviance:
                 S_xx = (XT * w) @ XT.T - G1.T @ G1D
                 solved = solve_S(np.column_stack([S_rx, rhs_r]))  # S^{-1} [S_rx, rhs_r]
                 RXtRX = S_xx - S_rx.T @ solved[:, :p]
-                beta_new = np.linalg.solve(RXtRX, XT @ wr - G1D.T @ c1 - S_rx.T @ solved[:, p])
+                beta_new = _solve_spd(RXtRX, XT @ wr - G1D.T @ c1 - S_rx.T @ solved[:, p])
                 u_r = solved[:, p] - solved[:, :p] @ beta_new
                 u_1 = c1 - G1 @ beta_new
                 dbeta = beta_new - beta_cur

@@ -65,12 +65,19 @@ class NewtonResult:
 
 
 def gradient_differences(
-    fg: ValueGradient, x: np.ndarray, step: float, columns: np.ndarray | None = None
+    fg: ValueGradient,
+    x: np.ndarray,
+    step: float,
+    columns: np.ndarray | None = None,
+    gradient: np.ndarray | None = None,
 ) -> tuple[np.ndarray | None, int]:
-    """Columns of the Hessian at ``x`` by central differences of the gradient, and the
-    evaluations used.
+    """Columns of the Hessian at ``x`` by differences of the gradient, and the evaluations
+    used.
 
-    ``H[:, i] = (g(x + h_i e_i) - g(x - h_i e_i)) / (2 h_i)``, ``h_i = step max(1,
+    Central differences ``H[:, i] = (g(x + h_i e_i) - g(x - h_i e_i)) / (2 h_i)``, or,
+    given ``gradient = g(x)``, forward differences ``(g(x + h_i e_i) - g(x)) / h_i`` (half
+    the evaluations; error ``O(h)``, so with a small ``step``: the gradient is analytic and
+    exact to rounding, not the value's differences over ``h^2``); ``h_i = step max(1,
     |x_i|)``, for each ``i`` in ``columns`` (all by default; the result is then the
     symmetrised ``(H + H') / 2``, else the ``(k, len(columns))`` block). None if a
     gradient is not finite.
@@ -85,11 +92,16 @@ def gradient_differences(
         e = np.zeros(k)
         e[i] = h
         f_plus, g_plus = fg(x + e)
-        f_minus, g_minus = fg(x - e)
-        used += 2
+        used += 1
+        if gradient is None:
+            f_minus, g_minus = fg(x - e)
+            used += 1
+            h *= 2.0
+        else:
+            f_minus, g_minus = 0.0, gradient
         if not (np.isfinite(f_plus) and np.isfinite(f_minus)):
             return None, used
-        out[:, c] = (g_plus - g_minus) / (2.0 * h)
+        out[:, c] = (g_plus - g_minus) / h
     if not np.all(np.isfinite(out)):
         return None, used
     if columns is None:
@@ -138,6 +150,7 @@ def newton_minimize(
     tolerance: float,
     initial_hessian: np.ndarray | None = None,
     start: tuple[float, np.ndarray] | None = None,
+    forward: bool = False,
     max_iterations: int = 40,
     max_halvings: int = 30,
 ) -> NewtonResult:
@@ -161,6 +174,9 @@ def newton_minimize(
         gradient before convergence is declared. None: differences at ``x0``.
     start
         ``fg(x0)`` if the caller has it.
+    forward
+        Form Hessians by forward differences of the gradient (``step`` should then be
+        small, ~1e-5) rather than central ones.
 
     Returns
     -------
@@ -183,7 +199,7 @@ def newton_minimize(
         return result(False, None, 0, "the criterion is not finite at the start")
     fresh = initial_hessian is None
     if fresh:
-        H, n = gradient_differences(fg, x, step)
+        H, n = gradient_differences(fg, x, step, gradient=g if forward else None)
         used += n
         if H is None:
             return result(False, None, 0, "the Hessian could not be formed at the start")
@@ -193,9 +209,9 @@ def newton_minimize(
     last_decrement = np.inf
     for iteration in range(max_iterations):
         if refresh and not fresh:
-            # The carried Hessian served badly (a shortened step, or a decrement that
-            # grew): form it again here, as Newton's method proper.
-            H_new, n = gradient_differences(fg, x, step)
+            # The carried Hessian served badly (the decrement grew): form it again here,
+            # as Newton's method proper.
+            H_new, n = gradient_differences(fg, x, step, gradient=g if forward else None)
             used += n
             if H_new is not None:
                 H, fresh = H_new, True
@@ -213,7 +229,7 @@ def newton_minimize(
                 return result(False, H, iteration, "the Hessian is not positive definite")
             # Converged on a carried Hessian: confirm with one formed at this point
             # (standard errors need it there anyway).
-            H, n = gradient_differences(fg, x, step)
+            H, n = gradient_differences(fg, x, step, gradient=g if forward else None)
             used += n
             fresh = True
             if H is None:
@@ -232,7 +248,6 @@ def newton_minimize(
                 # Rounding: no decrease is measurable this close to the optimum.
                 return result(True, H, iteration)
             return result(False, H, iteration, "no step lowered the criterion")
-        refresh = refresh or t < 1.0
         g_new = np.asarray(g_new, dtype=np.float64)
         s, yv = x_new - x, g_new - g
         sy = float(s @ yv)
