@@ -60,19 +60,23 @@ _STAGE1 = OptimizerOptions(ftol_rel=1e-6, ftol_abs=1e-4, xtol_abs=1e-3, initial_
 _STAGE1_MODE_TOLERANCE = 1e-6
 #: ... and looser still when Newton steps on the analytic gradient follow: they converge
 #: from farther in fewer evaluations than BOBYQA's last stage-1 steps cost.
-_STAGE1_NEWTON = OptimizerOptions(ftol_rel=1e-3, ftol_abs=1e-1, xtol_abs=1e-2, initial_step=0.5)
+_STAGE1_NEWTON = OptimizerOptions(ftol_rel=1e-2, ftol_abs=1.0, xtol_abs=5e-2, initial_step=0.5)
 _STAGE1_FINAL = OptimizerOptions(ftol_rel=1e-12, ftol_abs=1e-10, xtol_abs=1e-8, initial_step=0.5)
 
 
 #: Finite-difference step for the derivatives at the optimum (theta; beta in SE units).
 _STEP = 2e-3
 #: Newton stage 2 stops when the Newton decrement (twice the predicted decrease of the
-#: deviance) is below this: the parameters are then ~1e-6 standard errors from the optimum.
-_NEWTON_TOLERANCE = 1e-10
+#: deviance) is below this: the parameters are then ~1e-6 standard errors from the optimum,
+#: so that fits of the same data by different routes (chunks) end at the same point.
+_NEWTON_TOLERANCE = 1e-12
 #: Its Hessians are forward differences of the analytic gradient with this relative step:
 #: the truncation error (~1e-5 relative in the standard errors on the reference fits) is
 #: far below the SEs' tolerance, and k evaluations replace central differences' 2k.
 _FORWARD_STEP = 1e-5
+#: ... and no step longer than this (theta; beta in SE units): from the first stage's
+#: optimum the steps are below 1; a longer one comes from a Hessian far from convex.
+_NEWTON_MAX_STEP = 5.0
 
 
 class _Whitened:
@@ -348,6 +352,8 @@ class GeneralizedLinearMixedModel:
                 if done is not None:
                     summary, Hz = done
                 else:
+                    if newton:  # BOBYQA starts PIRLS from the first stage's modes
+                        dev.pirls(theta1, beta1, state1.u)
                     # The standard errors below hold a negative binomial's estimated theta
                     # fixed, as glmer.nb's final glmer fit does.
                     stage2, nb_theta = _minimize_stage2(
@@ -446,6 +452,7 @@ class GeneralizedLinearMixedModel:
             lower,
             step=_FORWARD_STEP,
             forward=True,
+            max_step=_NEWTON_MAX_STEP,
             tolerance=_NEWTON_TOLERANCE,
             initial_hessian=start_hessian,
             start=(f0, g0),

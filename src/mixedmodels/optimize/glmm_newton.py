@@ -151,6 +151,8 @@ def newton_minimize(
     initial_hessian: np.ndarray | None = None,
     start: tuple[float, np.ndarray] | None = None,
     forward: bool = False,
+    max_step: float = np.inf,
+    noise: float = 1e-12,
     max_iterations: int = 40,
     max_halvings: int = 30,
 ) -> NewtonResult:
@@ -174,6 +176,10 @@ def newton_minimize(
         gradient before convergence is declared. None: differences at ``x0``.
     start
         ``fg(x0)`` if the caller has it.
+    noise
+        The value's relative rounding, allowed for in the line search.
+    max_step
+        The longest step in any coordinate (the step is shortened to it).
     forward
         Form Hessians by forward differences of the gradient (``step`` should then be
         small, ~1e-5) rather than central ones.
@@ -217,6 +223,17 @@ def newton_minimize(
                 H, fresh = H_new, True
         free = _free(x, g, lower)
         d, positive = _newton_step(H, g, free)
+        if not positive and not fresh:
+            # A carried Hessian that lost its curvature: form it here.
+            H_new, n = gradient_differences(fg, x, step, gradient=g if forward else None)
+            used += n
+            if H_new is not None:
+                H, fresh = H_new, True
+                d, positive = _newton_step(H, g, free)
+        longest = float(np.max(np.abs(d))) if d.size else 0.0
+        if longest > max_step:
+            # Far from the optimum the quadratic model is not to be trusted that far.
+            d *= max_step / longest
         decrement = float(-(g @ d))
         refresh = decrement > last_decrement
         last_decrement = decrement
@@ -240,13 +257,13 @@ def newton_minimize(
             x_new = np.maximum(x + t * d, lower)
             f_new, g_new = fg(x_new)
             used += 1
-            if np.isfinite(f_new) and f_new <= f - 1e-4 * t * decrement:
+            # Armijo's sufficient decrease, less the value's rounding (PIRLS' modes are
+            # exact to ~1e-12 relative): near the optimum the gradient still guides the
+            # step when the value can no longer tell the points apart.
+            if np.isfinite(f_new) and f_new <= f - 1e-4 * t * decrement + noise * (1.0 + abs(f)):
                 break
             t *= 0.5
         else:
-            if decrement < 1e3 * tolerance and fresh and positive:
-                # Rounding: no decrease is measurable this close to the optimum.
-                return result(True, H, iteration)
             return result(False, H, iteration, "no step lowered the criterion")
         g_new = np.asarray(g_new, dtype=np.float64)
         s, yv = x_new - x, g_new - g
