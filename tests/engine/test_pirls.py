@@ -395,3 +395,30 @@ def test_theta_gradient_only_for_scalar_terms_in_memory_with_a_canonical_link():
         response = GlmmResponse(design.y, np.ones(n), None, np.zeros(n), family)
         dev = PirlsDeviance(structure, design.X, response, nagq=1)
         assert dev.has_theta_gradient() is applies
+
+
+@pytest.mark.parametrize(
+    ("data", "formula", "family_name", "theta"),
+    [
+        ("VerbAgg.csv", CASES["verbagg"], "binomial", [1.2, 0.6]),
+        ("grouseticks.csv", CASES["grouseticks"], "poisson", [0.5, 0.9, 0.4]),
+        ("Contraception.csv", "use ~ age + urban + (1|district)", "binomial", [0.7]),
+    ],
+)
+def test_nagq0_gradient_equals_central_differences(data, formula, family_name, theta):
+    # beta inside PIRLS: the total derivative through beta~(theta) (implicit function).
+    design, _, structure = _design(data, formula)
+    n, _ = design.X.shape
+    weights = np.random.default_rng(3).integers(1, 4, n).astype(float)
+    response = GlmmResponse(design.y, weights, None, np.zeros(n), make_family(family_name))
+    dev = PirlsDeviance(structure, design.X, response, nagq=1)
+    assert dev.has_fast_gradient()
+    theta = np.array(theta)
+    value, grad = dev.fast_gradient(theta)
+    assert value == pytest.approx(dev.fast(theta), rel=1e-12)
+    fd = np.empty(theta.size)
+    for k in range(theta.size):
+        e = np.zeros_like(theta)
+        e[k] = 1e-5
+        fd[k] = (dev.fast(theta + e) - dev.fast(theta - e)) / 2e-5
+    assert np.allclose(grad, fd, rtol=1e-6, atol=1e-6 * np.max(np.abs(fd)))

@@ -933,6 +933,7 @@ class PirlsState:
     iterations: int
     level_weights: np.ndarray | None = None
     scalar_blocks: tuple[Any, ...] | None = None
+    rxtrx: np.ndarray | None = None
 
     @property
     def blocks(self) -> CrossProducts:
@@ -1789,6 +1790,7 @@ class PirlsDeviance:
         if not np.isfinite(pdev):  # a start far off (e.g. a warm start from a wild point)
             u = np.zeros(nlevels)
             fixed, eta, mu, pdev = at(u, beta_cur)
+        RXtRX = None  # with beta inside only
         tolerance = self.mode_tolerance
         iterations = 0
         dbeta = None  # beta estimated inside PIRLS (with_x) only
@@ -1842,6 +1844,7 @@ class PirlsDeviance:
             iterations=iterations,
             level_weights=level_weights,
             scalar_blocks=(M, None, None),
+            rxtrx=RXtRX,
         )
 
     def _pirls_one_term(
@@ -1918,6 +1921,7 @@ class PirlsDeviance:
         if not np.isfinite(pdev):  # a start far off (e.g. a warm start from a wild point)
             u = np.zeros(q)
             fixed, eta, mu, pdev = at(u, beta_cur)
+        RXtRX = None  # with beta inside only
         tolerance = self.mode_tolerance
         iterations = 0
         dbeta = None  # beta estimated inside PIRLS (with_x) only
@@ -1980,6 +1984,7 @@ class PirlsDeviance:
             aic_terms=self._minus_twice_loglik(coefficients, deviance),
             deviance=deviance,
             iterations=iterations,
+            rxtrx=RXtRX,
         )
 
     def _pirls_scalar_terms(
@@ -2092,6 +2097,7 @@ class PirlsDeviance:
         if not np.isfinite(pdev):  # a start far off (e.g. a warm start from a wild point)
             u = np.zeros(q)
             fixed, eta, mu, pdev = at(u, beta_cur)
+        RXtRX = None  # with beta inside only
         tolerance = self.mode_tolerance
         iterations = 0
         dbeta = None  # beta estimated inside PIRLS (with_x) only
@@ -2211,6 +2217,7 @@ class PirlsDeviance:
             deviance=deviance,
             iterations=iterations,
             scalar_blocks=(D, C, S, solve_S),
+            rxtrx=RXtRX,
         )
 
     # -- the analytic beta-gradient -------------------------------------------------------
@@ -2303,6 +2310,13 @@ class PirlsDeviance:
         Bates et al. 2015 (JSS 67(1)) sec. 5 for the criterion; the beta part is
         :meth:`laplace_beta_gradient`'s.
         """
+        state, _, grad = self._laplace_gradient(theta, beta)
+        return state.laplace, grad
+
+    def _laplace_gradient(
+        self, theta: np.ndarray, beta: np.ndarray
+    ) -> tuple[PirlsState, GradientPieces, np.ndarray]:
+        """:meth:`laplace_gradient`'s state, gradient pieces and gradient."""
         theta = np.asarray(theta, dtype=np.float64)
         state = self.pirls(theta, beta)
         templates = self.structure.templates(theta)
@@ -2317,7 +2331,78 @@ class PirlsDeviance:
         grad_beta = first[:p] - rows.beta_gradient_correction(family, coefficients, pieces, y)
         grad_theta = rows.theta_gradient_sums(family, coefficients, pieces, state.u, y)
         grad_theta += pieces.theta_direct(theta, [t.nranef for t in self.terms])
-        return state.laplace, np.concatenate([grad_theta, grad_beta])
+        return state, pieces, np.concatenate([grad_theta, grad_beta])
+
+    def has_fast_gradient(self) -> bool:
+        """Whether :meth:`fast_gradient` applies: :meth:`has_theta_gradient` with the rows
+        in memory and a PIRLS fast path (which gives ``R_X'R_X``)."""
+        return (
+            isinstance(self.rows, MemoryRows)
+            and (self._one_scalar or self._scalar_terms is not None)
+            and self.has_theta_gradient()
+        )
+
+    def fast_gradient(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
+        """The nAGQ = 0 criterion (:meth:`fast`) and its gradient over theta.
+
+        Notes
+        -----
+        ``D_0(theta) = D(theta, beta~(theta))`` with ``(u~, beta~)`` the joint modes of
+        the penalised deviance, so ``dD_0/dtheta_k = dD/dtheta_k + (dD/dbeta)'
+        dbeta~/dtheta_k`` (:meth:`laplace_gradient` at ``beta~`` gives both partial
+        derivatives). The joint modes solve ``[Lambda Z'q + u; X'q] = 0``; its Jacobian
+        over ``(u, beta)`` is the PIRLS system with ``X``, ``[[M, K], [K', X'WX]]``,
+        ``K = Lambda Z'WX``, and its derivative over ``lambda_k`` is ``[t_k; X'W e_k]``
+        with ``e_k = Z_k u_k`` and ``t_k = E_k Z'q + Lambda Z'W e_k``. Eliminating ``u``
+        (implicit function theorem),
+
+            dbeta~/dtheta_k = -(R_X'R_X)^{-1} (X'W e_k - K' M^{-1} t_k),
+
+        ``R_X'R_X = X'WX - K'M^{-1}K`` (PIRLS' own, from its last iteration).
+        """
+        theta = np.asarray(theta, dtype=np.float64)
+        joint = self.pirls(theta, None)
+        rxtrx = joint.rxtrx
+        if rxtrx is None:
+            raise ValueError("fast_gradient needs a PIRLS fast path (has_fast_gradient)")
+        beta = joint.beta
+        value = joint.laplace
+        state, pieces, grad = self._laplace_gradient(theta, beta)
+        nt = self.ntheta
+        grad_theta, grad_beta = grad[:nt], grad[nt:]
+        rows = self.rows
+        assert isinstance(rows, MemoryRows)
+        eta, mu = state.eta, state.mu
+        _, w = _working_weights(self.family)(eta, mu, rows.weights)
+        q = -rows.weights * (rows.y - mu)  # (d dev / d eta) / 2, canonical links
+        u = state.u
+        lams = [float(v) for v in theta]
+        sizes = [t.nranef for t in self.terms]
+        starts = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
+        term_rows = rows._term_rows
+        X = rows.X
+        dbeta = np.empty((self.p, nt))
+        for k in range(nt):
+            refs_k, z_k, _ = term_rows[k]
+            e = u[starts[k] : starts[k + 1]].take(refs_k)
+            if z_k is not None:
+                e = e * z_k
+            we = w * e
+            t = np.empty(self.q)
+            for m, (refs_m, z_m, _) in enumerate(term_rows):
+                wz = we if z_m is None else we * z_m
+                t[starts[m] : starts[m + 1]] = lams[m] * np.bincount(
+                    refs_m, weights=wz, minlength=sizes[m]
+                )
+            qz = q if z_k is None else q * z_k
+            t[starts[k] : starts[k + 1]] += np.bincount(refs_k, weights=qz, minlength=sizes[k])
+            v = pieces.solve(t)
+            zv = np.zeros(self.n)
+            for m, (refs_m, z_m, _) in enumerate(term_rows):
+                part = (lams[m] * v[starts[m] : starts[m + 1]]).take(refs_m)
+                zv += part if z_m is None else part * z_m
+            dbeta[:, k] = -_solve_spd(rxtrx, X.T @ (we - w * zv))
+        return value, grad_theta + grad_beta @ dbeta
 
     # -- criteria -------------------------------------------------------------------------
     def fast(self, theta: np.ndarray) -> float:

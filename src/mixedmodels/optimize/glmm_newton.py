@@ -153,6 +153,7 @@ def newton_minimize(
     forward: bool = False,
     max_step: float = np.inf,
     noise: float = 1e-12,
+    refresh_ratio: float = 1.0,
     max_iterations: int = 40,
     max_halvings: int = 30,
 ) -> NewtonResult:
@@ -176,6 +177,10 @@ def newton_minimize(
         gradient before convergence is declared. None: differences at ``x0``.
     start
         ``fg(x0)`` if the caller has it.
+    refresh_ratio
+        The Hessian is formed again (rather than carried by BFGS) when the decrement
+        shrank by less than this factor in a step: 1 forms it only when the decrement
+        grew; a smaller value is worth it when a Hessian costs few evaluations.
     noise
         The value's relative rounding, allowed for in the line search.
     max_step
@@ -215,8 +220,8 @@ def newton_minimize(
     last_decrement = np.inf
     for iteration in range(max_iterations):
         if refresh and not fresh:
-            # The carried Hessian served badly (the decrement grew): form it again here,
-            # as Newton's method proper.
+            # The carried Hessian served badly (the decrement did not shrink enough):
+            # form it again here, as Newton's method proper.
             H_new, n = gradient_differences(fg, x, step, gradient=g if forward else None)
             used += n
             if H_new is not None:
@@ -235,7 +240,7 @@ def newton_minimize(
             # Far from the optimum the quadratic model is not to be trusted that far.
             d *= max_step / longest
         decrement = float(-(g @ d))
-        refresh = decrement > last_decrement
+        refresh = decrement > refresh_ratio * last_decrement
         last_decrement = decrement
         if not np.isfinite(decrement):
             return result(False, H if fresh else None, iteration, "the Newton step is not finite")
