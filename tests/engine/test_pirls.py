@@ -422,3 +422,33 @@ def test_nagq0_gradient_equals_central_differences(data, formula, family_name, t
         e[k] = 1e-5
         fd[k] = (dev.fast(theta + e) - dev.fast(theta - e)) / 2e-5
     assert np.allclose(grad, fd, rtol=1e-6, atol=1e-6 * np.max(np.abs(fd)))
+
+
+@pytest.mark.parametrize(
+    ("data", "formula", "family_name", "theta"),
+    [
+        ("Contraception.csv", "use ~ age + urban + (1|district)", "binomial", [0.7]),
+        ("grouseticks.csv", "TICKS ~ factor(YEAR) + cHEIGHT + (1|LOCATION)", "poisson", [0.8]),
+        ("Contraception.csv", "use ~ age + urban + (0 + age|district)", "binomial", [0.05]),
+    ],
+)
+def test_agq_gradient_equals_central_differences(data, formula, family_name, theta):
+    design, _, structure = _design(data, formula)
+    n, p = design.X.shape
+    weights = np.random.default_rng(3).integers(1, 4, n).astype(float)
+    response = GlmmResponse(design.y, weights, None, np.zeros(n), make_family(family_name))
+    dev = PirlsDeviance(structure, design.X, response, nagq=9)
+    assert dev.has_agq_gradient()
+    theta = np.array(theta)
+    scale = np.maximum(np.abs(design.X).max(axis=0), 1.0)
+    beta = np.random.default_rng(4).normal(0.0, 0.2, p) / scale
+    value, grad = dev.agq_gradient(theta, beta)
+    x = np.concatenate([theta, beta])
+    assert value == pytest.approx(dev(x), rel=1e-12)
+    steps = np.concatenate([[1e-5], 1e-5 / scale])
+    fd = np.empty(x.size)
+    for j in range(x.size):
+        e = np.zeros_like(x)
+        e[j] = steps[j]
+        fd[j] = (dev(x + e) - dev(x - e)) / (2.0 * steps[j])
+    assert np.allclose(grad, fd, rtol=1e-6, atol=1e-6 * np.max(np.abs(fd)))

@@ -164,13 +164,17 @@ def _gradient_derivatives(
 
 def _value_gradient(transform: _Whitened):
     """``x -> (D, dD/dx)`` over ``x = [theta, z]`` (``dD/dz = L' dD/dbeta``) from
-    :meth:`PirlsDeviance.laplace_gradient`; ``(inf, nan)`` where PIRLS fails."""
+    :meth:`PirlsDeviance.laplace_gradient` (AGQ: :meth:`~PirlsDeviance.agq_gradient`);
+    ``(inf, nan)`` where PIRLS fails."""
     dev, nt, L = transform.dev, transform.ntheta, transform.L
 
     def fg(x: np.ndarray) -> tuple[float, np.ndarray]:
         params = transform.params(np.asarray(x, dtype=np.float64))
         try:
-            value, grad = dev.laplace_gradient(params[:nt], params[nt:])
+            if dev.nagq > 1:
+                value, grad = dev.agq_gradient(params[:nt], params[nt:])
+            else:
+                value, grad = dev.laplace_gradient(params[:nt], params[nt:])
         except (ConvergenceError, np.linalg.LinAlgError, FloatingPointError):
             return np.inf, np.full(params.shape[0], np.nan)
         dev.evaluations += 1
@@ -464,11 +468,14 @@ class GeneralizedLinearMixedModel:
         )
 
     def _uses_newton(self) -> bool:
-        """Whether stage 2 runs Newton steps on the analytic gradient (Laplace, scalar
-        terms, a canonical link, rows in memory, no dispersion to estimate)."""
-        return (
-            self.nagq == 1 and not self.estimates_dispersion and self.deviance.has_theta_gradient()
-        )
+        """Whether stage 2 runs Newton steps on the analytic gradient: Laplace with scalar
+        terms or AGQ (one scalar term, rows in memory), a canonical link, no dispersion to
+        estimate."""
+        if self.estimates_dispersion:
+            return False
+        if self.nagq > 1:
+            return self.deviance.has_agq_gradient()
+        return self.nagq == 1 and self.deviance.has_theta_gradient()
 
     def _newton_stage2(
         self,
