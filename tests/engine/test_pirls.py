@@ -341,3 +341,114 @@ def test_one_vector_term_pirls_equals_the_blocked_system(formula, with_x):
     np.testing.assert_allclose(a.blocks.z1tz1, b.blocks.z1tz1, rtol=1e-12)
     if not with_x:
         _same_beta_gradient(fast, general, theta, beta)
+
+
+@pytest.mark.parametrize(
+    ("data", "formula", "family_name", "theta", "general"),
+    [
+        ("VerbAgg.csv", CASES["verbagg"], "binomial", [1.2, 0.6], False),
+        ("VerbAgg.csv", CASES["verbagg"], "binomial", [1.2, 0.6], True),
+        ("grouseticks.csv", CASES["grouseticks"], "poisson", [0.5, 0.9, 0.4], False),
+        ("grouseticks.csv", CASES["grouseticks"], "poisson", [0.0, 0.9, 0.4], False),
+        ("Contraception.csv", "use ~ age + urban + (1|district)", "binomial", [0.7], False),
+        ("Contraception.csv", "use ~ age + urban + (0 + age|district)", "binomial", [0.05], False),
+    ],
+)
+def test_laplace_theta_gradient_equals_central_differences(
+    data, formula, family_name, theta, general
+):
+    # Scalar terms (one, crossed, nested; a random slope; a variance at its bound, where
+    # the deviance is even in theta), away from the optimum, with prior weights; `general`
+    # forces the blocked system's pieces instead of PIRLS' dense scalar blocks.
+    design, _, structure = _design(data, formula)
+    n, p = design.X.shape
+    weights = np.random.default_rng(3).integers(1, 4, n).astype(float)
+    response = GlmmResponse(design.y, weights, None, np.zeros(n), make_family(family_name))
+    dev = PirlsDeviance(structure, design.X, response, nagq=1)
+    if general:
+        dev._scalar_terms = None
+    assert dev.has_theta_gradient()
+    theta = np.array(theta)
+    scale = np.maximum(np.abs(design.X).max(axis=0), 1.0)
+    beta = np.random.default_rng(4).normal(0.0, 0.2, p) / scale
+    value, grad = dev.laplace_gradient(theta, beta)
+    x = np.concatenate([theta, beta])
+    assert value == pytest.approx(dev(x), rel=1e-12)
+    _, grad_beta = dev.laplace_beta_gradient(theta, beta)
+    np.testing.assert_allclose(grad[theta.size :], grad_beta, rtol=1e-12, atol=1e-12)
+    fd = np.empty(theta.size)
+    for k in range(theta.size):
+        e = np.zeros_like(x)
+        e[k] = 1e-5
+        fd[k] = (dev(x + e) - dev(x - e)) / 2e-5
+    assert np.allclose(grad[: theta.size], fd, rtol=1e-6, atol=1e-6 * np.max(np.abs(fd)))
+
+
+def test_theta_gradient_only_for_scalar_terms_in_memory_with_a_canonical_link():
+    for formula, family, applies in [
+        ("use ~ age + urban + (1|district)", make_family("binomial"), True),
+        ("use ~ age + urban + (urban|district)", make_family("binomial"), False),
+        ("use ~ age + urban + (1|district)", make_family("binomial", "probit"), False),
+    ]:
+        design, _, structure = _design("Contraception.csv", formula)
+        n = design.nobs
+        response = GlmmResponse(design.y, np.ones(n), None, np.zeros(n), family)
+        dev = PirlsDeviance(structure, design.X, response, nagq=1)
+        assert dev.has_theta_gradient() is applies
+
+
+@pytest.mark.parametrize(
+    ("data", "formula", "family_name", "theta"),
+    [
+        ("VerbAgg.csv", CASES["verbagg"], "binomial", [1.2, 0.6]),
+        ("grouseticks.csv", CASES["grouseticks"], "poisson", [0.5, 0.9, 0.4]),
+        ("Contraception.csv", "use ~ age + urban + (1|district)", "binomial", [0.7]),
+    ],
+)
+def test_nagq0_gradient_equals_central_differences(data, formula, family_name, theta):
+    # beta inside PIRLS: the total derivative through beta~(theta) (implicit function).
+    design, _, structure = _design(data, formula)
+    n, _ = design.X.shape
+    weights = np.random.default_rng(3).integers(1, 4, n).astype(float)
+    response = GlmmResponse(design.y, weights, None, np.zeros(n), make_family(family_name))
+    dev = PirlsDeviance(structure, design.X, response, nagq=1)
+    assert dev.has_fast_gradient()
+    theta = np.array(theta)
+    value, grad = dev.fast_gradient(theta)
+    assert value == pytest.approx(dev.fast(theta), rel=1e-12)
+    fd = np.empty(theta.size)
+    for k in range(theta.size):
+        e = np.zeros_like(theta)
+        e[k] = 1e-5
+        fd[k] = (dev.fast(theta + e) - dev.fast(theta - e)) / 2e-5
+    assert np.allclose(grad, fd, rtol=1e-6, atol=1e-6 * np.max(np.abs(fd)))
+
+
+@pytest.mark.parametrize(
+    ("data", "formula", "family_name", "theta"),
+    [
+        ("Contraception.csv", "use ~ age + urban + (1|district)", "binomial", [0.7]),
+        ("grouseticks.csv", "TICKS ~ factor(YEAR) + cHEIGHT + (1|LOCATION)", "poisson", [0.8]),
+        ("Contraception.csv", "use ~ age + urban + (0 + age|district)", "binomial", [0.05]),
+    ],
+)
+def test_agq_gradient_equals_central_differences(data, formula, family_name, theta):
+    design, _, structure = _design(data, formula)
+    n, p = design.X.shape
+    weights = np.random.default_rng(3).integers(1, 4, n).astype(float)
+    response = GlmmResponse(design.y, weights, None, np.zeros(n), make_family(family_name))
+    dev = PirlsDeviance(structure, design.X, response, nagq=9)
+    assert dev.has_agq_gradient()
+    theta = np.array(theta)
+    scale = np.maximum(np.abs(design.X).max(axis=0), 1.0)
+    beta = np.random.default_rng(4).normal(0.0, 0.2, p) / scale
+    value, grad = dev.agq_gradient(theta, beta)
+    x = np.concatenate([theta, beta])
+    assert value == pytest.approx(dev(x), rel=1e-12)
+    steps = np.concatenate([[1e-5], 1e-5 / scale])
+    fd = np.empty(x.size)
+    for j in range(x.size):
+        e = np.zeros_like(x)
+        e[j] = steps[j]
+        fd[j] = (dev(x + e) - dev(x - e)) / (2.0 * steps[j])
+    assert np.allclose(grad, fd, rtol=1e-6, atol=1e-6 * np.max(np.abs(fd)))

@@ -381,6 +381,36 @@ class PirlsRows(Protocol):
         """``X' W Z Lambda y`` (:meth:`GradientPieces.correction`)."""
         ...
 
+    def theta_gradient_sums(
+        self,
+        family: Any,
+        coefficients: Coefficients,
+        pieces: GradientPieces,
+        u: np.ndarray,
+        y: np.ndarray,
+    ) -> np.ndarray:
+        """The row sums of the theta-gradient (:meth:`GradientPieces.theta_row_sums`)."""
+        ...
+
+    def agq_level_sums(self, family: Any, coefficients: Coefficients, nlevels: int) -> np.ndarray:
+        """Per level of the one scalar term, at the modes (canonical link): ``sum w z^2``,
+        ``sum w' z^3``, ``sum z q``, then ``sum z w x_j`` and ``sum z^2 w' x_j`` for each
+        column of X; ``(3 + 2 p, levels)`` (:meth:`PirlsDeviance.agq_gradient`)."""
+        ...
+
+    def agq_node_sums(
+        self, family: Any, beta: np.ndarray, b_nodes: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Per level and node (``b_nodes``: ``(levels, K)``), ``sum d_i`` and ``sum z_i
+        d'_i`` at the nodes."""
+        ...
+
+    def agq_x_sums(
+        self, family: Any, beta: np.ndarray, b_nodes: np.ndarray, pi: np.ndarray
+    ) -> np.ndarray:
+        """``X'a`` with ``a_i = sum_k pi_{l(i)k} d'_i`` at the nodes."""
+        ...
+
 
 def nb_moment_sums(family: Any, y: np.ndarray, mu: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """``[sum mu^2, sum((y - mu)^2 - mu)]``: the moment start of the negative binomial's
@@ -625,6 +655,70 @@ class MemoryRows:
         eta, mu = self._eta_mu(family, coefficients)
         return pieces.correction(self, family, eta, mu, y)
 
+    def theta_gradient_sums(
+        self,
+        family: Any,
+        coefficients: Coefficients,
+        pieces: GradientPieces,
+        u: np.ndarray,
+        y: np.ndarray,
+    ) -> np.ndarray:
+        eta, mu = self._eta_mu(family, coefficients)
+        return pieces.theta_row_sums(self, family, eta, mu, u, y)
+
+    def _agq_rows(self) -> tuple[np.ndarray, np.ndarray]:
+        refs, z, _ = self._term_rows[0]
+        return refs, (np.ones(self.nobs) if z is None else z)
+
+    def agq_level_sums(self, family: Any, coefficients: Coefficients, nlevels: int) -> np.ndarray:
+        refs, z = self._agq_rows()
+        prior = self.weights
+        eta, mu = self._eta_mu(family, coefficients)
+        _, w = _working_weights(family)(eta, mu, prior)
+        w_prime = _CANONICAL_W_PRIME[(family.name, family.link.name)](prior, mu)
+        q = -prior * (self.y - mu)
+        z2 = z * z
+        columns = [w * z2, w_prime * z2 * z, q * z]
+        wz, wpz2 = w * z, w_prime * z2
+        columns += [wz * self.X[:, j] for j in range(self.p)]
+        columns += [wpz2 * self.X[:, j] for j in range(self.p)]
+        bins = (np.arange(len(columns))[:, None] * nlevels + refs[None, :]).ravel()
+        out = np.bincount(bins, weights=np.concatenate(columns), minlength=len(columns) * nlevels)
+        return out.reshape(len(columns), nlevels)
+
+    def _agq_nodes(
+        self, family: Any, beta: np.ndarray, b_nodes: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``refs``, ``z`` and the means at every node, ``(K, n)``."""
+        refs, z = self._agq_rows()
+        eta = self._fixed_part(beta)[None, :] + z[None, :] * b_nodes[refs].T
+        inverse = _FAST_INVERSE.get(family.link.name, family.link.inverse)
+        with np.errstate(over="ignore"):
+            return refs, z, inverse(eta)
+
+    def agq_node_sums(
+        self, family: Any, beta: np.ndarray, b_nodes: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        refs, z, mu = self._agq_nodes(family, beta, b_nodes)
+        nlevels, k = b_nodes.shape
+        dev = family.deviance_residuals(self.y, mu, self.weights)
+        d_prime_z = -2.0 * self.weights * (self.y - mu) * z
+        bins = (np.arange(k)[:, None] * nlevels + refs[None, :]).ravel()
+        both = np.bincount(
+            np.concatenate([bins, bins + k * nlevels]),
+            weights=np.concatenate([dev.ravel(), d_prime_z.ravel()]),
+            minlength=2 * k * nlevels,
+        ).reshape(2, k, nlevels)
+        return both[0].T.copy(), both[1].T.copy()
+
+    def agq_x_sums(
+        self, family: Any, beta: np.ndarray, b_nodes: np.ndarray, pi: np.ndarray
+    ) -> np.ndarray:
+        refs, _, mu = self._agq_nodes(family, beta, b_nodes)
+        d_prime = -2.0 * self.weights * (self.y - mu)
+        a = np.einsum("ik,ki->i", pi[refs], d_prime)
+        return self.X.T @ a
+
     def integral_binomial_weights(self) -> bool:
         w = self.weights if self.trials is None else self.weights / np.maximum(self.trials, 1.0)
         return not bool(np.any(w != np.round(w)))
@@ -736,6 +830,28 @@ def _chunk_gradient_correction(
     return rows.beta_gradient_correction(family, coefficients, pieces, y)
 
 
+def _chunk_theta_gradient(
+    rows: MemoryRows, family: Any, coefficients: Coefficients, pieces, u, y
+) -> np.ndarray:
+    return rows.theta_gradient_sums(family, coefficients, pieces, u, y)
+
+
+def _chunk_agq_level_sums(rows: MemoryRows, family: Any, coefficients: Coefficients, nlevels):
+    return rows.agq_level_sums(family, coefficients, nlevels)
+
+
+def _chunk_agq_node_sums(rows: MemoryRows, family: Any, beta, b_nodes):
+    return rows.agq_node_sums(family, beta, b_nodes)
+
+
+def _chunk_agq_x_sums(rows: MemoryRows, family: Any, beta, b_nodes, pi):
+    return rows.agq_x_sums(family, beta, b_nodes, pi)
+
+
+def _add_pairs(a: tuple, b: tuple) -> tuple:
+    return tuple(x + y for x, y in zip(a, b, strict=True))
+
+
 def _add(a: Any, b: Any) -> Any:
     return a + b
 
@@ -840,6 +956,29 @@ class ChunkedRows:
     ) -> np.ndarray:
         return self._reduce(_chunk_gradient_correction, (family, coefficients, pieces, y), _add)
 
+    def theta_gradient_sums(
+        self,
+        family: Any,
+        coefficients: Coefficients,
+        pieces: GradientPieces,
+        u: np.ndarray,
+        y: np.ndarray,
+    ) -> np.ndarray:
+        return self._reduce(_chunk_theta_gradient, (family, coefficients, pieces, u, y), _add)
+
+    def agq_level_sums(self, family: Any, coefficients: Coefficients, nlevels: int) -> np.ndarray:
+        return self._reduce(_chunk_agq_level_sums, (family, coefficients, nlevels), _add)
+
+    def agq_node_sums(
+        self, family: Any, beta: np.ndarray, b_nodes: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        return self._reduce(_chunk_agq_node_sums, (family, beta, b_nodes), _add_pairs)
+
+    def agq_x_sums(
+        self, family: Any, beta: np.ndarray, b_nodes: np.ndarray, pi: np.ndarray
+    ) -> np.ndarray:
+        return self._reduce(_chunk_agq_x_sums, (family, beta, b_nodes, pi), _add)
+
     def integral_binomial_weights(self) -> bool:
         return bool(self._reduce(_chunk_integral, (), _both))
 
@@ -877,9 +1016,10 @@ class PirlsState:
         With one scalar random-effects term, ``sum_{i in l} w_i z_i^2`` per level at the
         modes (the diagonal of ``Z1'WZ1``), when PIRLS had it at hand; else None.
     scalar_blocks
-        With scalar terms only, ``(D, C, S)`` of :meth:`GradientPieces.from_scalar_terms`
-        at the modes when PIRLS formed them dense (``C``, ``S`` None for one term); else
-        None.
+        With scalar terms only, ``(D, C, S[, solve_S])`` of
+        :meth:`GradientPieces.from_scalar_terms` at the modes when PIRLS formed them dense
+        (``C``, ``S`` None for one term; ``solve_S`` a solver with PIRLS' factor of ``S``);
+        else None.
     """
 
     u: np.ndarray
@@ -893,7 +1033,8 @@ class PirlsState:
     deviance: float
     iterations: int
     level_weights: np.ndarray | None = None
-    scalar_blocks: tuple[np.ndarray, np.ndarray | tuple | None, np.ndarray | None] | None = None
+    scalar_blocks: tuple[Any, ...] | None = None
+    rxtrx: np.ndarray | None = None
 
     @property
     def blocks(self) -> CrossProducts:
@@ -1034,6 +1175,19 @@ class _ModePredictor:
         return out
 
 
+_POTRF, _POTRS, _POSV = sla.get_lapack_funcs(("potrf", "potrs", "posv"), dtype=np.float64)
+
+
+def _solve_spd(A: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``A^{-1} b`` for a small symmetric positive definite ``A`` (``R_X'R_X``) by LAPACK's
+    dposv directly (numpy's solve costs more in checks than in arithmetic at p ~ 10); an
+    ``A`` that is not positive definite goes to LU, which raises if it is singular."""
+    _, x, info = _POSV(A, b, lower=1)
+    if info:
+        return np.linalg.solve(A, b)
+    return x
+
+
 def _factor_rest(S: np.ndarray, n2: int) -> tuple[float, Callable[[np.ndarray], np.ndarray]]:
     """``log |S|`` and a solver for ``S`` (symmetric positive definite) whose leading
     ``n2 x n2`` block is diagonal (``n2 = 0``: no such block).
@@ -1055,19 +1209,25 @@ def _factor_rest(S: np.ndarray, n2: int) -> tuple[float, Callable[[np.ndarray], 
     else:
         S3 = S
     m = S3.shape[0]
-    L3 = np.linalg.cholesky(S3) if m else S3
-    logdet = 2.0 * float(np.sum(np.log(np.diag(L3)))) if m else 0.0
+    if m:
+        # LAPACK's dpotrf/dpotrs directly: on blocks this small the wrappers' checks
+        # (numpy's, scipy's cho_solve) cost more than the arithmetic.
+        L3, info = _POTRF(S3, lower=1, clean=0)
+        if info:
+            raise np.linalg.LinAlgError("the rest block of PIRLS' system is not positive definite")
+        logdet = 2.0 * float(np.sum(np.log(L3.diagonal())))
+    else:
+        L3, logdet = S3, 0.0
     if n2:
         logdet += float(np.sum(np.log(d)))
 
     def solve3(r: np.ndarray) -> np.ndarray:
         if not m:
             return r
-        # LU on a small block costs less than cho_solve's call overhead; larger blocks
-        # reuse the Cholesky factor.
-        if m <= 64:
-            return np.linalg.solve(S3, r)
-        return sla.cho_solve((L3, True), r, check_finite=False)
+        x, info = _POTRS(L3, r, lower=1)
+        if info:
+            raise np.linalg.LinAlgError("dpotrs failed on PIRLS' rest block")
+        return x
 
     def solve(r: np.ndarray) -> np.ndarray:
         if not n2:
@@ -1229,6 +1389,7 @@ class GradientPieces:
         D: np.ndarray,
         C: np.ndarray | tuple | None = None,
         S: np.ndarray | None = None,
+        solve_S: Callable[[np.ndarray], np.ndarray] | None = None,
     ) -> GradientPieces:
         """The pieces for scalar terms from the dense blocks PIRLS factored at the modes.
 
@@ -1248,7 +1409,9 @@ class GradientPieces:
         self.qr = 0 if C is None else (C[3] if isinstance(C, tuple) else C.shape)[0]
         if C is None or S is None:
             return self
-        self.Sinv = Sinv = np.linalg.inv(S)
+        # With PIRLS' factor of S (a diagonal leading block eliminated first, the rest by
+        # Cholesky) the inverse costs far less than an LU inversion of the whole of S.
+        self.Sinv = Sinv = np.linalg.inv(S) if solve_S is None else solve_S(np.eye(self.qr))
         if isinstance(C, tuple):
             data, indices, indptr, shape = C
             self.C = sp.csr_matrix((data, indices, indptr), shape=shape)
@@ -1304,6 +1467,8 @@ class GradientPieces:
                 for rb, vb in zip(r_idx[ia + 1 :], r_val[ia + 1 :], strict=True):
                     h += 2.0 * va * vb * Sinv[ra, rb]
         s = h * w_prime
+        # Kept for the theta-gradient (:meth:`theta_gradient`), which reads the same rows.
+        self._row_parts = (eta, ddev, s)
         out = np.empty(rows.p + self.q1 + self.qr)
         out[: rows.p] = rows.X.T @ (ddev + s)
         t1v = out[rows.p : rows.p + self.q1].reshape(l1, p1)
@@ -1339,7 +1504,68 @@ class GradientPieces:
         yr = y[self.q1 :]
         for ra, va in zip(r_idx, r_val, strict=True):
             xy += va * yr[ra]
+        self._row_w_xy = (eta, w, xy)
         return rows.X.T @ (w * xy)
+
+    def inverse_diagonal(self) -> np.ndarray:
+        """The diagonal of ``M^{-1}`` (scalar terms: term 1's ``1/D_l`` plus the level
+        blocks of ``E'S^{-1}E``, then the diagonal of ``S^{-1}``)."""
+        first = self.M1inv[:, 0, 0]
+        if not self.qr:
+            return first.copy()
+        return np.concatenate([first + self.EF[:, 0, 0], np.diag(self.Sinv)])
+
+    def theta_row_sums(
+        self,
+        rows: MemoryRows,
+        family: Any,
+        eta: np.ndarray,
+        mu: np.ndarray,
+        u: np.ndarray,
+        y: np.ndarray,
+    ) -> np.ndarray:
+        """The row sums of the theta-gradient over ``rows`` (scalar terms only): per term
+        ``k``, ``sum_i q_i z_ik (2 u_k - y_k)[l_k(i)] + e_ki (s_i - w_i (Z Lambda y)_i)``
+        with ``e_k = Z_k u_k`` and ``q = (d dev / d eta) / 2`` (see
+        :meth:`PirlsDeviance.laplace_gradient`). Reads the per-row parts that :meth:`sums`
+        and :meth:`correction` kept at this ``eta`` (rows in memory), or forms them (a
+        chunk)."""
+        parts, w_xy = getattr(self, "_row_parts", None), getattr(self, "_row_w_xy", None)
+        if parts is None or parts[0] is not eta:
+            self.sums(rows, family, eta, mu)
+            parts = self._row_parts
+        if w_xy is None or w_xy[0] is not eta:
+            self.correction(rows, family, eta, mu, y)
+            w_xy = self._row_w_xy
+        q = 0.5 * parts[1]
+        r = parts[2] - w_xy[1] * w_xy[2]
+        out = np.empty(len(rows.terms))
+        start = 0
+        for k, (refs, z, _) in enumerate(rows._term_rows):
+            stop = start + rows.terms[k].nlevels
+            qz = q if z is None else q * z
+            e = u[start:stop].take(refs)
+            if z is not None:
+                e *= z
+            out[k] = float(qz @ (2.0 * u[start:stop] - y[start:stop]).take(refs)) + float(e @ r)
+            start = stop
+        return out
+
+    def theta_direct(self, theta: np.ndarray, sizes: list[int]) -> np.ndarray:
+        """``d log|M| / d lambda_k`` at fixed weights (scalar terms):
+        ``2 tr(M^{-1} Lambda Z'WZ E_k) = 2 sum_{j in k} (1 - (M^{-1})_jj) / lambda_k``
+        (``Lambda Z'WZ Lambda = M - I``); 0 at ``lambda_k = 0``, where the deviance is even
+        in ``lambda_k``. ``sizes``: the levels of each term."""
+        minv = self.inverse_diagonal()
+        out = np.zeros(theta.shape[0])
+        start = 0
+        for k, size in enumerate(sizes):
+            stop = start + size
+            lam = float(theta[k])
+            if lam != 0.0:
+                out[k] = 2.0 * float(np.sum(1.0 - minv[start:stop])) / lam
+            start = stop
+        return out
 
 
 class PirlsDeviance:
@@ -1513,15 +1739,17 @@ class PirlsDeviance:
         """Run PIRLS at ``theta``: for the modes at fixed ``beta``, or (``beta=None``) for the
         modes and beta together (nAGQ = 0). Each iteration is one pass over the rows."""
         # The fast paths' inverse links may overflow exp (a mean of 0 or 1, then bounded,
-        # as the links do): one error-state context per run, not one per pass.
+        # as the links do): one error-state context per run, not one per pass. A start
+        # predicted far off may also give an infinite mean and 0 * inf in the deviance
+        # (invalid): PIRLS sees the non-finite value and starts again from the last modes.
         if self._one_scalar:
-            with np.errstate(over="ignore"):
+            with np.errstate(over="ignore", invalid="ignore"):
                 return self._pirls_one_scalar(theta, beta, u0)
         if self._one_vector:
-            with np.errstate(over="ignore"):
+            with np.errstate(over="ignore", invalid="ignore"):
                 return self._pirls_one_term(theta, beta, u0)
         if self._scalar_terms is not None:
-            with np.errstate(over="ignore"):
+            with np.errstate(over="ignore", invalid="ignore"):
                 return self._pirls_scalar_terms(theta, beta, u0)
         theta = np.asarray(theta, dtype=np.float64)
         transposed = [T.T for T in self.structure.templates(theta)]
@@ -1663,6 +1891,7 @@ class PirlsDeviance:
         if not np.isfinite(pdev):  # a start far off (e.g. a warm start from a wild point)
             u = np.zeros(nlevels)
             fixed, eta, mu, pdev = at(u, beta_cur)
+        RXtRX = None  # with beta inside only
         tolerance = self.mode_tolerance
         iterations = 0
         dbeta = None  # beta estimated inside PIRLS (with_x) only
@@ -1680,7 +1909,7 @@ class PirlsDeviance:
                 ).reshape(p, nlevels)
                 CM = C / M
                 RXtRX = wX.T @ X - CM @ C.T
-                beta_new = np.linalg.solve(RXtRX, wX.T @ r - CM @ c)
+                beta_new = _solve_spd(RXtRX, wX.T @ r - CM @ c)
                 du = (c - beta_new @ C) / M - u
                 dbeta = beta_new - beta_cur
             else:
@@ -1716,6 +1945,7 @@ class PirlsDeviance:
             iterations=iterations,
             level_weights=level_weights,
             scalar_blocks=(M, None, None),
+            rxtrx=RXtRX,
         )
 
     def _pirls_one_term(
@@ -1792,6 +2022,7 @@ class PirlsDeviance:
         if not np.isfinite(pdev):  # a start far off (e.g. a warm start from a wild point)
             u = np.zeros(q)
             fixed, eta, mu, pdev = at(u, beta_cur)
+        RXtRX = None  # with beta inside only
         tolerance = self.mode_tolerance
         iterations = 0
         dbeta = None  # beta estimated inside PIRLS (with_x) only
@@ -1819,9 +2050,7 @@ class PirlsDeviance:
                 # M_l^{-1} [G_l, c_l] for every level in one batched solve.
                 solved = np.linalg.solve(M, np.concatenate([G, c[:, :, None]], axis=2))
                 RXtRX = (XT * w) @ XT.T - np.einsum("lap,laq->pq", G, solved[:, :, :p])
-                beta_new = np.linalg.solve(
-                    RXtRX, XT @ wr - np.einsum("lap,la->p", G, solved[:, :, p])
-                )
+                beta_new = _solve_spd(RXtRX, XT @ wr - np.einsum("lap,la->p", G, solved[:, :, p]))
                 u_new = solved[:, :, p] - solved[:, :, :p] @ beta_new
                 dbeta = beta_new - beta_cur
             else:
@@ -1856,6 +2085,7 @@ class PirlsDeviance:
             aic_terms=self._minus_twice_loglik(coefficients, deviance),
             deviance=deviance,
             iterations=iterations,
+            rxtrx=RXtRX,
         )
 
     def _pirls_scalar_terms(
@@ -1968,6 +2198,7 @@ class PirlsDeviance:
         if not np.isfinite(pdev):  # a start far off (e.g. a warm start from a wild point)
             u = np.zeros(q)
             fixed, eta, mu, pdev = at(u, beta_cur)
+        RXtRX = None  # with beta inside only
         tolerance = self.mode_tolerance
         iterations = 0
         dbeta = None  # beta estimated inside PIRLS (with_x) only
@@ -2034,7 +2265,7 @@ class PirlsDeviance:
                 S_xx = (XT * w) @ XT.T - G1.T @ G1D
                 solved = solve_S(np.column_stack([S_rx, rhs_r]))  # S^{-1} [S_rx, rhs_r]
                 RXtRX = S_xx - S_rx.T @ solved[:, :p]
-                beta_new = np.linalg.solve(RXtRX, XT @ wr - G1D.T @ c1 - S_rx.T @ solved[:, p])
+                beta_new = _solve_spd(RXtRX, XT @ wr - G1D.T @ c1 - S_rx.T @ solved[:, p])
                 u_r = solved[:, p] - solved[:, :p] @ beta_new
                 u_1 = c1 - G1 @ beta_new
                 dbeta = beta_new - beta_cur
@@ -2086,7 +2317,8 @@ class PirlsDeviance:
             aic_terms=self._minus_twice_loglik(coefficients, deviance),
             deviance=deviance,
             iterations=iterations,
-            scalar_blocks=(D, C, S),
+            scalar_blocks=(D, C, S, solve_S),
+            rxtrx=RXtRX,
         )
 
     # -- the analytic beta-gradient -------------------------------------------------------
@@ -2147,6 +2379,201 @@ class PirlsDeviance:
         y = pieces.solve(first[p:])
         grad = first[:p] - self.rows.beta_gradient_correction(family, coefficients, pieces, y)
         return state.laplace, grad
+
+    def has_theta_gradient(self) -> bool:
+        """Whether :meth:`laplace_gradient` applies: :meth:`has_beta_gradient` and scalar
+        random-effects terms only."""
+        return all(t.ncols == 1 for t in self.terms) and self.has_beta_gradient()
+
+    def laplace_gradient(self, theta: np.ndarray, beta: np.ndarray) -> tuple[float, np.ndarray]:
+        """The Laplace deviance at ``(theta, beta)`` and its gradient over ``[theta, beta]``
+        (scalar random-effects terms, a canonical link: :meth:`has_theta_gradient`).
+
+        Notes
+        -----
+        ``D = pdev(u~, theta, beta) + log|M|`` with ``M = Lambda'Z'WZ Lambda + I`` and
+        ``Lambda`` diagonal, ``lambda_k`` on term ``k``'s levels. For ``lambda_k``:
+
+        * ``pdev``: by the envelope theorem only its partial derivative at fixed ``u``,
+          ``2 q'Z_k u_k`` with ``q = (d dev / d eta) / 2`` (``-a (y - mu)`` for a
+          canonical link);
+        * ``log|M|`` through ``Lambda`` at fixed weights:
+          ``2 tr(M^{-1} Lambda Z'WZ E_k) = 2 sum_{j in k} (1 - (M^{-1})_jj) / lambda_k``
+          (``E_k`` selects term ``k``; ``Lambda Z'WZ Lambda = M - I``);
+        * ``log|M|`` through the weights: ``sum_i s_i d eta_i / d lambda_k`` with ``s_i =
+          h_i dw_i/deta_i`` (:meth:`laplace_beta_gradient`) and ``d eta / d lambda_k =
+          Z_k u_k + Z Lambda d u~ / d lambda_k``, where the modes move by
+          ``d u~ / d lambda_k = -M^{-1} (E_k Z'q + Lambda Z'W Z_k u_k)`` (implicit
+          function theorem on ``Lambda Z'q + u = 0``; ``M`` is its Jacobian for a
+          canonical link). With ``y = M^{-1} Lambda Z's`` (the beta-gradient's) that is
+          ``s'Z_k u_k - y_k'Z_k'q - y'Lambda Z'W Z_k u_k``.
+
+        Bates et al. 2015 (JSS 67(1)) sec. 5 for the criterion; the beta part is
+        :meth:`laplace_beta_gradient`'s.
+        """
+        state, _, grad = self._laplace_gradient(theta, beta)
+        return state.laplace, grad
+
+    def _laplace_gradient(
+        self, theta: np.ndarray, beta: np.ndarray
+    ) -> tuple[PirlsState, GradientPieces, np.ndarray]:
+        """:meth:`laplace_gradient`'s state, gradient pieces and gradient."""
+        theta = np.asarray(theta, dtype=np.float64)
+        state = self.pirls(theta, beta)
+        templates = self.structure.templates(theta)
+        if state.scalar_blocks is not None:
+            pieces = GradientPieces.from_scalar_terms(templates, *state.scalar_blocks)
+        else:
+            pieces = GradientPieces(self.terms, templates, state.blocks)
+        coefficients, family, rows = state.coefficients, self.family, self.rows
+        first = rows.beta_gradient_sums(family, coefficients, pieces)
+        p = self.p
+        y = pieces.solve(first[p:])
+        grad_beta = first[:p] - rows.beta_gradient_correction(family, coefficients, pieces, y)
+        grad_theta = rows.theta_gradient_sums(family, coefficients, pieces, state.u, y)
+        grad_theta += pieces.theta_direct(theta, [t.nranef for t in self.terms])
+        return state, pieces, np.concatenate([grad_theta, grad_beta])
+
+    def has_fast_gradient(self) -> bool:
+        """Whether :meth:`fast_gradient` applies: :meth:`has_theta_gradient` with the rows
+        in memory and a PIRLS fast path (which gives ``R_X'R_X``)."""
+        return (
+            isinstance(self.rows, MemoryRows)
+            and (self._one_scalar or self._scalar_terms is not None)
+            and self.has_theta_gradient()
+        )
+
+    def fast_gradient(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
+        """The nAGQ = 0 criterion (:meth:`fast`) and its gradient over theta.
+
+        Notes
+        -----
+        ``D_0(theta) = D(theta, beta~(theta))`` with ``(u~, beta~)`` the joint modes of
+        the penalised deviance, so ``dD_0/dtheta_k = dD/dtheta_k + (dD/dbeta)'
+        dbeta~/dtheta_k`` (:meth:`laplace_gradient` at ``beta~`` gives both partial
+        derivatives). The joint modes solve ``[Lambda Z'q + u; X'q] = 0``; its Jacobian
+        over ``(u, beta)`` is the PIRLS system with ``X``, ``[[M, K], [K', X'WX]]``,
+        ``K = Lambda Z'WX``, and its derivative over ``lambda_k`` is ``[t_k; X'W e_k]``
+        with ``e_k = Z_k u_k`` and ``t_k = E_k Z'q + Lambda Z'W e_k``. Eliminating ``u``
+        (implicit function theorem),
+
+            dbeta~/dtheta_k = -(R_X'R_X)^{-1} (X'W e_k - K' M^{-1} t_k),
+
+        ``R_X'R_X = X'WX - K'M^{-1}K`` (PIRLS' own, from its last iteration).
+        """
+        theta = np.asarray(theta, dtype=np.float64)
+        joint = self.pirls(theta, None)
+        rxtrx = joint.rxtrx
+        if rxtrx is None:
+            raise ValueError("fast_gradient needs a PIRLS fast path (has_fast_gradient)")
+        beta = joint.beta
+        value = joint.laplace
+        state, pieces, grad = self._laplace_gradient(theta, beta)
+        nt = self.ntheta
+        grad_theta, grad_beta = grad[:nt], grad[nt:]
+        rows = self.rows
+        assert isinstance(rows, MemoryRows)
+        eta, mu = state.eta, state.mu
+        _, w = _working_weights(self.family)(eta, mu, rows.weights)
+        q = -rows.weights * (rows.y - mu)  # (d dev / d eta) / 2, canonical links
+        u = state.u
+        lams = [float(v) for v in theta]
+        sizes = [t.nranef for t in self.terms]
+        starts = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
+        term_rows = rows._term_rows
+        X = rows.X
+        dbeta = np.empty((self.p, nt))
+        for k in range(nt):
+            refs_k, z_k, _ = term_rows[k]
+            e = u[starts[k] : starts[k + 1]].take(refs_k)
+            if z_k is not None:
+                e = e * z_k
+            we = w * e
+            t = np.empty(self.q)
+            for m, (refs_m, z_m, _) in enumerate(term_rows):
+                wz = we if z_m is None else we * z_m
+                t[starts[m] : starts[m + 1]] = lams[m] * np.bincount(
+                    refs_m, weights=wz, minlength=sizes[m]
+                )
+            qz = q if z_k is None else q * z_k
+            t[starts[k] : starts[k + 1]] += np.bincount(refs_k, weights=qz, minlength=sizes[k])
+            v = pieces.solve(t)
+            zv = np.zeros(self.n)
+            for m, (refs_m, z_m, _) in enumerate(term_rows):
+                part = (lams[m] * v[starts[m] : starts[m + 1]]).take(refs_m)
+                zv += part if z_m is None else part * z_m
+            dbeta[:, k] = -_solve_spd(rxtrx, X.T @ (we - w * zv))
+        return value, grad_theta + grad_beta @ dbeta
+
+    def has_agq_gradient(self) -> bool:
+        """Whether :meth:`agq_gradient` applies: adaptive Gauss-Hermite quadrature (one
+        scalar term) and a canonical link."""
+        family = self.family
+        canonical = (getattr(family, "name", ""), family.link.name) in _CANONICAL_W_PRIME
+        return self.nagq > 1 and canonical
+
+    def agq_gradient(self, theta: np.ndarray, beta: np.ndarray) -> tuple[float, np.ndarray]:
+        """The AGQ deviance at ``(theta, beta)`` (:meth:`quadrature`) and its gradient over
+        ``[theta, beta]``, one scalar term and a canonical link.
+
+        Notes
+        -----
+        Level ``l``'s term is ``T_l = log M_l - 2 log sum_k omega_k exp(-F_lk / 2)`` with
+        ``F_lk = sum_{i in l} d_i(eta_ik) + v_lk^2 - x_k^2``, nodes ``v_lk = u_l + x_k
+        s_l``, ``s_l = M_l^{-1/2}``, ``eta_ik = o_i + x_i'beta + lambda z_i v_lk``. With
+        ``pi_lk`` the normalised weights ``omega_k exp(-F_lk/2)``,
+
+            dT_l/dp = (dM_l/dp) / M_l + sum_k pi_lk dF_lk/dp,
+            dF_lk/dp = sum_i d'_ik d eta_ik/dp + 2 v_lk dv_lk/dp,
+            dv_lk/dp = du_l/dp + x_k ds_l/dp,   ds_l/dp = -(1/2) M_l^{-3/2} dM_l/dp.
+
+        The mode moves by ``du_l/dp = -(d g_l/dp) / M_l`` (``g_l = lambda sum z_i q_i + u_l
+        = 0``, ``q = d'/2``; ``M_l`` is its derivative in ``u_l`` for a canonical link), and
+        ``M_l = lambda^2 sum w_i z_i^2 + 1`` moves with the weights at the mode:
+        ``dM_l/dp = lambda^2 sum z_i^2 w'_i d eta_i/dp`` plus ``2 lambda sum w_i z_i^2`` for
+        ``p = lambda``. Pinheiro & Bates (1995) for the rule; lme4 evaluates it with
+        deviance residuals, as here.
+        """
+        theta = np.asarray(theta, dtype=np.float64)
+        beta = np.asarray(beta, dtype=np.float64)
+        rows, family = self.rows, self.family
+        state = self.pirls(theta, beta)
+        lam = float(theta[0])
+        L, p = self.q, self.p
+        # Pass 1, at the modes: per level sum w z^2, sum w' z^3, sum z q, sum z w x', sum
+        # z^2 w' x'.
+        sums = rows.agq_level_sums(family, state.coefficients, L)
+        W2, W3p, Zq = sums[0], sums[1], sums[2]
+        B1, B2 = sums[3 : 3 + p].T, sums[3 + p :].T
+        u = state.u
+        M = lam * lam * W2 + 1.0
+        s = 1.0 / np.sqrt(M)
+        du_lam = -(Zq + lam * u * W2) / M
+        dM_lam = 2.0 * lam * W2 + lam * lam * (u + lam * du_lam) * W3p
+        ds_lam = -0.5 * s / M * dM_lam
+        du_beta = -lam * B1 / M[:, None]
+        dM_beta = lam * lam * (B2 + lam * W3p[:, None] * du_beta)
+        ds_beta = -0.5 * (s / M)[:, None] * dM_beta
+        nodes = self._nodes
+        v = u[:, None] + s[:, None] * nodes[None, :]  # (L, K)
+        # Pass 2, at the nodes: per level and node sum d_i and sum z_i d'_i.
+        dev_lk, dz_lk = rows.agq_node_sums(family, beta, lam * v)
+        F = dev_lk + v * v - (nodes * nodes)[None, :]
+        terms = -0.5 * F + self._log_node_weights[None, :]
+        top = terms.max(axis=1)
+        weights_lk = np.exp(terms - top[:, None])
+        total = weights_lk.sum(axis=1)
+        value = float(np.sum(np.log(M) - 2.0 * (top + np.log(total))))
+        pi = weights_lk / total[:, None]
+        c = lam * dz_lk + 2.0 * v  # dF_lk / dv_lk
+        pc = np.sum(pi * c, axis=1)
+        pcx = (pi * c) @ nodes
+        # Pass 3: X' a, a_i = sum_k pi_{l(i)k} d'_ik.
+        grad_beta = rows.agq_x_sums(family, beta, lam * v, pi)
+        grad_beta += (dM_beta / M[:, None]).sum(axis=0) + pc @ du_beta + pcx @ ds_beta
+        grad_lam = float(np.sum(dM_lam / M))
+        grad_lam += float(np.sum(pi * v * dz_lk)) + float(pc @ du_lam + pcx @ ds_lam)
+        return value, np.concatenate([[grad_lam], grad_beta])
 
     # -- criteria -------------------------------------------------------------------------
     def fast(self, theta: np.ndarray) -> float:
