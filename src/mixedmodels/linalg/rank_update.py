@@ -17,10 +17,17 @@ the same number of rows at once): a tenth of the memory and no slower per evalua
 
 from __future__ import annotations
 
+import os
+import threading
 from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
+
+try:  # y += A x for CSC A, in place, without building a matrix (releases the GIL)
+    from scipy.sparse._sparsetools import csc_matvec as _csc_matvec
+except ImportError:  # pragma: no cover - a SciPy without the private kernel
+    _csc_matvec = None
 
 
 def _pairs_within_segments(
@@ -190,6 +197,18 @@ class RankUpdatePattern:
 #: Pairs per slice of levels in :class:`LevelBlockUpdate`: bounds its temporaries (a few
 #: arrays of this many doubles) while keeping numpy's per-call overhead negligible.
 _SLICE_PAIRS = 1 << 20
+#: Pairs per piece of :meth:`LevelBlockUpdate.update`: its half-dozen temporaries of this
+#: many doubles stay in cache (128k pairs: 1 MB each; 8k-pair pieces cost more in numpy
+#: calls, 1M-pair ones 20% more in memory traffic at 1e5 users), where slices of
+#: ``_SLICE_PAIRS`` made every step a pass over main memory.
+_CACHE_PAIRS = 1 << 17
+#: From this many pairs on, :meth:`LevelBlockUpdate.update` splits its pieces over
+#: ``UPDATE_THREADS`` threads (numpy and the scatter release the GIL); below, a thread's
+#: start costs more than it saves.
+_THREAD_MIN_PAIRS = 1 << 21
+#: Threads of :meth:`LevelBlockUpdate.update` on large problems (1: none). Started per call
+#: and joined before it returns, so no thread outlives a call (a forked child finds none).
+UPDATE_THREADS = min(2, os.cpu_count() or 1)
 
 
 @dataclass(frozen=True, eq=False)
@@ -394,30 +413,106 @@ class LevelBlockUpdate:
             for a in range(self.p1)
         ]
 
-    def update(self, w: np.ndarray) -> np.ndarray:
-        """Entries at (rows, cols) of ``C W C'``; ``w`` holds the levels' blocks as packed
-        lower triangles, entry-major (``w[e * l1 + l] = W_l[r_e, c_e]``, ``np.tril_indices``)."""
+    def _pieces(self) -> list[tuple[int, int, int]]:
+        """``(slice, first level, end level)`` of pieces of about ``_CACHE_PAIRS`` pairs."""
+        out = []
+        for i, sl in enumerate(self._slices):
+            n = sl.levels.shape[0]
+            step = max(1, _CACHE_PAIRS // (sl.k * (sl.k + 1) // 2))
+            out.extend((i, lo, min(lo + step, n)) for lo in range(0, n, step))
+        return out
+
+    def _update_pieces(self, pieces: list[tuple[int, int, int]], W: list, u: np.ndarray) -> None:
+        """Add the pairs of ``pieces`` into ``u`` (``W``: each slice's level blocks)."""
         p1 = self.p1
-        npos = self.rows.shape[0]
-        u = np.zeros(npos)
-        for sl in self._slices:
-            c = sl.values
-            W = self._level_w(w, sl.levels)
-            ta, tb = np.tril_indices(sl.k)
+        npos = u.shape[0]
+        tril = {}
+        ones = None
+        for i, lo, hi in pieces:
+            sl = self._slices[i]
+            k = sl.k
+            if k not in tril:
+                tril[k] = np.tril_indices(k)
+            ta, tb = tril[k]
+            c = sl.values[:, lo:hi]
+            Wi = W[i]
             val = None
             for a in range(p1):
-                v = c[0] * W[a][0]  # V_l = C_l W_l, column a (W symmetric)
+                v = c[0] * Wi[a][0][lo:hi]  # V_l = C_l W_l, column a (W symmetric)
                 for b in range(1, p1):
-                    v += c[b] * W[a][b]
+                    v += c[b] * Wi[a][b][lo:hi]
                 term = np.take(v, ta, axis=1)
                 term *= np.take(c[a], tb, axis=1)
                 if val is None:
                     val = term
                 else:
                     val += term
-            n = sl.levels.shape[0]
-            M = sp.csc_matrix((val.ravel(), sl.index, sl.indptr), shape=(npos, n))
-            u += M @ np.ones(n)
+            n = hi - lo
+            npairs = ta.shape[0]
+            index = sl.index[lo * npairs : hi * npairs]
+            indptr = sl.indptr[: n + 1]
+            if _csc_matvec is not None:
+                if ones is None or ones.shape[0] < n:
+                    ones = np.ones(max(n, _CACHE_PAIRS))
+                # The pairs as a CSC matrix with one column per level, times ones: the
+                # scatter-add of every pair's value at its position, in place.
+                _csc_matvec(npos, n, indptr, index, val.ravel(), ones[:n], u)
+            else:  # pragma: no cover
+                u += sp.csc_matrix((val.ravel(), index, indptr), shape=(npos, n)) @ np.ones(n)
+
+    def update(self, w: np.ndarray) -> np.ndarray:
+        """Entries at (rows, cols) of ``C W C'``; ``w`` holds the levels' blocks as packed
+        lower triangles, entry-major (``w[e * l1 + l] = W_l[r_e, c_e]``, ``np.tril_indices``).
+
+        Notes
+        -----
+        The pairs are formed in pieces of ``_CACHE_PAIRS`` (cache-resident temporaries).
+        On large problems the pieces are split in two halves of equal pairs, in a fixed
+        way, each summed into its own vector by a thread; the result is the first half's
+        sum plus the second's, whatever the threads' timing (reproducible to the bit).
+        """
+        npos = self.rows.shape[0]
+        W = [self._level_w(w, sl.levels) for sl in self._slices]
+        pieces = self._pieces()
+        total = sum(sl.index.shape[0] for sl in self._slices)
+        threads = UPDATE_THREADS if total >= _THREAD_MIN_PAIRS else 1
+        if threads <= 1:
+            u = np.zeros(npos)
+            self._update_pieces(pieces, W, u)
+            return u
+        # Static split by pairs (not a work queue): the summation order is fixed.
+        sizes = np.array(
+            [
+                (hi - lo) * self._slices[i].index.shape[0] // self._slices[i].levels.shape[0]
+                for i, lo, hi in pieces
+            ],
+            dtype=np.int64,
+        )
+        bounds = np.searchsorted(np.cumsum(sizes), total * np.arange(1, threads) / threads)
+        groups = np.split(np.arange(len(pieces)), bounds)
+        outs = [np.zeros(npos) for _ in groups]
+        errors: list[BaseException] = []
+
+        def run(g: np.ndarray, out: np.ndarray) -> None:
+            try:
+                self._update_pieces([pieces[j] for j in g], W, out)
+            except BaseException as exc:  # pragma: no cover - re-raised below
+                errors.append(exc)
+
+        workers = [
+            threading.Thread(target=run, args=(g, out), daemon=True)
+            for g, out in zip(groups[1:], outs[1:], strict=True)
+        ]
+        for t in workers:
+            t.start()
+        run(groups[0], outs[0])  # this thread takes the first half
+        for t in workers:
+            t.join()
+        if errors:
+            raise errors[0]
+        u = outs[0]
+        for out in outs[1:]:
+            u += out
         return u
 
     def level_forms(self, sigma: np.ndarray) -> np.ndarray:
