@@ -85,6 +85,23 @@ def _level_sums(Y: np.ndarray) -> np.ndarray:
     return Z @ Z.T
 
 
+#: The large path's rest block may have at most this many columns for its gradient to count
+#: as cheap (its inverse, ``q_r^3 / 3`` flops, is then below one evaluation's level work).
+_CHEAP_REST_MAX = 2048
+
+
+def _large_path(dev: ProfiledDeviance) -> bool:
+    """Whether ``dev`` factors through the level-by-level rank update (a term 1 with several
+    columns and a rest block, too large for the dense update) with a small rest block."""
+    from mixedmodels.linalg.rank_update import LevelBlockUpdate
+
+    system = getattr(dev, "system", None)
+    pattern = getattr(system, "pattern", None)
+    if not isinstance(pattern, LevelBlockUpdate):
+        return False
+    return int(system.rest_offsets[-1]) <= _CHEAP_REST_MAX
+
+
 class ProfiledDevianceGradient:
     """The gradient of a :class:`.deviance.ProfiledDeviance` with respect to theta.
 
@@ -101,12 +118,23 @@ class ProfiledDevianceGradient:
     """
 
     cheap = False  # an inverse of the rest block per call: several evaluations' worth
+    #: Whether the Newton finish may refresh its Hessian by secant (BFGS) updates from the
+    #: gradients it already has, instead of new finite differences (the large path).
+    secant_updates = False
 
     def __init__(self, dev: ProfiledDeviance):
         self.dev = dev
         A = dev.A
         terms = dev.structure.terms
         self._rest = len(terms) > 1
+        if _large_path(dev):
+            # A small rest block under many term-1 levels with several columns (1e6 users
+            # with slopes, 500 items): the rest block's inverse costs nothing and the
+            # gradient's passes over the levels cost about two evaluations, so the finish's
+            # Hessian from k gradients (2k evaluations' worth) beats k (k + 1) / 2 deviance
+            # values, and it is accurate enough for the convergence check to reuse.
+            self.cheap = True
+            self.secant_updates = True
         self._zr1 = None
         if self._rest:
             qr, q1 = A.zrtz1.shape
