@@ -103,7 +103,7 @@ def streamed_cross_products(
     running = BlockSum()
     with Progress("pass 2/2: cross products", summary.nrows, progress) as bar:
         for where, frame in src.chunks(columns, rows_per_chunk):
-            running.add(plan.cross_products(frame, where))
+            running.add(plan.cross_products(frame, where, local=True))
             bar.advance(len(frame))
     total = running.result()
     t2 = time.perf_counter()
