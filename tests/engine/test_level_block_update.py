@@ -154,3 +154,33 @@ def test_forked_child_fits_with_threaded_update(monkeypatch):
     _, status = os.waitpid(pid, 0)
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
     np.testing.assert_array_equal(pickle.loads(payload), np.asarray(fit.theta))
+
+
+@pytest.mark.parametrize("p1", [2, 3])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_products_with_xy_rows_and_transpose(p1, threads, monkeypatch):
+    """``xy C'`` (formed with the update) and ``C' Y`` from C kept level by level equal the
+    sparse products, in pieces and threads."""
+    monkeypatch.setattr(rank_update, "_CACHE_PAIRS", 6)
+    monkeypatch.setattr(rank_update, "_THREAD_MIN_PAIRS", 0)
+    monkeypatch.setattr(rank_update, "UPDATE_THREADS", threads)
+    rng = np.random.default_rng(21 + p1)
+    qr, nlevels = 10, 120
+    C = _cross(rng, qr, nlevels, p1, partial=True)
+    up = LevelBlockUpdate.from_cross_products(C, p1)
+    W = _blocks(rng, nlevels, p1)
+    xy = rng.normal(size=(4, nlevels * p1))
+    u, xc = up.update(_packed(W), xy)
+    np.testing.assert_array_equal(u, up.update(_packed(W)))
+    np.testing.assert_allclose(xc, (C @ xy.T).T, rtol=1e-12, atol=1e-12)
+    Y = rng.normal(size=(qr, 5))
+    got = up.transpose_times(Y)
+    np.testing.assert_allclose(got, (C.T @ Y).reshape(nlevels, p1, 5), rtol=1e-12, atol=1e-12)
+    # New values, same sparsity: the products follow.
+    C2 = C.copy()
+    C2.data = rng.normal(size=C2.nnz)
+    up2 = up.with_values(C2.data)
+    np.testing.assert_allclose(up2.update(_packed(W), xy)[1], (C2 @ xy.T).T, atol=1e-12)
+    np.testing.assert_allclose(
+        up2.transpose_times(Y), (C2.T @ Y).reshape(nlevels, p1, 5), atol=1e-12
+    )

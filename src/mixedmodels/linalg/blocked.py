@@ -716,9 +716,12 @@ class BlockedSystem:
         np.subtract(A.xytxy, AW @ self._xz1.T, out=S[qr:, qr:])
         if not self._has_rest:
             return S
-        u = self._update(w)
+        if p1 == 1:
+            u = self._update(w)
+            UXr = (A.zrtz1 @ AW.T).T
+        else:  # both from C level by level, in the update's threads
+            u, UXr = self._pattern.update(w, AW)
         Sf = S.reshape(-1)
-        UXr = (A.zrtz1 @ AW.T).T
         if self._rest_scalar:
             _zero_lower(S, qr)
             d = theta[self._block_theta]

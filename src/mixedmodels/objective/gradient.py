@@ -257,8 +257,11 @@ class ProfiledDevianceGradient:
         if self._rest:
             Yr = solve_l22_transposed(f, -(f.LX2.T @ Yxy))
             lamY = self._lambda_rows(Yr, templates, trans=False)
+            pattern = getattr(dev.system, "pattern", None)
             if self._zr1 is not None:
                 acc += np.einsum("rla,rj->laj", self._zr1, lamY)
+            elif hasattr(pattern, "transpose_times"):
+                acc += pattern.transpose_times(lamY)  # C read level by level (large path)
             else:
                 acc += (A.zrtz1.T @ lamY).reshape(acc.shape)
         Y1 = -(f.M11inv @ (templates[0].T[None] @ acc))
