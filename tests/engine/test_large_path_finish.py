@@ -106,3 +106,28 @@ def test_secant_update_meets_the_secant_equation():
     assert np.all(np.linalg.eigvalsh(H1) > 0)
     # Curvature condition violated: H is kept.
     assert _secant_update(H, s, -y) is H
+
+
+def test_large_path_gradient_equals_the_dense_update_path(fits):
+    """The 2 x 2 closed forms of the large path's gradient against the small path's
+    gradient (a dense copy of Zr'Z1, batched products), away from the optimum."""
+    small, large = fits
+    theta = np.asarray(small.theta) * 1.2 + 0.03
+    g_small = ProfiledDevianceGradient(small.deviance_function)(theta)
+    g_large = ProfiledDevianceGradient(large.deviance_function)(theta)
+    scale = max(1.0, float(np.max(np.abs(g_small))))
+    np.testing.assert_allclose(g_large, g_small, rtol=0, atol=1e-9 * scale)
+
+
+def test_transpose_times_into_a_level_last_array():
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(2)
+    C = sp.random(7, 30 * 2, density=0.2, random_state=3, format="csr")
+    C.sort_indices()
+    up = LevelBlockUpdate.from_cross_products(C, 2)
+    Y = rng.normal(size=(7, 3))
+    base = rng.normal(size=(3, 30, 2))
+    got = up.transpose_times(Y, into=base.copy())
+    ref = base + (C.T @ Y).reshape(30, 2, 3).transpose(2, 0, 1)
+    np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-12)
