@@ -581,8 +581,8 @@ class LevelBlockUpdate:
         where ``C.T @ Y`` through the transposed CSR scatters into all ``l1 p1`` rows of its
         result for every rest row (1e6 users: 0.5 s per gradient).
 
-        ``into``: add the result into this ``(c, l1, p1)`` array (level-last per column of
-        ``Y``) instead, and return it.
+        ``into``: add the result into this ``(c, p1, l1)`` array (level-last) instead, and
+        return it.
         """
         p1 = self.p1
         Y = np.ascontiguousarray(Y, dtype=np.float64)
@@ -601,7 +601,7 @@ class LevelBlockUpdate:
                     res = np.zeros((n, nvec))
                     _csr_matvecs(n, Y.shape[0], nvec, indptr, items, data, Y.ravel(), res.ravel())
                     if out is None:
-                        into[:, lev, a] += res.T
+                        into[:, a, lev] += res.T
                     else:
                         out[lev, a] = res
 

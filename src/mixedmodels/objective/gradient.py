@@ -106,11 +106,12 @@ def _y1_sums_2x2(
     T1: np.ndarray, Minv: np.ndarray, acc: np.ndarray, p: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """``sum_l Y_l Y_l'`` over the X columns and over y of ``Y_l = -M_l^{-1} T1' acc_l`` for
-    2 x 2 blocks, with ``acc`` level-last ``(p + 1, l, 2)``: entry by entry over the levels
-    (numpy's batched products of 1e6 stacked blocks cost ~0.1 s each)."""
+    2 x 2 blocks, with ``acc`` level-last ``(p + 1, 2, l)``: entry by entry over the levels
+    (numpy's batched products of 1e6 stacked blocks cost ~0.1 s each). Operands are made
+    contiguous first: strided ones broadcast over ``p + 1`` rows cost 3x more."""
     t00, t10, t11 = float(T1[0, 0]), float(T1[1, 0]), float(T1[1, 1])
-    i00, i10, i11 = Minv[:, 0, 0], Minv[:, 1, 0], Minv[:, 1, 1]
-    a0, a1 = acc[:, :, 0], acc[:, :, 1]
+    i00, i10, i11 = (np.ascontiguousarray(Minv[:, r, c]) for r, c in ((0, 0), (1, 0), (1, 1)))
+    a0, a1 = acc[:, 0, :], acc[:, 1, :]
     b0 = t00 * a0 + t10 * a1  # T1' acc, (p + 1, l) each
     b1 = t11 * a1
     y0 = i00 * b0 + i10 * b1  # -Y_l (the sign cancels in the products)
@@ -311,7 +312,10 @@ class ProfiledDevianceGradient:
             # The large path with 2 x 2 blocks: Y_1 in closed form, level-last.
             Yr = solve_l22_transposed(f, -(f.LX2.T @ Yxy))
             lamY = self._lambda_rows(Yr, templates, trans=False)
-            acc = (Yxy.T @ A.xytz1.reshape(c, l * a)).reshape(-1, l, a)  # (j, l, a)
+            # (j, a, l): every entry of a level-last array contiguous for the closed form.
+            acc = np.ascontiguousarray(
+                (Yxy.T @ A.xytz1.reshape(c, l * a)).reshape(-1, l, a).transpose(0, 2, 1)
+            )
             pattern.transpose_times(lamY, into=acc)
             xsum0, ysum0 = _y1_sums_2x2(templates[0], f.M11inv, acc, p)
         else:
