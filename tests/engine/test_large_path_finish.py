@@ -108,9 +108,13 @@ def test_secant_update_meets_the_secant_equation():
     assert _secant_update(H, s, -y) is H
 
 
-def test_large_path_gradient_equals_the_dense_update_path(fits):
-    """The 2 x 2 closed forms of the large path's gradient against the small path's
-    gradient (a dense copy of Zr'Z1, batched products), away from the optimum."""
+def test_large_path_gradient_equals_the_dense_update_path(fits, monkeypatch):
+    """The 2 x 2 closed forms of the large path's gradient (in slices of levels) against
+    the small path's gradient (a dense copy of Zr'Z1, batched products), away from the
+    optimum."""
+    import mixedmodels.objective.gradient as gradient_module
+
+    monkeypatch.setattr(gradient_module, "_LEVEL_SLICE", 7)
     small, large = fits
     theta = np.asarray(small.theta) * 1.2 + 0.03
     g_small = ProfiledDevianceGradient(small.deviance_function)(theta)

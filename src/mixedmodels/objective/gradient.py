@@ -102,6 +102,10 @@ def _large_path(dev: ProfiledDeviance) -> bool:
     return int(system.rest_offsets[-1]) <= _CHEAP_REST_MAX
 
 
+#: Levels per slice of the large path's 2 x 2 closed forms (bounds their temporaries).
+_LEVEL_SLICE = 1 << 15
+
+
 def _y1_sums_2x2(
     T1: np.ndarray, Minv: np.ndarray, acc: np.ndarray, p: int
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -110,19 +114,26 @@ def _y1_sums_2x2(
     (numpy's batched products of 1e6 stacked blocks cost ~0.1 s each). Operands are made
     contiguous first: strided ones broadcast over ``p + 1`` rows cost 3x more."""
     t00, t10, t11 = float(T1[0, 0]), float(T1[1, 0]), float(T1[1, 1])
-    i00, i10, i11 = (np.ascontiguousarray(Minv[:, r, c]) for r, c in ((0, 0), (1, 0), (1, 1)))
-    a0, a1 = acc[:, 0, :], acc[:, 1, :]
-    b0 = t00 * a0 + t10 * a1  # T1' acc, (p + 1, l) each
-    b1 = t11 * a1
-    y0 = i00 * b0 + i10 * b1  # -Y_l (the sign cancels in the products)
-    y1 = i10 * b0 + i11 * b1
+    nlev = acc.shape[2]
+    out = np.zeros((2, 3))  # [X rows, y row] x [00, 01, 11]
+    # In slices of levels: temporaries of a few MB (in cache) instead of eight arrays of
+    # (p + 1) x 1e6 doubles at once (the large path's peak memory is a gradient's).
+    for l0 in range(0, nlev, _LEVEL_SLICE):
+        sl = slice(l0, min(l0 + _LEVEL_SLICE, nlev))
+        i00, i10, i11 = (np.ascontiguousarray(Minv[sl, r, c]) for r, c in ((0, 0), (1, 0), (1, 1)))
+        a0, a1 = acc[:, 0, sl], acc[:, 1, sl]
+        b0 = t00 * a0 + t10 * a1  # T1' acc, (p + 1, levels) each
+        b1 = t11 * a1
+        y0 = i00 * b0 + i10 * b1  # -Y_l (the sign cancels in the products)
+        y1 = i10 * b0 + i11 * b1
+        for r, rows in enumerate((slice(0, p), slice(p, p + 1))):
+            u, v = y0[rows].ravel(), y1[rows].ravel()
+            out[r] += (float(np.dot(u, u)), float(np.dot(u, v)), float(np.dot(v, v)))
 
-    def sums(rows: slice) -> np.ndarray:
-        u, v = y0[rows].ravel(), y1[rows].ravel()
-        s01 = float(np.dot(u, v))
-        return np.array([[float(np.dot(u, u)), s01], [s01, float(np.dot(v, v))]])
+    def sums(r: int) -> np.ndarray:
+        return np.array([[out[r, 0], out[r, 1]], [out[r, 1], out[r, 2]]])
 
-    return sums(slice(0, p)), sums(slice(p, p + 1))
+    return sums(0), sums(1)
 
 
 def _trace_2x2(T1: np.ndarray, Minv: np.ndarray, K: np.ndarray) -> np.ndarray:
@@ -312,10 +323,11 @@ class ProfiledDevianceGradient:
             # The large path with 2 x 2 blocks: Y_1 in closed form, level-last.
             Yr = solve_l22_transposed(f, -(f.LX2.T @ Yxy))
             lamY = self._lambda_rows(Yr, templates, trans=False)
-            # (j, a, l): every entry of a level-last array contiguous for the closed form.
-            acc = np.ascontiguousarray(
-                (Yxy.T @ A.xytz1.reshape(c, l * a)).reshape(-1, l, a).transpose(0, 2, 1)
-            )
+            # (j, a, l): every entry of a level-last array contiguous for the closed form;
+            # formed per column a (no second (j, l, a) array at once).
+            acc = np.empty((Yxy.shape[1], a, l))
+            for col in range(a):
+                acc[:, col, :] = Yxy.T @ A.xytz1[:, :, col]
             pattern.transpose_times(lamY, into=acc)
             xsum0, ysum0 = _y1_sums_2x2(templates[0], f.M11inv, acc, p)
         else:
