@@ -131,8 +131,18 @@ def _omega_solve_xy(dev: ProfiledDeviance, f: BlockedFactor) -> list[np.ndarray]
             blk = Cr[s:e].reshape(term.nlevels, term.ncols, -1)
             out.append(blk)
             lamC[s:e] = np.einsum("ab,lbx->lax", templates[k], blk).reshape(e - s, -1)
-        acc -= (A.zrtz1.T @ lamC).reshape(acc.shape)
-    C1 = f.M11inv @ (templates[0].T[None] @ acc)
+        pattern = getattr(dev.system, "pattern", None)
+        if hasattr(pattern, "transpose_times"):  # the large path: C read level by level
+            acc -= pattern.transpose_times(lamC)
+        else:
+            acc -= (A.zrtz1.T @ lamC).reshape(acc.shape)
+    # In slices of levels: the batched products' temporaries stay small (on 1e6 users two
+    # more arrays of acc's size were the large path's peak memory).
+    C1 = np.empty_like(acc)
+    T1t = templates[0].T[None]
+    for l0 in range(0, acc.shape[0], 1 << 16):
+        sl = slice(l0, l0 + (1 << 16))
+        C1[sl] = f.M11inv[sl] @ (T1t @ acc[sl])
     return [C1, *out]
 
 
