@@ -54,3 +54,40 @@ def test_block_sum_equals_blocks_of_all_rows(nchunks, sparse_rest):
         )
     assert got.zrtz1.has_canonical_format
     assert BlockSum().result() is None
+
+
+@pytest.mark.parametrize("nchunks", [1, 3, 7])
+def test_local_chunks_sum_to_the_same_bits(nchunks):
+    """Chunks whose term-1 blocks cover only their own levels (pass 2's local form) sum to
+    exactly the blocks of chunks over all levels: each level adds the same numbers."""
+    from mixedmodels.models.chunked import LocalCrossProducts
+
+    rng = np.random.default_rng(10 + nchunks)
+    n = 900
+    terms = group_terms((_term(rng, n, "u", 80, 2), _term(rng, n, "i", 11, 1)))
+    X = np.column_stack([np.ones(n), rng.normal(size=n)])
+    y = rng.normal(size=n)
+    full, local = BlockSum(), BlockSum()
+    order = np.argsort(terms[0].refs, kind="stable")  # chunks of (mostly) distinct levels
+    for rows in np.array_split(order, nchunks):
+        refs = [t.refs[rows] for t in terms]
+        zs = [t.z[rows] for t in terms]
+        full.add(compute_cross_products(terms, X[rows], y[rows], refs=refs, zs=zs))
+        present, renumbered = np.unique(refs[0], return_inverse=True)
+        blocks = compute_cross_products(
+            terms,
+            X[rows],
+            y[rows],
+            refs=[renumbered, *refs[1:]],
+            zs=zs,
+            nlevels1=present.shape[0],
+        )
+        local.add(LocalCrossProducts(present, terms[0].nlevels, blocks))
+    a, b = full.result(), local.result()
+    for name in ("z1tz1", "zrtzr", "xytz1", "xytzr", "xytxy"):
+        np.testing.assert_array_equal(_dense(getattr(b, name)), _dense(getattr(a, name)))
+    assert b.zrtz1.has_canonical_format
+    np.testing.assert_array_equal(b.zrtz1.indptr, a.zrtz1.indptr)
+    np.testing.assert_array_equal(b.zrtz1.indices, a.zrtz1.indices)
+    np.testing.assert_array_equal(b.zrtz1.data, a.zrtz1.data)
+    assert b.nobs == a.nobs == n

@@ -131,8 +131,18 @@ def _omega_solve_xy(dev: ProfiledDeviance, f: BlockedFactor) -> list[np.ndarray]
             blk = Cr[s:e].reshape(term.nlevels, term.ncols, -1)
             out.append(blk)
             lamC[s:e] = np.einsum("ab,lbx->lax", templates[k], blk).reshape(e - s, -1)
-        acc -= (A.zrtz1.T @ lamC).reshape(acc.shape)
-    C1 = f.M11inv @ (templates[0].T[None] @ acc)
+        pattern = getattr(dev.system, "pattern", None)
+        if hasattr(pattern, "transpose_times"):  # the large path: C read level by level
+            acc -= pattern.transpose_times(lamC)
+        else:
+            acc -= (A.zrtz1.T @ lamC).reshape(acc.shape)
+    # In slices of levels: the batched products' temporaries stay small (on 1e6 users two
+    # more arrays of acc's size were the large path's peak memory).
+    C1 = np.empty_like(acc)
+    T1t = templates[0].T[None]
+    for l0 in range(0, acc.shape[0], 1 << 16):
+        sl = slice(l0, l0 + (1 << 16))
+        C1[sl] = f.M11inv[sl] @ (T1t @ acc[sl])
     return [C1, *out]
 
 
@@ -223,7 +233,7 @@ def _analytic_covariance(
     numDeriv's Richardson tableau of deviance values, for ``2k`` factorisations instead of
     ``2k(k + 1) * levels``.
     """
-    from ..objective.gradient import ProfiledDevianceGradient
+    from ..objective.gradient import ProfiledDevianceGradient, _large_path
 
     if dev.reml != reml:
         dev = dev.with_reml(reml)
@@ -245,6 +255,14 @@ def _analytic_covariance(
     d_xv, d_r2 = _first_derivatives(dev, f0)
     s0 = _state(dev, f0, reml)
     del f0
+    # The large path differences the profiled gradient alone: at the optimum sigma^2 =
+    # r^2/c, where (1/sigma^2 - c/r^2) vanishes, so
+    #     Hess g = Hess d_P + (c / r^4) grad r^2 grad r^2'
+    # (differentiate grad g above once more), with grad r^2 exact at theta. Each point then
+    # needs the factor and the gradient, not the back-substitutions of dr^2/dtheta (on 1e6
+    # users, as dear as the gradient itself).
+    profiled = _large_path(dev) and abs(s2 * c / s0.pwrss - 1.0) < 1e-10
+    diff = grad if profiled else grad_g
     H = np.zeros((k + 1, k + 1))
     for j in range(k):
         h = step * max(abs(theta[j]), 0.1)
@@ -252,9 +270,11 @@ def _analytic_covariance(
             h = min(h, 0.5 * abs(theta[j]))  # stay on the feasible side of the bound
         e = np.zeros(k)
         e[j] = h
-        H[:k, j] = (grad_g(theta + e) - grad_g(theta - e)) / (2.0 * h)
+        H[:k, j] = (diff(theta + e) - diff(theta - e)) / (2.0 * h)
     # The exact Hessian is symmetric; the average halves the differences' error.
     H[:k, :k] = 0.5 * (H[:k, :k] + H[:k, :k].T)
+    if profiled:
+        H[:k, :k] += (c / s0.pwrss**2) * np.outer(d_r2, d_r2)
     H[:k, k] = H[k, :k] = -2.0 * d_r2 / sigma**3
     H[k, k] = 6.0 * s0.pwrss / s2**2 - 2.0 * c / s2
     p = s0.xtvinvx_inv.shape[0]

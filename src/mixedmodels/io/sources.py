@@ -33,6 +33,7 @@ __all__ = [
     "is_dask_collection",
     "is_streamed_source",
     "open_source",
+    "prefetched",
 ]
 
 #: Rows per chunk unless told otherwise: ~100 MB of working memory for a few columns.
@@ -409,3 +410,58 @@ def chunk_rows_or_default(chunk_rows: int | None) -> int:
     if chunk_rows < 1:
         raise DataError(f"chunk_rows must be at least 1, not {chunk_rows}")
     return int(chunk_rows)
+
+
+def prefetched(chunks: Iterator[Any], source: Any) -> Iterator[Any]:
+    """``chunks`` with the next one read ahead in a thread while the caller works on the
+    current one (Parquet files only: pyarrow's reading and decoding release the GIL, so it
+    runs on the other core; a DuckDB connection is kept to the thread that opened it).
+
+    At most one chunk waits (memory: one chunk more). An error while reading is raised
+    here, in the caller, at the chunk where it happened. The thread ends with the
+    iteration (or when the caller stops early): none outlives a pass, so a process forked
+    afterwards has no reader to wait for.
+    """
+    if not isinstance(source, ParquetFiles):
+        yield from chunks
+        return
+    import queue
+    import threading
+
+    box: queue.Queue = queue.Queue(maxsize=1)
+    stop = threading.Event()
+    done = object()
+
+    def read() -> None:
+        try:
+            for item in chunks:
+                while not stop.is_set():
+                    try:
+                        box.put((None, item), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            box.put((None, done))
+        except BaseException as exc:  # handed to the caller
+            box.put((exc, None))
+
+    reader = threading.Thread(target=read, name="mixedmodels-prefetch", daemon=True)
+    reader.start()
+    try:
+        while True:
+            exc, item = box.get()
+            if exc is not None:
+                raise exc
+            if item is done:
+                return
+            yield item
+    finally:
+        stop.set()
+        while reader.is_alive():  # unblock a reader waiting to put, then let it end
+            try:
+                box.get_nowait()
+            except queue.Empty:
+                pass
+            reader.join(timeout=0.05)

@@ -159,6 +159,61 @@ def _unpack_levels(w: np.ndarray, p1: int, tril: tuple[np.ndarray, np.ndarray]) 
     return W
 
 
+def _level_pieces_2x2(
+    T1: np.ndarray, z1tz1: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``L_l``, ``M_l^{-1}`` and ``T1 M_l^{-1} T1'`` for 2 x 2 blocks, ``M_l = T1' A_l T1 + I``,
+    in closed form over the levels.
+
+    Notes
+    -----
+    With ``T1 = [[t00, 0], [t10, t11]]`` and ``A_l = [[a00, a10], [a10, a11]]``:
+    ``M00 = a00 t00^2 + 2 a10 t00 t10 + a11 t10^2 + 1``, ``M10 = t11 (a10 t00 + a11 t10)``,
+    ``M11 = a11 t11^2 + 1``; ``L = [[sqrt(M00), 0], [M10 / L00, sqrt(M11 - L10^2)]]``,
+    ``M^{-1} = [[M11, -M10], [-M10, M00]] / det``. Each entry is one whole-array expression
+    over the levels: numpy's batched products and Cholesky on 1e6 stacked 2 x 2 blocks took
+    0.9 s per factor (most of the large path's gradient), these take a few dozen ms.
+    """
+    t00, t10, t11 = float(T1[0, 0]), float(T1[1, 0]), float(T1[1, 1])
+    a00, a10, a11 = z1tz1[:, 0, 0], z1tz1[:, 1, 0], z1tz1[:, 1, 1]
+    m00 = a10 * (2.0 * t00)
+    m00 += a11 * t10
+    m00 *= t10
+    m00 += a00 * (t00 * t00)
+    m00 += 1.0
+    m10 = a10 * t00
+    m10 += a11 * t10
+    m10 *= t11
+    m11 = a11 * (t11 * t11)
+    m11 += 1.0
+    nlev = z1tz1.shape[0]
+    L = np.zeros((nlev, 2, 2))
+    l00 = np.sqrt(m00)
+    l10 = m10 / l00
+    L[:, 0, 0] = l00
+    L[:, 1, 0] = l10
+    L[:, 1, 1] = np.sqrt(m11 - l10 * l10)
+    det = m00 * m11
+    det -= m10 * m10
+    i00, i10, i11 = m11 / det, -m10 / det, m00 / det
+    Minv = np.empty((nlev, 2, 2))
+    Minv[:, 0, 0] = i00
+    Minv[:, 1, 0] = i10
+    Minv[:, 0, 1] = i10
+    Minv[:, 1, 1] = i11
+    W = np.empty((nlev, 2, 2))
+    W[:, 0, 0] = (t00 * t00) * i00
+    w10 = (t00 * t10) * i00
+    w10 += (t00 * t11) * i10
+    W[:, 1, 0] = w10
+    W[:, 0, 1] = w10
+    w11 = (t10 * t10) * i00
+    w11 += (2.0 * t10 * t11) * i10
+    w11 += (t11 * t11) * i11
+    W[:, 1, 1] = w11
+    return L, Minv, W
+
+
 @dataclass(frozen=True, eq=False)
 class BlockedFactor:
     """The pieces of the blocked Cholesky factor ``L`` at one theta.
@@ -201,6 +256,8 @@ class BlockedFactor:
     def _level_pieces(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         T1 = self.templates[0]
         p1 = T1.shape[0]
+        if p1 == 2:
+            return _level_pieces_2x2(T1, self.z1tz1)
         if p1 == 1:
             t = T1[0, 0]
             M = self.z1tz1 * (t * t) + 1.0
@@ -653,15 +710,30 @@ class BlockedSystem:
         p1 = self._p1
         if p1 == 1:
             AW = self._xz1 * w
+        elif p1 == 2:
+            # From the packed entries (contiguous per entry): the same products and sums
+            # as _times_level_blocks, without unpacking W (30% less on 1e6 levels).
+            l1 = A.xytz1.shape[1]
+            w00, w10, w11 = w[:l1], w[l1 : 2 * l1], w[2 * l1 :]
+            a0, a1 = A.xytz1[:, :, 0], A.xytz1[:, :, 1]
+            AW3 = np.empty(A.xytz1.shape)
+            np.multiply(a0, w00, out=AW3[:, :, 0])
+            AW3[:, :, 0] += a1 * w10
+            np.multiply(a0, w10, out=AW3[:, :, 1])
+            AW3[:, :, 1] += a1 * w11
+            AW = AW3.reshape(self._xz1.shape)
         else:
             W = _unpack_levels(w, p1, self._tril)  # (level, a, b) layout
             AW = _times_level_blocks(A.xytz1, W).reshape(self._xz1.shape)
         np.subtract(A.xytxy, AW @ self._xz1.T, out=S[qr:, qr:])
         if not self._has_rest:
             return S
-        u = self._update(w)
+        if p1 == 1:
+            u = self._update(w)
+            UXr = (A.zrtz1 @ AW.T).T
+        else:  # both from C level by level, in the update's threads
+            u, UXr = self._pattern.update(w, AW)
         Sf = S.reshape(-1)
-        UXr = (A.zrtz1 @ AW.T).T
         if self._rest_scalar:
             _zero_lower(S, qr)
             d = theta[self._block_theta]

@@ -139,6 +139,7 @@ def compute_cross_products(
     refs: list[np.ndarray] | None = None,
     zs: list[np.ndarray] | None = None,
     sparse_rest: bool | None = None,
+    nlevels1: int | None = None,
 ) -> CrossProducts:
     """Form the blocks of A from rows, in one vectorised pass.
 
@@ -156,6 +157,10 @@ def compute_cross_products(
     sparse_rest
         Store ``Zr'Zr`` sparse (True) or dense (False); default: sparse when the rest
         block has more than ``SPARSE_REST_MIN`` rows.
+    nlevels1
+        Number of term-1 levels that ``refs[0]`` indexes (default: the term's own). A
+        chunk passes the levels present in it, renumbered (:meth:`.ChunkPlan.cross_products`),
+        so that its term-1 blocks are sized by its rows, not by all levels.
 
     Returns
     -------
@@ -172,7 +177,7 @@ def compute_cross_products(
     wxy = xy if weights is None else xy * weights[:, None]
 
     t1 = terms[0]
-    l1, p1 = t1.nlevels, t1.ncols
+    l1, p1 = (t1.nlevels if nlevels1 is None else int(nlevels1)), t1.ncols
     r1, z1 = refs[0], zs[0]
     wz1 = z1 if weights is None else z1 * weights[:, None]
 
@@ -201,7 +206,7 @@ def compute_cross_products(
 
     offs = rest_offsets(terms)
     qr = int(offs[-1])
-    q1 = t1.nranef
+    q1 = l1 * p1
     # Columns of each rest term, as rest-block indices, one array per column j.
     rest_cols: list[tuple[np.ndarray, np.ndarray]] = []  # (index (n,), z column (n,))
     for k, term in enumerate(terms[1:], start=1):

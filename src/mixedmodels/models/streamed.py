@@ -31,6 +31,7 @@ from mixedmodels.io.sources import (
     chunk_rows_or_default,
     is_dask_collection,
     open_source,
+    prefetched,
 )
 from mixedmodels.models.chunked import (
     BlockSum,
@@ -93,7 +94,7 @@ def streamed_cross_products(
     summary = ChunkSummary()
     nchunks = 0
     with Progress("pass 1/2: levels", src.total_rows(), progress) as bar:
-        for where, frame in src.chunks(columns, rows_per_chunk):
+        for where, frame in prefetched(src.chunks(columns, rows_per_chunk), src):
             summary = summary.merge(summarize_chunk(parsed, frame, where, weights=weights))
             nchunks += 1
             bar.advance(len(frame))
@@ -102,8 +103,8 @@ def streamed_cross_products(
 
     running = BlockSum()
     with Progress("pass 2/2: cross products", summary.nrows, progress) as bar:
-        for where, frame in src.chunks(columns, rows_per_chunk):
-            running.add(plan.cross_products(frame, where))
+        for where, frame in prefetched(src.chunks(columns, rows_per_chunk), src):
+            running.add(plan.cross_products(frame, where, local=True))
             bar.advance(len(frame))
     total = running.result()
     t2 = time.perf_counter()
