@@ -433,6 +433,9 @@ class DenseSystem:
         """beta-hat, sigma-hat, Var(beta-hat) and the conditional modes at theta, and the log
         terms there; ``sigma^2 = r^2 / dof`` (``n - p`` for REML, ``n`` for ML)."""
         theta = np.asarray(theta, dtype=np.float64)
+        terms0 = self.structure.terms
+        if len(terms0) == 1 and self._scalar and self.structure.ntheta == 1:
+            return self._one_term_estimates(float(theta[0]), dof)
         U, _ = self._factor(theta)
         if U is None:
             raise np.linalg.LinAlgError("Omega is not positive definite at theta")
@@ -477,5 +480,51 @@ class DenseSystem:
             vcov_beta=vcov,
             b=tuple(bs),
             u=tuple(us),
+        )
+        return est, terms
+
+    def _one_term_estimates(
+        self, t: float, dof: float
+    ) -> tuple[Estimates, tuple[float, float, float]]:
+        """:meth:`estimates` of a model with one scalar term, from the ``(p + 1)`` square
+        Schur complement (see :meth:`_one_term_log_diagonal`).
+
+        With ``d_l = 1 + t^2 n_l``, the factor's first block is ``diag(sqrt(d_l))`` and its
+        block beside it ``diag(1 / sqrt(d_l)) t S'``, so ``L_Z' u = c_u - L_XZ' beta``
+        (Bates et al. 2015, eq. 36) is ``u_l = t (S_yl - S_Xl' beta) / d_l``, ``b = t u``;
+        ``R_X``, ``r_Xy`` and ``r`` are the factor of ``C = G - S diag(t^2 / d) S'``.
+        """
+        q, p = self._q, self.p
+        W = self._W
+        n_l = W.diagonal()[:q]
+        S = W[q:, :q]
+        t2 = t * t
+        d = n_l * t2
+        d += 1.0
+        C = W[q:, q:] - (S * (t2 / d)) @ S.T
+        # C is symmetric: its transpose is the same matrix in Fortran order.
+        U, info = _dpotrf(C.T, lower=0, clean=0, overwrite_a=1)
+        if info != 0:
+            raise np.linalg.LinAlgError("Omega is not positive definite at theta")
+        diag = U.diagonal()
+        logs = np.log(diag[:p])
+        terms = (float(np.log(d).sum()), 2.0 * float(logs.sum()), float(diag[p]) ** 2)
+        sigma2 = terms[2] / dof
+        if p:
+            R = U[:p, :p]
+            beta, _ = _dtrtrs(R, U[:p, p], lower=0)
+            eye = np.zeros((p, p))
+            eye.ravel()[:: p + 1] = 1.0
+            inv, _ = _dpotrs(R, eye, lower=0, overwrite_b=1)
+            inv += inv.T
+            inv *= 0.5 * sigma2
+            vcov = inv
+            resid = S[p] - beta @ S[:p]
+        else:
+            beta, vcov = np.zeros(0), np.zeros((0, 0))
+            resid = S[p].copy()
+        u = (t * resid / d).reshape(q, 1)
+        est = Estimates(
+            beta=np.asarray(beta), sigma=math.sqrt(sigma2), vcov_beta=vcov, b=(u * t,), u=(u,)
         )
         return est, terms
