@@ -70,7 +70,10 @@ def cross_products_from_rows(
     """``A = M'WM`` for the dense ``M = [Z X y]`` (columns: terms in engine order, level-major)
     and row weights ``W`` (the identity by default)."""
     n, p = X.shape
-    q = sum(t.nranef for t in structure.terms)
+    terms = structure.terms
+    if len(terms) == 1 and terms[0].ncols == 1:
+        return _one_term_cross_products(terms[0], X, y, weights)
+    q = sum(t.nranef for t in terms)
     M = np.zeros((n, q + p + 1))
     rows = np.arange(n)[:, None]
     start = 0
@@ -105,6 +108,34 @@ def cross_products_from_blocks(structure: CovarianceStructure, A: CrossProducts)
         W[q1:q, q1:q] = A.zrtzr.toarray() if sp.issparse(A.zrtzr) else A.zrtzr
         W[q:, q1:q] = A.xytzr
         W[q1:q, q:] = A.xytzr.T
+    return W
+
+
+def _one_term_cross_products(
+    term, X: np.ndarray, y: np.ndarray, weights: np.ndarray | None
+) -> np.ndarray:
+    """:func:`cross_products_from_rows` for one scalar term, by blocks: ``Z'WZ`` is the
+    diagonal ``n_l = sum w z^2`` over each level (a bincount), ``[X y]'WZ`` one product with
+    the ``n x q`` indicator columns and ``[X y]'W[X y]`` another; ``(p + 1)(q + p + 1) n``
+    flops where the product of the whole ``[Z X y]`` costs ``(q + p + 1)^2 n`` (Cake:
+    a third)."""
+    n, p = X.shape
+    q = term.nranef
+    m = q + p + 1
+    Xy = np.empty((n, p + 1))
+    Xy[:, :p] = X
+    Xy[:, p] = y
+    z = term.z[:, 0]
+    left = (Xy * weights[:, None]).T if weights is not None else Xy.T
+    wz = z if weights is None else z * weights
+    Z = np.zeros((n, q))
+    Z[np.arange(n), term.refs] = z
+    W = np.zeros((m, m))
+    S = left @ Z
+    W[q:, :q] = S
+    W[:q, q:] = S.T
+    W[q:, q:] = left @ Xy
+    W.ravel()[: q * (m + 1) : m + 1] = np.bincount(term.refs, weights=wz * z, minlength=q)
     return W
 
 
