@@ -148,3 +148,23 @@ def test_unbalanced_one_term_design_is_detected():
     fit = mm.lmer("Yield ~ 1 + (1|Batch)", frame)
     assert OneTermDerivatives(fit.model.dense_deviance(True))._balanced is None
     assert isinstance(frame, pd.DataFrame)
+
+
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+def test_one_term_cross_products_by_blocks_equal_the_whole_product(weighted):
+    """One scalar term's dense A is assembled by blocks; it equals M'WM for M = [Z X y]."""
+    from mixedmodels.linalg.dense import cross_products_from_rows
+
+    fit = mm.lmer("weight ~ treatment + sex + litsize + (1|litter)", mm.load_dataset("ratpup"))
+    model = fit.model
+    X, y = model.design.X, model.y
+    term = model.structure.terms[0]
+    n, q = X.shape[0], term.nranef
+    w = np.linspace(0.5, 2.0, n) if weighted else None
+    M = np.zeros((n, q + X.shape[1] + 1))
+    M[np.arange(n), term.refs] = term.z[:, 0]
+    M[:, q:-1] = X
+    M[:, -1] = y
+    expected = M.T @ M if w is None else (M * w[:, None]).T @ M
+    got = cross_products_from_rows(model.structure, X, y, w)
+    np.testing.assert_allclose(got, expected, rtol=1e-13, atol=1e-10 * np.abs(expected).max())
