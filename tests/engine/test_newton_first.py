@@ -56,8 +56,8 @@ def test_one_term_derivatives_match_the_deviance(name, formula, balanced, reml):
 
 
 def test_balanced_and_level_sum_forms_agree():
-    """Rows dropped from one level make the design unbalanced; the level-sum form on the
-    balanced design (forced) agrees with the eigenvalue form."""
+    """The level-sum form (the unbalanced designs'), forced on a balanced design, agrees
+    with its eigenvalue form."""
     fit = mm.lmer("Yield ~ 1 + (1|Batch)", mm.load_dataset("dyestuff"))
     dev = fit.model.dense_deviance(True)
     fast = OneTermDerivatives(dev)
@@ -65,18 +65,9 @@ def test_balanced_and_level_sum_forms_agree():
     general = OneTermDerivatives(dev)
     spectrum = general._balanced
     general._balanced = None
-    # The level-sum form's constants, as an unbalanced design builds them.
     W = dev.system.W
     q = W.shape[0] - dev.p - 1
-    m = dev.p + 1
-    S = W[q:, :q]
-    general._two_n = 2.0 * general._n_l
-    general._shape, general._k = (m, m), m * m
-    general._outer = np.empty((q, m * m + 1))
-    general._outer[:, : m * m] = (S.T[:, :, None] * S.T[:, None, :]).reshape(q, m * m)
-    general._outer[:, -1] = 1.0
-    general._weights = np.empty((5, q))
-    general._eye = np.asfortranarray(np.eye(m))
+    general._level_sum_form(W[q:, :q], dev.p)
     assert spectrum is not None
     for t in (0.1, 0.85, 3.0):
         a = fast.value_gradient_hessian(np.array([t]))

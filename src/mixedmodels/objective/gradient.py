@@ -376,24 +376,27 @@ class OneTermDerivatives:
         self._G = W[q:, q:]
         self._balanced = _balanced_spectrum(self._n_l, S, self._G)
         if self._balanced is None:
-            # The general form's constants (a balanced design needs none of them).
-            self._two_n = 2.0 * self._n_l
-            m = p + 1
-            self._shape = (m, m)
-            self._k = m * m
-            # Per level l: vec(S_l S_l') and a 1 (for the sums over levels of a', a'').
-            self._outer = np.empty((q, m * m + 1))
-            self._outer[:, : m * m] = (S.T[:, :, None] * S.T[:, None, :]).reshape(q, m * m)
-            self._outer[:, -1] = 1.0
-            self._weights = np.empty((5, q))
-            self._eye = np.zeros((m, m), order="F")
-            self._eye.ravel(order="F")[:: m + 1] = 1.0
+            self._level_sum_form(S, p)
         self._reml = dev.reml
         self._dof = float(dev.dof)
         self._n = float(dev.n)
         self._constant = dev.constant
         self.evaluations = 0
         self._last: tuple[float, np.ndarray] | None = None
+
+    def _level_sum_form(self, S: np.ndarray, p: int) -> None:
+        """The constants of the general (level-sum) form, which a balanced design does not
+        need: per level ``[vec(S_l S_l'), n_l]`` and the powers of ``1 / (1 + t^2 n_l)``."""
+        q = S.shape[1]
+        m = p + 1
+        self._shape = (m, m)
+        self._k = m * m
+        self._outer = np.empty((q, m * m + 1))
+        self._outer[:, : m * m] = (S.T[:, :, None] * S.T[:, None, :]).reshape(q, m * m)
+        self._outer[:, -1] = self._n_l
+        self._powers = np.array([[1.0], [2.0], [3.0]])
+        self._eye = np.zeros((m, m), order="F")
+        self._eye.ravel(order="F")[:: m + 1] = 1.0
 
     def value_gradient_hessian(self, theta: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
         """The criterion, its (1,) gradient and (1, 1) Hessian at ``theta`` (``inf`` and NaN
@@ -408,25 +411,24 @@ class OneTermDerivatives:
         if self._balanced is not None:
             return self._balanced_vgh(t)
         t2 = t * t
-        n_l, R, k = self._n_l, self._weights, self._k
-        x = n_l * t2
-        d = x + 1.0
-        inv = 1.0 / d
-        inv2 = inv * inv
-        np.multiply(inv, t2, out=R[0])  # w = t^2 / (1 + t^2 n_l)
-        np.multiply(inv2, 2.0 * t, out=R[1])  # w'
-        np.multiply((2.0 - 6.0 * x) * inv2, inv, out=R[2])  # w''
-        np.multiply(n_l * inv, 2.0 * t, out=R[3])  # the terms of a'
-        np.multiply((self._two_n - 2.0 * t2 * n_l * n_l) * inv2, 1.0, out=R[4])  # of a''
-        F = R @ self._outer
-        schur = self._G - F[0, :k].reshape(self._shape)
+        k, shape = self._k, self._shape
+        x = self._n_l * t2
+        x += 1.0
+        inv = 1.0 / x  # 1 / (1 + t^2 n_l)
+        # F[j - 1] = sum_l inv_l^j [vec(S_l S_l'), n_l], j = 1, 2, 3: every weight below is
+        # a combination of these (t^2 n_l inv_l = 1 - inv_l), so one power and one
+        # product give the Schur complement (w = t^2 inv), C1 (w' = 2t inv^2),
+        # C2 (w'' = (2 - 6 t^2 n) inv^3 = 8 inv^3 - 6 inv^2), a' = 2t sum n inv and
+        # a'' = sum 2n (1 - t^2 n) inv^2 = 4 sum n inv^2 - 2 sum n inv.
+        F = (inv**self._powers) @ self._outer
+        schur = self._G - (F[0, :k] * t2).reshape(shape)
         # schur is symmetric: its transpose is the same matrix in Fortran order.
         U, info = _dpotrf(schur.T, lower=0, clean=0, overwrite_a=1)
         if info != 0:
             return math.inf, np.full(1, np.nan), np.full((1, 1), np.nan)
         diag = U.diagonal()
         pwrss = float(diag[-1]) ** 2
-        a = float(np.add.reduce(np.log(d)))
+        a = float(np.add.reduce(np.log(x)))
         dof = self._dof
         if self._reml:
             logdet = a + 2.0 * float(np.add.reduce(np.log(diag[:-1])))
@@ -434,19 +436,23 @@ class OneTermDerivatives:
             logdet = a
         value = logdet + dof * (1.0 + _LOG_2PI + math.log(pwrss / dof)) + self._constant
         Ci, _ = _dpotrs(U, self._eye, lower=0)  # C^{-1}, whole (symmetric)
-        C1 = F[1, :k].reshape(self._shape)
-        C2 = F[2, :k].reshape(self._shape)
-        P = Ci @ C1  # -C^{-1} C'
+        Fm = F[:, :k].reshape(3, *shape)
         v = Ci[:, -1]  # C^{-1} e_m
         rho = float(v[-1])
-        u1 = C1 @ v
-        r1 = -float(v @ u1) / rho  # d log r^2
-        r2 = (-float(v @ (C2 @ v)) - 2.0 * float(u1 @ (P @ v))) / rho + r1 * r1
-        a1, a2 = float(F[3, k]), float(F[4, k])
+        Fv = Fm @ v
+        vfv = Fv @ v
+        # C1 = 2t F_2, C2 = 8 F_3 - 6 F_2 (as matrices); C' = -C1, C'' = -C2.
+        r1 = -2.0 * t * float(vfv[1]) / rho  # d log r^2 = -v'C1 v / rho
+        cross = float(Fv[1] @ Ci @ Fv[1])  # v'F_2 C^{-1} F_2 v
+        r2 = (6.0 * float(vfv[1]) - 8.0 * float(vfv[2]) - 8.0 * t2 * cross) / rho + r1 * r1
+        a1 = 2.0 * t * float(F[0, k])
+        a2 = 4.0 * float(F[1, k]) - 2.0 * float(F[0, k])
         if self._reml:
-            traces = F[1:3, :k] @ Ci.ravel(order="K")  # tr(C^{-1} C1), tr(C^{-1} C2)
-            c1 = -float(traces[0])
-            c2 = -float(traces[1]) - float(np.vdot(P, P.T))
+            traces = F[:, :k] @ Ci.ravel(order="K")  # tr(C^{-1} F_j)
+            Q = Ci @ Fm[1]
+            c1 = -2.0 * t * float(traces[1])
+            c2 = 6.0 * float(traces[1]) - 8.0 * float(traces[2])
+            c2 -= 4.0 * t2 * float(np.vdot(Q, Q.T))
             g = a1 + c1 + (dof - 1.0) * r1
             H = a2 + c2 + (dof - 1.0) * r2
         else:
