@@ -70,7 +70,10 @@ def cross_products_from_rows(
     """``A = M'WM`` for the dense ``M = [Z X y]`` (columns: terms in engine order, level-major)
     and row weights ``W`` (the identity by default)."""
     n, p = X.shape
-    q = sum(t.nranef for t in structure.terms)
+    terms = structure.terms
+    if len(terms) == 1 and terms[0].ncols == 1:
+        return _one_term_cross_products(terms[0], X, y, weights)
+    q = sum(t.nranef for t in terms)
     M = np.zeros((n, q + p + 1))
     rows = np.arange(n)[:, None]
     start = 0
@@ -105,6 +108,34 @@ def cross_products_from_blocks(structure: CovarianceStructure, A: CrossProducts)
         W[q1:q, q1:q] = A.zrtzr.toarray() if sp.issparse(A.zrtzr) else A.zrtzr
         W[q:, q1:q] = A.xytzr
         W[q1:q, q:] = A.xytzr.T
+    return W
+
+
+def _one_term_cross_products(
+    term, X: np.ndarray, y: np.ndarray, weights: np.ndarray | None
+) -> np.ndarray:
+    """:func:`cross_products_from_rows` for one scalar term, by blocks: ``Z'WZ`` is the
+    diagonal ``n_l = sum w z^2`` over each level (a bincount), ``[X y]'WZ`` one product with
+    the ``n x q`` indicator columns and ``[X y]'W[X y]`` another; ``(p + 1)(q + p + 1) n``
+    flops where the product of the whole ``[Z X y]`` costs ``(q + p + 1)^2 n`` (Cake:
+    a third)."""
+    n, p = X.shape
+    q = term.nranef
+    m = q + p + 1
+    Xy = np.empty((n, p + 1))
+    Xy[:, :p] = X
+    Xy[:, p] = y
+    z = term.z[:, 0]
+    left = (Xy * weights[:, None]).T if weights is not None else Xy.T
+    wz = z if weights is None else z * weights
+    Z = np.zeros((n, q))
+    Z[np.arange(n), term.refs] = z
+    W = np.zeros((m, m))
+    S = left @ Z
+    W[q:, :q] = S
+    W[:q, q:] = S.T
+    W[q:, q:] = left @ Xy
+    W.ravel()[: q * (m + 1) : m + 1] = np.bincount(term.refs, weights=wz * z, minlength=q)
     return W
 
 
@@ -433,6 +464,9 @@ class DenseSystem:
         """beta-hat, sigma-hat, Var(beta-hat) and the conditional modes at theta, and the log
         terms there; ``sigma^2 = r^2 / dof`` (``n - p`` for REML, ``n`` for ML)."""
         theta = np.asarray(theta, dtype=np.float64)
+        terms0 = self.structure.terms
+        if len(terms0) == 1 and self._scalar and self.structure.ntheta == 1:
+            return self._one_term_estimates(float(theta[0]), dof)
         U, _ = self._factor(theta)
         if U is None:
             raise np.linalg.LinAlgError("Omega is not positive definite at theta")
@@ -477,5 +511,51 @@ class DenseSystem:
             vcov_beta=vcov,
             b=tuple(bs),
             u=tuple(us),
+        )
+        return est, terms
+
+    def _one_term_estimates(
+        self, t: float, dof: float
+    ) -> tuple[Estimates, tuple[float, float, float]]:
+        """:meth:`estimates` of a model with one scalar term, from the ``(p + 1)`` square
+        Schur complement (see :meth:`_one_term_log_diagonal`).
+
+        With ``d_l = 1 + t^2 n_l``, the factor's first block is ``diag(sqrt(d_l))`` and its
+        block beside it ``diag(1 / sqrt(d_l)) t S'``, so ``L_Z' u = c_u - L_XZ' beta``
+        (Bates et al. 2015, eq. 36) is ``u_l = t (S_yl - S_Xl' beta) / d_l``, ``b = t u``;
+        ``R_X``, ``r_Xy`` and ``r`` are the factor of ``C = G - S diag(t^2 / d) S'``.
+        """
+        q, p = self._q, self.p
+        W = self._W
+        n_l = W.diagonal()[:q]
+        S = W[q:, :q]
+        t2 = t * t
+        d = n_l * t2
+        d += 1.0
+        C = W[q:, q:] - (S * (t2 / d)) @ S.T
+        # C is symmetric: its transpose is the same matrix in Fortran order.
+        U, info = _dpotrf(C.T, lower=0, clean=0, overwrite_a=1)
+        if info != 0:
+            raise np.linalg.LinAlgError("Omega is not positive definite at theta")
+        diag = U.diagonal()
+        logs = np.log(diag[:p])
+        terms = (float(np.log(d).sum()), 2.0 * float(logs.sum()), float(diag[p]) ** 2)
+        sigma2 = terms[2] / dof
+        if p:
+            R = U[:p, :p]
+            beta, _ = _dtrtrs(R, U[:p, p], lower=0)
+            eye = np.zeros((p, p))
+            eye.ravel()[:: p + 1] = 1.0
+            inv, _ = _dpotrs(R, eye, lower=0, overwrite_b=1)
+            inv += inv.T
+            inv *= 0.5 * sigma2
+            vcov = inv
+            resid = S[p] - beta @ S[:p]
+        else:
+            beta, vcov = np.zeros(0), np.zeros((0, 0))
+            resid = S[p].copy()
+        u = (t * resid / d).reshape(q, 1)
+        est = Estimates(
+            beta=np.asarray(beta), sigma=math.sqrt(sigma2), vcov_beta=vcov, b=(u * t,), u=(u,)
         )
         return est, terms

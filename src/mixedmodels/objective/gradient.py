@@ -39,7 +39,12 @@ Matrix Differential Calculus, ch. 8).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+from scipy.linalg.lapack import dpotrf as _dpotrf
+from scipy.linalg.lapack import dpotrs as _dpotrs
+from scipy.linalg.lapack import dsyev as _dsyev
 from scipy.linalg.lapack import dtrtri as _dtrtri
 
 from mixedmodels.linalg.blocked import BlockedFactor
@@ -53,6 +58,7 @@ from mixedmodels.linalg.solution import (
 )
 from mixedmodels.objective.profiled_deviance import ProfiledDeviance
 
+_LOG_2PI = math.log(2.0 * math.pi)
 # A template diagonal below this (relative to the template's largest entry, and absolute)
 # is treated as singular: Lambda^{-1} would amplify rounding beyond use.
 _SINGULAR_DIAGONAL = 1e-6
@@ -439,3 +445,239 @@ def deviance_gradient(dev: ProfiledDeviance) -> ProfiledDevianceGradient | Dense
         dense = dense_system(dev.structure, A=dev.A)
         return DenseDevianceGradient(ProfiledDeviance(dense, dev.reml, dev.constant))
     return ProfiledDevianceGradient(dev)
+
+
+class OneTermDerivatives:
+    """Value, gradient and Hessian of the criterion of a model with one scalar term, in
+    closed form from a ``(p + 1) x (p + 1)`` factorisation.
+
+    With ``n_l = sum z^2`` over level ``l``, ``S = [X y]'Z`` and ``G = [X y]'[X y]``, the
+    term's block of ``Omega`` is ``I + t^2 N`` (diagonal), so ``log|L_Z|^2 = a(t) =
+    sum log(1 + t^2 n_l)`` and the rest of the factor is that of the Schur complement
+
+        C(t) = G - S diag(w) S',   w_l = t^2 / (1 + t^2 n_l)
+
+    (Bates et al. 2015, sec. 3.5, with a diagonal ``L_Z``). ``log|C| = log|R_X|^2 + log r^2``
+    and ``log r^2 = -log [C^{-1}]_mm``, so
+
+        REML: d = a + log|C| + (n - p - 1) log r^2 + const,
+        ML:   d = a + n log r^2 + const,
+
+    and with ``C' = -S diag(w') S'``, ``C'' = -S diag(w'') S'``,
+    ``w' = 2t / (1 + t^2 n)^2``, ``w'' = (2 - 6 t^2 n) / (1 + t^2 n)^3``,
+    ``v = C^{-1} e_m`` and ``rho = v_m = 1 / r^2``:
+
+        d log|C|   = tr(C^{-1} C'),
+        d^2 log|C| = tr(C^{-1} C'') - tr(C^{-1} C' C^{-1} C'),
+        d log r^2   = v'C'v / rho,
+        d^2 log r^2 = (v'C''v - 2 v'C'C^{-1}C'v) / rho + (d log r^2)^2
+
+    (derivatives of a log determinant and of an inverse's entry: Magnus & Neudecker,
+    Matrix Differential Calculus, ch. 8). Every trace is a sum over levels of
+    ``S_l' C^{-1} S_k`` (``q x q``): no ``m x m`` matrix is formed, and the exact Hessian
+    lets the fit take Newton steps from the start (:func:`.optimize.finish.newton_first`).
+
+    The value is computed with the operations of the dense system's one-term closed form
+    (:meth:`~mixedmodels.linalg.dense.DenseSystem.log_diagonal`), so it equals the
+    optimiser's criterion to the last bit where that form is used.
+
+    Examples
+    --------
+    >>> d = OneTermDerivatives(dense_dev)            # doctest: +SKIP
+    >>> f, g, H = d.value_gradient_hessian(np.array([0.8]))  # doctest: +SKIP
+    """
+
+    cheap = True
+
+    def __init__(self, dev: ProfiledDeviance):
+        system = dev.system
+        W = system.W
+        p = int(system.p)
+        q = W.shape[0] - p - 1
+        self._n_l = W.diagonal()[:q].copy()
+        S = W[q:, :q]
+        self._G = W[q:, q:]
+        self._balanced = _balanced_spectrum(self._n_l, S, self._G)
+        if self._balanced is None:
+            self._level_sum_form(S, p)
+        self._reml = dev.reml
+        self._dof = float(dev.dof)
+        self._n = float(dev.n)
+        self._constant = dev.constant
+        self.evaluations = 0
+        self._last: tuple[float, np.ndarray] | None = None
+
+    def _level_sum_form(self, S: np.ndarray, p: int) -> None:
+        """The constants of the general (level-sum) form, which a balanced design does not
+        need: per level ``[vec(S_l S_l'), n_l]`` and the powers of ``1 / (1 + t^2 n_l)``."""
+        q = S.shape[1]
+        m = p + 1
+        self._shape = (m, m)
+        self._k = m * m
+        self._outer = np.empty((q, m * m + 1))
+        self._outer[:, : m * m] = (S.T[:, :, None] * S.T[:, None, :]).reshape(q, m * m)
+        self._outer[:, -1] = self._n_l
+        self._powers = np.array([[1.0], [2.0], [3.0]])
+        self._eye = np.zeros((m, m), order="F")
+        self._eye.ravel(order="F")[:: m + 1] = 1.0
+
+    def value_gradient_hessian(self, theta: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+        """The criterion, its (1,) gradient and (1, 1) Hessian at ``theta`` (``inf`` and NaN
+        where the Schur complement is not positive definite)."""
+        # Written for few NumPy calls: on a small model each costs more than its
+        # arithmetic (1-3 us). Every sum over levels is one product of per-level weights
+        # with the rows ``[vec(S_l S_l'), 1]`` (_outer): the Schur complement's
+        # ``S diag(w) S'``, ``C1 = S diag(w') S'`` and ``C2 = S diag(w'') S'`` (C' = -C1,
+        # C'' = -C2) and the sums of a' and a'' come from one matrix product.
+        self.evaluations += 1
+        t = float(theta[0])
+        if self._balanced is not None:
+            return self._balanced_vgh(t)
+        t2 = t * t
+        k, shape = self._k, self._shape
+        x = self._n_l * t2
+        x += 1.0
+        inv = 1.0 / x  # 1 / (1 + t^2 n_l)
+        # F[j - 1] = sum_l inv_l^j [vec(S_l S_l'), n_l], j = 1, 2, 3: every weight below is
+        # a combination of these (t^2 n_l inv_l = 1 - inv_l), so one power and one
+        # product give the Schur complement (w = t^2 inv), C1 (w' = 2t inv^2),
+        # C2 (w'' = (2 - 6 t^2 n) inv^3 = 8 inv^3 - 6 inv^2), a' = 2t sum n inv and
+        # a'' = sum 2n (1 - t^2 n) inv^2 = 4 sum n inv^2 - 2 sum n inv.
+        F = (inv**self._powers) @ self._outer
+        schur = self._G - (F[0, :k] * t2).reshape(shape)
+        # schur is symmetric: its transpose is the same matrix in Fortran order.
+        U, info = _dpotrf(schur.T, lower=0, clean=0, overwrite_a=1)
+        if info != 0:
+            return math.inf, np.full(1, np.nan), np.full((1, 1), np.nan)
+        diag = U.diagonal()
+        pwrss = float(diag[-1]) ** 2
+        a = float(np.add.reduce(np.log(x)))
+        dof = self._dof
+        if self._reml:
+            logdet = a + 2.0 * float(np.add.reduce(np.log(diag[:-1])))
+        else:
+            logdet = a
+        value = logdet + dof * (1.0 + _LOG_2PI + math.log(pwrss / dof)) + self._constant
+        Ci, _ = _dpotrs(U, self._eye, lower=0)  # C^{-1}, whole (symmetric)
+        Fm = F[:, :k].reshape(3, *shape)
+        v = Ci[:, -1]  # C^{-1} e_m
+        rho = float(v[-1])
+        Fv = Fm @ v
+        vfv = Fv @ v
+        # C1 = 2t F_2, C2 = 8 F_3 - 6 F_2 (as matrices); C' = -C1, C'' = -C2.
+        r1 = -2.0 * t * float(vfv[1]) / rho  # d log r^2 = -v'C1 v / rho
+        cross = float(Fv[1] @ Ci @ Fv[1])  # v'F_2 C^{-1} F_2 v
+        r2 = (6.0 * float(vfv[1]) - 8.0 * float(vfv[2]) - 8.0 * t2 * cross) / rho + r1 * r1
+        a1 = 2.0 * t * float(F[0, k])
+        a2 = 4.0 * float(F[1, k]) - 2.0 * float(F[0, k])
+        if self._reml:
+            traces = F[:, :k] @ Ci.ravel(order="K")  # tr(C^{-1} F_j)
+            Q = Ci @ Fm[1]
+            c1 = -2.0 * t * float(traces[1])
+            c2 = 6.0 * float(traces[1]) - 8.0 * float(traces[2])
+            c2 -= 4.0 * t2 * float(np.vdot(Q, Q.T))
+            g = a1 + c1 + (dof - 1.0) * r1
+            H = a2 + c2 + (dof - 1.0) * r2
+        else:
+            g = a1 + self._n * r1
+            H = a2 + self._n * r2
+        return value, np.array([g]), np.array([[H]])
+
+    def _balanced_vgh(self, t: float) -> tuple[float, np.ndarray, np.ndarray]:
+        """:meth:`value_gradient_hessian` where every level has the same ``n_l = n``.
+
+        Then ``w`` is one number and ``C(t) = G - w B``, ``B = S S'``. With ``G = L L'`` and
+        ``L^{-1} B L^{-T} = V diag(lambda) V'`` (once per model), ``log|C| = log|G| +
+        sum log(1 - w lambda_i)`` and ``[C^{-1}]_mm = rho = sum z_i^2 / (1 - w lambda_i)``,
+        ``z = V' L^{-1} e_m``: the criterion and its derivatives in ``w`` are sums of
+        ``p + 1`` terms, and ``d/dt = w' d/dw``, ``d^2/dt^2 = w'' d/dw + w'^2 d^2/dw^2``.
+        Plain Python floats: a few microseconds, where NumPy calls would cost more.
+        """
+        lam, z2, n, q, log_g = self._balanced  # type: ignore[misc]
+        t2 = t * t
+        x = t2 * n
+        d = 1.0 + x
+        w = t2 / d
+        w1 = 2.0 * t / (d * d)
+        w2 = (2.0 - 6.0 * x) / (d * d * d)
+        lc, lc1, lc2 = log_g, 0.0, 0.0
+        rho, rho1, rho2 = 0.0, 0.0, 0.0
+        for li, zi in zip(lam, z2, strict=True):
+            e = 1.0 - w * li
+            if e <= 0.0:
+                return math.inf, np.full(1, np.nan), np.full((1, 1), np.nan)
+            f = li / e
+            lc += math.log(e)
+            lc1 -= f
+            lc2 -= f * f
+            r = zi / e
+            rho += r
+            rho1 += r * f
+            rho2 += 2.0 * r * f * f
+        if rho <= 0.0:
+            return math.inf, np.full(1, np.nan), np.full((1, 1), np.nan)
+        # log r^2 = -log rho and its w-derivatives
+        lr = -math.log(rho)
+        lr1 = -rho1 / rho
+        lr2 = -rho2 / rho + lr1 * lr1
+        dof = self._dof
+        if self._reml:
+            # log|L_Z|^2 + log|R_X|^2 + dof log r^2 = a + log|C| + (dof - 1) log r^2
+            rest, rest1, rest2 = (
+                lc + (dof - 1.0) * lr,
+                lc1 + (dof - 1.0) * lr1,
+                lc2 + (dof - 1.0) * lr2,
+            )
+        else:
+            rest, rest1, rest2 = self._n * lr, self._n * lr1, self._n * lr2
+        a = q * math.log(d)
+        value = a + rest + dof * (1.0 + _LOG_2PI - math.log(dof)) + self._constant
+        g = q * 2.0 * t * n / d + w1 * rest1
+        H = q * 2.0 * n * (1.0 - x) / (d * d) + w2 * rest1 + w1 * w1 * rest2
+        return value, np.array([g]), np.array([[H]])
+
+    def value_and_gradient(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
+        """The criterion and its gradient (the interface of :class:`DenseDevianceGradient`);
+        the Hessian from the same factorisation is kept for :meth:`hessian`."""
+        value, g, H = self.value_gradient_hessian(theta)
+        self._last = (float(theta[0]), H)
+        return value, g
+
+    def hessian(self, theta: np.ndarray, g: np.ndarray | None = None) -> tuple[np.ndarray, int]:
+        """The Hessian at ``theta`` and the factorisations it cost: none where it is the last
+        point :meth:`value_and_gradient` saw (the interface of
+        :func:`~mixedmodels.optimize.finish.newton_first`)."""
+        last = self._last
+        if last is not None and last[0] == float(theta[0]):
+            return last[1], 0
+        return self.value_gradient_hessian(theta)[2], 1
+
+    def __call__(self, theta: np.ndarray, factor: object | None = None) -> np.ndarray:
+        """Gradient at ``theta`` (``factor`` is accepted for interface parity and unused)."""
+        return self.value_gradient_hessian(theta)[1]
+
+
+def _balanced_spectrum(
+    n_l: np.ndarray, S: np.ndarray, G: np.ndarray
+) -> tuple[list[float], list[float], float, int, float] | None:
+    """What :meth:`OneTermDerivatives._balanced_vgh` needs where every level has the same
+    ``n_l`` (a balanced design): the eigenvalues ``lambda`` of ``L^{-1} S S' L^{-T}``
+    (``G = L L'``), the squares of ``z = V' L^{-1} e_m``, ``n``, the number of levels and
+    ``log|G|``; None for an unbalanced design or a ``G`` that is not positive definite."""
+    q = n_l.shape[0]
+    if q == 0 or float(n_l.max()) != float(n_l.min()) or float(n_l[0]) <= 0.0:
+        return None
+    L, info = _dpotrf(G, lower=1, clean=1)
+    if info != 0:
+        return None
+    # clean=1 zeroed L's upper triangle, which dtrtri leaves as it is: Li is triangular.
+    Li, info = _dtrtri(L, lower=1)
+    if info != 0:
+        return None
+    B = Li @ S
+    lam, V, info = _dsyev(B @ B.T)
+    if info != 0:
+        return None
+    z = V[-1] / L[-1, -1]
+    log_g = 2.0 * float(np.log(L.diagonal()).sum())
+    return lam.tolist(), (z * z).tolist(), float(n_l[0]), q, log_g

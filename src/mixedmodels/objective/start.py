@@ -197,12 +197,29 @@ def _two_stage_template(system: BlockedSystem, beta: np.ndarray, s2: float) -> n
     ztz = A.z1tz1
     ztr = A.xytz1[p] - np.tensordot(beta, A.xytz1[:p], axes=1)  # (l1, p1)
     p1 = ztz.shape[1]
-    det_ok = np.linalg.det(ztz) > 1e-10 * np.prod(np.diagonal(ztz, axis1=1, axis2=2), axis=1)
-    nok = int(det_ok.sum())
-    dof = system.n - p - nok * p1
-    if nok <= p1 + 1 or dof <= 0:
-        return None
-    inv = np.linalg.inv(ztz[det_ok])
+    if p1 == 2:
+        # The common case (intercept and slope) in closed form: np.linalg's det and inv
+        # on stacks of 2 x 2 blocks are code touched only here, paid cold after a
+        # collection (~50 us of a 3 ms fit); the same numbers to rounding.
+        a, b, d = ztz[:, 0, 0], ztz[:, 0, 1], ztz[:, 1, 1]
+        det = a * d - b * b
+        det_ok = det > 1e-10 * (a * d)
+        nok = int(np.count_nonzero(det_ok))
+        dof = system.n - p - nok * p1
+        if nok <= p1 + 1 or dof <= 0:
+            return None
+        inv = np.empty((nok, 2, 2))
+        inv_det = 1.0 / det[det_ok]
+        inv[:, 0, 0] = d[det_ok] * inv_det
+        inv[:, 1, 1] = a[det_ok] * inv_det
+        inv[:, 0, 1] = inv[:, 1, 0] = -b[det_ok] * inv_det
+    else:
+        det_ok = np.linalg.det(ztz) > 1e-10 * np.prod(np.diagonal(ztz, axis1=1, axis2=2), axis=1)
+        nok = int(det_ok.sum())
+        dof = system.n - p - nok * p1
+        if nok <= p1 + 1 or dof <= 0:
+            return None
+        inv = np.linalg.inv(ztz[det_ok])
     b = (inv @ ztr[det_ok][:, :, None])[:, :, 0]
     sigma2 = (s2 * (system.n - p) - float(np.sum(b * ztr[det_ok]))) / dof
     if not sigma2 > 0:

@@ -323,6 +323,8 @@ def hessian_from_gradients(k: int, gradient: object) -> bool:
 
 
 EDGE_TOL = 1e-4  # CovarianceStructure.is_singular's default tolerance
+#: gradient_is_small's tolerance, relative to the criterion.
+_SMALL_GRADIENT = 1e-7
 _SNAP_TOL = 1e-5  # template diagonals below this are tried on the bound (snap_to_bounds)
 
 
@@ -387,7 +389,7 @@ def gradient_is_small(summary: OptSummary) -> bool:
     free = np.isfinite(g) & ~(np.isfinite(lower) & (x - lower < 1e-8))
     if not free.any():
         return True
-    return float(np.abs(g[free]).max()) <= 1e-7 * max(1.0, abs(summary.final_objective))
+    return float(np.abs(g[free]).max()) <= _SMALL_GRADIENT * max(1.0, abs(summary.final_objective))
 
 
 def snap_to_bounds(objective, summary: OptSummary, on_diag: np.ndarray) -> tuple[OptSummary, int]:
@@ -410,3 +412,256 @@ def snap_to_bounds(objective, summary: OptSummary, on_diag: np.ndarray) -> tuple
     if value <= summary.final_objective + noise:
         return replace(summary, final_theta=snapped, final_objective=value), 1
     return summary, 1
+
+
+class NewtonFirst(NamedTuple):
+    """An optimum found by :func:`newton_first`: the record (its ``gradient`` set) and the
+    Hessian of the last Newton step (for the convergence check)."""
+
+    summary: OptSummary
+    hessian: np.ndarray
+
+
+#: Newton iterations from the start before :func:`newton_first` gives the optimum up to
+#: BOBYQA.
+NEWTON_FIRST_MAX = 30
+#: A relative Newton step below this is the last: taken on a value alone (see newton_first).
+_NEWTON_FIRST_LAST = 1e-6
+#: Steps damped to stay inside the bounds before :func:`newton_first` gives up (an
+#: optimum on the boundary, which Newton steps cannot reach).
+_BOUND_HITS_MAX = 3
+
+
+def newton_first(
+    objective: Callable[[np.ndarray], float],
+    value_and_gradient: Callable[[np.ndarray], tuple[float, np.ndarray]],
+    hessian: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, int]],
+    x0: np.ndarray,
+    lower: np.ndarray,
+    max_iter: int = NEWTON_FIRST_MAX,
+) -> NewtonFirst | None:
+    """Minimise from ``x0`` by damped Newton steps on analytic derivatives; None if they
+    cannot (then BOBYQA, which handles every case, takes over).
+
+    Where the gradient costs about one evaluation (small dense systems) and the start is
+    good (moment and two-stage estimates, :mod:`mixedmodels.objective.start`), Newton
+    steps ``x - alpha H^{-1} g`` reach an interior optimum in a handful of iterations, where
+    BOBYQA's quadratic models need ``(k + 1)(k + 2) / 2`` values before their first good
+    step and more to converge, and the Newton finish then repeats the last of that work.
+    ``alpha`` halves until the Armijo condition ``f(x1) <= f - 1e-4 alpha g'H^{-1}g``
+    holds (Nocedal & Wright, Numerical Optimization, 2nd ed., sec. 3.1 and 3.5); a step
+    that would leave the bounds is shortened to half the way to them.
+
+    Gives up (None) where the Hessian is not positive definite (far from a minimum), a
+    derivative is not finite, no step length lowers the criterion, steps keep running into
+    a bound (an optimum on the boundary: BOBYQA, the edge restart and the snap handle it)
+    or ``max_iter`` iterations do not converge, and hands back an end point within
+    ``EDGE_TOL`` of a bound (the edge restart and the snap decide those). Converged: the
+    relative Newton step is below ``1e-8``, or below ``1e-6`` with a gradient that
+    :func:`gradient_is_small` accepts (the step is then taken on a value alone, as in
+    :func:`newton_polish`: what it leaves is ~1e-11 relative); the recorded gradient is
+    the last one computed, before that step.
+
+    Parameters
+    ----------
+    objective
+        The optimiser's criterion (its value at the end point is the one reported).
+    value_and_gradient
+        The criterion and its gradient from one factorisation.
+    hessian
+        ``hessian(x, g)``: the Hessian at ``x`` (``g``: the gradient there) and the
+        factorisations it cost.
+    x0, lower
+        Start and lower bounds (``-inf`` where none).
+
+    Returns
+    -------
+    NewtonFirst or None
+        The record counts every factorisation as an evaluation.
+    """
+    x = np.array(x0, dtype=np.float64)
+    if (x < lower).any():
+        return None
+    if x.shape[0] == 1:
+        return _newton_first_1d(objective, value_and_gradient, hessian, x, lower, max_iter)
+    f, g = value_and_gradient(x)
+    count = 1
+    f0 = f
+    if not (math.isfinite(f) and np.isfinite(g).all()):
+        return None
+    noise = 1e-10 * max(1.0, abs(f))
+    hits = 0
+    refresh = True
+    H = C = None
+    for _ in range(max_iter):
+        if refresh:
+            # A Hessian from gradients costs k gradients: it is kept while the steps it
+            # gives converge fast (a chord method, as in newton_polish), and taken again
+            # where they slow down or needed damping.
+            H, used = hessian(x, g)
+            count += used
+            C = cholesky_or_none(H)
+            if C is None:
+                return None
+        step, _ = _dpotrs(C, g, lower=1)
+        dec = float(g @ step)
+        size = float((np.abs(step) / np.maximum(1e-3, np.abs(x))).max())
+        if not (math.isfinite(size) and dec > 0.0):
+            return None
+        if size < 1e-8:
+            # Converged: the error left after this step is ~(relative error of H) x size,
+            # far below the 1e-8 the fit is reproducible to (a Hessian from gradients is
+            # ~1e-5 relative, less accurate along a flat direction); take it on a value
+            # alone, and report the optimiser's own criterion.
+            x1 = x - step
+            if not (x1 < lower).any():
+                f1 = float(objective(x1))
+                count += 1
+                if math.isfinite(f1) and f1 <= f + noise:
+                    x, f = x1, f1
+                    break
+            f = float(objective(x))
+            count += 1
+            break
+        alpha = 1.0
+        crossing = (x - step) < lower
+        if crossing.any():
+            hits += 1
+            if hits > _BOUND_HITS_MAX:
+                return None
+            room = (x - lower)[crossing] / step[crossing]
+            alpha = 0.5 * float(room.min())
+        for _ in range(12):
+            x1 = x - alpha * step
+            f1, g1 = value_and_gradient(x1)
+            count += 1
+            if math.isfinite(f1) and f1 <= f - 1e-4 * alpha * dec + noise:
+                break
+            alpha *= 0.5
+        else:
+            return None
+        if not np.isfinite(g1).all():
+            return None
+        damped = alpha < 1.0
+        x, f, g = x1, f1, g1
+        if not refresh:
+            # The next step with the kept Hessian: refresh it if progress is slow.
+            nxt, _ = _dpotrs(C, g, lower=1)
+            size1 = float((np.abs(nxt) / np.maximum(1e-3, np.abs(x))).max())
+            refresh = damped or size1 > 0.1 * size
+        else:
+            refresh = damped
+    else:
+        return None
+    if ((x - lower) < EDGE_TOL).any():
+        return None  # at or near the boundary: the edge restart and the snap decide
+    summary = OptSummary(
+        initial_theta=np.array(x0, dtype=np.float64),
+        final_theta=x,
+        lower=np.asarray(lower, dtype=np.float64),
+        initial_objective=f0,
+        final_objective=f,
+        evaluations=count,
+        optimizer="newton",
+        return_code="NEWTON_CONVERGED",
+        gradient=g,
+    )
+    return NewtonFirst(summary, H)
+
+
+def _newton_first_1d(
+    objective: Callable[[np.ndarray], float],
+    value_and_gradient: Callable[[np.ndarray], tuple[float, np.ndarray]],
+    hessian: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, int]],
+    x0: np.ndarray,
+    lower: np.ndarray,
+    max_iter: int,
+) -> NewtonFirst | None:
+    """:func:`newton_first` for one parameter, on Python floats: the same steps and tests,
+    without the NumPy calls on 1-element arrays that would cost more than the criterion
+    (one scalar term of a balanced design is evaluated in a few microseconds)."""
+    t, bound = float(x0[0]), float(lower[0])
+    point = np.empty(1)
+    point[0] = t
+    f, ga = value_and_gradient(point)
+    g = float(ga[0])
+    count, f0, hits = 1, f, 0
+    if not (math.isfinite(f) and math.isfinite(g)):
+        return None
+    noise = 1e-10 * max(1.0, abs(f))
+    for _ in range(max_iter):
+        Ha, used = hessian(point, ga)
+        count += used
+        h = float(Ha[0, 0])
+        if not h > 0.0:
+            return None
+        step = g / h
+        dec = g * step
+        size = abs(step) / max(1e-3, abs(t))
+        if size < 1e-8 or (
+            size < _NEWTON_FIRST_LAST and abs(g) <= _SMALL_GRADIENT * max(1.0, abs(f))
+        ):
+            # Converged, as in newton_first: the last step on a value alone.
+            trial = np.empty(1)
+            trial[0] = t - step
+            if t - step >= bound:
+                f1 = float(objective(trial))
+                count += 1
+                if math.isfinite(f1) and f1 <= f + noise:
+                    point, f = trial, f1
+                    break
+            f = float(objective(point))
+            count += 1
+            break
+        alpha = 1.0
+        if t - step < bound:
+            hits += 1
+            if hits > _BOUND_HITS_MAX:
+                return None
+            alpha = 0.5 * (t - bound) / step
+        for _ in range(12):
+            trial = np.empty(1)
+            trial[0] = t - alpha * step
+            f1, g1 = value_and_gradient(trial)
+            count += 1
+            if math.isfinite(f1) and f1 <= f - 1e-4 * alpha * dec + noise:
+                break
+            alpha *= 0.5
+        else:
+            return None
+        if not math.isfinite(float(g1[0])):
+            return None
+        point, t, f, ga, g = trial, float(trial[0]), f1, g1, float(g1[0])
+    else:
+        return None
+    if float(point[0]) - bound < EDGE_TOL:
+        return None  # at or near the boundary: the edge restart and the snap decide
+    summary = OptSummary(
+        initial_theta=np.array(x0, dtype=np.float64),
+        final_theta=point,
+        lower=np.asarray(lower, dtype=np.float64),
+        initial_objective=f0,
+        final_objective=f,
+        evaluations=count,
+        optimizer="newton",
+        return_code="NEWTON_CONVERGED",
+        gradient=ga,
+    )
+    return NewtonFirst(summary, np.asarray(Ha, dtype=np.float64))
+
+
+def gradient_differences(
+    gradient: Callable[[np.ndarray], np.ndarray],
+) -> Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, int]]:
+    """``hessian(x, g)`` for :func:`newton_first` from forward differences of an analytic
+    gradient (:func:`_gradient_hessian`: ``k`` gradients, error ~1e-5 relative)."""
+
+    def hessian(x: np.ndarray, g: np.ndarray) -> tuple[np.ndarray, int]:
+        idx = np.arange(x.shape[0])
+        return _gradient_hessian(gradient, _same, x, g, idx), x.shape[0]
+
+    return hessian
+
+
+def _same(z: np.ndarray) -> np.ndarray:
+    return z
