@@ -2411,7 +2411,57 @@ class PirlsDeviance:
         Bates et al. 2015 (JSS 67(1)) sec. 5 for the criterion; the beta part is
         :meth:`laplace_beta_gradient`'s.
         """
+        if self._one_scalar:
+            return self._laplace_gradient_one_scalar(np.asarray(theta, dtype=np.float64), beta)
         state, _, grad = self._laplace_gradient(theta, beta)
+        return state.laplace, grad
+
+    def _laplace_gradient_one_scalar(
+        self, theta: np.ndarray, beta: np.ndarray
+    ) -> tuple[float, np.ndarray]:
+        """:meth:`laplace_gradient` for one scalar term with the rows in memory.
+
+        Notes
+        -----
+        ``M`` is diagonal, ``M_l = lambda^2 sum_{i in l} w_i z_i^2 + 1`` (PIRLS' own), and
+        with ``a_i = lambda z_i`` the general pieces reduce to row vectors and one
+        ``bincount``: ``h_i = a_i^2 / M_l(i)``, ``s_i = h_i dw_i/deta_i``, ``y_l =
+        (sum_{i in l} s_i a_i) / M_l``, ``r_i = s_i - w_i a_i y_l(i)``; then
+
+            dD/dbeta   = X'(2 q + r),
+            dD/dlambda = q'(z (2 u - y)[l]) + (z u[l])'r + 2 sum_l (1 - 1/M_l) / lambda,
+
+        ``q = -a (y - mu)`` (canonical link). The same sums as the general route (which
+        spends most of a small fit's gradient on its per-term, per-block layout), to
+        rounding.
+        """
+        state = self.pirls(theta, beta)
+        rows = self.rows
+        assert isinstance(rows, MemoryRows)
+        family = self.family
+        refs, z, _ = rows._term_rows[0]
+        lam = float(theta[0])
+        M = state.scalar_blocks[0]
+        u, eta, mu, prior = state.u, state.eta, state.mu, rows.weights
+        _, w = _working_weights(family)(eta, mu, prior)
+        w_prime = _CANONICAL_W_PRIME[(family.name, family.link.name)](prior, mu)
+        q = -prior * (rows.y - mu)  # (d dev / d eta) / 2
+        a = np.full(refs.shape[0], lam) if z is None else lam * z
+        inv_m = 1.0 / M
+        s = a * a * inv_m.take(refs) * w_prime
+        y_modes = np.bincount(refs, weights=s * a, minlength=M.shape[0]) * inv_m
+        r = s - w * a * y_modes.take(refs)
+        grad = np.empty(1 + self.p)
+        grad[1:] = rows.X.T @ (2.0 * q + r)
+        e = u.take(refs)
+        qz = q
+        if z is not None:
+            e *= z
+            qz = q * z
+        g_lam = float(qz @ (2.0 * u - y_modes).take(refs)) + float(e @ r)
+        if lam != 0.0:  # 0 at the bound, where the deviance is even in lambda
+            g_lam += 2.0 * float(np.sum(1.0 - inv_m)) / lam
+        grad[0] = g_lam
         return state.laplace, grad
 
     def _laplace_gradient(
