@@ -360,8 +360,14 @@ class GeneralizedLinearMixedModel:
                 # curved in every direction, which BOBYQA's trust region and the
                 # finite-difference Hessian both need (covariates such as age^2 make
                 # the raw coefficients differ in scale by 1e4).
-                _, _, est1 = dev.final_system(theta1, state1)
-                L = np.linalg.cholesky(np.asarray(est1.vcov_beta) / est1.sigma**2)
+                if state1.rxtrx is not None:
+                    # PIRLS' fast paths keep R_X'R_X at the weights of the converged
+                    # modes: the same matrix as the blocked system's (to ~1e-14
+                    # relative on the reference fits), without building that system.
+                    L = np.linalg.cholesky(np.linalg.inv(state1.rxtrx))
+                else:
+                    _, _, est1 = dev.final_system(theta1, state1)
+                    L = np.linalg.cholesky(np.asarray(est1.vcov_beta) / est1.sigma**2)
                 beta1 = state1.beta
                 transform = _Whitened(dev, ntheta, beta1, L)
                 x0 = np.concatenate([theta1, np.zeros(dev.p)])
