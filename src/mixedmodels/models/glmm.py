@@ -639,9 +639,17 @@ class GeneralizedLinearMixedModel:
         theta, beta = params[:ntheta], params[ntheta:]
         state = dev.pirls(theta, beta)
         value = state.laplace if self.nagq <= 1 else dev.quadrature(theta, state)
-        system, factor, est = dev.final_system(theta, state)
-        # estimate() scales by sigma^2 = pwrss / n; a GLMM has no residual scale.
-        vcov_rx = np.asarray(est.vcov_beta) / (est.sigma**2)
+        if dev._one_scalar:
+            # One scalar term: PIRLS' per-level blocks give both without the blocked system.
+            vcov_rx, condvar = dev.final_one_scalar(theta, state)
+            condvar = [condvar]
+        else:
+            system, factor, est = dev.final_system(theta, state)
+            # estimate() scales by sigma^2 = pwrss / n; a GLMM has no residual scale.
+            vcov_rx = np.asarray(est.vcov_beta) / (est.sigma**2)
+            from mixedmodels.linalg.solution import conditional_variances
+
+            condvar = conditional_variances(system, factor, 1.0)
         vcov = vcov_rx
         messages = list(summary.messages)
         if H is not None:
@@ -655,9 +663,6 @@ class GeneralizedLinearMixedModel:
                 inv = np.linalg.inv(H)
                 vcov = 2.0 * inv[ntheta:, ntheta:]
                 vcov = 0.5 * (vcov + vcov.T)
-        from mixedmodels.linalg.solution import conditional_variances
-
-        condvar = conditional_variances(system, factor, 1.0)
         b = []
         start = 0
         templates = self.structure.templates(theta)

@@ -2703,6 +2703,39 @@ class PirlsDeviance:
         self._saturated = (family, value)
         return value
 
+    def final_one_scalar(
+        self, theta: np.ndarray, state: PirlsState
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """What :meth:`final_system` gives a fit with one scalar term in memory, from
+        PIRLS' per-level blocks: ``(R_X'R_X)^{-1}`` (``Var(beta)`` at fixed theta, unit
+        scale) and the conditional variances of ``b``, ``(levels, 1, 1)``.
+
+        Notes
+        -----
+        ``M_l = lambda^2 sum_{i in l} w_i z_i^2 + 1`` is diagonal, so with ``C`` the
+        ``(p, levels)`` sums ``lambda sum_{i in l} w_i z_i x_i``, ``R_X'R_X = X'WX - C
+        M^{-1} C'`` (the Schur complement the blocked factor forms) and ``Var(b_l | y) =
+        lambda^2 / M_l`` (lme4's ``condVar``, beta held fixed). The same matrices as the
+        blocked system's, to rounding, without building and factoring it.
+        """
+        rows = self.rows
+        assert isinstance(rows, MemoryRows) and state.scalar_blocks is not None
+        refs, z, _ = rows._term_rows[0]
+        lam = float(theta[0])
+        M = state.scalar_blocks[0]
+        X = rows.X
+        _, w = _working_weights(self.family)(state.eta, state.mu, rows.weights)
+        wz = w if z is None else w * z
+        nlevels, p = M.shape[0], X.shape[1]
+        if self._x_level_index is None:
+            self._x_level_index = (np.arange(p)[:, None] * nlevels + refs[None, :]).ravel()
+        C = lam * np.bincount(
+            self._x_level_index, weights=(X * wz[:, None]).T.ravel(), minlength=p * nlevels
+        ).reshape(p, nlevels)
+        rxtrx = (X * w[:, None]).T @ X - (C / M) @ C.T
+        vcov = np.linalg.inv(rxtrx)
+        return 0.5 * (vcov + vcov.T), ((lam * lam) / M)[:, None, None]
+
     def final_system(
         self, theta: np.ndarray, state: PirlsState
     ) -> tuple[BlockedSystem, BlockedFactor, Estimates]:
