@@ -55,6 +55,7 @@ from typing import Any, NamedTuple, Protocol
 import numpy as np
 import scipy.linalg as sla
 import scipy.sparse as sp
+from scipy.special import expit as _expit
 
 from mixedmodels.covariance import CovarianceStructure, GroupedTerm
 from mixedmodels.errors import ConvergenceError
@@ -170,9 +171,10 @@ def _poisson_log_working(
 
 
 def _logit_inverse(eta: np.ndarray) -> np.ndarray:
-    # LogitLink.inverse's arithmetic and bounds, without its per-call error-state context
-    # (the fast PIRLS paths run under one) and np.clip's wrapper.
-    mu = 1.0 / (1.0 + np.exp(-eta))
+    # LogitLink.inverse's bounds, without its per-call error-state context (the fast PIRLS
+    # paths run under one) and np.clip's wrapper; 1 / (1 + exp(-eta)) as one ufunc (four
+    # numpy calls fewer: on small data a pass is mostly calls, not arithmetic).
+    mu = _expit(eta)
     np.maximum(mu, _EPS, out=mu)
     return np.minimum(mu, 1.0 - _EPS, out=mu)
 
