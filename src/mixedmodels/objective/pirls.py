@@ -1897,12 +1897,26 @@ class PirlsDeviance:
         tolerance = self.mode_tolerance
         iterations = 0
         dbeta = None  # beta estimated inside PIRLS (with_x) only
+        # At fixed beta with a canonical link, w / (dmu/deta) is the prior weight a, so
+        # the step c / M - u, c_l = lambda sum_{i in l} w_i z_i r_i, is (lambda s - u) / M
+        # with s_l = sum_{i in l} a_i z_i (y_i - mu_i) (the lambda^2 u Z'WZ part of c
+        # cancels against M u): three numpy calls fewer a step, and no cancellation.
+        canonical_step = not with_x and (family.name, link.name) in _CANONICAL_WORKING
+        r = None  # the working response (the blocks read it; formed here if not below)
         for iterations in range(1, MAX_ITERATIONS + 1):  # noqa: B007 (read after the loop)
             mu_eta, w = working(eta, mu, prior)
             wz = w if z is None else w * z
-            r = (eta - (offset if with_x else fixed)) + (y - mu) / mu_eta
             level_weights = np.bincount(refs, weights=w if z is None else wz * z, minlength=nlevels)
             M = (lam * lam) * level_weights + 1.0
+            if canonical_step:
+                residual = prior * (y - mu) if z is None else prior * (y - mu) * z
+                s = np.bincount(refs, weights=residual, minlength=nlevels)
+                du = (lam * s - u) / M
+                if _relative_move(du, u, None, beta_cur) < tolerance:
+                    break
+                u, beta_cur, (fixed, eta, mu, pdev) = _damped_step(at, u, du, beta_cur, None, pdev)
+                continue
+            r = (eta - (offset if with_x else fixed)) + (y - mu) / mu_eta
             c = lam * np.bincount(refs, weights=wz * r, minlength=nlevels)
             if with_x:
                 wX = X * w[:, None]
@@ -1930,7 +1944,9 @@ class PirlsDeviance:
         coefficients = Coefficients(beta_cur, ((u * lam)[:, None],))
 
         def blocks() -> CrossProducts:
-            return rows._plan(with_x)(w, r, log_weights=False)
+            # The working response at the modes, as the general step forms it.
+            working_response = (eta - fixed) + (y - mu) / mu_eta if r is None else r
+            return rows._plan(with_x)(w, working_response, log_weights=False)
 
         done = RowsPass(coefficients, deviance, None, blocks, eta, mu)
         rows._last = done  # later sums at these coefficients read its eta and mu
@@ -1941,7 +1957,7 @@ class PirlsDeviance:
             eta=eta,
             mu=mu,
             rows_pass=done,
-            logdet=float(np.sum(np.log(M))),
+            logdet=float(np.log(M).sum()),
             aic_terms=self._minus_twice_loglik(coefficients, deviance),
             deviance=deviance,
             iterations=iterations,
@@ -2448,11 +2464,11 @@ class PirlsDeviance:
         _, w = _working_weights(family)(eta, mu, prior)
         w_prime = _CANONICAL_W_PRIME[(family.name, family.link.name)](prior, mu)
         q = -prior * (rows.y - mu)  # (d dev / d eta) / 2
-        a = np.full(refs.shape[0], lam) if z is None else lam * z
+        a = lam if z is None else lam * z  # a random intercept's z is all ones
         inv_m = 1.0 / M
-        s = a * a * inv_m.take(refs) * w_prime
+        s = (a * a) * inv_m.take(refs) * w_prime
         y_modes = np.bincount(refs, weights=s * a, minlength=M.shape[0]) * inv_m
-        r = s - w * a * y_modes.take(refs)
+        r = s - (w * a) * y_modes.take(refs)
         grad = np.empty(1 + self.p)
         grad[1:] = rows.X.T @ (2.0 * q + r)
         e = u.take(refs)
@@ -2462,7 +2478,7 @@ class PirlsDeviance:
             qz = q * z
         g_lam = float(qz @ (2.0 * u - y_modes).take(refs)) + float(e @ r)
         if lam != 0.0:  # 0 at the bound, where the deviance is even in lambda
-            g_lam += 2.0 * float(np.sum(1.0 - inv_m)) / lam
+            g_lam += 2.0 * float((1.0 - inv_m).sum()) / lam
         grad[0] = g_lam
         return state.laplace, grad
 
