@@ -3,6 +3,8 @@ minimum is known."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -89,3 +91,29 @@ def test_newton_with_forward_hessians_reaches_rosenbrocks_minimum():
     assert result.converged
     np.testing.assert_allclose(result.x, [1.0, 1.0], atol=1e-6)
     np.testing.assert_allclose(result.hessian, [[802.0, -400.0], [-400.0, 200.0]], rtol=1e-5)
+
+
+def test_stage1_evaluates_no_theta_twice():
+    # PIRLS warm-starts from the last modes, so stage 1's criterion is remembered per point
+    # (BOBYQA would otherwise evaluate its start and its optimum again).
+    import pandas as pd
+
+    from mixedmodels.design import build_design
+    from mixedmodels.family import make_family
+    from mixedmodels.models.glmm import GeneralizedLinearMixedModel
+
+    data = pd.read_csv(Path(__file__).resolve().parents[1] / "data" / "cbpp.csv")
+    formula = "cbind(incidence, size - incidence) ~ period + (1 | herd)"
+    design = build_design(formula, data, binomial_response=True)
+    model = GeneralizedLinearMixedModel(design, make_family("binomial"))
+    seen: list[tuple[float, ...]] = []
+    fast = model.deviance.fast
+
+    def counted(theta):
+        seen.append(tuple(np.asarray(theta).tolist()))
+        return fast(theta)
+
+    model.deviance.fast = counted
+    fit = model.fit()
+    assert len(seen) == len(set(seen)) >= 3
+    assert fit.converged

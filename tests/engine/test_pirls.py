@@ -384,6 +384,64 @@ def test_laplace_theta_gradient_equals_central_differences(
     assert np.allclose(grad[: theta.size], fd, rtol=1e-6, atol=1e-6 * np.max(np.abs(fd)))
 
 
+@pytest.mark.parametrize(
+    ("data", "formula", "family_name", "theta"),
+    [
+        ("Contraception.csv", "use ~ age + urban + (1|district)", "binomial", [0.7]),
+        ("Contraception.csv", "use ~ age + urban + (0 + age|district)", "binomial", [0.05]),
+        ("Contraception.csv", "use ~ age + urban + (1|district)", "binomial", [0.0]),
+        ("grouseticks.csv", "TICKS ~ YEAR + HEIGHT + (1|LOCATION)", "poisson", [0.8]),
+    ],
+)
+def test_one_scalar_laplace_gradient_equals_the_general_route(data, formula, family_name, theta):
+    # The one-scalar-term shortcut of laplace_gradient (row vectors, one bincount) gives
+    # the general pieces' gradient to rounding, with prior weights and away from the optimum.
+    design, _, structure = _design(data, formula)
+    n, p = design.X.shape
+    weights = np.random.default_rng(5).integers(1, 4, n).astype(float)
+    response = GlmmResponse(design.y, weights, None, np.zeros(n), make_family(family_name))
+    dev = PirlsDeviance(structure, design.X, response, nagq=1)
+    assert dev._one_scalar and dev.has_theta_gradient()
+    theta = np.array(theta)
+    scale = np.maximum(np.abs(design.X).max(axis=0), 1.0)
+    beta = np.random.default_rng(6).normal(0.0, 0.2, p) / scale
+    value, grad = dev.laplace_gradient(theta, beta)
+    state, _, general = dev._laplace_gradient(theta, beta)
+    assert value == state.laplace
+    np.testing.assert_allclose(grad, general, rtol=1e-10, atol=1e-10 * np.max(np.abs(general)))
+
+
+@pytest.mark.parametrize(
+    ("formula", "family", "link"),
+    [
+        ("use ~ age + urban + (1|district)", "binomial", None),
+        ("use ~ age + urban + (0 + age|district)", "binomial", None),
+        ("use ~ age + urban + (1|district)", "binomial", "probit"),
+    ],
+)
+def test_one_scalar_final_matrices_equal_the_blocked_systems(formula, family, link):
+    # Var(beta) at fixed theta and the conditional variances of b from PIRLS' per-level
+    # blocks, against the blocked system's factor, with prior weights.
+    from mixedmodels.linalg.solution import conditional_variances
+
+    design, _, structure = _design("Contraception.csv", formula)
+    n, p = design.X.shape
+    weights = np.random.default_rng(8).integers(1, 4, n).astype(float)
+    fam = make_family(family, link) if link else make_family(family)
+    response = GlmmResponse(design.y, weights, None, np.zeros(n), fam)
+    dev = PirlsDeviance(structure, design.X, response, nagq=1)
+    assert dev._one_scalar
+    theta = np.array([0.6])
+    beta = np.random.default_rng(9).normal(0.0, 0.1, p) / np.maximum(
+        np.abs(design.X).max(axis=0), 1.0
+    )
+    state = dev.pirls(theta, beta)
+    vcov, condvar = dev.final_one_scalar(theta, state)
+    system, factor, est = dev.final_system(theta, state)
+    np.testing.assert_allclose(vcov, np.asarray(est.vcov_beta) / est.sigma**2, rtol=1e-10)
+    np.testing.assert_allclose(condvar, conditional_variances(system, factor, 1.0)[0], rtol=1e-10)
+
+
 def test_theta_gradient_only_for_scalar_terms_in_memory_with_a_canonical_link():
     for formula, family, applies in [
         ("use ~ age + urban + (1|district)", make_family("binomial"), True),

@@ -24,7 +24,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.linalg as sla
 
 __all__ = ["NewtonResult", "gradient_differences", "newton_minimize"]
 
@@ -124,10 +123,12 @@ def _newton_step(H: np.ndarray, g: np.ndarray, free: np.ndarray) -> tuple[np.nda
     step = np.zeros_like(g)
     if not idx.size:
         return step, True
-    Hf = H[np.ix_(idx, idx)]
+    Hf = H if idx.size == g.shape[0] else H[np.ix_(idx, idx)]
     try:
-        factor = sla.cho_factor(Hf, lower=True, check_finite=False)
-        step[idx] = -sla.cho_solve(factor, g[idx], check_finite=False)
+        # Cholesky only as the test of positive definiteness; the solve by numpy's LU
+        # (a few parameters: scipy's checked wrappers cost more than the arithmetic).
+        np.linalg.cholesky(Hf)
+        step[idx] = -np.linalg.solve(Hf, g[idx])
         if np.all(np.isfinite(step)):
             return step, True
     except (np.linalg.LinAlgError, ValueError):
