@@ -106,6 +106,29 @@ def _relative_move(
     return moved
 
 
+#: Below this relative move, PIRLS steps that stop shrinking the move are at the rounding floor
+#: of the solve: with an ill-conditioned X (uncentred covariates such as a year and a height,
+#: grouseticks) the modes and beta jitter by ~1e-10 of their size from one step to the next,
+#: so :data:`MODE_TOLERANCE` can never be met. The penalised deviance is stationary there
+#: (its error is quadratic in the move: ~1e-20), so the value is as exact as it can be.
+_FLOOR_MOVE = 1e-8
+#: Steps below :data:`_FLOOR_MOVE` without halving the smallest move seen, before stopping.
+_FLOOR_STALLS = 3
+
+
+def _stalled(floor: list[float], moved: float) -> bool:
+    """Whether PIRLS has reached its rounding floor (see :data:`_FLOOR_MOVE`).
+
+    ``floor`` is the run's ``[smallest move below the floor, steps since it halved]``,
+    started as ``[inf, 0]``; called only for moves below :data:`_FLOOR_MOVE`.
+    """
+    if moved < 0.5 * floor[0]:
+        floor[0], floor[1] = moved, 0.0
+        return False
+    floor[1] += 1.0
+    return floor[1] >= _FLOOR_STALLS
+
+
 def _damped_step(
     evaluate: Callable[[np.ndarray, np.ndarray], tuple[Any, ...]],
     u: np.ndarray,
@@ -1780,13 +1803,15 @@ class PirlsDeviance:
             u = np.zeros(self.q)
             current, pdev = self._pass(beta_cur, u, transposed, with_x)
         iterations = 0
+        floor = [np.inf, 0.0]  # the rounding-floor rule's state (_stalled)
         for iterations in range(1, MAX_ITERATIONS + 1):  # noqa: B007 (read after the loop)
             system = self._system(with_x, current.blocks)
             factor = system.factor(theta)
             u_new, beta_new = _modes(system, factor)
             du = u_new - u
             dbeta = beta_new - beta_cur if with_x else None
-            if _relative_move(du, u, dbeta, beta_cur) < self.mode_tolerance:
+            moved = _relative_move(du, u, dbeta, beta_cur)
+            if moved < self.mode_tolerance or (moved < _FLOOR_MOVE and _stalled(floor, moved)):
                 # At the modes: the factor is the one at these very weights, so the
                 # Laplace terms below are consistent (the step left is ~1e-10).
                 break
@@ -1903,6 +1928,7 @@ class PirlsDeviance:
         # cancels against M u): three numpy calls fewer a step, and no cancellation.
         canonical_step = not with_x and (family.name, link.name) in _CANONICAL_WORKING
         r = None  # the working response (the blocks read it; formed here if not below)
+        floor = [np.inf, 0.0]  # the rounding-floor rule's state (_stalled)
         for iterations in range(1, MAX_ITERATIONS + 1):  # noqa: B007 (read after the loop)
             mu_eta, w = working(eta, mu, prior)
             wz = w if z is None else w * z
@@ -1912,7 +1938,8 @@ class PirlsDeviance:
                 residual = prior * (y - mu) if z is None else prior * (y - mu) * z
                 s = np.bincount(refs, weights=residual, minlength=nlevels)
                 du = (lam * s - u) / M
-                if _relative_move(du, u, None, beta_cur) < tolerance:
+                moved = _relative_move(du, u, None, beta_cur)
+                if moved < tolerance or (moved < _FLOOR_MOVE and _stalled(floor, moved)):
                     break
                 u, beta_cur, (fixed, eta, mu, pdev) = _damped_step(at, u, du, beta_cur, None, pdev)
                 continue
@@ -1930,7 +1957,8 @@ class PirlsDeviance:
                 dbeta = beta_new - beta_cur
             else:
                 du = c / M - u
-            if _relative_move(du, u, dbeta, beta_cur) < tolerance:
+            moved = _relative_move(du, u, dbeta, beta_cur)
+            if moved < tolerance or (moved < _FLOOR_MOVE and _stalled(floor, moved)):
                 break
             u, beta_cur, (fixed, eta, mu, pdev) = _damped_step(at, u, du, beta_cur, dbeta, pdev)
         else:
@@ -2044,6 +2072,7 @@ class PirlsDeviance:
         tolerance = self.mode_tolerance
         iterations = 0
         dbeta = None  # beta estimated inside PIRLS (with_x) only
+        floor = [np.inf, 0.0]  # the rounding-floor rule's state (_stalled)
         for iterations in range(1, MAX_ITERATIONS + 1):  # noqa: B007 (read after the loop)
             mu_eta, w = working(eta, mu, prior)
             r = (eta - (offset if with_x else fixed)) + (y - mu) / mu_eta
@@ -2074,7 +2103,8 @@ class PirlsDeviance:
             else:
                 u_new = np.linalg.solve(M, c[:, :, None])[:, :, 0]
             du = u_new.ravel() - u
-            if _relative_move(du, u, dbeta, beta_cur) < tolerance:
+            moved = _relative_move(du, u, dbeta, beta_cur)
+            if moved < tolerance or (moved < _FLOOR_MOVE and _stalled(floor, moved)):
                 break
             u, beta_cur, (fixed, eta, mu, pdev) = _damped_step(at, u, du, beta_cur, dbeta, pdev)
         else:
@@ -2220,6 +2250,7 @@ class PirlsDeviance:
         tolerance = self.mode_tolerance
         iterations = 0
         dbeta = None  # beta estimated inside PIRLS (with_x) only
+        floor = [np.inf, 0.0]  # the rounding-floor rule's state (_stalled)
         for iterations in range(1, MAX_ITERATIONS + 1):  # noqa: B007 (read after the loop)
             mu_eta, w = working(eta, mu, prior)
             r = (eta - (offset if with_x else fixed)) + (y - mu) / mu_eta
@@ -2296,7 +2327,8 @@ class PirlsDeviance:
                 u_1 -= u_r @ C
             u_1 /= D
             du = np.concatenate([u_1, u_r]) - u
-            if _relative_move(du, u, dbeta, beta_cur) < tolerance:
+            moved = _relative_move(du, u, dbeta, beta_cur)
+            if moved < tolerance or (moved < _FLOOR_MOVE and _stalled(floor, moved)):
                 break
             u, beta_cur, (fixed, eta, mu, pdev) = _damped_step(at, u, du, beta_cur, dbeta, pdev)
         else:
