@@ -139,6 +139,22 @@ def _one_term_cross_products(
     return W
 
 
+def _scaled_inverse(R: np.ndarray, sigma2: float) -> np.ndarray:
+    """``sigma2 (R'R)^{-1}`` from the upper factor ``R``, exactly symmetric.
+
+    By dpotrs, which the fit has already run (Newton steps, gradient): dtrtri, np.triu and
+    a product would be code touched only here, each paid cold after a collection. potrs
+    reads R's upper triangle alone; its result is symmetrised, as ``R^{-1} R^{-T}`` was.
+    """
+    p = R.shape[0]
+    eye = np.zeros((p, p))
+    eye.ravel()[:: p + 1] = 1.0
+    inv, _ = _dpotrs(R, eye, lower=0, overwrite_b=1)
+    inv += inv.T
+    inv *= 0.5 * sigma2
+    return inv
+
+
 def _upper_gather(cols: np.ndarray, order: int, rows: int) -> np.ndarray:
     """Flat Fortran-order indices that read column ``c`` of a symmetric ``order x order``
     matrix held in its upper triangle, rows ``0 .. rows - 1``, for each ``c`` in ``cols``:
@@ -476,16 +492,7 @@ class DenseSystem:
         if p:
             R = np.asfortranarray(U[q : q + p, q : q + p])  # R_X (upper)
             beta, _ = _dtrtrs(R, U[q : q + p, m - 1], lower=0)
-            # (R_X'R_X)^{-1} by dpotrs, which the fit has already run (Newton steps,
-            # gradient): dtrtri, np.triu and a product would be code touched only here,
-            # each paid cold after a collection. potrs reads R's upper triangle alone;
-            # its result is made exactly symmetric, as R^{-1} R^{-T} was.
-            eye = np.zeros((p, p))
-            eye.ravel()[:: p + 1] = 1.0
-            inv, _ = _dpotrs(R, eye, lower=0, overwrite_b=1)
-            inv += inv.T
-            inv *= 0.5 * sigma2
-            vcov = inv
+            vcov = _scaled_inverse(R, sigma2)
         else:
             beta, vcov = np.zeros(0), np.zeros((0, 0))
         rhs = U[:q, m - 1] - U[:q, q : q + p] @ beta
@@ -544,12 +551,7 @@ class DenseSystem:
         if p:
             R = U[:p, :p]
             beta, _ = _dtrtrs(R, U[:p, p], lower=0)
-            eye = np.zeros((p, p))
-            eye.ravel()[:: p + 1] = 1.0
-            inv, _ = _dpotrs(R, eye, lower=0, overwrite_b=1)
-            inv += inv.T
-            inv *= 0.5 * sigma2
-            vcov = inv
+            vcov = _scaled_inverse(R, sigma2)
             resid = S[p] - beta @ S[:p]
         else:
             beta, vcov = np.zeros(0), np.zeros((0, 0))
