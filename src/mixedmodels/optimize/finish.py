@@ -59,6 +59,11 @@ def _hessian(
 #: From this many free parameters on, the finish's Hessian comes from gradients.
 GRADIENT_HESSIAN_MIN = 3
 
+#: A Newton step smaller than this (relative to each entry) is taken from the criterion's
+#: value alone, without a gradient at the new point; a gradient may ask for a larger bound
+#: (``value_step_max``) when it costs several evaluations.
+VALUE_STEP_MAX = 1e-8
+
 
 def _gradient_hessian(
     gradient: Callable[[np.ndarray], np.ndarray],
@@ -257,6 +262,7 @@ def _newton_steps(
     step, dec = newton(gz)
     noise = 1e-10 * max(1.0, abs(f))
     secant = bool(getattr(gradient, "secant_updates", False))
+    value_step = float(getattr(gradient, "value_step_max", VALUE_STEP_MAX))
     both = getattr(gradient, "value_and_gradient", None)
     for _ in range(max_steps):
         # Relative to each entry (small standard deviations count as much as large ones).
@@ -266,7 +272,7 @@ def _newton_steps(
         z1 = z - step
         if (z1 < lower).any():
             break
-        if size < 1e-8:
+        if size < value_step:
             # The error left after a step this small is ~(relative error of H) x size,
             # far below the 1e-8 the fit is reproducible to: take it without paying for
             # one more gradient (g is kept for the convergence report).
