@@ -240,6 +240,7 @@ def _newton_steps(
         return objective(full(z))
 
     accurate = hessian_from_gradients(idx.shape[0], gradient)
+    remembered = False
     if accurate:
         # From k more gradients, error ~1e-5 relative (values: k(k + 1)/2 evaluations,
         # ~1e-3): no dearer from three parameters on where a gradient costs about one
@@ -248,8 +249,15 @@ def _newton_steps(
         H = _gradient_hessian(gradient, full, z, gz, idx)
         count += 2 * idx.shape[0]
     else:
-        H, used = _hessian(sub_objective, z, f, gz)
-        count += used
+        # A gradient whose evaluations are dear may fit the Hessian to the points the
+        # optimiser has just evaluated around z (None: too few or badly placed).
+        known = getattr(gradient, "hessian_from_values", None)
+        H = known(z, f, gz) if known is not None and finite.all() else None
+        # Such a fit is refreshed by secant updates from the steps' gradients (below).
+        remembered = H is not None
+        if H is None:
+            H, used = _hessian(sub_objective, z, f, gz)
+            count += used
     C = cholesky_or_none(H)
     if C is None:
         return _NewtonSteps(None, f, count, g, idx, H, accurate)
@@ -261,7 +269,7 @@ def _newton_steps(
 
     step, dec = newton(gz)
     noise = 1e-10 * max(1.0, abs(f))
-    secant = bool(getattr(gradient, "secant_updates", False))
+    secant = bool(getattr(gradient, "secant_updates", False)) and (accurate or remembered)
     value_step = float(getattr(gradient, "value_step_max", VALUE_STEP_MAX))
     both = getattr(gradient, "value_and_gradient", None)
     for _ in range(max_steps):
@@ -290,7 +298,7 @@ def _newton_steps(
         if not (math.isfinite(f1) and f1 <= f + noise):
             break
         gz1 = g1[idx]
-        if secant and accurate:
+        if secant:
             # The large path: a BFGS update from every step's change of gradient, free,
             # where the differences' Hessian at the start fits the optimum only to its
             # distance (on 1e6 users each step gained just a factor ~200 without it).
@@ -298,11 +306,14 @@ def _newton_steps(
             C1 = cholesky_or_none(H1) if H1 is not H else None
             if C1 is not None:
                 H, C = H1, C1
+                # A Hessian refreshed along the step fits the next (nearly parallel)
+                # step far better: a gradient may allow a larger value-only step then.
+                value_step = float(getattr(gradient, "refreshed_value_step_max", value_step))
         step1, dec1 = newton(gz1)
         if not dec1 < dec:
             break
         size1 = float((np.abs(step1) / np.maximum(1e-3, np.abs(z1))).max())
-        if size1 > 0.1 * size and not (secant and accurate):
+        if size1 > 0.1 * size and not secant:
             # Slow progress: the start was far enough that H there no longer fits (an
             # optimiser stopped early); refresh it here, the way it was first taken (the
             # Hessian handed to the check is then as accurate as it says). (The secant
