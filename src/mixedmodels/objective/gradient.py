@@ -108,8 +108,9 @@ _DEAR_VALUE_STEP = 1e-7
 #: ... and below this one once the finish's Hessian has had a secant (BFGS) update.
 _DEAR_REFRESHED_STEP = 1e-6
 #: Remembered points used for the finish's Hessian lie at most this far from the optimum
-#: (relative, as the finite-difference step ``1e-3 max(1, |theta|)``, doubled) ...
-_REMEMBERED_RADIUS = 2e-3
+#: (relative; BOBYQA's early stop leaves only two or three points within 2e-3, and the
+#: secant updates refresh what the farther points' third derivatives cost) ...
+_REMEMBERED_RADIUS = 1e-2
 #: ... and their equations' condition number (each scaled to its size) stays below this.
 _REMEMBERED_COND = 100.0
 
