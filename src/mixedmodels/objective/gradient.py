@@ -105,8 +105,6 @@ def _large_path(dev: ProfiledDeviance) -> bool:
 #: With a wider rest block than this, the large path's gradient takes Newton steps below
 #: this relative size from the criterion's value alone (see ``value_step_max``).
 _DEAR_VALUE_STEP = 1e-7
-#: ... and below this one once the finish's Hessian has had a secant (BFGS) update.
-_DEAR_REFRESHED_STEP = 1e-6
 #: Remembered points used for the finish's Hessian lie at most this far from the optimum
 #: (relative; BOBYQA's early stop leaves only two or three points within 2e-3, and the
 #: secant updates refresh what the farther points' third derivatives cost) ...
@@ -225,16 +223,15 @@ class ProfiledDevianceGradient:
         elif _dear_rest(dev):
             # A dense rest block of 10,000 columns (crossed factors): each gradient inverts
             # it in place (potri, ~2.2 factorisations on top of its own), so a Newton step
-            # below 1e-7 is taken from the value alone. With the value Hessian's relative
-            # error (~1e-3) that leaves ~1e-10 of theta, inside the 1e-8 the fit is
-            # reproducible to, and saves one factorisation and one inverse (at 1e6 rows,
-            # 1e5 x 1e4 levels: ~30 s of a ~200 s fit).
+            # below 1e-7 is taken from the value alone. With the Hessian's relative error
+            # (~1e-3 from new values; ~2% measured for the remembered one after a BFGS
+            # update at 1e6 rows) that leaves at most a few 1e-9 of theta, inside the
+            # 1e-8 the fit is reproducible to, and saves one factorisation and one
+            # inverse (at 1e6 rows, 1e5 x 1e4 levels: ~30 s of a ~200 s fit). (At 1e-6
+            # the same fit moved theta by 1.8e-8: too far.)
             self.value_step_max = _DEAR_VALUE_STEP
             self.hessian_from_values = self._remembered_hessian
             self.secant_updates = True  # refreshes a remembered Hessian (only that one)
-            # After such a refresh the next step's error fell ~1e4-fold at 3e5 rows
-            # (gradient 2.7e-3 -> 1e-7): a value-only step of 1e-6 leaves ~1e-10 of theta.
-            self.refreshed_value_step_max = _DEAR_REFRESHED_STEP
         self._zr1 = None
         if self._rest:
             qr, q1 = A.zrtz1.shape

@@ -306,9 +306,6 @@ def _newton_steps(
             C1 = cholesky_or_none(H1) if H1 is not H else None
             if C1 is not None:
                 H, C = H1, C1
-                # A Hessian refreshed along the step fits the next (nearly parallel)
-                # step far better: a gradient may allow a larger value-only step then.
-                value_step = float(getattr(gradient, "refreshed_value_step_max", value_step))
         step1, dec1 = newton(gz1)
         if not dec1 < dec:
             break
