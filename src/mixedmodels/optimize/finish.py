@@ -59,6 +59,11 @@ def _hessian(
 #: From this many free parameters on, the finish's Hessian comes from gradients.
 GRADIENT_HESSIAN_MIN = 3
 
+#: A Newton step smaller than this (relative to each entry) is taken from the criterion's
+#: value alone, without a gradient at the new point; a gradient may ask for a larger bound
+#: (``value_step_max``) when it costs several evaluations.
+VALUE_STEP_MAX = 1e-8
+
 
 def _gradient_hessian(
     gradient: Callable[[np.ndarray], np.ndarray],
@@ -235,6 +240,7 @@ def _newton_steps(
         return objective(full(z))
 
     accurate = hessian_from_gradients(idx.shape[0], gradient)
+    remembered = False
     if accurate:
         # From k more gradients, error ~1e-5 relative (values: k(k + 1)/2 evaluations,
         # ~1e-3): no dearer from three parameters on where a gradient costs about one
@@ -243,8 +249,15 @@ def _newton_steps(
         H = _gradient_hessian(gradient, full, z, gz, idx)
         count += 2 * idx.shape[0]
     else:
-        H, used = _hessian(sub_objective, z, f, gz)
-        count += used
+        # A gradient whose evaluations are dear may fit the Hessian to the points the
+        # optimiser has just evaluated around z (None: too few or badly placed).
+        known = getattr(gradient, "hessian_from_values", None)
+        H = known(z, f, gz) if known is not None and finite.all() else None
+        # Such a fit is refreshed by secant updates from the steps' gradients (below).
+        remembered = H is not None
+        if H is None:
+            H, used = _hessian(sub_objective, z, f, gz)
+            count += used
     C = cholesky_or_none(H)
     if C is None:
         return _NewtonSteps(None, f, count, g, idx, H, accurate)
@@ -256,7 +269,8 @@ def _newton_steps(
 
     step, dec = newton(gz)
     noise = 1e-10 * max(1.0, abs(f))
-    secant = bool(getattr(gradient, "secant_updates", False))
+    secant = bool(getattr(gradient, "secant_updates", False)) and (accurate or remembered)
+    value_step = float(getattr(gradient, "value_step_max", VALUE_STEP_MAX))
     both = getattr(gradient, "value_and_gradient", None)
     for _ in range(max_steps):
         # Relative to each entry (small standard deviations count as much as large ones).
@@ -266,7 +280,7 @@ def _newton_steps(
         z1 = z - step
         if (z1 < lower).any():
             break
-        if size < 1e-8:
+        if size < value_step:
             # The error left after a step this small is ~(relative error of H) x size,
             # far below the 1e-8 the fit is reproducible to: take it without paying for
             # one more gradient (g is kept for the convergence report).
@@ -284,7 +298,7 @@ def _newton_steps(
         if not (math.isfinite(f1) and f1 <= f + noise):
             break
         gz1 = g1[idx]
-        if secant and accurate:
+        if secant:
             # The large path: a BFGS update from every step's change of gradient, free,
             # where the differences' Hessian at the start fits the optimum only to its
             # distance (on 1e6 users each step gained just a factor ~200 without it).
@@ -296,7 +310,7 @@ def _newton_steps(
         if not dec1 < dec:
             break
         size1 = float((np.abs(step1) / np.maximum(1e-3, np.abs(z1))).max())
-        if size1 > 0.1 * size and not (secant and accurate):
+        if size1 > 0.1 * size and not secant:
             # Slow progress: the start was far enough that H there no longer fits (an
             # optimiser stopped early); refresh it here, the way it was first taken (the
             # Hessian handed to the check is then as accurate as it says). (The secant
