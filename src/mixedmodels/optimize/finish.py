@@ -436,6 +436,31 @@ class NewtonFirst(NamedTuple):
     hessian: np.ndarray
 
 
+def _newton_first_result(
+    x0: np.ndarray,
+    x: np.ndarray,
+    lower: np.ndarray,
+    f0: float,
+    f: float,
+    evaluations: int,
+    gradient: np.ndarray,
+    hessian: np.ndarray,
+) -> NewtonFirst:
+    """The record of a converged :func:`newton_first` run (either of its two loops)."""
+    summary = OptSummary(
+        initial_theta=np.array(x0, dtype=np.float64),
+        final_theta=x,
+        lower=np.asarray(lower, dtype=np.float64),
+        initial_objective=f0,
+        final_objective=f,
+        evaluations=evaluations,
+        optimizer="newton",
+        return_code="NEWTON_CONVERGED",
+        gradient=gradient,
+    )
+    return NewtonFirst(summary, np.asarray(hessian, dtype=np.float64))
+
+
 #: Newton iterations from the start before :func:`newton_first` gives the optimum up to
 #: BOBYQA.
 NEWTON_FIRST_MAX = 30
@@ -569,18 +594,7 @@ def newton_first(
         return None
     if ((x - lower) < EDGE_TOL).any():
         return None  # at or near the boundary: the edge restart and the snap decide
-    summary = OptSummary(
-        initial_theta=np.array(x0, dtype=np.float64),
-        final_theta=x,
-        lower=np.asarray(lower, dtype=np.float64),
-        initial_objective=f0,
-        final_objective=f,
-        evaluations=count,
-        optimizer="newton",
-        return_code="NEWTON_CONVERGED",
-        gradient=g,
-    )
-    return NewtonFirst(summary, H)
+    return _newton_first_result(x0, x, lower, f0, f, count, g, H)
 
 
 def _newton_first_1d(
@@ -650,18 +664,7 @@ def _newton_first_1d(
         return None
     if float(point[0]) - bound < EDGE_TOL:
         return None  # at or near the boundary: the edge restart and the snap decide
-    summary = OptSummary(
-        initial_theta=np.array(x0, dtype=np.float64),
-        final_theta=point,
-        lower=np.asarray(lower, dtype=np.float64),
-        initial_objective=f0,
-        final_objective=f,
-        evaluations=count,
-        optimizer="newton",
-        return_code="NEWTON_CONVERGED",
-        gradient=ga,
-    )
-    return NewtonFirst(summary, np.asarray(Ha, dtype=np.float64))
+    return _newton_first_result(x0, point, lower, f0, f, count, ga, Ha)
 
 
 def gradient_differences(
