@@ -222,6 +222,16 @@ class GlmmChunkPlan:
         return rows.nobs, rows.X.T @ rows.X
 
 
+def _add_level_free(dense: dict[str, Any], part: CrossProducts) -> None:
+    """Add the blocks that do not run over term 1's levels (and the counts) into ``dense``;
+    the same additions for a chunk over all levels and for one over its own levels."""
+    if dense["xytzr"] is not None:
+        dense["xytzr"] += part.xytzr
+    dense["xytxy"] += part.xytxy
+    dense["nobs"] += part.nobs
+    dense["sum_log_weights"] += part.sum_log_weights
+
+
 class BlockSum:
     """The running sum of many chunks' blocks (pass 2), in time ``O(nnz log chunks)``.
 
@@ -269,11 +279,7 @@ class BlockSum:
             d = self._dense
             d["z1tz1"] += part.z1tz1
             d["xytz1"] += part.xytz1
-            if d["xytzr"] is not None:
-                d["xytzr"] += part.xytzr
-            d["xytxy"] += part.xytxy
-            d["nobs"] += part.nobs
-            d["sum_log_weights"] += part.sum_log_weights
+            _add_level_free(d, part)
         if part.zrtz1 is None:
             return
         self._push_sparse(part.zrtz1, part.zrtzr)
@@ -295,11 +301,7 @@ class BlockSum:
         d = self._dense
         d["z1tz1"][lev] += b.z1tz1  # levels are distinct: a plain indexed addition
         d["xytz1"][:, lev] += b.xytz1
-        if d["xytzr"] is not None:
-            d["xytzr"] += b.xytzr
-        d["xytxy"] += b.xytxy
-        d["nobs"] += b.nobs
-        d["sum_log_weights"] += b.sum_log_weights
+        _add_level_free(d, b)
         if b.zrtz1 is None:
             return
         self._push_sparse(part.zrtz1_global(), b.zrtzr)
