@@ -1,0 +1,83 @@
+"""The product design's third round (issue 18): fewer factorisations on the large path.
+
+A term 1 with several columns and a rest block, factored through ``LevelBlockUpdate``
+(users with slopes and items). Satterthwaite's Hessian there comes from forward
+differences of the profiled gradient (``k`` factorisations, ``k + 1`` gradients); it must
+give the df of the central differences (``2k`` of each) to ~1e-6.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import mixedmodels as mm
+import mixedmodels.linalg.blocked as blocked
+import mixedmodels.objective.gradient as gradient_module
+from mixedmodels.inference import satterthwaite
+from mixedmodels.linalg.rank_update import LevelBlockUpdate
+
+FORMULA = "y ~ x + (1 + x | user) + (1 | item)"
+
+
+def _product_frame(seed: int = 11) -> pd.DataFrame:
+    """Users with a random slope, a few events each, on a handful of items."""
+    rng = np.random.default_rng(seed)
+    users, per, items = 120, 8, 12
+    user = np.repeat(np.arange(users), per)
+    item = rng.integers(0, items, users * per)
+    x = rng.normal(size=users * per)
+    y = (
+        1.0
+        + 0.5 * x
+        + rng.normal(0, 0.5, users)[user]
+        + rng.normal(0, 0.3, users)[user] * x
+        + rng.normal(0, 0.4, items)[item]
+        + rng.normal(size=users * per)
+    )
+    return pd.DataFrame({"y": y, "x": x, "user": user.astype(str), "item": item.astype(str)})
+
+
+@pytest.fixture(scope="module")
+def large_fit():
+    mp = pytest.MonkeyPatch()
+    mp.setattr(blocked, "_DENSE_UPDATE_LIMIT", -1)  # the large path
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fit = mm.lmer(FORMULA, _product_frame())
+    finally:
+        mp.undo()
+    assert isinstance(fit.deviance_function.system.pattern, LevelBlockUpdate)
+    return fit
+
+
+def _df(info) -> np.ndarray:
+    var = np.diag(info.vcov_beta)
+    g = np.einsum("kaa->ak", info.jacobian)
+    return 2 * var**2 / np.einsum("mk,kl,ml->m", g, info.vcov_varpar, g)
+
+
+def test_forward_differences_give_the_central_df(large_fit, monkeypatch):
+    f = large_fit
+    dev = f.deviance_function
+    theta, sigma = f.opt.final_theta, f.estimates.sigma
+    H, jac, s0, used = satterthwaite._analytic_covariance(
+        dev, theta, sigma, f.reml, satterthwaite._GRADIENT_STEP
+    )
+    k = theta.shape[0]
+    assert used == 1 + k  # forward: k factorisations after the one at theta
+    forward = satterthwaite._covariance(H, jac, theta, sigma, sigma**2 * s0.xtvinvx_inv)
+    # The central differences of the unprofiled gradient (every other model's way).
+    monkeypatch.setattr(gradient_module, "_large_path", lambda dev: False)
+    Hc, jacc, s0c, usedc = satterthwaite._analytic_covariance(
+        dev, theta, sigma, f.reml, satterthwaite._GRADIENT_STEP
+    )
+    assert usedc == 1 + 2 * k
+    central = satterthwaite._covariance(Hc, jacc, theta, sigma, sigma**2 * s0c.xtvinvx_inv)
+    scale = np.max(np.abs(Hc))
+    np.testing.assert_allclose(H, Hc, rtol=0, atol=1e-6 * scale)
+    np.testing.assert_allclose(_df(forward), _df(central), rtol=2e-6)
