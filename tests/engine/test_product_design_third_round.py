@@ -81,3 +81,38 @@ def test_forward_differences_give_the_central_df(large_fit, monkeypatch):
     scale = np.max(np.abs(Hc))
     np.testing.assert_allclose(H, Hc, rtol=0, atol=1e-6 * scale)
     np.testing.assert_allclose(_df(forward), _df(central), rtol=2e-6)
+
+
+def test_the_large_path_starts_with_newton_steps(large_fit):
+    """From the moment start the finish's Newton steps (BFGS-refreshed) find the optimum
+    without BOBYQA; the fit equals the one through BOBYQA and the finish (below)."""
+    assert large_fit.opt.optimizer == "newton"
+    assert large_fit.converged and not large_fit.opt.messages
+
+
+def test_newton_from_the_start_falls_back_to_bobyqa(large_fit, monkeypatch):
+    import mixedmodels.models.lmm as lmm_module
+    from mixedmodels.optimize import finish
+
+    calls = []
+
+    def never(*args, **kwargs):  # as when the steps do not converge
+        calls.append(1)
+        return None
+
+    monkeypatch.setattr(lmm_module, "newton_secant_first", never)
+    monkeypatch.setattr(blocked, "_DENSE_UPDATE_LIMIT", -1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit = mm.lmer(FORMULA, _product_frame())
+    assert calls and fit.opt.optimizer != "newton"
+    assert fit.converged and not fit.opt.messages
+    np.testing.assert_allclose(fit.theta, large_fit.theta, rtol=1e-7)
+    assert fit.opt.final_objective == pytest.approx(large_fit.opt.final_objective, rel=1e-12)
+    np.testing.assert_allclose(fit.fixef, large_fit.fixef, rtol=1e-8)
+    # A start that cannot converge in one step gives None, not a half-finished optimum.
+    dev = large_fit.deviance_function
+    grad = gradient_module.ProfiledDevianceGradient(dev)
+    start = large_fit.opt.final_theta * 1.2
+    lower = dev.structure.lower_bounds()
+    assert finish.newton_secant_first(dev, grad, start, lower, max_steps=1) is None

@@ -60,6 +60,7 @@ from mixedmodels.optimize import (
     polish,
     snap_to_bounds,
 )
+from mixedmodels.optimize.finish import newton_secant_first
 from mixedmodels.residual.repeated import RepeatedResidual, build_repeated
 from mixedmodels.residual.specs import (
     CorrelationSpec,
@@ -433,6 +434,10 @@ class LinearMixedModel:
                 found = newton_first(
                     dev, gradient.value_and_gradient, _newton_hessian(gradient), x0, lower
                 )
+            elif early and getattr(gradient, "newton_from_start", False):
+                # The large path (1e6 users with slopes, their items): the finish's Newton
+                # steps with BFGS updates from the start (see newton_secant_first).
+                found = newton_secant_first(dev, gradient, x0, lower)
             if found is not None:
                 summary = self._finish_and_check(
                     dev, found.summary, gradient=gradient, finished=found.hessian

@@ -212,6 +212,9 @@ class ProfiledDevianceGradient:
     #: ``(theta, f, g) -> H or None``: the Newton finish's Hessian from deviance values the
     #: optimiser has already computed near theta (set for a wide dense rest block only).
     hessian_from_values = None
+    #: Whether the fit may start with the finish's Newton steps from its start values
+    #: (``optimize.finish.newton_secant_first``; the large path).
+    newton_from_start = False
 
     def __init__(self, dev: ProfiledDeviance):
         self.dev = dev
@@ -226,6 +229,9 @@ class ProfiledDevianceGradient:
             # values, and it is accurate enough for the convergence check to reuse.
             self.cheap = True
             self.secant_updates = True
+            # ... and the same steps from the start beat BOBYQA's ~20 evaluations before
+            # them (optimize.finish.newton_secant_first; BOBYQA if they fail).
+            self.newton_from_start = True
         elif _dear_rest(dev):
             # A dense rest block of 10,000 columns (crossed factors): each gradient inverts
             # it in place (potri, ~2.2 factorisations on top of its own), so a Newton step
@@ -245,9 +251,7 @@ class ProfiledDevianceGradient:
                 self._zr1 = A.zrtz1.toarray().reshape(qr, terms[0].nlevels, terms[0].ncols)
         self.evaluations = 0
 
-    def _remembered_hessian(
-        self, x: np.ndarray, f0: float, g: np.ndarray
-    ) -> np.ndarray | None:
+    def _remembered_hessian(self, x: np.ndarray, f0: float, g: np.ndarray) -> np.ndarray | None:
         """The Hessian at ``x`` fitted to the deviance values remembered near it.
 
         BOBYQA's last points lie within its final trust region, a few 1e-4 from ``x``, and

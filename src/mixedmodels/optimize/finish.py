@@ -206,13 +206,19 @@ def _newton_steps(
     gradient: Callable[[np.ndarray], np.ndarray],
     summary: OptSummary,
     max_steps: int,
+    g0: np.ndarray | None = None,
 ) -> _NewtonSteps:
-    """The Newton steps of :func:`newton_polish`, without building a record."""
+    """The Newton steps of :func:`newton_polish`, without building a record (``g0``: the
+    gradient at ``summary.final_theta`` when the caller has it; not counted here)."""
     x = np.array(summary.final_theta, dtype=np.float64)
     f = summary.final_objective
-    g = np.asarray(gradient(x), dtype=np.float64)
+    if g0 is None:
+        g = np.asarray(gradient(x), dtype=np.float64)
+        count = 1
+    else:
+        g = np.asarray(g0, dtype=np.float64)
+        count = 0
     finite = np.isfinite(g)
-    count = 1
     if finite.all():
         idx = np.arange(g.shape[0])
 
@@ -665,6 +671,67 @@ def _newton_first_1d(
     if float(point[0]) - bound < EDGE_TOL:
         return None  # at or near the boundary: the edge restart and the snap decide
     return _newton_first_result(x0, point, lower, f0, f, count, ga, Ha)
+
+
+#: Newton steps from the start of :func:`newton_secant_first` before it gives the optimum
+#: up to BOBYQA (from a moment start ~10% off, the product design took 7).
+SECANT_FIRST_MAX = 16
+
+
+def newton_secant_first(
+    objective: Callable[[np.ndarray], float],
+    gradient,
+    x0: np.ndarray,
+    lower: np.ndarray,
+    max_steps: int = SECANT_FIRST_MAX,
+) -> NewtonFirst | None:
+    """Minimise from ``x0`` by the Newton finish's steps alone; None if they do not converge
+    (then BOBYQA and the finish, which handle every case, take over).
+
+    For the large path (``LevelBlockUpdate``: 1e6 users with slopes and their items),
+    where one gradient costs about 1.6 evaluations: from a moment start the finish's
+    Newton steps (a Hessian from ``k`` gradients at the start, refreshed by a BFGS update
+    after every step, :func:`_secant_update`) reach the optimum in ~8 steps, about 12
+    factorisations and 13 gradients, where BOBYQA took ~20 evaluations to stop ~3% off
+    along the flattest direction (the items' SD) and the finish then ~10 factorisations
+    and gradients more.
+
+    Gives up where the first Hessian is not positive definite, a step would raise the
+    criterion or cross a bound (the finish's own rules), the gradient at the end is not
+    small (:func:`gradient_is_small`) or the end point lies within ``EDGE_TOL`` of a bound
+    (the edge restart and the snap decide those).
+
+    Returns
+    -------
+    NewtonFirst or None
+        The record (every factorisation counted as an evaluation, the last gradient
+        recorded) and the finish's Hessian at the end.
+    """
+    x = np.array(x0, dtype=np.float64)
+    lower = np.asarray(lower, dtype=np.float64)
+    if (x < lower).any():
+        return None
+    f, g = gradient.value_and_gradient(x)
+    g = np.asarray(g, dtype=np.float64)
+    if not (math.isfinite(f) and np.isfinite(g).all()):
+        return None
+    start = OptSummary(
+        initial_theta=x,
+        final_theta=x,
+        lower=lower,
+        initial_objective=f,
+        final_objective=f,
+        evaluations=1,
+        optimizer="newton",
+        return_code="NEWTON_CONVERGED",
+    )
+    steps = _newton_steps(objective, gradient, start, max_steps, g0=g)
+    if steps.x is None or steps.H is None:
+        return None
+    record = _moved(start, steps, record_gradient=True)
+    if not gradient_is_small(record) or ((record.final_theta - lower) < EDGE_TOL).any():
+        return None
+    return NewtonFirst(record, np.asarray(steps.H, dtype=np.float64))
 
 
 def gradient_differences(
