@@ -111,6 +111,9 @@ def _large_path(dev: ProfiledDeviance) -> bool:
 #: With a wider rest block than this, the large path's gradient takes Newton steps below
 #: this relative size from the criterion's value alone (see ``value_step_max``).
 _DEAR_VALUE_STEP = 1e-7
+#: The same bound on the large path (``LevelBlockUpdate``), where a gradient costs ~1.6
+#: evaluations.
+_LARGE_VALUE_STEP = 1e-7
 #: Remembered points used for the finish's Hessian lie at most this far from the optimum
 #: (relative; BOBYQA's early stop leaves only two or three points within 2e-3, and the
 #: secant updates refresh what the farther points' third derivatives cost) ...
@@ -232,6 +235,10 @@ class ProfiledDevianceGradient:
             # ... and the same steps from the start beat BOBYQA's ~20 evaluations before
             # them (optimize.finish.newton_secant_first; BOBYQA if they fail).
             self.newton_from_start = True
+            # A gradient costs ~1.6 evaluations here: a step below 1e-7 is taken from the
+            # value alone (as for a wide dense rest block): with the BFGS Hessian's error
+            # (a few %) that leaves ~1e-9 of theta and saves a factorisation and a gradient.
+            self.value_step_max = _LARGE_VALUE_STEP
         elif _dear_rest(dev):
             # A dense rest block of 10,000 columns (crossed factors): each gradient inverts
             # it in place (potri, ~2.2 factorisations on top of its own), so a Newton step
