@@ -49,12 +49,15 @@ _LOG_2PI = float(np.log(2.0 * np.pi))
 _SINGULAR_DIAGONAL = 1e-6
 # Relative step of the differences of the exact gradient (see _analytic_covariance).
 _GRADIENT_STEP = 1e-4
-# Relative step of the large path's forward differences of the profiled gradient: their
-# error is (h/2) times a third derivative plus the gradient's rounding over h; on the
-# product design (1e5 users, 500 items) the Hessian's error was 2e-6, 2.2e-7 and 7e-8
-# relative at 1e-5, 1e-6 and 1e-7 (rounding takes over below), the df's 2.5e-5, 2.5e-6
-# and 3.7e-7 against the central differences at 1e-4.
+# Relative step of the large path's forward differences of the profiled gradient, and
+# the |theta| below which it is absolute: their error is (h/2) times a third derivative
+# plus the gradient's rounding over h. On the product design at 1e6 rows the df were off
+# by 2.5e-5, 2.5e-6 and 3.7e-7 at 1e-5, 1e-6 and 1e-7 (against the central differences
+# at 1e-4); at 1e7 rows the rounding of a 1e-8 step (theta near 0, the floor at 0.1) left
+# 1.9e-6 in a df and a step of 3e-8 2e-7, so the smallest step is 3e-8 (df within 3e-7
+# at 1e7 rows, 5e-7 at 1e6).
 _FORWARD_STEP = 1e-7
+_FORWARD_FLOOR = 0.3
 
 #: Eigenvalues of the Hessian at or below this are treated as zero (lmerTest's ``tol``).
 HESSIAN_TOL = 1e-8
@@ -279,7 +282,7 @@ def _analytic_covariance(
         g0 = grad(theta, factor=f0)
         del f0
         for j in range(k):
-            h = _FORWARD_STEP * max(abs(theta[j]), 0.1)
+            h = _FORWARD_STEP * max(abs(theta[j]), _FORWARD_FLOOR)
             e = np.zeros(k)
             e[j] = h
             H[:k, j] = (grad(theta + e) - g0) / h
