@@ -78,3 +78,18 @@ def test_hessian_of_a_singular_template_is_nan_in_its_rows():
     theta = np.array([fit.theta[0], fit.theta[1], fit.theta[2]])
     _, g, H = dev.value_gradient_and_hessian(theta)
     assert np.isfinite(g).all() and np.isfinite(H).all()
+
+
+@pytest.mark.parametrize("ml", [False, True], ids=["REML", "ML"])
+def test_gradient_entries_by_inverse_equal_those_by_solve(ml):
+    # Every small model takes the solve; the inverse serves larger orders only.
+    fit = mm.lmer("distance ~ age * Sex + (age|Subject)", mm.load_dataset("orthodont"))
+    system = _dense(fit, True).system
+    U, K = system._factor(fit.theta * 1.1)
+    by_solve = system._p_entries_by_solve(U, K, ml)
+    by_inverse = system._p_entries_by_inverse(U.copy(order="F"), K, ml)
+    for a, b in zip(by_solve, by_inverse, strict=True):
+        if a is None:
+            assert b is None
+        else:
+            np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12 * np.abs(a).max())

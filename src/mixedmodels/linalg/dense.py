@@ -53,9 +53,12 @@ from mixedmodels.linalg.solution import Estimates
 #: counts as singular; the same rule as :mod:`.gradient`.
 _SINGULAR_DIAGONAL = 1e-6
 #: Up to this order of Omega the gradient solves with ``K'`` for all of ``P``; above, it
-#: reads the entries it needs from ``Omega^{-1}`` (less work, more index bookkeeping:
-#: equal at ~32, 15-25% less from ~40 on).
-_SOLVE_MAX = 32
+#: reads the entries it needs from ``Omega^{-1}`` (a third of the flops, more index
+#: bookkeeping). Measured on one thread (AMD EPYC, CPU time, warm): the solve costs less
+#: at every order a small model has (sleepstudy (Days|Subject), m = 39: 21 against 29 us;
+#: Orthodont, m = 59: 42 against 54 us; random matrices, m = 100: 115 against 138 us;
+#: equal at ~160), so it serves every dense model (``DENSE_MAX``).
+_SOLVE_MAX = 96
 #: From this many levels on, a model with one scalar term is evaluated in closed form
 #: (:meth:`DenseSystem._one_term_log_diagonal`).
 _ONE_TERM_MIN = 24
