@@ -53,9 +53,12 @@ from mixedmodels.linalg.solution import Estimates
 #: counts as singular; the same rule as :mod:`.gradient`.
 _SINGULAR_DIAGONAL = 1e-6
 #: Up to this order of Omega the gradient solves with ``K'`` for all of ``P``; above, it
-#: reads the entries it needs from ``Omega^{-1}`` (less work, more index bookkeeping:
-#: equal at ~32, 15-25% less from ~40 on).
-_SOLVE_MAX = 32
+#: reads the entries it needs from ``Omega^{-1}`` (a third of the flops, more index
+#: bookkeeping). Measured on one thread (AMD EPYC, CPU time, warm): the solve costs less
+#: at every order a small model has (sleepstudy (Days|Subject), m = 39: 21 against 29 us;
+#: Orthodont, m = 59: 42 against 54 us; random matrices, m = 100: 115 against 138 us;
+#: equal at ~160), so it serves every dense model (``DENSE_MAX``).
+_SOLVE_MAX = 96
 #: From this many levels on, a model with one scalar term is evaluated in closed form
 #: (:meth:`DenseSystem._one_term_log_diagonal`).
 _ONE_TERM_MIN = 24
@@ -165,6 +168,21 @@ def _upper_gather(cols: np.ndarray, order: int, rows: int) -> np.ndarray:
     return np.minimum(t, c) + order * np.maximum(t, c)
 
 
+#: Identity matrices by order (Fortran-ordered, read-only), for ``Omega^{-1}`` by potrs.
+_IDENTITIES: dict[int, np.ndarray] = {}
+
+
+def _identity(m: int) -> np.ndarray:
+    """The ``m x m`` identity, made once per order (a fit asks for one or two)."""
+    eye = _IDENTITIES.get(m)
+    if eye is None:
+        eye = np.zeros((m, m), order="F")
+        eye.ravel(order="F")[:: m + 1] = 1.0
+        eye.setflags(write=False)
+        _IDENTITIES[m] = eye
+    return eye
+
+
 class DenseSystem:
     """The dense ``Omega(theta)`` of a small model, factored, with gradient terms and estimates.
 
@@ -245,6 +263,7 @@ class DenseSystem:
             S = np.ascontiguousarray(W[q:, :q])  # [X y]'Z, (p + 1) x q
             self._one_term = (W.diagonal()[:q].copy(), S, np.ascontiguousarray(W[q:, q:]))
             self.nz_logs = 0  # log|L_Z|^2 comes whole, before the logs
+        self._by_theta: np.ndarray | None = None  # made on the first Hessian
         # (start, stop, theta indices of the diagonal) of each template, for the singular test.
         self._templates = []
         for k, (s, e) in enumerate(zip(structure.offsets[:-1], structure.offsets[1:], strict=True)):
@@ -472,6 +491,129 @@ class DenseSystem:
                 self._g_at = _upper_gather(self._cols, self._m, self._m)
             p_rc = np.einsum("ij,ij->i", Kr, G.ravel(order="F")[self._g_at])
         return p_rc, (Kr @ u) * u[self._cols], pz
+
+    # -- Hessian ----------------------------------------------------------------------------
+    def _indicator(self) -> np.ndarray:
+        """The theta indicator of the Hessian's sums (made on first use): columns by theta
+        (``m x k``) for 1 x 1 templates, where ``D`` is diagonal (``r = c``) and every
+        position is a column of ``Omega``; else positions by theta."""
+        S = self._by_theta
+        if S is None:
+            k = self.structure.ntheta
+            if self._scalar:
+                S = np.zeros((self._m, k))
+                S[self._cols, self._src] = 1.0
+            else:
+                npos = self._rows.shape[0]
+                S = np.zeros((npos, k))
+                S[np.arange(npos), self._src] = 1.0
+            self._by_theta = S
+        return S
+
+    def log_terms_gradient_and_hessian(
+        self, theta: np.ndarray, logdet: str, logr2_weight: float
+    ) -> tuple[tuple[float, float, float] | None, np.ndarray, np.ndarray]:
+        """:meth:`log_terms_and_gradient` and the exact Hessian of ``l + w log r^2``.
+
+        ``D`` is linear in theta, so with ``Omega_i = E_i' K + K' E_i`` and
+        ``Omega_ij = E_i' A E_j + E_j' A E_i``, ``G = Omega^{-1}``, ``P = K G``,
+        ``u = G e_m``, ``[G]_mm = 1 / r^2`` and ``a_i = Omega_i u``:
+
+            d log|Omega|   = 2 sum P[r, c],
+            d^2 log|Omega| = tr(G Omega_ij) - tr(G Omega_i G Omega_j)
+                           = 2 sum (G[c, c'] B[r, r'] - P[r, c'] P[r', c]),
+                                                                 B = A - K G K',
+            d log r^2      = r^2 u' a_i = g_i,
+            d^2 log r^2    = r^2 (u' Omega_ij u - 2 a_i' G a_j) + g_i g_j,
+                                       u' Omega_ij u = 2 sum u[c] A[r, r'] u[c'],
+
+        sums over the positions ``(r, c)`` of ``theta_i`` and ``(r', c')`` of ``theta_j`` in
+        ``D`` (the derivatives of a log determinant and of an inverse's entry: Magnus &
+        Neudecker, Matrix Differential Calculus, ch. 8). ML's ``l_Z = log|Omega_ZZ|`` takes
+        the first two with the ``ZZ`` blocks of ``A``, ``K`` and ``Omega``. Sums over pairs
+        of positions are ``S' M S`` with ``M`` the ``(positions x positions)`` matrix of the
+        summands and ``S`` the positions-by-theta indicator; with 1 x 1 templates (``r =
+        c``) ``M`` is a whole ``m x m`` matrix and ``S`` its columns-by-theta indicator.
+        ``G``, ``P`` and ``B`` cost two ``m x m`` products more than the gradient; the
+        Hessian is exact where differences of the gradient take one gradient per parameter
+        and are ~1e-5 relative.
+
+        Entries of a template with a (near-)zero diagonal are NaN in the gradient and in
+        their rows and columns of the Hessian (as :meth:`log_terms_and_gradient`).
+        """
+        theta = np.asarray(theta, dtype=np.float64)
+        k = self.structure.ntheta
+        U, K = self._factor(theta)
+        if U is None:
+            return None, np.full(k, np.nan), np.full((k, k), np.nan)
+        q = self._q
+        diag = U.diagonal()
+        r2 = float(diag[-1]) ** 2
+        if self._one_term is not None:
+            found = self._one_term_log_diagonal(float(theta[0]))
+            if found is None:  # pragma: no cover - Omega was factored just above
+                return None, np.full(k, np.nan), np.full((k, k), np.nan)
+            terms = (found[0], 2.0 * float(found[1].sum()), found[2])
+        elif logdet == "zx":
+            terms = (2.0 * float(np.log(diag[:-1]).sum()), 0.0, r2)
+        else:
+            terms = self._log_terms(diag)
+        A = self._W
+        G, _ = _dpotrs(U, _identity(self._m), lower=0)  # Omega^{-1}, whole and symmetric
+        P = K @ G
+        u = G[-1]  # G e_m (G is symmetric)
+        Ku = P[:, -1]
+        if logdet == "zx":
+            weight = logr2_weight - 1.0  # log|Omega| = l_ZX + log r^2
+            Gd, Pd, Kd, Ad = G, P, K, A
+        else:
+            weight = logr2_weight
+            Kd = K[:q, :q]
+            Gd, _ = _dpotrs(U[:q, :q], _identity(q), lower=0)
+            Pd = Kd @ Gd
+            Ad = A[:q, :q]
+        wr2 = weight * r2
+        S = self._indicator()
+        if self._scalar:
+            Sd = S if logdet == "zx" else S[:q]
+            M = Gd * (Ad - Pd @ Kd.T)
+            M -= Pd * Pd.T
+            g_det = Pd.diagonal() @ Sd
+            uS = u[:, None] * S
+            a = Ku[:, None] * S
+            a += K.T @ uS
+            H = Sd.T @ M @ Sd + wr2 * (uS.T @ A @ uS)
+        else:
+            # Sums over pairs of positions: the matrices' entries at (c, c'), (r, r') and
+            # (r, c') gathered for every pair.
+            r, c = self._rows, self._cols
+            B = Ad - Pd @ Kd.T
+            P_r = Pd[r]
+            P_rc = P_r[:, c]
+            M = Gd[c][:, c] * B[r][:, r]
+            M -= P_rc * P_rc.T
+            uc = u[c]
+            M += (wr2 * uc)[:, None] * A[r][:, r] * uc
+            g_det = P_rc.diagonal() @ S
+            uS = uc[:, None] * S
+            # a_i = sum over theta_i's positions of e_c (K u)[r] + K[r, :]' u[c]
+            a = np.zeros((self._m, k))
+            np.add.at(a, (c, self._src), Ku[r])
+            a += K[r].T @ uS
+            H = S.T @ M @ S
+        g_r = r2 * (u @ a)
+        H -= wr2 * (a.T @ G @ a)
+        H *= 2.0
+        H += weight * np.multiply.outer(g_r, g_r)
+        grad = 2.0 * g_det + weight * g_r
+        H += H.T
+        H *= 0.5
+        singular = self._singular_entries(theta)
+        if singular:
+            grad[singular] = np.nan
+            H[singular, :] = np.nan
+            H[:, singular] = np.nan
+        return terms, grad, H
 
     # -- estimates ------------------------------------------------------------
     def estimates(

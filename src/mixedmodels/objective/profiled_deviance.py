@@ -164,6 +164,17 @@ class ProfiledDeviance:
             terms, grad = self.system.log_terms_and_gradient(theta, "z", self.n)
         return self.value(terms), grad
 
+    def value_gradient_and_hessian(self, theta: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+        """The criterion, its analytic gradient and its exact Hessian at ``theta`` from one
+        factorisation (dense systems; see
+        :meth:`~mixedmodels.linalg.dense.DenseSystem.log_terms_gradient_and_hessian`)."""
+        if self.reml:
+            found = self.system.log_terms_gradient_and_hessian(theta, "zx", self.n - self.p)
+        else:
+            found = self.system.log_terms_gradient_and_hessian(theta, "z", self.n)
+        terms, grad, hess = found
+        return self.value(terms), grad, hess
+
     def estimates(self, theta: np.ndarray) -> tuple[Estimates, float]:
         """beta-hat, sigma-hat, Var(beta-hat), the conditional modes and the criterion at
         theta (dense systems)."""

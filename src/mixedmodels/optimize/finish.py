@@ -129,7 +129,9 @@ def newton_polish(
     while they lower the Newton decrement ``g' H^{-1} g`` without raising the deviance
     beyond its rounding and stay inside the bounds; they stop once a step is below
     ``1e-13`` relative. A ``gradient`` object with a ``value_and_gradient`` method gets
-    both from one factorisation.
+    both from one factorisation; one with ``value_gradient_and_hessian`` (small dense
+    systems) gives the exact Hessian with the first gradient and the steps are those of
+    :func:`_exact_newton_steps`.
 
     Entries where the gradient is NaN (a singular template, see
     :class:`.gradient.ProfiledDevianceGradient`) are held where they are; the others are
@@ -210,6 +212,8 @@ def _newton_steps(
 ) -> _NewtonSteps:
     """The Newton steps of :func:`newton_polish`, without building a record (``g0``: the
     gradient at ``summary.final_theta`` when the caller has it; not counted here)."""
+    if getattr(gradient, "value_gradient_and_hessian", None) is not None:
+        return _exact_newton_steps(objective, gradient, summary, max_steps)
     x = np.array(summary.final_theta, dtype=np.float64)
     f = summary.final_objective
     if g0 is None:
@@ -333,6 +337,131 @@ def _newton_steps(
                 step1, dec1 = newton(gz1)
         z, f, g, gz, step, dec = z1, f1, g1, gz1, step1, dec1
     return _NewtonSteps(full(z), f, count, g, idx, H, accurate)
+
+
+def _exact_newton_steps(
+    objective: Callable[[np.ndarray], float],
+    gradient: Callable[[np.ndarray], np.ndarray],
+    summary: OptSummary,
+    max_steps: int,
+) -> _NewtonSteps:
+    """:func:`_newton_steps` for a gradient that gives the exact Hessian from the same
+    factorisation (``gradient.value_gradient_and_hessian``; small dense systems, where it
+    costs about two gradients).
+
+    The Hessian at the optimiser's end point serves the following steps (a chord method):
+    the first step is a Newton step (error ``O(e^2)``), the next ones shrink by a constant
+    factor, ``rate``, measured from the Newton decrements ``dec = g'H^{-1}g`` as
+    ``sqrt(dec_1 / dec_0)`` (the error in the H-norm; steps measured entry by entry mix
+    directions). The Hessian is taken again with the next gradient (one factorisation
+    for both) where the chord steps would need more than ``_CHORD_STEPS_MAX`` further
+    gradients. A step whose successor is predicted below ``_VALUE_STEP_ERROR`` (relative,
+    ``rate x size``), from a point whose gradient :func:`gradient_is_small` accepts, is
+    taken on the criterion's value alone: the recorded gradient is the last one computed.
+    """
+    x = np.array(summary.final_theta, dtype=np.float64)
+    f = summary.final_objective
+    exact = gradient.value_gradient_and_hessian  # type: ignore[attr-defined]
+    _, g, H_all = exact(x)
+    g = np.asarray(g, dtype=np.float64)
+    count = 1
+    finite = np.isfinite(g)
+    if finite.all():
+        idx = np.arange(g.shape[0])
+        z, lower, gz, H = x, summary.lower, g, np.asarray(H_all, dtype=np.float64)
+
+        def full(z: np.ndarray) -> np.ndarray:
+            return z
+
+    else:
+        idx = np.flatnonzero(finite)
+        if idx.shape[0] == 0:
+            return _NewtonSteps(None, f, count, g, idx, None, False)
+
+        def full(z: np.ndarray) -> np.ndarray:
+            out = x.copy()
+            out[idx] = z
+            return out
+
+        z, lower, gz = x[idx], summary.lower[idx], g[idx]
+        H = np.asarray(H_all, dtype=np.float64)[np.ix_(idx, idx)]
+    C = cholesky_or_none(H)
+    if C is None:
+        return _NewtonSteps(None, f, count, g, idx, H, True)
+    step, _ = _dpotrs(C, gz, lower=1)
+    dec = float(gz @ step)
+    noise = 1e-10 * max(1.0, abs(f))
+    small = _SMALL_GRADIENT * max(1.0, abs(f))
+    both = gradient.value_and_gradient  # type: ignore[attr-defined]
+    rate = math.inf  # unknown until a step has been taken with this Hessian
+    for _ in range(max_steps):
+        # Relative to each entry (small standard deviations count as much as large ones).
+        size = float((np.abs(step) / np.maximum(1e-3, np.abs(z))).max())
+        if not math.isfinite(size) or size < _VALUE_STEP_ERROR:
+            # Converged: a step this small moves theta within what the fit reproduces,
+            # and lowers the criterion by ~dec / 2, far below its rounding.
+            break
+        z1 = z - step
+        if (z1 < lower).any():
+            break
+        if size < VALUE_STEP_MAX or (
+            rate * size < _VALUE_STEP_ERROR and float(np.abs(gz).max()) <= small
+        ):
+            # What this step leaves is far below the 1e-8 the fit is reproducible to:
+            # take it without paying for one more gradient.
+            f1 = float(objective(full(z1)))
+            count += 1
+            if math.isfinite(f1) and f1 <= f + noise:
+                z, f = z1, f1
+            break
+        # The Hessian again with the next gradient where the chord steps are slow: a
+        # first step far from the optimum (no rate yet), or more than _CHORD_STEPS_MAX
+        # gradients to go at the measured rate.
+        if math.isfinite(rate):
+            again = rate >= 0.1 or _chord_steps(rate, size) > _CHORD_STEPS_MAX
+        else:
+            again = size > _CHORD_FIRST_MAX
+        if again:
+            f1, g1, H1 = exact(full(z1))
+        else:
+            f1, g1 = both(full(z1))
+        g1 = np.asarray(g1, dtype=np.float64)
+        count += 2
+        if not (math.isfinite(f1) and f1 <= f + noise):
+            break
+        gz1 = g1[idx]
+        if again:
+            H1 = np.asarray(H1, dtype=np.float64)
+            H1 = H1 if finite.all() else H1[np.ix_(idx, idx)]
+            C1 = cholesky_or_none(H1)
+            if C1 is not None:
+                H, C = H1, C1
+        step1, _ = _dpotrs(C, gz1, lower=1)
+        dec1 = float(gz1 @ step1)
+        if not 0.0 <= dec1 < dec:
+            break
+        rate = math.inf if again else math.sqrt(dec1 / dec)
+        z, f, g, gz, step, dec = z1, f1, g1, gz1, step1, dec1
+    return _NewtonSteps(full(z), f, count, g, idx, H, True)
+
+
+#: With an exact Hessian, a step whose successor is predicted below this (relative to each
+#: entry) is the last, taken on the criterion's value alone (see _exact_newton_steps).
+_VALUE_STEP_ERROR = 1e-9
+#: Chord steps (gradients alone) to go before the exact Newton finish takes the Hessian
+#: again (a Hessian with the gradient costs about one gradient more).
+_CHORD_STEPS_MAX = 2
+#: A first step larger than this (relative) is followed by a new Hessian.
+_CHORD_FIRST_MAX = 0.05
+
+
+def _chord_steps(rate: float, size: float) -> int:
+    """Gradients the chord steps still need at ``rate`` from a step of ``size`` before one
+    is predicted below ``_VALUE_STEP_ERROR``."""
+    n = 1
+    while size * rate**n >= _VALUE_STEP_ERROR and n < 100:
+        n += 1
+    return n
 
 
 def hessian_from_gradients(k: int, gradient: object) -> bool:
