@@ -49,6 +49,11 @@ from scipy.linalg.lapack import dtrtri as _dtrtri
 
 from mixedmodels.linalg.blocked import BlockedFactor
 from mixedmodels.linalg.choice import dense_system, prefers_dense
+from mixedmodels.linalg.dense_rest import (
+    balanced_scalar_crossed,
+    balanced_traces,
+    rest_inverse_diagonal,
+)
 from mixedmodels.linalg.solution import (
     block_diagonal_sparse,
     rest_inverse_in_place,
@@ -212,6 +217,9 @@ class ProfiledDevianceGradient:
     #: ``(theta, f, g) -> H or None``: the Newton finish's Hessian from deviance values the
     #: optimiser has already computed near theta (set for a wide dense rest block only).
     hessian_from_values = None
+    #: ``n_l`` of a balanced scalar term 1 whose gradient traces come from ``diag(S^{-1})``
+    #: (:mod:`mixedmodels.linalg.dense_rest`; a wide rest block only), else None.
+    _balanced_n1: float | None = None
 
     def __init__(self, dev: ProfiledDeviance):
         self.dev = dev
@@ -238,6 +246,11 @@ class ProfiledDevianceGradient:
             self.value_step_max = _DEAR_VALUE_STEP
             self.hessian_from_values = self._remembered_hessian
             self.secant_updates = True  # refreshes a remembered Hessian (only that one)
+            # A balanced scalar term 1 and one scalar rest term: both traces from the
+            # diagonal of S^{-1} (trtri alone, ~1 factorisation, instead of potri's ~2).
+            self._balanced_n1 = balanced_scalar_crossed(dev.system)
+            if self._balanced_n1 is not None:
+                self._n_rest = dev.A.zrtzr_diagonal()
         self._zr1 = None
         if self._rest:
             qr, q1 = A.zrtz1.shape
@@ -245,9 +258,7 @@ class ProfiledDevianceGradient:
                 self._zr1 = A.zrtz1.toarray().reshape(qr, terms[0].nlevels, terms[0].ncols)
         self.evaluations = 0
 
-    def _remembered_hessian(
-        self, x: np.ndarray, f0: float, g: np.ndarray
-    ) -> np.ndarray | None:
+    def _remembered_hessian(self, x: np.ndarray, f0: float, g: np.ndarray) -> np.ndarray | None:
         """The Hessian at ``x`` fitted to the deviance values remembered near it.
 
         BOBYQA's last points lie within its final trust region, a few 1e-4 from ``x``, and
@@ -453,7 +464,18 @@ class ProfiledDevianceGradient:
         vsum = [f.M11inv.sum(axis=0)]
         xsum = [xsum0]
         ysum = [ysum0]
-        if self._rest:
+        if self._rest and self._balanced_n1 is not None:
+            # A wide rest block under a balanced scalar term 1: both traces from
+            # diag(S^{-1}) (an owned factor is overwritten by L^{-1}).
+            diag = rest_inverse_diagonal(dev.system, f, owned)
+            t1, tr = float(templates[0][0, 0]), float(templates[1][0, 0])
+            g1, g2 = balanced_traces(diag, self._n_rest, t1, tr, self._balanced_n1)
+            vsum[0] = vsum[0] + g1
+            vsum.append(np.array([[g2]]))
+            p_rows = Yr.reshape(-1, 1, p + 1)
+            xsum.append(_level_sums(p_rows[:, :, :p]))
+            ysum.append(_level_sums(p_rows[:, :, p:]))
+        elif self._rest:
             # S^{-1}, valid in its upper triangle; an owned factor is overwritten by it.
             if owned and f.L is not None:
                 Sinv = rest_inverse_in_place(dev.system, f).T
