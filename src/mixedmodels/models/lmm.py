@@ -60,6 +60,7 @@ from mixedmodels.optimize import (
     polish,
     snap_to_bounds,
 )
+from mixedmodels.optimize.wide_rest import newton_from_start
 from mixedmodels.residual.repeated import RepeatedResidual, build_repeated
 from mixedmodels.residual.specs import (
     CorrelationSpec,
@@ -433,6 +434,10 @@ class LinearMixedModel:
                 found = newton_first(
                     dev, gradient.value_and_gradient, _newton_hessian(gradient), x0, lower
                 )
+            elif early and getattr(gradient, "newton_from_start", False):
+                # A wide dense rest block (issue 18): Newton steps from the moment start
+                # take fewer of its dear factorisations than BOBYQA and the finish.
+                found = newton_from_start(dev, gradient, x0, lower, gradient.value_step_max)
             if found is not None:
                 summary = self._finish_and_check(
                     dev, found.summary, gradient=gradient, finished=found.hessian

@@ -220,6 +220,9 @@ class ProfiledDevianceGradient:
     #: ``n_l`` of a balanced scalar term 1 whose gradient traces come from ``diag(S^{-1})``
     #: (:mod:`mixedmodels.linalg.dense_rest`; a wide rest block only), else None.
     _balanced_n1: float | None = None
+    #: Whether the fit should start with Newton steps (:mod:`mixedmodels.optimize.wide_rest`;
+    #: a wide dense rest block, where each factorisation is dear).
+    newton_from_start = False
 
     def __init__(self, dev: ProfiledDeviance):
         self.dev = dev
@@ -246,6 +249,8 @@ class ProfiledDevianceGradient:
             self.value_step_max = _DEAR_VALUE_STEP
             self.hessian_from_values = self._remembered_hessian
             self.secant_updates = True  # refreshes a remembered Hessian (only that one)
+            # The fit takes Newton steps from its start (optimize/wide_rest.py).
+            self.newton_from_start = True
             # A balanced scalar term 1 and one scalar rest term: both traces from the
             # diagonal of S^{-1} (trtri alone, ~1 factorisation, instead of potri's ~2).
             self._balanced_n1 = balanced_scalar_crossed(dev.system)
