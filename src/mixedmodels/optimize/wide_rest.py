@@ -44,11 +44,47 @@ _FIRST_STEP_MAX = 0.5
 #: The last step is taken on its value alone when the theta error it leaves (estimated
 #: from the convergence of the steps before it) is below this, relative.
 _VALUE_STEP_ERROR = 1e-10
+#: Secant equations of steps in nearly the same direction do not determine ``H``.
+_PAIRS_COND = 1e3
 
 
 def _relative(step: np.ndarray, x: np.ndarray) -> float:
     """The largest step entry relative to its parameter (small ones count as 1e-3)."""
     return float((np.abs(step) / np.maximum(1e-3, np.abs(x))).max())
+
+
+def _pairs_hessian(pairs: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray | None:
+    """The symmetric ``H`` that fits the secant equations ``H s = y`` of the last ``k``
+    steps best (least squares, each equation relative to its step), or None when the
+    steps do not span the parameters well (condition above ``_PAIRS_COND``).
+
+    Near the optimum these steps are short, so ``H`` fits the Hessian there to about
+    their length (times the third derivatives); the BFGS update keeps what the start's
+    Hessian got wrong in directions the steps have not explored.
+    """
+    k = pairs[0][0].shape[0]
+    iu = np.triu_indices(k)
+    rows, rhs = [], []
+    for s, y in pairs:
+        w = 1.0 / float(np.linalg.norm(s))
+        for i in range(k):
+            # Row i of H s: sum_j H_ij s_j, with H_ij = H_ji stored once (i <= j).
+            row = np.zeros(iu[0].shape[0])
+            for e, (a, b) in enumerate(zip(*iu, strict=True)):
+                if a == i:
+                    row[e] += s[b]
+                elif b == i:
+                    row[e] += s[a]
+            rows.append(row * w)
+            rhs.append(y[i] * w)
+    M = np.array(rows)
+    if np.linalg.cond(M) > _PAIRS_COND:
+        return None
+    h = np.linalg.lstsq(M, np.array(rhs), rcond=None)[0]
+    H = np.empty((k, k))
+    H[iu] = h
+    H[iu[1], iu[0]] = h
+    return H
 
 
 def newton_from_start(
@@ -96,6 +132,7 @@ def newton_from_start(
         return None
     noise = 1e-10 * max(1.0, abs(f))
     previous = math.inf
+    pairs: list[tuple[np.ndarray, np.ndarray]] = []
     for it in range(max_iter):
         step, _ = _dpotrs(C, g, lower=1)
         dec = float(g @ step)
@@ -129,8 +166,12 @@ def newton_from_start(
         g1 = np.asarray(gradient(x1), dtype=np.float64)
         if not np.isfinite(g1).all():
             return None
-        H1 = _secant_update(H, x1 - x, g1 - g)
-        C1 = cholesky_or_none(H1) if H1 is not H else None
+        pairs.append((x1 - x, g1 - g))
+        H1 = _pairs_hessian(pairs[-x.shape[0] :]) if len(pairs) >= x.shape[0] else None
+        C1 = cholesky_or_none(H1) if H1 is not None else None
+        if C1 is None:
+            H1 = _secant_update(H, x1 - x, g1 - g)
+            C1 = cholesky_or_none(H1) if H1 is not H else None
         if C1 is not None:
             H, C = H1, C1
         x, f, g, previous = x1, f1, g1, alpha * size
