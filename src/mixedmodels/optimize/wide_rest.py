@@ -8,8 +8,9 @@ gradient each) completes the optimum. Where the gradient costs about one factori
 more (a balanced term 1: :mod:`mixedmodels.linalg.dense_rest`), Newton steps from the
 moment start get there with fewer: the gradient at the start, a Hessian from
 ``k (k + 1) / 2`` deviance values (:func:`.finish._hessian`, step ``1e-3``, error
-``O(1e-3)``) refreshed by a BFGS update after every step (superlinear), and the last
-step, below ``value_step`` relative, taken on the criterion's value alone (as the
+``O(1e-3)``) refitted to the secant pairs of the last ``k`` steps (or refreshed by a
+BFGS update until they span theta), and the last step, below ``value_step`` relative
+and with a negligible estimated error, taken on the criterion's value alone (as the
 finish does).
 
 Anything that Newton steps cannot do well (a Hessian that is not positive definite, an
@@ -103,10 +104,12 @@ def newton_from_start(
     The steps ``x - alpha H^{-1} g`` take ``alpha`` from 1, halved until the Armijo
     condition ``f(x1) <= f - 1e-4 alpha g'H^{-1}g`` holds (Nocedal & Wright, Numerical
     Optimization, sec. 3.1); ``H`` starts from deviance values around ``x0`` and is
-    refreshed by the BFGS update ``H+ = H - Hs s'H / s'Hs + y y' / y's`` after each step
-    (ibid., eq. 6.19). A step below ``value_step`` (relative) whose error (its size
-    times its ratio to the step before, an estimate of ``H``'s relative error along it) is
-    below ``1e-10`` is the last, taken on its value alone.
+    refitted after each step to the secant equations of the last ``k`` steps
+    (:func:`_pairs_hessian`), or refreshed by the BFGS update
+    ``H+ = H - Hs s'H / s'Hs + y y' / y's`` (ibid., eq. 6.19) while they do not span
+    theta. A step below ``value_step`` (relative) whose error (its size times its ratio
+    to the step before, an estimate of ``H``'s relative error along it) is below
+    ``1e-10`` is the last, taken on its value alone.
 
     Returns
     -------
