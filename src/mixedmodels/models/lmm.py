@@ -61,6 +61,7 @@ from mixedmodels.optimize import (
     snap_to_bounds,
 )
 from mixedmodels.optimize.finish import newton_secant_first
+from mixedmodels.optimize.wide_rest import newton_from_start
 from mixedmodels.residual.repeated import RepeatedResidual, build_repeated
 from mixedmodels.residual.specs import (
     CorrelationSpec,
@@ -435,9 +436,15 @@ class LinearMixedModel:
                     dev, gradient.value_and_gradient, _newton_hessian(gradient), x0, lower
                 )
             elif early and getattr(gradient, "newton_from_start", False):
-                # The large path (1e6 users with slopes, their items): the finish's Newton
-                # steps with BFGS updates from the start (see newton_secant_first).
-                found = newton_secant_first(dev, gradient, x0, lower)
+                if gradient.cheap:
+                    # The large path (1e6 users with slopes, their items): the finish's
+                    # Newton steps with BFGS updates from the start (newton_secant_first).
+                    found = newton_secant_first(dev, gradient, x0, lower)
+                else:
+                    # A wide dense rest block (issue 18): Newton steps from the moment
+                    # start take fewer of its dear factorisations than BOBYQA and the
+                    # finish.
+                    found = newton_from_start(dev, gradient, x0, lower, gradient.value_step_max)
             if found is not None:
                 summary = self._finish_and_check(
                     dev, found.summary, gradient=gradient, finished=found.hessian

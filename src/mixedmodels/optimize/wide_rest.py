@@ -1,0 +1,185 @@
+"""Newton steps from the start for a model with a wide dense rest block (issue 18).
+
+A crossed design ``(1 | a) + (1 | b)`` with 1e4 levels of ``b`` factors a dense 1e4 x 1e4
+block at every evaluation (~10 s at 1e6 rows, one core). BOBYQA spends ~10 of them
+(its ``2k + 1`` initial points, then trial points that rebuild its model around an
+optimum it has already nearly reached) before the Newton finish (~4 more, with a
+gradient each) completes the optimum. Where the gradient costs about one factorisation
+more (a balanced term 1: :mod:`mixedmodels.linalg.dense_rest`), Newton steps from the
+moment start get there with fewer: the gradient at the start, a Hessian from
+``k (k + 1) / 2`` deviance values (:func:`.finish._hessian`, step ``1e-3``, error
+``O(1e-3)``) refitted to the secant pairs of the last ``k`` steps (or refreshed by a
+BFGS update until they span theta), and the last step, below ``value_step`` relative
+and with a negligible estimated error, taken on the criterion's value alone (as the
+finish does).
+
+Anything that Newton steps cannot do well (a Hessian that is not positive definite, an
+optimum on or near the boundary, a line search that fails, slow progress) gives None
+after a few evaluations, and the fit goes through BOBYQA as before.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+from scipy.linalg.lapack import dpotrs as _dpotrs
+
+from mixedmodels.optimize.finish import (
+    EDGE_TOL,
+    NewtonFirst,
+    _hessian,
+    _newton_first_result,
+    _secant_update,
+    cholesky_or_none,
+)
+
+#: Newton iterations before giving the optimum to BOBYQA.
+WIDE_NEWTON_MAX = 8
+#: Halvings of a step before the line search gives up.
+_HALVINGS = 4
+#: A start whose first Newton step is larger than this (relative) is left to BOBYQA:
+#: the value Hessian at the start would fit the optimum poorly.
+_FIRST_STEP_MAX = 0.5
+#: The last step is taken on its value alone when the theta error it leaves (estimated
+#: from the convergence of the steps before it) is below this, relative.
+_VALUE_STEP_ERROR = 1e-10
+#: Secant equations of steps in nearly the same direction do not determine ``H``.
+_PAIRS_COND = 1e3
+
+
+def _relative(step: np.ndarray, x: np.ndarray) -> float:
+    """The largest step entry relative to its parameter (small ones count as 1e-3)."""
+    return float((np.abs(step) / np.maximum(1e-3, np.abs(x))).max())
+
+
+def _pairs_hessian(pairs: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray | None:
+    """The symmetric ``H`` that fits the secant equations ``H s = y`` of the last ``k``
+    steps best (least squares, each equation relative to its step), or None when the
+    steps do not span the parameters well (condition above ``_PAIRS_COND``).
+
+    Near the optimum these steps are short, so ``H`` fits the Hessian there to about
+    their length (times the third derivatives); the BFGS update keeps what the start's
+    Hessian got wrong in directions the steps have not explored.
+    """
+    k = pairs[0][0].shape[0]
+    iu = np.triu_indices(k)
+    rows, rhs = [], []
+    for s, y in pairs:
+        w = 1.0 / float(np.linalg.norm(s))
+        for i in range(k):
+            # Row i of H s: sum_j H_ij s_j, with H_ij = H_ji stored once (i <= j).
+            row = np.zeros(iu[0].shape[0])
+            for e, (a, b) in enumerate(zip(*iu, strict=True)):
+                if a == i:
+                    row[e] += s[b]
+                elif b == i:
+                    row[e] += s[a]
+            rows.append(row * w)
+            rhs.append(y[i] * w)
+    M = np.array(rows)
+    if np.linalg.cond(M) > _PAIRS_COND:
+        return None
+    h = np.linalg.lstsq(M, np.array(rhs), rcond=None)[0]
+    H = np.empty((k, k))
+    H[iu] = h
+    H[iu[1], iu[0]] = h
+    return H
+
+
+def newton_from_start(
+    objective: Callable[[np.ndarray], float],
+    gradient: Callable[[np.ndarray], np.ndarray],
+    x0: np.ndarray,
+    lower: np.ndarray,
+    value_step: float,
+    max_iter: int = WIDE_NEWTON_MAX,
+) -> NewtonFirst | None:
+    """Minimise from ``x0`` by Newton steps with a value Hessian and secant updates.
+
+    ``objective(x)`` is the criterion; ``gradient(x)`` its analytic gradient, which reads
+    the factor the last ``objective(x)`` at the same point left behind (so a step costs
+    one factorisation for its value and the gradient's own work only once accepted).
+    The steps ``x - alpha H^{-1} g`` take ``alpha`` from 1, halved until the Armijo
+    condition ``f(x1) <= f - 1e-4 alpha g'H^{-1}g`` holds (Nocedal & Wright, Numerical
+    Optimization, sec. 3.1); ``H`` starts from deviance values around ``x0`` and is
+    refitted after each step to the secant equations of the last ``k`` steps
+    (:func:`_pairs_hessian`), or refreshed by the BFGS update
+    ``H+ = H - Hs s'H / s'Hs + y y' / y's`` (ibid., eq. 6.19) while they do not span
+    theta. A step below ``value_step`` (relative) whose error (its size times its ratio
+    to the step before, an estimate of ``H``'s relative error along it) is below
+    ``1e-10`` is the last, taken on its value alone.
+
+    Returns
+    -------
+    NewtonFirst or None
+        The record (evaluations: factorisations) and the Hessian, or None where BOBYQA
+        should take over (see the module docstring).
+    """
+    x = np.array(x0, dtype=np.float64)
+    if (x < lower).any():
+        return None
+    f = float(objective(x))
+    if not math.isfinite(f):
+        return None
+    g = np.asarray(gradient(x), dtype=np.float64)
+    count = 1
+    f0 = f
+    if not np.isfinite(g).all():
+        return None
+    H, used = _hessian(objective, x, f, g)
+    count += used
+    C = cholesky_or_none(H)
+    if C is None:
+        return None
+    noise = 1e-10 * max(1.0, abs(f))
+    previous = math.inf
+    pairs: list[tuple[np.ndarray, np.ndarray]] = []
+    for it in range(max_iter):
+        step, _ = _dpotrs(C, g, lower=1)
+        dec = float(g @ step)
+        size = _relative(step, x)
+        if not (math.isfinite(size) and dec > 0.0):
+            return None
+        if it == 0 and size > _FIRST_STEP_MAX:
+            return None
+        x1 = x - step
+        if (x1 < lower).any():
+            return None  # towards the boundary: BOBYQA, the edge restart and the snap
+        # The last step's error along its direction is ~ this step's size relative to
+        # it (H_k s_k = g_k, g_{k+1} ~ (H_k - H) s_k): a step on its value alone leaves
+        # about size * size / previous of theta, taken only when that is negligible.
+        if size < value_step and size * size < _VALUE_STEP_ERROR * previous:
+            f1 = float(objective(x1))
+            count += 1
+            if math.isfinite(f1) and f1 <= f + noise:
+                x, f = x1, f1
+            break
+        alpha = 1.0
+        for _ in range(_HALVINGS):
+            x1 = x - alpha * step
+            f1 = float(objective(x1))
+            count += 1
+            if math.isfinite(f1) and f1 <= f - 1e-4 * alpha * dec + noise:
+                break
+            alpha *= 0.5
+        else:
+            return None
+        g1 = np.asarray(gradient(x1), dtype=np.float64)
+        if not np.isfinite(g1).all():
+            return None
+        pairs.append((x1 - x, g1 - g))
+        H1 = _pairs_hessian(pairs[-x.shape[0] :]) if len(pairs) >= x.shape[0] else None
+        C1 = cholesky_or_none(H1) if H1 is not None else None
+        if C1 is None:
+            H1 = _secant_update(H, x1 - x, g1 - g)
+            C1 = cholesky_or_none(H1) if H1 is not H else None
+        if C1 is not None:
+            H, C = H1, C1
+        x, f, g, previous = x1, f1, g1, alpha * size
+    else:
+        return None
+    if ((x - lower) < EDGE_TOL).any():
+        return None
+    return _newton_first_result(x0, x, lower, f0, f, count, g, H)
