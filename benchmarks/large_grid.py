@@ -567,31 +567,41 @@ def render_table(records: list[dict]) -> str:
     return "\n".join(cost) + "\n\n" + "\n".join(est)
 
 
-def write_grid_docs(records: list[dict], reading: str | None = None) -> None:
-    """Rewrite the section between ``<!-- grid:start -->`` and ``<!-- grid:end -->`` of
-    docs/large-data.md (appended at the end if the markers are missing)."""
+def write_grid_docs(records: list[dict]) -> None:
+    """Rewrite the table between ``<!-- grid:start -->`` and ``<!-- grid:end -->`` of
+    docs/large-data.md (the section is appended at the end if the markers are missing).
+
+    The hand-written reading of the numbers, from ``<!-- grid:reading -->`` to the end
+    marker, is kept as it is: it is written from a run's numbers, not generated.
+    """
     doc = ROOT / "docs" / "large-data.md"
     text = doc.read_text()
-    start, end = "<!-- grid:start -->", "<!-- grid:end -->"
-    commits = sorted({r.get("commit", "") for r in records if r.get("status") == "ok"} - {""})
-    dates = sorted({r.get("date_utc", "")[:10] for r in records if r.get("status") == "ok"})
+    start, end, reading = "<!-- grid:start -->", "<!-- grid:end -->", "<!-- grid:reading -->"
+    ok = [r for r in records if r.get("status") == "ok"]
+    commits = sorted({r.get("commit", "") for r in ok} - {""})
+    dates = sorted({r.get("date_utc", "")[:10] for r in ok} - {""})
     note = (
-        f"\nMeasured at commit {', '.join(commits) or '-'} on {', '.join(dates) or '-'}; "
-        f"machine: {os.cpu_count()} cores shared with other sessions, one BLAS thread. "
-        "CPU is user + system of the cell's process tree (with the Dask workers); peak RSS "
-        "of the fitting process (and of each Dask worker); load: 1-minute averages "
-        "before and after the cell.\n\n"
+        f"\nMeasured at commit {', '.join(commits) or '-'} on {', '.join(dates) or '-'} "
+        f"(`benchmarks/bench_large_data.py --grid`); machine: {os.cpu_count()} cores shared "
+        "with other sessions, one BLAS thread. CPU is user + system of the cell's process "
+        "tree (with the Dask workers); peak RSS of the fitting process (and of each Dask "
+        "worker); load: 1-minute averages before and after the cell. Counts: the fit's "
+        "evaluations of the criterion (`fit.opt.evaluations`: BOBYQA and the Newton "
+        "finish) / Cholesky factorisations of the blocked system actually computed / "
+        "analytic gradients.\n\n"
     )
-    body = start + note + render_table(records) + "\n"
-    if reading:
-        body += "\n" + reading.strip() + "\n"
-    body += end
+    kept = ""
     if start in text and end in text:
         head, rest = text.split(start, 1)
-        _, tail = rest.split(end, 1)
-        doc.write_text(head + body + tail)
+        old, tail = rest.split(end, 1)
+        if reading in old:
+            kept = reading + old.split(reading, 1)[1]
     else:
-        doc.write_text(text.rstrip("\n") + "\n\n" + body + "\n")
+        head, tail = text.rstrip("\n") + "\n\n", "\n"
+    body = start + note + render_table(records) + "\n"
+    if kept:
+        body += "\n" + kept.strip("\n") + "\n"
+    doc.write_text(head + body + end + tail)
 
 
 def main(argv: list[str] | None = None) -> int:
