@@ -349,7 +349,8 @@ def run_grid_cli(args: argparse.Namespace) -> int:
             data_dir, resume=args.resume, only=only, results=results, timeout=args.timeout
         )
     if args.docs:
-        large_grid.write_grid_docs(large_grid.load_results(results))
+        pairs = large_grid.update_item_pairs(data_dir)
+        large_grid.write_grid_docs(large_grid.load_results(results), pairs)
     return 0
 
 

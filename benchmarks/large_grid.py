@@ -52,6 +52,7 @@ GRID_TRUTH: dict[str, Any] = {
     "sigma": 1.0,
 }
 RESULTS = ROOT / "benchmarks" / "results" / "large_grid.json"
+PAIRS = ROOT / "benchmarks" / "results" / "large_grid_pairs.json"
 DEFAULT_DATA_DIR = "/work/bigdata/grid"
 #: Seconds before a cell is stopped (the Dask cells read 1e8 rows twice).
 TIMEOUT_STREAMED = 1800
@@ -204,6 +205,23 @@ def write_grid_data(folder: Path, rows: int, users: int, items: int) -> list[Pat
     return files
 
 
+def item_pairs(folder: Path) -> int:
+    """Pairs ``(i >= j)`` of items of the same user, summed over the users: the products
+    each evaluation's rank update forms (``LevelBlockUpdate``: ``k (k + 1) / 2`` for a
+    user with ``k`` distinct items). Counted file by file (whole users per file)."""
+    import pyarrow.parquet as pq
+
+    total = 0
+    for path in sorted(folder.glob("part-*.parquet")):
+        table = pq.read_table(path, columns=["user", "item"])
+        user = table["user"].to_numpy()
+        item = table["item"].to_numpy()
+        key = np.unique((user - user.min()) * (int(item.max()) + 1) + item)
+        k = np.bincount(key // (int(item.max()) + 1))
+        total += int((k * (k + 1) // 2).sum())
+    return total
+
+
 def _counting() -> dict[str, int]:
     """Count the blocked system's Cholesky factorisations (`_cholesky`: every evaluation,
     factor and gradient that does not reuse one) and the gradients in this process (the
@@ -348,7 +366,7 @@ def run_cell(cell: Cell, data_dir: Path, timeout: float | None = None) -> dict:
     base = {"rows": cell.rows, "users": cell.users, "items": cell.items, "engine": cell.engine}
     if cell.skip:
         return {**base, "status": "skipped", "reason": cell.skip}
-    folder = data_dir / f"rows{cell.rows:.0e}-users{cell.users:.0e}-items{cell.items:.0e}"
+    folder = data_dir / _folder_name(cell.rows, cell.users, cell.items)
     t = time.perf_counter()
     write_grid_data(folder, cell.rows, cell.users, cell.items)
     data_s = time.perf_counter() - t
@@ -432,6 +450,23 @@ def run_cell(cell: Cell, data_dir: Path, timeout: float | None = None) -> dict:
     return record
 
 
+def update_item_pairs(data_dir: Path, path: Path = PAIRS) -> dict[str, int]:
+    """:func:`item_pairs` of every cell whose data are on disk, by folder name, kept in
+    ``path`` (its own file: the grid's runner rewrites the results as cells end)."""
+    pairs = json.loads(path.read_text()) if path.exists() else {}
+    for cell in grid_cells():
+        name = _folder_name(cell.rows, cell.users, cell.items)
+        if name not in pairs and (data_dir / name / "manifest.json").exists():
+            pairs[name] = item_pairs(data_dir / name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(pairs, indent=1))
+    return pairs
+
+
+def _folder_name(rows: int, users: int, items: int) -> str:
+    return f"rows{rows:.0e}-users{users:.0e}-items{items:.0e}"
+
+
 def _commit() -> str:
     try:
         out = subprocess.run(
@@ -510,15 +545,15 @@ def _fmt_rows(n: int) -> str:
     return f"1e{round(math.log10(n))}"
 
 
-def render_table(records: list[dict]) -> str:
+def render_table(records: list[dict], pairs: dict[str, int] | None = None) -> str:
     """The grid's two markdown tables (costs; estimates against the truth), every cell of
     :func:`grid_cells` listed, those without a record as "not run"."""
     beta = GRID_TRUTH["beta"]
     cost = [
         "| rows | users | items | how | pass 1 (s) | pass 2 (s) | optimiser wall / CPU (s) "
-        "| evaluations / factorisations / gradients | total (s) | CPU (s) | peak RSS (MB) "
-        "| load |",
-        "|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| evaluations / factorisations / gradients | item pairs | total (s) | CPU (s) "
+        "| peak RSS (MB) | load |",
+        "|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     est = [
         "| rows | users | items | "
@@ -541,9 +576,11 @@ def render_table(records: list[dict]) -> str:
             status = r.get("status", "not run")
             reason = r.get("reason", "")
             text = f"{status}: {reason}" if reason else status
-            cost.append(f"{head} {how} | {text} |" + " |" * 7)
+            cost.append(f"{head} {how} | {text} |" + " |" * 8)
             continue
         cpu = r["cpu_process_tree_s"]
+        n = (pairs or {}).get(_folder_name(cell.rows, cell.users, cell.items))
+        npairs = f"{n:.2e}" if n else ""
         rss = f"{r['peak_rss_mb']:,.0f}"
         if cell.engine == "dask":
             workers = r.get("peak_rss_workers_mb") or []
@@ -552,7 +589,7 @@ def render_table(records: list[dict]) -> str:
         cost.append(
             f"{head} {how} | {r['pass1_s']:.1f} | {r['pass2_s']:.1f} "
             f"| {r['optimise_s']:.1f} / {r['cpu_driver_s'] - r['cpu_passes_s']:.1f} "
-            f"| {r['evaluations']} / {r['factorisations']} / {r['gradients']} "
+            f"| {r['evaluations']} / {r['factorisations']} / {r['gradients']} | {npairs} "
             f"| {r['total_s']:.1f} | {cpu:.1f} | {rss} "
             f"| {r['load_before']:.1f}-{r['load_after']:.1f} |"
         )
@@ -573,7 +610,7 @@ def render_table(records: list[dict]) -> str:
     return "\n".join(cost) + "\n\n" + "\n".join(est)
 
 
-def write_grid_docs(records: list[dict]) -> None:
+def write_grid_docs(records: list[dict], pairs: dict[str, int] | None = None) -> None:
     """Rewrite the table between ``<!-- grid:start -->`` and ``<!-- grid:end -->`` of
     docs/large-data.md (the section is appended at the end if the markers are missing).
 
@@ -594,7 +631,9 @@ def write_grid_docs(records: list[dict]) -> None:
         "worker); load: 1-minute averages before and after the cell. Counts: the fit's "
         "evaluations of the criterion (`fit.opt.evaluations`: BOBYQA and the Newton "
         "finish) / Cholesky factorisations of the blocked system actually computed / "
-        "analytic gradients.\n\n"
+        "analytic gradients; item pairs: the products each factorisation's rank update "
+        "forms, `k (k + 1) / 2` summed over the users (`k`: a user's distinct items, "
+        "counted from the data).\n\n"
     )
     kept = ""
     if start in text and end in text:
@@ -604,7 +643,7 @@ def write_grid_docs(records: list[dict]) -> None:
             kept = reading + old.split(reading, 1)[1]
     else:
         head, tail = text.rstrip("\n") + "\n\n", "\n"
-    body = start + note + render_table(records) + "\n"
+    body = start + note + render_table(records, pairs) + "\n"
     if kept:
         body += "\n" + kept.strip("\n") + "\n"
     doc.write_text(head + body + end + tail)

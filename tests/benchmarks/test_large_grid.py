@@ -72,3 +72,10 @@ def test_table_lists_every_required_cell(grid):
     cell = grid.parse_cell_key("1e8x1e6x1e2")
     assert (cell.rows, cell.users, cell.items, cell.engine) == (10**8, 10**6, 100, "dask")
     assert grid.parse_cell_key("1e5x1e4x1e2:dask").engine == "dask"
+
+
+def test_item_pairs_counts_each_users_distinct_items(grid, tmp_path):
+    files = grid.write_grid_data(tmp_path, 2_000, 100, 30)
+    table = pq.read_table(files[0]).to_pandas()
+    k = table.groupby("user")["item"].nunique().to_numpy()
+    assert grid.item_pairs(tmp_path) == int((k * (k + 1) // 2).sum())
