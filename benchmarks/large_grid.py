@@ -32,6 +32,7 @@ import os
 import resource
 import subprocess
 import sys
+import textwrap
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -470,6 +471,20 @@ def _folder_name(rows: int, users: int, items: int) -> str:
     return f"rows{rows:.0e}-users{users:.0e}-items{items:.0e}"
 
 
+def _src_commit(commit: str) -> str:
+    """The last commit that changed ``src/`` as of ``commit``."""
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(ROOT), "log", "-1", "--format=%h", commit, "--", "src"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return out.stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return ""
+
+
 def _commit() -> str:
     try:
         out = subprocess.run(
@@ -625,9 +640,12 @@ def write_grid_docs(records: list[dict], pairs: dict[str, int] | None = None) ->
     start, end, reading = "<!-- grid:start -->", "<!-- grid:end -->", "<!-- grid:reading -->"
     ok = [r for r in records if r.get("status") == "ok"]
     commits = sorted({r.get("commit", "") for r in ok} - {""})
+    # The package measured: the last commit that touched src/ as of each run's commit.
+    package = sorted({_src_commit(c) for c in commits} - {""})
     dates = sorted({r.get("date_utc", "")[:10] for r in ok} - {""})
     note = (
-        f"\nMeasured at commit {', '.join(commits) or '-'} on {', '.join(dates) or '-'} "
+        f"\nMeasured with the package at {', '.join(package) or '-'} (benchmark code "
+        f"{', '.join(commits) or '-'}) on {', '.join(dates) or '-'} "
         f"(`benchmarks/bench_large_data.py --grid`); machine: {os.cpu_count()} cores shared "
         "with other sessions, one BLAS thread. CPU is user + system of the cell's process "
         "tree (with the Dask workers); peak RSS of the fitting process (and of each Dask "
@@ -638,6 +656,7 @@ def write_grid_docs(records: list[dict], pairs: dict[str, int] | None = None) ->
         "forms, `k (k + 1) / 2` summed over the users (`k`: a user's distinct items, "
         "counted from the data).\n\n"
     )
+    note = "\n" + textwrap.fill(note.strip(), width=90) + "\n\n"
     kept = ""
     if start in text and end in text:
         head, rest = text.split(start, 1)
