@@ -559,6 +559,10 @@ def run_grid(
     return records
 
 
+def _load(value: float | None) -> str:
+    return "?" if value is None else f"{value:.1f}"
+
+
 def _fmt_rows(n: int) -> str:
     return f"1e{round(math.log10(n))}"
 
@@ -609,7 +613,7 @@ def render_table(records: list[dict], pairs: dict[str, int] | None = None) -> st
             f"| {r['optimise_s']:.1f} / {r['cpu_driver_s'] - r['cpu_passes_s']:.1f} "
             f"| {r['evaluations']} / {r['factorisations']} / {r['gradients']} | {npairs} "
             f"| {r['total_s']:.1f} | {cpu:.1f} | {rss} "
-            f"| {r['load_before']:.1f}-{r['load_after']:.1f} |"
+            f"| {_load(r.get('load_before'))}-{_load(r.get('load_after'))} |"
         )
         fx = " | ".join(
             f"{r['fixef'][k]:.4f} ± {r['se'][k]:.4f} ({r['z_vs_truth'][k]:+.2f})" for k in beta
