@@ -10,9 +10,14 @@ Run on demand (not part of the test suite)::
     OPENBLAS_NUM_THREADS=1 python benchmarks/bench_large_data.py            # 1e6, 3e6, 1e7
     python benchmarks/bench_large_data.py --sizes 1e6 --data-dir /tmp/mm-large
     python benchmarks/bench_large_data.py --design product --sizes 1e6,1e7   # issue 18
+    nice -n 10 python benchmarks/bench_large_data.py --grid --resume       # rows x users x items
+    python benchmarks/bench_large_data.py --grid --docs                     # its table only
 
 Writes ``benchmarks/results/large_data.json`` and, with ``--docs``, the table and plot in
-``docs/large-data.md`` / ``docs/large-data.png``.
+``docs/large-data.md`` / ``docs/large-data.png``. ``--grid`` runs the rows x users x items
+grid of the product design (:mod:`large_grid`: 1e6 and 1e7 rows streamed, 1e8 rows on a
+Dask ``LocalCluster``) into ``benchmarks/results/large_grid.json``; with ``--docs`` it
+renders that table into the grid section of ``docs/large-data.md``.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATA_DIR = "/tmp/mixedmodels-large-data"
 FORMULA = "y ~ x + f + (1 + x | g)"
 ROWS_PER_FILE = 1_000_000
 NGROUPS = 100_000
@@ -328,10 +334,30 @@ def write_docs(records: list[dict], chunk_rows: int | None) -> None:
         doc.write_text(head + start + note + table + "\n" + end + tail)
 
 
+def run_grid_cli(args: argparse.Namespace) -> int:
+    """``--grid``: run (``--cells``, ``--resume``) and/or render (``--docs``) the grid."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import large_grid
+
+    results = Path(args.results) if args.results else large_grid.RESULTS
+    data_dir = Path(
+        args.data_dir if args.data_dir != DEFAULT_DATA_DIR else large_grid.DEFAULT_DATA_DIR
+    )
+    only = [large_grid.parse_cell_key(c) for c in args.cells.split(",")] if args.cells else None
+    if only is not None or args.resume or not args.docs:
+        large_grid.run_grid(
+            data_dir, resume=args.resume, only=only, results=results, timeout=args.timeout
+        )
+    if args.docs:
+        pairs = large_grid.update_item_pairs(data_dir)
+        large_grid.write_grid_docs(large_grid.load_results(results), pairs)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1e6,3e6,1e7", help="comma-separated row counts")
-    parser.add_argument("--data-dir", default="/tmp/mixedmodels-large-data")
+    parser.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
     parser.add_argument("--chunk-rows", type=int, default=None)
     parser.add_argument("--docs", action="store_true", help="update docs/large-data.md and plot")
     parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
@@ -342,7 +368,26 @@ def main(argv: list[str] | None = None) -> int:
         help="slope: y ~ x + f + (1 + x | g), 1e5 groups; product: issue 18's "
         "y ~ x + f + (1 + x | user) + (1 | item), 10 events per user, 500 items",
     )
+    parser.add_argument(
+        "--grid",
+        action="store_true",
+        help="the rows x users x items grid of the product design (benchmarks/large_grid.py)",
+    )
+    parser.add_argument("--resume", action="store_true", help="--grid: skip cells already run")
+    parser.add_argument(
+        "--cells",
+        default=None,
+        help="--grid: only these cells, rows x users x items, e.g. 1e7x1e6x1e2,1e5x1e4x1e2:dask",
+    )
+    parser.add_argument(
+        "--results",
+        default=None,
+        help="--grid: results JSON (default benchmarks/results/large_grid.json)",
+    )
+    parser.add_argument("--timeout", type=float, default=None, help="--grid: seconds per cell")
     args = parser.parse_args(argv)
+    if args.grid:
+        return run_grid_cli(args)
     if args.design == "product" and not args.worker:
         records = []
         for size in (int(float(s)) for s in args.sizes.split(",")):
