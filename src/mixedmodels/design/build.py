@@ -1176,15 +1176,18 @@ def _coding_table(levels: FactorLevels, coding: Coding) -> np.ndarray:
         table[keep, range(len(keep))] = 1.0
         table[-1] = np.nan
     table.flags.writeable = False
-    if len(_CODING_TABLES) >= _CACHE_SIZE:
-        _CODING_TABLES.clear()
-    _CODING_TABLES[key] = table
+    if table.size <= _CACHED_TABLE_SIZE:  # a factor of many levels: not held (levels^2)
+        if len(_CODING_TABLES) >= _CACHE_SIZE:
+            _CODING_TABLES.clear()
+        _CODING_TABLES[key] = table
     return table
 
 
 #: Entries kept by each of the value-keyed caches below (cleared when full).
 _CACHE_SIZE = 256
 _CODING_TABLES: dict[tuple[FactorLevels, Coding], np.ndarray] = {}
+#: Entries of the largest coding table kept (32 kB): factors of up to ~60 levels.
+_CACHED_TABLE_SIZE = 4096
 
 
 def _model_matrix(
