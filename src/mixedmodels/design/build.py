@@ -349,7 +349,8 @@ def build_design(
             RankDeficiencyWarning,
             stacklevel=2,
         )
-    X = np.ascontiguousarray(X_full[:, list(kept)])
+    # Every column kept (the usual full-rank X): X_full itself, not a copy of it.
+    X = X_full if len(kept) == X_full.shape[1] else np.ascontiguousarray(X_full[:, list(kept)])
 
     re_terms: list[RandomEffectsTerm] = []
     random_plans: list[RandomPlan] = []
@@ -358,6 +359,7 @@ def build_design(
     for rt in parsed.random:
         plan = _plan(rt.lhs, factors)
         z_full = z_by_plan.get(plan)
+        fresh = z_full is None  # no other term holds this matrix yet
         if z_full is None:
             z_full = z_by_plan[plan] = _model_matrix(plan, frame, factors, state, fitting=True)
         grouping, refs = _fit_grouping(rt.grouping, frame)
@@ -371,7 +373,13 @@ def build_design(
                     group=grouping.name,
                     levels=grouping.levels,
                     refs=refs,
-                    z=np.ascontiguousarray(z_full[:, list(cols)]),
+                    # The whole matrix for a correlated term, no copy, unless another
+                    # term holds it already (each term owns its matrix).
+                    z=(
+                        z_full
+                        if fresh and len(cols) == z_full.shape[1]
+                        else np.ascontiguousarray(z_full[:, list(cols)])
+                    ),
                     column_names=tuple(plan.column_names[j] for j in cols),
                 )
             )
@@ -441,6 +449,9 @@ class _Frame:
         self._positions: dict[str, object] = {}  # column -> Index.get_loc, by require()
         self._series: dict[str, pd.Series] = {}
         self._floats: dict[str, np.ndarray] = {}
+        # Float columns whose sum is finite (so no NaN and no infinity: see _missing), read
+        # by incomplete_rows(): floats() need not look for infinities in them again.
+        self._finite: set[str] = set()
         self.codes: dict[str, np.ndarray] = {}  # level indices of factors found in fitting
         self._factorized: dict[str, tuple[np.ndarray, list[str]]] = {}  # see factor()
         # Levels and codes of grouping columns: (1 | a) + (1 | a:b) uses column a twice.
@@ -493,7 +504,7 @@ class _Frame:
         """
         # Column by column: selecting a sub-DataFrame copies it, which costs more than a
         # whole small-model fit's deviance evaluations.
-        na = {c: _missing(self.values(c)) for c in columns}
+        na = {c: _missing(self.values(c), c, self._finite) for c in columns}
         drop: np.ndarray | None = None
         for missing in na.values():
             if missing is not None:
@@ -532,6 +543,7 @@ class _Frame:
         sub._positions = self._positions  # a row subset keeps the columns' positions
         sub._series = self._series if same else {}
         sub._floats = {}
+        sub._finite = self._finite  # the rows kept of a finite column are finite
         sub._factorized = {}
         sub.codes = {}
         sub.grouping_levels = {}
@@ -568,7 +580,7 @@ class _Frame:
                 arr = np.array(values, dtype=np.float64)
             else:
                 arr = values.to_numpy(dtype=np.float64, na_value=np.nan)
-            if self.fitting and np.logical_or.reduce(np.isinf(arr)):
+            if self.fitting and column not in self._finite and np.logical_or.reduce(np.isinf(arr)):
                 count = int(np.isinf(arr).sum())
                 raise DataError(
                     f"column '{column}' has {count} infinite value(s); replace or drop those rows"
@@ -621,20 +633,36 @@ def _column_values(
 
 def _missing(
     series: pd.Series | np.ndarray | pd.api.extensions.ExtensionArray,
+    column: str | None = None,
+    finite: set[str] | None = None,
 ) -> np.ndarray | None:
-    """Missing-value mask of a column, or None when its dtype cannot hold missing values.
+    """Missing-value mask of a column, or None when it holds no missing value.
 
     ``Series.isna()`` builds a new Series (~15 us); NumPy integer and boolean columns
     cannot be missing, float columns are missing exactly where they are NaN, and an Arrow
     column knows how many nulls it holds (usually none: no mask to build or apply).
     ``series`` is a Series or the column's array (:func:`column_array`).
+
+    A float column whose smallest and largest values are finite holds neither NaN nor an
+    infinity (a NaN makes both NaN): two reductions instead of a NaN mask and its test,
+    and the column's name is added to ``finite`` (when given), as is an integer or
+    boolean column's, so that the infinity checks of the fitting data are not repeated.
     """
     values = column_array(series)
     dtype = values.dtype
     if isinstance(dtype, np.dtype):
         if dtype.kind in "biu":
+            if finite is not None and column is not None:
+                finite.add(column)  # as floats, integers and booleans are finite
             return None
         if dtype.kind == "f":
+            # NaN propagates through both reductions, which never warn (a sum would on
+            # overflow or on inf - inf).
+            low, high = np.minimum.reduce(values, axis=None), np.maximum.reduce(values, axis=None)
+            if math.isfinite(low) and math.isfinite(high):
+                if finite is not None and column is not None:
+                    finite.add(column)
+                return None
             return np.isnan(values)
         return np.asarray(pd.isna(values), dtype=bool)  # objects, datetimes
     if isinstance(dtype, pd.StringDtype) and dtype.storage == "pyarrow":
@@ -993,7 +1021,29 @@ def _check_numeric_inputs(
 # Model matrices
 # ---------------------------------------------------------------------------------------------
 def _plan(part: FixedPart, factors: dict[str, FactorLevels]) -> MatrixPlan:
-    """Choose each factor's coding per term (R's ``TermCode``) and name the columns."""
+    """Choose each factor's coding per term (R's ``TermCode``) and name the columns.
+
+    The plan is a pure function of the (immutable, cached) formula part and the levels of
+    its factors: it is kept for the next design of the same formula with the same levels
+    (a refit, a bootstrap, a power simulation), not made again. The part itself is held
+    by the entry, so that its ``id`` stays its own.
+    """
+    key = (id(part), tuple(factors.get(v.name) for v in part.variables))
+    found = _PLANS.get(key)
+    if found is not None and found[0] is part:
+        return found[1]
+    plan = _make_plan(part, factors)
+    if len(_PLANS) >= _CACHE_SIZE:
+        _PLANS.clear()
+    _PLANS[key] = (part, plan)
+    return plan
+
+
+_PLANS: dict[tuple, tuple[FixedPart, MatrixPlan]] = {}
+
+
+def _make_plan(part: FixedPart, factors: dict[str, FactorLevels]) -> MatrixPlan:
+    """:func:`_plan` without its cache."""
     keys = [frozenset(v.name for v in term) for term in part.terms]
     codings: list[list[Coding]] = []
     for j, term in enumerate(part.terms):
@@ -1070,8 +1120,12 @@ def _variable_block(
             expr, frame.numeric_inputs(expr, var.name), state, fitting=fitting
         )
         col = _full_column(values, n)
+        if fitting and isinstance(expr, Name) and expr.name in frame._finite:
+            fitting_check = False  # a bare column found finite by incomplete_rows()
+        else:
+            fitting_check = fitting
         if var.kind == "poly":
-            if fitting and not np.isfinite(col).all():
+            if fitting_check and not np.isfinite(col).all():
                 bad = int((~np.isfinite(col)).sum())
                 raise DataError(
                     f"the argument of {var.name} has {bad} non-finite value(s); "
@@ -1080,7 +1134,7 @@ def _variable_block(
             return poly_basis(
                 col, var.degree, raw=var.raw, key=var.name, state=state, fitting=fitting
             )
-        if fitting and not np.isfinite(col).all():
+        if fitting_check and not np.isfinite(col).all():
             bad = int((~np.isfinite(col)).sum())
             raise DataError(
                 f"{var.name} gives {bad} non-finite value(s) (division by zero or overflow?); "
@@ -1098,17 +1152,42 @@ def _variable_block(
                 f"column '{var.columns[0]}' has level(s) {list(bad)} that were not in the "
                 f"data the model was fitted to; known levels: {', '.join(levels.levels)}"
             )
-    # One row per level and a last row of NaN, picked by the codes (code -1, a missing
-    # value, picks the NaN row): one take instead of building indicators row by row.
+    return _coding_table(levels, coding).take(codes, axis=0)
+
+
+def _coding_table(levels: FactorLevels, coding: Coding) -> np.ndarray:
+    """The rows a factor's codes pick: one row per level, then a row of NaN.
+
+    Code -1 (a missing value) picks the NaN row: one ``take`` instead of building
+    indicators row by row. Treatment or full coding: rows of the identity (without the
+    reference's column); sum and Helmert contrasts: rows of R's ``contr.sum`` /
+    ``contr.helmert``. A pure function of the levels and the coding, so it is kept
+    (read-only) for the next design with the same levels.
+    """
+    key = (levels, coding)
+    table = _CODING_TABLES.get(key)
+    if table is not None:
+        return table
     if coding == "contrast" and levels.contrast != "treatment":
-        # Rows of the contrast matrix (R's model.matrix: contr.sum, contr.helmert).
         table = np.vstack([levels.contrast_matrix(), np.full((1, levels.nlevels - 1), np.nan)])
     else:
         keep = [i for i in range(levels.nlevels) if _keeps(levels, coding, i)]
         table = np.zeros((levels.nlevels + 1, len(keep)), dtype=np.float64)
         table[keep, range(len(keep))] = 1.0
         table[-1] = np.nan
-    return table.take(codes, axis=0)
+    table.flags.writeable = False
+    if table.size <= _CACHED_TABLE_SIZE:  # a factor of many levels: not held (levels^2)
+        if len(_CODING_TABLES) >= _CACHE_SIZE:
+            _CODING_TABLES.clear()
+        _CODING_TABLES[key] = table
+    return table
+
+
+#: Entries kept by each of the value-keyed caches below (cleared when full).
+_CACHE_SIZE = 256
+_CODING_TABLES: dict[tuple[FactorLevels, Coding], np.ndarray] = {}
+#: Entries of the largest coding table kept (32 kB): factors of up to ~60 levels.
+_CACHED_TABLE_SIZE = 4096
 
 
 def _model_matrix(

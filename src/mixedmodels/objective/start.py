@@ -93,11 +93,16 @@ def moment_theta(
     stats = []
     for k, XyZ, nl in level_sums:
         sums = XyZ[p] - beta @ XyZ[:p]
-        seen = nl > 0
         N = float(nl.sum())
         if N <= 0.0:  # a column of zeros: keep lme4's start
             continue
-        stats.append((k, float(np.sum(sums[seen] ** 2 / nl[seen])), int(seen.sum()), N))
+        # n_l = sum z^2 >= 0, so the levels seen are the nonzero ones; when all are (the
+        # usual case) the masks would copy the arrays as they are: the same sum.
+        nseen = int(np.count_nonzero(nl))
+        if nseen < nl.shape[0]:
+            seen = nl > 0
+            sums, nl = sums[seen], nl[seen]
+        stats.append((k, float(np.add.reduce(sums**2 / nl, axis=None)), nseen, N))
     components, resid = moment_components(stats, s2, n, own_level)
     for k, v, _ in components:
         value = math.sqrt(v / resid) if resid > 0 else math.nan
@@ -195,8 +200,11 @@ def _two_stage_template(system: BlockedSystem, beta: np.ndarray, s2: float) -> n
     """
     A, p = system.A, system.p
     ztz = A.z1tz1
-    ztr = A.xytz1[p] - np.tensordot(beta, A.xytz1[:p], axes=1)  # (l1, p1)
     p1 = ztz.shape[1]
+    # beta' [X'Z_l] for every level: np.tensordot's own product, (1, p) x (p, l1 p1), without
+    # its Python layers (the same dot, so the same bits).
+    xtz = A.xytz1[:p]
+    ztr = A.xytz1[p] - np.dot(beta.reshape(1, p), xtz.reshape(p, -1)).reshape(xtz.shape[1:])
     if p1 == 2:
         # The common case (intercept and slope) in closed form: np.linalg's det and inv
         # on stacks of 2 x 2 blocks are code touched only here, paid cold after a
@@ -254,8 +262,9 @@ def dense_moment_start(system: DenseSystem, step: float) -> tuple[np.ndarray, np
     ols = ols_from_cross_products(W[q:, q:], n)
     if ols is None:
         return structure.initial_theta(), steps
+    diagonal = W.diagonal()
     level_sums = [
-        (k, W[q:, s:e], W.diagonal()[s:e])
+        (k, W[q:, s:e], diagonal[s:e])
         for k, (term, (s, e)) in enumerate(zip(structure.terms, system.spans, strict=True))
         if term.ncols == 1
     ]

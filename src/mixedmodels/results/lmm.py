@@ -30,6 +30,10 @@ if TYPE_CHECKING:  # pragma: no cover
     from mixedmodels.optimize import OptSummary
 
 
+#: Theta entries up to which :attr:`LinearMixedModelResult.singular` reads Python floats.
+_FEW_THETA = 16
+
+
 class LinearMixedModelResult:
     """The fitted model. All attributes are computed from the optimum and never change.
 
@@ -278,6 +282,13 @@ class LinearMixedModelResult:
         # the structure's isSingular without building them again.
         k = self.structure.ntheta
         theta, lower = self.opt.final_theta[:k], self.opt.lower[:k]
+        if k <= _FEW_THETA:
+            # Python floats for the few entries of a small model (every fit asks this for
+            # its warning): the same test without four NumPy calls.
+            return any(
+                math.isfinite(b) and abs(t) < 1e-4
+                for t, b in zip(theta.tolist(), lower.tolist(), strict=True)
+            )
         return bool(np.any(np.isfinite(lower) & (np.abs(theta) < 1e-4)))
 
     @property
