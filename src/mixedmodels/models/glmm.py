@@ -47,7 +47,11 @@ from mixedmodels.optimize import OptimizerOptions, OptSummary, check_convergence
 from mixedmodels.optimize.bobyqa import minimize_bobyqa
 from mixedmodels.optimize.derivatives import central_derivatives, cross_differences
 from mixedmodels.optimize.finish import cholesky_or_none
-from mixedmodels.optimize.glmm_newton import gradient_differences, newton_minimize
+from mixedmodels.optimize.glmm_newton import (
+    gradient_differences,
+    minimize_scalar,
+    newton_minimize,
+)
 from mixedmodels.results.glmm_fit import GlmmFit
 
 #: Stage-2 tolerances: the deviance to ~1e-12 relative; the Newton step does the rest.
@@ -353,10 +357,11 @@ class GeneralizedLinearMixedModel:
                 options = _STAGE1_NEWTON
             try:
                 stage1 = None
-                if (
-                    self.nagq == 0
-                    and self.nobs >= _NEWTON_STAGE1_MIN_ROWS
-                    and ntheta >= _NEWTON_STAGE1_MIN_THETAS
+                if self.nagq == 0 and (
+                    ntheta == 1
+                    or (
+                        self.nobs >= _NEWTON_STAGE1_MIN_ROWS and ntheta >= _NEWTON_STAGE1_MIN_THETAS
+                    )
                 ):
                     stage1 = self._newton_stage1(theta0[:ntheta], lower_theta)
                 if stage1 is None:
@@ -474,17 +479,23 @@ class GeneralizedLinearMixedModel:
         f0, g0 = fg(theta0)
         if not np.isfinite(f0):
             return None
-        result = newton_minimize(
-            fg,
-            theta0,
-            lower,
-            step=_FORWARD_STEP,
-            forward=True,
-            max_step=_NEWTON_MAX_STEP,
-            tolerance=_NEWTON_TOLERANCE,
-            start=(f0, g0),
-            refresh_ratio=0.1,  # a Hessian over theta alone costs only t evaluations
-        )
+        if theta0.shape[0] == 1:
+            # One theta: cubic interpolation on values and slopes, no Hessian to difference.
+            result = minimize_scalar(
+                fg, float(theta0[0]), float(lower[0]), tolerance=_NEWTON_TOLERANCE, start=(f0, g0)
+            )
+        else:
+            result = newton_minimize(
+                fg,
+                theta0,
+                lower,
+                step=_FORWARD_STEP,
+                forward=True,
+                max_step=_NEWTON_MAX_STEP,
+                tolerance=_NEWTON_TOLERANCE,
+                start=(f0, g0),
+                refresh_ratio=0.1,  # a Hessian over theta alone costs only t evaluations
+            )
         if not result.converged:
             return None
         return OptSummary(

@@ -417,6 +417,22 @@ class PirlsRows(Protocol):
         """The row sums of the theta-gradient (:meth:`GradientPieces.theta_row_sums`)."""
         ...
 
+    def scalar_slope_level_sums(self, family: Any, coefficients: Coefficients) -> np.ndarray:
+        """Per level of the one scalar term: ``sum z^3 w'`` (the nAGQ = 0 slope's first pass)."""
+        ...
+
+    def scalar_slope_sums(
+        self,
+        family: Any,
+        coefficients: Coefficients,
+        lam: float,
+        u: np.ndarray,
+        y_modes: np.ndarray,
+        inv_m: np.ndarray,
+    ) -> np.ndarray:
+        """The nAGQ = 0 slope's row sums with one scalar term (its second pass)."""
+        ...
+
     def agq_level_sums(self, family: Any, coefficients: Coefficients, nlevels: int) -> np.ndarray:
         """Per level of the one scalar term, at the modes (canonical link): ``sum w z^2``,
         ``sum w' z^3``, ``sum z q``, then ``sum z w x_j`` and ``sum z^2 w' x_j`` for each
@@ -744,6 +760,59 @@ class MemoryRows:
         a = np.einsum("ik,ki->i", pi[refs], d_prime)
         return self.X.T @ a
 
+    def scalar_slope_level_sums(self, family: Any, coefficients: Coefficients) -> np.ndarray:
+        """Per level of the one scalar term, ``sum_{i in l} z_i^3 dw_i/deta_i`` (canonical
+        link) at ``coefficients``: how the level's ``M_l`` moves with its mode."""
+        refs, z, _ = self._term_rows[0]
+        _, mu = self._eta_mu(family, coefficients)
+        w_prime = _CANONICAL_W_PRIME[(family.name, family.link.name)](self.weights, mu)
+        if z is not None:
+            w_prime = w_prime * (z * z * z)
+        return np.bincount(refs, weights=w_prime, minlength=self.terms[0].nlevels)
+
+    def scalar_slope_sums(
+        self,
+        family: Any,
+        coefficients: Coefficients,
+        lam: float,
+        u: np.ndarray,
+        y_modes: np.ndarray,
+        inv_m: np.ndarray,
+    ) -> np.ndarray:
+        """The row sums of the nAGQ = 0 slope with one scalar term (canonical link), at
+        the joint modes ``coefficients`` (``b = lam u``), stacked: ``X'(2 q + r)`` (p),
+        ``q'(z (2 u - y_modes)[l]) + e'r`` (1), ``t`` (levels), ``X'W e`` (p); see
+        :meth:`PirlsDeviance._fast_gradient_one_scalar` for the symbols."""
+        refs, z, _ = self._term_rows[0]
+        family_key = (family.name, family.link.name)
+        prior = self.weights
+        eta, mu = self._eta_mu(family, coefficients)
+        _, w = _working_weights(family)(eta, mu, prior)
+        w_prime = _CANONICAL_W_PRIME[family_key](prior, mu)
+        q = -prior * (self.y - mu)  # (d dev / d eta) / 2
+        a2 = lam * lam if z is None else lam * lam * (z * z)
+        # r = s - w a y_l with s = a^2 w' / M_l
+        r = a2 * w_prime * inv_m.take(refs) - (w * lam if z is None else w * lam * z) * (
+            y_modes.take(refs)
+        )
+        e = u.take(refs)
+        qz = q
+        if z is not None:
+            e *= z
+            qz = q * z
+        we = w * e
+        X = self.X
+        out = np.empty(2 * self.p + 1 + u.shape[0])
+        p = self.p
+        out[:p] = X.T @ (2.0 * q + r)
+        out[p] = float(qz @ (2.0 * u - y_modes).take(refs)) + float(e @ r)
+        out[p + 1 : -p if p else None] = np.bincount(
+            refs, weights=qz + lam * (we if z is None else we * z), minlength=u.shape[0]
+        )
+        if p:
+            out[-p:] = X.T @ we
+        return out
+
     def integral_binomial_weights(self) -> bool:
         w = self.weights if self.trials is None else self.weights / np.maximum(self.trials, 1.0)
         return not bool(np.any(w != np.round(w)))
@@ -871,6 +940,16 @@ def _chunk_agq_node_sums(rows: MemoryRows, family: Any, beta, b_nodes):
 
 def _chunk_agq_x_sums(rows: MemoryRows, family: Any, beta, b_nodes, pi):
     return rows.agq_x_sums(family, beta, b_nodes, pi)
+
+
+def _chunk_scalar_slope_level_sums(rows: MemoryRows, family: Any, coefficients: Coefficients):
+    return rows.scalar_slope_level_sums(family, coefficients)
+
+
+def _chunk_scalar_slope_sums(
+    rows: MemoryRows, family: Any, coefficients: Coefficients, lam, u, y_modes, inv_m
+):
+    return rows.scalar_slope_sums(family, coefficients, lam, u, y_modes, inv_m)
 
 
 def _add_pairs(a: tuple, b: tuple) -> tuple:
@@ -1004,6 +1083,21 @@ class ChunkedRows:
     ) -> np.ndarray:
         return self._reduce(_chunk_agq_x_sums, (family, beta, b_nodes, pi), _add)
 
+    def scalar_slope_level_sums(self, family: Any, coefficients: Coefficients) -> np.ndarray:
+        return self._reduce(_chunk_scalar_slope_level_sums, (family, coefficients), _add)
+
+    def scalar_slope_sums(
+        self,
+        family: Any,
+        coefficients: Coefficients,
+        lam: float,
+        u: np.ndarray,
+        y_modes: np.ndarray,
+        inv_m: np.ndarray,
+    ) -> np.ndarray:
+        args = (family, coefficients, lam, u, y_modes, inv_m)
+        return self._reduce(_chunk_scalar_slope_sums, args, _add)
+
     def integral_binomial_weights(self) -> bool:
         return bool(self._reduce(_chunk_integral, (), _both))
 
@@ -1045,6 +1139,12 @@ class PirlsState:
         :meth:`GradientPieces.from_scalar_terms` at the modes when PIRLS formed them dense
         (``C``, ``S`` None for one term; ``solve_S`` a solver with PIRLS' factor of ``S``);
         else None.
+    rxtrx
+        ``R_X'R_X`` at the modes, when PIRLS estimated beta on a fast path; else None.
+    level_x
+        With one scalar term and beta estimated inside PIRLS, ``C``: the ``(p, levels)``
+        sums ``lambda sum_{i in l} w_i z_i x_i`` at the modes (``Lambda'Z'WX``
+        transposed); else None.
     """
 
     u: np.ndarray
@@ -1060,6 +1160,7 @@ class PirlsState:
     level_weights: np.ndarray | None = None
     scalar_blocks: tuple[Any, ...] | None = None
     rxtrx: np.ndarray | None = None
+    level_x: np.ndarray | None = None
 
     @property
     def blocks(self) -> CrossProducts:
@@ -1672,9 +1773,8 @@ class PirlsDeviance:
         # One scalar term with the rows in memory: a PIRLS step is a Newton step per level
         # (and a p x p solve for beta inside), with no blocked system (_pirls_one_scalar).
         self._x_level_index: np.ndarray | None = None
-        self._one_scalar = (
-            isinstance(rows, MemoryRows) and len(self.terms) == 1 and self.terms[0].ncols == 1
-        )
+        self._one_term_scalar = len(self.terms) == 1 and self.terms[0].ncols == 1
+        self._one_scalar = isinstance(rows, MemoryRows) and self._one_term_scalar
         # One vector-valued term (e.g. (urban | district)): PIRLS by small per-level
         # systems (_pirls_one_term).
         self._one_vector = (
@@ -1830,6 +1930,8 @@ class PirlsDeviance:
             self._beta0 = beta_cur
         self._predictors[with_x].add(where, np.concatenate([u, beta_cur]) if with_x else u)
         deviance = float(pdev - u @ u)
+        p = self.p
+        RX = factor.LXX[:p, :p]  # R_X' (beta inside: the system with X)
         return PirlsState(
             u=u,
             beta=beta_cur,
@@ -1841,6 +1943,7 @@ class PirlsDeviance:
             aic_terms=self._minus_twice_loglik(current.coefficients, deviance),
             deviance=deviance,
             iterations=iterations,
+            rxtrx=RX @ RX.T if with_x else None,
         )
 
     def _pirls_one_scalar(
@@ -1918,7 +2021,7 @@ class PirlsDeviance:
         if not np.isfinite(pdev):  # a start far off (e.g. a warm start from a wild point)
             u = np.zeros(nlevels)
             fixed, eta, mu, pdev = at(u, beta_cur)
-        RXtRX = None  # with beta inside only
+        RXtRX = C = None  # with beta inside only
         tolerance = self.mode_tolerance
         iterations = 0
         dbeta = None  # beta estimated inside PIRLS (with_x) only
@@ -1992,6 +2095,7 @@ class PirlsDeviance:
             level_weights=level_weights,
             scalar_blocks=(M, None, None),
             rxtrx=RXtRX,
+            level_x=C,
         )
 
     def _pirls_one_term(
@@ -2536,10 +2640,11 @@ class PirlsDeviance:
 
     def has_fast_gradient(self) -> bool:
         """Whether :meth:`fast_gradient` applies: :meth:`has_theta_gradient` with the rows
-        in memory and a PIRLS fast path (which gives ``R_X'R_X``)."""
+        in memory and a PIRLS fast path (which gives ``R_X'R_X``), or one scalar term (rows
+        in memory or in chunks: :meth:`_fast_gradient_one_scalar`)."""
         return (
-            isinstance(self.rows, MemoryRows)
-            and (self._one_scalar or self._scalar_terms is not None)
+            (isinstance(self.rows, MemoryRows) or self._one_term_scalar)
+            and (self._one_term_scalar or self._scalar_terms is not None)
             and self.has_theta_gradient()
         )
 
@@ -2564,6 +2669,8 @@ class PirlsDeviance:
         theta = np.asarray(theta, dtype=np.float64)
         joint = self.pirls(theta, None)
         rxtrx = joint.rxtrx
+        if self._one_term_scalar and rxtrx is not None:
+            return joint.laplace, self._fast_gradient_one_scalar(theta, joint)
         if rxtrx is None:
             raise ValueError("fast_gradient needs a PIRLS fast path (has_fast_gradient)")
         beta = joint.beta
@@ -2604,6 +2711,47 @@ class PirlsDeviance:
                 zv += part if z_m is None else part * z_m
             dbeta[:, k] = -_solve_spd(rxtrx, X.T @ (we - w * zv))
         return value, grad_theta + grad_beta @ dbeta
+
+    def _fast_gradient_one_scalar(self, theta: np.ndarray, joint: PirlsState) -> np.ndarray:
+        """:meth:`fast_gradient` for one scalar term, from the joint modes' own state (no
+        second PIRLS run at fixed beta: its modes are these); rows in memory or in chunks
+        (two passes).
+
+        Notes
+        -----
+        ``M`` is diagonal, ``M_l = lambda^2 sum_{i in l} w_i z_i^2 + 1``; with ``a_i =
+        lambda z_i``, ``s_i = a_i^2 w'_i / M_l(i)``, ``y_l = (sum_{i in l} s_i a_i) / M_l``
+        (pass 1: ``lambda^3 sum z^3 w' / M_l^2``) and ``r_i = s_i - w_i a_i y_l(i)``, the
+        partial derivatives of :meth:`_laplace_gradient_one_scalar` are
+
+            dD/dbeta   = X'(2 q + r),
+            dD/dlambda = q'(z (2 u - y)[l]) + (z u[l])'r + 2 sum_l (1 - 1/M_l) / lambda.
+
+        The joint modes move by (implicit function theorem on ``[Lambda Z'q + u; X'q] =
+        0``, as :meth:`fast_gradient`) ``dbeta~/dlambda = -(R_X'R_X)^{-1} (X'W e - C (t /
+        M))`` with ``e_i = z_i u_l(i)``, ``t_l = sum_{i in l} z_i (q_i + lambda w_i e_i)``
+        and ``C = Lambda'Z'WX`` transposed (``(p, levels)``); then ``dD_0/dlambda =
+        dD/dlambda + (dD/dbeta)' dbeta~/dlambda``.
+        """
+        rows, family, p = self.rows, self.family, self.p
+        lam = float(theta[0])
+        M = lam * lam * joint.term1_weights + 1.0
+        inv_m = 1.0 / M
+        C = joint.level_x
+        if C is None:  # the blocked system's (chunks): X'WZ at the modes
+            C = lam * joint.blocks.xytz1[:p, :, 0]
+        coefficients = joint.coefficients
+        w3 = rows.scalar_slope_level_sums(family, coefficients)
+        y_modes = (lam * lam * lam) * w3 * (inv_m * inv_m)
+        sums = rows.scalar_slope_sums(family, coefficients, lam, joint.u, y_modes, inv_m)
+        nlevels = M.shape[0]
+        grad_beta = sums[:p]
+        g_lam = float(sums[p])
+        if lam != 0.0:  # 0 at the bound, where the deviance is even in lambda
+            g_lam += 2.0 * float((1.0 - inv_m).sum()) / lam
+        t = sums[p + 1 : p + 1 + nlevels]
+        dbeta = _solve_spd(joint.rxtrx, C @ (t * inv_m) - sums[p + 1 + nlevels :])
+        return np.array([g_lam + float(grad_beta @ dbeta)])
 
     def has_agq_gradient(self) -> bool:
         """Whether :meth:`agq_gradient` applies: adaptive Gauss-Hermite quadrature (one
