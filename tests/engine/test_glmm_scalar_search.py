@@ -113,3 +113,54 @@ def test_nagq0_fit_with_one_theta_takes_few_evaluations():
     fit = GeneralizedLinearMixedModel(design, make_family("binomial"), nagq=0).fit()
     assert fit.converged
     assert fit.optimizer["evaluations"]["stage1"] <= 8  # BOBYQA: 15
+
+
+@pytest.mark.parametrize(
+    ("data", "formula", "family_name", "theta"),
+    [
+        ("cbpp.csv", CBPP, "binomial", 0.64),
+        ("Contraception.csv", "use ~ age + urban + (0 + age | district)", "binomial", 0.05),
+        ("grouseticks.csv", "TICKS ~ factor(YEAR) + cHEIGHT + (1 | LOCATION)", "poisson", 0.8),
+    ],
+)
+def test_closed_form_beta_hessian_equals_differences_of_the_gradient(
+    data, formula, family_name, theta
+):
+    frame = pd.read_csv(DATA / data)
+    design = build_design(formula, frame, binomial_response=family_name == "binomial")
+    model = GeneralizedLinearMixedModel(design, make_family(family_name))
+    dev = model.deviance
+    th = np.array([theta])
+    beta = dev.pirls(th, None).beta + 0.05  # away from the optimum
+    H = dev.laplace_beta_hessian(th, beta)
+    p = beta.size
+    fd = np.empty((p, p))
+    for j in range(p):
+        h = 1e-5 * max(1.0, abs(beta[j]))
+        e = np.zeros(p)
+        e[j] = h
+        fd[:, j] = (
+            dev.laplace_gradient(th, beta + e)[1][1:] - dev.laplace_gradient(th, beta - e)[1][1:]
+        ) / (2 * h)
+    np.testing.assert_allclose(H, fd, rtol=0, atol=1e-7 * np.max(np.abs(fd)))
+
+
+def test_laplace_fit_with_one_theta_takes_few_evaluations():
+    data = pd.read_csv(DATA / "cbpp.csv")
+    design = build_design(CBPP, data, binomial_response=True)
+    fit = GeneralizedLinearMixedModel(design, make_family("binomial")).fit()
+    assert fit.converged
+    evaluations = fit.optimizer["evaluations"]
+    assert evaluations["stage1"] + evaluations["stage2"] <= 12  # 4 + 13 before
+
+
+def test_pirls_returns_the_kept_state_for_a_point_asked_again():
+    data = pd.read_csv(DATA / "cbpp.csv")
+    design = build_design(CBPP, data, binomial_response=True)
+    dev = GeneralizedLinearMixedModel(design, make_family("binomial")).deviance
+    beta = dev.pirls(np.array([0.6]), None).beta
+    first = dev.pirls(np.array([0.6]), beta)
+    dev.pirls(np.array([0.7]), beta)
+    assert dev.pirls(np.array([0.6]), beta) is first  # two states are kept
+    dev.mode_tolerance = 1e-6  # another stopping rule: another run
+    assert dev.pirls(np.array([0.6]), beta) is not first

@@ -65,6 +65,8 @@ _STAGE1_MODE_TOLERANCE = 1e-6
 #: ... and looser still when Newton steps on the analytic gradient follow: they converge
 #: from farther in fewer evaluations than BOBYQA's last stage-1 steps cost.
 _STAGE1_NEWTON = OptimizerOptions(ftol_rel=1e-2, ftol_abs=1.0, xtol_abs=5e-2, initial_step=0.5)
+#: ... and with one theta, the Newton decrement at which the slope search stops.
+_STAGE1_SCALAR_TOLERANCE = 1e-4
 _STAGE1_FINAL = OptimizerOptions(ftol_rel=1e-12, ftol_abs=1e-10, xtol_abs=1e-8, initial_step=0.5)
 
 
@@ -364,6 +366,12 @@ class GeneralizedLinearMixedModel:
                     )
                 ):
                     stage1 = self._newton_stage1(theta0[:ntheta], lower_theta)
+                elif newton and ntheta == 1:
+                    # Stage 2's start: the closer, the fewer of its Newton steps (each a
+                    # PIRLS run and a Hessian column) it takes.
+                    stage1 = self._newton_stage1(
+                        theta0[:ntheta], lower_theta, tolerance=_STAGE1_SCALAR_TOLERANCE
+                    )
                 if stage1 is None:
                     stage1 = minimize_bobyqa(
                         _Remembered(dev.fast), theta0[:ntheta], lower_theta, options
@@ -461,10 +469,13 @@ class GeneralizedLinearMixedModel:
         self._set_dispersion(float(np.clip(start, 1e-2, 1e3)))
         evaluations["dispersion_start"] = 1
 
-    def _newton_stage1(self, theta0: np.ndarray, lower: np.ndarray) -> OptSummary | None:
+    def _newton_stage1(
+        self, theta0: np.ndarray, lower: np.ndarray, tolerance: float = _NEWTON_TOLERANCE
+    ) -> OptSummary | None:
         """The nAGQ = 0 optimum over theta by Newton steps on its analytic gradient
         (:meth:`PirlsDeviance.fast_gradient`), Hessians by forward differences of it; None
-        where that gradient does not apply or Newton did not converge (BOBYQA then)."""
+        where that gradient does not apply or Newton did not converge (BOBYQA then).
+        ``tolerance``: on the Newton decrement (looser when stage 2 follows)."""
         dev = self.deviance
         if self.estimates_dispersion or not dev.has_fast_gradient():
             return None
@@ -476,13 +487,25 @@ class GeneralizedLinearMixedModel:
             except (ConvergenceError, np.linalg.LinAlgError, FloatingPointError):
                 return np.inf, np.full(theta.shape[0], np.nan)
 
-        f0, g0 = fg(theta0)
+        def scalar_fg(theta: np.ndarray) -> tuple[float, np.ndarray]:
+            # The value as every stage-1 criterion gives it (dev.fast); the slope from the
+            # same PIRLS state (PirlsDeviance.pirls keeps it), not a second run.
+            value = dev.fast(theta)
+            if not np.isfinite(value):
+                return np.inf, np.full(1, np.nan)
+            try:
+                return value, dev.fast_gradient(theta)[1]
+            except (ConvergenceError, np.linalg.LinAlgError, FloatingPointError):
+                return np.inf, np.full(1, np.nan)
+
+        one = theta0.shape[0] == 1
+        f0, g0 = (scalar_fg if one else fg)(theta0)
         if not np.isfinite(f0):
             return None
-        if theta0.shape[0] == 1:
+        if one:
             # One theta: cubic interpolation on values and slopes, no Hessian to difference.
             result = minimize_scalar(
-                fg, float(theta0[0]), float(lower[0]), tolerance=_NEWTON_TOLERANCE, start=(f0, g0)
+                scalar_fg, float(theta0[0]), float(lower[0]), tolerance=tolerance, start=(f0, g0)
             )
         else:
             result = newton_minimize(
@@ -541,10 +564,19 @@ class GeneralizedLinearMixedModel:
         """
         fg = _value_gradient(transform)
         nt = transform.ntheta
+        refresh_ratio = 1.0
         f0, g0 = fg(x0)
         used = 1
         start_hessian = None
-        if np.isfinite(f0):
+        hessian = self._closed_form_hessian(transform, fg)
+        if hessian is not None:
+            refresh_ratio = 0.1  # a Hessian costs only its theta columns
+            if np.isfinite(f0):
+                H0, n = hessian(x0, g0)
+                used += n
+                if H0 is not None and cholesky_or_none(H0) is not None:
+                    start_hessian = H0
+        elif np.isfinite(f0):
             cols, n = gradient_differences(fg, x0, _FORWARD_STEP, np.arange(nt), g0)
             used += n
             if cols is not None:
@@ -564,6 +596,8 @@ class GeneralizedLinearMixedModel:
             tolerance=_NEWTON_TOLERANCE,
             initial_hessian=start_hessian,
             start=(f0, g0),
+            hessian=hessian,
+            refresh_ratio=refresh_ratio,
         )
         used += result.evaluations
         if not result.converged or result.hessian is None:
@@ -590,6 +624,35 @@ class GeneralizedLinearMixedModel:
             blocks=self._parameter_blocks(),
         )
         return summary, result.hessian
+
+    def _closed_form_hessian(self, transform: _Whitened, fg):
+        """``(x, g) -> (H, evaluations)`` over ``[theta, z]`` with the beta block in closed
+        form (:meth:`PirlsDeviance.laplace_beta_hessian`: one scalar term, Laplace) and the
+        theta columns by forward differences of the gradient; None where the closed form
+        does not apply."""
+        dev = transform.dev
+        if self.nagq != 1 or not dev._one_term_scalar or not dev.has_theta_gradient():
+            return None
+        nt, L = transform.ntheta, transform.L
+        columns = np.arange(nt)
+
+        def hessian(x: np.ndarray, g: np.ndarray) -> tuple[np.ndarray | None, int]:
+            params = transform.params(np.asarray(x, dtype=np.float64))
+            try:
+                H_beta = dev.laplace_beta_hessian(params[:nt], params[nt:])
+            except (ConvergenceError, np.linalg.LinAlgError, FloatingPointError):
+                return None, 0
+            cols, used = gradient_differences(fg, x, _FORWARD_STEP, columns, g)
+            if cols is None or not np.all(np.isfinite(H_beta)):
+                return None, used
+            H = np.empty((x.shape[0], x.shape[0]))
+            H[:, :nt] = cols
+            H[:nt, :] = cols.T
+            H[:nt, :nt] = 0.5 * (cols[:nt] + cols[:nt].T)
+            H[nt:, nt:] = L.T @ H_beta @ L
+            return H, used
+
+        return hessian
 
     def _parameter_names(self) -> list[str]:
         return [*self.structure.theta_labels(), *self.design.x_names]

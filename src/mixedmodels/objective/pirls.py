@@ -172,6 +172,12 @@ _CANONICAL_W_PRIME: dict[tuple[str, str], Callable[[np.ndarray, np.ndarray], np.
     ("binomial", "logit"): lambda a, mu: a * mu * (1.0 - mu) * (1.0 - 2.0 * mu),
     ("poisson", "log"): lambda a, mu: a * mu,
 }
+#: ``d^2 w / d eta^2`` of the working weights for canonical links, ``(prior, mu) -> array``
+#: (logit: ``a V (1 - 6 V)``, ``V = mu (1 - mu)``; log: ``a mu``).
+_CANONICAL_W_SECOND: dict[tuple[str, str], Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
+    ("binomial", "logit"): lambda a, mu: a * (mu * (1.0 - mu)) * (1.0 - 6.0 * mu * (1.0 - mu)),
+    ("poisson", "log"): lambda a, mu: a * mu,
+}
 #: Several scalar terms take the dense path of :meth:`PirlsDeviance._pirls_scalar_terms`
 #: up to this many rest-block columns (its Schur complement is factored dense).
 _SCALAR_REST_MAX = 1000
@@ -433,6 +439,24 @@ class PirlsRows(Protocol):
         """The nAGQ = 0 slope's row sums with one scalar term (its second pass)."""
         ...
 
+    def scalar_hessian_level_sums(
+        self, family: Any, coefficients: Coefficients, lam: float
+    ) -> np.ndarray:
+        """The closed-form beta-Hessian's first pass (one scalar term)."""
+        ...
+
+    def scalar_hessian_sums(
+        self,
+        family: Any,
+        coefficients: Coefficients,
+        lam: float,
+        CM: np.ndarray,
+        w3M2: np.ndarray,
+        inv_m: np.ndarray,
+    ) -> np.ndarray:
+        """The closed-form beta-Hessian's second pass (one scalar term)."""
+        ...
+
     def agq_level_sums(self, family: Any, coefficients: Coefficients, nlevels: int) -> np.ndarray:
         """Per level of the one scalar term, at the modes (canonical link): ``sum w z^2``,
         ``sum w' z^3``, ``sum z q``, then ``sum z w x_j`` and ``sum z^2 w' x_j`` for each
@@ -522,6 +546,7 @@ class MemoryRows:
         self._deviance_function: tuple[object, Callable[[np.ndarray], float]] | None = None
         self._fixed: tuple[np.ndarray, np.ndarray] | None = None
         self._last: RowsPass | None = None
+        self._x_levels: np.ndarray | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         # The workspace (plans, closures, recent passes) is rebuilt where the rows land.
@@ -813,6 +838,63 @@ class MemoryRows:
             out[-p:] = X.T @ we
         return out
 
+    def _level_index(self) -> np.ndarray:
+        """Bins ``j * levels + refs`` of the one scalar term for ``(p, n)`` arrays."""
+        index = self._x_levels
+        if index is None:
+            refs = self._term_rows[0][0]
+            nlevels = self.terms[0].nlevels
+            index = self._x_levels = (np.arange(self.p)[:, None] * nlevels + refs[None, :]).ravel()
+        return index
+
+    def scalar_hessian_level_sums(
+        self, family: Any, coefficients: Coefficients, lam: float
+    ) -> np.ndarray:
+        """The first pass of :meth:`PirlsDeviance.laplace_beta_hessian`, stacked: ``C_l =
+        sum_{i in l} a_i w_i x_i`` (levels x p), ``sum_{i in l} a_i^3 w'_i`` (levels) and
+        ``X'WX`` (p x p), ``a_i = lam z_i``."""
+        refs, z, _ = self._term_rows[0]
+        nlevels, p = self.terms[0].nlevels, self.p
+        eta, mu = self._eta_mu(family, coefficients)
+        _, w = _working_weights(family)(eta, mu, self.weights)
+        w1 = _CANONICAL_W_PRIME[(family.name, family.link.name)](self.weights, mu)
+        a = lam if z is None else lam * z
+        X = self.X
+        aw = a * w
+        C = np.bincount(
+            self._level_index(), weights=(X.T * aw).ravel(), minlength=p * nlevels
+        ).reshape(p, nlevels)
+        w3 = np.bincount(refs, weights=(a * a * a) * w1, minlength=nlevels)
+        xwx = (X.T * w) @ X
+        return np.concatenate([C.T.ravel(), w3, xwx.ravel()])
+
+    def scalar_hessian_sums(
+        self,
+        family: Any,
+        coefficients: Coefficients,
+        lam: float,
+        CM: np.ndarray,
+        w3M2: np.ndarray,
+        inv_m: np.ndarray,
+    ) -> np.ndarray:
+        """The second pass of :meth:`PirlsDeviance.laplace_beta_hessian`, stacked: ``sum
+        c_i G_i G_i'`` (p x p) and ``A_l = sum_{i in l} a_i^2 w'_i G_i`` (levels x p), given
+        ``C_l / M_l`` (``CM``), ``w3_l / M_l^2`` and ``1 / M_l``."""
+        refs, z, _ = self._term_rows[0]
+        nlevels, p = self.terms[0].nlevels, self.p
+        key = (family.name, family.link.name)
+        _, mu = self._eta_mu(family, coefficients)
+        w1 = _CANONICAL_W_PRIME[key](self.weights, mu)
+        w2 = _CANONICAL_W_SECOND[key](self.weights, mu)
+        a = np.full(self.nobs, lam) if z is None else lam * z
+        Gt = self.X.T - a * CM.T[:, refs]  # (p, n): d eta_i / d beta
+        a2 = a * a
+        c = (a2 * w2) * inv_m.take(refs) - (a * w1) * w3M2.take(refs)
+        A = np.bincount(
+            self._level_index(), weights=(Gt * (a2 * w1)).ravel(), minlength=p * nlevels
+        ).reshape(p, nlevels)
+        return np.concatenate([((Gt * c) @ Gt.T).ravel(), A.T.ravel()])
+
     def integral_binomial_weights(self) -> bool:
         w = self.weights if self.trials is None else self.weights / np.maximum(self.trials, 1.0)
         return not bool(np.any(w != np.round(w)))
@@ -950,6 +1032,14 @@ def _chunk_scalar_slope_sums(
     rows: MemoryRows, family: Any, coefficients: Coefficients, lam, u, y_modes, inv_m
 ):
     return rows.scalar_slope_sums(family, coefficients, lam, u, y_modes, inv_m)
+
+
+def _chunk_scalar_hessian_level_sums(rows: MemoryRows, family: Any, coefficients, lam):
+    return rows.scalar_hessian_level_sums(family, coefficients, lam)
+
+
+def _chunk_scalar_hessian_sums(rows: MemoryRows, family: Any, coefficients, lam, CM, w3M2, inv_m):
+    return rows.scalar_hessian_sums(family, coefficients, lam, CM, w3M2, inv_m)
 
 
 def _add_pairs(a: tuple, b: tuple) -> tuple:
@@ -1097,6 +1187,24 @@ class ChunkedRows:
     ) -> np.ndarray:
         args = (family, coefficients, lam, u, y_modes, inv_m)
         return self._reduce(_chunk_scalar_slope_sums, args, _add)
+
+    def scalar_hessian_level_sums(
+        self, family: Any, coefficients: Coefficients, lam: float
+    ) -> np.ndarray:
+        args = (family, coefficients, lam)
+        return self._reduce(_chunk_scalar_hessian_level_sums, args, _add)
+
+    def scalar_hessian_sums(
+        self,
+        family: Any,
+        coefficients: Coefficients,
+        lam: float,
+        CM: np.ndarray,
+        w3M2: np.ndarray,
+        inv_m: np.ndarray,
+    ) -> np.ndarray:
+        args = (family, coefficients, lam, CM, w3M2, inv_m)
+        return self._reduce(_chunk_scalar_hessian_sums, args, _add)
 
     def integral_binomial_weights(self) -> bool:
         return bool(self._reduce(_chunk_integral, (), _both))
@@ -1773,6 +1881,7 @@ class PirlsDeviance:
         # One scalar term with the rows in memory: a PIRLS step is a Newton step per level
         # (and a p x p solve for beta inside), with no blocked system (_pirls_one_scalar).
         self._x_level_index: np.ndarray | None = None
+        self._recent: list[tuple[Any, tuple[Any, ...], PirlsState]] = []
         self._one_term_scalar = len(self.terms) == 1 and self.terms[0].ncols == 1
         self._one_scalar = isinstance(rows, MemoryRows) and self._one_term_scalar
         # One vector-valued term (e.g. (urban | district)): PIRLS by small per-level
@@ -1862,7 +1971,36 @@ class PirlsDeviance:
         self, theta: np.ndarray, beta: np.ndarray | None, u0: np.ndarray | None = None
     ) -> PirlsState:
         """Run PIRLS at ``theta``: for the modes at fixed ``beta``, or (``beta=None``) for the
-        modes and beta together (nAGQ = 0). Each iteration is one pass over the rows."""
+        modes and beta together (nAGQ = 0). Each iteration is one pass over the rows.
+
+        The states of the last two runs without a start ``u0`` are kept: the same point
+        asked again (the Newton stage's Hessian at its last point, the result at the
+        optimum) gets the same state back, which a run from those modes would reproduce
+        (its first step is below the stopping rule) at the cost of a pass and a step.
+        """
+        if u0 is not None:
+            return self._pirls_run(theta, beta, u0)
+        theta = np.asarray(theta, dtype=np.float64)
+        family = self.family
+        key = (
+            self.mode_tolerance,
+            theta.tobytes(),
+            None if beta is None else np.asarray(beta, dtype=np.float64).tobytes(),
+        )
+        recent = self._recent
+        for seen_family, seen, state in recent:
+            # The family by identity (the negative binomial's changes with its theta).
+            if seen_family is family and seen == key:
+                return state
+        state = self._pirls_run(theta, beta, None)
+        recent.insert(0, (family, key, state))
+        del recent[2:]
+        return state
+
+    def _pirls_run(
+        self, theta: np.ndarray, beta: np.ndarray | None, u0: np.ndarray | None
+    ) -> PirlsState:
+        """:meth:`pirls` itself."""
         # The fast paths' inverse links may overflow exp (a mean of 0 or 1, then bounded,
         # as the links do): one error-state context per run, not one per pass. A start
         # predicted far off may also give an infinite mean and 0 * inf in the deviance
@@ -2617,6 +2755,49 @@ class PirlsDeviance:
             g_lam += 2.0 * float((1.0 - inv_m).sum()) / lam
         grad[0] = g_lam
         return state.laplace, grad
+
+    def laplace_beta_hessian(self, theta: np.ndarray, beta: np.ndarray) -> np.ndarray:
+        """The Hessian of the Laplace deviance over beta at fixed theta, in closed form
+        (one scalar term, a canonical link: :meth:`has_theta_gradient`; rows in memory or in
+        chunks, two passes).
+
+        Notes
+        -----
+        With ``a_i = lambda z_i``, ``M_l = sum_{i in l} a_i^2 w_i + 1`` and ``C_l = sum_{i in
+        l} a_i w_i x_i``, the modes move by ``du_l/dbeta = -C_l / M_l``, so the linear
+        predictor by ``G_i = x_i - a_i C_l(i) / M_l(i)``. The penalised deviance contributes
+        ``2 sum w_i x_i G_i' = 2 R_X'R_X`` (envelope theorem). ``log M_l`` has gradient
+        ``A_l / M_l``, ``A_l = sum a_i^2 w'_i G_i``; differentiating again, with the modes'
+        second derivative ``d^2u_l/dbeta^2 = -B_l / M_l``, ``B_l = sum a_i w'_i G_i G_i'``
+        (the mode equation ``sum a_i q_i + u_l = 0`` twice),
+
+            d^2 log M_l = sum_{i in l} c_i G_i G_i' - A_l A_l' / M_l^2,
+            c_i = a_i^2 w''_i / M_l - a_i w'_i (sum_{j in l} a_j^3 w'_j) / M_l^2,
+
+        ``w'``, ``w''`` the derivatives of the working weights in ``eta``. Exact where
+        forward differences of the gradient carry ``O(h)`` truncation, and no evaluation:
+        the Newton stage's Hessians then cost only their theta column.
+        """
+        theta = np.asarray(theta, dtype=np.float64)
+        state = self.pirls(theta, beta)
+        rows, family, p = self.rows, self.family, self.p
+        lam = float(theta[0])
+        M = lam * lam * state.term1_weights + 1.0
+        nlevels = M.shape[0]
+        inv_m = 1.0 / M
+        coefficients = state.coefficients
+        first = rows.scalar_hessian_level_sums(family, coefficients, lam)
+        C = first[: p * nlevels].reshape(nlevels, p)
+        w3 = first[p * nlevels : (p + 1) * nlevels]
+        xwx = first[(p + 1) * nlevels :].reshape(p, p)
+        second = rows.scalar_hessian_sums(
+            family, coefficients, lam, C * inv_m[:, None], w3 * inv_m * inv_m, inv_m
+        )
+        GcG = second[: p * p].reshape(p, p)
+        A = second[p * p :].reshape(nlevels, p)
+        rxtrx = xwx - (C * inv_m[:, None]).T @ C
+        H = 2.0 * rxtrx + GcG - (A * (inv_m * inv_m)[:, None]).T @ A
+        return 0.5 * (H + H.T)
 
     def _laplace_gradient(
         self, theta: np.ndarray, beta: np.ndarray

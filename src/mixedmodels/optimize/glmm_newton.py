@@ -157,6 +157,7 @@ def newton_minimize(
     refresh_ratio: float = 1.0,
     max_iterations: int = 40,
     max_halvings: int = 30,
+    hessian: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray | None, int]] | None = None,
 ) -> NewtonResult:
     """Minimise ``f`` from ``x0`` subject to ``x >= lower`` by Newton steps on an analytic
     gradient.
@@ -189,6 +190,10 @@ def newton_minimize(
     forward
         Form Hessians by forward differences of the gradient (``step`` should then be
         small, ~1e-5) rather than central ones.
+    hessian
+        ``(x, g(x)) -> (H or None, evaluations)``: forms the Hessian at ``x`` (the last
+        point evaluated) in place of differences of the gradient (e.g. partly in closed
+        form).
 
     Returns
     -------
@@ -197,6 +202,12 @@ def newton_minimize(
     x = np.asarray(x0, dtype=np.float64).copy()
     lower = np.asarray(lower, dtype=np.float64)
     used = 0
+
+    def differences(x: np.ndarray, g: np.ndarray) -> tuple[np.ndarray | None, int]:
+        if hessian is not None:
+            return hessian(x, g)
+        return gradient_differences(fg, x, step, gradient=g if forward else None)
+
     if start is None:
         f, g = fg(x)
         used += 1
@@ -211,7 +222,7 @@ def newton_minimize(
         return result(False, None, 0, "the criterion is not finite at the start")
     fresh = initial_hessian is None
     if fresh:
-        H, n = gradient_differences(fg, x, step, gradient=g if forward else None)
+        H, n = differences(x, g)
         used += n
         if H is None:
             return result(False, None, 0, "the Hessian could not be formed at the start")
@@ -223,7 +234,7 @@ def newton_minimize(
         if refresh and not fresh:
             # The carried Hessian served badly (the decrement did not shrink enough):
             # form it again here, as Newton's method proper.
-            H_new, n = gradient_differences(fg, x, step, gradient=g if forward else None)
+            H_new, n = differences(x, g)
             used += n
             if H_new is not None:
                 H, fresh = H_new, True
@@ -231,7 +242,7 @@ def newton_minimize(
         d, positive = _newton_step(H, g, free)
         if not positive and not fresh:
             # A carried Hessian that lost its curvature: form it here.
-            H_new, n = gradient_differences(fg, x, step, gradient=g if forward else None)
+            H_new, n = differences(x, g)
             used += n
             if H_new is not None:
                 H, fresh = H_new, True
@@ -252,7 +263,7 @@ def newton_minimize(
                 return result(False, H, iteration, "the Hessian is not positive definite")
             # Converged on a carried Hessian: confirm with one formed at this point
             # (standard errors need it there anyway).
-            H, n = gradient_differences(fg, x, step, gradient=g if forward else None)
+            H, n = differences(x, g)
             used += n
             fresh = True
             if H is None:
