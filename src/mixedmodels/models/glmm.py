@@ -66,7 +66,7 @@ _STAGE1_MODE_TOLERANCE = 1e-6
 #: from farther in fewer evaluations than BOBYQA's last stage-1 steps cost.
 _STAGE1_NEWTON = OptimizerOptions(ftol_rel=1e-2, ftol_abs=1.0, xtol_abs=5e-2, initial_step=0.5)
 #: ... and with one theta, the Newton decrement at which the slope search stops.
-_STAGE1_SCALAR_TOLERANCE = 1e-4
+_STAGE1_SCALAR_TOLERANCE = 1e-2
 _STAGE1_FINAL = OptimizerOptions(ftol_rel=1e-12, ftol_abs=1e-10, xtol_abs=1e-8, initial_step=0.5)
 
 
@@ -387,7 +387,16 @@ class GeneralizedLinearMixedModel:
             finally:
                 dev.mode_tolerance = MODE_TOLERANCE
             theta1 = np.asarray(stage1.final_theta, dtype=np.float64)
-            state1 = dev.pirls(theta1, None)
+            if newton:
+                # Stage 2's origin and whitening only: the modes to stage 1's own rule
+                # (its last state is kept; Newton's steps do the rest).
+                dev.mode_tolerance = _STAGE1_MODE_TOLERANCE
+                try:
+                    state1 = dev.pirls(theta1, None)
+                finally:
+                    dev.mode_tolerance = MODE_TOLERANCE
+            else:
+                state1 = dev.pirls(theta1, None)
             evaluations["stage1"] = stage1.evaluations
             if self.nagq == 0:
                 summary = stage1

@@ -106,6 +106,22 @@ def _relative_move(
     return moved
 
 
+def _relative_move_norm2(
+    du: np.ndarray, u: np.ndarray, dbeta: np.ndarray | None, beta: np.ndarray
+) -> float:
+    """:func:`_relative_move` from dot products: ``||du||_2 / (1 + rms(u))`` (and beta's),
+    never below the max-norm measure (``||du||_2 >= max |du|``, ``rms(u) <= max |u|``), so
+    PIRLS stops no earlier; two BLAS dots where the max-norm takes four reductions
+    through numpy's Python wrappers (the one-scalar-term loop on small data)."""
+    moved = np.sqrt(du.dot(du)) / (1.0 + np.sqrt(u.dot(u) / max(u.shape[0], 1)))
+    if dbeta is not None:
+        moved = max(
+            moved,
+            np.sqrt(dbeta.dot(dbeta)) / (1.0 + np.sqrt(beta.dot(beta) / max(beta.shape[0], 1))),
+        )
+    return float(moved)
+
+
 #: Below this relative move, PIRLS steps that stop shrinking the move are at the rounding floor
 #: of the solve: with an ill-conditioned X (uncentred covariates such as a year and a height,
 #: grouseticks) the modes and beta jitter by ~1e-10 of their size from one step to the next,
@@ -1253,6 +1269,9 @@ class PirlsState:
         With one scalar term and beta estimated inside PIRLS, ``C``: the ``(p, levels)``
         sums ``lambda sum_{i in l} w_i z_i x_i`` at the modes (``Lambda'Z'WX``
         transposed); else None.
+    theta
+        Where PIRLS ran, when the one-scalar-term path kept it (its next run predicts the
+        modes from here); else None.
     """
 
     u: np.ndarray
@@ -1269,6 +1288,7 @@ class PirlsState:
     scalar_blocks: tuple[Any, ...] | None = None
     rxtrx: np.ndarray | None = None
     level_x: np.ndarray | None = None
+    theta: np.ndarray | None = None
 
     @property
     def blocks(self) -> CrossProducts:
@@ -1881,6 +1901,7 @@ class PirlsDeviance:
         # One scalar term with the rows in memory: a PIRLS step is a Newton step per level
         # (and a p x p solve for beta inside), with no blocked system (_pirls_one_scalar).
         self._x_level_index: np.ndarray | None = None
+        self._xr_workspace: tuple[np.ndarray, np.ndarray] | None = None
         self._recent: list[tuple[Any, tuple[Any, ...], PirlsState]] = []
         self._one_term_scalar = len(self.terms) == 1 and self.terms[0].ncols == 1
         self._one_scalar = isinstance(rows, MemoryRows) and self._one_term_scalar
@@ -2123,10 +2144,17 @@ class PirlsDeviance:
             beta_cur = self._beta0
             if beta_cur is None:
                 beta_cur = rows.initial_beta(family)
-            # Row i's entry of column j of C lands at j * levels + refs[i] (one bincount).
-            if self._x_level_index is None:
-                self._x_level_index = (np.arange(p)[:, None] * nlevels + refs[None, :]).ravel()
-            x_level_index = self._x_level_index
+            # [X r]' row by row (r, the working response, is written into the last row at
+            # each step), and the bins j * levels + refs[i] of its entries: one product and
+            # one bincount give both C and c.
+            workspace = self._xr_workspace
+            if workspace is None:
+                xr = np.empty((p + 1, rows.nobs))
+                xr[:p] = X.T
+                bins = (np.arange(p + 1)[:, None] * nlevels + refs[None, :]).ravel()
+                workspace = self._xr_workspace = (xr, bins)
+            xr, xr_bins = workspace
+            lam2 = lam * lam
         else:
             # A copy: the rows recognise it as the same beta at every step (by identity).
             beta_cur = np.array(beta, dtype=np.float64)
@@ -2138,6 +2166,10 @@ class PirlsDeviance:
             u = guess[:nlevels]
             if with_x:
                 beta_cur = guess[nlevels:]
+        elif u0 is None and not with_x and (family.name, link.name) in _CANONICAL_WORKING:
+            predicted = self._predict_one_scalar(lam, beta_cur, working)
+            if predicted is not None:
+                guess = u = predicted
 
         def at(u: np.ndarray, beta: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
             # As MemoryRows.evaluate: z b[refs] first, then the fixed part (same rounding).
@@ -2179,26 +2211,35 @@ class PirlsDeviance:
                 residual = prior * (y - mu) if z is None else prior * (y - mu) * z
                 s = np.bincount(refs, weights=residual, minlength=nlevels)
                 du = (lam * s - u) / M
-                moved = _relative_move(du, u, None, beta_cur)
+                moved = _relative_move_norm2(du, u, None, beta_cur)
                 if moved < tolerance or (moved < _FLOOR_MOVE and _stalled(floor, moved)):
                     break
                 u, beta_cur, (fixed, eta, mu, pdev) = _damped_step(at, u, du, beta_cur, None, pdev)
                 continue
-            r = (eta - (offset if with_x else fixed)) + (y - mu) / mu_eta
-            c = lam * np.bincount(refs, weights=wz * r, minlength=nlevels)
             if with_x:
-                wX = X * w[:, None]
-                C = lam * np.bincount(
-                    x_level_index, weights=(X * wz[:, None]).T.ravel(), minlength=p * nlevels
-                ).reshape(p, nlevels)
-                CM = C / M
-                RXtRX = wX.T @ X - CM @ C.T
-                beta_new = _solve_spd(RXtRX, wX.T @ r - CM @ c)
-                du = (c - beta_new @ C) / M - u
+                # S[j, l] = sum_{i in l} w_i z_i [x_i, r_i]_j: C = lambda S[:p], c = lambda
+                # S[p]; R_X'R_X = X'WX - C M^{-1} C' and its right side X'Wr - C M^{-1} c,
+                # then u = (c - C'beta) / M, as in the Notes, with the lambdas gathered.
+                r = xr[p]
+                np.subtract(y, mu, out=r)
+                r /= mu_eta
+                r += eta
+                r -= offset
+                wxr = xr * wz
+                S = np.bincount(xr_bins, weights=wxr.ravel(), minlength=(p + 1) * nlevels)
+                S = S.reshape(p + 1, nlevels)
+                XtWXr = (wxr[:p] if z is None else xr[:p] * w) @ xr.T  # [X'WX, X'Wr]
+                SM = S / M
+                Q = SM[:p] @ S.T
+                RXtRX = XtWXr[:, :p] - lam2 * Q[:, :p]
+                beta_new = _solve_spd(RXtRX, XtWXr[:, p] - lam2 * Q[:, p])
+                du = lam * (SM[p] - beta_new @ SM[:p]) - u
                 dbeta = beta_new - beta_cur
             else:
+                r = (eta - fixed) + (y - mu) / mu_eta
+                c = lam * np.bincount(refs, weights=wz * r, minlength=nlevels)
                 du = c / M - u
-            moved = _relative_move(du, u, dbeta, beta_cur)
+            moved = _relative_move_norm2(du, u, dbeta, beta_cur)
             if moved < tolerance or (moved < _FLOOR_MOVE and _stalled(floor, moved)):
                 break
             u, beta_cur, (fixed, eta, mu, pdev) = _damped_step(at, u, du, beta_cur, dbeta, pdev)
@@ -2211,6 +2252,9 @@ class PirlsDeviance:
             predictor.add(where, np.concatenate([u, beta_cur]) if with_x else u)
         deviance = float(pdev - u @ u)
         coefficients = Coefficients(beta_cur, ((u * lam)[:, None],))
+        if with_x:
+            r = r.copy()  # the workspace's row: the next run overwrites it
+            C = lam * S[:p]
 
         def blocks() -> CrossProducts:
             # The working response at the modes, as the general step forms it.
@@ -2234,7 +2278,47 @@ class PirlsDeviance:
             scalar_blocks=(M, None, None),
             rxtrx=RXtRX,
             level_x=C,
+            theta=theta,
         )
+
+    def _predict_one_scalar(
+        self, lam: float, beta: np.ndarray, working: Callable[..., Any]
+    ) -> np.ndarray | None:
+        """The modes at ``(lam, beta)`` to first order from the last run's (one scalar
+        term, a canonical link, beta fixed): a start ``O(step^2)`` from the modes where the
+        last modes are ``O(step)`` away, which saves Newton's first PIRLS iteration on the
+        short steps of a Newton stage and its difference quotients. None when there is no
+        such run (or it was at ``lam = 0``).
+
+        Notes
+        -----
+        The modes solve ``g_l = lambda sum_{i in l} z_i q_i + u_l = 0`` (``q`` half the
+        deviance's derivative in ``eta``), whose derivative in ``u_l`` is ``M_l``; in
+        ``lambda`` it is ``sum z_i q_i + lambda u_l sum w_i z_i^2 = u_l (M_l - 2) /
+        lambda`` at the modes, and in beta ``C_l = lambda sum w_i z_i x_i``. So ``u(lam +
+        d, beta + b) ~ u - (u (M - 2) d / lambda + C b) / M`` (implicit function theorem).
+        """
+        if not self._recent:
+            return None
+        prev = self._recent[0][2]
+        if prev.theta is None or prev.u is not self._u or prev.scalar_blocks is None:
+            return None
+        lam_prev = float(prev.theta[0])
+        if lam_prev == 0.0 or prev.mu is None:
+            return None
+        rows = self.rows
+        assert isinstance(rows, MemoryRows)
+        refs, z, _ = rows._term_rows[0]
+        u, M = prev.u, prev.scalar_blocks[0]
+        shift = u * ((M - 2.0) * ((lam - lam_prev) / lam_prev))
+        db = beta - prev.beta
+        if db.any():
+            _, w = working(prev.eta, prev.mu, rows.weights)
+            wx = w * (rows.X @ db)
+            if z is not None:
+                wx *= z
+            shift += lam_prev * np.bincount(refs, weights=wx, minlength=M.shape[0])
+        return u - shift / M
 
     def _pirls_one_term(
         self, theta: np.ndarray, beta: np.ndarray | None, u0: np.ndarray | None
