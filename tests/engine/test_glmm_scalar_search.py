@@ -164,3 +164,36 @@ def test_pirls_returns_the_kept_state_for_a_point_asked_again():
     assert dev.pirls(np.array([0.6]), beta) is first  # two states are kept
     dev.mode_tolerance = 1e-6  # another stopping rule: another run
     assert dev.pirls(np.array([0.6]), beta) is not first
+
+
+@pytest.mark.parametrize(
+    ("data", "formula", "family_name", "theta"),
+    [
+        ("cbpp.csv", CBPP, "binomial", 0.64),
+        ("Contraception.csv", "use ~ age + urban + (0 + age | district)", "binomial", 0.05),
+        ("grouseticks.csv", "TICKS ~ factor(YEAR) + cHEIGHT + (1 | LOCATION)", "poisson", 0.8),
+    ],
+)
+def test_closed_form_hessian_over_theta_and_beta_equals_differences_of_the_gradient(
+    data, formula, family_name, theta
+):
+    frame = pd.read_csv(DATA / data)
+    design = build_design(formula, frame, binomial_response=family_name == "binomial")
+    dev = GeneralizedLinearMixedModel(design, make_family(family_name)).deviance
+    th = np.array([theta])
+    beta = dev.pirls(th, None).beta + 0.05
+    H = dev.laplace_hessian_one_scalar(th, beta)
+    np.testing.assert_allclose(H, H.T, rtol=0, atol=1e-10 * np.max(np.abs(H)))
+    x = np.concatenate([th, beta])
+    k = x.size
+    fd = np.empty((k, k))
+    for j in range(k):
+        h = 1e-5 * max(1.0, abs(x[j]))
+        e = np.zeros(k)
+        e[j] = h
+        up = dev.laplace_gradient((x + e)[:1], (x + e)[1:])[1]
+        down = dev.laplace_gradient((x - e)[:1], (x - e)[1:])[1]
+        fd[:, j] = (up - down) / (2 * h)
+    np.testing.assert_allclose(H, fd, rtol=0, atol=1e-6 * np.max(np.abs(fd)))
+    # The beta block is laplace_beta_hessian's.
+    np.testing.assert_allclose(H[1:, 1:], dev.laplace_beta_hessian(th, beta), rtol=1e-10)

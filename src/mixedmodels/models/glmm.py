@@ -579,7 +579,7 @@ class GeneralizedLinearMixedModel:
         start_hessian = None
         hessian = self._closed_form_hessian(transform, fg)
         if hessian is not None:
-            refresh_ratio = 0.1  # a Hessian costs only its theta columns
+            refresh_ratio = 0.1  # a Hessian costs no evaluation, only its two passes
             if np.isfinite(f0):
                 H0, n = hessian(x0, g0)
                 used += n
@@ -635,31 +635,34 @@ class GeneralizedLinearMixedModel:
         return summary, result.hessian
 
     def _closed_form_hessian(self, transform: _Whitened, fg):
-        """``(x, g) -> (H, evaluations)`` over ``[theta, z]`` with the beta block in closed
-        form (:meth:`PirlsDeviance.laplace_beta_hessian`: one scalar term, Laplace) and the
-        theta columns by forward differences of the gradient; None where the closed form
-        does not apply."""
+        """``(x, g) -> (H, evaluations)`` over ``[theta, z]`` in closed form
+        (:meth:`PirlsDeviance.laplace_hessian_one_scalar`: one scalar term, Laplace, a
+        canonical link), at no evaluation beyond the point's own; None where the closed
+        form does not apply (``fg`` is kept for the signature of the caller's fallback).
+
+        Notes
+        -----
+        With ``beta = beta1 + L z``: ``H_z = J'HJ``, ``J = diag(I, L)``.
+        """
         dev = transform.dev
         if self.nagq != 1 or not dev._one_term_scalar or not dev.has_theta_gradient():
             return None
         nt, L = transform.ntheta, transform.L
-        columns = np.arange(nt)
 
         def hessian(x: np.ndarray, g: np.ndarray) -> tuple[np.ndarray | None, int]:
             params = transform.params(np.asarray(x, dtype=np.float64))
             try:
-                H_beta = dev.laplace_beta_hessian(params[:nt], params[nt:])
+                H = dev.laplace_hessian_one_scalar(params[:nt], params[nt:])
             except (ConvergenceError, np.linalg.LinAlgError, FloatingPointError):
                 return None, 0
-            cols, used = gradient_differences(fg, x, _FORWARD_STEP, columns, g)
-            if cols is None or not np.all(np.isfinite(H_beta)):
-                return None, used
-            H = np.empty((x.shape[0], x.shape[0]))
-            H[:, :nt] = cols
-            H[:nt, :] = cols.T
-            H[:nt, :nt] = 0.5 * (cols[:nt] + cols[:nt].T)
-            H[nt:, nt:] = L.T @ H_beta @ L
-            return H, used
+            if not np.all(np.isfinite(H)):
+                return None, 0
+            Hz = np.empty_like(H)
+            Hz[:nt, :nt] = H[:nt, :nt]
+            Hz[:nt, nt:] = H[:nt, nt:] @ L
+            Hz[nt:, :nt] = Hz[:nt, nt:].T
+            Hz[nt:, nt:] = L.T @ H[nt:, nt:] @ L
+            return Hz, 0
 
         return hessian
 

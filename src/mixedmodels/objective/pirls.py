@@ -473,6 +473,23 @@ class PirlsRows(Protocol):
         """The closed-form beta-Hessian's second pass (one scalar term)."""
         ...
 
+    def scalar_theta_level_sums(self, family: Any, coefficients: Coefficients) -> np.ndarray:
+        """The closed-form Hessian's first pass (one scalar term)."""
+        ...
+
+    def scalar_theta_hessian_sums(
+        self,
+        family: Any,
+        coefficients: Coefficients,
+        lam: float,
+        d_beta: np.ndarray,
+        e_level: np.ndarray,
+        inv_m: np.ndarray,
+        w3M2: np.ndarray,
+    ) -> np.ndarray:
+        """The closed-form Hessian's second pass (one scalar term)."""
+        ...
+
     def agq_level_sums(self, family: Any, coefficients: Coefficients, nlevels: int) -> np.ndarray:
         """Per level of the one scalar term, at the modes (canonical link): ``sum w z^2``,
         ``sum w' z^3``, ``sum z q``, then ``sum z w x_j`` and ``sum z^2 w' x_j`` for each
@@ -911,6 +928,65 @@ class MemoryRows:
         ).reshape(p, nlevels)
         return np.concatenate([((Gt * c) @ Gt.T).ravel(), A.T.ravel()])
 
+    def scalar_theta_level_sums(self, family: Any, coefficients: Coefficients) -> np.ndarray:
+        """The first pass of :meth:`PirlsDeviance.laplace_hessian_one_scalar`, per level of
+        the one scalar term, stacked: ``sum w z x`` (levels x p), ``sum z q``, ``sum z^3
+        w'``; then ``X'WX`` (p x p)."""
+        refs, z, _ = self._term_rows[0]
+        nlevels, p = self.terms[0].nlevels, self.p
+        eta, mu = self._eta_mu(family, coefficients)
+        _, w = _working_weights(family)(eta, mu, self.weights)
+        w1 = _CANONICAL_W_PRIME[(family.name, family.link.name)](self.weights, mu)
+        q = -self.weights * (self.y - mu)
+        wz, zq, z3w1 = (w, q, w1) if z is None else (w * z, z * q, (z * z * z) * w1)
+        wzx = np.bincount(
+            self._level_index(), weights=(self.X.T * wz).ravel(), minlength=p * nlevels
+        ).reshape(p, nlevels)
+        other = np.bincount(
+            np.concatenate([refs, refs + nlevels]),
+            weights=np.concatenate([zq, z3w1]),
+            minlength=2 * nlevels,
+        )
+        xwx = (self.X.T * w) @ self.X
+        return np.concatenate([wzx.T.ravel(), other, xwx.ravel()])
+
+    def scalar_theta_hessian_sums(
+        self,
+        family: Any,
+        coefficients: Coefficients,
+        lam: float,
+        d_beta: np.ndarray,
+        e_level: np.ndarray,
+        inv_m: np.ndarray,
+        w3M2: np.ndarray,
+    ) -> np.ndarray:
+        """The second pass of :meth:`PirlsDeviance.laplace_hessian_one_scalar`: with
+        ``G_i = x_i + lam z_i d_beta_l`` and ``E_i = z_i e_level_l``, per level ``sum z w E,
+        sum z w' E^2, sum z^2 w' E, sum z^2 w'' E^2`` (4 x levels), then ``sum z w G, sum z
+        w' E G, sum z^2 w' G, sum z^2 w'' E G`` (4 x levels x p), then ``X'(w E)`` (p) and
+        ``sum c_i G_i G_i'`` (p x p; ``inv_m = 1 / M``, ``w3M2 = (sum z^3 w')_l / M_l^2``)."""
+        refs, z, _ = self._term_rows[0]
+        nlevels, p = self.terms[0].nlevels, self.p
+        key = (family.name, family.link.name)
+        eta, mu = self._eta_mu(family, coefficients)
+        _, w = _working_weights(family)(eta, mu, self.weights)
+        w1 = _CANONICAL_W_PRIME[key](self.weights, mu)
+        w2 = _CANONICAL_W_SECOND[key](self.weights, mu)
+        zz = np.ones(self.nobs) if z is None else z
+        E = zz * e_level.take(refs)
+        Gt = self.X.T + (lam * zz) * d_beta.T[:, refs]  # (p, n)
+        zw, zw1E, z2w1, z2w2E = zz * w, zz * w1 * E, zz * zz * w1, zz * zz * w2 * E
+        scalars = np.stack([zw * E, zw1E * E, z2w1 * E, z2w2E * E])
+        vectors = np.stack([Gt * zw, Gt * zw1E, Gt * z2w1, Gt * z2w2E])  # (4, p, n)
+        bins = (np.arange(4)[:, None] * nlevels + refs[None, :]).ravel()
+        level4 = np.bincount(bins, weights=scalars.ravel(), minlength=4 * nlevels)
+        vbins = (np.arange(4 * p)[:, None] * nlevels + refs[None, :]).ravel()
+        level4p = np.bincount(vbins, weights=vectors.ravel(), minlength=4 * p * nlevels)
+        # The beta block's sum c_i G_i G_i' (laplace_beta_hessian's Notes): c_i = a_i^2 w''_i
+        # / M_l - a_i w'_i (sum_l a^3 w') / M_l^2, from z^2 w'' / M and z w' (z^3 w')_l / M^2.
+        c = (lam * lam) * (zz * zz * w2 * inv_m.take(refs)) - (lam**4) * (zz * w1 * w3M2.take(refs))
+        return np.concatenate([level4, level4p, self.X.T @ (w * E), ((Gt * c) @ Gt.T).ravel()])
+
     def integral_binomial_weights(self) -> bool:
         w = self.weights if self.trials is None else self.weights / np.maximum(self.trials, 1.0)
         return not bool(np.any(w != np.round(w)))
@@ -1056,6 +1132,16 @@ def _chunk_scalar_hessian_level_sums(rows: MemoryRows, family: Any, coefficients
 
 def _chunk_scalar_hessian_sums(rows: MemoryRows, family: Any, coefficients, lam, CM, w3M2, inv_m):
     return rows.scalar_hessian_sums(family, coefficients, lam, CM, w3M2, inv_m)
+
+
+def _chunk_scalar_theta_level_sums(rows: MemoryRows, family: Any, coefficients):
+    return rows.scalar_theta_level_sums(family, coefficients)
+
+
+def _chunk_scalar_theta_hessian_sums(
+    rows: MemoryRows, family: Any, coefficients, lam, d_beta, e_level, inv_m, w3M2
+):
+    return rows.scalar_theta_hessian_sums(family, coefficients, lam, d_beta, e_level, inv_m, w3M2)
 
 
 def _add_pairs(a: tuple, b: tuple) -> tuple:
@@ -1221,6 +1307,22 @@ class ChunkedRows:
     ) -> np.ndarray:
         args = (family, coefficients, lam, CM, w3M2, inv_m)
         return self._reduce(_chunk_scalar_hessian_sums, args, _add)
+
+    def scalar_theta_level_sums(self, family: Any, coefficients: Coefficients) -> np.ndarray:
+        return self._reduce(_chunk_scalar_theta_level_sums, (family, coefficients), _add)
+
+    def scalar_theta_hessian_sums(
+        self,
+        family: Any,
+        coefficients: Coefficients,
+        lam: float,
+        d_beta: np.ndarray,
+        e_level: np.ndarray,
+        inv_m: np.ndarray,
+        w3M2: np.ndarray,
+    ) -> np.ndarray:
+        args = (family, coefficients, lam, d_beta, e_level, inv_m, w3M2)
+        return self._reduce(_chunk_scalar_theta_hessian_sums, args, _add)
 
     def integral_binomial_weights(self) -> bool:
         return bool(self._reduce(_chunk_integral, (), _both))
@@ -2882,6 +2984,85 @@ class PirlsDeviance:
         rxtrx = xwx - (C * inv_m[:, None]).T @ C
         H = 2.0 * rxtrx + GcG - (A * (inv_m * inv_m)[:, None]).T @ A
         return 0.5 * (H + H.T)
+
+    def laplace_hessian_one_scalar(self, theta: np.ndarray, beta: np.ndarray) -> np.ndarray:
+        """The Hessian of the Laplace deviance over ``[lambda, beta]`` in closed form (one
+        scalar term, a canonical link: :meth:`has_theta_gradient`; rows in memory or in
+        chunks, two passes).
+
+        Notes
+        -----
+        The beta block is :meth:`laplace_beta_hessian`'s (from the same two passes). For
+        ``lambda``, with ``a_i =
+        lambda z_i``, ``lw_l = sum_{i in l} w_i z_i^2`` and ``M_l = lambda^2 lw_l + 1``:
+        the modes move by ``v_l = du_l/dlambda = -t_l / M_l``, ``t_l = sum z q + lambda u_l
+        lw_l``, and ``D_l = du_l/dbeta = -lambda (sum w z x) / M_l``, so the linear
+        predictor by ``E_i = z_i (u_l + lambda v_l)`` and ``G_i = x_i + a_i D_l``. Their
+        second derivatives follow from the mode equation ``lambda sum z q + u_l = 0``
+        differentiated twice:
+
+            v'_l = -(2 sum z w E + lambda sum z w' E^2 + 2 lambda lw_l v_l) / M_l,
+            dv_l/dbeta = -(sum z w G + lambda sum z w' E G + lambda lw_l D_l) / M_l.
+
+        The penalised deviance's part (envelope theorem: its gradient is ``2 sum q z u_l``
+        in lambda, ``2 X'q`` in beta) gives ``2 sum_l (u_l sum z w E + v_l sum z q)`` and
+        ``2 X'(w E)``; ``log M_l``, with ``N_l = dM_l/dlambda = 2 lambda lw_l + lambda^2
+        sum z^2 w' E`` and ``A_l = dM_l/dbeta = lambda^2 sum z^2 w' G``, gives ``N'_l / M_l
+        - N_l^2 / M_l^2`` and ``(dN_l/dbeta) / M_l - N_l A_l / M_l^2`` with
+
+            N'_l = 2 lw_l + 4 lambda sum z^2 w' E + lambda^2 sum z^2 w'' E^2
+                   + lambda^2 (2 v_l + lambda v'_l) sum z^3 w',
+            dN_l/dbeta = 2 lambda sum z^2 w' G + lambda^2 (sum z^2 w'' E G
+                   + (D_l + lambda dv_l/dbeta) sum z^3 w').
+        """
+        theta = np.asarray(theta, dtype=np.float64)
+        state = self.pirls(theta, beta)
+        rows, family, p = self.rows, self.family, self.p
+        lam = float(theta[0])
+        lw = state.term1_weights
+        M = lam * lam * lw + 1.0
+        L = M.shape[0]
+        inv_m = 1.0 / M
+        u = state.u
+        coefficients = state.coefficients
+        first = rows.scalar_theta_level_sums(family, coefficients)
+        wzx = first[: p * L].reshape(L, p)
+        zq = first[p * L : (p + 1) * L]
+        w3 = first[(p + 1) * L : (p + 2) * L]
+        xwx = first[(p + 2) * L :].reshape(p, p)
+        d_beta = -lam * wzx * inv_m[:, None]  # (L, p)
+        v = -(zq + lam * u * lw) * inv_m
+        second = rows.scalar_theta_hessian_sums(
+            family, coefficients, lam, d_beta, u + lam * v, inv_m, w3 * inv_m * inv_m
+        )
+        S1, S2, S3, S4 = second[: 4 * L].reshape(4, L)
+        V = second[4 * L : 4 * L + 4 * p * L].reshape(4, p, L)
+        V1, V2, V3, V4 = (V[k].T for k in range(4))  # (L, p) each
+        xwe = second[4 * L + 4 * p * L : 4 * L + 4 * p * L + p]
+        GcG = second[4 * L + 4 * p * L + p :].reshape(p, p)
+        v_prime = -(2.0 * S1 + lam * S2 + 2.0 * lam * lw * v) * inv_m
+        N = 2.0 * lam * lw + lam * lam * S3
+        N_prime = (
+            2.0 * lw + 4.0 * lam * S3 + lam * lam * S4 + lam * lam * (2.0 * v + lam * v_prime) * w3
+        )
+        h_ll = 2.0 * float(u @ S1 + v @ zq) + float(np.sum(N_prime * inv_m - (N * inv_m) ** 2))
+        dv_beta = -(V1 + lam * V2 + (lam * lw)[:, None] * d_beta) * inv_m[:, None]
+        A = lam * lam * V3
+        dN_beta = 2.0 * lam * V3 + lam * lam * (V4 + w3[:, None] * (d_beta + lam * dv_beta))
+        h_lb = (
+            2.0 * xwe
+            + (dN_beta * inv_m[:, None]).sum(axis=0)
+            - ((N * inv_m * inv_m)[:, None] * A).sum(axis=0)
+        )
+        H = np.empty((p + 1, p + 1))
+        H[0, 0] = h_ll
+        H[0, 1:] = H[1:, 0] = h_lb
+        # The beta block as laplace_beta_hessian: 2 R_X'R_X + sum c G G' - sum A A' / M^2
+        # (C = lambda sum w z x = -M d_beta).
+        rxtrx = xwx - (lam * lam) * (wzx * inv_m[:, None]).T @ wzx
+        H_beta = 2.0 * rxtrx + GcG - (A * (inv_m * inv_m)[:, None]).T @ A
+        H[1:, 1:] = 0.5 * (H_beta + H_beta.T)
+        return H
 
     def _laplace_gradient(
         self, theta: np.ndarray, beta: np.ndarray

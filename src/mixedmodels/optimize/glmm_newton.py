@@ -24,6 +24,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.linalg import get_lapack_funcs
+
+_POSV = get_lapack_funcs("posv", dtype=np.float64)
 
 __all__ = ["NewtonResult", "gradient_differences", "minimize_scalar", "newton_minimize"]
 
@@ -124,15 +127,13 @@ def _newton_step(H: np.ndarray, g: np.ndarray, free: np.ndarray) -> tuple[np.nda
     if not idx.size:
         return step, True
     Hf = H if idx.size == g.shape[0] else H[np.ix_(idx, idx)]
-    try:
-        # Cholesky only as the test of positive definiteness; the solve by numpy's LU
-        # (a few parameters: scipy's checked wrappers cost more than the arithmetic).
-        np.linalg.cholesky(Hf)
-        step[idx] = -np.linalg.solve(Hf, g[idx])
-        if np.all(np.isfinite(step)):
-            return step, True
-    except (np.linalg.LinAlgError, ValueError):
-        pass
+    # LAPACK's dposv directly: the Cholesky factor is the test of positive definiteness
+    # and gives the solve (numpy's cholesky and solve each cost more in checks than in
+    # arithmetic on a few parameters).
+    _, solution, info = _POSV(Hf, g[idx], lower=1)
+    if info == 0 and np.all(np.isfinite(solution)):
+        step[idx] = -solution
+        return step, True
     values, vectors = np.linalg.eigh(0.5 * (Hf + Hf.T))
     top = float(np.max(np.abs(values))) if values.size else 0.0
     if not np.isfinite(top) or top == 0.0:
