@@ -442,8 +442,6 @@ class GeneralizedLinearMixedModel:
                 J = transform.jacobian_inverse()
                 H = None if Hz is None else J.T @ Hz @ J
             fit = self._fit_at(params, summary, H, evaluations, clock)
-            if self.has_rows:  # refits (bootstrap, profiles) need the rows in memory
-                fit = replace(fit, refitter=GlmmRefitter(self, fit))
         for message in fit.messages:
             warnings.warn(message, ConvergenceWarning, stacklevel=2)
         if fit.singular:
@@ -801,6 +799,8 @@ class GeneralizedLinearMixedModel:
             formula=self.formula,
             data_name=self.data_name,
             offset=self.design.offset,
+            # Refits (bootstrap, profiles) need the rows in memory.
+            refitter=GlmmRefitter(self, theta, beta, vcov_rx) if self.has_rows else None,
         )
 
 
@@ -814,16 +814,31 @@ class GlmmRefitter:
     Picklable (worker processes take one each).
     """
 
-    def __init__(self, model: GeneralizedLinearMixedModel, fit: GlmmFit):
+    def __init__(
+        self,
+        model: GeneralizedLinearMixedModel,
+        theta: np.ndarray,
+        beta: np.ndarray,
+        vcov_rx: np.ndarray,
+    ):
         self.structure = model.structure
         self.X = model.design.X
         self.base = model.response
         self.nagq = model.nagq
         self.estimates_dispersion = model.estimates_dispersion
-        self.theta = np.asarray(fit.theta, dtype=np.float64)
-        self.beta = np.asarray(fit.beta, dtype=np.float64)
-        self.family = fit.family
-        self.L = np.linalg.cholesky(np.asarray(fit.vcov_beta_rx))
+        self.theta = np.array(theta, dtype=np.float64)
+        self.beta = np.array(beta, dtype=np.float64)
+        self.family = model.family
+        self._vcov_rx = np.asarray(vcov_rx)
+        self._L: np.ndarray | None = None
+
+    @property
+    def L(self) -> np.ndarray:
+        """Cholesky factor of the fit's ``Var(beta)`` at fixed theta (beta's whitening),
+        formed at the first refit: a fit that is never refitted does not pay for it."""
+        if self._L is None:
+            self._L = np.linalg.cholesky(self._vcov_rx)
+        return self._L
 
     def refit(self, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, float | None]:
         """``(theta, beta, -2 loglik, nb_theta)`` of the model refitted to ``y``."""
