@@ -417,6 +417,10 @@ class GeneralizedLinearMixedModel:
                     _, _, est1 = dev.final_system(theta1, state1)
                     L = np.linalg.cholesky(np.asarray(est1.vcov_beta) / est1.sigma**2)
                 beta1 = state1.beta
+                if newton:
+                    # Stage 2's first point is (theta1, beta1), whose fixed-beta modes are
+                    # these joint ones: no PIRLS run there.
+                    dev.keep_state_at(theta1, beta1, state1)
                 transform = _Whitened(dev, ntheta, beta1, L)
                 x0 = np.concatenate([theta1, np.zeros(dev.p)])
                 lower = np.concatenate([lower_theta, np.full(dev.p, -np.inf)])

@@ -2120,6 +2120,19 @@ class PirlsDeviance:
         del recent[2:]
         return state
 
+    def keep_state_at(self, theta: np.ndarray, beta: np.ndarray, state: PirlsState) -> None:
+        """Answer :meth:`pirls` at ``(theta, beta)`` with ``state`` from now on (under the
+        current stopping rule): the joint modes of a run with beta inside at ``theta``
+        (``state``, whose beta is ``beta``) are the modes at that fixed beta too, the same
+        equations (the two-stage fit's stage 2 starts there)."""
+        key = (
+            self.mode_tolerance,
+            np.asarray(theta, dtype=np.float64).tobytes(),
+            np.asarray(beta, dtype=np.float64).tobytes(),
+        )
+        self._recent.insert(0, (self.family, key, state))
+        del self._recent[2:]
+
     def _pirls_run(
         self, theta: np.ndarray, beta: np.ndarray | None, u0: np.ndarray | None
     ) -> PirlsState:
