@@ -417,9 +417,12 @@ class GeneralizedLinearMixedModel:
                     _, _, est1 = dev.final_system(theta1, state1)
                     L = np.linalg.cholesky(np.asarray(est1.vcov_beta) / est1.sigma**2)
                 beta1 = state1.beta
-                if newton:
+                if newton and self.nagq == 1 and dev._one_term_scalar:
                     # Stage 2's first point is (theta1, beta1), whose fixed-beta modes are
-                    # these joint ones: no PIRLS run there.
+                    # these joint ones: no PIRLS run there. Only where its Hessians are in
+                    # closed form: forward differences of the gradient (step 1e-5) from
+                    # modes at stage 1's rule (1e-6) would carry its error (grouseticks:
+                    # 27 -> 31 stage-2 evaluations).
                     dev.keep_state_at(theta1, beta1, state1)
                 transform = _Whitened(dev, ntheta, beta1, L)
                 x0 = np.concatenate([theta1, np.zeros(dev.p)])
