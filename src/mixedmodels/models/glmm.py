@@ -47,7 +47,11 @@ from mixedmodels.optimize import OptimizerOptions, OptSummary, check_convergence
 from mixedmodels.optimize.bobyqa import minimize_bobyqa
 from mixedmodels.optimize.derivatives import central_derivatives, cross_differences
 from mixedmodels.optimize.finish import cholesky_or_none
-from mixedmodels.optimize.glmm_newton import gradient_differences, newton_minimize
+from mixedmodels.optimize.glmm_newton import (
+    gradient_differences,
+    minimize_scalar,
+    newton_minimize,
+)
 from mixedmodels.results.glmm_fit import GlmmFit
 
 #: Stage-2 tolerances: the deviance to ~1e-12 relative; the Newton step does the rest.
@@ -61,6 +65,8 @@ _STAGE1_MODE_TOLERANCE = 1e-6
 #: ... and looser still when Newton steps on the analytic gradient follow: they converge
 #: from farther in fewer evaluations than BOBYQA's last stage-1 steps cost.
 _STAGE1_NEWTON = OptimizerOptions(ftol_rel=1e-2, ftol_abs=1.0, xtol_abs=5e-2, initial_step=0.5)
+#: ... and with one theta, the Newton decrement at which the slope search stops.
+_STAGE1_SCALAR_TOLERANCE = 1e-2
 _STAGE1_FINAL = OptimizerOptions(ftol_rel=1e-12, ftol_abs=1e-10, xtol_abs=1e-8, initial_step=0.5)
 
 
@@ -353,12 +359,19 @@ class GeneralizedLinearMixedModel:
                 options = _STAGE1_NEWTON
             try:
                 stage1 = None
-                if (
-                    self.nagq == 0
-                    and self.nobs >= _NEWTON_STAGE1_MIN_ROWS
-                    and ntheta >= _NEWTON_STAGE1_MIN_THETAS
+                if self.nagq == 0 and (
+                    ntheta == 1
+                    or (
+                        self.nobs >= _NEWTON_STAGE1_MIN_ROWS and ntheta >= _NEWTON_STAGE1_MIN_THETAS
+                    )
                 ):
                     stage1 = self._newton_stage1(theta0[:ntheta], lower_theta)
+                elif newton and ntheta == 1:
+                    # Stage 2's start: the closer, the fewer of its Newton steps (each a
+                    # PIRLS run and a Hessian column) it takes.
+                    stage1 = self._newton_stage1(
+                        theta0[:ntheta], lower_theta, tolerance=_STAGE1_SCALAR_TOLERANCE
+                    )
                 if stage1 is None:
                     stage1 = minimize_bobyqa(
                         _Remembered(dev.fast), theta0[:ntheta], lower_theta, options
@@ -374,7 +387,16 @@ class GeneralizedLinearMixedModel:
             finally:
                 dev.mode_tolerance = MODE_TOLERANCE
             theta1 = np.asarray(stage1.final_theta, dtype=np.float64)
-            state1 = dev.pirls(theta1, None)
+            if newton:
+                # Stage 2's origin and whitening only: the modes to stage 1's own rule
+                # (its last state is kept; Newton's steps do the rest).
+                dev.mode_tolerance = _STAGE1_MODE_TOLERANCE
+                try:
+                    state1 = dev.pirls(theta1, None)
+                finally:
+                    dev.mode_tolerance = MODE_TOLERANCE
+            else:
+                state1 = dev.pirls(theta1, None)
             evaluations["stage1"] = stage1.evaluations
             if self.nagq == 0:
                 summary = stage1
@@ -395,6 +417,13 @@ class GeneralizedLinearMixedModel:
                     _, _, est1 = dev.final_system(theta1, state1)
                     L = np.linalg.cholesky(np.asarray(est1.vcov_beta) / est1.sigma**2)
                 beta1 = state1.beta
+                if newton and self.nagq == 1 and dev._one_term_scalar:
+                    # Stage 2's first point is (theta1, beta1), whose fixed-beta modes are
+                    # these joint ones: no PIRLS run there. Only where its Hessians are in
+                    # closed form: forward differences of the gradient (step 1e-5) from
+                    # modes at stage 1's rule (1e-6) would carry its error (grouseticks:
+                    # 27 -> 31 stage-2 evaluations).
+                    dev.keep_state_at(theta1, beta1, state1)
                 transform = _Whitened(dev, ntheta, beta1, L)
                 x0 = np.concatenate([theta1, np.zeros(dev.p)])
                 lower = np.concatenate([lower_theta, np.full(dev.p, -np.inf)])
@@ -420,8 +449,6 @@ class GeneralizedLinearMixedModel:
                 J = transform.jacobian_inverse()
                 H = None if Hz is None else J.T @ Hz @ J
             fit = self._fit_at(params, summary, H, evaluations, clock)
-            if self.has_rows:  # refits (bootstrap, profiles) need the rows in memory
-                fit = replace(fit, refitter=GlmmRefitter(self, fit))
         for message in fit.messages:
             warnings.warn(message, ConvergenceWarning, stacklevel=2)
         if fit.singular:
@@ -456,10 +483,13 @@ class GeneralizedLinearMixedModel:
         self._set_dispersion(float(np.clip(start, 1e-2, 1e3)))
         evaluations["dispersion_start"] = 1
 
-    def _newton_stage1(self, theta0: np.ndarray, lower: np.ndarray) -> OptSummary | None:
+    def _newton_stage1(
+        self, theta0: np.ndarray, lower: np.ndarray, tolerance: float = _NEWTON_TOLERANCE
+    ) -> OptSummary | None:
         """The nAGQ = 0 optimum over theta by Newton steps on its analytic gradient
         (:meth:`PirlsDeviance.fast_gradient`), Hessians by forward differences of it; None
-        where that gradient does not apply or Newton did not converge (BOBYQA then)."""
+        where that gradient does not apply or Newton did not converge (BOBYQA then).
+        ``tolerance``: on the Newton decrement (looser when stage 2 follows)."""
         dev = self.deviance
         if self.estimates_dispersion or not dev.has_fast_gradient():
             return None
@@ -471,20 +501,38 @@ class GeneralizedLinearMixedModel:
             except (ConvergenceError, np.linalg.LinAlgError, FloatingPointError):
                 return np.inf, np.full(theta.shape[0], np.nan)
 
-        f0, g0 = fg(theta0)
+        def scalar_fg(theta: np.ndarray) -> tuple[float, np.ndarray]:
+            # The value as every stage-1 criterion gives it (dev.fast); the slope from the
+            # same PIRLS state (PirlsDeviance.pirls keeps it), not a second run.
+            value = dev.fast(theta)
+            if not np.isfinite(value):
+                return np.inf, np.full(1, np.nan)
+            try:
+                return value, dev.fast_gradient(theta)[1]
+            except (ConvergenceError, np.linalg.LinAlgError, FloatingPointError):
+                return np.inf, np.full(1, np.nan)
+
+        one = theta0.shape[0] == 1
+        f0, g0 = (scalar_fg if one else fg)(theta0)
         if not np.isfinite(f0):
             return None
-        result = newton_minimize(
-            fg,
-            theta0,
-            lower,
-            step=_FORWARD_STEP,
-            forward=True,
-            max_step=_NEWTON_MAX_STEP,
-            tolerance=_NEWTON_TOLERANCE,
-            start=(f0, g0),
-            refresh_ratio=0.1,  # a Hessian over theta alone costs only t evaluations
-        )
+        if one:
+            # One theta: cubic interpolation on values and slopes, no Hessian to difference.
+            result = minimize_scalar(
+                scalar_fg, float(theta0[0]), float(lower[0]), tolerance=tolerance, start=(f0, g0)
+            )
+        else:
+            result = newton_minimize(
+                fg,
+                theta0,
+                lower,
+                step=_FORWARD_STEP,
+                forward=True,
+                max_step=_NEWTON_MAX_STEP,
+                tolerance=_NEWTON_TOLERANCE,
+                start=(f0, g0),
+                refresh_ratio=0.1,  # a Hessian over theta alone costs only t evaluations
+            )
         if not result.converged:
             return None
         return OptSummary(
@@ -530,10 +578,19 @@ class GeneralizedLinearMixedModel:
         """
         fg = _value_gradient(transform)
         nt = transform.ntheta
+        refresh_ratio = 1.0
         f0, g0 = fg(x0)
         used = 1
         start_hessian = None
-        if np.isfinite(f0):
+        hessian = self._closed_form_hessian(transform, fg)
+        if hessian is not None:
+            refresh_ratio = 0.1  # a Hessian costs no evaluation, only its two passes
+            if np.isfinite(f0):
+                H0, n = hessian(x0, g0)
+                used += n
+                if H0 is not None and cholesky_or_none(H0) is not None:
+                    start_hessian = H0
+        elif np.isfinite(f0):
             cols, n = gradient_differences(fg, x0, _FORWARD_STEP, np.arange(nt), g0)
             used += n
             if cols is not None:
@@ -553,6 +610,8 @@ class GeneralizedLinearMixedModel:
             tolerance=_NEWTON_TOLERANCE,
             initial_hessian=start_hessian,
             start=(f0, g0),
+            hessian=hessian,
+            refresh_ratio=refresh_ratio,
         )
         used += result.evaluations
         if not result.converged or result.hessian is None:
@@ -579,6 +638,38 @@ class GeneralizedLinearMixedModel:
             blocks=self._parameter_blocks(),
         )
         return summary, result.hessian
+
+    def _closed_form_hessian(self, transform: _Whitened, fg):
+        """``(x, g) -> (H, evaluations)`` over ``[theta, z]`` in closed form
+        (:meth:`PirlsDeviance.laplace_hessian_one_scalar`: one scalar term, Laplace, a
+        canonical link), at no evaluation beyond the point's own; None where the closed
+        form does not apply (``fg`` is kept for the signature of the caller's fallback).
+
+        Notes
+        -----
+        With ``beta = beta1 + L z``: ``H_z = J'HJ``, ``J = diag(I, L)``.
+        """
+        dev = transform.dev
+        if self.nagq != 1 or not dev._one_term_scalar or not dev.has_theta_gradient():
+            return None
+        nt, L = transform.ntheta, transform.L
+
+        def hessian(x: np.ndarray, g: np.ndarray) -> tuple[np.ndarray | None, int]:
+            params = transform.params(np.asarray(x, dtype=np.float64))
+            try:
+                H = dev.laplace_hessian_one_scalar(params[:nt], params[nt:])
+            except (ConvergenceError, np.linalg.LinAlgError, FloatingPointError):
+                return None, 0
+            if not np.all(np.isfinite(H)):
+                return None, 0
+            Hz = np.empty_like(H)
+            Hz[:nt, :nt] = H[:nt, :nt]
+            Hz[:nt, nt:] = H[:nt, nt:] @ L
+            Hz[nt:, :nt] = Hz[:nt, nt:].T
+            Hz[nt:, nt:] = L.T @ H[nt:, nt:] @ L
+            return Hz, 0
+
+        return hessian
 
     def _parameter_names(self) -> list[str]:
         return [*self.structure.theta_labels(), *self.design.x_names]
@@ -715,6 +806,8 @@ class GeneralizedLinearMixedModel:
             formula=self.formula,
             data_name=self.data_name,
             offset=self.design.offset,
+            # Refits (bootstrap, profiles) need the rows in memory.
+            refitter=GlmmRefitter(self, theta, beta, vcov_rx) if self.has_rows else None,
         )
 
 
@@ -728,16 +821,31 @@ class GlmmRefitter:
     Picklable (worker processes take one each).
     """
 
-    def __init__(self, model: GeneralizedLinearMixedModel, fit: GlmmFit):
+    def __init__(
+        self,
+        model: GeneralizedLinearMixedModel,
+        theta: np.ndarray,
+        beta: np.ndarray,
+        vcov_rx: np.ndarray,
+    ):
         self.structure = model.structure
         self.X = model.design.X
         self.base = model.response
         self.nagq = model.nagq
         self.estimates_dispersion = model.estimates_dispersion
-        self.theta = np.asarray(fit.theta, dtype=np.float64)
-        self.beta = np.asarray(fit.beta, dtype=np.float64)
-        self.family = fit.family
-        self.L = np.linalg.cholesky(np.asarray(fit.vcov_beta_rx))
+        self.theta = np.array(theta, dtype=np.float64)
+        self.beta = np.array(beta, dtype=np.float64)
+        self.family = model.family
+        self._vcov_rx = np.asarray(vcov_rx)
+        self._L: np.ndarray | None = None
+
+    @property
+    def L(self) -> np.ndarray:
+        """Cholesky factor of the fit's ``Var(beta)`` at fixed theta (beta's whitening),
+        formed at the first refit: a fit that is never refitted does not pay for it."""
+        if self._L is None:
+            self._L = np.linalg.cholesky(self._vcov_rx)
+        return self._L
 
     def refit(self, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, float | None]:
         """``(theta, beta, -2 loglik, nb_theta)`` of the model refitted to ``y``."""

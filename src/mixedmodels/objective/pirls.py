@@ -106,6 +106,22 @@ def _relative_move(
     return moved
 
 
+def _relative_move_norm2(
+    du: np.ndarray, u: np.ndarray, dbeta: np.ndarray | None, beta: np.ndarray
+) -> float:
+    """:func:`_relative_move` from dot products: ``||du||_2 / (1 + rms(u))`` (and beta's),
+    never below the max-norm measure (``||du||_2 >= max |du|``, ``rms(u) <= max |u|``), so
+    PIRLS stops no earlier; two BLAS dots where the max-norm takes four reductions
+    through numpy's Python wrappers (the one-scalar-term loop on small data)."""
+    moved = np.sqrt(du.dot(du)) / (1.0 + np.sqrt(u.dot(u) / max(u.shape[0], 1)))
+    if dbeta is not None:
+        moved = max(
+            moved,
+            np.sqrt(dbeta.dot(dbeta)) / (1.0 + np.sqrt(beta.dot(beta) / max(beta.shape[0], 1))),
+        )
+    return float(moved)
+
+
 #: Below this relative move, PIRLS steps that stop shrinking the move are at the rounding floor
 #: of the solve: with an ill-conditioned X (uncentred covariates such as a year and a height,
 #: grouseticks) the modes and beta jitter by ~1e-10 of their size from one step to the next,
@@ -170,6 +186,12 @@ _DENSE_REST_FIRST = 1 << 15
 #: a V(mu)`` there, so ``dw/deta = a V'(mu) V(mu)``.
 _CANONICAL_W_PRIME: dict[tuple[str, str], Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
     ("binomial", "logit"): lambda a, mu: a * mu * (1.0 - mu) * (1.0 - 2.0 * mu),
+    ("poisson", "log"): lambda a, mu: a * mu,
+}
+#: ``d^2 w / d eta^2`` of the working weights for canonical links, ``(prior, mu) -> array``
+#: (logit: ``a V (1 - 6 V)``, ``V = mu (1 - mu)``; log: ``a mu``).
+_CANONICAL_W_SECOND: dict[tuple[str, str], Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
+    ("binomial", "logit"): lambda a, mu: a * (mu * (1.0 - mu)) * (1.0 - 6.0 * mu * (1.0 - mu)),
     ("poisson", "log"): lambda a, mu: a * mu,
 }
 #: Several scalar terms take the dense path of :meth:`PirlsDeviance._pirls_scalar_terms`
@@ -417,6 +439,57 @@ class PirlsRows(Protocol):
         """The row sums of the theta-gradient (:meth:`GradientPieces.theta_row_sums`)."""
         ...
 
+    def scalar_slope_level_sums(self, family: Any, coefficients: Coefficients) -> np.ndarray:
+        """Per level of the one scalar term: ``sum z^3 w'`` (the nAGQ = 0 slope's first pass)."""
+        ...
+
+    def scalar_slope_sums(
+        self,
+        family: Any,
+        coefficients: Coefficients,
+        lam: float,
+        u: np.ndarray,
+        y_modes: np.ndarray,
+        inv_m: np.ndarray,
+    ) -> np.ndarray:
+        """The nAGQ = 0 slope's row sums with one scalar term (its second pass)."""
+        ...
+
+    def scalar_hessian_level_sums(
+        self, family: Any, coefficients: Coefficients, lam: float
+    ) -> np.ndarray:
+        """The closed-form beta-Hessian's first pass (one scalar term)."""
+        ...
+
+    def scalar_hessian_sums(
+        self,
+        family: Any,
+        coefficients: Coefficients,
+        lam: float,
+        CM: np.ndarray,
+        w3M2: np.ndarray,
+        inv_m: np.ndarray,
+    ) -> np.ndarray:
+        """The closed-form beta-Hessian's second pass (one scalar term)."""
+        ...
+
+    def scalar_theta_level_sums(self, family: Any, coefficients: Coefficients) -> np.ndarray:
+        """The closed-form Hessian's first pass (one scalar term)."""
+        ...
+
+    def scalar_theta_hessian_sums(
+        self,
+        family: Any,
+        coefficients: Coefficients,
+        lam: float,
+        d_beta: np.ndarray,
+        e_level: np.ndarray,
+        inv_m: np.ndarray,
+        w3M2: np.ndarray,
+    ) -> np.ndarray:
+        """The closed-form Hessian's second pass (one scalar term)."""
+        ...
+
     def agq_level_sums(self, family: Any, coefficients: Coefficients, nlevels: int) -> np.ndarray:
         """Per level of the one scalar term, at the modes (canonical link): ``sum w z^2``,
         ``sum w' z^3``, ``sum z q``, then ``sum z w x_j`` and ``sum z^2 w' x_j`` for each
@@ -506,6 +579,7 @@ class MemoryRows:
         self._deviance_function: tuple[object, Callable[[np.ndarray], float]] | None = None
         self._fixed: tuple[np.ndarray, np.ndarray] | None = None
         self._last: RowsPass | None = None
+        self._x_levels: np.ndarray | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         # The workspace (plans, closures, recent passes) is rebuilt where the rows land.
@@ -744,6 +818,175 @@ class MemoryRows:
         a = np.einsum("ik,ki->i", pi[refs], d_prime)
         return self.X.T @ a
 
+    def scalar_slope_level_sums(self, family: Any, coefficients: Coefficients) -> np.ndarray:
+        """Per level of the one scalar term, ``sum_{i in l} z_i^3 dw_i/deta_i`` (canonical
+        link) at ``coefficients``: how the level's ``M_l`` moves with its mode."""
+        refs, z, _ = self._term_rows[0]
+        _, mu = self._eta_mu(family, coefficients)
+        w_prime = _CANONICAL_W_PRIME[(family.name, family.link.name)](self.weights, mu)
+        if z is not None:
+            w_prime = w_prime * (z * z * z)
+        return np.bincount(refs, weights=w_prime, minlength=self.terms[0].nlevels)
+
+    def scalar_slope_sums(
+        self,
+        family: Any,
+        coefficients: Coefficients,
+        lam: float,
+        u: np.ndarray,
+        y_modes: np.ndarray,
+        inv_m: np.ndarray,
+    ) -> np.ndarray:
+        """The row sums of the nAGQ = 0 slope with one scalar term (canonical link), at
+        the joint modes ``coefficients`` (``b = lam u``), stacked: ``X'(2 q + r)`` (p),
+        ``q'(z (2 u - y_modes)[l]) + e'r`` (1), ``t`` (levels), ``X'W e`` (p); see
+        :meth:`PirlsDeviance._fast_gradient_one_scalar` for the symbols."""
+        refs, z, _ = self._term_rows[0]
+        family_key = (family.name, family.link.name)
+        prior = self.weights
+        eta, mu = self._eta_mu(family, coefficients)
+        _, w = _working_weights(family)(eta, mu, prior)
+        w_prime = _CANONICAL_W_PRIME[family_key](prior, mu)
+        q = -prior * (self.y - mu)  # (d dev / d eta) / 2
+        a2 = lam * lam if z is None else lam * lam * (z * z)
+        # r = s - w a y_l with s = a^2 w' / M_l
+        r = a2 * w_prime * inv_m.take(refs) - (w * lam if z is None else w * lam * z) * (
+            y_modes.take(refs)
+        )
+        e = u.take(refs)
+        qz = q
+        if z is not None:
+            e *= z
+            qz = q * z
+        we = w * e
+        X = self.X
+        out = np.empty(2 * self.p + 1 + u.shape[0])
+        p = self.p
+        out[:p] = X.T @ (2.0 * q + r)
+        out[p] = float(qz @ (2.0 * u - y_modes).take(refs)) + float(e @ r)
+        out[p + 1 : -p if p else None] = np.bincount(
+            refs, weights=qz + lam * (we if z is None else we * z), minlength=u.shape[0]
+        )
+        if p:
+            out[-p:] = X.T @ we
+        return out
+
+    def _level_index(self) -> np.ndarray:
+        """Bins ``j * levels + refs`` of the one scalar term for ``(p, n)`` arrays."""
+        index = self._x_levels
+        if index is None:
+            refs = self._term_rows[0][0]
+            nlevels = self.terms[0].nlevels
+            index = self._x_levels = (np.arange(self.p)[:, None] * nlevels + refs[None, :]).ravel()
+        return index
+
+    def scalar_hessian_level_sums(
+        self, family: Any, coefficients: Coefficients, lam: float
+    ) -> np.ndarray:
+        """The first pass of :meth:`PirlsDeviance.laplace_beta_hessian`, stacked: ``C_l =
+        sum_{i in l} a_i w_i x_i`` (levels x p), ``sum_{i in l} a_i^3 w'_i`` (levels) and
+        ``X'WX`` (p x p), ``a_i = lam z_i``."""
+        refs, z, _ = self._term_rows[0]
+        nlevels, p = self.terms[0].nlevels, self.p
+        eta, mu = self._eta_mu(family, coefficients)
+        _, w = _working_weights(family)(eta, mu, self.weights)
+        w1 = _CANONICAL_W_PRIME[(family.name, family.link.name)](self.weights, mu)
+        a = lam if z is None else lam * z
+        X = self.X
+        aw = a * w
+        C = np.bincount(
+            self._level_index(), weights=(X.T * aw).ravel(), minlength=p * nlevels
+        ).reshape(p, nlevels)
+        w3 = np.bincount(refs, weights=(a * a * a) * w1, minlength=nlevels)
+        xwx = (X.T * w) @ X
+        return np.concatenate([C.T.ravel(), w3, xwx.ravel()])
+
+    def scalar_hessian_sums(
+        self,
+        family: Any,
+        coefficients: Coefficients,
+        lam: float,
+        CM: np.ndarray,
+        w3M2: np.ndarray,
+        inv_m: np.ndarray,
+    ) -> np.ndarray:
+        """The second pass of :meth:`PirlsDeviance.laplace_beta_hessian`, stacked: ``sum
+        c_i G_i G_i'`` (p x p) and ``A_l = sum_{i in l} a_i^2 w'_i G_i`` (levels x p), given
+        ``C_l / M_l`` (``CM``), ``w3_l / M_l^2`` and ``1 / M_l``."""
+        refs, z, _ = self._term_rows[0]
+        nlevels, p = self.terms[0].nlevels, self.p
+        key = (family.name, family.link.name)
+        _, mu = self._eta_mu(family, coefficients)
+        w1 = _CANONICAL_W_PRIME[key](self.weights, mu)
+        w2 = _CANONICAL_W_SECOND[key](self.weights, mu)
+        a = np.full(self.nobs, lam) if z is None else lam * z
+        Gt = self.X.T - a * CM.T[:, refs]  # (p, n): d eta_i / d beta
+        a2 = a * a
+        c = (a2 * w2) * inv_m.take(refs) - (a * w1) * w3M2.take(refs)
+        A = np.bincount(
+            self._level_index(), weights=(Gt * (a2 * w1)).ravel(), minlength=p * nlevels
+        ).reshape(p, nlevels)
+        return np.concatenate([((Gt * c) @ Gt.T).ravel(), A.T.ravel()])
+
+    def scalar_theta_level_sums(self, family: Any, coefficients: Coefficients) -> np.ndarray:
+        """The first pass of :meth:`PirlsDeviance.laplace_hessian_one_scalar`, per level of
+        the one scalar term, stacked: ``sum w z x`` (levels x p), ``sum z q``, ``sum z^3
+        w'``; then ``X'WX`` (p x p)."""
+        refs, z, _ = self._term_rows[0]
+        nlevels, p = self.terms[0].nlevels, self.p
+        eta, mu = self._eta_mu(family, coefficients)
+        _, w = _working_weights(family)(eta, mu, self.weights)
+        w1 = _CANONICAL_W_PRIME[(family.name, family.link.name)](self.weights, mu)
+        q = -self.weights * (self.y - mu)
+        wz, zq, z3w1 = (w, q, w1) if z is None else (w * z, z * q, (z * z * z) * w1)
+        wzx = np.bincount(
+            self._level_index(), weights=(self.X.T * wz).ravel(), minlength=p * nlevels
+        ).reshape(p, nlevels)
+        other = np.bincount(
+            np.concatenate([refs, refs + nlevels]),
+            weights=np.concatenate([zq, z3w1]),
+            minlength=2 * nlevels,
+        )
+        xwx = (self.X.T * w) @ self.X
+        return np.concatenate([wzx.T.ravel(), other, xwx.ravel()])
+
+    def scalar_theta_hessian_sums(
+        self,
+        family: Any,
+        coefficients: Coefficients,
+        lam: float,
+        d_beta: np.ndarray,
+        e_level: np.ndarray,
+        inv_m: np.ndarray,
+        w3M2: np.ndarray,
+    ) -> np.ndarray:
+        """The second pass of :meth:`PirlsDeviance.laplace_hessian_one_scalar`: with
+        ``G_i = x_i + lam z_i d_beta_l`` and ``E_i = z_i e_level_l``, per level ``sum z w E,
+        sum z w' E^2, sum z^2 w' E, sum z^2 w'' E^2`` (4 x levels), then ``sum z w G, sum z
+        w' E G, sum z^2 w' G, sum z^2 w'' E G`` (4 x levels x p), then ``X'(w E)`` (p) and
+        ``sum c_i G_i G_i'`` (p x p; ``inv_m = 1 / M``, ``w3M2 = (sum z^3 w')_l / M_l^2``)."""
+        refs, z, _ = self._term_rows[0]
+        nlevels, p = self.terms[0].nlevels, self.p
+        key = (family.name, family.link.name)
+        eta, mu = self._eta_mu(family, coefficients)
+        _, w = _working_weights(family)(eta, mu, self.weights)
+        w1 = _CANONICAL_W_PRIME[key](self.weights, mu)
+        w2 = _CANONICAL_W_SECOND[key](self.weights, mu)
+        zz = np.ones(self.nobs) if z is None else z
+        E = zz * e_level.take(refs)
+        Gt = self.X.T + (lam * zz) * d_beta.T[:, refs]  # (p, n)
+        zw, zw1E, z2w1, z2w2E = zz * w, zz * w1 * E, zz * zz * w1, zz * zz * w2 * E
+        scalars = np.stack([zw * E, zw1E * E, z2w1 * E, z2w2E * E])
+        vectors = np.stack([Gt * zw, Gt * zw1E, Gt * z2w1, Gt * z2w2E])  # (4, p, n)
+        bins = (np.arange(4)[:, None] * nlevels + refs[None, :]).ravel()
+        level4 = np.bincount(bins, weights=scalars.ravel(), minlength=4 * nlevels)
+        vbins = (np.arange(4 * p)[:, None] * nlevels + refs[None, :]).ravel()
+        level4p = np.bincount(vbins, weights=vectors.ravel(), minlength=4 * p * nlevels)
+        # The beta block's sum c_i G_i G_i' (laplace_beta_hessian's Notes): c_i = a_i^2 w''_i
+        # / M_l - a_i w'_i (sum_l a^3 w') / M_l^2, from z^2 w'' / M and z w' (z^3 w')_l / M^2.
+        c = (lam * lam) * (zz * zz * w2 * inv_m.take(refs)) - (lam**4) * (zz * w1 * w3M2.take(refs))
+        return np.concatenate([level4, level4p, self.X.T @ (w * E), ((Gt * c) @ Gt.T).ravel()])
+
     def integral_binomial_weights(self) -> bool:
         w = self.weights if self.trials is None else self.weights / np.maximum(self.trials, 1.0)
         return not bool(np.any(w != np.round(w)))
@@ -871,6 +1114,34 @@ def _chunk_agq_node_sums(rows: MemoryRows, family: Any, beta, b_nodes):
 
 def _chunk_agq_x_sums(rows: MemoryRows, family: Any, beta, b_nodes, pi):
     return rows.agq_x_sums(family, beta, b_nodes, pi)
+
+
+def _chunk_scalar_slope_level_sums(rows: MemoryRows, family: Any, coefficients: Coefficients):
+    return rows.scalar_slope_level_sums(family, coefficients)
+
+
+def _chunk_scalar_slope_sums(
+    rows: MemoryRows, family: Any, coefficients: Coefficients, lam, u, y_modes, inv_m
+):
+    return rows.scalar_slope_sums(family, coefficients, lam, u, y_modes, inv_m)
+
+
+def _chunk_scalar_hessian_level_sums(rows: MemoryRows, family: Any, coefficients, lam):
+    return rows.scalar_hessian_level_sums(family, coefficients, lam)
+
+
+def _chunk_scalar_hessian_sums(rows: MemoryRows, family: Any, coefficients, lam, CM, w3M2, inv_m):
+    return rows.scalar_hessian_sums(family, coefficients, lam, CM, w3M2, inv_m)
+
+
+def _chunk_scalar_theta_level_sums(rows: MemoryRows, family: Any, coefficients):
+    return rows.scalar_theta_level_sums(family, coefficients)
+
+
+def _chunk_scalar_theta_hessian_sums(
+    rows: MemoryRows, family: Any, coefficients, lam, d_beta, e_level, inv_m, w3M2
+):
+    return rows.scalar_theta_hessian_sums(family, coefficients, lam, d_beta, e_level, inv_m, w3M2)
 
 
 def _add_pairs(a: tuple, b: tuple) -> tuple:
@@ -1004,6 +1275,55 @@ class ChunkedRows:
     ) -> np.ndarray:
         return self._reduce(_chunk_agq_x_sums, (family, beta, b_nodes, pi), _add)
 
+    def scalar_slope_level_sums(self, family: Any, coefficients: Coefficients) -> np.ndarray:
+        return self._reduce(_chunk_scalar_slope_level_sums, (family, coefficients), _add)
+
+    def scalar_slope_sums(
+        self,
+        family: Any,
+        coefficients: Coefficients,
+        lam: float,
+        u: np.ndarray,
+        y_modes: np.ndarray,
+        inv_m: np.ndarray,
+    ) -> np.ndarray:
+        args = (family, coefficients, lam, u, y_modes, inv_m)
+        return self._reduce(_chunk_scalar_slope_sums, args, _add)
+
+    def scalar_hessian_level_sums(
+        self, family: Any, coefficients: Coefficients, lam: float
+    ) -> np.ndarray:
+        args = (family, coefficients, lam)
+        return self._reduce(_chunk_scalar_hessian_level_sums, args, _add)
+
+    def scalar_hessian_sums(
+        self,
+        family: Any,
+        coefficients: Coefficients,
+        lam: float,
+        CM: np.ndarray,
+        w3M2: np.ndarray,
+        inv_m: np.ndarray,
+    ) -> np.ndarray:
+        args = (family, coefficients, lam, CM, w3M2, inv_m)
+        return self._reduce(_chunk_scalar_hessian_sums, args, _add)
+
+    def scalar_theta_level_sums(self, family: Any, coefficients: Coefficients) -> np.ndarray:
+        return self._reduce(_chunk_scalar_theta_level_sums, (family, coefficients), _add)
+
+    def scalar_theta_hessian_sums(
+        self,
+        family: Any,
+        coefficients: Coefficients,
+        lam: float,
+        d_beta: np.ndarray,
+        e_level: np.ndarray,
+        inv_m: np.ndarray,
+        w3M2: np.ndarray,
+    ) -> np.ndarray:
+        args = (family, coefficients, lam, d_beta, e_level, inv_m, w3M2)
+        return self._reduce(_chunk_scalar_theta_hessian_sums, args, _add)
+
     def integral_binomial_weights(self) -> bool:
         return bool(self._reduce(_chunk_integral, (), _both))
 
@@ -1045,6 +1365,15 @@ class PirlsState:
         :meth:`GradientPieces.from_scalar_terms` at the modes when PIRLS formed them dense
         (``C``, ``S`` None for one term; ``solve_S`` a solver with PIRLS' factor of ``S``);
         else None.
+    rxtrx
+        ``R_X'R_X`` at the modes, when PIRLS estimated beta on a fast path; else None.
+    level_x
+        With one scalar term and beta estimated inside PIRLS, ``C``: the ``(p, levels)``
+        sums ``lambda sum_{i in l} w_i z_i x_i`` at the modes (``Lambda'Z'WX``
+        transposed); else None.
+    theta
+        Where PIRLS ran, when the one-scalar-term path kept it (its next run predicts the
+        modes from here); else None.
     """
 
     u: np.ndarray
@@ -1060,6 +1389,8 @@ class PirlsState:
     level_weights: np.ndarray | None = None
     scalar_blocks: tuple[Any, ...] | None = None
     rxtrx: np.ndarray | None = None
+    level_x: np.ndarray | None = None
+    theta: np.ndarray | None = None
 
     @property
     def blocks(self) -> CrossProducts:
@@ -1672,9 +2003,10 @@ class PirlsDeviance:
         # One scalar term with the rows in memory: a PIRLS step is a Newton step per level
         # (and a p x p solve for beta inside), with no blocked system (_pirls_one_scalar).
         self._x_level_index: np.ndarray | None = None
-        self._one_scalar = (
-            isinstance(rows, MemoryRows) and len(self.terms) == 1 and self.terms[0].ncols == 1
-        )
+        self._xr_workspace: tuple[np.ndarray, np.ndarray] | None = None
+        self._recent: list[tuple[Any, tuple[Any, ...], PirlsState]] = []
+        self._one_term_scalar = len(self.terms) == 1 and self.terms[0].ncols == 1
+        self._one_scalar = isinstance(rows, MemoryRows) and self._one_term_scalar
         # One vector-valued term (e.g. (urban | district)): PIRLS by small per-level
         # systems (_pirls_one_term).
         self._one_vector = (
@@ -1762,7 +2094,49 @@ class PirlsDeviance:
         self, theta: np.ndarray, beta: np.ndarray | None, u0: np.ndarray | None = None
     ) -> PirlsState:
         """Run PIRLS at ``theta``: for the modes at fixed ``beta``, or (``beta=None``) for the
-        modes and beta together (nAGQ = 0). Each iteration is one pass over the rows."""
+        modes and beta together (nAGQ = 0). Each iteration is one pass over the rows.
+
+        The states of the last two runs without a start ``u0`` are kept: the same point
+        asked again (the Newton stage's Hessian at its last point, the result at the
+        optimum) gets the same state back, which a run from those modes would reproduce
+        (its first step is below the stopping rule) at the cost of a pass and a step.
+        """
+        if u0 is not None:
+            return self._pirls_run(theta, beta, u0)
+        theta = np.asarray(theta, dtype=np.float64)
+        family = self.family
+        key = (
+            self.mode_tolerance,
+            theta.tobytes(),
+            None if beta is None else np.asarray(beta, dtype=np.float64).tobytes(),
+        )
+        recent = self._recent
+        for seen_family, seen, state in recent:
+            # The family by identity (the negative binomial's changes with its theta).
+            if seen_family is family and seen == key:
+                return state
+        state = self._pirls_run(theta, beta, None)
+        recent.insert(0, (family, key, state))
+        del recent[2:]
+        return state
+
+    def keep_state_at(self, theta: np.ndarray, beta: np.ndarray, state: PirlsState) -> None:
+        """Answer :meth:`pirls` at ``(theta, beta)`` with ``state`` from now on (under the
+        current stopping rule): the joint modes of a run with beta inside at ``theta``
+        (``state``, whose beta is ``beta``) are the modes at that fixed beta too, the same
+        equations (the two-stage fit's stage 2 starts there)."""
+        key = (
+            self.mode_tolerance,
+            np.asarray(theta, dtype=np.float64).tobytes(),
+            np.asarray(beta, dtype=np.float64).tobytes(),
+        )
+        self._recent.insert(0, (self.family, key, state))
+        del self._recent[2:]
+
+    def _pirls_run(
+        self, theta: np.ndarray, beta: np.ndarray | None, u0: np.ndarray | None
+    ) -> PirlsState:
+        """:meth:`pirls` itself."""
         # The fast paths' inverse links may overflow exp (a mean of 0 or 1, then bounded,
         # as the links do): one error-state context per run, not one per pass. A start
         # predicted far off may also give an infinite mean and 0 * inf in the deviance
@@ -1830,6 +2204,8 @@ class PirlsDeviance:
             self._beta0 = beta_cur
         self._predictors[with_x].add(where, np.concatenate([u, beta_cur]) if with_x else u)
         deviance = float(pdev - u @ u)
+        p = self.p
+        RX = factor.LXX[:p, :p]  # R_X' (beta inside: the system with X)
         return PirlsState(
             u=u,
             beta=beta_cur,
@@ -1841,6 +2217,7 @@ class PirlsDeviance:
             aic_terms=self._minus_twice_loglik(current.coefficients, deviance),
             deviance=deviance,
             iterations=iterations,
+            rxtrx=RX @ RX.T if with_x else None,
         )
 
     def _pirls_one_scalar(
@@ -1882,10 +2259,17 @@ class PirlsDeviance:
             beta_cur = self._beta0
             if beta_cur is None:
                 beta_cur = rows.initial_beta(family)
-            # Row i's entry of column j of C lands at j * levels + refs[i] (one bincount).
-            if self._x_level_index is None:
-                self._x_level_index = (np.arange(p)[:, None] * nlevels + refs[None, :]).ravel()
-            x_level_index = self._x_level_index
+            # [X r]' row by row (r, the working response, is written into the last row at
+            # each step), and the bins j * levels + refs[i] of its entries: one product and
+            # one bincount give both C and c.
+            workspace = self._xr_workspace
+            if workspace is None:
+                xr = np.empty((p + 1, rows.nobs))
+                xr[:p] = X.T
+                bins = (np.arange(p + 1)[:, None] * nlevels + refs[None, :]).ravel()
+                workspace = self._xr_workspace = (xr, bins)
+            xr, xr_bins = workspace
+            lam2 = lam * lam
         else:
             # A copy: the rows recognise it as the same beta at every step (by identity).
             beta_cur = np.array(beta, dtype=np.float64)
@@ -1897,6 +2281,10 @@ class PirlsDeviance:
             u = guess[:nlevels]
             if with_x:
                 beta_cur = guess[nlevels:]
+        elif u0 is None and not with_x and (family.name, link.name) in _CANONICAL_WORKING:
+            predicted = self._predict_one_scalar(lam, beta_cur, working)
+            if predicted is not None:
+                guess = u = predicted
 
         def at(u: np.ndarray, beta: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
             # As MemoryRows.evaluate: z b[refs] first, then the fixed part (same rounding).
@@ -1918,7 +2306,7 @@ class PirlsDeviance:
         if not np.isfinite(pdev):  # a start far off (e.g. a warm start from a wild point)
             u = np.zeros(nlevels)
             fixed, eta, mu, pdev = at(u, beta_cur)
-        RXtRX = None  # with beta inside only
+        RXtRX = C = None  # with beta inside only
         tolerance = self.mode_tolerance
         iterations = 0
         dbeta = None  # beta estimated inside PIRLS (with_x) only
@@ -1928,6 +2316,11 @@ class PirlsDeviance:
         # cancels against M u): three numpy calls fewer a step, and no cancellation.
         canonical_step = not with_x and (family.name, link.name) in _CANONICAL_WORKING
         r = None  # the working response (the blocks read it; formed here if not below)
+        # Newton's PIRLS (canonical link) converges quadratically: the stricter, cheaper
+        # measure costs no iteration there; Fisher scoring's linear steps keep the
+        # max-norm rule (a stricter one would add iterations).
+        canonical = (family.name, link.name) in _CANONICAL_WORKING
+        relative_move = _relative_move_norm2 if canonical else _relative_move
         floor = [np.inf, 0.0]  # the rounding-floor rule's state (_stalled)
         for iterations in range(1, MAX_ITERATIONS + 1):  # noqa: B007 (read after the loop)
             mu_eta, w = working(eta, mu, prior)
@@ -1938,26 +2331,35 @@ class PirlsDeviance:
                 residual = prior * (y - mu) if z is None else prior * (y - mu) * z
                 s = np.bincount(refs, weights=residual, minlength=nlevels)
                 du = (lam * s - u) / M
-                moved = _relative_move(du, u, None, beta_cur)
+                moved = _relative_move_norm2(du, u, None, beta_cur)
                 if moved < tolerance or (moved < _FLOOR_MOVE and _stalled(floor, moved)):
                     break
                 u, beta_cur, (fixed, eta, mu, pdev) = _damped_step(at, u, du, beta_cur, None, pdev)
                 continue
-            r = (eta - (offset if with_x else fixed)) + (y - mu) / mu_eta
-            c = lam * np.bincount(refs, weights=wz * r, minlength=nlevels)
             if with_x:
-                wX = X * w[:, None]
-                C = lam * np.bincount(
-                    x_level_index, weights=(X * wz[:, None]).T.ravel(), minlength=p * nlevels
-                ).reshape(p, nlevels)
-                CM = C / M
-                RXtRX = wX.T @ X - CM @ C.T
-                beta_new = _solve_spd(RXtRX, wX.T @ r - CM @ c)
-                du = (c - beta_new @ C) / M - u
+                # S[j, l] = sum_{i in l} w_i z_i [x_i, r_i]_j: C = lambda S[:p], c = lambda
+                # S[p]; R_X'R_X = X'WX - C M^{-1} C' and its right side X'Wr - C M^{-1} c,
+                # then u = (c - C'beta) / M, as in the Notes, with the lambdas gathered.
+                r = xr[p]
+                np.subtract(y, mu, out=r)
+                r /= mu_eta
+                r += eta
+                r -= offset
+                wxr = xr * wz
+                S = np.bincount(xr_bins, weights=wxr.ravel(), minlength=(p + 1) * nlevels)
+                S = S.reshape(p + 1, nlevels)
+                XtWXr = (wxr[:p] if z is None else xr[:p] * w) @ xr.T  # [X'WX, X'Wr]
+                SM = S / M
+                Q = SM[:p] @ S.T
+                RXtRX = XtWXr[:, :p] - lam2 * Q[:, :p]
+                beta_new = _solve_spd(RXtRX, XtWXr[:, p] - lam2 * Q[:, p])
+                du = lam * (SM[p] - beta_new @ SM[:p]) - u
                 dbeta = beta_new - beta_cur
             else:
+                r = (eta - fixed) + (y - mu) / mu_eta
+                c = lam * np.bincount(refs, weights=wz * r, minlength=nlevels)
                 du = c / M - u
-            moved = _relative_move(du, u, dbeta, beta_cur)
+            moved = relative_move(du, u, dbeta, beta_cur)
             if moved < tolerance or (moved < _FLOOR_MOVE and _stalled(floor, moved)):
                 break
             u, beta_cur, (fixed, eta, mu, pdev) = _damped_step(at, u, du, beta_cur, dbeta, pdev)
@@ -1970,6 +2372,9 @@ class PirlsDeviance:
             predictor.add(where, np.concatenate([u, beta_cur]) if with_x else u)
         deviance = float(pdev - u @ u)
         coefficients = Coefficients(beta_cur, ((u * lam)[:, None],))
+        if with_x:
+            r = r.copy()  # the workspace's row: the next run overwrites it
+            C = lam * S[:p]
 
         def blocks() -> CrossProducts:
             # The working response at the modes, as the general step forms it.
@@ -1992,7 +2397,48 @@ class PirlsDeviance:
             level_weights=level_weights,
             scalar_blocks=(M, None, None),
             rxtrx=RXtRX,
+            level_x=C,
+            theta=theta,
         )
+
+    def _predict_one_scalar(
+        self, lam: float, beta: np.ndarray, working: Callable[..., Any]
+    ) -> np.ndarray | None:
+        """The modes at ``(lam, beta)`` to first order from the last run's (one scalar
+        term, a canonical link, beta fixed): a start ``O(step^2)`` from the modes where the
+        last modes are ``O(step)`` away, which saves Newton's first PIRLS iteration on the
+        short steps of a Newton stage and its difference quotients. None when there is no
+        such run (or it was at ``lam = 0``).
+
+        Notes
+        -----
+        The modes solve ``g_l = lambda sum_{i in l} z_i q_i + u_l = 0`` (``q`` half the
+        deviance's derivative in ``eta``), whose derivative in ``u_l`` is ``M_l``; in
+        ``lambda`` it is ``sum z_i q_i + lambda u_l sum w_i z_i^2 = u_l (M_l - 2) /
+        lambda`` at the modes, and in beta ``C_l = lambda sum w_i z_i x_i``. So ``u(lam +
+        d, beta + b) ~ u - (u (M - 2) d / lambda + C b) / M`` (implicit function theorem).
+        """
+        if not self._recent:
+            return None
+        prev = self._recent[0][2]
+        if prev.theta is None or prev.u is not self._u or prev.scalar_blocks is None:
+            return None
+        lam_prev = float(prev.theta[0])
+        if lam_prev == 0.0 or prev.mu is None:
+            return None
+        rows = self.rows
+        assert isinstance(rows, MemoryRows)
+        refs, z, _ = rows._term_rows[0]
+        u, M = prev.u, prev.scalar_blocks[0]
+        shift = u * ((M - 2.0) * ((lam - lam_prev) / lam_prev))
+        db = beta - prev.beta
+        if db.any():
+            _, w = working(prev.eta, prev.mu, rows.weights)
+            wx = w * (rows.X @ db)
+            if z is not None:
+                wx *= z
+            shift += lam_prev * np.bincount(refs, weights=wx, minlength=M.shape[0])
+        return u - shift / M
 
     def _pirls_one_term(
         self, theta: np.ndarray, beta: np.ndarray | None, u0: np.ndarray | None
@@ -2514,6 +2960,128 @@ class PirlsDeviance:
         grad[0] = g_lam
         return state.laplace, grad
 
+    def laplace_beta_hessian(self, theta: np.ndarray, beta: np.ndarray) -> np.ndarray:
+        """The Hessian of the Laplace deviance over beta at fixed theta, in closed form
+        (one scalar term, a canonical link: :meth:`has_theta_gradient`; rows in memory or in
+        chunks, two passes).
+
+        Notes
+        -----
+        With ``a_i = lambda z_i``, ``M_l = sum_{i in l} a_i^2 w_i + 1`` and ``C_l = sum_{i in
+        l} a_i w_i x_i``, the modes move by ``du_l/dbeta = -C_l / M_l``, so the linear
+        predictor by ``G_i = x_i - a_i C_l(i) / M_l(i)``. The penalised deviance contributes
+        ``2 sum w_i x_i G_i' = 2 R_X'R_X`` (envelope theorem). ``log M_l`` has gradient
+        ``A_l / M_l``, ``A_l = sum a_i^2 w'_i G_i``; differentiating again, with the modes'
+        second derivative ``d^2u_l/dbeta^2 = -B_l / M_l``, ``B_l = sum a_i w'_i G_i G_i'``
+        (the mode equation ``sum a_i q_i + u_l = 0`` twice),
+
+            d^2 log M_l = sum_{i in l} c_i G_i G_i' - A_l A_l' / M_l^2,
+            c_i = a_i^2 w''_i / M_l - a_i w'_i (sum_{j in l} a_j^3 w'_j) / M_l^2,
+
+        ``w'``, ``w''`` the derivatives of the working weights in ``eta``. Exact where
+        forward differences of the gradient carry ``O(h)`` truncation, and no evaluation:
+        the Newton stage's Hessians then cost only their theta column.
+        """
+        theta = np.asarray(theta, dtype=np.float64)
+        state = self.pirls(theta, beta)
+        rows, family, p = self.rows, self.family, self.p
+        lam = float(theta[0])
+        M = lam * lam * state.term1_weights + 1.0
+        nlevels = M.shape[0]
+        inv_m = 1.0 / M
+        coefficients = state.coefficients
+        first = rows.scalar_hessian_level_sums(family, coefficients, lam)
+        C = first[: p * nlevels].reshape(nlevels, p)
+        w3 = first[p * nlevels : (p + 1) * nlevels]
+        xwx = first[(p + 1) * nlevels :].reshape(p, p)
+        second = rows.scalar_hessian_sums(
+            family, coefficients, lam, C * inv_m[:, None], w3 * inv_m * inv_m, inv_m
+        )
+        GcG = second[: p * p].reshape(p, p)
+        A = second[p * p :].reshape(nlevels, p)
+        rxtrx = xwx - (C * inv_m[:, None]).T @ C
+        H = 2.0 * rxtrx + GcG - (A * (inv_m * inv_m)[:, None]).T @ A
+        return 0.5 * (H + H.T)
+
+    def laplace_hessian_one_scalar(self, theta: np.ndarray, beta: np.ndarray) -> np.ndarray:
+        """The Hessian of the Laplace deviance over ``[lambda, beta]`` in closed form (one
+        scalar term, a canonical link: :meth:`has_theta_gradient`; rows in memory or in
+        chunks, two passes).
+
+        Notes
+        -----
+        The beta block is :meth:`laplace_beta_hessian`'s (from the same two passes). For
+        ``lambda``, with ``a_i =
+        lambda z_i``, ``lw_l = sum_{i in l} w_i z_i^2`` and ``M_l = lambda^2 lw_l + 1``:
+        the modes move by ``v_l = du_l/dlambda = -t_l / M_l``, ``t_l = sum z q + lambda u_l
+        lw_l``, and ``D_l = du_l/dbeta = -lambda (sum w z x) / M_l``, so the linear
+        predictor by ``E_i = z_i (u_l + lambda v_l)`` and ``G_i = x_i + a_i D_l``. Their
+        second derivatives follow from the mode equation ``lambda sum z q + u_l = 0``
+        differentiated twice:
+
+            v'_l = -(2 sum z w E + lambda sum z w' E^2 + 2 lambda lw_l v_l) / M_l,
+            dv_l/dbeta = -(sum z w G + lambda sum z w' E G + lambda lw_l D_l) / M_l.
+
+        The penalised deviance's part (envelope theorem: its gradient is ``2 sum q z u_l``
+        in lambda, ``2 X'q`` in beta) gives ``2 sum_l (u_l sum z w E + v_l sum z q)`` and
+        ``2 X'(w E)``; ``log M_l``, with ``N_l = dM_l/dlambda = 2 lambda lw_l + lambda^2
+        sum z^2 w' E`` and ``A_l = dM_l/dbeta = lambda^2 sum z^2 w' G``, gives ``N'_l / M_l
+        - N_l^2 / M_l^2`` and ``(dN_l/dbeta) / M_l - N_l A_l / M_l^2`` with
+
+            N'_l = 2 lw_l + 4 lambda sum z^2 w' E + lambda^2 sum z^2 w'' E^2
+                   + lambda^2 (2 v_l + lambda v'_l) sum z^3 w',
+            dN_l/dbeta = 2 lambda sum z^2 w' G + lambda^2 (sum z^2 w'' E G
+                   + (D_l + lambda dv_l/dbeta) sum z^3 w').
+        """
+        theta = np.asarray(theta, dtype=np.float64)
+        state = self.pirls(theta, beta)
+        rows, family, p = self.rows, self.family, self.p
+        lam = float(theta[0])
+        lw = state.term1_weights
+        M = lam * lam * lw + 1.0
+        L = M.shape[0]
+        inv_m = 1.0 / M
+        u = state.u
+        coefficients = state.coefficients
+        first = rows.scalar_theta_level_sums(family, coefficients)
+        wzx = first[: p * L].reshape(L, p)
+        zq = first[p * L : (p + 1) * L]
+        w3 = first[(p + 1) * L : (p + 2) * L]
+        xwx = first[(p + 2) * L :].reshape(p, p)
+        d_beta = -lam * wzx * inv_m[:, None]  # (L, p)
+        v = -(zq + lam * u * lw) * inv_m
+        second = rows.scalar_theta_hessian_sums(
+            family, coefficients, lam, d_beta, u + lam * v, inv_m, w3 * inv_m * inv_m
+        )
+        S1, S2, S3, S4 = second[: 4 * L].reshape(4, L)
+        V = second[4 * L : 4 * L + 4 * p * L].reshape(4, p, L)
+        V1, V2, V3, V4 = (V[k].T for k in range(4))  # (L, p) each
+        xwe = second[4 * L + 4 * p * L : 4 * L + 4 * p * L + p]
+        GcG = second[4 * L + 4 * p * L + p :].reshape(p, p)
+        v_prime = -(2.0 * S1 + lam * S2 + 2.0 * lam * lw * v) * inv_m
+        N = 2.0 * lam * lw + lam * lam * S3
+        N_prime = (
+            2.0 * lw + 4.0 * lam * S3 + lam * lam * S4 + lam * lam * (2.0 * v + lam * v_prime) * w3
+        )
+        h_ll = 2.0 * float(u @ S1 + v @ zq) + float(np.sum(N_prime * inv_m - (N * inv_m) ** 2))
+        dv_beta = -(V1 + lam * V2 + (lam * lw)[:, None] * d_beta) * inv_m[:, None]
+        A = lam * lam * V3
+        dN_beta = 2.0 * lam * V3 + lam * lam * (V4 + w3[:, None] * (d_beta + lam * dv_beta))
+        h_lb = (
+            2.0 * xwe
+            + (dN_beta * inv_m[:, None]).sum(axis=0)
+            - ((N * inv_m * inv_m)[:, None] * A).sum(axis=0)
+        )
+        H = np.empty((p + 1, p + 1))
+        H[0, 0] = h_ll
+        H[0, 1:] = H[1:, 0] = h_lb
+        # The beta block as laplace_beta_hessian: 2 R_X'R_X + sum c G G' - sum A A' / M^2
+        # (C = lambda sum w z x = -M d_beta).
+        rxtrx = xwx - (lam * lam) * (wzx * inv_m[:, None]).T @ wzx
+        H_beta = 2.0 * rxtrx + GcG - (A * (inv_m * inv_m)[:, None]).T @ A
+        H[1:, 1:] = 0.5 * (H_beta + H_beta.T)
+        return H
+
     def _laplace_gradient(
         self, theta: np.ndarray, beta: np.ndarray
     ) -> tuple[PirlsState, GradientPieces, np.ndarray]:
@@ -2536,10 +3104,11 @@ class PirlsDeviance:
 
     def has_fast_gradient(self) -> bool:
         """Whether :meth:`fast_gradient` applies: :meth:`has_theta_gradient` with the rows
-        in memory and a PIRLS fast path (which gives ``R_X'R_X``)."""
+        in memory and a PIRLS fast path (which gives ``R_X'R_X``), or one scalar term (rows
+        in memory or in chunks: :meth:`_fast_gradient_one_scalar`)."""
         return (
-            isinstance(self.rows, MemoryRows)
-            and (self._one_scalar or self._scalar_terms is not None)
+            (isinstance(self.rows, MemoryRows) or self._one_term_scalar)
+            and (self._one_term_scalar or self._scalar_terms is not None)
             and self.has_theta_gradient()
         )
 
@@ -2564,6 +3133,8 @@ class PirlsDeviance:
         theta = np.asarray(theta, dtype=np.float64)
         joint = self.pirls(theta, None)
         rxtrx = joint.rxtrx
+        if self._one_term_scalar and rxtrx is not None:
+            return joint.laplace, self._fast_gradient_one_scalar(theta, joint)
         if rxtrx is None:
             raise ValueError("fast_gradient needs a PIRLS fast path (has_fast_gradient)")
         beta = joint.beta
@@ -2604,6 +3175,47 @@ class PirlsDeviance:
                 zv += part if z_m is None else part * z_m
             dbeta[:, k] = -_solve_spd(rxtrx, X.T @ (we - w * zv))
         return value, grad_theta + grad_beta @ dbeta
+
+    def _fast_gradient_one_scalar(self, theta: np.ndarray, joint: PirlsState) -> np.ndarray:
+        """:meth:`fast_gradient` for one scalar term, from the joint modes' own state (no
+        second PIRLS run at fixed beta: its modes are these); rows in memory or in chunks
+        (two passes).
+
+        Notes
+        -----
+        ``M`` is diagonal, ``M_l = lambda^2 sum_{i in l} w_i z_i^2 + 1``; with ``a_i =
+        lambda z_i``, ``s_i = a_i^2 w'_i / M_l(i)``, ``y_l = (sum_{i in l} s_i a_i) / M_l``
+        (pass 1: ``lambda^3 sum z^3 w' / M_l^2``) and ``r_i = s_i - w_i a_i y_l(i)``, the
+        partial derivatives of :meth:`_laplace_gradient_one_scalar` are
+
+            dD/dbeta   = X'(2 q + r),
+            dD/dlambda = q'(z (2 u - y)[l]) + (z u[l])'r + 2 sum_l (1 - 1/M_l) / lambda.
+
+        The joint modes move by (implicit function theorem on ``[Lambda Z'q + u; X'q] =
+        0``, as :meth:`fast_gradient`) ``dbeta~/dlambda = -(R_X'R_X)^{-1} (X'W e - C (t /
+        M))`` with ``e_i = z_i u_l(i)``, ``t_l = sum_{i in l} z_i (q_i + lambda w_i e_i)``
+        and ``C = Lambda'Z'WX`` transposed (``(p, levels)``); then ``dD_0/dlambda =
+        dD/dlambda + (dD/dbeta)' dbeta~/dlambda``.
+        """
+        rows, family, p = self.rows, self.family, self.p
+        lam = float(theta[0])
+        M = lam * lam * joint.term1_weights + 1.0
+        inv_m = 1.0 / M
+        C = joint.level_x
+        if C is None:  # the blocked system's (chunks): X'WZ at the modes
+            C = lam * joint.blocks.xytz1[:p, :, 0]
+        coefficients = joint.coefficients
+        w3 = rows.scalar_slope_level_sums(family, coefficients)
+        y_modes = (lam * lam * lam) * w3 * (inv_m * inv_m)
+        sums = rows.scalar_slope_sums(family, coefficients, lam, joint.u, y_modes, inv_m)
+        nlevels = M.shape[0]
+        grad_beta = sums[:p]
+        g_lam = float(sums[p])
+        if lam != 0.0:  # 0 at the bound, where the deviance is even in lambda
+            g_lam += 2.0 * float((1.0 - inv_m).sum()) / lam
+        t = sums[p + 1 : p + 1 + nlevels]
+        dbeta = _solve_spd(joint.rxtrx, C @ (t * inv_m) - sums[p + 1 + nlevels :])
+        return np.array([g_lam + float(grad_beta @ dbeta)])
 
     def has_agq_gradient(self) -> bool:
         """Whether :meth:`agq_gradient` applies: adaptive Gauss-Hermite quadrature (one

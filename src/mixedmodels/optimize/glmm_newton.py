@@ -24,8 +24,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.linalg import get_lapack_funcs
 
-__all__ = ["NewtonResult", "gradient_differences", "newton_minimize"]
+_POSV = get_lapack_funcs("posv", dtype=np.float64)
+
+__all__ = ["NewtonResult", "gradient_differences", "minimize_scalar", "newton_minimize"]
 
 #: ``x -> (value, gradient)``; the value is ``inf`` (and the gradient anything) where the
 #: criterion cannot be evaluated.
@@ -124,15 +127,13 @@ def _newton_step(H: np.ndarray, g: np.ndarray, free: np.ndarray) -> tuple[np.nda
     if not idx.size:
         return step, True
     Hf = H if idx.size == g.shape[0] else H[np.ix_(idx, idx)]
-    try:
-        # Cholesky only as the test of positive definiteness; the solve by numpy's LU
-        # (a few parameters: scipy's checked wrappers cost more than the arithmetic).
-        np.linalg.cholesky(Hf)
-        step[idx] = -np.linalg.solve(Hf, g[idx])
-        if np.all(np.isfinite(step)):
-            return step, True
-    except (np.linalg.LinAlgError, ValueError):
-        pass
+    # LAPACK's dposv directly: the Cholesky factor is the test of positive definiteness
+    # and gives the solve (numpy's cholesky and solve each cost more in checks than in
+    # arithmetic on a few parameters).
+    _, solution, info = _POSV(Hf, g[idx], lower=1)
+    if info == 0 and np.all(np.isfinite(solution)):
+        step[idx] = -solution
+        return step, True
     values, vectors = np.linalg.eigh(0.5 * (Hf + Hf.T))
     top = float(np.max(np.abs(values))) if values.size else 0.0
     if not np.isfinite(top) or top == 0.0:
@@ -157,6 +158,7 @@ def newton_minimize(
     refresh_ratio: float = 1.0,
     max_iterations: int = 40,
     max_halvings: int = 30,
+    hessian: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray | None, int]] | None = None,
 ) -> NewtonResult:
     """Minimise ``f`` from ``x0`` subject to ``x >= lower`` by Newton steps on an analytic
     gradient.
@@ -189,6 +191,10 @@ def newton_minimize(
     forward
         Form Hessians by forward differences of the gradient (``step`` should then be
         small, ~1e-5) rather than central ones.
+    hessian
+        ``(x, g(x)) -> (H or None, evaluations)``: forms the Hessian at ``x`` (the last
+        point evaluated) in place of differences of the gradient (e.g. partly in closed
+        form).
 
     Returns
     -------
@@ -197,6 +203,12 @@ def newton_minimize(
     x = np.asarray(x0, dtype=np.float64).copy()
     lower = np.asarray(lower, dtype=np.float64)
     used = 0
+
+    def differences(x: np.ndarray, g: np.ndarray) -> tuple[np.ndarray | None, int]:
+        if hessian is not None:
+            return hessian(x, g)
+        return gradient_differences(fg, x, step, gradient=g if forward else None)
+
     if start is None:
         f, g = fg(x)
         used += 1
@@ -211,7 +223,7 @@ def newton_minimize(
         return result(False, None, 0, "the criterion is not finite at the start")
     fresh = initial_hessian is None
     if fresh:
-        H, n = gradient_differences(fg, x, step, gradient=g if forward else None)
+        H, n = differences(x, g)
         used += n
         if H is None:
             return result(False, None, 0, "the Hessian could not be formed at the start")
@@ -223,7 +235,7 @@ def newton_minimize(
         if refresh and not fresh:
             # The carried Hessian served badly (the decrement did not shrink enough):
             # form it again here, as Newton's method proper.
-            H_new, n = gradient_differences(fg, x, step, gradient=g if forward else None)
+            H_new, n = differences(x, g)
             used += n
             if H_new is not None:
                 H, fresh = H_new, True
@@ -231,7 +243,7 @@ def newton_minimize(
         d, positive = _newton_step(H, g, free)
         if not positive and not fresh:
             # A carried Hessian that lost its curvature: form it here.
-            H_new, n = gradient_differences(fg, x, step, gradient=g if forward else None)
+            H_new, n = differences(x, g)
             used += n
             if H_new is not None:
                 H, fresh = H_new, True
@@ -252,7 +264,7 @@ def newton_minimize(
                 return result(False, H, iteration, "the Hessian is not positive definite")
             # Converged on a carried Hessian: confirm with one formed at this point
             # (standard errors need it there anyway).
-            H, n = gradient_differences(fg, x, step, gradient=g if forward else None)
+            H, n = differences(x, g)
             used += n
             fresh = True
             if H is None:
@@ -282,3 +294,133 @@ def newton_minimize(
         fresh = False
         x, f, g = x_new, float(f_new), g_new
     return result(False, H if fresh else None, max_iterations, "too many Newton iterations")
+
+
+def _cubic_minimizer(
+    xa: float, fa: float, ga: float, xb: float, fb: float, gb: float
+) -> float | None:
+    """The minimiser of the cubic through ``(xa, fa, ga)`` and ``(xb, fb, gb)`` (values and
+    slopes), or None where the cubic has none (Nocedal & Wright 2006, eq. 3.59)."""
+    d1 = ga + gb - 3.0 * (fa - fb) / (xa - xb)
+    disc = d1 * d1 - ga * gb
+    if disc < 0.0:
+        return None
+    d2 = np.copysign(np.sqrt(disc), xb - xa)
+    denom = gb - ga + 2.0 * d2
+    if denom == 0.0:
+        return None
+    x = xb - (xb - xa) * (gb + d2 - d1) / denom
+    return float(x) if np.isfinite(x) else None
+
+
+def minimize_scalar(
+    fg: ValueGradient,
+    x0: float,
+    lower: float,
+    *,
+    tolerance: float,
+    start: tuple[float, np.ndarray] | None = None,
+    first_step: float = 0.5,
+    max_evaluations: int = 40,
+) -> NewtonResult:
+    """Minimise a smooth function of one variable ``x >= lower`` from values and analytic
+    derivatives, by safeguarded cubic interpolation.
+
+    Parameters
+    ----------
+    fg
+        ``x -> (f(x), [f'(x)])`` with ``x`` a 1-vector (``inf`` where undefined).
+    x0, lower
+        Start and lower bound.
+    tolerance
+        Convergence when the Newton decrement ``f'^2 / f''`` (twice the predicted decrease;
+        ``f''`` the secant of the last two slopes) is below it, or at the bound with
+        ``f' >= 0``.
+    start
+        ``fg(x0)`` if the caller has it.
+    first_step
+        The first trial moves ``x0`` by this factor of ``max(|x0|, 1)`` downhill (no
+        curvature is known yet): from lme4's start ``theta = 1`` the optimum of a
+        relative SD is usually between 0.2 and 2.
+    max_evaluations
+        Calls of ``fg`` before giving up.
+
+    Returns
+    -------
+    NewtonResult
+        With ``hessian`` the last secant ``f''`` (1 x 1).
+
+    Notes
+    -----
+    Each step takes the minimiser of the cubic Hermite interpolant through the two most
+    recent points (Nocedal & Wright 2006, sec. 3.5): superlinear near the optimum, and
+    one call per step with no curvature to difference (a Newton step on forward
+    differences costs two). A bracket ``[a, b]`` with ``f'(a) < 0 < f'(b)`` is kept once
+    found, and a step that leaves it is replaced by bisection; before a bracket, steps
+    expand at most fourfold. At the bound the slope may be 0 (a relative SD: the
+    criterion is even in it), so there the values decide: the bound is the optimum when
+    its value is not above the last point's; otherwise it is the bracket's left end.
+    """
+    x = float(x0)
+    used = 0
+    if start is None:
+        f, g = fg(np.array([x]))
+        used += 1
+    else:
+        f, g = start
+    f, gx = float(f), float(np.asarray(g)[0])
+
+    def result(converged: bool, curvature: float | None, message: str = "") -> NewtonResult:
+        H = None if curvature is None else np.array([[curvature]])
+        return NewtonResult(np.array([x]), f, np.array([gx]), H, used, used, converged, message)
+
+    if not (np.isfinite(f) and np.isfinite(gx)):
+        return result(False, None, "the criterion is not finite at the start")
+    lo, hi = -np.inf, np.inf  # the bracket: f' < 0 (or the bound) at lo, f' > 0 at hi
+    prev: tuple[float, float, float] | None = None
+    curvature: float | None = None
+    while used < max_evaluations:
+        if x <= lower:
+            if gx > 0.0 or (prev is not None and f <= prev[1]):
+                return result(True, curvature)
+            lo = max(lo, x)
+        elif gx < 0.0:
+            lo = max(lo, x)
+        elif gx > 0.0:
+            hi = min(hi, x)
+        else:
+            return result(True, curvature)
+        trial = None
+        if prev is not None:
+            xp, fp, gp = prev
+            secant = (gx - gp) / (x - xp)
+            curvature = secant if secant > 0.0 else None
+            if curvature is not None and x > lower and gx * gx / curvature < tolerance:
+                return result(True, curvature)
+            trial = _cubic_minimizer(xp, fp, gp, x, f, gx)
+        if trial is None:  # no curvature yet: a fixed step downhill (up from the bound)
+            move = first_step * max(abs(x), 1.0)
+            trial = x + move if gx < 0.0 or x <= lower else x - move
+        if np.isfinite(lo) and np.isfinite(hi):
+            if not (lo < trial < hi):
+                trial = 0.5 * (lo + hi)
+        elif prev is not None:
+            # Not bracketed: extrapolate downhill, at most four times the last move.
+            limit = 4.0 * abs(x - prev[0])
+            if (trial - x) * gx > 0.0 or abs(trial - x) > limit:
+                trial = x - np.copysign(limit, gx)
+        trial = max(trial, lower)
+        if trial == x:
+            return result(curvature is not None, curvature, "no move")
+        f_new, g_new = fg(np.array([trial]))
+        used += 1
+        while not (np.isfinite(f_new) and np.all(np.isfinite(g_new))):
+            # Undefined there (PIRLS failed): halve the move.
+            trial = 0.5 * (x + trial)
+            if abs(trial - x) < 1e-10 * max(abs(x), 1.0) or used >= max_evaluations:
+                return result(False, curvature, "the criterion is not finite")
+            f_new, g_new = fg(np.array([trial]))
+            used += 1
+        prev = (x, f, gx)
+        x, f, gx = float(trial), float(f_new), float(np.asarray(g_new)[0])
+    return result(False, curvature, "too many evaluations")
