@@ -203,6 +203,25 @@ def _moved(summary: OptSummary, steps: _NewtonSteps, record_gradient: bool = Fal
     return replace(summary, **changes)
 
 
+def _free_entries(
+    x: np.ndarray, finite: np.ndarray
+) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]]:
+    """The entries of ``x`` the Newton steps move (those with a finite gradient: a template
+    on its bound has NaN entries) and the map from them back to the whole vector (the
+    others held at ``x``)."""
+    if finite.all():
+        return np.arange(x.shape[0]), _same
+
+    idx = np.flatnonzero(finite)
+
+    def full(z: np.ndarray) -> np.ndarray:
+        out = x.copy()
+        out[idx] = z
+        return out
+
+    return idx, full
+
+
 def _newton_steps(
     objective: Callable[[np.ndarray], float],
     gradient: Callable[[np.ndarray], np.ndarray],
@@ -223,28 +242,10 @@ def _newton_steps(
         g = np.asarray(g0, dtype=np.float64)
         count = 0
     finite = np.isfinite(g)
-    if finite.all():
-        idx = np.arange(g.shape[0])
-
-        def full(z: np.ndarray) -> np.ndarray:
-            return z
-
-        z = x
-        lower = summary.lower
-        gz = g
-    else:
-        idx = np.flatnonzero(finite)
-        if idx.shape[0] == 0:
-            return _NewtonSteps(None, f, count, g, idx, None, False)
-
-        def full(z: np.ndarray) -> np.ndarray:
-            out = x.copy()
-            out[idx] = z
-            return out
-
-        z = x[idx]
-        lower = summary.lower[idx]
-        gz = g[idx]
+    idx, full = _free_entries(x, finite)
+    if idx.shape[0] == 0:
+        return _NewtonSteps(None, f, count, g, idx, None, False)
+    z, lower, gz = x[idx], summary.lower[idx], g[idx]
 
     def sub_objective(z: np.ndarray) -> float:
         return objective(full(z))
@@ -366,25 +367,13 @@ def _exact_newton_steps(
     g = np.asarray(g, dtype=np.float64)
     count = 1
     finite = np.isfinite(g)
-    if finite.all():
-        idx = np.arange(g.shape[0])
-        z, lower, gz, H = x, summary.lower, g, np.asarray(H_all, dtype=np.float64)
-
-        def full(z: np.ndarray) -> np.ndarray:
-            return z
-
-    else:
-        idx = np.flatnonzero(finite)
-        if idx.shape[0] == 0:
-            return _NewtonSteps(None, f, count, g, idx, None, False)
-
-        def full(z: np.ndarray) -> np.ndarray:
-            out = x.copy()
-            out[idx] = z
-            return out
-
-        z, lower, gz = x[idx], summary.lower[idx], g[idx]
-        H = np.asarray(H_all, dtype=np.float64)[np.ix_(idx, idx)]
+    idx, full = _free_entries(x, finite)
+    if idx.shape[0] == 0:
+        return _NewtonSteps(None, f, count, g, idx, None, False)
+    z, lower, gz = x[idx], summary.lower[idx], g[idx]
+    H = np.asarray(H_all, dtype=np.float64)
+    if idx.shape[0] < g.shape[0]:
+        H = H[np.ix_(idx, idx)]
     C = cholesky_or_none(H)
     if C is None:
         return _NewtonSteps(None, f, count, g, idx, H, True)
