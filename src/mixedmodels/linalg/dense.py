@@ -511,7 +511,7 @@ class DenseSystem:
         return S
 
     def log_terms_gradient_and_hessian(
-        self, theta: np.ndarray, logdet: str, logr2_weight: float
+        self, theta: np.ndarray, logdet: str, logr2_weight: float, singular_nan: bool = True
     ) -> tuple[tuple[float, float, float] | None, np.ndarray, np.ndarray]:
         """:meth:`log_terms_and_gradient` and the exact Hessian of ``l + w log r^2``.
 
@@ -539,7 +539,9 @@ class DenseSystem:
         and are ~1e-5 relative.
 
         Entries of a template with a (near-)zero diagonal are NaN in the gradient and in
-        their rows and columns of the Hessian (as :meth:`log_terms_and_gradient`).
+        their rows and columns of the Hessian (as :meth:`log_terms_and_gradient`), unless
+        ``singular_nan`` is False: the formulas hold on the boundary too (``Omega`` stays
+        positive definite), and a bound-constrained Newton method needs them there.
         """
         theta = np.asarray(theta, dtype=np.float64)
         k = self.structure.ntheta
@@ -608,7 +610,7 @@ class DenseSystem:
         grad = 2.0 * g_det + weight * g_r
         H += H.T
         H *= 0.5
-        singular = self._singular_entries(theta)
+        singular = self._singular_entries(theta) if singular_nan else None
         if singular:
             grad[singular] = np.nan
             H[singular, :] = np.nan

@@ -60,6 +60,7 @@ from mixedmodels.optimize import (
     polish,
     snap_to_bounds,
 )
+from mixedmodels.optimize.bounded_newton import bounded_newton, template_columns
 from mixedmodels.optimize.finish import newton_secant_first
 from mixedmodels.optimize.wide_rest import newton_from_start
 from mixedmodels.residual.repeated import RepeatedResidual, build_repeated
@@ -435,6 +436,21 @@ class LinearMixedModel:
                 found = newton_first(
                     dev, gradient.value_and_gradient, _newton_hessian(gradient), x0, lower
                 )
+            elif early and isinstance(gradient, DenseDevianceGradient):
+                # Small models with several parameters: projected Newton steps on the
+                # exact Hessian from the moment start (bounds included: a template
+                # diagonal on 0 is held there or certified by its curvature); BOBYQA
+                # below where they cannot certify an optimum.
+                found = bounded_newton(
+                    dev,
+                    _exact_derivatives(gradient),
+                    x0,
+                    lower,
+                    gradient.singular_entries,
+                    template_columns(
+                        self.structure.rows, self.structure.cols, self.structure.offsets
+                    ),
+                )
             elif early and getattr(gradient, "newton_from_start", False):
                 if gradient.cheap:
                     # The large path (1e6 users with slopes, their items): the finish's
@@ -457,10 +473,12 @@ class LinearMixedModel:
                     ),
                     gradient=gradient,
                 )
-            if early and not gradient_is_small(summary):
+            if found is None and early and not gradient_is_small(summary):
                 # The early stop left a point the Newton finish could not complete (a step
                 # would cross a bound: an optimum close to the boundary). Run BOBYQA to
-                # the tight tolerances from there, then finish again.
+                # the tight tolerances from there, then finish again. (Newton steps from
+                # the start end at a point their exact derivatives certify; on the
+                # boundary the check's gradient from differences is not theirs.)
                 again = polish(dev, summary.final_theta, lower, tight)
                 again, used = snap_to_bounds(dev, again, np.isfinite(lower))
                 again = replace(again, evaluations=summary.evaluations + again.evaluations + used)
@@ -793,6 +811,16 @@ def _newton_hessian(gradient: DenseDevianceGradient | OneTermDerivatives):
     the gradient object gives it, else from differences of the gradient."""
     exact = getattr(gradient, "hessian", None)
     return exact if exact is not None else gradient_differences(gradient)
+
+
+def _exact_derivatives(gradient: DenseDevianceGradient):
+    """``derivatives(x) -> (f, g, H)`` for :func:`~mixedmodels.optimize.bounded_newton.
+    bounded_newton`: the exact ones, finite on the boundary too."""
+
+    def derivatives(x: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+        return gradient.value_gradient_and_hessian(x, singular_nan=False)
+
+    return derivatives
 
 
 def _null_terms(n: int) -> tuple[GroupedTerm, ...]:

@@ -554,12 +554,20 @@ class DenseDevianceGradient:
         self.evaluations += 1
         return self.dev.value_and_gradient(theta)
 
-    def value_gradient_and_hessian(self, theta: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    def value_gradient_and_hessian(
+        self, theta: np.ndarray, singular_nan: bool = True
+    ) -> tuple[float, np.ndarray, np.ndarray]:
         """The criterion, its gradient and its exact Hessian from one factorisation (about
         the work of two gradients, where differences of the gradient take one per
-        parameter and are ~1e-5 relative)."""
+        parameter and are ~1e-5 relative). ``singular_nan``: NaN for the entries of a
+        template with a (near-)zero diagonal (the default, as the gradient), or the
+        derivatives there too (a bound-constrained Newton method's)."""
         self.evaluations += 1
-        return self.dev.value_gradient_and_hessian(theta)
+        return self.dev.value_gradient_and_hessian(theta, singular_nan)
+
+    def singular_entries(self, theta: np.ndarray) -> list[int]:
+        """The theta indices that :meth:`value_gradient_and_hessian` reports as NaN."""
+        return self.dev.system._singular_entries(np.asarray(theta, dtype=np.float64))
 
     def hessian(self, theta: np.ndarray, g: np.ndarray | None = None) -> tuple[np.ndarray, int]:
         """The exact Hessian at ``theta`` and the factorisations it cost (the interface of

@@ -164,14 +164,20 @@ class ProfiledDeviance:
             terms, grad = self.system.log_terms_and_gradient(theta, "z", self.n)
         return self.value(terms), grad
 
-    def value_gradient_and_hessian(self, theta: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    def value_gradient_and_hessian(
+        self, theta: np.ndarray, singular_nan: bool = True
+    ) -> tuple[float, np.ndarray, np.ndarray]:
         """The criterion, its analytic gradient and its exact Hessian at ``theta`` from one
         factorisation (dense systems; see
-        :meth:`~mixedmodels.linalg.dense.DenseSystem.log_terms_gradient_and_hessian`)."""
+        :meth:`~mixedmodels.linalg.dense.DenseSystem.log_terms_gradient_and_hessian`, also
+        for ``singular_nan``)."""
+        system = self.system
         if self.reml:
-            found = self.system.log_terms_gradient_and_hessian(theta, "zx", self.n - self.p)
+            found = system.log_terms_gradient_and_hessian(
+                theta, "zx", self.n - self.p, singular_nan
+            )
         else:
-            found = self.system.log_terms_gradient_and_hessian(theta, "z", self.n)
+            found = system.log_terms_gradient_and_hessian(theta, "z", self.n, singular_nan)
         terms, grad, hess = found
         return self.value(terms), grad, hess
 

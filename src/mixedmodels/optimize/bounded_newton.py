@@ -1,0 +1,349 @@
+"""Minimise a small model's criterion by Newton steps on its exact Hessian, bounds included.
+
+For a small dense system the criterion, its gradient and its exact Hessian come from one
+factorisation (:meth:`~mixedmodels.linalg.dense.DenseSystem.log_terms_gradient_and_hessian`,
+a few evaluations' work). From the moment start a projected Newton method reaches the
+optimum in a handful of such factorisations, where BOBYQA spends 13-45 criterion values
+and the Newton finish then repeats the last of that work.
+
+The bounds are the template diagonals' ``theta_i >= 0``. The method is Bertsekas's
+projected Newton method (Bertsekas, "Projected Newton methods for optimization problems
+with simple constraints", SIAM J. Control Optim. 20(2), 1982), for a handful of
+parameters:
+
+- the *binding* entries, on their bound with a gradient pushing outward (``g_i > 0``:
+  the KKT condition of a bound), are held there;
+- the others take the Newton step ``d = -H_FF^{-1} g_F`` on the Hessian over them; where
+  that Hessian is not positive definite (far from the optimum) its eigenvalues are
+  replaced by their absolute values (floored), which still gives a descent direction;
+- the step is projected on the bounds, ``x(a) = max(x + a d, lower)``, and ``a`` halves
+  until the criterion drops by the Armijo rule ``f(x(a)) <= f + 1e-4 g'(x(a) - x)``: the
+  end is never worse than the start.
+
+A template diagonal on its bound is special: the criterion depends on the template only
+through ``Lambda Lambda'``, which does not change when a column of ``Lambda`` changes sign,
+so the criterion is even in a diagonal entry with nothing below it (a scalar term's
+theta; the last diagonal of a vector term). Its gradient at 0 is 0 and its mixed second
+derivatives too: the entry is not binding, and the Newton step leaves it at 0 exactly
+when its curvature is positive, which is what certifies a boundary optimum to second
+order. Approaching such an optimum (``f ~ c + a t^2``) Newton steps converge
+quadratically, overshoot past 0 and are projected onto it.
+
+Converged: the relative Newton step below ``1e-8``, or below ``1e-6`` with a gradient
+that :func:`~.finish.gradient_is_small` accepts (the step is then taken on a value alone),
+on an unmodified (positive definite) Hessian. Anything else (no convergence in
+``max_iter`` iterations, a Hessian that had to be modified at the end, a line search
+that finds no decrease, non-finite numbers) gives None: the caller then runs BOBYQA,
+which handles every case, having lost a few factorisations.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import NamedTuple
+
+import numpy as np
+from scipy.linalg.lapack import dpotrs as _dpotrs
+
+from mixedmodels.optimize.bobyqa import OptSummary
+from mixedmodels.optimize.finish import (
+    _SMALL_GRADIENT,
+    _SNAP_TOL,
+    NewtonFirst,
+    cholesky_or_none,
+)
+
+#: Newton iterations before :func:`bounded_newton` gives up (from the moment start the
+#: reference models take 3-8).
+BOUNDED_NEWTON_MAX = 20
+#: Halvings of the step before the line search gives up.
+_HALVINGS_MAX = 12
+#: A relative Newton step below this is the last (taken on a value alone).
+_LAST_STEP = 1e-8
+#: ... or below this, where the gradient is already small (see newton_first).
+_LAST_STEP_SMALL_GRADIENT = 1e-6
+#: Eigenvalues of a Hessian that is not positive definite are floored at this fraction of
+#: the largest one (in absolute value) after taking absolute values.
+_EIGEN_FLOOR = 1e-8
+
+
+class _Step(NamedTuple):
+    """A projected Newton step: the direction, whether the Hessian had to be modified, and
+    the largest relative change of an entry a full step makes."""
+
+    d: np.ndarray
+    modified: bool
+    size: float
+
+
+def _newton_direction(x: np.ndarray, g: np.ndarray, H: np.ndarray, lower: np.ndarray) -> _Step:
+    """Bertsekas's projected Newton direction at ``x``: zero on the binding entries (on
+    their bound, ``g_i > 0``), ``-H_FF^{-1} g_F`` on the others (``H_FF`` made positive
+    definite where it is not)."""
+    binding = (x <= lower) & (g > 0.0)
+    if binding.any():
+        free = np.flatnonzero(~binding)
+        Hf, gf = H[np.ix_(free, free)], g[free]
+    else:
+        free, Hf, gf = None, H, g
+    d = np.zeros_like(x)
+    if gf.shape[0] == 0:
+        return _Step(d, False, 0.0)
+    modified = False
+    C = cholesky_or_none(Hf)
+    if C is not None:
+        df, _ = _dpotrs(C, gf, lower=1)
+        df = -df
+    else:
+        # Far from the optimum: |eigenvalues|, floored, keep the Newton step's scaling
+        # along each eigenvector and make it a descent direction (Nocedal & Wright,
+        # Numerical Optimization, 2nd ed., sec. 3.4).
+        modified = True
+        w, V = np.linalg.eigh(Hf)
+        w = np.abs(w)
+        w = np.maximum(w, _EIGEN_FLOOR * max(float(w.max(initial=0.0)), 1e-300))
+        df = -(V @ ((V.T @ gf) / w))
+    if free is None:
+        d = df
+    else:
+        d[free] = df
+    # The change of a full projected step, relative to each entry (small standard
+    # deviations count as much as large ones).
+    moved = np.maximum(x + d, lower) - x
+    size = float((np.abs(moved) / np.maximum(1e-3, np.abs(x))).max())
+    return _Step(d, modified, size)
+
+
+def _escape(
+    objective: Callable[[np.ndarray], float],
+    x: np.ndarray,
+    f: float,
+    g: np.ndarray,
+    H: np.ndarray,
+    lower: np.ndarray,
+    noise: float,
+) -> tuple[np.ndarray, int] | None:
+    """A point below ``f`` along the most negative curvature of the Hessian over the
+    entries not held by a bound, and the values it took; None if there is no negative
+    curvature or no decrease.
+
+    The direction ``v`` (the eigenvector) is oriented downhill, or, where the gradient
+    does not tell (a stationary point), away from the bounds it touches; its length
+    starts at half the largest entry of theta (at least 0.5: lme4's edge restart) and
+    halves until the criterion decreases beyond its rounding.
+    """
+    binding = (x <= lower) & (g > 0.0)
+    free = np.flatnonzero(~binding)
+    w, V = np.linalg.eigh(H[np.ix_(free, free)])
+    if not w[0] < 0.0:
+        return None  # flat, not curved down: nothing to follow
+    v = np.zeros_like(x)
+    v[free] = V[:, 0]
+    slope = float(g @ v)
+    on_bound = x <= lower
+    if abs(slope) > noise:
+        if slope > 0.0:
+            v = -v
+    elif float(v[on_bound].sum()) < 0.0:
+        v = -v
+    alpha = 0.5 * max(1.0, float(np.abs(x).max())) / float(np.abs(v).max())
+    for used in range(1, _HALVINGS_MAX + 1):
+        x1 = np.maximum(x + alpha * v, lower)
+        f1 = float(objective(x1))
+        if math.isfinite(f1) and f1 < f - noise:
+            return x1, used
+        alpha *= 0.5
+    return None
+
+
+def template_columns(
+    rows: list[np.ndarray], cols: list[np.ndarray], offsets: np.ndarray
+) -> list[np.ndarray]:
+    """The theta indices of every template column with entries below its diagonal, the
+    diagonal's first (``rows``, ``cols``: each template's entries' positions; ``offsets``:
+    where each template's entries start in theta)."""
+    found = []
+    for k, (r, c) in enumerate(zip(rows, cols, strict=True)):
+        r, c = np.asarray(r), np.asarray(c)
+        for j in np.flatnonzero(r == c):
+            below = np.flatnonzero((c == c[j]) & (r > r[j]))
+            if below.shape[0]:
+                found.append(int(offsets[k]) + np.concatenate(([j], below)))
+    return found
+
+
+def _mirror(
+    x: np.ndarray, g: np.ndarray, H: np.ndarray, lower: np.ndarray, columns: list[np.ndarray]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Leave a false boundary point for its mirror image.
+
+    ``Lambda Lambda'`` does not change when a column of ``Lambda`` changes sign, so with
+    ``R`` the sign flip of a column's entries ``f(R x) = f(x)``, ``g(R x) = R g(x)`` and
+    ``H(R x) = R H(x) R``. A diagonal on its bound with a gradient pushing outward and
+    nonzero entries below it is a minimum only on one side of that symmetry: at the mirror
+    point (the entries below with the other sign) the same gradient entry pulls inward,
+    and the criterion decreases there. No factorisation is needed for the move.
+    """
+    for col in columns:
+        d = col[0]
+        if x[d] <= lower[d] and g[d] > 0.0 and np.any(x[col[1:]] != 0.0):
+            sign = np.ones(x.shape[0])
+            sign[col] = -1.0
+            x = x * sign
+            x[d] = lower[d]  # -0.0 to 0.0
+            g = g * sign
+            H = H * np.multiply.outer(sign, sign)
+    return x, g, H
+
+
+def bounded_newton(
+    objective: Callable[[np.ndarray], float],
+    derivatives: Callable[[np.ndarray], tuple[float, np.ndarray, np.ndarray]],
+    x0: np.ndarray,
+    lower: np.ndarray,
+    singular: Callable[[np.ndarray], list[int]],
+    columns: list[np.ndarray] | None = None,
+    max_iter: int = BOUNDED_NEWTON_MAX,
+) -> NewtonFirst | None:
+    """Minimise from ``x0`` within ``lower`` by projected Newton steps on the exact Hessian.
+
+    See the module docstring for the method.
+
+    Parameters
+    ----------
+    objective
+        The optimiser's criterion (backtracking, the last step and the reported value).
+    derivatives
+        ``derivatives(x) -> (f, g, H)``: the criterion, its gradient and its exact Hessian
+        from one factorisation, finite on the boundary too.
+    x0, lower
+        Start and lower bounds (``-inf`` where none).
+    singular
+        The entries whose gradient the convergence check takes from differences (those of
+        a template with a zero diagonal): NaN in the recorded gradient and in their rows
+        and columns of the recorded Hessian, as the Newton finish records them.
+    columns
+        The template columns with entries below the diagonal (:func:`template_columns`):
+        a diagonal held on its bound by a positive gradient is moved to the mirror point
+        (see :func:`_mirror`).
+    max_iter
+        Newton iterations before giving up.
+
+    Returns
+    -------
+    NewtonFirst or None
+        The optimum (every factorisation counted as an evaluation; the last gradient
+        recorded) and the Hessian there; None where the method cannot certify an optimum.
+    """
+    lower = np.asarray(lower, dtype=np.float64)
+    x = np.maximum(np.asarray(x0, dtype=np.float64), lower)
+    f, g, H = derivatives(x)
+    count = 1
+    f0 = f
+    if not (math.isfinite(f) and np.isfinite(g).all() and np.isfinite(H).all()):
+        return None
+    noise = 1e-10 * max(1.0, abs(f))
+    for _ in range(max_iter):
+        if columns:
+            x, g, H = _mirror(x, g, H, lower, columns)
+        step = _newton_direction(x, g, H, lower)
+        if not math.isfinite(step.size):
+            return None
+        binding = (x <= lower) & (g > 0.0)
+        small = float(np.abs(g[~binding]).max(initial=0.0)) <= _SMALL_GRADIENT * max(1.0, abs(f))
+        if step.size < _LAST_STEP or (step.size < _LAST_STEP_SMALL_GRADIENT and small):
+            if step.modified:
+                # A stationary point the Hessian does not certify: a saddle, or an even
+                # entry on its bound whose curvature pulls inward (its gradient there is
+                # 0, so the Newton step cannot leave it). Leave it along the direction of
+                # negative curvature, then go on from there.
+                found = _escape(objective, x, f, g, H, lower, noise)
+                if found is None:
+                    return None
+                x, used = found
+                f, g, H = derivatives(x)
+                count += used + 1
+                if not (math.isfinite(f) and np.isfinite(g).all() and np.isfinite(H).all()):
+                    return None
+                continue
+            # Converged: what this step leaves is far below the 1e-8 the fit is
+            # reproducible to; take it on a value alone and report the optimiser's own
+            # criterion (the recorded gradient is the last one computed).
+            x1 = np.maximum(x + step.d, lower)
+            f1 = float(objective(x1))
+            count += 1
+            if math.isfinite(f1) and f1 <= f + noise:
+                x, f = x1, f1
+            else:
+                f = float(objective(x))
+                count += 1
+            break
+        # Projected line search (Armijo along the projection arc). The full step gets the
+        # derivatives with its value (one factorisation); shorter ones the value alone.
+        alpha = 1.0
+        x1 = np.maximum(x + step.d, lower)
+        f1, g1, H1 = derivatives(x1)
+        count += 1
+        for _ in range(_HALVINGS_MAX):
+            if math.isfinite(f1) and f1 <= f + 1e-4 * float(g @ (x1 - x)) + noise:
+                break
+            alpha *= 0.5
+            x1 = np.maximum(x + alpha * step.d, lower)
+            f1, g1 = float(objective(x1)), None
+            count += 1
+        else:
+            return None
+        if g1 is None:
+            f1, g1, H1 = derivatives(x1)
+            count += 1
+        if not (math.isfinite(f1) and np.isfinite(g1).all() and np.isfinite(H1).all()):
+            return None
+        x, f, g, H = x1, f1, g1, H1
+    else:
+        return None
+    near = np.isfinite(lower) & (x > lower) & (x - lower < _SNAP_TOL)
+    if near.any():
+        # An even entry converging to its bound from inside (cubically: f ~ c + a t^2 +
+        # b t^4) ends a hair above it; the bound itself is the optimum where the criterion
+        # is no worse there (snap_to_bounds' rule), and makes singular fits reproducible.
+        snapped = np.where(near, lower, x)
+        fs = float(objective(snapped))
+        count += 1
+        if math.isfinite(fs) and fs <= f + 1e-12 * max(1.0, abs(f)):
+            x, f = snapped, fs
+    return _result(x0, x, lower, f0, f, count, g, H, singular(x))
+
+
+def _result(
+    x0: np.ndarray,
+    x: np.ndarray,
+    lower: np.ndarray,
+    f0: float,
+    f: float,
+    evaluations: int,
+    g: np.ndarray,
+    H: np.ndarray,
+    singular: list[int],
+) -> NewtonFirst:
+    """The record of a converged :func:`bounded_newton` run, with the gradient and Hessian
+    of singular templates' entries set to NaN (the convergence check then takes them from
+    differences, as after BOBYQA and the Newton finish)."""
+    g = np.array(g, dtype=np.float64)
+    H = np.array(H, dtype=np.float64)
+    if singular:
+        g[singular] = np.nan
+        H[singular, :] = np.nan
+        H[:, singular] = np.nan
+    summary = OptSummary(
+        initial_theta=np.array(x0, dtype=np.float64),
+        final_theta=x,
+        lower=lower,
+        initial_objective=f0,
+        final_objective=f,
+        evaluations=evaluations,
+        optimizer="newton",
+        return_code="NEWTON_CONVERGED",
+        gradient=g,
+    )
+    return NewtonFirst(summary, H)
