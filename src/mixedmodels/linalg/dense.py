@@ -391,7 +391,7 @@ class DenseSystem:
         return bad
 
     def log_terms_and_gradient(
-        self, theta: np.ndarray, logdet: str, logr2_weight: float
+        self, theta: np.ndarray, logdet: str, logr2_weight: float, singular_nan: bool = True
     ) -> tuple[tuple[float, float, float] | None, np.ndarray]:
         """The log terms and the gradient of ``l + w log r^2`` at ``theta``, one factorisation.
 
@@ -439,7 +439,8 @@ class DenseSystem:
         else:
             vals = pz + (logr2_weight * r2) * last
         grad = 2.0 * np.bincount(self._src, weights=vals, minlength=self.structure.ntheta)
-        singular = self._singular_entries(theta)
+        # NaN on singular templates unless asked (see log_terms_gradient_and_hessian).
+        singular = self._singular_entries(theta) if singular_nan else None
         if singular:
             grad[singular] = np.nan
         return terms, grad

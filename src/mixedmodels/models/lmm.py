@@ -447,9 +447,8 @@ class LinearMixedModel:
                     x0,
                     lower,
                     gradient.singular_entries,
-                    template_columns(
-                        self.structure.rows, self.structure.cols, self.structure.offsets
-                    ),
+                    _template_columns(self.structure),
+                    _exact_gradient(gradient),
                 )
             elif early and getattr(gradient, "newton_from_start", False):
                 if gradient.cheap:
@@ -821,6 +820,24 @@ def _exact_derivatives(gradient: DenseDevianceGradient):
         return gradient.value_gradient_and_hessian(x, singular_nan=False)
 
     return derivatives
+
+
+def _template_columns(structure: CovarianceStructure) -> list[np.ndarray]:
+    """:func:`~mixedmodels.optimize.bounded_newton.template_columns` of the structure (none
+    without a vector-valued term: no call for scalar terms)."""
+    if all(t.ncols == 1 for t in structure.terms):
+        return []
+    return template_columns(structure.rows, structure.cols, structure.offsets)
+
+
+def _exact_gradient(gradient: DenseDevianceGradient):
+    """``value_and_gradient(x) -> (f, g)`` for :func:`~mixedmodels.optimize.bounded_newton.
+    bounded_newton`: finite on the boundary too."""
+
+    def value_and_gradient(x: np.ndarray) -> tuple[float, np.ndarray]:
+        return gradient.value_and_gradient(x, singular_nan=False)
+
+    return value_and_gradient
 
 
 def _null_terms(n: int) -> tuple[GroupedTerm, ...]:

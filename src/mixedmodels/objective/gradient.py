@@ -550,9 +550,11 @@ class DenseDevianceGradient:
         self.dev = dev
         self.evaluations = 0
 
-    def value_and_gradient(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
+    def value_and_gradient(
+        self, theta: np.ndarray, singular_nan: bool = True
+    ) -> tuple[float, np.ndarray]:
         self.evaluations += 1
-        return self.dev.value_and_gradient(theta)
+        return self.dev.value_and_gradient(theta, singular_nan)
 
     def value_gradient_and_hessian(
         self, theta: np.ndarray, singular_nan: bool = True

@@ -156,12 +156,18 @@ class ProfiledDeviance:
         """Starting theta and initial steps (:func:`.start.moment_start`)."""
         return moment_start(self.system, step)
 
-    def value_and_gradient(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
-        """The criterion and its analytic gradient at ``theta`` (dense systems)."""
+    def value_and_gradient(
+        self, theta: np.ndarray, singular_nan: bool = True
+    ) -> tuple[float, np.ndarray]:
+        """The criterion and its analytic gradient at ``theta`` (dense systems; NaN on
+        singular templates unless ``singular_nan`` is False)."""
+        system = self.system
         if self.reml:
-            terms, grad = self.system.log_terms_and_gradient(theta, "zx", self.n - self.p)
+            terms, grad = system.log_terms_and_gradient(
+                theta, "zx", self.n - self.p, singular_nan
+            )
         else:
-            terms, grad = self.system.log_terms_and_gradient(theta, "z", self.n)
+            terms, grad = system.log_terms_and_gradient(theta, "z", self.n, singular_nan)
         return self.value(terms), grad
 
     def value_gradient_and_hessian(

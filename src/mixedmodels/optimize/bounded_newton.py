@@ -63,38 +63,50 @@ _HALVINGS_MAX = 12
 _LAST_STEP = 1e-8
 #: ... or below this, where the gradient is already small (see newton_first).
 _LAST_STEP_SMALL_GRADIENT = 1e-6
+#: A first step smaller than this (relative) is followed by chord steps (Hessian kept).
+_CHORD_FIRST_MAX = 0.01
+#: Chord steps continue while they shrink by at least this factor each.
+_CHORD_RATE_MAX = 0.1
+#: A chord step whose successor is predicted below this (relative) is the last.
+_CHORD_LEFT = 1e-9
 #: Eigenvalues of a Hessian that is not positive definite are floored at this fraction of
 #: the largest one (in absolute value) after taking absolute values.
 _EIGEN_FLOOR = 1e-8
 
 
 class _Step(NamedTuple):
-    """A projected Newton step: the direction, whether the Hessian had to be modified, and
-    the largest relative change of an entry a full step makes."""
+    """A projected Newton step: the direction, the point a full step reaches, whether the
+    Hessian had to be modified, the largest relative change of an entry, the binding
+    entries (None: none) and whether the gradient over the others is small."""
 
     d: np.ndarray
+    x1: np.ndarray
     modified: bool
     size: float
+    binding: np.ndarray | None
+    small: bool
 
 
-def _newton_direction(x: np.ndarray, g: np.ndarray, H: np.ndarray, lower: np.ndarray) -> _Step:
+def _newton_direction(
+    x: np.ndarray, g: np.ndarray, H: np.ndarray, lower: np.ndarray, small_gradient: float
+) -> _Step:
     """Bertsekas's projected Newton direction at ``x``: zero on the binding entries (on
     their bound, ``g_i > 0``), ``-H_FF^{-1} g_F`` on the others (``H_FF`` made positive
-    definite where it is not)."""
+    definite where it is not). ``small_gradient``: the bound on the free entries' gradient
+    that :func:`~.finish.gradient_is_small` applies."""
     binding = (x <= lower) & (g > 0.0)
     if binding.any():
         free = np.flatnonzero(~binding)
         Hf, gf = H[np.ix_(free, free)], g[free]
     else:
-        free, Hf, gf = None, H, g
-    d = np.zeros_like(x)
+        binding, free, Hf, gf = None, None, H, g
     if gf.shape[0] == 0:
-        return _Step(d, False, 0.0)
+        return _Step(np.zeros_like(x), x, False, 0.0, binding, True)
     modified = False
     C = cholesky_or_none(Hf)
     if C is not None:
         df, _ = _dpotrs(C, gf, lower=1)
-        df = -df
+        np.negative(df, out=df)
     else:
         # Far from the optimum: |eigenvalues|, floored, keep the Newton step's scaling
         # along each eigenvector and make it a descent direction (Nocedal & Wright,
@@ -107,12 +119,23 @@ def _newton_direction(x: np.ndarray, g: np.ndarray, H: np.ndarray, lower: np.nda
     if free is None:
         d = df
     else:
+        d = np.zeros_like(x)
         d[free] = df
     # The change of a full projected step, relative to each entry (small standard
     # deviations count as much as large ones).
-    moved = np.maximum(x + d, lower) - x
-    size = float((np.abs(moved) / np.maximum(1e-3, np.abs(x))).max())
-    return _Step(d, modified, size)
+    x1 = np.maximum(x + d, lower)
+    size = float(_max(np.abs(x1 - x) / np.maximum(np.abs(x), 1e-3)))
+    small = float(_max(np.abs(gf))) <= small_gradient
+    return _Step(d, x1, modified, size, binding, small)
+
+
+_max = np.maximum.reduce
+
+
+def _finite(f: float, g: np.ndarray, H: np.ndarray) -> bool:
+    """Whether the criterion and its derivatives are all finite (a NaN or an infinity
+    anywhere makes the sum non-finite: one check instead of three)."""
+    return math.isfinite(f + float(g.sum()) + float(H.sum()))
 
 
 def _escape(
@@ -204,6 +227,7 @@ def bounded_newton(
     lower: np.ndarray,
     singular: Callable[[np.ndarray], list[int]],
     columns: list[np.ndarray] | None = None,
+    value_and_gradient: Callable[[np.ndarray], tuple[float, np.ndarray]] | None = None,
     max_iter: int = BOUNDED_NEWTON_MAX,
 ) -> NewtonFirst | None:
     """Minimise from ``x0`` within ``lower`` by projected Newton steps on the exact Hessian.
@@ -227,6 +251,10 @@ def bounded_newton(
         The template columns with entries below the diagonal (:func:`template_columns`):
         a diagonal held on its bound by a positive gradient is moved to the mirror point
         (see :func:`_mirror`).
+    value_and_gradient
+        The criterion and its gradient alone (a cheaper factorisation's work, finite on
+        the boundary too): near the optimum the Hessian is then kept for the next steps
+        (a chord method, as in the Newton finish) while they converge fast.
     max_iter
         Newton iterations before giving up.
 
@@ -241,18 +269,38 @@ def bounded_newton(
     f, g, H = derivatives(x)
     count = 1
     f0 = f
-    if not (math.isfinite(f) and np.isfinite(g).all() and np.isfinite(H).all()):
+    if not _finite(f, g, H):
         return None
     noise = 1e-10 * max(1.0, abs(f))
+    small_gradient = _SMALL_GRADIENT * max(1.0, abs(f))
+    # Whether H was taken at x (else kept from an earlier point: a chord step), and the
+    # chord steps' rate of convergence, sqrt(dec_1 / dec_0) of the Newton decrements
+    # g'H^{-1}g of two successive points (inf until measured).
+    fresh, rate, dec_before = True, math.inf, math.inf
     for _ in range(max_iter):
         if columns:
             x, g, H = _mirror(x, g, H, lower, columns)
-        step = _newton_direction(x, g, H, lower)
+        step = _newton_direction(x, g, H, lower, small_gradient)
         if not math.isfinite(step.size):
             return None
-        binding = (x <= lower) & (g > 0.0)
-        small = float(np.abs(g[~binding]).max(initial=0.0)) <= _SMALL_GRADIENT * max(1.0, abs(f))
-        if step.size < _LAST_STEP or (step.size < _LAST_STEP_SMALL_GRADIENT and small):
+        if step.modified and not fresh:
+            # A kept Hessian that no longer fits: take it here.
+            f, g, H = derivatives(x)
+            count += 1
+            fresh, rate, dec_before = True, math.inf, math.inf
+            if not _finite(f, g, H):
+                return None
+            continue
+        dec = -float(g @ step.d)
+        if not fresh and dec_before > 0.0:
+            rate = math.sqrt(max(dec, 0.0) / dec_before)
+        # The last step: tiny, or small with a small gradient where what it leaves is
+        # small too (a fresh Hessian's step leaves O(size^2), a chord step rate x size).
+        if step.size < _LAST_STEP or (
+            step.small
+            and step.size < _LAST_STEP_SMALL_GRADIENT
+            and (fresh or rate * step.size < _CHORD_LEFT)
+        ):
             if step.modified:
                 # A stationary point the Hessian does not certify: a saddle, or an even
                 # entry on its bound whose curvature pulls inward (its gradient there is
@@ -264,41 +312,58 @@ def bounded_newton(
                 x, used = found
                 f, g, H = derivatives(x)
                 count += used + 1
-                if not (math.isfinite(f) and np.isfinite(g).all() and np.isfinite(H).all()):
+                if not _finite(f, g, H):
                     return None
                 continue
             # Converged: what this step leaves is far below the 1e-8 the fit is
             # reproducible to; take it on a value alone and report the optimiser's own
             # criterion (the recorded gradient is the last one computed).
-            x1 = np.maximum(x + step.d, lower)
-            f1 = float(objective(x1))
+            f1 = float(objective(step.x1))
             count += 1
             if math.isfinite(f1) and f1 <= f + noise:
-                x, f = x1, f1
+                x, f = step.x1, f1
             else:
                 f = float(objective(x))
                 count += 1
             break
         # Projected line search (Armijo along the projection arc). The full step gets the
         # derivatives with its value (one factorisation); shorter ones the value alone.
-        alpha = 1.0
-        x1 = np.maximum(x + step.d, lower)
-        f1, g1, H1 = derivatives(x1)
+        # Close to the optimum (a small unmodified step, converging fast) the gradient
+        # alone: the Hessian is kept (about half the work of a factorisation with it).
+        chord = (
+            value_and_gradient is not None
+            and not step.modified
+            and (step.size < _CHORD_FIRST_MAX if fresh else rate < _CHORD_RATE_MAX)
+        )
+        x1 = step.x1
+        if chord:
+            f1, g1 = value_and_gradient(x1)  # type: ignore[misc]
+            H1 = H
+        else:
+            f1, g1, H1 = derivatives(x1)
         count += 1
+        full = True
+        alpha = 1.0
         for _ in range(_HALVINGS_MAX):
             if math.isfinite(f1) and f1 <= f + 1e-4 * float(g @ (x1 - x)) + noise:
                 break
             alpha *= 0.5
             x1 = np.maximum(x + alpha * step.d, lower)
-            f1, g1 = float(objective(x1)), None
+            f1, full = float(objective(x1)), False
             count += 1
         else:
             return None
-        if g1 is None:
+        if not full:
             f1, g1, H1 = derivatives(x1)
             count += 1
-        if not (math.isfinite(f1) and np.isfinite(g1).all() and np.isfinite(H1).all()):
+            chord = False
+        if not _finite(f1, g1, H1):
             return None
+        if chord:
+            dec_before = dec
+        else:
+            rate, dec_before = math.inf, math.inf
+        fresh = not chord
         x, f, g, H = x1, f1, g1, H1
     else:
         return None
