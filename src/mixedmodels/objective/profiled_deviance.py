@@ -163,9 +163,7 @@ class ProfiledDeviance:
         singular templates unless ``singular_nan`` is False)."""
         system = self.system
         if self.reml:
-            terms, grad = system.log_terms_and_gradient(
-                theta, "zx", self.n - self.p, singular_nan
-            )
+            terms, grad = system.log_terms_and_gradient(theta, "zx", self.n - self.p, singular_nan)
         else:
             terms, grad = system.log_terms_and_gradient(theta, "z", self.n, singular_nan)
         return self.value(terms), grad
