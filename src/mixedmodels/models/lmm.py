@@ -449,6 +449,7 @@ class LinearMixedModel:
                     gradient.singular_entries,
                     _template_columns(self.structure),
                     _exact_gradient(gradient),
+                    _even_entries(self.structure),
                 )
             elif early and getattr(gradient, "newton_from_start", False):
                 if gradient.cheap:
@@ -828,6 +829,23 @@ def _template_columns(structure: CovarianceStructure) -> list[np.ndarray]:
     if all(t.ncols == 1 for t in structure.terms):
         return []
     return template_columns(structure.rows, structure.cols, structure.offsets)
+
+
+def _even_entries(structure: CovarianceStructure) -> np.ndarray | None:
+    """The theta entries of vector-valued terms that the criterion sees only through their
+    square (a diagonal with nothing below it in its template column: the last one), for
+    :func:`~mixedmodels.optimize.bounded_newton.bounded_newton`; None without such terms."""
+    if all(t.ncols == 1 for t in structure.terms):
+        return None
+    even = np.zeros(structure.ntheta, dtype=bool)
+    for k, term in enumerate(structure.terms):
+        if term.ncols == 1:
+            continue
+        r, c = np.asarray(structure.rows[k]), np.asarray(structure.cols[k])
+        for j in np.flatnonzero(r == c):
+            if not np.any((c == c[j]) & (r > r[j])):
+                even[structure.offsets[k] + j] = True
+    return even
 
 
 def _exact_gradient(gradient: DenseDevianceGradient):

@@ -69,6 +69,8 @@ _CHORD_FIRST_MAX = 0.01
 _CHORD_RATE_MAX = 0.1
 #: A chord step whose successor is predicted below this (relative) is the last.
 _CHORD_LEFT = 1e-9
+#: Even entries above this are stepped in their square (see _newton_direction).
+_SQUARED_MIN = 1e-3
 #: Eigenvalues of a Hessian that is not positive definite are floored at this fraction of
 #: the largest one (in absolute value) after taking absolute values.
 _EIGEN_FLOOR = 1e-8
@@ -85,15 +87,68 @@ class _Step(NamedTuple):
     size: float
     binding: np.ndarray | None
     small: bool
+    squared: np.ndarray | None
+    dec: float
+
+    def at(self, x: np.ndarray, alpha: float, lower: np.ndarray) -> np.ndarray:
+        """The point a step of length ``alpha`` reaches (projected on the bounds; entries
+        stepped in their square: ``sqrt(max(t^2 + alpha d, 0))``)."""
+        x1 = np.maximum(x + alpha * self.d, lower)
+        sq = self.squared
+        if sq is not None:
+            x1[sq] = np.sqrt(np.maximum(x[sq] * x[sq] + alpha * self.d[sq], 0.0))
+        return x1
+
+
+def _in_squares(
+    x: np.ndarray, g: np.ndarray, H: np.ndarray, sq: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Gradient and Hessian over ``s = t^2`` for the entries ``sq`` (``t > 0``), the others
+    as they are: with ``dt/ds = 1 / (2t)`` and ``d^2t/ds^2 = -1 / (4t^3)``,
+    ``g_s = g_t / (2t)`` and ``H_ss = H_tt / (4t^2) - g_t / (4t^3)`` (the chain rule)."""
+    J = np.ones_like(x)
+    J[sq] = 0.5 / x[sq]
+    Hs = H * np.multiply.outer(J, J)
+    idx = np.flatnonzero(sq)
+    Hs[idx, idx] -= g[idx] * J[idx] ** 3 * 2.0
+    return g * J, Hs
 
 
 def _newton_direction(
-    x: np.ndarray, g: np.ndarray, H: np.ndarray, lower: np.ndarray, small_gradient: float
+    x: np.ndarray,
+    g: np.ndarray,
+    H: np.ndarray,
+    lower: np.ndarray,
+    small_gradient: float,
+    even: np.ndarray | None = None,
 ) -> _Step:
     """Bertsekas's projected Newton direction at ``x``: zero on the binding entries (on
     their bound, ``g_i > 0``), ``-H_FF^{-1} g_F`` on the others (``H_FF`` made positive
     definite where it is not). ``small_gradient``: the bound on the free entries' gradient
-    that :func:`~.finish.gradient_is_small` applies."""
+    that :func:`~.finish.gradient_is_small` applies.
+
+    ``even``: entries the criterion depends on only through their square (a template's
+    last diagonal); away from 0 they are stepped in ``s = t^2``, where the criterion near
+    a small optimum is close to quadratic (``c + a s + b s^2``) and Newton steps converge
+    fast, while steps in ``t`` (``f ~ c + a t^2 + b t^4``) shrink ``t`` by a constant
+    factor only when ``b t^2 >> a`` (ratpup (1 + sex | litter): 8 steps to the optimum
+    ``t = 0.044`` from 0.53).
+    """
+    sq = None
+    if even is not None:
+        sq = even & (x > _SQUARED_MIN) & ~((x <= lower) & (g > 0.0))
+        if sq.any():
+            gs, Hs = _in_squares(x, g, H, sq)
+            if cholesky_or_none(Hs) is not None:
+                step = _newton_direction(x, gs, Hs, np.where(sq, -np.inf, lower), small_gradient)
+                d = step.d
+                x1 = step.x1.copy()
+                x1[sq] = np.sqrt(np.maximum(x[sq] * x[sq] + d[sq], 0.0))
+                size = float(_max(np.abs(x1 - x) / np.maximum(np.abs(x), 1e-3)))
+                free_g = g if step.binding is None else g[~step.binding]
+                small = float(_max(np.abs(free_g))) <= small_gradient
+                return _Step(d, x1, False, size, step.binding, small, sq, step.dec)
+        sq = None
     binding = (x <= lower) & (g > 0.0)
     if binding.any():
         free = np.flatnonzero(~binding)
@@ -101,7 +156,7 @@ def _newton_direction(
     else:
         binding, free, Hf, gf = None, None, H, g
     if gf.shape[0] == 0:
-        return _Step(np.zeros_like(x), x, False, 0.0, binding, True)
+        return _Step(np.zeros_like(x), x, False, 0.0, binding, True, None, 0.0)
     modified = False
     C = cholesky_or_none(Hf)
     if C is not None:
@@ -126,7 +181,7 @@ def _newton_direction(
     x1 = np.maximum(x + d, lower)
     size = float(_max(np.abs(x1 - x) / np.maximum(np.abs(x), 1e-3)))
     small = float(_max(np.abs(gf))) <= small_gradient
-    return _Step(d, x1, modified, size, binding, small)
+    return _Step(d, x1, modified, size, binding, small, None, -float(gf @ df))
 
 
 _max = np.maximum.reduce
@@ -228,6 +283,7 @@ def bounded_newton(
     singular: Callable[[np.ndarray], list[int]],
     columns: list[np.ndarray] | None = None,
     value_and_gradient: Callable[[np.ndarray], tuple[float, np.ndarray]] | None = None,
+    even: np.ndarray | None = None,
     max_iter: int = BOUNDED_NEWTON_MAX,
 ) -> NewtonFirst | None:
     """Minimise from ``x0`` within ``lower`` by projected Newton steps on the exact Hessian.
@@ -255,6 +311,8 @@ def bounded_newton(
         The criterion and its gradient alone (a cheaper factorisation's work, finite on
         the boundary too): near the optimum the Hessian is then kept for the next steps
         (a chord method, as in the Newton finish) while they converge fast.
+    even
+        Entries stepped in their square away from 0 (see :func:`_newton_direction`).
     max_iter
         Newton iterations before giving up.
 
@@ -280,7 +338,7 @@ def bounded_newton(
     for _ in range(max_iter):
         if columns:
             x, g, H = _mirror(x, g, H, lower, columns)
-        step = _newton_direction(x, g, H, lower, small_gradient)
+        step = _newton_direction(x, g, H, lower, small_gradient, even)
         if not math.isfinite(step.size):
             return None
         if step.modified and not fresh:
@@ -291,7 +349,7 @@ def bounded_newton(
             if not _finite(f, g, H):
                 return None
             continue
-        dec = -float(g @ step.d)
+        dec = step.dec
         if not fresh and dec_before > 0.0:
             rate = math.sqrt(max(dec, 0.0) / dec_before)
         # The last step: tiny, or small with a small gradient where what it leaves is
@@ -348,7 +406,7 @@ def bounded_newton(
             if math.isfinite(f1) and f1 <= f + 1e-4 * float(g @ (x1 - x)) + noise:
                 break
             alpha *= 0.5
-            x1 = np.maximum(x + alpha * step.d, lower)
+            x1 = step.at(x, alpha, lower)
             f1, full = float(objective(x1)), False
             count += 1
         else:
