@@ -142,6 +142,12 @@ def _newton_direction(
             if cholesky_or_none(Hs) is not None:
                 step = _newton_direction(x, gs, Hs, np.where(sq, -np.inf, lower), small_gradient)
                 d = step.d
+            else:
+                step = None
+            if step is not None and np.all(x[sq] * x[sq] + d[sq] > 0.0):
+                # (A step past s = 0 is taken in t instead: in s it would put t on the
+                # bound at once, where the criterion may have its optimum just inside;
+                # in t the even criterion is approached from inside.)
                 x1 = step.x1.copy()
                 x1[sq] = np.sqrt(np.maximum(x[sq] * x[sq] + d[sq], 0.0))
                 size = float(_max(np.abs(x1 - x) / np.maximum(np.abs(x), 1e-3)))
