@@ -100,18 +100,38 @@ class _Step(NamedTuple):
         return x1
 
 
-def _in_squares(
-    x: np.ndarray, g: np.ndarray, H: np.ndarray, sq: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Gradient and Hessian over ``s = t^2`` for the entries ``sq`` (``t > 0``), the others
-    as they are: with ``dt/ds = 1 / (2t)`` and ``d^2t/ds^2 = -1 / (4t^3)``,
-    ``g_s = g_t / (2t)`` and ``H_ss = H_tt / (4t^2) - g_t / (4t^3)`` (the chain rule)."""
-    J = np.ones_like(x)
-    J[sq] = 0.5 / x[sq]
-    Hs = H * np.multiply.outer(J, J)
-    idx = np.flatnonzero(sq)
-    Hs[idx, idx] -= g[idx] * J[idx] ** 3 * 2.0
-    return g * J, Hs
+def _solve(
+    g: np.ndarray, H: np.ndarray, binding: np.ndarray | None
+) -> tuple[np.ndarray, bool, float, np.ndarray]:
+    """The Newton direction over the entries not ``binding`` (zero on those), whether
+    ``H`` had to be made positive definite, the decrement ``g'H^{-1}g`` and the free
+    entries' gradient."""
+    if binding is not None:
+        free = np.flatnonzero(~binding)
+        Hf, gf = H[np.ix_(free, free)], g[free]
+    else:
+        free, Hf, gf = None, H, g
+    if gf.shape[0] == 0:
+        return np.zeros_like(g), False, 0.0, gf
+    modified = False
+    C = cholesky_or_none(Hf)
+    if C is not None:
+        df, _ = _dpotrs(C, gf, lower=1)
+        np.negative(df, out=df)
+    else:
+        # Far from the optimum: |eigenvalues|, floored, keep the Newton step's scaling
+        # along each eigenvector and make it a descent direction (Nocedal & Wright,
+        # Numerical Optimization, 2nd ed., sec. 3.4).
+        modified = True
+        w, V = np.linalg.eigh(Hf)
+        w = np.abs(w)
+        w = np.maximum(w, _EIGEN_FLOOR * max(float(w.max(initial=0.0)), 1e-300))
+        df = -(V @ ((V.T @ gf) / w))
+    if free is None:
+        return df, modified, -float(gf @ df), gf
+    d = np.zeros_like(g)
+    d[free] = df
+    return d, modified, -float(gf @ df), gf
 
 
 def _newton_direction(
@@ -132,62 +152,42 @@ def _newton_direction(
     a small optimum is close to quadratic (``c + a s + b s^2``) and Newton steps converge
     fast, while steps in ``t`` (``f ~ c + a t^2 + b t^4``) shrink ``t`` by a constant
     factor only when ``b t^2 >> a`` (ratpup (1 + sex | litter): 8 steps to the optimum
-    ``t = 0.044`` from 0.53).
+    ``t = 0.044`` from 0.53). Over ``s``, with ``dt/ds = 1 / (2t)`` and
+    ``d^2t/ds^2 = -1 / (4t^3)``, the chain rule gives ``g_s = g_t / (2t)`` and
+    ``H_ss = H_tt / (4t^2) - g_t / (4t^3)``. A step past ``s = 0`` is taken in ``t``
+    instead: in ``s`` it would put ``t`` on the bound at once, where the criterion may
+    have its optimum just inside; in ``t`` the even criterion is approached from inside.
     """
-    sq = None
-    if even is not None:
-        sq = even & (x > _SQUARED_MIN) & ~((x <= lower) & (g > 0.0))
-        if sq.any():
-            gs, Hs = _in_squares(x, g, H, sq)
-            if cholesky_or_none(Hs) is not None:
-                step = _newton_direction(x, gs, Hs, np.where(sq, -np.inf, lower), small_gradient)
-                d = step.d
-            else:
-                step = None
-            if step is not None and np.all(x[sq] * x[sq] + d[sq] > 0.0):
-                # (A step past s = 0 is taken in t instead: in s it would put t on the
-                # bound at once, where the criterion may have its optimum just inside;
-                # in t the even criterion is approached from inside.)
-                x1 = step.x1.copy()
-                x1[sq] = np.sqrt(np.maximum(x[sq] * x[sq] + d[sq], 0.0))
-                size = float(_max(np.abs(x1 - x) / np.maximum(np.abs(x), 1e-3)))
-                free_g = g if step.binding is None else g[~step.binding]
-                small = float(_max(np.abs(free_g))) <= small_gradient
-                return _Step(d, x1, False, size, step.binding, small, sq, step.dec)
-        sq = None
     binding = (x <= lower) & (g > 0.0)
-    if binding.any():
-        free = np.flatnonzero(~binding)
-        Hf, gf = H[np.ix_(free, free)], g[free]
-    else:
-        binding, free, Hf, gf = None, None, H, g
+    if not binding.any():
+        binding = None
+    if even is not None:
+        sq = even & (x > _SQUARED_MIN)  # (never binding: off the bound)
+        if sq.any():
+            J = np.ones_like(x)
+            np.divide(0.5, x, out=J, where=sq)
+            Hs = H * np.multiply.outer(J, J)
+            Hs.reshape(-1)[:: x.shape[0] + 1] -= np.where(sq, 2.0 * g * J**3, 0.0)
+            d, modified, dec, gf = _solve(g * J, Hs, binding)
+            if not modified:
+                s1 = x[sq] * x[sq] + d[sq]
+                if (s1 > 0.0).all():
+                    x1 = np.maximum(x + d, lower)
+                    x1[sq] = np.sqrt(s1)
+                    size = float(_max(np.abs(x1 - x) / np.maximum(np.abs(x), 1e-3)))
+                    # the gradient test reads g over t, as gradient_is_small does
+                    gt = g if binding is None else g[~binding]
+                    small = float(_max(np.abs(gt))) <= small_gradient
+                    return _Step(d, x1, False, size, binding, small, sq, dec)
+    d, modified, dec, gf = _solve(g, H, binding)
     if gf.shape[0] == 0:
-        return _Step(np.zeros_like(x), x, False, 0.0, binding, True, None, 0.0)
-    modified = False
-    C = cholesky_or_none(Hf)
-    if C is not None:
-        df, _ = _dpotrs(C, gf, lower=1)
-        np.negative(df, out=df)
-    else:
-        # Far from the optimum: |eigenvalues|, floored, keep the Newton step's scaling
-        # along each eigenvector and make it a descent direction (Nocedal & Wright,
-        # Numerical Optimization, 2nd ed., sec. 3.4).
-        modified = True
-        w, V = np.linalg.eigh(Hf)
-        w = np.abs(w)
-        w = np.maximum(w, _EIGEN_FLOOR * max(float(w.max(initial=0.0)), 1e-300))
-        df = -(V @ ((V.T @ gf) / w))
-    if free is None:
-        d = df
-    else:
-        d = np.zeros_like(x)
-        d[free] = df
+        return _Step(d, x, False, 0.0, binding, True, None, 0.0)
     # The change of a full projected step, relative to each entry (small standard
     # deviations count as much as large ones).
     x1 = np.maximum(x + d, lower)
     size = float(_max(np.abs(x1 - x) / np.maximum(np.abs(x), 1e-3)))
     small = float(_max(np.abs(gf))) <= small_gradient
-    return _Step(d, x1, modified, size, binding, small, None, -float(gf @ df))
+    return _Step(d, x1, modified, size, binding, small, None, dec)
 
 
 _max = np.maximum.reduce
