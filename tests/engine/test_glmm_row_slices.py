@@ -142,10 +142,12 @@ def test_hessian_and_gradient_passes_take_a_slice_of_memory_not_the_rows(monkeyp
     assert beta_hessian < 2 * row_vector + levels, beta_hessian / row_vector
 
 
-def test_whole_fit_peak_memory_is_a_few_row_vectors():
+def test_whole_fit_peak_memory_is_a_few_row_vectors(monkeypatch):
     """The whole 2e5-row fit allocates at most ~30 row vectors at its peak (session 11's
     closed-form Hessian alone took ~45 on top of the fit's ~28; the fit before it ~32):
-    the kept PIRLS states hold eta and mu only, and no pass forms (p + 1) n temporaries."""
+    the kept PIRLS states hold eta and mu only, and no pass forms (p + 1) n temporaries.
+    (Slices of 8192 rows: the default slice, a constant ~35 MB, is most of 2e5 rows.)"""
+    monkeypatch.setattr(pirls, "_SLICE_ROWS", 8192)
     n = 200_000
     model = _binary_model(n, 20_000)
     peak = _peak_bytes(model.fit)

@@ -529,10 +529,13 @@ def _column_or_none(z: np.ndarray) -> np.ndarray | None:
 
 
 #: Rows per slice of the one-scalar-term passes (gradient, slope, closed-form Hessians,
-#: final blocks): their row temporaries (up to ~4p + 12 row vectors, and as many bin
-#: indices) then take a few MB in cache instead of several times the data (a 1e6-row
-#: fit's Hessian pass allocated 360 MB at once); smaller data are one slice.
-_SLICE_ROWS = 1 << 15
+#: final blocks, saturated constant): their row temporaries (up to ~4p + 12 row vectors,
+#: and as many bin indices: ~35 MB for p = 2) then take a slice's memory instead of
+#: several times the data's (a 1e6-row fit's Hessian pass allocated 360 MB at once);
+#: smaller data are one slice. The closed-form Hessian of the 1e6-row binary fit costs
+#: 0.25 s at 2^17 rows a slice, 0.38 s at 2^15 and 0.47 s at 2^13 (0.30 s unsliced); the
+#: fit's peak RSS is the same at 2^15 and 2^17.
+_SLICE_ROWS = 1 << 17
 
 
 class _RowSlice(NamedTuple):
@@ -889,8 +892,8 @@ class MemoryRows:
     ) -> np.ndarray:
         """``kernel(rows, family, out, *args)``, which adds sums over ``rows`` into the
         stacked ``out`` (``size`` floats), over the slices of :meth:`_slices`: a
-        one-scalar-term pass then holds a slice's row temporaries (a few MB, in cache), not
-        a multiple of the data's.
+        one-scalar-term pass then holds a slice's row temporaries, not a multiple of the
+        data's.
 
         Level sums are added by ``np.add.at`` (in row order, as ``bincount`` sums: the same
         bits, sliced or not); the ``X'v`` products are BLAS sums per slice (data of more
