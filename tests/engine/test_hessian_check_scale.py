@@ -13,11 +13,14 @@ differences). The true positives (tests/engine/test_identifiability.py) still wa
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
 
 import mixedmodels as mm
+from mixedmodels.errors import ConvergenceWarning
 from mixedmodels.optimize import OptSummary, check_convergence
 from mixedmodels.optimize import check as check_module
 
@@ -189,3 +192,20 @@ def test_lmm_with_few_item_groups_on_1e6_rows_does_not_warn(monkeypatch):
     assert isinstance(error, np.ndarray)
     evals = np.linalg.eigvalsh(0.5 * (H + H.T))
     assert evals[0] > 1.0 and evals[-1] > 1e5
+
+
+def test_glmm_with_a_duplicated_term_is_called_flat():
+    """lme4 fits ``(1 | herd) + (1 | herd)`` as two blocks and warns: only ``theta1^2 +
+    theta2^2`` is seen. The check (gradient differences, several scalar terms) finds the
+    flat direction; the fit equals the one-term fit. (It raised an IndexError before:
+    the cross-product plan dropped the term's two columns of ones as one.)"""
+    formula = "cbind(incidence, size - incidence) ~ C(period) + (1 | herd)"
+    single = mm.glmer(formula, "cbpp", family="binomial")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit = mm.glmer(formula + " + (1 | herd)", "cbpp", family="binomial")
+    messages = [str(w.message) for w in caught if w.category is ConvergenceWarning]
+    assert any(m.startswith(SINGULAR) and "[term 2]" in m for m in messages)
+    assert fit.loglik == pytest.approx(single.loglik, rel=1e-10)
+    t1, t2 = fit._fit.theta
+    assert t1**2 + t2**2 == pytest.approx(single._fit.theta[0] ** 2, rel=1e-5)
