@@ -502,7 +502,9 @@ class CrossProductPlan:
         self._l1, self._p1 = l1, p1 = t1.nlevels, t1.ncols
         # Row i's entry of column c of [X y]'Z1 lands at c * l1 + refs1[i] (one bincount).
         self._xz1_index = (np.arange(p + 1)[:, None] * l1 + t1.refs[None, :]).ravel()
-        self._z1 = _ones_or(t1.z)
+        # Skipped products only for one column of ones: the products below index wz1's p1
+        # columns (a term of several columns of ones, e.g. two (1 | g) merged, keeps z).
+        self._z1 = _ones_or(t1.z) if p1 == 1 else t1.z
         self._has_rest = len(terms) > 1
         if not self._has_rest:
             return

@@ -49,6 +49,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from itertools import pairwise
 from typing import Any, NamedTuple, Protocol
 
@@ -527,6 +528,42 @@ def _column_or_none(z: np.ndarray) -> np.ndarray | None:
     return None if bool(np.all(z == 1.0)) else z
 
 
+#: Rows per slice of the one-scalar-term passes (gradient, slope, closed-form Hessians,
+#: final blocks, saturated constant): their row temporaries (up to ~4p + 12 row vectors,
+#: and as many bin indices: ~35 MB for p = 2) then take a slice's memory instead of
+#: several times the data's (a 1e6-row fit's Hessian pass allocated 360 MB at once);
+#: smaller data are one slice. The closed-form Hessian of the 1e6-row binary fit costs
+#: 0.25 s at 2^17 rows a slice, 0.38 s at 2^15 and 0.47 s at 2^13 (0.30 s unsliced); the
+#: fit's peak RSS is the same at 2^15 and 2^17.
+_SLICE_ROWS = 1 << 17
+
+
+class _RowSlice(NamedTuple):
+    """Consecutive rows of a :class:`MemoryRows` (views) with the linear predictor and the
+    means there; ``z`` is the one scalar term's column (None for an intercept)."""
+
+    X: np.ndarray
+    y: np.ndarray
+    weights: np.ndarray
+    refs: np.ndarray
+    z: np.ndarray | None
+    eta: np.ndarray
+    mu: np.ndarray
+
+    def part(self, rows: slice) -> _RowSlice:
+        """The rows ``rows`` of these."""
+        z = self.z
+        return _RowSlice(
+            self.X[rows],
+            self.y[rows],
+            self.weights[rows],
+            self.refs[rows],
+            None if z is None else z[rows],
+            self.eta[rows],
+            self.mu[rows],
+        )
+
+
 class MemoryRows:
     """The rows of a GLMM in memory.
 
@@ -737,10 +774,18 @@ class MemoryRows:
         return np.linalg.qr(np.column_stack([Xw, zw]), mode="r")
 
     def saturated(self, family: Any) -> float:
-        # At the starting means, where both terms are moderate (no cancellation).
-        at = family.initial_mu(self.y, self.weights, self.trials)
-        unit = family.unit_minus_twice_loglik(self.y, at, self.weights, self.trials)
-        return float(np.sum(unit - family.deviance_residuals(self.y, at, self.weights)))
+        # At the starting means, where both terms are moderate (no cancellation); row by
+        # row, so in slices of _SLICE_ROWS rows (the family's temporaries are ~10 row
+        # vectors; one slice, the same sum, for smaller data).
+        total = 0.0
+        for start in range(0, max(self.nobs, 1), _SLICE_ROWS):
+            rows = slice(start, start + _SLICE_ROWS)
+            y, weights = self.y[rows], self.weights[rows]
+            trials = None if self.trials is None else self.trials[rows]
+            at = family.initial_mu(y, weights, trials)
+            unit = family.unit_minus_twice_loglik(y, at, weights, trials)
+            total += float(np.sum(unit - family.deviance_residuals(y, at, weights)))
+        return total
 
     def beta_gradient_sums(
         self, family: Any, coefficients: Coefficients, pieces: GradientPieces
@@ -818,15 +863,70 @@ class MemoryRows:
         a = np.einsum("ik,ki->i", pi[refs], d_prime)
         return self.X.T @ a
 
+    # -- one scalar term: sums over slices of rows ----------------------------------------
+    def _slices(
+        self,
+        family: Any,
+        coefficients: Coefficients,
+        eta_mu: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> list[_RowSlice]:
+        """The rows at ``coefficients`` with their linear predictor and means (``eta_mu``,
+        else the last pass's, else formed) in slices of at most :data:`_SLICE_ROWS` rows;
+        up to that many rows, one slice of the arrays themselves."""
+        refs, z, _ = self._term_rows[0]
+        eta, mu = self._eta_mu(family, coefficients) if eta_mu is None else eta_mu
+        whole = _RowSlice(self.X, self.y, self.weights, refs, z, eta, mu)
+        n = self.nobs
+        if n <= _SLICE_ROWS:
+            return [whole]
+        return [whole.part(slice(start, start + _SLICE_ROWS)) for start in range(0, n, _SLICE_ROWS)]
+
+    def _sum_slices(
+        self,
+        kernel: Callable[..., None],
+        size: int,
+        family: Any,
+        coefficients: Coefficients,
+        *args: Any,
+        eta_mu: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> np.ndarray:
+        """``kernel(rows, family, out, *args)``, which adds sums over ``rows`` into the
+        stacked ``out`` (``size`` floats), over the slices of :meth:`_slices`: a
+        one-scalar-term pass then holds a slice's row temporaries, not a multiple of the
+        data's.
+
+        Level sums are added by ``np.add.at`` (in row order, as ``bincount`` sums: the same
+        bits, sliced or not); the ``X'v`` products are BLAS sums per slice (data of more
+        than :data:`_SLICE_ROWS` rows: rounding-level differences from one product)."""
+        out = np.zeros(size)
+        for part in self._slices(family, coefficients, eta_mu):
+            kernel(part, family, out, *args)
+        return out
+
+    def _level_bins(self, refs: np.ndarray, k: int) -> np.ndarray:
+        """Bins ``j * levels + refs[i]`` of the entries of a ``(k, rows)`` array, for one
+        sum per level and row of that array. Kept for ``k = p`` and all rows (then at most
+        :data:`_SLICE_ROWS` of them: larger data are summed in slices)."""
+        whole = k == self.p and refs is self._term_rows[0][0]
+        if whole and self._x_levels is not None:
+            return self._x_levels
+        bins = (np.arange(k)[:, None] * self.terms[0].nlevels + refs[None, :]).ravel()
+        if whole:
+            self._x_levels = bins
+        return bins
+
     def scalar_slope_level_sums(self, family: Any, coefficients: Coefficients) -> np.ndarray:
         """Per level of the one scalar term, ``sum_{i in l} z_i^3 dw_i/deta_i`` (canonical
         link) at ``coefficients``: how the level's ``M_l`` moves with its mode."""
-        refs, z, _ = self._term_rows[0]
-        _, mu = self._eta_mu(family, coefficients)
-        w_prime = _CANONICAL_W_PRIME[(family.name, family.link.name)](self.weights, mu)
+        nlevels = self.terms[0].nlevels
+        return self._sum_slices(self._slope_level_kernel, nlevels, family, coefficients)
+
+    def _slope_level_kernel(self, rows: _RowSlice, family: Any, out: np.ndarray) -> None:
+        z = rows.z
+        w_prime = _CANONICAL_W_PRIME[(family.name, family.link.name)](rows.weights, rows.mu)
         if z is not None:
             w_prime = w_prime * (z * z * z)
-        return np.bincount(refs, weights=w_prime, minlength=self.terms[0].nlevels)
+        np.add.at(out, rows.refs, w_prime)
 
     def scalar_slope_sums(
         self,
@@ -841,13 +941,26 @@ class MemoryRows:
         the joint modes ``coefficients`` (``b = lam u``), stacked: ``X'(2 q + r)`` (p),
         ``q'(z (2 u - y_modes)[l]) + e'r`` (1), ``t`` (levels), ``X'W e`` (p); see
         :meth:`PirlsDeviance._fast_gradient_one_scalar` for the symbols."""
-        refs, z, _ = self._term_rows[0]
+        size = 2 * self.p + 1 + u.shape[0]
+        return self._sum_slices(
+            self._slope_kernel, size, family, coefficients, lam, u, y_modes, inv_m
+        )
+
+    def _slope_kernel(
+        self,
+        rows: _RowSlice,
+        family: Any,
+        out: np.ndarray,
+        lam: float,
+        u: np.ndarray,
+        y_modes: np.ndarray,
+        inv_m: np.ndarray,
+    ) -> None:
+        refs, z, prior, mu = rows.refs, rows.z, rows.weights, rows.mu
         family_key = (family.name, family.link.name)
-        prior = self.weights
-        eta, mu = self._eta_mu(family, coefficients)
-        _, w = _working_weights(family)(eta, mu, prior)
+        _, w = _working_weights(family)(rows.eta, mu, prior)
         w_prime = _CANONICAL_W_PRIME[family_key](prior, mu)
-        q = -prior * (self.y - mu)  # (d dev / d eta) / 2
+        q = -prior * (rows.y - mu)  # (d dev / d eta) / 2
         a2 = lam * lam if z is None else lam * lam * (z * z)
         # r = s - w a y_l with s = a^2 w' / M_l
         r = a2 * w_prime * inv_m.take(refs) - (w * lam if z is None else w * lam * z) * (
@@ -859,47 +972,118 @@ class MemoryRows:
             e *= z
             qz = q * z
         we = w * e
-        X = self.X
-        out = np.empty(2 * self.p + 1 + u.shape[0])
+        X = rows.X
         p = self.p
-        out[:p] = X.T @ (2.0 * q + r)
-        out[p] = float(qz @ (2.0 * u - y_modes).take(refs)) + float(e @ r)
-        out[p + 1 : -p if p else None] = np.bincount(
-            refs, weights=qz + lam * (we if z is None else we * z), minlength=u.shape[0]
-        )
+        out[:p] += X.T @ (2.0 * q + r)
+        out[p] += float(qz @ (2.0 * u - y_modes).take(refs)) + float(e @ r)
+        t = out[p + 1 : p + 1 + u.shape[0]]
+        np.add.at(t, refs, qz + lam * (we if z is None else we * z))
         if p:
-            out[-p:] = X.T @ we
+            out[-p:] += X.T @ we
+
+    def scalar_gradient_sums(
+        self,
+        family: Any,
+        coefficients: Coefficients,
+        lam: float,
+        u: np.ndarray,
+        inv_m: np.ndarray,
+        eta_mu: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> np.ndarray:
+        """The row sums of the Laplace gradient with one scalar term (canonical link) at the
+        modes ``coefficients`` (``b = lam u``, ``inv_m = 1 / M``), stacked: ``X'(2 q + r)``
+        (p) and ``q'(z (2 u - y)[l]) + (z u[l])'r`` (1); see
+        :meth:`PirlsDeviance._laplace_gradient_one_scalar` for the symbols. One pass over
+        data of at most :data:`_SLICE_ROWS` rows, else two over slices (``y`` first);
+        ``eta_mu`` as :meth:`_slices`'."""
+        slices = self._slices(family, coefficients, eta_mu)
+        out = np.zeros(self.p + 1)
+        if len(slices) == 1:
+            self._gradient_kernel(slices[0], family, out, lam, u, inv_m, None)
+            return out
+        y_modes = np.zeros(inv_m.shape[0])
+        for part in slices:
+            self._gradient_kernel(part, family, y_modes, lam, u, inv_m, False)
+        y_modes *= inv_m
+        for part in slices:
+            self._gradient_kernel(part, family, out, lam, u, inv_m, y_modes)
         return out
 
-    def _level_index(self) -> np.ndarray:
-        """Bins ``j * levels + refs`` of the one scalar term for ``(p, n)`` arrays."""
-        index = self._x_levels
-        if index is None:
-            refs = self._term_rows[0][0]
-            nlevels = self.terms[0].nlevels
-            index = self._x_levels = (np.arange(self.p)[:, None] * nlevels + refs[None, :]).ravel()
-        return index
+    def _gradient_kernel(
+        self,
+        rows: _RowSlice,
+        family: Any,
+        out: np.ndarray,
+        lam: float,
+        u: np.ndarray,
+        inv_m: np.ndarray,
+        y_modes: np.ndarray | bool | None,
+    ) -> None:
+        """:meth:`scalar_gradient_sums` on ``rows``; with ``y_modes`` False the level sums
+        ``sum_{i in l} s_i a_i`` (``y`` times ``M``) instead, None: ``y`` from these rows
+        (all of them)."""
+        refs, z, prior, mu = rows.refs, rows.z, rows.weights, rows.mu
+        w_prime = _CANONICAL_W_PRIME[(family.name, family.link.name)](prior, mu)
+        a = lam if z is None else lam * z  # a random intercept's z is all ones
+        s = (a * a) * inv_m.take(refs) * w_prime
+        if y_modes is False:
+            np.add.at(out, refs, s * a)
+            return
+        if y_modes is None:
+            y_modes = np.bincount(refs, weights=s * a, minlength=inv_m.shape[0]) * inv_m
+        assert isinstance(y_modes, np.ndarray)
+        _, w = _working_weights(family)(rows.eta, mu, prior)
+        q = -prior * (rows.y - mu)  # (d dev / d eta) / 2
+        r = s - (w * a) * y_modes.take(refs)
+        p = self.p
+        out[:p] += rows.X.T @ (2.0 * q + r)
+        e = u.take(refs)
+        qz = q
+        if z is not None:
+            e *= z
+            qz = q * z
+        out[p] += float(qz @ (2.0 * u - y_modes).take(refs)) + float(e @ r)
+
+    def scalar_level_x_sums(
+        self, family: Any, coefficients: Coefficients, eta_mu: tuple[np.ndarray, np.ndarray]
+    ) -> np.ndarray:
+        """With one scalar term, at ``coefficients`` whose linear predictor and means are
+        ``eta_mu``, stacked: ``sum_{i in l} w_i z_i x_i`` (p x levels) and ``X'WX`` (p x p)."""
+        size = self.p * (self.terms[0].nlevels + self.p)
+        return self._sum_slices(self._level_x_kernel, size, family, coefficients, eta_mu=eta_mu)
+
+    def _level_x_kernel(self, rows: _RowSlice, family: Any, out: np.ndarray) -> None:
+        X, z = rows.X, rows.z
+        _, w = _working_weights(family)(rows.eta, rows.mu, rows.weights)
+        wz = w if z is None else w * z
+        pl = self.p * self.terms[0].nlevels
+        np.add.at(out[:pl], self._level_bins(rows.refs, self.p), (X * wz[:, None]).T.ravel())
+        out[pl:] += ((X * w[:, None]).T @ X).ravel()
 
     def scalar_hessian_level_sums(
         self, family: Any, coefficients: Coefficients, lam: float
     ) -> np.ndarray:
         """The first pass of :meth:`PirlsDeviance.laplace_beta_hessian`, stacked: ``C_l =
-        sum_{i in l} a_i w_i x_i`` (levels x p), ``sum_{i in l} a_i^3 w'_i`` (levels) and
+        sum_{i in l} a_i w_i x_i`` (p x levels), ``sum_{i in l} a_i^3 w'_i`` (levels) and
         ``X'WX`` (p x p), ``a_i = lam z_i``."""
-        refs, z, _ = self._term_rows[0]
+        p = self.p
+        size = (p + 1) * self.terms[0].nlevels + p * p
+        return self._sum_slices(self._hessian_level_kernel, size, family, coefficients, lam)
+
+    def _hessian_level_kernel(
+        self, rows: _RowSlice, family: Any, out: np.ndarray, lam: float
+    ) -> None:
+        refs, z = rows.refs, rows.z
         nlevels, p = self.terms[0].nlevels, self.p
-        eta, mu = self._eta_mu(family, coefficients)
-        _, w = _working_weights(family)(eta, mu, self.weights)
-        w1 = _CANONICAL_W_PRIME[(family.name, family.link.name)](self.weights, mu)
+        _, w = _working_weights(family)(rows.eta, rows.mu, rows.weights)
+        w1 = _CANONICAL_W_PRIME[(family.name, family.link.name)](rows.weights, rows.mu)
         a = lam if z is None else lam * z
-        X = self.X
+        X = rows.X
         aw = a * w
-        C = np.bincount(
-            self._level_index(), weights=(X.T * aw).ravel(), minlength=p * nlevels
-        ).reshape(p, nlevels)
-        w3 = np.bincount(refs, weights=(a * a * a) * w1, minlength=nlevels)
-        xwx = (X.T * w) @ X
-        return np.concatenate([C.T.ravel(), w3, xwx.ravel()])
+        pl = p * nlevels
+        np.add.at(out[:pl], self._level_bins(refs, p), (X.T * aw).ravel())
+        np.add.at(out[pl : pl + nlevels], refs, (a * a * a) * w1)
+        out[pl + nlevels :] += ((X.T * w) @ X).ravel()
 
     def scalar_hessian_sums(
         self,
@@ -911,44 +1095,57 @@ class MemoryRows:
         inv_m: np.ndarray,
     ) -> np.ndarray:
         """The second pass of :meth:`PirlsDeviance.laplace_beta_hessian`, stacked: ``sum
-        c_i G_i G_i'`` (p x p) and ``A_l = sum_{i in l} a_i^2 w'_i G_i`` (levels x p), given
-        ``C_l / M_l`` (``CM``), ``w3_l / M_l^2`` and ``1 / M_l``."""
-        refs, z, _ = self._term_rows[0]
-        nlevels, p = self.terms[0].nlevels, self.p
+        c_i G_i G_i'`` (p x p) and ``A_l = sum_{i in l} a_i^2 w'_i G_i`` (p x levels), given
+        ``C_l / M_l`` (``CM``, levels x p), ``w3_l / M_l^2`` and ``1 / M_l``."""
+        p = self.p
+        size = p * p + p * self.terms[0].nlevels
+        return self._sum_slices(
+            self._hessian_kernel, size, family, coefficients, lam, CM.T, w3M2, inv_m
+        )
+
+    def _hessian_kernel(
+        self,
+        rows: _RowSlice,
+        family: Any,
+        out: np.ndarray,
+        lam: float,
+        CMt: np.ndarray,
+        w3M2: np.ndarray,
+        inv_m: np.ndarray,
+    ) -> None:
+        refs, z, prior, mu = rows.refs, rows.z, rows.weights, rows.mu
+        p = self.p
         key = (family.name, family.link.name)
-        _, mu = self._eta_mu(family, coefficients)
-        w1 = _CANONICAL_W_PRIME[key](self.weights, mu)
-        w2 = _CANONICAL_W_SECOND[key](self.weights, mu)
-        a = np.full(self.nobs, lam) if z is None else lam * z
-        Gt = self.X.T - a * CM.T[:, refs]  # (p, n): d eta_i / d beta
+        w1 = _CANONICAL_W_PRIME[key](prior, mu)
+        w2 = _CANONICAL_W_SECOND[key](prior, mu)
+        a = np.full(refs.shape[0], lam) if z is None else lam * z
+        Gt = rows.X.T - a * CMt[:, refs]  # (p, n): d eta_i / d beta
         a2 = a * a
         c = (a2 * w2) * inv_m.take(refs) - (a * w1) * w3M2.take(refs)
-        A = np.bincount(
-            self._level_index(), weights=(Gt * (a2 * w1)).ravel(), minlength=p * nlevels
-        ).reshape(p, nlevels)
-        return np.concatenate([((Gt * c) @ Gt.T).ravel(), A.T.ravel()])
+        out[: p * p] += ((Gt * c) @ Gt.T).ravel()
+        np.add.at(out[p * p :], self._level_bins(refs, p), (Gt * (a2 * w1)).ravel())
 
     def scalar_theta_level_sums(self, family: Any, coefficients: Coefficients) -> np.ndarray:
         """The first pass of :meth:`PirlsDeviance.laplace_hessian_one_scalar`, per level of
-        the one scalar term, stacked: ``sum w z x`` (levels x p), ``sum z q``, ``sum z^3
+        the one scalar term, stacked: ``sum w z x`` (p x levels), ``sum z q``, ``sum z^3
         w'``; then ``X'WX`` (p x p)."""
-        refs, z, _ = self._term_rows[0]
+        p = self.p
+        size = (p + 2) * self.terms[0].nlevels + p * p
+        return self._sum_slices(self._theta_level_kernel, size, family, coefficients)
+
+    def _theta_level_kernel(self, rows: _RowSlice, family: Any, out: np.ndarray) -> None:
+        refs, z, prior, mu = rows.refs, rows.z, rows.weights, rows.mu
         nlevels, p = self.terms[0].nlevels, self.p
-        eta, mu = self._eta_mu(family, coefficients)
-        _, w = _working_weights(family)(eta, mu, self.weights)
-        w1 = _CANONICAL_W_PRIME[(family.name, family.link.name)](self.weights, mu)
-        q = -self.weights * (self.y - mu)
+        _, w = _working_weights(family)(rows.eta, mu, prior)
+        w1 = _CANONICAL_W_PRIME[(family.name, family.link.name)](prior, mu)
+        q = -prior * (rows.y - mu)
         wz, zq, z3w1 = (w, q, w1) if z is None else (w * z, z * q, (z * z * z) * w1)
-        wzx = np.bincount(
-            self._level_index(), weights=(self.X.T * wz).ravel(), minlength=p * nlevels
-        ).reshape(p, nlevels)
-        other = np.bincount(
-            np.concatenate([refs, refs + nlevels]),
-            weights=np.concatenate([zq, z3w1]),
-            minlength=2 * nlevels,
-        )
-        xwx = (self.X.T * w) @ self.X
-        return np.concatenate([wzx.T.ravel(), other, xwx.ravel()])
+        X = rows.X
+        pl = p * nlevels
+        np.add.at(out[:pl], self._level_bins(refs, p), (X.T * wz).ravel())
+        np.add.at(out[pl : pl + nlevels], refs, zq)
+        np.add.at(out[pl + nlevels : pl + 2 * nlevels], refs, z3w1)
+        out[pl + 2 * nlevels :] += ((X.T * w) @ X).ravel()
 
     def scalar_theta_hessian_sums(
         self,
@@ -963,29 +1160,53 @@ class MemoryRows:
         """The second pass of :meth:`PirlsDeviance.laplace_hessian_one_scalar`: with
         ``G_i = x_i + lam z_i d_beta_l`` and ``E_i = z_i e_level_l``, per level ``sum z w E,
         sum z w' E^2, sum z^2 w' E, sum z^2 w'' E^2`` (4 x levels), then ``sum z w G, sum z
-        w' E G, sum z^2 w' G, sum z^2 w'' E G`` (4 x levels x p), then ``X'(w E)`` (p) and
+        w' E G, sum z^2 w' G, sum z^2 w'' E G`` (4 x p x levels), then ``X'(w E)`` (p) and
         ``sum c_i G_i G_i'`` (p x p; ``inv_m = 1 / M``, ``w3M2 = (sum z^3 w')_l / M_l^2``)."""
-        refs, z, _ = self._term_rows[0]
+        p = self.p
+        size = 4 * (p + 1) * self.terms[0].nlevels + p + p * p
+        return self._sum_slices(
+            self._theta_hessian_kernel,
+            size,
+            family,
+            coefficients,
+            lam,
+            d_beta.T,
+            e_level,
+            inv_m,
+            w3M2,
+        )
+
+    def _theta_hessian_kernel(
+        self,
+        rows: _RowSlice,
+        family: Any,
+        out: np.ndarray,
+        lam: float,
+        d_beta_t: np.ndarray,
+        e_level: np.ndarray,
+        inv_m: np.ndarray,
+        w3M2: np.ndarray,
+    ) -> None:
+        refs, z, prior, mu = rows.refs, rows.z, rows.weights, rows.mu
         nlevels, p = self.terms[0].nlevels, self.p
         key = (family.name, family.link.name)
-        eta, mu = self._eta_mu(family, coefficients)
-        _, w = _working_weights(family)(eta, mu, self.weights)
-        w1 = _CANONICAL_W_PRIME[key](self.weights, mu)
-        w2 = _CANONICAL_W_SECOND[key](self.weights, mu)
-        zz = np.ones(self.nobs) if z is None else z
+        _, w = _working_weights(family)(rows.eta, mu, prior)
+        w1 = _CANONICAL_W_PRIME[key](prior, mu)
+        w2 = _CANONICAL_W_SECOND[key](prior, mu)
+        zz = np.ones(refs.shape[0]) if z is None else z
         E = zz * e_level.take(refs)
-        Gt = self.X.T + (lam * zz) * d_beta.T[:, refs]  # (p, n)
+        Gt = rows.X.T + (lam * zz) * d_beta_t[:, refs]  # (p, n)
         zw, zw1E, z2w1, z2w2E = zz * w, zz * w1 * E, zz * zz * w1, zz * zz * w2 * E
         scalars = np.stack([zw * E, zw1E * E, z2w1 * E, z2w2E * E])
         vectors = np.stack([Gt * zw, Gt * zw1E, Gt * z2w1, Gt * z2w2E])  # (4, p, n)
-        bins = (np.arange(4)[:, None] * nlevels + refs[None, :]).ravel()
-        level4 = np.bincount(bins, weights=scalars.ravel(), minlength=4 * nlevels)
-        vbins = (np.arange(4 * p)[:, None] * nlevels + refs[None, :]).ravel()
-        level4p = np.bincount(vbins, weights=vectors.ravel(), minlength=4 * p * nlevels)
+        l4, l4p = 4 * nlevels, 4 * p * nlevels
+        np.add.at(out[:l4], self._level_bins(refs, 4), scalars.ravel())
+        np.add.at(out[l4 : l4 + l4p], self._level_bins(refs, 4 * p), vectors.ravel())
         # The beta block's sum c_i G_i G_i' (laplace_beta_hessian's Notes): c_i = a_i^2 w''_i
         # / M_l - a_i w'_i (sum_l a^3 w') / M_l^2, from z^2 w'' / M and z w' (z^3 w')_l / M^2.
         c = (lam * lam) * (zz * zz * w2 * inv_m.take(refs)) - (lam**4) * (zz * w1 * w3M2.take(refs))
-        return np.concatenate([level4, level4p, self.X.T @ (w * E), ((Gt * c) @ Gt.T).ravel()])
+        out[l4 + l4p : l4 + l4p + p] += rows.X.T @ (w * E)
+        out[l4 + l4p + p :] += ((Gt * c) @ Gt.T).ravel()
 
     def integral_binomial_weights(self) -> bool:
         w = self.weights if self.trials is None else self.weights / np.maximum(self.trials, 1.0)
@@ -1331,6 +1552,29 @@ class ChunkedRows:
 # ---------------------------------------------------------------------------------------------
 # PIRLS and the criterion
 # ---------------------------------------------------------------------------------------------
+def _one_scalar_blocks(
+    rows: MemoryRows,
+    family: Any,
+    with_x: bool,
+    beta: np.ndarray,
+    eta: np.ndarray,
+    mu: np.ndarray,
+) -> CrossProducts:
+    """The working blocks at the modes of a one-scalar-term PIRLS run
+    (:meth:`PirlsDeviance._pirls_one_scalar`) from its ``eta`` and ``mu``: the working
+    weights and response of its last iteration, formed by the same operations (the same
+    bits)."""
+    mu_eta, w = _working_weights(family)(eta, mu, rows.weights)
+    if with_x:
+        r = rows.y - mu
+        r /= mu_eta
+        r += eta
+        r -= rows.offset
+    else:
+        r = (eta - rows._fixed_part(beta)) + (rows.y - mu) / mu_eta
+    return rows._plan(with_x)(w, r, log_weights=False)
+
+
 @dataclass(frozen=True, eq=False)
 class PirlsState:
     """Where PIRLS converged at one (theta, beta).
@@ -2002,8 +2246,7 @@ class PirlsDeviance:
         self.evaluations = 0
         # One scalar term with the rows in memory: a PIRLS step is a Newton step per level
         # (and a p x p solve for beta inside), with no blocked system (_pirls_one_scalar).
-        self._x_level_index: np.ndarray | None = None
-        self._xr_workspace: tuple[np.ndarray, np.ndarray] | None = None
+        self._xr_workspace: tuple[np.ndarray, np.ndarray | None] | None = None
         self._recent: list[tuple[Any, tuple[Any, ...], PirlsState]] = []
         self._one_term_scalar = len(self.terms) == 1 and self.terms[0].ncols == 1
         self._one_scalar = isinstance(rows, MemoryRows) and self._one_term_scalar
@@ -2261,12 +2504,15 @@ class PirlsDeviance:
                 beta_cur = rows.initial_beta(family)
             # [X r]' row by row (r, the working response, is written into the last row at
             # each step), and the bins j * levels + refs[i] of its entries: one product and
-            # one bincount give both C and c.
+            # one bincount give both C and c. Above _SLICE_ROWS rows a bincount per row of
+            # [X r]' (the same sums, in the same order) spares the bins' (p + 1) n integers.
             workspace = self._xr_workspace
             if workspace is None:
                 xr = np.empty((p + 1, rows.nobs))
                 xr[:p] = X.T
-                bins = (np.arange(p + 1)[:, None] * nlevels + refs[None, :]).ravel()
+                bins = None
+                if rows.nobs <= _SLICE_ROWS:
+                    bins = (np.arange(p + 1)[:, None] * nlevels + refs[None, :]).ravel()
                 workspace = self._xr_workspace = (xr, bins)
             xr, xr_bins = workspace
             lam2 = lam * lam
@@ -2345,10 +2591,16 @@ class PirlsDeviance:
                 r /= mu_eta
                 r += eta
                 r -= offset
-                wxr = xr * wz
-                S = np.bincount(xr_bins, weights=wxr.ravel(), minlength=(p + 1) * nlevels)
-                S = S.reshape(p + 1, nlevels)
-                XtWXr = (wxr[:p] if z is None else xr[:p] * w) @ xr.T  # [X'WX, X'Wr]
+                if xr_bins is not None:
+                    wxr = xr * wz
+                    S = np.bincount(xr_bins, weights=wxr.ravel(), minlength=(p + 1) * nlevels)
+                    S = S.reshape(p + 1, nlevels)
+                    XtWXr = (wxr[:p] if z is None else xr[:p] * w) @ xr.T  # [X'WX, X'Wr]
+                else:  # the same sums a row of [X r]' at a time (no (p + 1) n temporary)
+                    S = np.empty((p + 1, nlevels))
+                    for j in range(p + 1):
+                        S[j] = np.bincount(refs, weights=xr[j] * wz, minlength=nlevels)
+                    XtWXr = (xr[:p] * w) @ xr.T
                 SM = S / M
                 Q = SM[:p] @ S.T
                 RXtRX = XtWXr[:, :p] - lam2 * Q[:, :p]
@@ -2373,14 +2625,10 @@ class PirlsDeviance:
         deviance = float(pdev - u @ u)
         coefficients = Coefficients(beta_cur, ((u * lam)[:, None],))
         if with_x:
-            r = r.copy()  # the workspace's row: the next run overwrites it
             C = lam * S[:p]
-
-        def blocks() -> CrossProducts:
-            # The working response at the modes, as the general step forms it.
-            working_response = (eta - fixed) + (y - mu) / mu_eta if r is None else r
-            return rows._plan(with_x)(w, working_response, log_weights=False)
-
+        # The blocks from the state's own eta and mu (a closure here would keep this run's
+        # weights, working response and fixed part: four row vectors per kept state).
+        blocks = partial(_one_scalar_blocks, rows, family, with_x, beta_cur, eta, mu)
         done = RowsPass(coefficients, deviance, None, blocks, eta, mu)
         rows._last = done  # later sums at these coefficients read its eta and mu
         return PirlsState(
@@ -2935,26 +3183,15 @@ class PirlsDeviance:
         rows = self.rows
         assert isinstance(rows, MemoryRows)
         family = self.family
-        refs, z, _ = rows._term_rows[0]
         lam = float(theta[0])
         M = state.scalar_blocks[0]
-        u, eta, mu, prior = state.u, state.eta, state.mu, rows.weights
-        _, w = _working_weights(family)(eta, mu, prior)
-        w_prime = _CANONICAL_W_PRIME[(family.name, family.link.name)](prior, mu)
-        q = -prior * (rows.y - mu)  # (d dev / d eta) / 2
-        a = lam if z is None else lam * z  # a random intercept's z is all ones
         inv_m = 1.0 / M
-        s = (a * a) * inv_m.take(refs) * w_prime
-        y_modes = np.bincount(refs, weights=s * a, minlength=M.shape[0]) * inv_m
-        r = s - (w * a) * y_modes.take(refs)
+        sums = rows.scalar_gradient_sums(
+            family, state.coefficients, lam, state.u, inv_m, (state.eta, state.mu)
+        )
         grad = np.empty(1 + self.p)
-        grad[1:] = rows.X.T @ (2.0 * q + r)
-        e = u.take(refs)
-        qz = q
-        if z is not None:
-            e *= z
-            qz = q * z
-        g_lam = float(qz @ (2.0 * u - y_modes).take(refs)) + float(e @ r)
+        grad[1:] = sums[: self.p]
+        g_lam = float(sums[self.p])
         if lam != 0.0:  # 0 at the bound, where the deviance is even in lambda
             g_lam += 2.0 * float((1.0 - inv_m).sum()) / lam
         grad[0] = g_lam
@@ -2991,14 +3228,15 @@ class PirlsDeviance:
         inv_m = 1.0 / M
         coefficients = state.coefficients
         first = rows.scalar_hessian_level_sums(family, coefficients, lam)
-        C = first[: p * nlevels].reshape(nlevels, p)
+        # (levels, p) in C order, as the products below have always read it.
+        C = np.ascontiguousarray(first[: p * nlevels].reshape(p, nlevels).T)
         w3 = first[p * nlevels : (p + 1) * nlevels]
         xwx = first[(p + 1) * nlevels :].reshape(p, p)
         second = rows.scalar_hessian_sums(
             family, coefficients, lam, C * inv_m[:, None], w3 * inv_m * inv_m, inv_m
         )
         GcG = second[: p * p].reshape(p, p)
-        A = second[p * p :].reshape(nlevels, p)
+        A = np.ascontiguousarray(second[p * p :].reshape(p, nlevels).T)
         rxtrx = xwx - (C * inv_m[:, None]).T @ C
         H = 2.0 * rxtrx + GcG - (A * (inv_m * inv_m)[:, None]).T @ A
         return 0.5 * (H + H.T)
@@ -3044,7 +3282,7 @@ class PirlsDeviance:
         u = state.u
         coefficients = state.coefficients
         first = rows.scalar_theta_level_sums(family, coefficients)
-        wzx = first[: p * L].reshape(L, p)
+        wzx = np.ascontiguousarray(first[: p * L].reshape(p, L).T)  # (L, p), C order
         zq = first[p * L : (p + 1) * L]
         w3 = first[(p + 1) * L : (p + 2) * L]
         xwx = first[(p + 2) * L :].reshape(p, p)
@@ -3139,6 +3377,10 @@ class PirlsDeviance:
             raise ValueError("fast_gradient needs a PIRLS fast path (has_fast_gradient)")
         beta = joint.beta
         value = joint.laplace
+        # The joint modes are the modes at their beta held fixed (the same equations): the
+        # partial derivatives read this state instead of a second PIRLS run (grouseticks
+        # nAGQ = 0: 44 -> 23 runs a fit).
+        self.keep_state_at(theta, beta, joint)
         state, pieces, grad = self._laplace_gradient(theta, beta)
         nt = self.ntheta
         grad_theta, grad_beta = grad[:nt], grad[nt:]
@@ -3382,19 +3624,12 @@ class PirlsDeviance:
         """
         rows = self.rows
         assert isinstance(rows, MemoryRows) and state.scalar_blocks is not None
-        refs, z, _ = rows._term_rows[0]
         lam = float(theta[0])
         M = state.scalar_blocks[0]
-        X = rows.X
-        _, w = _working_weights(self.family)(state.eta, state.mu, rows.weights)
-        wz = w if z is None else w * z
-        nlevels, p = M.shape[0], X.shape[1]
-        if self._x_level_index is None:
-            self._x_level_index = (np.arange(p)[:, None] * nlevels + refs[None, :]).ravel()
-        C = lam * np.bincount(
-            self._x_level_index, weights=(X * wz[:, None]).T.ravel(), minlength=p * nlevels
-        ).reshape(p, nlevels)
-        rxtrx = (X * w[:, None]).T @ X - (C / M) @ C.T
+        nlevels, p = M.shape[0], self.p
+        sums = rows.scalar_level_x_sums(self.family, state.coefficients, (state.eta, state.mu))
+        C = lam * sums[: p * nlevels].reshape(p, nlevels)
+        rxtrx = sums[p * nlevels :].reshape(p, p) - (C / M) @ C.T
         vcov = np.linalg.inv(rxtrx)
         return 0.5 * (vcov + vcov.T), ((lam * lam) / M)[:, None, None]
 

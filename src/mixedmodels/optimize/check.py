@@ -10,7 +10,6 @@ optimum is in :mod:`.finish`.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
@@ -82,6 +81,7 @@ def check_convergence(
     blocks: np.ndarray | None = None,
     hessian_tol: float = 1e-6,
     hessian_accurate: bool = False,
+    hessian_exact: bool = False,
 ) -> OptSummary:
     """Return ``summary`` with the gradient, a convergence verdict and messages added.
 
@@ -103,6 +103,9 @@ def check_convergence(
     hessian_accurate
         Whether ``hessian`` came from gradients (error ~1e-5 relative, not ~1e-3): then a
         smaller eigenvalue ratio still certifies it.
+    hessian_exact
+        Whether ``hessian`` is in closed form at the optimum (rounding error only): then its
+        own eigenvalues are the verdict, with no finite-difference Hessian.
     gradient
         The analytic gradient, if there is one: an accurate Hessian, when one is needed,
         is taken from its central differences (2 per free parameter) rather than from
@@ -153,7 +156,15 @@ def check_convergence(
             # The gradient's evaluations give the diagonal; one more per pair of entries.
             hessian = on_demand
     return _hessian_verdict(
-        objective, checked, hessian, gradient, names, blocks, hessian_tol, hessian_accurate
+        objective,
+        checked,
+        hessian,
+        gradient,
+        names,
+        blocks,
+        hessian_tol,
+        hessian_accurate,
+        hessian_exact and isinstance(hessian, np.ndarray),
     )
 
 
@@ -210,11 +221,13 @@ def _hessian_verdict(
     blocks: np.ndarray | None,
     tol: float,
     hessian_accurate: bool = False,
+    exact: bool = False,
 ) -> OptSummary:
     """lme4's ``checkHess`` over the parameters of the blocks that are off their bounds.
 
     ``screen``: a rough Hessian over all parameters, or a function giving one over the
-    entries it is passed (from deviance values: ``m (m - 1) / 2`` evaluations).
+    entries it is passed (from deviance values: ``m (m - 1) / 2`` evaluations); ``exact``:
+    ``screen`` is the Hessian in closed form, judged as it is.
     """
     x, lower = summary.final_theta, summary.lower
     k = x.shape[0]
@@ -234,25 +247,38 @@ def _hessian_verdict(
         m = idx.shape[0]
         screen = screen(idx)
         summary = replace(summary, evaluations=summary.evaluations + m * (m - 1) // 2)
-    if screen is not None and _clearly_positive_definite(
-        screen, _CERTIFY_RATIO if hessian_accurate else None
-    ):
-        return summary
-    g0 = summary.gradient
-    if gradient is not None and g0 is not None and np.all(np.isfinite(g0[idx])):
-        # Forward differences of the analytic gradient from the one known at x: half the
-        # gradients of central ones, error ~1e-5 relative, enough to certify a
-        # well-identified but poorly conditioned optimum (Orthodont, ratpup (1 + sex |
-        # litter): eigenvalue ratios 5e-4 to 2.5e-3). Only what it cannot certify pays
-        # for the accurate Hessian below.
-        forward, used = _forward_hessian(gradient, x, np.asarray(g0, dtype=np.float64), idx)
-        summary = replace(summary, evaluations=summary.evaluations + used)
-        if _clearly_positive_definite(forward, _CERTIFY_RATIO):
+    if exact and screen is not None:
+        # In closed form: the eigenvalues are the Hessian's to rounding (~eps times its
+        # condition number), far below the tolerance, whatever the deviance's magnitude.
+        if _clearly_positive_definite(screen, tol):
             return summary
-    H, used, rounding = _accurate_hessian(objective, gradient, x, summary.final_objective, idx)
+        H, used, rounding = screen, 0, 0.0
+    else:
+        if screen is not None and _clearly_positive_definite(
+            screen, _CERTIFY_RATIO if hessian_accurate else None
+        ):
+            return summary
+        g0 = summary.gradient
+        if gradient is not None and g0 is not None and np.all(np.isfinite(g0[idx])):
+            # Forward differences of the analytic gradient from the one known at x: half
+            # the gradients of central ones, error ~1e-5 relative, enough to certify a
+            # well-identified but poorly conditioned optimum (Orthodont, ratpup (1 + sex |
+            # litter): eigenvalue ratios 5e-4 to 2.5e-3). Only what it cannot certify pays
+            # for the accurate Hessian below.
+            g0 = np.asarray(g0, dtype=np.float64)
+            forward, used = _forward_hessian(gradient, x, g0, idx)
+            summary = replace(summary, evaluations=summary.evaluations + used)
+            if _clearly_positive_definite(forward, _CERTIFY_RATIO):
+                return summary
+        H, used, rounding = _accurate_hessian(objective, gradient, x, summary.final_objective, idx)
     evals, vectors = np.linalg.eigh(0.5 * (H + H.T))
-    # lme4's tolerance, relative; and no eigenvalue is told from 0 below the rounding.
-    small = max(tol * float(np.max(np.abs(evals))), rounding)
+    # lme4's tolerance, relative; and no eigenvalue is told from 0 below its error: a bound
+    # for all (deviance values), or per eigenvalue from the Hessian's own error matrix E
+    # (gradient differences): |dl_k| <= |v_k|'E|v_k| to first order, twice that allowed.
+    if isinstance(rounding, np.ndarray):
+        V = np.abs(vectors)
+        rounding = 2.0 * np.einsum("ik,ij,jk->k", V, rounding, V)
+    small = np.maximum(tol * float(np.max(np.abs(evals))), rounding)
     negative = int(np.sum(evals < -small))
     zero = int(np.sum(np.abs(evals) <= small))
     summary = replace(summary, evaluations=summary.evaluations + used)
@@ -331,31 +357,43 @@ def _accurate_hessian(
     x: np.ndarray,
     f0: float,
     idx: np.ndarray,
-) -> tuple[np.ndarray, int, float]:
-    """Hessian over coordinates ``idx``, its evaluations, and a bound on its rounding error.
+) -> tuple[np.ndarray, int, float | np.ndarray]:
+    """Hessian over coordinates ``idx``, its evaluations, and its error: a bound on the
+    spectral norm (deviance values) or a matrix of entry-wise errors (gradients).
 
-    With an analytic gradient: central differences of it, step ``1e-4 * max(|x_i|, 1e-3)``
-    (2 gradients per coordinate; truncation error ~1e-8 relative). Without: lme4's
-    ``deriv12`` design on deviance values, central differences (``2 k^2`` evaluations),
-    with the larger step ``5e-4 * max(1, |x_i|)`` that balances truncation against the
-    deviance's rounding divided by the step squared.
+    With an analytic gradient: central differences of it, step ``h_a = 1e-4 max(|x_a|,
+    1e-3)`` (2 gradients per coordinate; truncation error ~1e-8 relative), and one gradient
+    at ``x``. Their rounding is read off the differences themselves: entry ``(b, a)``
+    carries the rounding of gradient entry ``b`` over ``2 h_a``, which shows in the
+    asymmetry ``H_ab - H_ba`` (truncation makes that only ~1e-8 relative) and in the
+    second difference ``S_ba = (g_b(x + h_a) - 2 g_b(x) + g_b(x - h_a)) / h_a`` (rounding
+    plus an ``O(h_a)`` truncation); the error matrix is the larger of the two, entry by
+    entry, symmetrised. Unlike a multiple of ``|f|``, which grows with the rows while the
+    curvature of a parameter such as a variance of 100 groups does not, this is the
+    Hessian's own error: a well-identified parameter of a fit on 1e6 or 1e8 rows is not
+    called flat.
 
-    The error bound is the spectral norm of the rounding error matrix, taking the
-    deviance to ``1e-12`` relative and the gradient to ``1e-12 |f|`` (both ~100x the
-    rounding seen on the reference models): an eigenvalue below it cannot be told from 0.
+    Without: lme4's ``deriv12`` design on deviance values, central differences (``2 k^2``
+    evaluations), with the larger step ``5e-4 * max(1, |x_i|)`` that balances truncation
+    against the deviance's rounding divided by the step squared; the error bound takes the
+    deviance to ``1e-12`` relative (~100x the rounding seen on the reference models).
     """
     m = idx.shape[0]
     H = np.empty((m, m))
-    noise = 1e-12 * max(1.0, abs(f0))
     if gradient is not None:
         steps = 1e-4 * np.maximum(np.abs(x[idx]), 1e-3)
+        g_x = np.asarray(gradient(x), dtype=np.float64)[idx]
+        S = np.empty((m, m))
         for a, i in enumerate(idx):
             e = np.zeros(x.shape[0])
             e[i] = steps[a]
             up = np.asarray(gradient(x + e), dtype=np.float64)[idx]
             down = np.asarray(gradient(x - e), dtype=np.float64)[idx]
             H[:, a] = (up - down) / (2.0 * steps[a])
-        return H, 2 * m, noise * math.sqrt(m * float(np.sum(steps**-2.0)))
+            S[:, a] = (up - 2.0 * g_x + down) / steps[a]
+        E = np.maximum(np.abs(H - H.T), np.abs(S))
+        return H, 2 * m + 1, np.maximum(E, E.T)
+    noise = 1e-12 * max(1.0, abs(f0))
     steps = 5e-4 * np.maximum(1.0, np.abs(x[idx]))
     used = 0
 
