@@ -351,6 +351,8 @@ def cell_worker(rows: int, users: int, items: int, engine: str, folder: str) -> 
         "gradients": counts["gradients"],
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
         "converged": bool(fit.converged),
+        # How the rank update finds its pairs' positions (LevelBlockUpdate.layout).
+        "layout": getattr(fit.deviance_function.system.pattern, "layout", None),
         "warnings": [str(w.message)[:300] for w in caught],
         **_estimates(fit),
     }
@@ -389,6 +391,8 @@ def run_cell(cell: Cell, data_dir: Path, timeout: float | None = None) -> dict:
     if timeout is None:
         timeout = TIMEOUT_DASK if cell.engine == "dask" else TIMEOUT_STREAMED
     load_before = os.getloadavg()
+    # The code measured: HEAD when the cell starts (commits made while it runs are not in it).
+    commit = _commit()
     # CPU (user + sys) of the cell's process and every descendant it reaped (the Dask
     # nannies and workers), from the parent: steadier than wall time on a shared machine.
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -448,7 +452,7 @@ def run_cell(cell: Cell, data_dir: Path, timeout: float | None = None) -> dict:
         load_before=load_before[0],
         load_before_5min=load_before[1],
         load_after=os.getloadavg()[0],
-        commit=_commit(),
+        commit=commit,
         date_utc=time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
     )
     return record
@@ -592,6 +596,8 @@ def render_table(records: list[dict], pairs: dict[str, int] | None = None) -> st
             r = done[-1] if done else {"status": "not run"}
         head = f"| {_fmt_rows(cell.rows)} | {_fmt_rows(cell.users)} | {_fmt_rows(cell.items)} |"
         how = "Parquet, streamed" if cell.engine == "parquet" else "Dask, 2 worker processes"
+        if r.get("layout") in ("dense", "rank"):
+            how += ", pair-free update"
         if r.get("status") != "ok":
             if cell.engine == "dask" and r.get("status") == "not run" and cell.users < 1e6:
                 continue  # optional cells: listed only once tried

@@ -79,3 +79,38 @@ def test_item_pairs_counts_each_users_distinct_items(grid, tmp_path):
     table = pq.read_table(files[0]).to_pandas()
     k = table.groupby("user")["item"].nunique().to_numpy()
     assert grid.item_pairs(tmp_path) == int((k * (k + 1) // 2).sum())
+
+
+def test_table_marks_pair_free_cells(grid):
+    """A cell whose rank update computed its pair positions per piece says so."""
+    beta = grid.GRID_TRUTH["beta"]
+    record = {
+        "rows": 10**8,
+        "users": 10**6,
+        "items": 1000,
+        "engine": "dask",
+        "status": "ok",
+        "layout": "dense",
+        "pass1_s": 1.0,
+        "pass2_s": 2.0,
+        "optimise_s": 3.0,
+        "cpu_driver_s": 5.0,
+        "cpu_passes_s": 1.0,
+        "evaluations": 40,
+        "factorisations": 30,
+        "gradients": 10,
+        "total_s": 6.0,
+        "cpu_process_tree_s": 7.0,
+        "peak_rss_mb": 1000.0,
+        "fixef": dict(beta),
+        "se": {k: 0.1 for k in beta},
+        "z_vs_truth": {k: 0.0 for k in beta},
+        "sd_user": 0.5,
+        "sd_user_x": 0.2,
+        "corr_user": 0.0,
+        "sd_item": 0.3,
+        "sigma": 1.0,
+    }
+    table = grid.render_table([record])
+    assert "| 1e8 | 1e6 | 1e3 | Dask, 2 worker processes, pair-free update | 1.0 | 2.0 |" in table
+    assert table.count("pair-free") == 1

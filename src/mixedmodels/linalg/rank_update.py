@@ -24,6 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
+from mixedmodels.linalg.memory import available_bytes
+
 try:  # y += A x for CSC/CSR A, in place, without building a matrix (release the GIL)
     from scipy.sparse._sparsetools import csc_matvec as _csc_matvec
     from scipy.sparse._sparsetools import csc_matvecs as _csc_matvecs
@@ -221,6 +223,54 @@ _THREAD_MIN_PAIRS = 1 << 21
 #: Threads of :meth:`LevelBlockUpdate.update` on large problems (1: none). Started per call
 #: and joined before it returns, so no thread outlives a call (a forked child finds none).
 UPDATE_THREADS = min(2, os.cpu_count() or 1)
+#: Largest stored pair positions (an int32 per pair, bytes) of :class:`LevelBlockUpdate`;
+#: past it (or past a quarter of the memory available at set-up) each piece computes its
+#: positions from the items instead (pair-free layouts). Stored positions are faster while
+#: they fit: 4.1 against 5.1 s of CPU per update at 4.6e8 pairs (1e7 rows, 1e5 users of
+#: 100 events, 1e3 items; 1.8 GB of positions), 0.073 against 0.096 s at 5.5e6.
+STORED_POSITIONS_MAX_BYTES = 4 << 30
+#: Pair-free layouts add into a dense packed lower triangle of the rest block when at
+#: least this share of its ``q_r (q_r + 1) / 2`` entries are positions of the update, and
+#: go through a rank table (packed entry -> position) below.
+_DENSE_TARGET_FILL = 0.25
+
+
+def choose_layout(npairs: int, npos: int, qr: int, available: int | None = None) -> str:
+    """How :class:`LevelBlockUpdate` finds the output position of each pair, from sizes.
+
+    ``"stored"``: one int32 per pair, kept (``4 npairs`` bytes, at most
+    ``STORED_POSITIONS_MAX_BYTES`` and a quarter of ``available``, the bytes of memory
+    available when known); ``"dense"``: computed per piece as the packed
+    lower-triangle entry ``i (i + 1) / 2 + j`` of the items ``i >= j`` and added into a
+    dense packed triangle of ``q_r (q_r + 1) / 2`` doubles per thread (when at least
+    ``_DENSE_TARGET_FILL`` of it are positions); ``"rank"``: the same entry mapped to its
+    position through a table of ``q_r (q_r + 1) / 2`` integers. All three add the same
+    products in the same order into each position: the results agree to the bit.
+    """
+    need = 4 * npairs
+    if need <= STORED_POSITIONS_MAX_BYTES and (available is None or 4 * need <= available):
+        return "stored"
+    tri = qr * (qr + 1) // 2
+    return "dense" if npos >= _DENSE_TARGET_FILL * tri else "rank"
+
+
+def _pair_keys(items: np.ndarray, tri: np.ndarray, ta: np.ndarray, tb: np.ndarray) -> np.ndarray:
+    """Packed lower-triangle entries ``i (i + 1) / 2 + j`` of the pairs ``(ta, tb)`` of each
+    row of ``items`` (n, k), ascending, so ``i = items[:, ta] >= j = items[:, tb]``: one
+    gather of the k starts ``tri[items]`` per level, then two gathers and an add per pair."""
+    keys = np.take(tri[items], ta, axis=1)
+    keys += np.take(items, tb, axis=1)
+    return keys
+
+
+def _unpack_lower(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Row and column ``i >= j`` of packed lower-triangle entries ``t = i (i + 1) / 2 + j``."""
+    t = t.astype(np.int64)
+    i = ((np.sqrt(8.0 * t + 1.0) - 1.0) * 0.5).astype(np.int64)
+    # Guard the float square root against rounding at perfect squares.
+    i -= (i * (i + 1)) // 2 > t
+    i += ((i + 1) * (i + 2)) // 2 <= t
+    return i, t - i * (i + 1) // 2
 
 
 @dataclass(frozen=True, eq=False)
@@ -230,13 +280,13 @@ class _LevelSlice:
     ``values[a]`` (n, k) holds ``C[rows, l a]``; ``items`` (n, k) the (ascending) rest rows
     of each level; ``index`` the output position of each pair ``(ta, tb)`` of
     ``np.tril_indices(k)`` of each level, level-major (CSC order with one column per
-    level, ``indptr``).
+    level, ``indptr``), or None in the pair-free layouts (computed per piece).
     """
 
     levels: np.ndarray
     items: np.ndarray
     values: np.ndarray
-    index: np.ndarray
+    index: np.ndarray | None
     indptr: np.ndarray
     k: int
 
@@ -254,6 +304,15 @@ class LevelBlockUpdate:
     pair for ``P``. Every value is the same sum of the same products in the same order as
     ``C W C'`` formed densely, so results agree with the other paths to rounding.
 
+    Pair-free layouts (:func:`choose_layout`, when the positions would pass
+    ``STORED_POSITIONS_MAX_BYTES``: 1e8 rows of 1e6 users with 100 events each have
+    ~4.6e9 pairs, 18 GB of positions): each piece computes its pairs' packed
+    lower-triangle entries ``i (i + 1) / 2 + j`` from the levels' items, in cache, and adds
+    into a dense packed triangle of the rest block (``"dense"``) or through a rank table
+    (``"rank"``). Memory is then ``O(nnz(C))`` plus ``O(q_r^2)`` (no more than the dense
+    rest block the engine factors), and the sums are those of the stored positions, in the
+    same order (equal to the bit).
+
     Attributes
     ----------
     rows, cols
@@ -261,9 +320,22 @@ class LevelBlockUpdate:
         ``rows * size + cols``.
     """
 
-    def __init__(self, rows, cols, p1, nlevels, slices, values, slot, qr=None):
+    #: ``"stored"``, ``"dense"`` or ``"rank"`` (:func:`choose_layout`; older pickles: stored).
+    layout = "stored"
+    #: Pair-free layouts: packed lower-triangle start ``i (i + 1) / 2`` of each rest row.
+    _tri: np.ndarray | None = None
+    #: ``"dense"``: packed entry of each output position; ``"rank"``: position of each
+    #: packed entry (entries that are no position: any value, never read).
+    _map: np.ndarray | None = None
+
+    def __init__(
+        self, rows, cols, p1, nlevels, slices, values, slot, qr=None, layout="stored", tables=None
+    ):
         # Rows of C (the rest block's size): from C's shape; older pickles lack it.
         self._qr = int(qr) if qr is not None else (int(rows.max()) + 1 if rows.shape[0] else 0)
+        self.layout = layout
+        if tables is not None:
+            self._tri, self._map = tables
         self.rows = rows
         self.cols = cols
         self.p1 = p1
@@ -356,44 +428,65 @@ class LevelBlockUpdate:
                 plan.append((lv, k, done, done + lv.shape[0] * k))
                 done += lv.shape[0] * k
 
+        # Packed lower-triangle entries i (i + 1) / 2 + j (i >= j) of the pairs: half the
+        # entries of the square qr x qr numbering, in the same order.
+        tri_size = qr * (qr + 1) // 2
+        ktype = np.int32 if tri_size < 2**31 else np.int64
+        tri = (np.arange(qr, dtype=np.int64) * (np.arange(qr, dtype=np.int64) + 1) // 2).astype(
+            ktype
+        )
+
         def keys_of(k, e0, e1):
-            items = items_all[e0:e1].reshape(-1, k).astype(np.int64)
-            ta, tb = np.tril_indices(k)
-            return (items[:, ta] * qr + items[:, tb]).ravel()
+            items = items_all[e0:e1].reshape(-1, k)
+            return _pair_keys(items, tri, *np.tril_indices(k)).ravel()
 
         # Distinct positions, numbered without a sort (as in RankUpdatePattern).
-        mark = np.zeros(qr * qr, dtype=bool)
+        mark = np.zeros(tri_size, dtype=bool)
         for _, k, e0, e1 in plan:
             mark[keys_of(k, e0, e1)] = True
         upos = np.flatnonzero(mark)
         del mark
+        npairs_total = sum((e1 - e0) // k * (k * (k + 1) // 2) for _, k, e0, e1 in plan)
+        layout = choose_layout(npairs_total, upos.shape[0], qr, available_bytes())
         index_type = np.int32 if upos.shape[0] < 2**31 else np.int64
-        rank = np.empty(qr * qr, dtype=index_type)
-        rank[upos] = np.arange(upos.shape[0], dtype=index_type)
+        rank = None
+        if layout != "dense":
+            rank = np.empty(tri_size, dtype=ktype if layout == "rank" else index_type)
+            rank[upos] = np.arange(upos.shape[0], dtype=rank.dtype)
         slices = []
         for lv, k, e0, e1 in plan:
             n = lv.shape[0]
             npairs = k * (k + 1) // 2
+            stored = layout == "stored"
             slices.append(
                 _LevelSlice(
                     levels=lv,
                     items=items_all[e0:e1].reshape(n, k),
                     values=values[:, e0:e1].reshape(p1, n, k),
-                    index=rank[keys_of(k, e0, e1)],
-                    indptr=np.arange(0, (n + 1) * npairs, npairs, dtype=index_type),
+                    index=rank[keys_of(k, e0, e1)] if stored else None,
+                    indptr=np.arange(
+                        0, (n + 1) * npairs, npairs, dtype=index_type if stored else ktype
+                    ),
                     k=k,
                 )
             )
-        del rank
+        if layout == "stored":
+            del rank
+            tables = None
+        else:
+            tables = (tri, rank if layout == "rank" else upos.astype(ktype))
+        rows, cols = _unpack_lower(upos)
         return cls(
-            rows=(upos // qr).astype(np.intp),
-            cols=(upos % qr).astype(np.intp),
+            rows=rows.astype(np.intp),
+            cols=cols.astype(np.intp),
             p1=p1,
             nlevels=nlevels,
             slices=slices,
             values=values,
             slot=slot_by_csr,
             qr=qr,
+            layout=layout,
+            tables=tables,
         )
 
     def with_values(self, zrtz1_data: np.ndarray) -> LevelBlockUpdate:
@@ -417,8 +510,18 @@ class LevelBlockUpdate:
                 )
             )
             e0 += n * k
+        tables = None if self.layout == "stored" else (self._tri, self._map)
         return LevelBlockUpdate(
-            self.rows, self.cols, p1, self.nlevels, slices, values, self._slot, self._qr
+            self.rows,
+            self.cols,
+            p1,
+            self.nlevels,
+            slices,
+            values,
+            self._slot,
+            self._qr,
+            self.layout,
+            tables,
         )
 
     def _level_w(self, w: np.ndarray, levels: np.ndarray) -> list[list[np.ndarray]]:
@@ -442,7 +545,8 @@ class LevelBlockUpdate:
     def _update_pieces(self, pieces: list[tuple[int, int, int]], W: list, u: np.ndarray) -> None:
         """Add the pairs of ``pieces`` into ``u`` (``W``: each slice's level blocks)."""
         p1 = self.p1
-        npos = u.shape[0]
+        npos = u.shape[0]  # the positions, or the packed triangle (layout "dense")
+        tri, table = self._tri, (self._map if self.layout == "rank" else None)
         tril = {}
         ones = None
         for i, lo, hi in pieces:
@@ -466,7 +570,12 @@ class LevelBlockUpdate:
                     val += term
             n = hi - lo
             npairs = ta.shape[0]
-            index = sl.index[lo * npairs : hi * npairs]
+            if sl.index is not None:
+                index = sl.index[lo * npairs : hi * npairs]
+            else:  # pair-free: the pairs' packed entries (and positions) from the items
+                index = _pair_keys(sl.items[lo:hi], tri, ta, tb).ravel()
+                if table is not None:
+                    index = table[index]
             indptr = sl.indptr[: n + 1]
             if _csc_matvec is not None:
                 if ones is None or ones.shape[0] < n:
@@ -481,7 +590,7 @@ class LevelBlockUpdate:
         """The pieces in ``UPDATE_THREADS`` consecutive groups of about equal pairs (one group
         below ``_THREAD_MIN_PAIRS`` pairs). A fixed split, not a work queue: every sum over
         groups is taken in the same order whatever the threads' timing."""
-        total = sum(sl.index.shape[0] for sl in self._slices)
+        total = sum(sl.levels.shape[0] * (sl.k * (sl.k + 1) // 2) for sl in self._slices)
         threads = UPDATE_THREADS if total >= _THREAD_MIN_PAIRS else 1
         if threads <= 1:
             return [pieces]
@@ -535,9 +644,13 @@ class LevelBlockUpdate:
         sum plus the second's, whatever the threads' timing (reproducible to the bit).
         """
         npos = self.rows.shape[0]
+        dense = self.layout == "dense"
         W = [self._level_w(w, sl.levels) for sl in self._slices]
         groups = self._split(self._pieces())
-        outs = [np.zeros(npos) for _ in groups]
+        # Layout "dense": each thread adds into a packed triangle, then the positions are
+        # gathered from it: the same additions in the same order as into the positions.
+        size = self._qr * (self._qr + 1) // 2 if dense else npos
+        outs = [np.zeros(size) for _ in groups]
         ys = None if xy is None else [np.zeros((self._qr, xy.shape[0])) for _ in groups]
 
         def work(g: int, group: list) -> None:
@@ -546,6 +659,8 @@ class LevelBlockUpdate:
                 self._rows_pieces(group, xy, ys[g])
 
         self._in_threads(groups, work)
+        if dense:
+            outs = [out[self._map] for out in outs]
         u = outs[0]
         for out in outs[1:]:
             u += out
@@ -624,6 +739,9 @@ class LevelBlockUpdate:
         """
         p1 = self.p1
         K = np.zeros((self.nlevels, p1, p1))  # levels without rest rows: 0
+        if self.layout == "dense":  # Sigma's packed lower triangle, read per pair below
+            full = np.zeros(self._qr * (self._qr + 1) // 2)
+            full[self._map] = sigma
 
         def work(g: int, group: list) -> None:
             maps: dict[int, np.ndarray] = {}
@@ -637,7 +755,12 @@ class LevelBlockUpdate:
                     pair[tb, ta] = pair[ta, tb]
                     maps[k] = pair
                 npairs = k * (k + 1) // 2
-                S = sigma[sl.index[lo * npairs : hi * npairs]].reshape(n, -1)[:, maps[k]]
+                if sl.index is not None:
+                    S = sigma[sl.index[lo * npairs : hi * npairs]]
+                else:
+                    keys = _pair_keys(sl.items[lo:hi], self._tri, *np.tril_indices(k))
+                    S = full[keys] if self.layout == "dense" else sigma[self._map[keys]]
+                S = S.reshape(n, -1)[:, maps[k]]
                 c = sl.values[:, lo:hi]  # (p1, n, k)
                 lev = sl.levels[lo:hi]
                 for a in range(p1):
