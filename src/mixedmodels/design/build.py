@@ -1254,6 +1254,15 @@ def _independent_columns(X: np.ndarray, tol: float = RANK_TOLERANCE) -> tuple[in
     p = X.shape[1]
     if p == 0:
         return ()
+    if p == 1:
+        # One column (often the intercept alone): kept unless it is zero. Its Gram matrix
+        # is the number x'x, whose only pivot is itself: the test below (pivot > 2e-12
+        # x'x) and the scaled path both keep it exactly when 0 < x'x < inf, so one dot
+        # product decides (no matrix product nor LAPACK call); overflow or a non-finite
+        # entry takes the general path below.
+        xtx = float(np.dot(X[:, 0], X[:, 0]))
+        if math.isfinite(xtx):
+            return (0,) if xtx > 0.0 else ()
     margin = 100.0
     if _clearly_full_rank_unscaled(X, tol**2 * margin):
         return tuple(range(p))
