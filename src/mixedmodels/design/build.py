@@ -47,6 +47,7 @@ from .factors import (
     _SMALL_STRINGS,
     FactorLevels,
     _factorize_sorted_fast,
+    _forget_oldest,
     column_array,
     factor_levels,
     factorize_sorted,
@@ -1435,7 +1436,7 @@ def _fit_grouping(grouping: tuple[Variable, ...], frame: _Frame) -> tuple[Groupi
         # the codes read-only, as every caller gets the same array.
         refs.setflags(write=False)
         if len(_INTERACTIONS) >= _INTERACTIONS_MAX:
-            _INTERACTIONS.pop(next(iter(_INTERACTIONS)), None)
+            _forget_oldest(_INTERACTIONS)
         _INTERACTIONS[key] = (arrays, plan, refs)
     return plan, refs
 

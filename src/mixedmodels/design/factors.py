@@ -316,9 +316,22 @@ def _remember_arrow_codes(
     """
     codes.setflags(write=False)
     if len(_ARROW_CODES) >= _ARROW_CODES_MAX:
-        _ARROW_CODES.pop(next(iter(_ARROW_CODES)), None)
+        _forget_oldest(_ARROW_CODES)
     _ARROW_CODES[id(chunked)] = (chunked, codes, tuple(labels))
     return codes, labels
+
+
+def _forget_oldest(cache: dict) -> None:
+    """Drop the oldest entry of a bounded cache (dicts keep insertion order).
+
+    Another thread may change the dict between ``iter`` and ``next`` (two designs built
+    at once): then nothing is dropped this time, which only lets the cache hold one
+    entry more until the next insertion.
+    """
+    try:
+        del cache[next(iter(cache))]
+    except (RuntimeError, KeyError, StopIteration):
+        pass
 
 
 def _small_arrow_strings(chunked) -> tuple[np.ndarray, list[str]] | None:
