@@ -46,11 +46,11 @@ from typing import NamedTuple
 import numpy as np
 from scipy.linalg.lapack import dpotrs as _dpotrs
 
-from mixedmodels.optimize.bobyqa import OptSummary
 from mixedmodels.optimize.finish import (
     _SMALL_GRADIENT,
     _SNAP_TOL,
     NewtonFirst,
+    _newton_first_result,
     cholesky_or_none,
 )
 
@@ -464,15 +464,4 @@ def _result(
         g[singular] = np.nan
         H[singular, :] = np.nan
         H[:, singular] = np.nan
-    summary = OptSummary(
-        initial_theta=np.array(x0, dtype=np.float64),
-        final_theta=x,
-        lower=lower,
-        initial_objective=f0,
-        final_objective=f,
-        evaluations=evaluations,
-        optimizer="newton",
-        return_code="NEWTON_CONVERGED",
-        gradient=g,
-    )
-    return NewtonFirst(summary, H)
+    return _newton_first_result(x0, x, lower, f0, f, evaluations, g, H)
