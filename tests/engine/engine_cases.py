@@ -39,3 +39,25 @@ def richardson(dev, theta: np.ndarray, h: float = 1e-3) -> np.ndarray:
     return np.array(
         [(4 * central(i, steps[i]) - central(i, 2 * steps[i])) / 3 for i in range(theta.shape[0])]
     )
+
+
+def product_frame(seed: int, users: int, per: int, items: int):
+    """The product design in miniature, for ``y ~ x + (1 + x | user) + (1 | item)``:
+    ``users`` users with ``per`` consecutive events each, an item per event drawn from
+    ``items``; truth: intercept 1, slope 0.5, user intercept SD 0.5 and slope SD 0.3, item
+    SD 0.4, sigma 1 (ids as strings, as users' data have them)."""
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    user = np.repeat(np.arange(users), per)
+    item = rng.integers(0, items, users * per)
+    x = rng.normal(size=users * per)
+    y = (
+        1.0
+        + 0.5 * x
+        + rng.normal(0, 0.5, users)[user]
+        + rng.normal(0, 0.3, users)[user] * x
+        + rng.normal(0, 0.4, items)[item]
+        + rng.normal(size=users * per)
+    )
+    return pd.DataFrame({"y": y, "x": x, "user": user.astype(str), "item": item.astype(str)})

@@ -12,8 +12,8 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-import pandas as pd
 import pytest
+from engine_cases import product_frame
 
 import mixedmodels as mm
 import mixedmodels.linalg.blocked as blocked
@@ -24,27 +24,10 @@ from mixedmodels.optimize.finish import _secant_update
 FORMULA = "y ~ x + (1 + x | user) + (1 | item)"
 
 
-def _product_frame(seed: int = 4) -> pd.DataFrame:
-    """Users with a random slope, a few events each, on a handful of items."""
-    rng = np.random.default_rng(seed)
-    users, per, items = 100, 8, 10  # dense update on its own: 13^2 x 100 x 3 <= 2^16
-    user = np.repeat(np.arange(users), per)
-    item = rng.integers(0, items, users * per)
-    x = rng.normal(size=users * per)
-    y = (
-        1.0
-        + 0.5 * x
-        + rng.normal(0, 0.5, users)[user]
-        + rng.normal(0, 0.3, users)[user] * x
-        + rng.normal(0, 0.4, items)[item]
-        + rng.normal(size=users * per)
-    )
-    return pd.DataFrame({"y": y, "x": x, "user": user.astype(str), "item": item.astype(str)})
-
-
 @pytest.fixture(scope="module")
 def fits():
-    data = _product_frame()
+    # dense update on its own: 13^2 x 100 x 3 <= 2^16
+    data = product_frame(4, users=100, per=8, items=10)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         small = mm.lmer(FORMULA, data)

@@ -11,8 +11,8 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-import pandas as pd
 import pytest
+from engine_cases import product_frame
 
 import mixedmodels as mm
 import mixedmodels.linalg.blocked as blocked
@@ -23,24 +23,6 @@ from mixedmodels.linalg.rank_update import LevelBlockUpdate
 FORMULA = "y ~ x + (1 + x | user) + (1 | item)"
 
 
-def _product_frame(seed: int = 11) -> pd.DataFrame:
-    """Users with a random slope, a few events each, on a handful of items."""
-    rng = np.random.default_rng(seed)
-    users, per, items = 120, 8, 12
-    user = np.repeat(np.arange(users), per)
-    item = rng.integers(0, items, users * per)
-    x = rng.normal(size=users * per)
-    y = (
-        1.0
-        + 0.5 * x
-        + rng.normal(0, 0.5, users)[user]
-        + rng.normal(0, 0.3, users)[user] * x
-        + rng.normal(0, 0.4, items)[item]
-        + rng.normal(size=users * per)
-    )
-    return pd.DataFrame({"y": y, "x": x, "user": user.astype(str), "item": item.astype(str)})
-
-
 @pytest.fixture(scope="module")
 def large_fit():
     mp = pytest.MonkeyPatch()
@@ -48,7 +30,7 @@ def large_fit():
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            fit = mm.lmer(FORMULA, _product_frame())
+            fit = mm.lmer(FORMULA, product_frame(11, users=120, per=8, items=12))
     finally:
         mp.undo()
     assert isinstance(fit.deviance_function.system.pattern, LevelBlockUpdate)
@@ -104,7 +86,7 @@ def test_newton_from_the_start_falls_back_to_bobyqa(large_fit, monkeypatch):
     monkeypatch.setattr(blocked, "_DENSE_UPDATE_LIMIT", -1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        fit = mm.lmer(FORMULA, _product_frame())
+        fit = mm.lmer(FORMULA, product_frame(11, users=120, per=8, items=12))
     assert calls and fit.opt.optimizer != "newton"
     assert fit.converged and not fit.opt.messages
     np.testing.assert_allclose(fit.theta, large_fit.theta, rtol=1e-7)
