@@ -127,6 +127,36 @@ _REMEMBERED_RADIUS = 1e-2
 _REMEMBERED_COND = 100.0
 
 
+#: A gradient's inverse of a wide rest block (LAPACK potri: trtri and lauum, ``n^3 / 3``
+#: flops each), in factorisations (``n^3 / 3``): measured 2.0-2.2 on 1e4 and 2.5e3 rest
+#: columns (one thread).
+_POTRI_FACTORISATIONS = 2.0
+#: BOBYQA's evaluations (early stop) and the finish's gradients for ``k`` theta on a wide
+#: rest block, measured: 13 + 3 at k = 2 (an unbalanced scalar term 1), 32-37 + 4-5 at
+#: k = 4 (the grid's 1e4-item cells, ~9 per theta).
+_BOBYQA_PER_THETA = 9.0
+#: Newton steps from the moment start to the optimum with a quasi-Newton Hessian (each a
+#: value and a gradient; the last a value alone), measured 6-8 on the grid's analogue.
+_NEWTON_STEPS = 7
+
+
+def wide_newton_pays(k: int, inverse: float) -> bool:
+    """Whether Newton steps from the start (:mod:`mixedmodels.optimize.wide_rest`) cost
+    fewer factorisations than BOBYQA and the finish on a wide dense rest block, for ``k``
+    theta and a gradient whose inverse costs ``inverse`` factorisations.
+
+    Newton: the value and gradient at the start, the block value Hessian (at most
+    ``k (k + 1) / 2`` values), ``_NEWTON_STEPS`` values and gradients and a last value;
+    BOBYQA: ``~9 k`` values and ~4 values and gradients of the finish. At ``inverse = 2``
+    this holds from ``k = 3`` on (k = 2: 27 against 30 by these counts, measured 22
+    against 19; k = 4: 37 against 48, measured 25 against 42).
+    """
+    gradient = 1.0 + inverse
+    newton = gradient + k * (k + 1) / 2 + _NEWTON_STEPS * gradient + 1.0
+    bobyqa = _BOBYQA_PER_THETA * k + 4.0 * gradient
+    return k >= 3 and newton < bobyqa
+
+
 def _dear_rest(dev: ProfiledDeviance) -> bool:
     """Whether ``dev`` is blocked with a dense rest block wider than ``_CHEAP_REST_MAX``
     (a crossed design's 1e4 levels): its gradient's inverse costs about two factorisations,
@@ -270,6 +300,12 @@ class ProfiledDevianceGradient:
                 # (optimize/wide_rest.py). With potri's (unbalanced term 1) they cost more
                 # than BOBYQA and the finish: 3e5 rows, 10% of them dropped, 10
                 # factorisations and 6 inverses against 13 and 3 (6.3 s against 5.6 s).
+                self.newton_from_start = True
+            elif wide_newton_pays(dev.structure.ntheta, _POTRI_FACTORISATIONS):
+                # ... but with more parameters (a vector term 1: (1 + x | user) + (1 | item))
+                # BOBYQA's evaluations grow with them (~9 per theta) and Newton steps pay
+                # even at potri's price: 2e5 rows x 2e4 users x 2500 items, 15
+                # factorisations and 7 inverses against 34 and 4.
                 self.newton_from_start = True
         self._zr1 = None
         if self._rest:
