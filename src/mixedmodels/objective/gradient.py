@@ -131,13 +131,14 @@ _REMEMBERED_COND = 100.0
 #: flops each), in factorisations (``n^3 / 3``): measured 2.0-2.2 on 1e4 and 2.5e3 rest
 #: columns (one thread).
 _POTRI_FACTORISATIONS = 2.0
-#: BOBYQA's evaluations (early stop) and the finish's gradients for ``k`` theta on a wide
-#: rest block, measured: 13 + 3 at k = 2 (an unbalanced scalar term 1), 32-37 + 4-5 at
-#: k = 4 (the grid's 1e4-item cells, ~9 per theta).
-_BOBYQA_PER_THETA = 9.0
-#: Newton steps from the moment start to the optimum with a quasi-Newton Hessian (each a
-#: value and a gradient; the last a value alone), measured 6-8 on the grid's analogue.
-_NEWTON_STEPS = 7
+#: BOBYQA's evaluations (early stop) per theta on a wide rest block, measured: 13 at k = 2
+#: (an unbalanced scalar term 1), 21-25 at k = 3 (three scalar terms), 26-54 at k = 4
+#: (the grid's model in miniature; 32-37 on its 1e4-item cells); the finish adds ~4
+#: gradients.
+_BOBYQA_PER_THETA = 7.0
+#: Values and gradients of the Newton steps from the moment start with a quasi-Newton
+#: Hessian (the last a value alone), measured 5-12 (k = 3 and 4).
+_NEWTON_STEPS = 8
 
 
 def wide_newton_pays(k: int, inverse: float) -> bool:
@@ -145,16 +146,19 @@ def wide_newton_pays(k: int, inverse: float) -> bool:
     fewer factorisations than BOBYQA and the finish on a wide dense rest block, for ``k``
     theta and a gradient whose inverse costs ``inverse`` factorisations.
 
-    Newton: the value and gradient at the start, the block value Hessian (at most
-    ``k (k + 1) / 2`` values), ``_NEWTON_STEPS`` values and gradients and a last value;
-    BOBYQA: ``~9 k`` values and ~4 values and gradients of the finish. At ``inverse = 2``
-    this holds from ``k = 3`` on (k = 2: 27 against 30 by these counts, measured 22
-    against 19; k = 4: 37 against 48, measured 25 against 42).
+    Newton: the value and gradient at the start, the value Hessian (at most
+    ``k (k + 1) / 2`` values), ``_NEWTON_STEPS`` values and gradients; BOBYQA: ``~7 k``
+    values and the finish's ~4 values and gradients. At ``inverse = 2`` this holds from
+    ``k = 4`` on: k = 3, 34 against 33 by these counts, measured on 12 fits of three
+    scalar terms 517 against 532 factorisation-equivalents (Newton 6 of 12, each within
+    10% either way, and 5 for each fallback); k = 4, 38 against 40, measured 2338
+    against 2411 on 30 fits (16 by Newton: 483 against 655) and 29 against 42 at 2e5
+    rows (2e4 users, 2500 items).
     """
     gradient = 1.0 + inverse
-    newton = gradient + k * (k + 1) / 2 + _NEWTON_STEPS * gradient + 1.0
+    newton = gradient + k * (k + 1) / 2 + _NEWTON_STEPS * gradient
     bobyqa = _BOBYQA_PER_THETA * k + 4.0 * gradient
-    return k >= 3 and newton < bobyqa
+    return newton < bobyqa
 
 
 def _dear_rest(dev: ProfiledDeviance) -> bool:
@@ -303,7 +307,7 @@ class ProfiledDevianceGradient:
                 self.newton_from_start = True
             elif wide_newton_pays(dev.structure.ntheta, _POTRI_FACTORISATIONS):
                 # ... but with more parameters (a vector term 1: (1 + x | user) + (1 | item))
-                # BOBYQA's evaluations grow with them (~9 per theta) and Newton steps pay
+                # BOBYQA's evaluations grow with them (~7 per theta) and Newton steps pay
                 # even at potri's price: 2e5 rows x 2e4 users x 2500 items, 15
                 # factorisations and 7 inverses against 34 and 4.
                 self.newton_from_start = True
