@@ -460,7 +460,14 @@ class LinearMixedModel:
                     # A wide dense rest block (issue 18): Newton steps from the moment
                     # start take fewer of its dear factorisations than BOBYQA and the
                     # finish.
-                    found = newton_from_start(dev, gradient, x0, lower, gradient.value_step_max)
+                    found = newton_from_start(
+                        dev,
+                        gradient,
+                        x0,
+                        lower,
+                        gradient.value_step_max,
+                        blocks=self.structure.theta_blocks(),
+                    )
             if found is not None:
                 summary = self._finish_and_check(
                     dev, found.summary, gradient=gradient, finished=found.hessian

@@ -127,6 +127,40 @@ _REMEMBERED_RADIUS = 1e-2
 _REMEMBERED_COND = 100.0
 
 
+#: A gradient's inverse of a wide rest block (LAPACK potri: trtri and lauum, ``n^3 / 3``
+#: flops each), in factorisations (``n^3 / 3``): measured 2.0-2.2 on 1e4 and 2.5e3 rest
+#: columns (one thread).
+_POTRI_FACTORISATIONS = 2.0
+#: BOBYQA's evaluations (early stop) per theta on a wide rest block, measured: 13 at k = 2
+#: (an unbalanced scalar term 1), 21-25 at k = 3 (three scalar terms), 26-54 at k = 4
+#: (the grid's model in miniature; 32-37 on its 1e4-item cells); the finish adds ~4
+#: gradients.
+_BOBYQA_PER_THETA = 7.0
+#: Values and gradients of the Newton steps from the moment start with a quasi-Newton
+#: Hessian (the last a value alone), measured 5-12 (k = 3 and 4).
+_NEWTON_STEPS = 8
+
+
+def wide_newton_pays(k: int, inverse: float) -> bool:
+    """Whether Newton steps from the start (:mod:`mixedmodels.optimize.wide_rest`) cost
+    fewer factorisations than BOBYQA and the finish on a wide dense rest block, for ``k``
+    theta and a gradient whose inverse costs ``inverse`` factorisations.
+
+    Newton: the value and gradient at the start, the value Hessian (at most
+    ``k (k + 1) / 2`` values), ``_NEWTON_STEPS`` values and gradients; BOBYQA: ``~7 k``
+    values and the finish's ~4 values and gradients. At ``inverse = 2`` this holds from
+    ``k = 4`` on: k = 3, 34 against 33 by these counts, measured on 12 fits of three
+    scalar terms 517 against 532 factorisation-equivalents (Newton 6 of 12, each within
+    10% either way, and 5 for each fallback); k = 4, 38 against 40, measured 2338
+    against 2411 on 30 fits (16 by Newton: 483 against 655) and 29 against 42 at 2e5
+    rows (2e4 users, 2500 items).
+    """
+    gradient = 1.0 + inverse
+    newton = gradient + k * (k + 1) / 2 + _NEWTON_STEPS * gradient
+    bobyqa = _BOBYQA_PER_THETA * k + 4.0 * gradient
+    return newton < bobyqa
+
+
 def _dear_rest(dev: ProfiledDeviance) -> bool:
     """Whether ``dev`` is blocked with a dense rest block wider than ``_CHEAP_REST_MAX``
     (a crossed design's 1e4 levels): its gradient's inverse costs about two factorisations,
@@ -270,6 +304,12 @@ class ProfiledDevianceGradient:
                 # (optimize/wide_rest.py). With potri's (unbalanced term 1) they cost more
                 # than BOBYQA and the finish: 3e5 rows, 10% of them dropped, 10
                 # factorisations and 6 inverses against 13 and 3 (6.3 s against 5.6 s).
+                self.newton_from_start = True
+            elif wide_newton_pays(dev.structure.ntheta, _POTRI_FACTORISATIONS):
+                # ... but with more parameters (a vector term 1: (1 + x | user) + (1 | item))
+                # BOBYQA's evaluations grow with them (~7 per theta) and Newton steps pay
+                # even at potri's price: 2e5 rows x 2e4 users x 2500 items, 15
+                # factorisations and 7 inverses against 34 and 4.
                 self.newton_from_start = True
         self._zr1 = None
         if self._rest:
