@@ -25,7 +25,9 @@ LAYOUTS = ["stored", "dense", "rank"]
 
 
 def _force(monkeypatch, layout: str) -> None:
-    """Make :func:`choose_layout` pick ``layout`` whatever the sizes."""
+    """Make :func:`choose_layout` pick ``layout`` whatever the sizes (never ``"blas"``,
+    tests/linalg/test_blas_update.py's)."""
+    monkeypatch.setattr(rank_update, "BLAS_FLOPS_PER_PAIR", 0)
     if layout == "stored":
         monkeypatch.setattr(rank_update, "STORED_POSITIONS_MAX_BYTES", 1 << 62)
     else:
