@@ -224,6 +224,11 @@ _CACHE_PAIRS = 1 << 17
 #: ``UPDATE_THREADS`` threads (numpy and the scatter release the GIL); below, a thread's
 #: start costs more than it saves.
 _THREAD_MIN_PAIRS = 1 << 21
+#: From this many rest rows per level on, the pair layouts form each level's ``k x k``
+#: block by a batched matrix product (then gather its lower triangle), below by gathers
+#: per column and pair (ns per pair, numpy, one thread: k = 7: 6.8 gathers / 9.4 product;
+#: 10: 6.8 / 6.0; 20: 5.9 / 3.6; 95: 5.4 / 2.7).
+_MATMUL_MIN_K = 10
 #: Threads of :meth:`LevelBlockUpdate.update` on large problems (1: none). Started per call
 #: and joined before it returns, so no thread outlives a call (a forked child finds none).
 UPDATE_THREADS = min(2, os.cpu_count() or 1)
@@ -852,18 +857,31 @@ class LevelBlockUpdate:
             c = sl.values[:, lo:hi]
             Wi = W[i]
             n = hi - lo
-            # Each level's whole k x k block V_l C_l' (V_l = C_l W_l) by one batched matrix
-            # product, then its lower triangle by one gather: ~2 ns per pair, where a
-            # gather of V and of C per column a and pair cost ~6 (1e7 x 1e5 x 1e3, k ~ 95).
-            V = np.empty((n, k, p1))
-            for a in range(p1):
-                v = V[:, :, a]
-                np.multiply(c[0], Wi[a][0][lo:hi], out=v)  # W symmetric: column a of C W
-                for b in range(1, p1):
-                    v += c[b] * Wi[a][b][lo:hi]
-            block = np.matmul(V, np.swapaxes(c, 0, 1)).reshape(n, k * k)
-            val = np.take(block, lower, axis=1)
-            del block
+            if k >= _MATMUL_MIN_K:
+                # Each level's whole k x k block V_l C_l' (V_l = C_l W_l) by one batched
+                # matrix product, then its lower triangle by one gather: 2.7 ns per pair
+                # where a gather of V and of C per column a and pair cost 5.4 (k = 95).
+                V = np.empty((n, k, p1))
+                for a in range(p1):
+                    v = V[:, :, a]
+                    np.multiply(c[0], Wi[a][0][lo:hi], out=v)  # column a of C W
+                    for b in range(1, p1):
+                        v += c[b] * Wi[a][b][lo:hi]
+                block = np.matmul(V, np.swapaxes(c, 0, 1)).reshape(n, k * k)
+                val = np.take(block, lower, axis=1)
+                del block
+            else:  # few rows per level: the small products cost more than the gathers
+                val = None
+                for a in range(p1):
+                    v = c[0] * Wi[a][0][lo:hi]  # V_l = C_l W_l, column a (W symmetric)
+                    for b in range(1, p1):
+                        v += c[b] * Wi[a][b][lo:hi]
+                    term = np.take(v, ta, axis=1)
+                    term *= np.take(c[a], tb, axis=1)
+                    if val is None:
+                        val = term
+                    else:
+                        val += term
             npairs = ta.shape[0]
             if sl.index is not None:
                 index = sl.index[lo * npairs : hi * npairs]
@@ -1073,17 +1091,14 @@ class LevelBlockUpdate:
                 else:
                     keys = _pair_keys(sl.items[lo:hi], self._tri, *np.tril_indices(k))
                     S = full[keys] if self.layout == "dense" else sigma[self._map[keys]]
-                S = np.take(S.reshape(n, -1), maps[k], axis=1)  # (n, k, k), both triangles
+                # (n, k, k), both triangles: np.take costs ~2/3 of fancy indexing here.
+                S = np.take(S.reshape(n, -1), maps[k], axis=1)
                 c = sl.values[:, lo:hi]  # (p1, n, k)
                 lev = sl.levels[lo:hi]
-                # Sigma_l C_l for all p1 columns by one batched product (one read of the
-                # k x k blocks, where a batched matrix-vector product per column a reads
-                # them p1 times), then the p1 x p1 dots.
-                T = np.matmul(S, c.transpose(1, 2, 0))  # (n, k, p1)
-                del S
                 for a in range(p1):
+                    v = np.einsum("nij,nj->ni", S, c[a])
                     for b in range(a + 1):
-                        kab = np.einsum("ni,ni->n", c[a], T[:, :, b])
+                        kab = np.einsum("ni,ni->n", v, c[b])
                         K[lev, a, b] = kab
                         K[lev, b, a] = kab
 
