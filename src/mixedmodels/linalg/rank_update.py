@@ -711,9 +711,18 @@ class LevelBlockUpdate:
             # the same dense products on the levels' 0/1 indicators (exact integer counts);
             # no pair is ever listed, nor its position kept.
             flat = _BlasLevels(order, np.concatenate([[0], np.cumsum(lengths[order])]), items_all)
-            counts = flat.gram(np.ones((1, nu)), np.ones((1, nlevels)), qr, UPDATE_THREADS)
-            upos = np.flatnonzero(counts[np.tril_indices(qr)] != 0).astype(np.int64)
-            del counts
+            ones = np.broadcast_to(1.0, (1, max(nu, nlevels)))  # no array of ones kept
+            counts = flat.gram(ones[:, :nu], ones[:, :nlevels], qr, UPDATE_THREADS)
+            # Packed entries i (i + 1) / 2 + j of the touched (i >= j), ascending, in row
+            # blocks (no index array of the whole triangle: 800 MB at 1e4 rest rows).
+            parts = []
+            for r0 in range(0, qr, 256):
+                ii, jj = np.nonzero(counts[r0 : r0 + 256] != 0)
+                ii += r0
+                keep = jj <= ii
+                parts.append(tri[ii[keep]].astype(np.int64) + jj[keep])
+            upos = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+            del counts, parts
             slices = [
                 _LevelSlice(
                     levels=lv,
