@@ -25,7 +25,9 @@ LAYOUTS = ["stored", "dense", "rank"]
 
 
 def _force(monkeypatch, layout: str) -> None:
-    """Make :func:`choose_layout` pick ``layout`` whatever the sizes."""
+    """Make :func:`choose_layout` pick ``layout`` whatever the sizes (never ``"blas"``,
+    tests/linalg/test_blas_update.py's)."""
+    monkeypatch.setattr(rank_update, "BLAS_FLOPS_PER_PAIR", 0)
     if layout == "stored":
         monkeypatch.setattr(rank_update, "STORED_POSITIONS_MAX_BYTES", 1 << 62)
     else:
@@ -85,7 +87,12 @@ def test_choose_layout_by_sizes(monkeypatch):
 @pytest.mark.parametrize("p1", [2, 3])
 @pytest.mark.parametrize("partial", [False, True])
 @pytest.mark.parametrize("threads", [1, 2])
-def test_pair_free_equals_stored_to_the_bit(layout, p1, partial, threads, monkeypatch):
+@pytest.mark.parametrize("matmul_min_k", [1, 4, 1000])
+def test_pair_free_equals_stored_to_the_bit(
+    layout, p1, partial, threads, matmul_min_k, monkeypatch
+):
+    # Levels' blocks by batched products (k >= matmul_min_k) or by gathers per pair.
+    monkeypatch.setattr(rank_update, "_MATMUL_MIN_K", matmul_min_k)
     monkeypatch.setattr(rank_update, "_SLICE_PAIRS", 7)  # many slices, some of one level
     monkeypatch.setattr(rank_update, "_CACHE_PAIRS", 5)  # many pieces
     monkeypatch.setattr(rank_update, "_THREAD_MIN_PAIRS", 0)

@@ -17,13 +17,17 @@ the same number of rows at once): a tenth of the memory and no slower per evalua
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import os
 import threading
 from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
+from scipy.linalg.blas import dsyrk as _dsyrk
 
+from mixedmodels.linalg.blas_threads import blas_threads_for
 from mixedmodels.linalg.memory import available_bytes
 
 try:  # y += A x for CSC/CSR A, in place, without building a matrix (release the GIL)
@@ -220,6 +224,11 @@ _CACHE_PAIRS = 1 << 17
 #: ``UPDATE_THREADS`` threads (numpy and the scatter release the GIL); below, a thread's
 #: start costs more than it saves.
 _THREAD_MIN_PAIRS = 1 << 21
+#: From this many rest rows per level on, the pair layouts form each level's ``k x k``
+#: block by a batched matrix product (then gather its lower triangle), below by gathers
+#: per column and pair (ns per pair, numpy, one thread: k = 7: 6.8 gathers / 9.4 product;
+#: 10: 6.8 / 6.0; 20: 5.9 / 3.6; 95: 5.4 / 2.7).
+_MATMUL_MIN_K = 10
 #: Threads of :meth:`LevelBlockUpdate.update` on large problems (1: none). Started per call
 #: and joined before it returns, so no thread outlives a call (a forked child finds none).
 UPDATE_THREADS = min(2, os.cpu_count() or 1)
@@ -235,18 +244,56 @@ STORED_POSITIONS_MAX_BYTES = 4 << 30
 _DENSE_TARGET_FILL = 0.25
 
 
-def choose_layout(npairs: int, npos: int, qr: int, available: int | None = None) -> str:
-    """How :class:`LevelBlockUpdate` finds the output position of each pair, from sizes.
+#: Levels' columns per dense chunk of the ``"blas"`` layout: ``q_r x 512`` doubles (4 MB
+#: at 1e3 rest rows) per thread, wide enough for ``dsyrk`` to run at BLAS speed.
+_BLAS_COLUMNS = 512
+#: The ``"blas"`` layout is chosen when its dense products, ``q_r^2`` multiply-adds per
+#: column of a level (``dsyrk`` of dense chunks with every rest row), are at most this
+#: many times the update's pairs ``k (k + 1) / 2``. Measured at 1e3 rest rows (one BLAS
+#: thread per update thread, load 3-4): ``dsyrk`` ~0.05 ns per multiply-add, the level
+#: forms' ``dgemm`` ~0.06, against 6.5-10 ns per pair in the pair layouts (stored / pair-free)
+#: and 9-12 ns per pair of their level forms: break-even ~150-230. At 121 (1e4 levels of
+#: ~181 of 1e3 rows, fill 0.18) the dense products already took 0.68 s per update against
+#: 0.84 stored and 1.30 pair-free (level forms 1.04 / 1.20 / 1.93).
+BLAS_FLOPS_PER_PAIR = 128
 
-    ``"stored"``: one int32 per pair, kept (``4 npairs`` bytes, at most
-    ``STORED_POSITIONS_MAX_BYTES`` and a quarter of ``available``, the bytes of memory
-    available when known); ``"dense"``: computed per piece as the packed
-    lower-triangle entry ``i (i + 1) / 2 + j`` of the items ``i >= j`` and added into a
-    dense packed triangle of ``q_r (q_r + 1) / 2`` doubles per thread (when at least
-    ``_DENSE_TARGET_FILL`` of it are positions); ``"rank"``: the same entry mapped to its
-    position through a table of ``q_r (q_r + 1) / 2`` integers. All three add the same
-    products in the same order into each position: the results agree to the bit.
+
+def choose_layout(
+    npairs: int,
+    npos: int,
+    qr: int,
+    available: int | None = None,
+    columns: int = 0,
+    threads: int = 1,
+) -> str:
+    """How :class:`LevelBlockUpdate` forms its products and finds their output positions,
+    from sizes.
+
+    ``"blas"``: the levels' columns ``C_l L_l`` (``W_l = L_l L_l'``) scattered into dense
+    ``q_r x`` :data:`_BLAS_COLUMNS` chunks, each added by one ``dsyrk`` into a dense
+    ``q_r x q_r`` block per thread; chosen when ``q_r^2 columns`` (its multiply-adds, with
+    ``columns`` = ``p1`` times the levels with rest rows) is at most
+    :data:`BLAS_FLOPS_PER_PAIR` times ``npairs`` and its ``threads + 1`` dense blocks take
+    at most a quarter of ``available`` (users with many items among few: each user's
+    ``k`` items fill a good part of the rest rows, ``k / q_r`` large).
+    Else the pair layouts, which form one product per pair: ``"stored"``: one int32 per
+    pair, kept (``4 npairs`` bytes, at most ``STORED_POSITIONS_MAX_BYTES`` and a quarter
+    of ``available``, the bytes of memory available when known); ``"dense"``: computed
+    per piece as the packed lower-triangle entry ``i (i + 1) / 2 + j`` of the items
+    ``i >= j`` and added into a dense packed triangle of ``q_r (q_r + 1) / 2`` doubles per
+    thread (when at least ``_DENSE_TARGET_FILL`` of it are positions); ``"rank"``: the
+    same entry mapped to its position through a table of ``q_r (q_r + 1) / 2`` integers.
+    The three pair layouts add the same products in the same order into each position:
+    their results agree to the bit; ``"blas"`` sums in BLAS's order (equal to rounding).
+    ``npos`` is read only for the pair layouts (None: not known yet).
     """
+    dense_bytes = 8 * qr * qr * (threads + 1)
+    if (
+        columns > 0
+        and qr * qr * columns <= BLAS_FLOPS_PER_PAIR * npairs
+        and (available is None or 4 * dense_bytes <= available)
+    ):
+        return "blas"
     need = 4 * npairs
     if need <= STORED_POSITIONS_MAX_BYTES and (available is None or 4 * need <= available):
         return "stored"
@@ -271,6 +318,213 @@ def _unpack_lower(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     i -= (i * (i + 1)) // 2 > t
     i += ((i + 1) * (i + 2)) // 2 <= t
     return i, t - i * (i + 1) // 2
+
+
+def _in_threads(groups: list, work) -> None:
+    """``work(g, group)`` for every group, the first in this thread and the others in
+    threads started here and joined before returning (none outlives the call)."""
+    errors: list[BaseException] = []
+
+    def run(g: int) -> None:
+        try:
+            work(g, groups[g])
+        except BaseException as exc:  # pragma: no cover - re-raised below
+            errors.append(exc)
+
+    workers = [threading.Thread(target=run, args=(g,), daemon=True) for g in range(1, len(groups))]
+    for t in workers:
+        t.start()
+    run(0)
+    for t in workers:
+        t.join()
+    if errors:
+        raise errors[0]
+
+
+def _lower_factors(w: np.ndarray, p1: int, nlevels: int) -> np.ndarray:
+    """Lower Cholesky factors ``L_l`` of positive semidefinite ``W_l = L_l L_l'``, packed
+    like ``w`` (``np.tril_indices(p1)``, entry-major, ``(p1 (p1 + 1) / 2, l1)``).
+
+    Column by column over all levels at once. A pivot that rounding leaves slightly
+    negative (a singular ``W_l``, e.g. a variance on its bound) is taken as 0, and a zero
+    pivot's column below it as 0: ``L L'`` then equals ``W`` to rounding. A pivot below
+    ``-1e-10`` of its diagonal means ``W_l`` is not semidefinite: ValueError.
+    """
+    r, c = np.tril_indices(p1)
+    at = {(int(a), int(b)): e for e, (a, b) in enumerate(zip(r, c, strict=True))}
+    wm = w.reshape(-1, nlevels)
+    L = np.zeros(wm.shape)
+    for j in range(p1):
+        d = wm[at[(j, j)]] - sum(L[at[(j, m)]] ** 2 for m in range(j))
+        if (d < -1e-10 * np.abs(wm[at[(j, j)]])).any():
+            raise ValueError("the level blocks W_l are not positive semidefinite")
+        ljj = np.sqrt(np.maximum(d, 0.0))
+        L[at[(j, j)]] = ljj
+        safe = np.where(ljj > 0.0, ljj, 1.0)
+        for i in range(j + 1, p1):
+            off = wm[at[(i, j)]] - sum(L[at[(i, m)]] * L[at[(j, m)]] for m in range(j))
+            L[at[(i, j)]] = np.where(ljj > 0.0, off / safe, 0.0)
+    return L
+
+
+class _BlasLevels:
+    """The levels with rest rows in the order of the update's slices, for the ``"blas"``
+    layout: dense chunks of :data:`_BLAS_COLUMNS` columns.
+
+    ``order`` lists the levels (ascending ``k``, as the slices), ``start`` the first entry
+    of each in the flat arrays (``len(order) + 1``), ``items`` the rest row of each entry;
+    the values ``(p1, entries)`` are the update's own (:meth:`LevelBlockUpdate.with_values`
+    swaps them without touching this).
+    """
+
+    def __init__(self, order: np.ndarray, start: np.ndarray, items: np.ndarray):
+        self.order = order
+        self.start = start.astype(np.int64)
+        self.items = items
+
+    def groups(self, p1: int, threads: int) -> list[list[tuple[int, int]]]:
+        """Chunks ``(g0, g1)`` of ``_BLAS_COLUMNS // p1`` consecutive levels, in ``threads``
+        consecutive groups of about equal count (a fixed split: the same sums in the same
+        order whatever the threads' timing)."""
+        n = self.order.shape[0]
+        step = max(1, _BLAS_COLUMNS // p1)
+        chunks = [(g0, min(g0 + step, n)) for g0 in range(0, n, step)]
+        if threads <= 1 or len(chunks) < 2:
+            return [chunks]
+        bounds = np.linspace(0, len(chunks), min(threads, len(chunks)) + 1).astype(int)
+        return [chunks[b0:b1] for b0, b1 in itertools.pairwise(bounds.tolist())]
+
+    def _chunk(self, g0: int, g1: int) -> tuple[np.ndarray, np.ndarray, int, int]:
+        """Levels of a chunk, each entry's level within it, and the entries' range."""
+        e0, e1 = int(self.start[g0]), int(self.start[g1])
+        local = np.repeat(np.arange(g1 - g0, dtype=np.int64), np.diff(self.start[g0 : g1 + 1]))
+        return self.order[g0:g1], local, e0, e1
+
+    def gram(self, values: np.ndarray, factors: np.ndarray, qr: int, threads: int) -> np.ndarray:
+        """``sum_l F_l F_l'`` with ``F_l = C_l L_l`` (``C_l``: the level's ``values`` at its
+        rest rows, ``L_l``: the packed lower ``factors`` of the level), lower triangle of a
+        Fortran-ordered ``q_r x q_r`` array (``C W C'`` for ``W_l = L_l L_l'``).
+
+        Per chunk the columns ``F_l[:, a]`` are scattered into a dense ``(columns, q_r)``
+        array (zero elsewhere) and added by one ``dsyrk``; each group of chunks into its own
+        block, summed in group order.
+        """
+        p1 = values.shape[0]
+        r, c = np.tril_indices(p1)
+        at = {(int(a), int(b)): e for e, (a, b) in enumerate(zip(r, c, strict=True))}
+        groups = self.groups(p1, threads)
+        blocks = [np.zeros((qr, qr), order="F") for _ in groups]
+
+        def work(g: int, group: list[tuple[int, int]]) -> None:
+            G = blocks[g]
+            step = max(1, _BLAS_COLUMNS // p1)
+            D = np.zeros((step * p1, qr))
+            Df = D.reshape(-1)
+            for g0, g1 in group:
+                lv, local, e0, e1 = self._chunk(g0, g1)
+                base = local * (p1 * qr) + self.items[e0:e1]
+                fac = factors[:, lv][:, local]  # (packed, entries): each entry's L_l
+                for a in range(p1):
+                    fa = values[a, e0:e1] * fac[at[(a, a)]]
+                    for b in range(a + 1, p1):
+                        fa += values[b, e0:e1] * fac[at[(b, a)]]
+                    Df[base + a * qr] = fa
+                ncols = (g1 - g0) * p1
+                out = _dsyrk(1.0, D[:ncols].T, beta=1.0, c=G, trans=0, lower=1, overwrite_c=1)
+                if out is not G:  # pragma: no cover - scipy copied: keep its result
+                    G[...] = out
+                for a in range(p1):
+                    Df[base + a * qr] = 0.0
+
+        _in_threads(groups, work)
+        G = blocks[0]
+        for other in blocks[1:]:
+            G += other
+        return G
+
+    def forms(self, values: np.ndarray, Sigma: np.ndarray, K: np.ndarray, threads: int) -> None:
+        """``K[l] = C_l' Sigma C_l`` for the levels with rest rows (``Sigma`` symmetric,
+        ``q_r x q_r``, both triangles): per chunk the dense ``(columns, q_r)`` array ``D`` of
+        ``C``'s columns, ``T = D Sigma`` by one ``dgemm``, then ``K[l, a, b]`` as the sums
+        of ``C[row, l a] T[l b, row]`` over the level's rows."""
+        p1 = values.shape[0]
+        qr = Sigma.shape[0]
+        groups = self.groups(p1, threads)
+
+        def work(g: int, group: list[tuple[int, int]]) -> None:
+            step = max(1, _BLAS_COLUMNS // p1)
+            D = np.zeros((step * p1, qr))
+            Df = D.reshape(-1)
+            for g0, g1 in group:
+                lv, local, e0, e1 = self._chunk(g0, g1)
+                items = self.items[e0:e1]
+                base = local * (p1 * qr) + items
+                for a in range(p1):
+                    Df[base + a * qr] = values[a, e0:e1]
+                ncols = (g1 - g0) * p1
+                T = (D[:ncols] @ Sigma).reshape(g1 - g0, p1, qr)
+                for a in range(p1):
+                    Df[base + a * qr] = 0.0
+                Tg = T[local, :, items]  # (entries, p1): T[l b, row] at each entry
+                firsts = self.start[g0:g1] - e0
+                for a in range(p1):
+                    for b in range(a + 1):
+                        kab = np.add.reduceat(values[a, e0:e1] * Tg[:, b], firsts)
+                        K[lv, a, b] = kab
+                        K[lv, b, a] = kab
+
+        _in_threads(groups, work)
+
+    def times(self, values: np.ndarray, Y: np.ndarray, into: np.ndarray, threads: int) -> None:
+        """``into[:, a, l] += sum_rows C[row, l a] Y[row]`` (``C' Y``, level-last) per chunk:
+        one CSR product per chunk and column ``a``, gathering the small ``Y``."""
+        p1 = values.shape[0]
+        nvec = Y.shape[1]
+        groups = self.groups(p1, threads)
+
+        def work(g: int, group: list[tuple[int, int]]) -> None:  # disjoint levels
+            for g0, g1 in group:
+                lv = self.order[g0:g1]
+                e0, e1 = int(self.start[g0]), int(self.start[g1])
+                indptr = (self.start[g0 : g1 + 1] - e0).astype(self.items.dtype)
+                items = self.items[e0:e1]
+                n = g1 - g0
+                for a in range(p1):
+                    res = np.zeros((n, nvec))
+                    data = np.ascontiguousarray(values[a, e0:e1])
+                    _csr_matvecs(n, Y.shape[0], nvec, indptr, items, data, Y.ravel(), res.ravel())
+                    into[:, a, lv] += res.T
+
+        _in_threads(groups, work)
+
+    def rows_times(self, values: np.ndarray, xy: np.ndarray, qr: int, threads: int) -> np.ndarray:
+        """``C xy'`` ``(q_r, c)`` for ``xy`` ``(c, l1 p1)``: per chunk and column ``a`` a CSC
+        matrix with one column per level times the levels' entries of ``xy``; one sum per
+        group, added in group order."""
+        p1 = values.shape[0]
+        groups = self.groups(p1, threads)
+        outs = [np.zeros((qr, xy.shape[0])) for _ in groups]
+
+        def work(g: int, group: list[tuple[int, int]]) -> None:
+            Y = outs[g]
+            for g0, g1 in group:
+                lv = self.order[g0:g1]
+                e0, e1 = int(self.start[g0]), int(self.start[g1])
+                indptr = (self.start[g0 : g1 + 1] - e0).astype(self.items.dtype)
+                items = self.items[e0:e1]
+                n = g1 - g0
+                for a in range(p1):
+                    X = np.ascontiguousarray(xy[:, lv * p1 + a].T)  # (n, c)
+                    data = np.ascontiguousarray(values[a, e0:e1])
+                    _csc_matvecs(
+                        Y.shape[0], n, Y.shape[1], indptr, items, data, X.ravel(), Y.ravel()
+                    )
+
+        _in_threads(groups, work)
+        Y = outs[0]
+        for other in outs[1:]:
+            Y += other
+        return Y
 
 
 @dataclass(frozen=True, eq=False)
@@ -312,6 +566,14 @@ class LevelBlockUpdate:
     (``"rank"``). Memory is then ``O(nnz(C))`` plus ``O(q_r^2)`` (no more than the dense
     rest block the engine factors), and the sums are those of the stored positions, in the
     same order (equal to the bit).
+
+    The ``"blas"`` layout (:func:`choose_layout`, when each level's items fill a good part
+    of the rest rows: 1e8 rows of 1e5 users with 1000 events each touch ~632 of 1e3
+    items, ~2e10 pairs) forms no pair: ``C W C' = sum_l F_l F_l'`` with ``F_l = C_l L_l``
+    (``L_l`` the Cholesky factor of the semidefinite ``W_l``), the columns of
+    :data:`_BLAS_COLUMNS` levels' ``F_l`` scattered into a dense chunk and added by one
+    ``dsyrk`` into a dense block per thread; the level forms by ``dgemm`` with a dense
+    ``Sigma``. BLAS's summation order: equal to the pair layouts to rounding.
 
     Attributes
     ----------
@@ -440,14 +702,59 @@ class LevelBlockUpdate:
             items = items_all[e0:e1].reshape(-1, k)
             return _pair_keys(items, tri, *np.tril_indices(k)).ravel()
 
+        npairs_total = sum((e1 - e0) // k * (k * (k + 1) // 2) for _, k, e0, e1 in plan)
+        available = available_bytes()
+        columns = p1 * int(order.shape[0])  # levels with rest rows, times their columns
+        layout = choose_layout(npairs_total, 0, qr, available, columns, UPDATE_THREADS)
+        if layout == "blas":
+            # Dense products: the positions are the entries some level touches, found by
+            # the same dense products on the levels' 0/1 indicators (exact integer counts);
+            # no pair is ever listed, nor its position kept.
+            flat = _BlasLevels(order, np.concatenate([[0], np.cumsum(lengths[order])]), items_all)
+            ones = np.broadcast_to(1.0, (1, max(nu, nlevels)))  # no array of ones kept
+            counts = flat.gram(ones[:, :nu], ones[:, :nlevels], qr, UPDATE_THREADS)
+            # Packed entries i (i + 1) / 2 + j of the touched (i >= j), ascending, in row
+            # blocks (no index array of the whole triangle: 800 MB at 1e4 rest rows).
+            parts = []
+            for r0 in range(0, qr, 256):
+                ii, jj = np.nonzero(counts[r0 : r0 + 256] != 0)
+                ii += r0
+                keep = jj <= ii
+                parts.append(tri[ii[keep]].astype(np.int64) + jj[keep])
+            upos = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+            del counts, parts
+            slices = [
+                _LevelSlice(
+                    levels=lv,
+                    items=items_all[e0:e1].reshape(lv.shape[0], k),
+                    values=values[:, e0:e1].reshape(p1, lv.shape[0], k),
+                    index=None,
+                    indptr=np.zeros(0, dtype=ktype),
+                    k=k,
+                )
+                for lv, k, e0, e1 in plan
+            ]
+            rows, cols = _unpack_lower(upos)
+            return cls(
+                rows=rows.astype(np.intp),
+                cols=cols.astype(np.intp),
+                p1=p1,
+                nlevels=nlevels,
+                slices=slices,
+                values=values,
+                slot=slot_by_csr,
+                qr=qr,
+                layout=layout,
+                tables=(None, flat),
+            )
+
         # Distinct positions, numbered without a sort (as in RankUpdatePattern).
         mark = np.zeros(tri_size, dtype=bool)
         for _, k, e0, e1 in plan:
             mark[keys_of(k, e0, e1)] = True
         upos = np.flatnonzero(mark)
         del mark
-        npairs_total = sum((e1 - e0) // k * (k * (k + 1) // 2) for _, k, e0, e1 in plan)
-        layout = choose_layout(npairs_total, upos.shape[0], qr, available_bytes())
+        layout = choose_layout(npairs_total, upos.shape[0], qr, available)
         index_type = np.int32 if upos.shape[0] < 2**31 else np.int64
         rank = None
         if layout != "dense":
@@ -553,22 +860,37 @@ class LevelBlockUpdate:
             sl = self._slices[i]
             k = sl.k
             if k not in tril:
-                tril[k] = np.tril_indices(k)
-            ta, tb = tril[k]
+                ta, tb = np.tril_indices(k)
+                tril[k] = (ta, tb, ta * k + tb)
+            ta, tb, lower = tril[k]
             c = sl.values[:, lo:hi]
             Wi = W[i]
-            val = None
-            for a in range(p1):
-                v = c[0] * Wi[a][0][lo:hi]  # V_l = C_l W_l, column a (W symmetric)
-                for b in range(1, p1):
-                    v += c[b] * Wi[a][b][lo:hi]
-                term = np.take(v, ta, axis=1)
-                term *= np.take(c[a], tb, axis=1)
-                if val is None:
-                    val = term
-                else:
-                    val += term
             n = hi - lo
+            if k >= _MATMUL_MIN_K:
+                # Each level's whole k x k block V_l C_l' (V_l = C_l W_l) by one batched
+                # matrix product, then its lower triangle by one gather: 2.7 ns per pair
+                # where a gather of V and of C per column a and pair cost 5.4 (k = 95).
+                V = np.empty((n, k, p1))
+                for a in range(p1):
+                    v = V[:, :, a]
+                    np.multiply(c[0], Wi[a][0][lo:hi], out=v)  # column a of C W
+                    for b in range(1, p1):
+                        v += c[b] * Wi[a][b][lo:hi]
+                block = np.matmul(V, np.swapaxes(c, 0, 1)).reshape(n, k * k)
+                val = np.take(block, lower, axis=1)
+                del block
+            else:  # few rows per level: the small products cost more than the gathers
+                val = None
+                for a in range(p1):
+                    v = c[0] * Wi[a][0][lo:hi]  # V_l = C_l W_l, column a (W symmetric)
+                    for b in range(1, p1):
+                        v += c[b] * Wi[a][b][lo:hi]
+                    term = np.take(v, ta, axis=1)
+                    term *= np.take(c[a], tb, axis=1)
+                    if val is None:
+                        val = term
+                    else:
+                        val += term
             npairs = ta.shape[0]
             if sl.index is not None:
                 index = sl.index[lo * npairs : hi * npairs]
@@ -606,26 +928,8 @@ class LevelBlockUpdate:
 
     @staticmethod
     def _in_threads(groups: list, work) -> None:
-        """``work(g, group)`` for every group, the first in this thread and the others in
-        threads started here and joined before returning (none outlives the call)."""
-        errors: list[BaseException] = []
-
-        def run(g: int) -> None:
-            try:
-                work(g, groups[g])
-            except BaseException as exc:  # pragma: no cover - re-raised below
-                errors.append(exc)
-
-        workers = [
-            threading.Thread(target=run, args=(g,), daemon=True) for g in range(1, len(groups))
-        ]
-        for t in workers:
-            t.start()
-        run(0)
-        for t in workers:
-            t.join()
-        if errors:
-            raise errors[0]
+        """:func:`_in_threads` (kept as a method for callers of the class)."""
+        _in_threads(groups, work)
 
     def update(self, w: np.ndarray, xy: np.ndarray | None = None):
         """Entries at (rows, cols) of ``C W C'``; ``w`` holds the levels' blocks as packed
@@ -643,6 +947,8 @@ class LevelBlockUpdate:
         way, each summed into its own vector by a thread; the result is the first half's
         sum plus the second's, whatever the threads' timing (reproducible to the bit).
         """
+        if self.layout == "blas":
+            return self._update_blas(w, xy)
         npos = self.rows.shape[0]
         dense = self.layout == "dense"
         W = [self._level_w(w, sl.levels) for sl in self._slices]
@@ -669,6 +975,28 @@ class LevelBlockUpdate:
         Y = ys[0]
         for y in ys[1:]:
             Y += y
+        return u, np.ascontiguousarray(Y.T)
+
+    def _blas_threads(self) -> tuple[int, contextlib.AbstractContextManager]:
+        """Threads of the ``"blas"`` layout's work, and the BLAS context for them: one BLAS
+        thread inside each of ours (two of each on two cores would compete)."""
+        threads = UPDATE_THREADS if len(self._map.order) * self.p1 > _BLAS_COLUMNS else 1
+        return threads, (blas_threads_for(0) if threads > 1 else contextlib.nullcontext())
+
+    def _update_blas(self, w: np.ndarray, xy: np.ndarray | None):
+        """:meth:`update` in the ``"blas"`` layout: ``C W C'`` as ``sum_l F_l F_l'`` with
+        ``F_l = C_l L_l`` (``W_l = L_l L_l'``) by ``dsyrk`` on dense chunks, read at the
+        positions; ``xy C'`` level by level per chunk."""
+        flat = self._map
+        threads, ctx = self._blas_threads()
+        factors = _lower_factors(w, self.p1, self.nlevels)
+        with ctx:
+            G = flat.gram(self._values, factors, self._qr, threads)
+        u = G[self.rows, self.cols]
+        del G
+        if xy is None:
+            return u
+        Y = flat.rows_times(self._values, xy, self._qr, threads)
         return u, np.ascontiguousarray(Y.T)
 
     def _rows_pieces(self, pieces: list, xy: np.ndarray, Y: np.ndarray) -> None:
@@ -702,6 +1030,10 @@ class LevelBlockUpdate:
         p1 = self.p1
         Y = np.ascontiguousarray(Y, dtype=np.float64)
         nvec = Y.shape[1]
+        if self.layout == "blas":
+            acc = np.zeros((nvec, p1, self.nlevels)) if into is None else into
+            self._map.times(self._values, Y, acc, self._blas_threads()[0])
+            return acc if into is not None else np.ascontiguousarray(acc.transpose(2, 1, 0))
         out = np.zeros((self.nlevels, p1, nvec)) if into is None else None
 
         def work(g: int, group: list) -> None:  # levels are disjoint between groups
@@ -739,6 +1071,14 @@ class LevelBlockUpdate:
         """
         p1 = self.p1
         K = np.zeros((self.nlevels, p1, p1))  # levels without rest rows: 0
+        if self.layout == "blas":  # Sigma dense, both triangles; the products by dgemm
+            Sigma = np.zeros((self._qr, self._qr))
+            Sigma[self.rows, self.cols] = sigma
+            Sigma[self.cols, self.rows] = sigma
+            threads, ctx = self._blas_threads()
+            with ctx:
+                self._map.forms(self._values, Sigma, K, threads)
+            return K
         if self.layout == "dense":  # Sigma's packed lower triangle, read per pair below
             full = np.zeros(self._qr * (self._qr + 1) // 2)
             full[self._map] = sigma
@@ -760,7 +1100,8 @@ class LevelBlockUpdate:
                 else:
                     keys = _pair_keys(sl.items[lo:hi], self._tri, *np.tril_indices(k))
                     S = full[keys] if self.layout == "dense" else sigma[self._map[keys]]
-                S = S.reshape(n, -1)[:, maps[k]]
+                # (n, k, k), both triangles: np.take costs ~2/3 of fancy indexing here.
+                S = np.take(S.reshape(n, -1), maps[k], axis=1)
                 c = sl.values[:, lo:hi]  # (p1, n, k)
                 lev = sl.levels[lo:hi]
                 for a in range(p1):
