@@ -59,6 +59,10 @@ _SINGULAR_DIAGONAL = 1e-6
 #: Orthodont, m = 59: 42 against 54 us; random matrices, m = 100: 115 against 138 us;
 #: equal at ~160), so it serves every dense model (``DENSE_MAX``).
 _SOLVE_MAX = 96
+#: Scalar terms' Hessian by the interior formulas while every ``theta_i^2 a_i`` (``a_i``:
+#: the term's smallest ``A[c, c]``) is at least this: ``1 - G_cc`` then keeps all but
+#: ``eps / 1e-4`` of its relative accuracy (see DenseSystem._scalar_interior_derivatives).
+_INTERIOR_MIN = 1e-4
 #: From this many levels on, a model with one scalar term is evaluated in closed form
 #: (:meth:`DenseSystem._one_term_log_diagonal`).
 _ONE_TERM_MIN = 24
@@ -264,6 +268,7 @@ class DenseSystem:
             self._one_term = (W.diagonal()[:q].copy(), S, np.ascontiguousarray(W[q:, q:]))
             self.nz_logs = 0  # log|L_Z|^2 comes whole, before the logs
         self._by_theta: np.ndarray | None = None  # made on the first Hessian
+        self._interior: tuple[np.ndarray, np.ndarray, list[float], np.ndarray] | None = None
         # (start, stop, theta indices of the diagonal) of each template, for the singular test.
         self._templates = []
         for k, (s, e) in enumerate(zip(structure.offsets[:-1], structure.offsets[1:], strict=True)):
@@ -278,6 +283,18 @@ class DenseSystem:
     def with_values(self, W: np.ndarray) -> DenseSystem:
         """The same system for a new dense ``A`` of the same model (reweighted rows)."""
         return DenseSystem(self.structure, W, self.n)
+
+    @property
+    def scalar_terms(self) -> bool:
+        """Whether every term is scalar (one column, one theta each)."""
+        return self._scalar and self.structure.ntheta == len(self.structure.terms)
+
+    def scalar_indicator(self) -> np.ndarray:
+        """The ``q x K`` indicator of each ``Z`` column's term (scalar terms: term k is
+        theta k); made on first use."""
+        if self._interior is None:
+            self._interior_setup()
+        return self._interior[0]  # type: ignore[index]
 
     @property
     def W(self) -> np.ndarray:
@@ -563,6 +580,16 @@ class DenseSystem:
             terms = self._log_terms(diag)
         A = self._W
         G, _ = _dpotrs(U, _identity(self._m), lower=0)  # Omega^{-1}, whole and symmetric
+        if self._scalar and self._one_term is None:
+            found2 = self._scalar_interior_derivatives(theta, U, G, r2, logdet, logr2_weight)
+            if found2 is not None:
+                grad, H = found2
+                singular = self._singular_entries(theta) if singular_nan else None
+                if singular:
+                    grad[singular] = np.nan
+                    H[singular, :] = np.nan
+                    H[:, singular] = np.nan
+                return terms, grad, H
         P = K @ G
         u = G[-1]  # G e_m (G is symmetric)
         Ku = P[:, -1]
@@ -617,6 +644,92 @@ class DenseSystem:
             H[singular, :] = np.nan
             H[:, singular] = np.nan
         return terms, grad, H
+
+    def _scalar_interior_derivatives(
+        self,
+        theta: np.ndarray,
+        U: np.ndarray,
+        G: np.ndarray,
+        r2: float,
+        logdet: str,
+        logr2_weight: float,
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """The gradient and Hessian of :meth:`log_terms_gradient_and_hessian` for scalar terms
+        (one theta each) with every ``theta_i^2 a_i`` above :data:`_INTERIOR_MIN` (``a_i``:
+        the smallest ``A[c, c]`` of the term's columns); None elsewhere (the general
+        formulas then serve, the boundary included).
+
+        With ``D = diag(d)`` invertible, ``D A D = Omega - J`` (``J = diag(I_q, 0)``) turns the
+        products with ``K = A D`` into entries of ``G = Omega^{-1}``: with ``Theta`` the
+        diagonal of ``D`` over the ``Z`` columns and ``R = I - G_ZZ``,
+
+            P_ZZ = (K G)_ZZ = Theta^{-1} R,      B_ZZ = (A - K G K')_ZZ = Theta^{-1} R Theta^{-1}
+            (A - A (A + Phi)^{-1} A = Phi - Phi (A + Phi)^{-1} Phi, Phi = D^{-1} J D^{-1}),
+            (K u)_c = -u_c / theta_c on Z columns (D A D u = e_m - J u),
+
+        so the summands ``G B - P P'`` of the log determinant's Hessian are
+        ``(2 G_ZZ - I) R / (theta_c theta_c')``, its gradient ``sum (1 - G_cc) / theta_c``,
+        and ``a_i = Omega_i u = E_i K u + D A E_i u`` needs one product with ``A`` (``k``
+        columns) instead of the ``m x m`` products ``K G`` and ``P K'``. ML's ``l_Z`` takes
+        the same with ``G`` replaced by ``Omega_ZZ^{-1}``. The subtraction ``1 - G_cc`` loses
+        ``eps / (theta_c^2 a_c)`` relative: hence the floor.
+        """
+        setup = self._interior
+        if setup is None:
+            setup = self._interior_setup()
+        Sz, Wz, amin, eye_q = setup
+        t = theta.tolist()
+        for ti, ai in zip(t, amin, strict=True):
+            if not ti * ti * ai >= _INTERIOR_MIN:
+                return None
+        q = self._q
+        inv_t = np.array([1.0 / ti for ti in t])
+        u = G[-1]  # G e_m (G is symmetric)
+        if logdet == "zx":
+            weight = logr2_weight - 1.0  # log|Omega| = l_ZX + log r^2
+            Gz = G[:q, :q]
+        else:
+            weight = logr2_weight
+            Gz, _ = _dpotrs(U[:q, :q], _identity(q), lower=0)
+        R = eye_q - Gz
+        Q = Gz - R
+        Q *= R  # (2 G_ZZ - I) R
+        scale = np.multiply.outer(inv_t, inv_t)
+        Hdet = Sz.T @ Q @ Sz
+        Hdet *= scale
+        g_det = (R.diagonal() @ Sz) * inv_t
+        uz = u[:q, None] * Sz  # u on each term's columns, (q x k)
+        Au = Wz @ uz  # A E_i u, (m x k)
+        d = self._ones.copy()
+        d[self._rows] = theta[self._src]
+        a = Au * d[:, None]  # D A E_i u
+        a[:q] -= uz * inv_t  # + E_i K u
+        g_r = r2 * (u @ a)
+        wr2 = weight * r2
+        H = uz.T @ Au[:q]  # (E_i u)' A (E_j u): u' Omega_ij u / 2
+        H -= a.T @ (G @ a)
+        H *= wr2
+        H += Hdet
+        H *= 2.0
+        H += weight * np.multiply.outer(g_r, g_r)
+        grad = 2.0 * g_det + weight * g_r
+        H += H.T
+        H *= 0.5
+        return grad, H
+
+    def _interior_setup(self) -> tuple[np.ndarray, np.ndarray, list[float], np.ndarray]:
+        """What :meth:`_scalar_interior_derivatives` reuses: the ``Z`` columns' indicator by
+        theta (``q x k``), ``A``'s ``Z`` columns (``m x q``), each term's smallest ``A[c, c]``
+        and ``I_q``; made on first use."""
+        q = self._q
+        Sz = np.ascontiguousarray(self._indicator()[:q])
+        Wz = np.ascontiguousarray(self._W[:, :q])
+        diag = self._W.diagonal()
+        amin = [float(diag[s:e].min()) for s, e in self._spans]
+        eye_q = np.zeros((q, q))
+        eye_q.ravel()[:: q + 1] = 1.0
+        self._interior = (Sz, Wz, amin, eye_q)
+        return self._interior
 
     # -- estimates ------------------------------------------------------------
     def estimates(
