@@ -81,13 +81,24 @@ def cross_products_from_rows(
     if len(terms) == 1 and terms[0].ncols == 1:
         return _one_term_cross_products(terms[0], X, y, weights)
     q = sum(t.nranef for t in terms)
-    M = np.zeros((n, q + p + 1))
-    rows = np.arange(n)[:, None]
-    start = 0
-    for term in structure.terms:
-        cols = start + term.refs[:, None] * term.ncols + np.arange(term.ncols)
-        M[rows, cols] = term.z
-        start += term.nranef
+    m = q + p + 1
+    M = np.zeros((n, m))
+    if all(t.ncols == 1 for t in terms):
+        # Scalar terms: one entry per row and term, written through flat positions
+        # (row * m + column) without the 2-d broadcast indices.
+        flat = M.reshape(-1)
+        base = np.arange(0, n * m, m)
+        start = 0
+        for term in terms:
+            flat[base + (term.refs + start)] = term.z[:, 0]
+            start += term.nranef
+    else:
+        rows = np.arange(n)[:, None]
+        start = 0
+        for term in terms:
+            cols = start + term.refs[:, None] * term.ncols + np.arange(term.ncols)
+            M[rows, cols] = term.z
+            start += term.nranef
     M[:, q : q + p] = X
     M[:, -1] = y
     if weights is None:
@@ -220,39 +231,52 @@ class DenseSystem:
         # Per term: its columns' span in Omega, the positions (r, c) in D of every template
         # entry on every level with its theta index, and its columns of A as
         # (m levels, p_k) for the batched template products.
-        rows, cols, src = [], [], []
         self._spans: list[tuple[int, int]] = []
         self._w_columns = []
         self._scalar = all(t.ncols == 1 for t in terms)
-        start = 0
-        for k, term in enumerate(terms):
-            stop = start + term.nranef
-            first = start + np.arange(term.nlevels)[:, None] * term.ncols
-            rows.append((first + structure.rows[k]).ravel())
-            cols.append((first + structure.cols[k]).ravel())
-            entries = np.arange(structure.offsets[k], structure.offsets[k + 1])
-            # np.tile(entries, nlevels) without its Python wrapper (a cold path per fit)
-            src.append(entries[np.arange(entries.shape[0] * term.nlevels) % entries.shape[0]])
-            self._spans.append((start, stop))
-            if not self._scalar:  # the template products of _omega (a diagonal D needs none)
-                self._w_columns.append(
-                    np.ascontiguousarray(W[:, start:stop]).reshape(-1, term.ncols)
-                )
-            start = stop
-        self._rows = np.concatenate(rows)
-        self._cols = np.concatenate(cols)
-        self._src = np.concatenate(src)
+        # 1 x 1 templates with one theta each (not gls's null term, which has none)
+        one_each = self._scalar and structure.ntheta == len(terms)
+        if one_each:
+            # theta k sits on the diagonal of D over term k's columns (positions (c, c));
+            # set up without the general per-entry index arithmetic (a cold path per fit).
+            self._src = np.empty(q, dtype=np.intp)
+            start = 0
+            for k, term in enumerate(terms):
+                stop = start + term.nlevels
+                self._src[start:stop] = k
+                self._spans.append((start, stop))
+                start = stop
+            self._rows = self._cols = np.arange(q)
+        else:
+            rows, cols, src = [], [], []
+            start = 0
+            for k, term in enumerate(terms):
+                stop = start + term.nranef
+                first = start + np.arange(term.nlevels)[:, None] * term.ncols
+                rows.append((first + structure.rows[k]).ravel())
+                cols.append((first + structure.cols[k]).ravel())
+                entries = np.arange(structure.offsets[k], structure.offsets[k + 1])
+                # np.tile(entries, nlevels) without its Python wrapper (a cold path per fit)
+                src.append(entries[np.arange(entries.shape[0] * term.nlevels) % entries.shape[0]])
+                self._spans.append((start, stop))
+                if not self._scalar:  # the template products of _omega (not for a diagonal D)
+                    self._w_columns.append(
+                        np.ascontiguousarray(W[:, start:stop]).reshape(-1, term.ncols)
+                    )
+                start = stop
+            self._rows = np.concatenate(rows)
+            self._cols = np.concatenate(cols)
+            self._src = np.concatenate(src)
         # diag(I_q, 0) as a whole matrix, and D's diagonal before theta is written into it:
         # adding a matrix and copying an array cost less than an indexed add and np.ones
         # (~1 us of a 5 us evaluation on Dyestuff), with the same numbers.
         self._identity_q = np.zeros((m, m))
-        self._identity_q.ravel()[np.arange(q) * (m + 1)] = 1.0
+        self._identity_q.ravel()[: q * (m + 1) : m + 1] = 1.0
         self._ones = np.empty(m)  # filled, not np.ones: no Python-level wrapper
         self._ones.fill(1.0)
-        # Flat C-order positions of P[r, c] and P[r, m] (and of P_Z[r, c]).
-        self._at_rc = self._rows * m + self._cols
-        self._at_rm = self._rows * m + (m - 1)
-        self._at_rc_z = self._rows * q + self._cols
+        # Flat C-order positions of P[r, c] and P[r, m] (and of P_Z[r, c]), made on the
+        # first gradient by a solve (see _positions).
+        self._at: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         # Larger systems: where the gradient reads column c of Omega^{-1} (order m; REML)
         # or of Omega_ZZ^{-1} (order q; ML) from their upper triangles (see
         # _upper_gather), made on first use: a fit needs one of them.
@@ -270,10 +294,15 @@ class DenseSystem:
         self._by_theta: np.ndarray | None = None  # made on the first Hessian
         self._interior: tuple[np.ndarray, np.ndarray, list[float], np.ndarray] | None = None
         # (start, stop, theta indices of the diagonal) of each template, for the singular test.
-        self._templates = []
-        for k, (s, e) in enumerate(zip(structure.offsets[:-1], structure.offsets[1:], strict=True)):
-            on_diag = (structure.rows[k] == structure.cols[k]).tolist()
-            self._templates.append((s, e, [s + i for i, d in enumerate(on_diag) if d]))
+        if one_each:
+            self._templates = [(k, k + 1, [k]) for k in range(len(terms))]
+        else:
+            self._templates = []
+            for k, (s, e) in enumerate(
+                zip(structure.offsets[:-1], structure.offsets[1:], strict=True)
+            ):
+                on_diag = (structure.rows[k] == structure.cols[k]).tolist()
+                self._templates.append((s, e, [s + i for i, d in enumerate(on_diag) if d]))
 
     @classmethod
     def from_cross_products(cls, structure: CovarianceStructure, A: CrossProducts) -> DenseSystem:
@@ -476,11 +505,15 @@ class DenseSystem:
         e_m = np.zeros(self._m)
         e_m[-1] = 1.0 / U[-1, -1]
         u, _ = _dtrtrs(U, e_m, lower=0)
-        last = P[self._at_rm] * u[self._cols]
+        at = self._at
+        if at is None:
+            m, rows, cols = self._m, self._rows, self._cols
+            at = self._at = (rows * m + cols, rows * m + (m - 1), rows * q + cols)
+        last = P[at[1]] * u[self._cols]
         if ml:
             PZt, _ = _dpotrs(np.asfortranarray(U[:q, :q]), np.asfortranarray(K[:q, :q].T), lower=0)
-            return None, last, PZt.ravel(order="F")[self._at_rc_z]
-        return P[self._at_rc], last, None
+            return None, last, PZt.ravel(order="F")[at[2]]
+        return P[at[0]], last, None
 
     def _p_entries_by_inverse(
         self, U: np.ndarray, K: np.ndarray, ml: bool
@@ -580,7 +613,7 @@ class DenseSystem:
             terms = self._log_terms(diag)
         A = self._W
         G, _ = _dpotrs(U, _identity(self._m), lower=0)  # Omega^{-1}, whole and symmetric
-        if self._scalar and self._one_term is None:
+        if self._one_term is None and self.scalar_terms:
             found2 = self._scalar_interior_derivatives(theta, U, G, r2, logdet, logr2_weight)
             if found2 is not None:
                 grad, H = found2
