@@ -62,6 +62,9 @@ _HALVINGS_MAX = 12
 #: A relative Newton step below this is the last (taken on a value alone).
 _LAST_STEP = 1e-8
 #: ... or below this, where the gradient is already small (see newton_first).
+#: A last step below this (relative) is not taken: the criterion changes by ~size^2, far
+#: below its rounding.
+_NO_STEP = 1e-10
 _LAST_STEP_SMALL_GRADIENT = 1e-6
 #: A first step smaller than this (relative) is followed by chord steps (Hessian kept).
 _CHORD_FIRST_MAX = 0.01
@@ -482,7 +485,11 @@ def bounded_newton(
                 continue
             # Converged: what this step leaves is far below the 1e-8 the fit is
             # reproducible to; take it on a value alone and report the optimiser's own
-            # criterion (the recorded gradient is the last one computed).
+            # criterion (the recorded gradient is the last one computed). A step below
+            # the criterion's own rounding (a start at the optimum: the moment start of a
+            # balanced design) is not worth a factorisation: the point stays.
+            if step.size < _NO_STEP:
+                break
             f1 = float(objective(step.x1))
             count += 1
             if math.isfinite(f1) and f1 <= f + noise:
