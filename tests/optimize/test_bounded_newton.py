@@ -212,3 +212,37 @@ def test_simulated_boundary_fits_are_never_worse(name, formula, groups, slope, s
         assert crit_new <= crit_old + 1e-12 * abs(crit_old), (crit_new, crit_old)
         singular += new.singular
     assert singular > 0  # the batch does reach the boundary
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_plain_direction_equals_the_numpy_one(seed, monkeypatch):
+    """The Newton direction on Python floats (a handful of parameters) is the numpy path's
+    to rounding: free and binding entries, even entries stepped in their square, and
+    Hessians that are not positive definite (handed to the eigenvalue path)."""
+    import mixedmodels.optimize.bounded_newton as bn
+
+    rng = np.random.default_rng(seed)
+    for k in (1, 2, 3, 4):
+        B = rng.normal(size=(k, k))
+        H = B @ B.T + (0.1 if seed % 3 else -2.0) * np.eye(k)
+        g = rng.normal(size=k)
+        x = rng.uniform(0.0, 2.0, k)
+        x[rng.uniform(size=k) < 0.3] = 0.0  # some on the bound (binding where g > 0)
+        lower = np.where(rng.uniform(size=k) < 0.7, 0.0, -np.inf)
+        even = rng.uniform(size=k) < 0.5 if seed % 2 else None
+        plain = bn._newton_direction(x, g, H, lower, 1e-3, even)
+        monkeypatch.setattr(bn, "_PLAIN_MAX", 0)
+        ref = bn._newton_direction(x, g, H, lower, 1e-3, even)
+        monkeypatch.undo()
+        assert plain.modified == ref.modified
+        np.testing.assert_allclose(plain.d, ref.d, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(plain.x1, ref.x1, rtol=1e-10, atol=1e-12)
+        assert plain.size == pytest.approx(ref.size, rel=1e-10, abs=1e-14)
+        assert plain.dec == pytest.approx(ref.dec, rel=1e-10, abs=1e-14)
+        assert plain.small == ref.small
+        assert (plain.binding is None) == (ref.binding is None)
+        if ref.binding is not None:
+            np.testing.assert_array_equal(plain.binding, ref.binding)
+        assert (plain.squared is None) == (ref.squared is None)
+        if ref.squared is not None:
+            np.testing.assert_array_equal(plain.squared, ref.squared)

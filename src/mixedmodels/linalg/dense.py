@@ -59,6 +59,10 @@ _SINGULAR_DIAGONAL = 1e-6
 #: Orthodont, m = 59: 42 against 54 us; random matrices, m = 100: 115 against 138 us;
 #: equal at ~160), so it serves every dense model (``DENSE_MAX``).
 _SOLVE_MAX = 96
+#: Scalar terms' Hessian by the interior formulas while every ``theta_i^2 a_i`` (``a_i``:
+#: the term's smallest ``A[c, c]``) is at least this: ``1 - G_cc`` then keeps all but
+#: ``eps / 1e-4`` of its relative accuracy (see DenseSystem._scalar_interior_derivatives).
+_INTERIOR_MIN = 1e-4
 #: From this many levels on, a model with one scalar term is evaluated in closed form
 #: (:meth:`DenseSystem._one_term_log_diagonal`).
 _ONE_TERM_MIN = 24
@@ -77,13 +81,24 @@ def cross_products_from_rows(
     if len(terms) == 1 and terms[0].ncols == 1:
         return _one_term_cross_products(terms[0], X, y, weights)
     q = sum(t.nranef for t in terms)
-    M = np.zeros((n, q + p + 1))
-    rows = np.arange(n)[:, None]
-    start = 0
-    for term in structure.terms:
-        cols = start + term.refs[:, None] * term.ncols + np.arange(term.ncols)
-        M[rows, cols] = term.z
-        start += term.nranef
+    m = q + p + 1
+    M = np.zeros((n, m))
+    if all(t.ncols == 1 for t in terms):
+        # Scalar terms: one entry per row and term, written through flat positions
+        # (row * m + column) without the 2-d broadcast indices.
+        flat = M.reshape(-1)
+        base = np.arange(0, n * m, m)
+        start = 0
+        for term in terms:
+            flat[base + (term.refs + start)] = term.z[:, 0]
+            start += term.nranef
+    else:
+        rows = np.arange(n)[:, None]
+        start = 0
+        for term in terms:
+            cols = start + term.refs[:, None] * term.ncols + np.arange(term.ncols)
+            M[rows, cols] = term.z
+            start += term.nranef
     M[:, q : q + p] = X
     M[:, -1] = y
     if weights is None:
@@ -216,39 +231,52 @@ class DenseSystem:
         # Per term: its columns' span in Omega, the positions (r, c) in D of every template
         # entry on every level with its theta index, and its columns of A as
         # (m levels, p_k) for the batched template products.
-        rows, cols, src = [], [], []
         self._spans: list[tuple[int, int]] = []
         self._w_columns = []
         self._scalar = all(t.ncols == 1 for t in terms)
-        start = 0
-        for k, term in enumerate(terms):
-            stop = start + term.nranef
-            first = start + np.arange(term.nlevels)[:, None] * term.ncols
-            rows.append((first + structure.rows[k]).ravel())
-            cols.append((first + structure.cols[k]).ravel())
-            entries = np.arange(structure.offsets[k], structure.offsets[k + 1])
-            # np.tile(entries, nlevels) without its Python wrapper (a cold path per fit)
-            src.append(entries[np.arange(entries.shape[0] * term.nlevels) % entries.shape[0]])
-            self._spans.append((start, stop))
-            if not self._scalar:  # the template products of _omega (a diagonal D needs none)
-                self._w_columns.append(
-                    np.ascontiguousarray(W[:, start:stop]).reshape(-1, term.ncols)
-                )
-            start = stop
-        self._rows = np.concatenate(rows)
-        self._cols = np.concatenate(cols)
-        self._src = np.concatenate(src)
+        # 1 x 1 templates with one theta each (not gls's null term, which has none)
+        one_each = self._scalar and structure.ntheta == len(terms)
+        if one_each:
+            # theta k sits on the diagonal of D over term k's columns (positions (c, c));
+            # set up without the general per-entry index arithmetic (a cold path per fit).
+            self._src = np.empty(q, dtype=np.intp)
+            start = 0
+            for k, term in enumerate(terms):
+                stop = start + term.nlevels
+                self._src[start:stop] = k
+                self._spans.append((start, stop))
+                start = stop
+            self._rows = self._cols = np.arange(q)
+        else:
+            rows, cols, src = [], [], []
+            start = 0
+            for k, term in enumerate(terms):
+                stop = start + term.nranef
+                first = start + np.arange(term.nlevels)[:, None] * term.ncols
+                rows.append((first + structure.rows[k]).ravel())
+                cols.append((first + structure.cols[k]).ravel())
+                entries = np.arange(structure.offsets[k], structure.offsets[k + 1])
+                # np.tile(entries, nlevels) without its Python wrapper (a cold path per fit)
+                src.append(entries[np.arange(entries.shape[0] * term.nlevels) % entries.shape[0]])
+                self._spans.append((start, stop))
+                if not self._scalar:  # the template products of _omega (not for a diagonal D)
+                    self._w_columns.append(
+                        np.ascontiguousarray(W[:, start:stop]).reshape(-1, term.ncols)
+                    )
+                start = stop
+            self._rows = np.concatenate(rows)
+            self._cols = np.concatenate(cols)
+            self._src = np.concatenate(src)
         # diag(I_q, 0) as a whole matrix, and D's diagonal before theta is written into it:
         # adding a matrix and copying an array cost less than an indexed add and np.ones
         # (~1 us of a 5 us evaluation on Dyestuff), with the same numbers.
         self._identity_q = np.zeros((m, m))
-        self._identity_q.ravel()[np.arange(q) * (m + 1)] = 1.0
+        self._identity_q.ravel()[: q * (m + 1) : m + 1] = 1.0
         self._ones = np.empty(m)  # filled, not np.ones: no Python-level wrapper
         self._ones.fill(1.0)
-        # Flat C-order positions of P[r, c] and P[r, m] (and of P_Z[r, c]).
-        self._at_rc = self._rows * m + self._cols
-        self._at_rm = self._rows * m + (m - 1)
-        self._at_rc_z = self._rows * q + self._cols
+        # Flat C-order positions of P[r, c] and P[r, m] (and of P_Z[r, c]), made on the
+        # first gradient by a solve (see _positions).
+        self._at: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         # Larger systems: where the gradient reads column c of Omega^{-1} (order m; REML)
         # or of Omega_ZZ^{-1} (order q; ML) from their upper triangles (see
         # _upper_gather), made on first use: a fit needs one of them.
@@ -264,11 +292,17 @@ class DenseSystem:
             self._one_term = (W.diagonal()[:q].copy(), S, np.ascontiguousarray(W[q:, q:]))
             self.nz_logs = 0  # log|L_Z|^2 comes whole, before the logs
         self._by_theta: np.ndarray | None = None  # made on the first Hessian
+        self._interior: tuple[np.ndarray, np.ndarray, list[float], np.ndarray] | None = None
         # (start, stop, theta indices of the diagonal) of each template, for the singular test.
-        self._templates = []
-        for k, (s, e) in enumerate(zip(structure.offsets[:-1], structure.offsets[1:], strict=True)):
-            on_diag = (structure.rows[k] == structure.cols[k]).tolist()
-            self._templates.append((s, e, [s + i for i, d in enumerate(on_diag) if d]))
+        if one_each:
+            self._templates = [(k, k + 1, [k]) for k in range(len(terms))]
+        else:
+            self._templates = []
+            for k, (s, e) in enumerate(
+                zip(structure.offsets[:-1], structure.offsets[1:], strict=True)
+            ):
+                on_diag = (structure.rows[k] == structure.cols[k]).tolist()
+                self._templates.append((s, e, [s + i for i, d in enumerate(on_diag) if d]))
 
     @classmethod
     def from_cross_products(cls, structure: CovarianceStructure, A: CrossProducts) -> DenseSystem:
@@ -278,6 +312,18 @@ class DenseSystem:
     def with_values(self, W: np.ndarray) -> DenseSystem:
         """The same system for a new dense ``A`` of the same model (reweighted rows)."""
         return DenseSystem(self.structure, W, self.n)
+
+    @property
+    def scalar_terms(self) -> bool:
+        """Whether every term is scalar (one column, one theta each)."""
+        return self._scalar and self.structure.ntheta == len(self.structure.terms)
+
+    def scalar_indicator(self) -> np.ndarray:
+        """The ``q x K`` indicator of each ``Z`` column's term (scalar terms: term k is
+        theta k); made on first use."""
+        if self._interior is None:
+            self._interior_setup()
+        return self._interior[0]  # type: ignore[index]
 
     @property
     def W(self) -> np.ndarray:
@@ -459,11 +505,15 @@ class DenseSystem:
         e_m = np.zeros(self._m)
         e_m[-1] = 1.0 / U[-1, -1]
         u, _ = _dtrtrs(U, e_m, lower=0)
-        last = P[self._at_rm] * u[self._cols]
+        at = self._at
+        if at is None:
+            m, rows, cols = self._m, self._rows, self._cols
+            at = self._at = (rows * m + cols, rows * m + (m - 1), rows * q + cols)
+        last = P[at[1]] * u[self._cols]
         if ml:
             PZt, _ = _dpotrs(np.asfortranarray(U[:q, :q]), np.asfortranarray(K[:q, :q].T), lower=0)
-            return None, last, PZt.ravel(order="F")[self._at_rc_z]
-        return P[self._at_rc], last, None
+            return None, last, PZt.ravel(order="F")[at[2]]
+        return P[at[0]], last, None
 
     def _p_entries_by_inverse(
         self, U: np.ndarray, K: np.ndarray, ml: bool
@@ -563,6 +613,16 @@ class DenseSystem:
             terms = self._log_terms(diag)
         A = self._W
         G, _ = _dpotrs(U, _identity(self._m), lower=0)  # Omega^{-1}, whole and symmetric
+        if self._one_term is None and self.scalar_terms:
+            found2 = self._scalar_interior_derivatives(theta, U, G, r2, logdet, logr2_weight)
+            if found2 is not None:
+                grad, H = found2
+                singular = self._singular_entries(theta) if singular_nan else None
+                if singular:
+                    grad[singular] = np.nan
+                    H[singular, :] = np.nan
+                    H[:, singular] = np.nan
+                return terms, grad, H
         P = K @ G
         u = G[-1]  # G e_m (G is symmetric)
         Ku = P[:, -1]
@@ -617,6 +677,92 @@ class DenseSystem:
             H[singular, :] = np.nan
             H[:, singular] = np.nan
         return terms, grad, H
+
+    def _scalar_interior_derivatives(
+        self,
+        theta: np.ndarray,
+        U: np.ndarray,
+        G: np.ndarray,
+        r2: float,
+        logdet: str,
+        logr2_weight: float,
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """The gradient and Hessian of :meth:`log_terms_gradient_and_hessian` for scalar terms
+        (one theta each) with every ``theta_i^2 a_i`` above :data:`_INTERIOR_MIN` (``a_i``:
+        the smallest ``A[c, c]`` of the term's columns); None elsewhere (the general
+        formulas then serve, the boundary included).
+
+        With ``D = diag(d)`` invertible, ``D A D = Omega - J`` (``J = diag(I_q, 0)``) turns the
+        products with ``K = A D`` into entries of ``G = Omega^{-1}``: with ``Theta`` the
+        diagonal of ``D`` over the ``Z`` columns and ``R = I - G_ZZ``,
+
+            P_ZZ = (K G)_ZZ = Theta^{-1} R,      B_ZZ = (A - K G K')_ZZ = Theta^{-1} R Theta^{-1}
+            (A - A (A + Phi)^{-1} A = Phi - Phi (A + Phi)^{-1} Phi, Phi = D^{-1} J D^{-1}),
+            (K u)_c = -u_c / theta_c on Z columns (D A D u = e_m - J u),
+
+        so the summands ``G B - P P'`` of the log determinant's Hessian are
+        ``(2 G_ZZ - I) R / (theta_c theta_c')``, its gradient ``sum (1 - G_cc) / theta_c``,
+        and ``a_i = Omega_i u = E_i K u + D A E_i u`` needs one product with ``A`` (``k``
+        columns) instead of the ``m x m`` products ``K G`` and ``P K'``. ML's ``l_Z`` takes
+        the same with ``G`` replaced by ``Omega_ZZ^{-1}``. The subtraction ``1 - G_cc`` loses
+        ``eps / (theta_c^2 a_c)`` relative: hence the floor.
+        """
+        setup = self._interior
+        if setup is None:
+            setup = self._interior_setup()
+        Sz, Wz, amin, eye_q = setup
+        t = theta.tolist()
+        for ti, ai in zip(t, amin, strict=True):
+            if not ti * ti * ai >= _INTERIOR_MIN:
+                return None
+        q = self._q
+        inv_t = np.array([1.0 / ti for ti in t])
+        u = G[-1]  # G e_m (G is symmetric)
+        if logdet == "zx":
+            weight = logr2_weight - 1.0  # log|Omega| = l_ZX + log r^2
+            Gz = G[:q, :q]
+        else:
+            weight = logr2_weight
+            Gz, _ = _dpotrs(U[:q, :q], _identity(q), lower=0)
+        R = eye_q - Gz
+        Q = Gz - R
+        Q *= R  # (2 G_ZZ - I) R
+        scale = np.multiply.outer(inv_t, inv_t)
+        Hdet = Sz.T @ Q @ Sz
+        Hdet *= scale
+        g_det = (R.diagonal() @ Sz) * inv_t
+        uz = u[:q, None] * Sz  # u on each term's columns, (q x k)
+        Au = Wz @ uz  # A E_i u, (m x k)
+        d = self._ones.copy()
+        d[self._rows] = theta[self._src]
+        a = Au * d[:, None]  # D A E_i u
+        a[:q] -= uz * inv_t  # + E_i K u
+        g_r = r2 * (u @ a)
+        wr2 = weight * r2
+        H = uz.T @ Au[:q]  # (E_i u)' A (E_j u): u' Omega_ij u / 2
+        H -= a.T @ (G @ a)
+        H *= wr2
+        H += Hdet
+        H *= 2.0
+        H += weight * np.multiply.outer(g_r, g_r)
+        grad = 2.0 * g_det + weight * g_r
+        H += H.T
+        H *= 0.5
+        return grad, H
+
+    def _interior_setup(self) -> tuple[np.ndarray, np.ndarray, list[float], np.ndarray]:
+        """What :meth:`_scalar_interior_derivatives` reuses: the ``Z`` columns' indicator by
+        theta (``q x k``), ``A``'s ``Z`` columns (``m x q``), each term's smallest ``A[c, c]``
+        and ``I_q``; made on first use."""
+        q = self._q
+        Sz = np.ascontiguousarray(self._indicator()[:q])
+        Wz = np.ascontiguousarray(self._W[:, :q])
+        diag = self._W.diagonal()
+        amin = [float(diag[s:e].min()) for s, e in self._spans]
+        eye_q = np.zeros((q, q))
+        eye_q.ravel()[:: q + 1] = 1.0
+        self._interior = (Sz, Wz, amin, eye_q)
+        return self._interior
 
     # -- estimates ------------------------------------------------------------
     def estimates(

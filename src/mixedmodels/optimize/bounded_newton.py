@@ -62,6 +62,9 @@ _HALVINGS_MAX = 12
 #: A relative Newton step below this is the last (taken on a value alone).
 _LAST_STEP = 1e-8
 #: ... or below this, where the gradient is already small (see newton_first).
+#: A last step below this (relative) is not taken: the criterion changes by ~size^2, far
+#: below its rounding.
+_NO_STEP = 1e-10
 _LAST_STEP_SMALL_GRADIENT = 1e-6
 #: A first step smaller than this (relative) is followed by chord steps (Hessian kept).
 _CHORD_FIRST_MAX = 0.01
@@ -71,6 +74,8 @@ _CHORD_RATE_MAX = 0.1
 _CHORD_LEFT = 1e-9
 #: Even entries above this are stepped in their square (see _newton_direction).
 _SQUARED_MIN = 1e-3
+#: Up to this many parameters the Newton direction is computed on Python floats.
+_PLAIN_MAX = 4
 #: Eigenvalues of a Hessian that is not positive definite are floored at this fraction of
 #: the largest one (in absolute value) after taking absolute values.
 _EIGEN_FLOOR = 1e-8
@@ -158,6 +163,10 @@ def _newton_direction(
     instead: in ``s`` it would put ``t`` on the bound at once, where the criterion may
     have its optimum just inside; in ``t`` the even criterion is approached from inside.
     """
+    if x.shape[0] <= _PLAIN_MAX:
+        found = _plain_direction(x, g, H, lower, small_gradient, even)
+        if found is not None:
+            return found
     binding = (x <= lower) & (g > 0.0)
     if not binding.any():
         binding = None
@@ -191,6 +200,101 @@ def _newton_direction(
 
 
 _max = np.maximum.reduce
+
+
+def _plain_solve(
+    H: list[list[float]], g: list[float], free: list[int]
+) -> tuple[list[float], float] | None:
+    """``d = -H_FF^{-1} g_F`` (zero off ``free``) and the decrement ``g_F' H_FF^{-1} g_F``
+    by a Cholesky factorisation ``H_FF = C C'`` on Python floats; None where ``H_FF`` is
+    not positive definite."""
+    nf = len(free)
+    C = [[0.0] * nf for _ in range(nf)]
+    for i in range(nf):
+        Hi = H[free[i]]
+        Ci = C[i]
+        for j in range(i + 1):
+            Cj = C[j]
+            v = Hi[free[j]] - sum(Ci[t] * Cj[t] for t in range(j))
+            if i == j:
+                if not v > 0.0:
+                    return None  # not positive definite (or NaN)
+                Ci[i] = math.sqrt(v)
+            else:
+                Ci[j] = v / Cj[j]
+    gf = [g[i] for i in free]
+    # C z = g_F, then C' s = z: s = H_FF^{-1} g_F.
+    z = [0.0] * nf
+    for i in range(nf):
+        z[i] = (gf[i] - sum(C[i][t] * z[t] for t in range(i))) / C[i][i]
+    sol = [0.0] * nf
+    for i in reversed(range(nf)):
+        sol[i] = (z[i] - sum(C[t][i] * sol[t] for t in range(i + 1, nf))) / C[i][i]
+    d = [0.0] * len(g)
+    for i, v in zip(free, sol, strict=True):
+        d[i] = -v
+    return d, sum(a * b for a, b in zip(gf, sol, strict=True))
+
+
+def _plain_direction(
+    x: np.ndarray,
+    g: np.ndarray,
+    H: np.ndarray,
+    lower: np.ndarray,
+    small_gradient: float,
+    even: np.ndarray | None,
+) -> _Step | None:
+    """:func:`_newton_direction` on Python floats: for a handful of parameters a numpy call
+    costs more than the arithmetic (a 2 x 2 Cholesky solve is a dozen flops), and a fit
+    after a garbage collection pays each call cold. The same steps (Cholesky
+    ``H_FF = C C'``, ``d_F = -C'^{-1} C^{-1} g_F``; even entries in their square) to
+    rounding; None where a Hessian is not positive definite (the caller's eigenvalue path
+    then)."""
+    xs, gs, ls = x.tolist(), g.tolist(), lower.tolist()
+    k = len(xs)
+    free = [i for i in range(k) if not (xs[i] <= ls[i] and gs[i] > 0.0)]
+    binding = None
+    if len(free) < k:
+        binding = np.ones(k, dtype=bool)
+        binding[free] = False
+    if not free:
+        return _Step(np.zeros(k), x, False, 0.0, binding, True, None, 0.0)
+    Hl = H.tolist()
+    small = max(abs(gs[i]) for i in free) <= small_gradient
+    if even is not None:
+        sq = [e and xi > _SQUARED_MIN for e, xi in zip(even.tolist(), xs, strict=True)]
+        if any(sq):
+            # The chain rule to s = t^2 on the squared entries (see _newton_direction).
+            J = [0.5 / xi if e else 1.0 for e, xi in zip(sq, xs, strict=True)]
+            Hs = [[Hl[i][j] * J[i] * J[j] for j in range(k)] for i in range(k)]
+            for i in range(k):
+                if sq[i]:
+                    Hs[i][i] -= 2.0 * gs[i] * J[i] ** 3
+            found = _plain_solve(Hs, [gi * Ji for gi, Ji in zip(gs, J, strict=True)], free)
+            if found is not None:
+                d, dec = found
+                s1 = [xs[i] * xs[i] + d[i] for i in range(k) if sq[i]]
+                if all(v > 0.0 for v in s1):
+                    x1 = [max(xi + di, li) for xi, di, li in zip(xs, d, ls, strict=True)]
+                    it = iter(s1)
+                    x1 = [math.sqrt(next(it)) if e else v for e, v in zip(sq, x1, strict=True)]
+                    size = _plain_size(x1, xs)
+                    return _Step(
+                        np.array(d), np.array(x1), False, size, binding, small, np.array(sq), dec
+                    )
+    found = _plain_solve(Hl, gs, free)
+    if found is None:
+        return None
+    d, dec = found
+    x1 = [max(xi + di, li) for xi, di, li in zip(xs, d, ls, strict=True)]
+    return _Step(np.array(d), np.array(x1), False, _plain_size(x1, xs), binding, small, None, dec)
+
+
+def _plain_size(x1: list[float], x: list[float]) -> float:
+    """The largest change of an entry relative to it (at least 1e-3); NaN if not finite
+    (the caller's test)."""
+    size = max(abs(a - b) / max(abs(b), 1e-3) for a, b in zip(x1, x, strict=True))
+    return size if math.isfinite(size) else math.nan
 
 
 def _finite(f: float, g: np.ndarray, H: np.ndarray) -> bool:
@@ -381,7 +485,11 @@ def bounded_newton(
                 continue
             # Converged: what this step leaves is far below the 1e-8 the fit is
             # reproducible to; take it on a value alone and report the optimiser's own
-            # criterion (the recorded gradient is the last one computed).
+            # criterion (the recorded gradient is the last one computed). A step below
+            # the criterion's own rounding (a start at the optimum: the moment start of a
+            # balanced design) is not worth a factorisation: the point stays.
+            if step.size < _NO_STEP:
+                break
             f1 = float(objective(step.x1))
             count += 1
             if math.isfinite(f1) and f1 <= f + noise:

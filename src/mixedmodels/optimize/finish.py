@@ -753,7 +753,10 @@ def _newton_first_1d(
         if size < 1e-8 or (
             size < _NEWTON_FIRST_LAST and abs(g) <= _SMALL_GRADIENT * max(1.0, abs(f))
         ):
-            # Converged, as in newton_first: the last step on a value alone.
+            # Converged, as in newton_first: the last step on a value alone; a step
+            # below the criterion's rounding (a start at the optimum) is not taken.
+            if size < 1e-10:
+                break
             trial = np.empty(1)
             trial[0] = t - step
             if t - step >= bound:
