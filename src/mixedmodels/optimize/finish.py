@@ -28,7 +28,9 @@ def _hessian(
     f0: float,
     g: np.ndarray,
     h: float = 1e-3,
-) -> tuple[np.ndarray, int]:
+    blocks: np.ndarray | None = None,
+    diagonal_ok: Callable[[np.ndarray], bool] | None = None,
+) -> tuple[np.ndarray | None, int]:
     """Hessian of ``objective`` at ``x`` from its values and the known gradient ``g``.
 
     With ``f(x + d) = f0 + g'd + d'Hd / 2 + O(|d|^3)``, one evaluation at ``x + h_i e_i``
@@ -36,18 +38,27 @@ def _hessian(
     evaluations in all, step ``h_i = h max(1, |x_i|)``, ``O(h)`` accuracy (plenty to
     scale a gradient or a Newton step). Points may step past a bound: the deviance is
     smooth there (Lambda is linear in theta).
+
+    With ``blocks`` (a block number per parameter) only pairs within a block are
+    evaluated and the others left 0 (:func:`.wide_rest.block_hessian`);
+    ``diagonal_ok(diag)``, asked once the diagonal is known, may stop before the pairs
+    (the Hessian is then None). Without either, every pair and never None.
     """
     k = x.shape[0]
     steps = h * np.maximum(1.0, np.abs(x))
-    H = np.empty((k, k))
+    H = np.zeros((k, k))
     count = 0
     for i in range(k):
         e = np.zeros(k)
         e[i] = steps[i]
         H[i, i] = 2.0 * (objective(x + e) - f0 - steps[i] * g[i]) / steps[i] ** 2
         count += 1
+    if diagonal_ok is not None and not diagonal_ok(np.diag(H).copy()):
+        return None, count
     for i in range(k):
         for j in range(i):
+            if blocks is not None and blocks[i] != blocks[j]:
+                continue
             e = np.zeros(k)
             e[i], e[j] = steps[i], steps[j]
             rest = f0 + e @ g + 0.5 * (steps[i] ** 2 * H[i, i] + steps[j] ** 2 * H[j, j])

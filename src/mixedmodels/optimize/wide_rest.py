@@ -139,27 +139,7 @@ def block_hessian(
     ``diagonal_ok(diag)``, asked once the diagonal is known, may stop before the pairs
     (the Hessian is then None).
     """
-    k = x.shape[0]
-    steps = h * np.maximum(1.0, np.abs(x))
-    H = np.zeros((k, k))
-    count = 0
-    for i in range(k):
-        e = np.zeros(k)
-        e[i] = steps[i]
-        H[i, i] = 2.0 * (objective(x + e) - f0 - steps[i] * g[i]) / steps[i] ** 2
-        count += 1
-    if diagonal_ok is not None and not diagonal_ok(np.diag(H).copy()):
-        return None, count
-    for i in range(k):
-        for j in range(i):
-            if blocks is not None and blocks[i] != blocks[j]:
-                continue
-            e = np.zeros(k)
-            e[i], e[j] = steps[i], steps[j]
-            rest = f0 + e @ g + 0.5 * (steps[i] ** 2 * H[i, i] + steps[j] ** 2 * H[j, j])
-            H[i, j] = H[j, i] = (objective(x + e) - rest) / (steps[i] * steps[j])
-            count += 1
-    return H, count
+    return _hessian(objective, x, f0, g, h, blocks=blocks, diagonal_ok=diagonal_ok)
 
 
 def _pairs_hessian(pairs: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray | None:
