@@ -294,13 +294,16 @@ def cell_worker(rows: int, users: int, items: int, engine: str, folder: str) -> 
         from mixedmodels.models.dask_fit import dask_cross_products
 
         # Two worker processes of one thread each (the machine's 2 cores); spill to disk
-        # next to the data.
+        # next to the data. 11 GB each: the tree's last sum holds all of Zr'Z1 (2e8
+        # nonzeros at 1e6 users x ~100 items: 2.4 GB, and its parts while it sorts them);
+        # at 8 GB the worker doing it reached 7.3 GB with 1e3 items and was killed and
+        # restarted by its nanny, again and again, with 1e4 items (session 13).
         cluster = LocalCluster(
             n_workers=2,
             threads_per_worker=1,
             processes=True,
             dashboard_address=None,
-            memory_limit="8GB",
+            memory_limit="11GB",
             local_directory=str(Path(folder).parent / "dask-spill"),
         )
         client = Client(cluster)
