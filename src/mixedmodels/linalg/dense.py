@@ -617,11 +617,8 @@ class DenseSystem:
             found2 = self._scalar_interior_derivatives(theta, U, G, r2, logdet, logr2_weight)
             if found2 is not None:
                 grad, H = found2
-                singular = self._singular_entries(theta) if singular_nan else None
-                if singular:
-                    grad[singular] = np.nan
-                    H[singular, :] = np.nan
-                    H[:, singular] = np.nan
+                if singular_nan:
+                    self._nan_singular(theta, grad, H)
                 return terms, grad, H
         P = K @ G
         u = G[-1]  # G e_m (G is symmetric)
@@ -671,12 +668,18 @@ class DenseSystem:
         grad = 2.0 * g_det + weight * g_r
         H += H.T
         H *= 0.5
-        singular = self._singular_entries(theta) if singular_nan else None
+        if singular_nan:
+            self._nan_singular(theta, grad, H)
+        return terms, grad, H
+
+    def _nan_singular(self, theta: np.ndarray, grad: np.ndarray, H: np.ndarray) -> None:
+        """NaN in the gradient and Hessian entries of the singular parameters at ``theta``
+        (:meth:`_singular_entries`), in place."""
+        singular = self._singular_entries(theta)
         if singular:
             grad[singular] = np.nan
             H[singular, :] = np.nan
             H[:, singular] = np.nan
-        return terms, grad, H
 
     def _scalar_interior_derivatives(
         self,

@@ -702,6 +702,22 @@ class LevelBlockUpdate:
             items = items_all[e0:e1].reshape(-1, k)
             return _pair_keys(items, tri, *np.tril_indices(k)).ravel()
 
+        def built(upos: np.ndarray, slices: list, tables: tuple | None) -> LevelBlockUpdate:
+            """The update over the touched packed entries ``upos`` (either layout family)."""
+            rows, cols = _unpack_lower(upos)
+            return cls(
+                rows=rows.astype(np.intp),
+                cols=cols.astype(np.intp),
+                p1=p1,
+                nlevels=nlevels,
+                slices=slices,
+                values=values,
+                slot=slot_by_csr,
+                qr=qr,
+                layout=layout,
+                tables=tables,
+            )
+
         npairs_total = sum((e1 - e0) // k * (k * (k + 1) // 2) for _, k, e0, e1 in plan)
         available = available_bytes()
         columns = p1 * int(order.shape[0])  # levels with rest rows, times their columns
@@ -734,19 +750,7 @@ class LevelBlockUpdate:
                 )
                 for lv, k, e0, e1 in plan
             ]
-            rows, cols = _unpack_lower(upos)
-            return cls(
-                rows=rows.astype(np.intp),
-                cols=cols.astype(np.intp),
-                p1=p1,
-                nlevels=nlevels,
-                slices=slices,
-                values=values,
-                slot=slot_by_csr,
-                qr=qr,
-                layout=layout,
-                tables=(None, flat),
-            )
+            return built(upos, slices, (None, flat))
 
         # Distinct positions, numbered without a sort (as in RankUpdatePattern).
         mark = np.zeros(tri_size, dtype=bool)
@@ -782,19 +786,7 @@ class LevelBlockUpdate:
             tables = None
         else:
             tables = (tri, rank if layout == "rank" else upos.astype(ktype))
-        rows, cols = _unpack_lower(upos)
-        return cls(
-            rows=rows.astype(np.intp),
-            cols=cols.astype(np.intp),
-            p1=p1,
-            nlevels=nlevels,
-            slices=slices,
-            values=values,
-            slot=slot_by_csr,
-            qr=qr,
-            layout=layout,
-            tables=tables,
-        )
+        return built(upos, slices, tables)
 
     def with_values(self, zrtz1_data: np.ndarray) -> LevelBlockUpdate:
         """The same structure for new values of ``C`` (same sparsity, same data order)."""
