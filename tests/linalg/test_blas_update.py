@@ -190,3 +190,74 @@ def test_engine_fits_in_the_blas_layout(case, monkeypatch):
     assert abs(float(new.deviance_function(np.asarray(new.theta))) - crit) <= 1e-10 * abs(crit)
     np.testing.assert_allclose(np.asarray(new.theta), np.asarray(ref.theta), rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(np.asarray(new.fixef), np.asarray(ref.fixef), rtol=1e-7, atol=1e-9)
+
+
+@pytest.mark.parametrize("p1", [2, 3])
+@pytest.mark.parametrize("partial", [False, True])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_level_forms_from_the_factor(p1, partial, threads, monkeypatch):
+    """``C_l' Sigma C_l`` for ``Sigma = diag(d) (L L')^{-1} diag(d)`` by triangular solves
+    with ``L`` (the leading block of a larger factor, as the blocked system's): equal to
+    the stored layout's forms of ``Sigma`` to 1e-12 of each entry's scale, the same bits
+    at every call."""
+    monkeypatch.setattr(rank_update, "_BLAS_COLUMNS", 7)
+    monkeypatch.setattr(rank_update, "UPDATE_THREADS", threads)
+    rng = np.random.default_rng(11 * p1 + partial)
+    qr, nlevels, extra = 41, 80, 4
+    C = _structure(rng, qr, nlevels, p1, 0.3, partial)
+    _force(monkeypatch, "stored")
+    ref = LevelBlockUpdate.from_cross_products(C, p1)
+    assert not ref.forms_from_factor
+    _blas(monkeypatch)
+    up = LevelBlockUpdate.from_cross_products(C, p1)
+    assert up.forms_from_factor
+    m = qr + extra  # [X y] rows below the rest block, as in the blocked factor
+    G = rng.normal(size=(m, m))
+    L = np.linalg.cholesky(np.eye(m) + G @ G.T / m)
+    d = rng.uniform(0.2, 2.0, qr)
+    d[3] = 0.0  # a rest term on its bound
+    L11 = L[:qr, :qr]
+    Sigma = d[:, None] * np.linalg.inv(L11 @ L11.T) * d[None, :]
+    K_ref = ref.level_forms(Sigma[ref.rows, ref.cols])
+    U = np.asfortranarray(L.T)  # the factor as BlockedFactor.L.T hands it over
+    K = up.level_forms_factor(U, d)
+    Ca3 = np.abs(C.toarray()).T.reshape(nlevels, p1, qr)
+    _close(K, K_ref, Ca3 @ np.abs(Sigma) @ np.swapaxes(Ca3, 1, 2))
+    np.testing.assert_array_equal(U, np.asfortranarray(L.T))  # the factor is only read
+    for _ in range(3):
+        np.testing.assert_array_equal(up.level_forms_factor(U, d), K)
+    with pytest.raises(ValueError, match="blas"):
+        ref.level_forms_factor(U, d)
+
+
+@pytest.mark.parametrize("case", range(2))
+def test_gradient_with_forms_from_the_factor(case, monkeypatch):
+    """The analytic gradient in the blas layout (term 1's level forms by triangular solves
+    with the factor) equals the one through ``S^{-1}`` at the positions to 1e-10 of the
+    largest entry away from the optimum, at the optimum and there (NaN where a template
+    is singular, in both)."""
+    import mixedmodels.objective.gradient as gradient_module
+
+    formula, data = _engine_models()[case]
+    monkeypatch.setattr(blocked, "_DENSE_UPDATE_LIMIT", -1)
+    monkeypatch.setattr(rank_update, "_BLAS_COLUMNS", 8)
+    monkeypatch.setattr(gradient_module, "_DENSE_LIMIT", -1)  # C through the pattern
+    _blas(monkeypatch)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit = mm.lmer(formula, data)
+    dev = fit.deviance_function
+    new = gradient_module.ProfiledDevianceGradient(dev)
+    assert new._forms_from_factor
+    old = gradient_module.ProfiledDevianceGradient(dev)
+    old._forms_from_factor = False
+    theta = np.asarray(fit.theta)
+    away = theta * 1.3 + 0.05
+    g_away = old(away)
+    assert np.isfinite(g_away).all()
+    scale = np.abs(g_away).max()
+    for point in (theta, away):
+        g_new, g_old = new(point), old(point)
+        np.testing.assert_array_equal(np.isnan(g_new), np.isnan(g_old))
+        ok = ~np.isnan(g_old)
+        assert np.abs(g_new - g_old)[ok].max() <= 1e-10 * scale, (g_new, g_old)

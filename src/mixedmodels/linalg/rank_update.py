@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 from scipy.linalg.blas import dsyrk as _dsyrk
+from scipy.linalg.blas import dtrsm as _dtrsm
 
 from mixedmodels.linalg.blas_threads import blas_threads_for
 from mixedmodels.linalg.memory import available_bytes
@@ -472,6 +473,43 @@ class _BlasLevels:
                         kab = np.add.reduceat(values[a, e0:e1] * Tg[:, b], firsts)
                         K[lv, a, b] = kab
                         K[lv, b, a] = kab
+
+        _in_threads(groups, work)
+
+    def forms_factor(
+        self, values: np.ndarray, U: np.ndarray, d: np.ndarray, K: np.ndarray, threads: int
+    ) -> None:
+        """``K[l] = X_l' X_l`` with ``X_l = L^{-1} diag(d) C_l`` for the levels with rest rows:
+        ``C_l' Sigma C_l`` for ``Sigma = diag(d) (L L')^{-1} diag(d)`` without forming
+        ``Sigma``. ``U`` is the Fortran-ordered upper factor ``L'`` (``m x m``, ``m >= q_r``);
+        ``L`` is lower triangular, so the first ``q_r`` rows of ``L^{-1} B`` for a ``B`` that
+        is zero below row ``q_r`` are ``L_11^{-1} B[:q_r]`` (no copy of the leading block).
+
+        Per chunk one ``dtrsm`` (``m^2`` multiply-adds per column: half of the ``dgemm``
+        ``D Sigma``, at the same rate per flop) on a dense ``m x columns`` array of the
+        scaled columns of ``C``, then per level the ``p1 x p1`` products of its columns.
+        Each group of chunks writes its own levels (no sums across threads).
+        """
+        p1 = values.shape[0]
+        m, qr = U.shape[0], d.shape[0]
+        groups = self.groups(p1, threads)
+
+        def work(g: int, group: list[tuple[int, int]]) -> None:
+            step = max(1, _BLAS_COLUMNS // p1)
+            B = np.zeros((m, step * p1), order="F")  # column local * p1 + a
+            for g0, g1 in group:
+                lv, local, e0, e1 = self._chunk(g0, g1)
+                items = self.items[e0:e1]
+                n = g1 - g0
+                Bc = B[:, : n * p1]  # Fortran-contiguous: trsm works in place
+                Bc.fill(0.0)
+                scale = d[items]
+                for a in range(p1):
+                    Bc[items, local * p1 + a] = values[a, e0:e1] * scale
+                X = _dtrsm(1.0, U, Bc, lower=0, trans_a=1, overwrite_b=1)  # U' X = B
+                # (n, p1, q_r), C-ordered view of the rest rows of X's columns.
+                Xt = X[:qr].T.reshape(n, p1, qr)
+                K[lv] = np.matmul(Xt, np.swapaxes(Xt, 1, 2))
 
         _in_threads(groups, work)
 
@@ -1046,6 +1084,35 @@ class LevelBlockUpdate:
 
         self._in_threads(self._split(self._pieces()), work)
         return into if out is None else out
+
+    @property
+    def forms_from_factor(self) -> bool:
+        """Whether :meth:`level_forms_factor` is available (the ``"blas"`` layout)."""
+        return self.layout == "blas"
+
+    def level_forms_factor(self, U: np.ndarray, d: np.ndarray) -> np.ndarray:
+        """``C_l' Sigma C_l`` (l1, p1, p1) for ``Sigma = diag(d) (L L')^{-1} diag(d)``, from the
+        factor: ``U`` the Fortran-ordered ``m x m`` upper factor ``L'`` whose leading
+        ``q_r x q_r`` block is that of ``L`` (``BlockedFactor.L.T``), ``d`` the ``q_r`` row
+        scales (a diagonal ``Lambda_r``). ``"blas"`` layout only.
+
+        Notes
+        -----
+        :meth:`level_forms` with a dense ``Sigma`` costs one ``dgemm`` ``D Sigma`` per chunk
+        (``2 q_r^2`` flops per column of ``C``) after the inverse ``(L L')^{-1}``; here each
+        chunk is solved by ``dtrsm`` against ``L`` (``q_r^2`` flops per column, at the same
+        rate per flop): half the work, and the gradient needs no ``Sigma`` at the
+        positions. Measured at ``q_r = 10^4`` with 2048-column chunks (one thread):
+        ``dgemm`` 20.7, ``dtrsm`` ~42 ``q_r^2 x columns`` per ns.
+        """
+        if self.layout != "blas":
+            raise ValueError("level_forms_factor needs the 'blas' layout")
+        p1 = self.p1
+        K = np.zeros((self.nlevels, p1, p1))  # levels without rest rows: 0
+        threads, ctx = self._blas_threads()
+        with ctx:
+            self._map.forms_factor(self._values, U, np.asarray(d, dtype=np.float64), K, threads)
+        return K
 
     def level_forms(self, sigma: np.ndarray) -> np.ndarray:
         """``C_l' Sigma C_l`` for every level ``l`` of term 1, (l1, p1, p1), from the entries
