@@ -88,6 +88,29 @@ def test_choose_layout_blas_by_sizes(monkeypatch):
     assert choose_layout(20_000_000, 0, 1000, None, 0) != "blas"  # columns unknown
 
 
+def test_choose_layout_wide_rest_block():
+    """From WIDE_PAIR_ROWS rest rows on, pairs cost a cache miss each: dense products up
+    to WIDE_PAIR_FACTOR times more per pair. The grid's 1e8-row cells (per user ``k``
+    distinct items, ``q_r^2 p1`` dense multiply-adds against ``k (k + 1) / 2`` pairs)."""
+
+    def cell(users: int, k: int, qr: int) -> str:
+        return choose_layout(users * k * (k + 1) // 2, 0, qr, None, 2 * users)
+
+    per = rank_update.BLAS_FLOPS_PER_PAIR
+    assert rank_update.WIDE_PAIR_FACTOR * per >= 1000  # measured break-even ~3000 at 1e4
+    assert cell(10**5, 951, 10**4) == "blas"  # 1e8 x 1e5 x 1e4: ratio 444 (was pairs)
+    assert cell(10**6, 100, 10**4) != "blas"  # 1e8 x 1e6 x 1e4: ratio 4e4
+    assert cell(10**5, 100, 10**4) != "blas"  # 1e7 x 1e5 x 1e4
+    assert cell(10**5, 632, 10**3) == "blas"  # 1e8 x 1e5 x 1e3, as before
+    assert cell(10**6, 95, 10**3) != "blas"  # 1e8 x 1e6 x 1e3, as before (ratio 438)
+    assert cell(10**6, 63, 10**2) == "blas"  # 1e8 x 1e6 x 1e2, as before
+    # The factor applies from WIDE_PAIR_ROWS on only.
+    qr = rank_update.WIDE_PAIR_ROWS
+    npairs = qr * qr * 100 // (2 * per)  # ratio 2 * per: dense only where wide
+    assert choose_layout(npairs, 0, qr, None, 100) == "blas"
+    assert choose_layout(npairs, 0, qr - 1, None, 100) != "blas"
+
+
 @pytest.mark.parametrize("fill", [0.05, 0.3, 0.9])
 @pytest.mark.parametrize("p1", [2, 3])
 @pytest.mark.parametrize("partial", [False, True])
@@ -261,3 +284,29 @@ def test_gradient_with_forms_from_the_factor(case, monkeypatch):
         np.testing.assert_array_equal(np.isnan(g_new), np.isnan(g_old))
         ok = ~np.isnan(g_old)
         assert np.abs(g_new - g_old)[ok].max() <= 1e-10 * scale, (g_new, g_old)
+
+
+def test_blas_positions_stop_once_the_triangle_is_full(monkeypatch):
+    """The set-up's indicator products stop once every entry is touched; entries touched
+    by one level only, or a triangle full at the last level only, are still found: the
+    positions are the stored layout's."""
+    monkeypatch.setattr(rank_update, "_BLAS_COLUMNS", 4)  # two levels per chunk
+    rng = np.random.default_rng(2)
+    qr, nlevels = 30, 40
+    dense = np.zeros((qr, 2 * nlevels))
+    for lev in range(nlevels - 1):  # every level but the last: all rows but row 0
+        dense[1:, 2 * lev : 2 * lev + 2] = rng.normal(size=(qr - 1, 2))
+    dense[[0, 5], -2:] = rng.normal(size=(2, 2))  # the last level: rows 0 and 5
+    full = sp.csr_matrix(dense)
+    dense_late = dense.copy()
+    dense_late[:, :2] = rng.normal(size=(qr, 2))  # ... and a level with every row, which
+    # (levels go by their count of rows) comes last: the triangle is full at the end only
+    every = sp.csr_matrix(rng.normal(size=(qr, 2 * nlevels)))  # full after one chunk
+    for C in (full, sp.csr_matrix(dense_late), every):
+        _force(monkeypatch, "stored")
+        ref = LevelBlockUpdate.from_cross_products(C, 2)
+        _blas(monkeypatch)
+        up = LevelBlockUpdate.from_cross_products(C, 2)
+        np.testing.assert_array_equal(up.rows, ref.rows)
+        np.testing.assert_array_equal(up.cols, ref.cols)
+    assert up.rows.shape[0] == qr * (qr + 1) // 2

@@ -257,6 +257,16 @@ _BLAS_COLUMNS = 512
 #: ~181 of 1e3 rows, fill 0.18) the dense products already took 0.68 s per update against
 #: 0.84 stored and 1.30 pair-free (level forms 1.04 / 1.20 / 1.93).
 BLAS_FLOPS_PER_PAIR = 128
+#: Rest rows from which the pair layouts' packed triangle (``q_r^2 / 2`` doubles: 16 MB
+#: at 2048, this machine's L3) leaves the cache: each pair's addition is then a miss, and
+#: the ``"blas"`` layout is chosen up to ``WIDE_PAIR_FACTOR`` times more dense products
+#: per pair. Measured at ``q_r = 10^4`` (1000 users of ~582 of 1e4 items, ratio 1176,
+#: 1.7e8 pairs, 5 interleaved rounds at load 7-10): pair-free 17.7 s of CPU per update
+#: (~104 ns per pair), dense products 7.0 s (0.035 ns per ``q_r^2 x column``); 1000 users
+#: of ~951 items (ratio 444): 22.5 against 7.6 s.
+WIDE_PAIR_ROWS = 2048
+#: See ``WIDE_PAIR_ROWS``: break-even measured near 3000 dense products per pair there.
+WIDE_PAIR_FACTOR = 8
 
 
 def choose_layout(
@@ -274,7 +284,8 @@ def choose_layout(
     ``q_r x`` :data:`_BLAS_COLUMNS` chunks, each added by one ``dsyrk`` into a dense
     ``q_r x q_r`` block per thread; chosen when ``q_r^2 columns`` (its multiply-adds, with
     ``columns`` = ``p1`` times the levels with rest rows) is at most
-    :data:`BLAS_FLOPS_PER_PAIR` times ``npairs`` and its ``threads + 1`` dense blocks take
+    :data:`BLAS_FLOPS_PER_PAIR` times ``npairs`` (:data:`WIDE_PAIR_FACTOR` times that from
+    :data:`WIDE_PAIR_ROWS` rest rows on) and its ``threads + 1`` dense blocks take
     at most a quarter of ``available`` (users with many items among few: each user's
     ``k`` items fill a good part of the rest rows, ``k / q_r`` large).
     Else the pair layouts, which form one product per pair: ``"stored"``: one int32 per
@@ -289,9 +300,10 @@ def choose_layout(
     ``npos`` is read only for the pair layouts (None: not known yet).
     """
     dense_bytes = 8 * qr * qr * (threads + 1)
+    per_pair = BLAS_FLOPS_PER_PAIR * (WIDE_PAIR_FACTOR if qr >= WIDE_PAIR_ROWS else 1)
     if (
         columns > 0
-        and qr * qr * columns <= BLAS_FLOPS_PER_PAIR * npairs
+        and qr * qr * columns <= per_pair * npairs
         and (available is None or 4 * dense_bytes <= available)
     ):
         return "blas"
@@ -401,7 +413,14 @@ class _BlasLevels:
         local = np.repeat(np.arange(g1 - g0, dtype=np.int64), np.diff(self.start[g0 : g1 + 1]))
         return self.order[g0:g1], local, e0, e1
 
-    def gram(self, values: np.ndarray, factors: np.ndarray, qr: int, threads: int) -> np.ndarray:
+    def gram(
+        self,
+        values: np.ndarray,
+        factors: np.ndarray,
+        qr: int,
+        threads: int,
+        until_full: bool = False,
+    ) -> np.ndarray:
         """``sum_l F_l F_l'`` with ``F_l = C_l L_l`` (``C_l``: the level's ``values`` at its
         rest rows, ``L_l``: the packed lower ``factors`` of the level), lower triangle of a
         Fortran-ordered ``q_r x q_r`` array (``C W C'`` for ``W_l = L_l L_l'``).
@@ -409,6 +428,10 @@ class _BlasLevels:
         Per chunk the columns ``F_l[:, a]`` are scattered into a dense ``(columns, q_r)``
         array (zero elsewhere) and added by one ``dsyrk``; each group of chunks into its own
         block, summed in group order.
+
+        ``until_full`` (nonnegative products only, e.g. 0/1 indicators, one thread): stop
+        once every entry of the lower triangle is nonzero, checked after 1, 2, 4, ...
+        chunks. Which entries are nonzero is then known; the values are not the sums.
         """
         p1 = values.shape[0]
         r, c = np.tril_indices(p1)
@@ -421,7 +444,10 @@ class _BlasLevels:
             step = max(1, _BLAS_COLUMNS // p1)
             D = np.zeros((step * p1, qr))
             Df = D.reshape(-1)
-            for g0, g1 in group:
+            full = qr * (qr + 1) // 2
+            for c, (g0, g1) in enumerate(group):
+                if until_full and c & (c - 1) == 0 and c > 0 and np.count_nonzero(G) == full:
+                    break  # dsyrk writes the lower triangle only: the upper one stays 0
                 lv, local, e0, e1 = self._chunk(g0, g1)
                 base = local * (p1 * qr) + self.items[e0:e1]
                 fac = factors[:, lv][:, local]  # (packed, entries): each entry's L_l
@@ -763,10 +789,13 @@ class LevelBlockUpdate:
         if layout == "blas":
             # Dense products: the positions are the entries some level touches, found by
             # the same dense products on the levels' 0/1 indicators (exact integer counts);
-            # no pair is ever listed, nor its position kept.
+            # no pair is ever listed, nor its position kept. Where the levels' items fill
+            # the rest rows the triangle is full after a few thousand levels (1e8 rows x
+            # 1e5 users x 1e4 items: ~2,000 users of 1e5), and the products stop there:
+            # otherwise they would cost half an update (~250 s of CPU at that size).
             flat = _BlasLevels(order, np.concatenate([[0], np.cumsum(lengths[order])]), items_all)
             ones = np.broadcast_to(1.0, (1, max(nu, nlevels)))  # no array of ones kept
-            counts = flat.gram(ones[:, :nu], ones[:, :nlevels], qr, UPDATE_THREADS)
+            counts = flat.gram(ones[:, :nu], ones[:, :nlevels], qr, 1, until_full=True)
             # Packed entries i (i + 1) / 2 + j of the touched (i >= j), ascending, in row
             # blocks (no index array of the whole triangle: 800 MB at 1e4 rest rows).
             parts = []
