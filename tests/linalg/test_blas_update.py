@@ -310,3 +310,31 @@ def test_blas_positions_stop_once_the_triangle_is_full(monkeypatch):
         np.testing.assert_array_equal(up.rows, ref.rows)
         np.testing.assert_array_equal(up.cols, ref.cols)
     assert up.rows.shape[0] == qr * (qr + 1) // 2
+
+
+@pytest.mark.parametrize("case", range(2))
+def test_wide_rest_fits_in_the_blas_layout(case, monkeypatch):
+    """The rest block counted as wide (the grid's 1e4-item route: Newton start, kept rank
+    update, the gradient's level forms by triangular solves with the factor in the blas
+    layout): the criterion of the stored layout's fit on the same route to 1e-10."""
+    import mixedmodels.objective.gradient as gradient_module
+
+    formula, data = _engine_models()[case]
+    monkeypatch.setattr(blocked, "_DENSE_UPDATE_LIMIT", -1)
+    monkeypatch.setattr(gradient_module, "_DENSE_LIMIT", -1)
+    monkeypatch.setattr(gradient_module, "_CHEAP_REST_MAX", 1)
+    monkeypatch.setattr(rank_update, "_BLAS_COLUMNS", 8)
+    monkeypatch.setattr(rank_update, "UPDATE_THREADS", 2)
+    crit = {}
+    for layout in ("stored", "blas"):
+        if layout == "blas":
+            _blas(monkeypatch)
+        else:
+            _force(monkeypatch, "stored")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fit = mm.lmer(formula, data)
+        pattern = fit.deviance_function.system.pattern
+        assert pattern.layout == layout
+        crit[layout] = float(fit.deviance_function(np.asarray(fit.theta)))
+    assert abs(crit["blas"] - crit["stored"]) <= 1e-10 * abs(crit["stored"])
