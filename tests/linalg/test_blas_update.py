@@ -2,7 +2,8 @@
 
 When a level's ``k`` rest rows fill a good part of the ``q_r`` rest rows, ``C W C'`` is
 formed as ``sum_l F_l F_l'`` (``F_l = C_l L_l``, ``W_l = L_l L_l'``) by ``dsyrk`` on dense
-chunks, and the level forms ``C_l' Sigma C_l`` by ``dgemm``: BLAS's summation order, so
+chunks, and the level forms ``C_l' Sigma C_l`` by ``dgemm`` (or, for the gradient's
+``Sigma = diag(d) (L L')^{-1} diag(d)``, by ``dtrsm`` against ``L``): BLAS's summation order, so
 the results equal the pair layouts' to rounding, judged on every entry's own scale (the
 same sums of absolute values), never to the bit. Whole fits must reach the same criterion
 to 1e-10.
