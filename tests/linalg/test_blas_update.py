@@ -2,7 +2,8 @@
 
 When a level's ``k`` rest rows fill a good part of the ``q_r`` rest rows, ``C W C'`` is
 formed as ``sum_l F_l F_l'`` (``F_l = C_l L_l``, ``W_l = L_l L_l'``) by ``dsyrk`` on dense
-chunks, and the level forms ``C_l' Sigma C_l`` by ``dgemm``: BLAS's summation order, so
+chunks, and the level forms ``C_l' Sigma C_l`` by ``dgemm`` (or, for the gradient's
+``Sigma = diag(d) (L L')^{-1} diag(d)``, by ``dtrsm`` against ``L``): BLAS's summation order, so
 the results equal the pair layouts' to rounding, judged on every entry's own scale (the
 same sums of absolute values), never to the bit. Whole fits must reach the same criterion
 to 1e-10.
@@ -86,6 +87,29 @@ def test_choose_layout_blas_by_sizes(monkeypatch):
     assert choose_layout(20_000_000, 0, 1000, 4 * 8 * 3 * 10**6, 2000, threads=2) == "blas"
     assert choose_layout(20_000_000, 0, 1000, 4 * 8 * 3 * 10**6 - 1, 2000, 2) != "blas"
     assert choose_layout(20_000_000, 0, 1000, None, 0) != "blas"  # columns unknown
+
+
+def test_choose_layout_wide_rest_block():
+    """From WIDE_PAIR_ROWS rest rows on, pairs cost a cache miss each: dense products up
+    to WIDE_PAIR_FACTOR times more per pair. The grid's 1e8-row cells (per user ``k``
+    distinct items, ``q_r^2 p1`` dense multiply-adds against ``k (k + 1) / 2`` pairs)."""
+
+    def cell(users: int, k: int, qr: int) -> str:
+        return choose_layout(users * k * (k + 1) // 2, 0, qr, None, 2 * users)
+
+    per = rank_update.BLAS_FLOPS_PER_PAIR
+    assert rank_update.WIDE_PAIR_FACTOR * per >= 1000  # measured break-even ~3000 at 1e4
+    assert cell(10**5, 951, 10**4) == "blas"  # 1e8 x 1e5 x 1e4: ratio 444 (was pairs)
+    assert cell(10**6, 100, 10**4) != "blas"  # 1e8 x 1e6 x 1e4: ratio 4e4
+    assert cell(10**5, 100, 10**4) != "blas"  # 1e7 x 1e5 x 1e4
+    assert cell(10**5, 632, 10**3) == "blas"  # 1e8 x 1e5 x 1e3, as before
+    assert cell(10**6, 95, 10**3) != "blas"  # 1e8 x 1e6 x 1e3, as before (ratio 438)
+    assert cell(10**6, 63, 10**2) == "blas"  # 1e8 x 1e6 x 1e2, as before
+    # The factor applies from WIDE_PAIR_ROWS on only.
+    qr = rank_update.WIDE_PAIR_ROWS
+    npairs = qr * qr * 100 // (2 * per)  # ratio 2 * per: dense only where wide
+    assert choose_layout(npairs, 0, qr, None, 100) == "blas"
+    assert choose_layout(npairs, 0, qr - 1, None, 100) != "blas"
 
 
 @pytest.mark.parametrize("fill", [0.05, 0.3, 0.9])
@@ -190,3 +214,128 @@ def test_engine_fits_in_the_blas_layout(case, monkeypatch):
     assert abs(float(new.deviance_function(np.asarray(new.theta))) - crit) <= 1e-10 * abs(crit)
     np.testing.assert_allclose(np.asarray(new.theta), np.asarray(ref.theta), rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(np.asarray(new.fixef), np.asarray(ref.fixef), rtol=1e-7, atol=1e-9)
+
+
+@pytest.mark.parametrize("p1", [2, 3])
+@pytest.mark.parametrize("partial", [False, True])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_level_forms_from_the_factor(p1, partial, threads, monkeypatch):
+    """``C_l' Sigma C_l`` for ``Sigma = diag(d) (L L')^{-1} diag(d)`` by triangular solves
+    with ``L`` (the leading block of a larger factor, as the blocked system's): equal to
+    the stored layout's forms of ``Sigma`` to 1e-12 of each entry's scale, the same bits
+    at every call."""
+    monkeypatch.setattr(rank_update, "_BLAS_COLUMNS", 7)
+    monkeypatch.setattr(rank_update, "UPDATE_THREADS", threads)
+    rng = np.random.default_rng(11 * p1 + partial)
+    qr, nlevels, extra = 41, 80, 4
+    C = _structure(rng, qr, nlevels, p1, 0.3, partial)
+    _force(monkeypatch, "stored")
+    ref = LevelBlockUpdate.from_cross_products(C, p1)
+    assert not ref.forms_from_factor
+    _blas(monkeypatch)
+    up = LevelBlockUpdate.from_cross_products(C, p1)
+    assert up.forms_from_factor
+    m = qr + extra  # [X y] rows below the rest block, as in the blocked factor
+    G = rng.normal(size=(m, m))
+    L = np.linalg.cholesky(np.eye(m) + G @ G.T / m)
+    d = rng.uniform(0.2, 2.0, qr)
+    d[3] = 0.0  # a rest term on its bound
+    L11 = L[:qr, :qr]
+    Sigma = d[:, None] * np.linalg.inv(L11 @ L11.T) * d[None, :]
+    K_ref = ref.level_forms(Sigma[ref.rows, ref.cols])
+    U = np.asfortranarray(L.T)  # the factor as BlockedFactor.L.T hands it over
+    K = up.level_forms_factor(U, d)
+    Ca3 = np.abs(C.toarray()).T.reshape(nlevels, p1, qr)
+    _close(K, K_ref, Ca3 @ np.abs(Sigma) @ np.swapaxes(Ca3, 1, 2))
+    np.testing.assert_array_equal(U, np.asfortranarray(L.T))  # the factor is only read
+    for _ in range(3):
+        np.testing.assert_array_equal(up.level_forms_factor(U, d), K)
+    with pytest.raises(ValueError, match="blas"):
+        ref.level_forms_factor(U, d)
+
+
+@pytest.mark.parametrize("case", range(2))
+def test_gradient_with_forms_from_the_factor(case, monkeypatch):
+    """The analytic gradient in the blas layout (term 1's level forms by triangular solves
+    with the factor) equals the one through ``S^{-1}`` at the positions to 1e-10 of the
+    largest entry away from the optimum, at the optimum and there (NaN where a template
+    is singular, in both)."""
+    import mixedmodels.objective.gradient as gradient_module
+
+    formula, data = _engine_models()[case]
+    monkeypatch.setattr(blocked, "_DENSE_UPDATE_LIMIT", -1)
+    monkeypatch.setattr(rank_update, "_BLAS_COLUMNS", 8)
+    monkeypatch.setattr(gradient_module, "_DENSE_LIMIT", -1)  # C through the pattern
+    _blas(monkeypatch)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit = mm.lmer(formula, data)
+    dev = fit.deviance_function
+    new = gradient_module.ProfiledDevianceGradient(dev)
+    assert new._forms_from_factor
+    old = gradient_module.ProfiledDevianceGradient(dev)
+    old._forms_from_factor = False
+    theta = np.asarray(fit.theta)
+    away = theta * 1.3 + 0.05
+    g_away = old(away)
+    assert np.isfinite(g_away).all()
+    scale = np.abs(g_away).max()
+    for point in (theta, away):
+        g_new, g_old = new(point), old(point)
+        np.testing.assert_array_equal(np.isnan(g_new), np.isnan(g_old))
+        ok = ~np.isnan(g_old)
+        assert np.abs(g_new - g_old)[ok].max() <= 1e-10 * scale, (g_new, g_old)
+
+
+def test_blas_positions_stop_once_the_triangle_is_full(monkeypatch):
+    """The set-up's indicator products stop once every entry is touched; entries touched
+    by one level only, or a triangle full at the last level only, are still found: the
+    positions are the stored layout's."""
+    monkeypatch.setattr(rank_update, "_BLAS_COLUMNS", 4)  # two levels per chunk
+    rng = np.random.default_rng(2)
+    qr, nlevels = 30, 40
+    dense = np.zeros((qr, 2 * nlevels))
+    for lev in range(nlevels - 1):  # every level but the last: all rows but row 0
+        dense[1:, 2 * lev : 2 * lev + 2] = rng.normal(size=(qr - 1, 2))
+    dense[[0, 5], -2:] = rng.normal(size=(2, 2))  # the last level: rows 0 and 5
+    full = sp.csr_matrix(dense)
+    dense_late = dense.copy()
+    dense_late[:, :2] = rng.normal(size=(qr, 2))  # ... and a level with every row, which
+    # (levels go by their count of rows) comes last: the triangle is full at the end only
+    every = sp.csr_matrix(rng.normal(size=(qr, 2 * nlevels)))  # full after one chunk
+    for C in (full, sp.csr_matrix(dense_late), every):
+        _force(monkeypatch, "stored")
+        ref = LevelBlockUpdate.from_cross_products(C, 2)
+        _blas(monkeypatch)
+        up = LevelBlockUpdate.from_cross_products(C, 2)
+        np.testing.assert_array_equal(up.rows, ref.rows)
+        np.testing.assert_array_equal(up.cols, ref.cols)
+    assert up.rows.shape[0] == qr * (qr + 1) // 2
+
+
+@pytest.mark.parametrize("case", range(2))
+def test_wide_rest_fits_in_the_blas_layout(case, monkeypatch):
+    """The rest block counted as wide (the grid's 1e4-item route: Newton start, kept rank
+    update, the gradient's level forms by triangular solves with the factor in the blas
+    layout): the criterion of the stored layout's fit on the same route to 1e-10."""
+    import mixedmodels.objective.gradient as gradient_module
+
+    formula, data = _engine_models()[case]
+    monkeypatch.setattr(blocked, "_DENSE_UPDATE_LIMIT", -1)
+    monkeypatch.setattr(gradient_module, "_DENSE_LIMIT", -1)
+    monkeypatch.setattr(gradient_module, "_CHEAP_REST_MAX", 1)
+    monkeypatch.setattr(rank_update, "_BLAS_COLUMNS", 8)
+    monkeypatch.setattr(rank_update, "UPDATE_THREADS", 2)
+    crit = {}
+    for layout in ("stored", "blas"):
+        if layout == "blas":
+            _blas(monkeypatch)
+        else:
+            _force(monkeypatch, "stored")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fit = mm.lmer(formula, data)
+        pattern = fit.deviance_function.system.pattern
+        assert pattern.layout == layout
+        crit[layout] = float(fit.deviance_function(np.asarray(fit.theta)))
+    assert abs(crit["blas"] - crit["stored"]) <= 1e-10 * abs(crit["stored"])

@@ -349,6 +349,13 @@ class BlockedSystem:
     >>> system.log_terms(structure.initial_theta())  # doctest: +SKIP
     """
 
+    #: Large path: the last rank update ``(u, [X y]'Z1 W Z1'Zr)`` and the term-1 theta it
+    #: was formed at (see :meth:`_schur`); class defaults for older pickles.
+    _update_key: bytes | None = None
+    _update_kept: tuple[np.ndarray, np.ndarray] | None = None
+    #: Rank updates formed on the large path (evaluations at a new term-1 theta).
+    rank_updates = 0
+
     def __init__(
         self,
         structure: CovarianceStructure,
@@ -728,11 +735,24 @@ class BlockedSystem:
         np.subtract(A.xytxy, AW @ self._xz1.T, out=S[qr:, qr:])
         if not self._has_rest:
             return S
-        if p1 == 1:
-            u = self._update(w)
-            UXr = (A.zrtz1 @ AW.T).T
-        else:  # both from C level by level, in the update's threads
-            u, UXr = self._pattern.update(w, AW)
+        # The update C W C' and [X y]'Z1 W Z1'Zr depend on theta through W alone, i.e. on
+        # term 1's entries: an evaluation that changes only the rest terms' entries (the
+        # item variance's Hessian values and line searches, BOBYQA's coordinate points)
+        # reuses the last pair. Wide rest blocks with users of many items pay ~500 s of
+        # CPU per update at 1e8 rows; the kept u has at most half the workspace's size.
+        key = theta[: self._t1_index[2]].tobytes()
+        if self._update_key == key:
+            u, UXr = self._update_kept
+        else:
+            self._update_key = None
+            self._update_kept = None  # freed before the new one is formed
+            if p1 == 1:
+                u = self._update(w)
+                UXr = (A.zrtz1 @ AW.T).T
+            else:  # both from C level by level, in the update's threads
+                u, UXr = self._pattern.update(w, AW)
+            self.rank_updates += 1
+            self._update_key, self._update_kept = key, (u, UXr)
         Sf = S.reshape(-1)
         if self._rest_scalar:
             _zero_lower(S, qr)

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 from scipy.linalg.blas import dsyrk as _dsyrk
+from scipy.linalg.blas import dtrsm as _dtrsm
 
 from mixedmodels.linalg.blas_threads import blas_threads_for
 from mixedmodels.linalg.memory import available_bytes
@@ -256,6 +257,16 @@ _BLAS_COLUMNS = 512
 #: ~181 of 1e3 rows, fill 0.18) the dense products already took 0.68 s per update against
 #: 0.84 stored and 1.30 pair-free (level forms 1.04 / 1.20 / 1.93).
 BLAS_FLOPS_PER_PAIR = 128
+#: Rest rows from which the pair layouts' packed triangle (``q_r^2 / 2`` doubles: 16 MB
+#: at 2048, this machine's L3) leaves the cache: each pair's addition is then a miss, and
+#: the ``"blas"`` layout is chosen up to ``WIDE_PAIR_FACTOR`` times more dense products
+#: per pair. Measured at ``q_r = 10^4`` (1000 users of ~582 of 1e4 items, ratio 1176,
+#: 1.7e8 pairs, 5 interleaved rounds at load 7-10): pair-free 17.7 s of CPU per update
+#: (~104 ns per pair), dense products 7.0 s (0.035 ns per ``q_r^2 x column``); 1000 users
+#: of ~951 items (ratio 444): 22.5 against 7.6 s.
+WIDE_PAIR_ROWS = 2048
+#: See ``WIDE_PAIR_ROWS``: break-even measured near 3000 dense products per pair there.
+WIDE_PAIR_FACTOR = 8
 
 
 def choose_layout(
@@ -273,7 +284,8 @@ def choose_layout(
     ``q_r x`` :data:`_BLAS_COLUMNS` chunks, each added by one ``dsyrk`` into a dense
     ``q_r x q_r`` block per thread; chosen when ``q_r^2 columns`` (its multiply-adds, with
     ``columns`` = ``p1`` times the levels with rest rows) is at most
-    :data:`BLAS_FLOPS_PER_PAIR` times ``npairs`` and its ``threads + 1`` dense blocks take
+    :data:`BLAS_FLOPS_PER_PAIR` times ``npairs`` (:data:`WIDE_PAIR_FACTOR` times that from
+    :data:`WIDE_PAIR_ROWS` rest rows on) and its ``threads + 1`` dense blocks take
     at most a quarter of ``available`` (users with many items among few: each user's
     ``k`` items fill a good part of the rest rows, ``k / q_r`` large).
     Else the pair layouts, which form one product per pair: ``"stored"``: one int32 per
@@ -288,9 +300,10 @@ def choose_layout(
     ``npos`` is read only for the pair layouts (None: not known yet).
     """
     dense_bytes = 8 * qr * qr * (threads + 1)
+    per_pair = BLAS_FLOPS_PER_PAIR * (WIDE_PAIR_FACTOR if qr >= WIDE_PAIR_ROWS else 1)
     if (
         columns > 0
-        and qr * qr * columns <= BLAS_FLOPS_PER_PAIR * npairs
+        and qr * qr * columns <= per_pair * npairs
         and (available is None or 4 * dense_bytes <= available)
     ):
         return "blas"
@@ -400,7 +413,14 @@ class _BlasLevels:
         local = np.repeat(np.arange(g1 - g0, dtype=np.int64), np.diff(self.start[g0 : g1 + 1]))
         return self.order[g0:g1], local, e0, e1
 
-    def gram(self, values: np.ndarray, factors: np.ndarray, qr: int, threads: int) -> np.ndarray:
+    def gram(
+        self,
+        values: np.ndarray,
+        factors: np.ndarray,
+        qr: int,
+        threads: int,
+        until_full: bool = False,
+    ) -> np.ndarray:
         """``sum_l F_l F_l'`` with ``F_l = C_l L_l`` (``C_l``: the level's ``values`` at its
         rest rows, ``L_l``: the packed lower ``factors`` of the level), lower triangle of a
         Fortran-ordered ``q_r x q_r`` array (``C W C'`` for ``W_l = L_l L_l'``).
@@ -408,6 +428,10 @@ class _BlasLevels:
         Per chunk the columns ``F_l[:, a]`` are scattered into a dense ``(columns, q_r)``
         array (zero elsewhere) and added by one ``dsyrk``; each group of chunks into its own
         block, summed in group order.
+
+        ``until_full`` (nonnegative products only, e.g. 0/1 indicators, one thread): stop
+        once every entry of the lower triangle is nonzero, checked after 1, 2, 4, ...
+        chunks. Which entries are nonzero is then known; the values are not the sums.
         """
         p1 = values.shape[0]
         r, c = np.tril_indices(p1)
@@ -420,7 +444,10 @@ class _BlasLevels:
             step = max(1, _BLAS_COLUMNS // p1)
             D = np.zeros((step * p1, qr))
             Df = D.reshape(-1)
-            for g0, g1 in group:
+            full = qr * (qr + 1) // 2
+            for c, (g0, g1) in enumerate(group):
+                if until_full and c & (c - 1) == 0 and c > 0 and np.count_nonzero(G) == full:
+                    break  # dsyrk writes the lower triangle only: the upper one stays 0
                 lv, local, e0, e1 = self._chunk(g0, g1)
                 base = local * (p1 * qr) + self.items[e0:e1]
                 fac = factors[:, lv][:, local]  # (packed, entries): each entry's L_l
@@ -472,6 +499,43 @@ class _BlasLevels:
                         kab = np.add.reduceat(values[a, e0:e1] * Tg[:, b], firsts)
                         K[lv, a, b] = kab
                         K[lv, b, a] = kab
+
+        _in_threads(groups, work)
+
+    def forms_factor(
+        self, values: np.ndarray, U: np.ndarray, d: np.ndarray, K: np.ndarray, threads: int
+    ) -> None:
+        """``K[l] = X_l' X_l`` with ``X_l = L^{-1} diag(d) C_l`` for the levels with rest rows:
+        ``C_l' Sigma C_l`` for ``Sigma = diag(d) (L L')^{-1} diag(d)`` without forming
+        ``Sigma``. ``U`` is the Fortran-ordered upper factor ``L'`` (``m x m``, ``m >= q_r``);
+        ``L`` is lower triangular, so the first ``q_r`` rows of ``L^{-1} B`` for a ``B`` that
+        is zero below row ``q_r`` are ``L_11^{-1} B[:q_r]`` (no copy of the leading block).
+
+        Per chunk one ``dtrsm`` (``m^2`` multiply-adds per column: half of the ``dgemm``
+        ``D Sigma``, at the same rate per flop) on a dense ``m x columns`` array of the
+        scaled columns of ``C``, then per level the ``p1 x p1`` products of its columns.
+        Each group of chunks writes its own levels (no sums across threads).
+        """
+        p1 = values.shape[0]
+        m, qr = U.shape[0], d.shape[0]
+        groups = self.groups(p1, threads)
+
+        def work(g: int, group: list[tuple[int, int]]) -> None:
+            step = max(1, _BLAS_COLUMNS // p1)
+            B = np.zeros((m, step * p1), order="F")  # column local * p1 + a
+            for g0, g1 in group:
+                lv, local, e0, e1 = self._chunk(g0, g1)
+                items = self.items[e0:e1]
+                n = g1 - g0
+                Bc = B[:, : n * p1]  # Fortran-contiguous: trsm works in place
+                Bc.fill(0.0)
+                scale = d[items]
+                for a in range(p1):
+                    Bc[items, local * p1 + a] = values[a, e0:e1] * scale
+                X = _dtrsm(1.0, U, Bc, lower=0, trans_a=1, overwrite_b=1)  # U' X = B
+                # (n, p1, q_r), C-ordered view of the rest rows of X's columns.
+                Xt = X[:qr].T.reshape(n, p1, qr)
+                K[lv] = np.matmul(Xt, np.swapaxes(Xt, 1, 2))
 
         _in_threads(groups, work)
 
@@ -573,7 +637,9 @@ class LevelBlockUpdate:
     (``L_l`` the Cholesky factor of the semidefinite ``W_l``), the columns of
     :data:`_BLAS_COLUMNS` levels' ``F_l`` scattered into a dense chunk and added by one
     ``dsyrk`` into a dense block per thread; the level forms by ``dgemm`` with a dense
-    ``Sigma``. BLAS's summation order: equal to the pair layouts to rounding.
+    ``Sigma``, or for ``Sigma = diag(d) (L L')^{-1} diag(d)`` (the gradient's) by ``dtrsm``
+    against the factor ``L`` (:meth:`level_forms_factor`, half the flops). BLAS's
+    summation order: equal to the pair layouts to rounding.
 
     Attributes
     ----------
@@ -725,10 +791,13 @@ class LevelBlockUpdate:
         if layout == "blas":
             # Dense products: the positions are the entries some level touches, found by
             # the same dense products on the levels' 0/1 indicators (exact integer counts);
-            # no pair is ever listed, nor its position kept.
+            # no pair is ever listed, nor its position kept. Where the levels' items fill
+            # the rest rows the triangle is full after a few thousand levels (1e8 rows x
+            # 1e5 users x 1e4 items: ~2,000 users of 1e5), and the products stop there:
+            # otherwise they would cost half an update (~250 s of CPU at that size).
             flat = _BlasLevels(order, np.concatenate([[0], np.cumsum(lengths[order])]), items_all)
             ones = np.broadcast_to(1.0, (1, max(nu, nlevels)))  # no array of ones kept
-            counts = flat.gram(ones[:, :nu], ones[:, :nlevels], qr, UPDATE_THREADS)
+            counts = flat.gram(ones[:, :nu], ones[:, :nlevels], qr, 1, until_full=True)
             # Packed entries i (i + 1) / 2 + j of the touched (i >= j), ascending, in row
             # blocks (no index array of the whole triangle: 800 MB at 1e4 rest rows).
             parts = []
@@ -1046,6 +1115,38 @@ class LevelBlockUpdate:
 
         self._in_threads(self._split(self._pieces()), work)
         return into if out is None else out
+
+    @property
+    def forms_from_factor(self) -> bool:
+        """Whether :meth:`level_forms_factor` is available (the ``"blas"`` layout)."""
+        return self.layout == "blas"
+
+    def level_forms_factor(self, U: np.ndarray, d: np.ndarray) -> np.ndarray:
+        """``C_l' Sigma C_l`` (l1, p1, p1) for ``Sigma = diag(d) (L L')^{-1} diag(d)``, from the
+        factor: ``U`` the Fortran-ordered ``m x m`` upper factor ``L'`` whose leading
+        ``q_r x q_r`` block is that of ``L`` (``BlockedFactor.L.T``), ``d`` the ``q_r`` row
+        scales (a diagonal ``Lambda_r``). ``"blas"`` layout only.
+
+        Notes
+        -----
+        :meth:`level_forms` with a dense ``Sigma`` costs one ``dgemm`` ``D Sigma`` per chunk
+        (``2 q_r^2`` flops per column of ``C``) after the inverse ``(L L')^{-1}``; here each
+        chunk is solved by ``dtrsm`` against ``L`` (``q_r^2`` flops per column, at the same
+        rate per flop): half the work, and the gradient needs no ``Sigma`` at the
+        positions. Raw rates at ``q_r = 10^4`` (one thread, 512-2048 columns): ``dgemm``
+        18-19, ``dtrsm`` 38-39, ``dsyrk`` 35-40 ``q_r^2 x columns`` per ns. Per call, 1000
+        users of ~951 of 1e4 items (5 interleaved rounds, load 7-9): 5.35 s of CPU against
+        13.3 (``dgemm``) and 10.5 (pair-free); 1e4 users of ~632 of 1e3 items: 0.85 against
+        1.35 s.
+        """
+        if self.layout != "blas":
+            raise ValueError("level_forms_factor needs the 'blas' layout")
+        p1 = self.p1
+        K = np.zeros((self.nlevels, p1, p1))  # levels without rest rows: 0
+        threads, ctx = self._blas_threads()
+        with ctx:
+            self._map.forms_factor(self._values, U, np.asarray(d, dtype=np.float64), K, threads)
+        return K
 
     def level_forms(self, sigma: np.ndarray) -> np.ndarray:
         """``C_l' Sigma C_l`` for every level ``l`` of term 1, (l1, p1, p1), from the entries

@@ -316,6 +316,15 @@ class ProfiledDevianceGradient:
             qr, q1 = A.zrtz1.shape
             if qr * q1 <= _DENSE_LIMIT:
                 self._zr1 = A.zrtz1.toarray().reshape(qr, terms[0].nlevels, terms[0].ncols)
+        #: Term 1's level forms by triangular solves with the factor (the rank update's
+        #: "blas" layout, scalar rest terms) instead of products with the inverse.
+        pattern = getattr(getattr(dev, "system", None), "pattern", None)
+        self._forms_from_factor = bool(
+            self._rest
+            and self._zr1 is None
+            and getattr(pattern, "forms_from_factor", False)
+            and all(t.ncols == 1 for t in terms[1:])
+        )
         self.evaluations = 0
 
     def _remembered_hessian(self, x: np.ndarray, f0: float, g: np.ndarray) -> np.ndarray | None:
@@ -387,8 +396,19 @@ class ProfiledDevianceGradient:
             out[s:e] = np.einsum("ab,lbx->lax", T, blk).reshape(out[s:e].shape)
         return out
 
-    def _term1_trace(self, f: BlockedFactor, Sinv: np.ndarray) -> np.ndarray:
-        """``sum_l G_l' G_l`` for term 1 as ``tr(S^{-1} H_a H_b')``, ``H = Lambda_r' A_r1 BD``."""
+    def _rest_scale(self, f: BlockedFactor) -> np.ndarray:
+        """The diagonal of ``Lambda_r`` (rest terms with one column each)."""
+        rest = self.dev.structure.terms[1:]
+        return np.concatenate(
+            [np.full(t.nlevels, f.templates[k][0, 0]) for k, t in enumerate(rest, 1)]
+        )
+
+    def _term1_trace(
+        self, f: BlockedFactor, Sinv: np.ndarray, K: np.ndarray | None = None
+    ) -> np.ndarray:
+        """``sum_l G_l' G_l`` for term 1 as ``tr(S^{-1} H_a H_b')``, ``H = Lambda_r' A_r1 BD``.
+
+        ``K``: the level forms ``C_l' Sigma C_l`` when already known (see ``_gradient``)."""
         dev = self.dev
         p1 = dev.structure.terms[0].ncols
         pattern = getattr(dev.system, "pattern", None)
@@ -411,12 +431,11 @@ class ProfiledDevianceGradient:
             # tr(S^{-1} H_a H_b') = sum_l (TM_l' K_l TM_l)[a, b] with K_l = C_l' Sigma C_l,
             # Sigma = Lambda_r S^{-1} Lambda_r' (diagonal Lambda_r): one pass over the
             # rank update's pairs instead of sparse products H_a H_b'.
-            d = np.concatenate(
-                [np.full(t.nlevels, f.templates[k][0, 0]) for k, t in enumerate(rest, 1)]
-            )
-            rows, cols = pattern.rows, pattern.cols
-            sigma = Sinv[cols, rows] * d[rows] * d[cols]  # S^{-1}: upper triangle valid
-            K = pattern.level_forms(sigma)
+            if K is None:
+                d = self._rest_scale(f)
+                rows, cols = pattern.rows, pattern.cols
+                sigma = Sinv[cols, rows] * d[rows] * d[cols]  # S^{-1}: upper triangle valid
+                K = pattern.level_forms(sigma)
             if p1 == 2:
                 return _trace_2x2(f.templates[0], f.M11inv, K)
             # sum_l TM_l' (K_l TM_l): a batched product, then one (p1, l p1) x (l p1, p1)
@@ -537,11 +556,17 @@ class ProfiledDevianceGradient:
             ysum.append(_level_sums(p_rows[:, :, p:]))
         elif self._rest:
             # S^{-1}, valid in its upper triangle; an owned factor is overwritten by it.
+            K1 = None
+            if self._forms_from_factor and f.L is not None:
+                # Term 1's level forms from the factor itself (dense products with the
+                # "blas" layout: a triangular solve per chunk, half the flops of the
+                # product with S^{-1}), before the inverse overwrites an owned factor.
+                K1 = pattern.level_forms_factor(f.L.T, self._rest_scale(f))
             if owned and f.L is not None:
                 Sinv = rest_inverse_in_place(dev.system, f).T
             else:
                 Sinv = rest_inverse_lower(f).T
-            vsum[0] = vsum[0] + self._term1_trace(f, Sinv)
+            vsum[0] = vsum[0] + self._term1_trace(f, Sinv, K1)
             for _, term, s, e in self._rest_blocks():
                 b = term.ncols
                 if b == 1:
