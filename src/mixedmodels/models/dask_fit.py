@@ -96,7 +96,10 @@ def _merge_summaries(*parts: Any):
 
 
 def _partition_blocks(plan: ChunkPlan, frame: pd.DataFrame, index: int, count: int):
-    return plan.cross_products(frame, f"partition {index} of {count}")
+    # Term-1 blocks over the partition's own users (LocalCrossProducts): with 1e6 users
+    # and slopes, blocks over all users are ~100 MB a partition, split_every of them in
+    # each first-level node of the tree; BlockSum adds them at their levels (same bits).
+    return plan.cross_products(frame, f"partition {index} of {count}", local=True)
 
 
 def _sum_blocks(*parts: Any):
@@ -434,8 +437,12 @@ def dask_cross_products(
     ]
     # split_every contiguous ranges of partitions, each summed in a tree on the workers;
     # the client adds the ranges' sums (so no worker holds all of Zr'Z1).
+    # (A range of one partition is summed too: the client adds blocks over all users.)
     ranges = [
-        _tree(dask, blocks[a:b], _sum_blocks, split_every) for a, b in _ranges(count, split_every)
+        _tree(dask, blocks[a:b], _sum_blocks, split_every)
+        if b - a > 1
+        else dask.delayed(_sum_blocks, pure=True)(blocks[a])
+        for a, b in _ranges(count, split_every)
     ]
     with Progress("pass 2/2: cross products", count, progress, unit="partitions") as bar:
         total = _run("pass 2/2: cross products", partial(_sum_ranges, dask, ranges))
