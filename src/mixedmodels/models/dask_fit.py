@@ -5,12 +5,16 @@ The same two passes as :mod:`mixedmodels.models.streamed`, with partitions for c
 1. every partition is summarised on a worker (levels, counts, ``scale()`` moments, column
    types) and the summaries are merged in a tree (``split_every`` at a time); the client
    builds the design of all rows from the result;
-2. every partition forms its blocks of ``A = [Z X y]'[Z X y]`` on a worker, with the
-   design shipped once; the partitions are split into ``split_every`` contiguous ranges,
-   each range's blocks are summed in a tree on the workers, and the client fetches the
-   ranges' sums one at a time (in a fixed order) and adds them into the total, which it
-   optimises. No worker ever holds the whole of ``Zr'Z1`` (for 1e8 rows of 1e6 users and
-   1e4 items, 2e8 non-zeros: several GB): each holds one range's sum and its inputs.
+2. every partition forms its blocks of ``A = [Z X y]'[Z X y]`` on a worker (term 1's
+   over the partition's own levels), with the design shipped once; the partitions are
+   split into ``split_every`` contiguous ranges, each range's blocks are summed in a tree
+   on the workers, and the client fetches the ranges' sums one at a time (in a fixed
+   order) and adds them into the total, which it optimises. No worker ever holds the
+   whole of ``Zr'Z1`` (for 1e8 rows of 1e6 users and 1e4 items, 2e8 non-zeros: several
+   GB): each holds one range's sum and its inputs, and the ranges' sums until the client
+   fetches them. A worker killed again and again
+   (distributed's ``KilledWorker``, usually its memory limit) stops the fit with one
+   :class:`~mixedmodels.errors.DataError` naming the pass and the fixes.
 
 A GLMM (:func:`glmer_dask`) has the same two passes, then one map-reduce per PIRLS step:
 each partition's rows are prepared once and persisted on the workers (the cluster's
