@@ -205,3 +205,9 @@ def test_placed_sum_with_shared_users_and_empty_ranges():
     for p in pieces:
         total.add(p)
     _assert_blocks_close(total.result(), model.cross_products)
+
+
+def test_ranges_of_partitions():
+    assert dask_fit._ranges(0, 8) == []
+    assert dask_fit._ranges(3, 8) == [(0, 1), (1, 2), (2, 3)]
+    assert dask_fit._ranges(10, 4) == [(0, 2), (2, 5), (5, 7), (7, 10)]

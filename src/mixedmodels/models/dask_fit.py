@@ -192,6 +192,8 @@ def _tree(dask: Any, leaves: list[Any], combine: Callable[..., Any], split_every
 def _ranges(count: int, pieces: int) -> list[tuple[int, int]]:
     """``min(pieces, count)`` contiguous ranges of ``range(count)``, as equal as can be."""
     k = min(pieces, count)
+    if k < 1:
+        return []
     bounds = [(i * count) // k for i in range(k + 1)]
     return list(pairwise(bounds))
 
