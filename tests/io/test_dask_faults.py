@@ -25,6 +25,7 @@ import dask.dataframe as dd
 import distributed
 
 import mixedmodels as mm
+from mixedmodels.errors import DataError
 from mixedmodels.models.dask_fit import lmer_dask
 
 NPARTS = 16
@@ -79,6 +80,47 @@ def test_worker_killed_mid_pass_gives_the_same_fit():
         assert fit.objective == pytest.approx(whole.objective, rel=1e-10)
         np.testing.assert_allclose(fit.fixef.to_numpy(), whole.fixef.to_numpy(), rtol=1e-8)
         assert fit.sigma == pytest.approx(whole.sigma, rel=1e-8)
+    finally:
+        client.close()
+        cluster.close()
+
+
+def make_killing_partition(i: int) -> pd.DataFrame:
+    """Partition 2 kills the worker process that reads it (as a nanny at its memory limit
+    would); read in the test's own process (Dask's metadata), it is harmless."""
+    try:
+        distributed.get_worker()
+    except ValueError:
+        pass
+    else:
+        if i == 2:
+            os.kill(os.getpid(), signal.SIGKILL)
+    rng = np.random.default_rng(i)
+    g = rng.integers(0, 20, 50)
+    return pd.DataFrame({"y": rng.normal(size=50), "g": [f"g{v}" for v in g]})
+
+
+def test_worker_killed_again_and_again_is_one_clear_error():
+    # allowed-failures 0: the first death of a worker running the task gives up on it
+    # (the default, 3, would restart the worker 4 times; the message is the same).
+    config = {
+        "distributed.comm.timeouts.connect": "120s",
+        "distributed.scheduler.allowed-failures": 0,
+    }
+    with dask.config.set(config):
+        cluster = distributed.LocalCluster(
+            n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0", timeout=120
+        )
+    client = distributed.Client(cluster, timeout=120)
+    try:
+        ddf = dd.from_map(make_killing_partition, list(range(4)))
+        with pytest.raises(DataError) as caught:
+            lmer_dask("y ~ 1 + (1 | g)", ddf, progress=False)
+        message = str(caught.value)
+        assert message.startswith("pass 1/2: levels: a Dask worker was killed again and again")
+        assert "ran out of memory" in message
+        assert "more memory" in message and "more partitions" in message
+        assert caught.value.__cause__ is None and caught.value.__suppress_context__
     finally:
         client.close()
         cluster.close()
