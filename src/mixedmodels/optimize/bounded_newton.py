@@ -395,6 +395,7 @@ def bounded_newton(
     value_and_gradient: Callable[[np.ndarray], tuple[float, np.ndarray]] | None = None,
     even: np.ndarray | None = None,
     max_iter: int = BOUNDED_NEWTON_MAX,
+    final: Callable[[np.ndarray], float] | None = None,
 ) -> NewtonFirst | None:
     """Minimise from ``x0`` within ``lower`` by projected Newton steps on the exact Hessian.
 
@@ -425,6 +426,10 @@ def bounded_newton(
         Entries stepped in their square away from 0 (see :func:`_newton_direction`).
     max_iter
         Newton iterations before giving up.
+    final
+        The criterion for the values taken at the end (the last step, the snap to a
+        bound), where a caller can compute what it needs at the optimum from the same
+        factorisation (the estimates); ``objective`` by default.
 
     Returns
     -------
@@ -433,6 +438,7 @@ def bounded_newton(
         recorded) and the Hessian there; None where the method cannot certify an optimum.
     """
     lower = np.asarray(lower, dtype=np.float64)
+    last = objective if final is None else final
     x = np.maximum(np.asarray(x0, dtype=np.float64), lower)
     f, g, H = derivatives(x)
     count = 1
@@ -490,12 +496,12 @@ def bounded_newton(
             # balanced design) is not worth a factorisation: the point stays.
             if step.size < _NO_STEP:
                 break
-            f1 = float(objective(step.x1))
+            f1 = float(last(step.x1))
             count += 1
             if math.isfinite(f1) and f1 <= f + noise:
                 x, f = step.x1, f1
             else:
-                f = float(objective(x))
+                f = float(last(x))
                 count += 1
             break
         # Projected line search (Armijo along the projection arc). The full step gets the
@@ -545,7 +551,7 @@ def bounded_newton(
         # b t^4) ends a hair above it; the bound itself is the optimum where the criterion
         # is no worse there (snap_to_bounds' rule), and makes singular fits reproducible.
         snapped = np.where(near, lower, x)
-        fs = float(objective(snapped))
+        fs = float(last(snapped))
         count += 1
         if math.isfinite(fs) and fs <= f + 1e-12 * max(1.0, abs(f)):
             x, f = snapped, fs
