@@ -893,17 +893,22 @@ def _template_columns(structure: CovarianceStructure) -> list[np.ndarray]:
 def _even_entries(structure: CovarianceStructure) -> np.ndarray | None:
     """The theta entries of vector-valued terms that the criterion sees only through their
     square (a diagonal with nothing below it in its template column: the last one), for
-    :func:`~mixedmodels.optimize.bounded_newton.bounded_newton`; None without such terms."""
+    :func:`~mixedmodels.optimize.bounded_newton.bounded_newton`; None without such terms.
+
+    On Python lists: a template has a handful of entries, where NumPy calls per entry
+    would cost more (a cold path per fit)."""
     if all(t.ncols == 1 for t in structure.terms):
         return None
     even = np.zeros(structure.ntheta, dtype=bool)
+    offsets = [int(o) for o in structure.offsets]
     for k, term in enumerate(structure.terms):
         if term.ncols == 1:
             continue
-        r, c = np.asarray(structure.rows[k]), np.asarray(structure.cols[k])
-        for j in np.flatnonzero(r == c):
-            if not np.any((c == c[j]) & (r > r[j])):
-                even[structure.offsets[k] + j] = True
+        r, c = structure.rows[k].tolist(), structure.cols[k].tolist()
+        below = {cj for ri, cj in zip(r, c, strict=True) if ri > cj}  # columns with entries below
+        for j, (rj, cj) in enumerate(zip(r, c, strict=True)):
+            if rj == cj and cj not in below:
+                even[offsets[k] + j] = True
     return even
 
 
