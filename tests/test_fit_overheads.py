@@ -47,12 +47,20 @@ def test_small_model_builds_the_blocked_engine_only_on_first_use():
     assert fit.factor is fit.factor  # computed once, then kept
 
 
-def test_small_model_with_vector_templates_evaluates_blocked():
-    """(Days | Subject): the optimiser used the blocked deviance; the estimates are dense."""
+def test_small_model_with_vector_templates_builds_the_blocked_engine_only_on_first_use():
+    """(Days | Subject): Newton steps from the start evaluate the dense system (values,
+    derivatives, the estimates at the optimum); the cross-product blocks and the blocked
+    deviance wait until asked for. BOBYQA (options given) evaluates the blocked deviance."""
     fit = mm.lmer(SLEEP, "sleepstudy")
     assert fit.model.is_small()
-    assert {"estimates", "objective", "deviance_function"} <= set(vars(fit))
-    assert "factor" not in vars(fit)
+    assert {"estimates", "objective"} <= set(vars(fit))
+    assert not {"factor", "deviance_function"} & set(vars(fit))
+    assert fit.model._cross_products is None and fit.model._deviances == {}
+    by_bobyqa = mm.lmer(SLEEP, "sleepstudy", control=mm.OptimizerOptions())
+    assert {"estimates", "objective", "deviance_function"} <= set(vars(by_bobyqa))
+    assert "factor" not in vars(by_bobyqa)
+    _ = fit.ranef_condsd  # conditional variances come from the blocked factor
+    assert "factor" in vars(fit) and fit.model._cross_products is not None
 
 
 def test_large_model_computes_its_factor_and_estimates_on_first_use(monkeypatch):

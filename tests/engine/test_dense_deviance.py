@@ -96,12 +96,19 @@ def test_the_form_is_chosen_by_size(monkeypatch):
     assert dense_size(fit.model.structure, 1) == 24 + 6 + 1 + 1
     assert fit.model.is_small()
     assert isinstance(deviance_gradient(dev), DenseDevianceGradient)
-    # Vector templates: the optimiser evaluates the blocked engine (closed-form 2 x 2 level
-    # blocks), the gradient and the estimates are dense.
-    slopes = mm.lmer("weight ~ treatment + sex + litsize + (1 + sex|litter)", "ratpup")
+    # Vector templates: BOBYQA evaluates the blocked engine (closed-form 2 x 2 level
+    # blocks), the gradient and the estimates are dense; Newton steps from the start (the
+    # default options) take their few values from the dense system too, and no blocked
+    # system is built.
+    formula = "weight ~ treatment + sex + litsize + (1 + sex|litter)"
+    slopes = mm.lmer(formula, "ratpup")
     assert dense_size(slopes.model.structure, 6) == 61 and slopes.model.is_small()
     assert not evaluates_dense(slopes.model.structure) and evaluates_dense(fit.model.structure)
-    assert {"estimates", "deviance_function"} <= set(vars(slopes))
+    assert "estimates" in vars(slopes) and "deviance_function" not in vars(slopes)
+    assert slopes.model._deviances == {}
+    by_bobyqa = mm.lmer(formula, "ratpup", control=mm.OptimizerOptions())
+    assert {"estimates", "deviance_function"} <= set(vars(by_bobyqa))
+    assert by_bobyqa.reml_criterion == pytest.approx(slopes.reml_criterion, rel=1e-10)
     assert "deviance_function" not in vars(fit)
     monkeypatch.setattr(dense_module, "DENSE_MAX", 31)
     assert isinstance(deviance_gradient(dev), ProfiledDevianceGradient)

@@ -292,6 +292,7 @@ class DenseSystem:
             self._one_term = (W.diagonal()[:q].copy(), S, np.ascontiguousarray(W[q:, q:]))
             self.nz_logs = 0  # log|L_Z|^2 comes whole, before the logs
         self._by_theta: np.ndarray | None = None  # made on the first Hessian
+        self._pair_cache: dict[int, tuple[np.ndarray, ...]] = {}  # ... and its gathers
         self._interior: tuple[np.ndarray, np.ndarray, list[float], np.ndarray] | None = None
         # (start, stop, theta indices of the diagonal) of each template, for the singular test.
         if one_each:
@@ -561,6 +562,29 @@ class DenseSystem:
             self._by_theta = S
         return S
 
+    def _pairs(
+        self, order: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """What the Hessian of vector templates gathers, made once per order of ``Omega``'s
+        blocks it reads (``m``: REML; ``q``: ML's ``ZZ`` blocks): the flat C-order positions
+        of ``(r, c')``, ``(c, c')`` and ``(r, r')`` over all pairs of template positions,
+        ``A[r, r']`` itself (constant) and the flat positions ``(c, i)`` of ``a``
+        (``m x k``: each position's column and theta index)."""
+        cache = self._pair_cache.get(order)
+        if cache is None:
+            r, c = self._rows, self._cols
+            k = self.structure.ntheta
+            at_rr = r[:, None] * order + r
+            cache = (
+                r[:, None] * order + c,
+                c[:, None] * order + c,
+                at_rr,
+                self._W.take(r[:, None] * self._m + r),
+                c * k + self._src,
+            )
+            self._pair_cache[order] = cache
+        return cache
+
     def log_terms_gradient_and_hessian(
         self, theta: np.ndarray, logdet: str, logr2_weight: float, singular_nan: bool = True
     ) -> tuple[tuple[float, float, float] | None, np.ndarray, np.ndarray]:
@@ -645,20 +669,22 @@ class DenseSystem:
             H = Sd.T @ M @ Sd + wr2 * (uS.T @ A @ uS)
         else:
             # Sums over pairs of positions: the matrices' entries at (c, c'), (r, r') and
-            # (r, c') gathered for every pair.
+            # (r, c') gathered for every pair, each by one take() of flat positions made
+            # once (two fancy indexings each would copy a row block first).
             r, c = self._rows, self._cols
+            at_rc, at_cc, at_rr, A_rr, at_a = self._pairs(Gd.shape[0])
             B = Ad - Pd @ Kd.T
-            P_r = Pd[r]
-            P_rc = P_r[:, c]
-            M = Gd[c][:, c] * B[r][:, r]
+            P_rc = Pd.take(at_rc)
+            M = Gd.take(at_cc)
+            M *= B.take(at_rr)
             M -= P_rc * P_rc.T
             uc = u[c]
-            M += (wr2 * uc)[:, None] * A[r][:, r] * uc
+            M += (wr2 * uc)[:, None] * A_rr * uc
             g_det = P_rc.diagonal() @ S
             uS = uc[:, None] * S
-            # a_i = sum over theta_i's positions of e_c (K u)[r] + K[r, :]' u[c]
-            a = np.zeros((self._m, k))
-            np.add.at(a, (c, self._src), Ku[r])
+            # a_i = sum over theta_i's positions of e_c (K u)[r] + K[r, :]' u[c]: the first
+            # sum by one bincount over the flat positions (c, i) of a (np.add.at's order).
+            a = np.bincount(at_a, weights=Ku[r], minlength=self._m * k).reshape(self._m, k)
             a += K[r].T @ uS
             H = S.T @ M @ S
         g_r = r2 * (u @ a)

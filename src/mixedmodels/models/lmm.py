@@ -343,9 +343,9 @@ class LinearMixedModel:
         """Refuse a response that the fixed effects reproduce exactly (OLS RSS ~ 0).
 
         ``[X y]'W[X y]`` is read from what the fit builds anyway: the trailing block of the
-        dense ``A`` of a model evaluated in dense form, else the blocks' ``xytxy``.
+        dense ``A`` of a small model (built for its fit), else the blocks' ``xytxy``.
         """
-        if self._cross_products is None and self.is_small() and evaluates_dense(self.structure):
+        if self._cross_products is None and self.is_small():
             W = self.dense_deviance(reml).system.W
             q = W.shape[0] - self.design.X.shape[1] - 1
             A = W[q:, q:]
@@ -397,12 +397,20 @@ class LinearMixedModel:
             return self._fit_fixed_point(use_reml, start, options)
         if not self.has_residual_structure:
             # Small models: the gradient and the estimates in dense form (linalg/dense.py);
-            # the optimiser's evaluations too when every template is 1 x 1 (else the
-            # blocked engine's closed-form level blocks cost less). Large models: blocked.
-            dev = self.evaluation_deviance(use_reml)
-            # Built after the blocks (if any), so that its A is assembled from them rather
-            # than formed from the rows a second time.
-            dense = self.dense_deviance(use_reml) if self.is_small() else None
+            # the optimiser's evaluations too when every template is 1 x 1, or when Newton
+            # steps (below) take them: they need a value only now and then, and the blocked
+            # system would cost more to build (its cross products and set-up, ~100 us cold)
+            # than it saves. BOBYQA with vector templates evaluates the blocked engine
+            # (its closed-form level blocks cost less per value). Large models: blocked.
+            early = options is None
+            small = self.is_small()
+            if small and (early or evaluates_dense(self.structure)):
+                dev = dense = self.dense_deviance(use_reml)
+            else:
+                dev = self.evaluation_deviance(use_reml)
+                # Built after the blocks (if any), so that its A is assembled from them
+                # rather than formed from the rows a second time.
+                dense = self.dense_deviance(use_reml) if small else None
             lower = self.structure.lower_bounds()
             steps = None
             if start is None:
@@ -416,7 +424,6 @@ class LinearMixedModel:
             # so BOBYQA may stop earlier (20-50% fewer evaluations). A boundary optimum
             # cannot be finished that way: its restart (see minimize_with_restart) runs to
             # the tight tolerances. Options the caller passes are used as given.
-            early = options is None
             tight = OptimizerOptions() if early else None
             first = _BEFORE_NEWTON if early else options
             if dense is not None:
@@ -424,6 +431,7 @@ class LinearMixedModel:
             else:
                 gradient = ProfiledDevianceGradient(dev)
             found = None
+            kept = None
             if early and isinstance(gradient, OneTermDerivatives):
                 # Newton steps from the start where the derivatives are cheap (one scalar
                 # term: in closed form, with the Hessian); BOBYQA where they cannot (an
@@ -433,14 +441,21 @@ class LinearMixedModel:
                 # EPYC) Newton-first was 15% faster on sleepstudy (Days|Subject), even on
                 # Orthodont, 10-13% slower on Pastes and Penicillin and 30% slower on
                 # ratpup (1 + sex|litter) (a flat direction: linear convergence).
+                kept = _EstimatesAt(dense)
                 found = newton_first(
-                    dev, gradient.value_and_gradient, _newton_hessian(gradient), x0, lower
+                    dev,
+                    gradient.value_and_gradient,
+                    _newton_hessian(gradient),
+                    x0,
+                    lower,
+                    final=kept,
                 )
             elif early and isinstance(gradient, DenseDevianceGradient):
                 # Small models with several parameters: projected Newton steps on the
                 # exact Hessian from the moment start (bounds included: a template
                 # diagonal on 0 is held there or certified by its curvature); BOBYQA
                 # below where they cannot certify an optimum.
+                kept = _EstimatesAt(dense)
                 found = bounded_newton(
                     dev,
                     _exact_derivatives(gradient),
@@ -450,6 +465,7 @@ class LinearMixedModel:
                     _template_columns(self.structure),
                     _exact_gradient(gradient),
                     _even_entries(self.structure),
+                    final=kept,
                 )
             elif early and getattr(gradient, "newton_from_start", False):
                 if gradient.cheap:
@@ -473,6 +489,9 @@ class LinearMixedModel:
                     dev, found.summary, gradient=gradient, finished=found.hessian
                 )
             else:
+                # BOBYQA (where Newton steps could not certify an optimum) on the system
+                # that evaluates fastest.
+                dev = self.evaluation_deviance(use_reml)
                 summary = self._finish_and_check(
                     dev,
                     minimize_with_restart(
@@ -494,7 +513,10 @@ class LinearMixedModel:
             # deviance and the cross-product blocks are built only if a result asks.
             at_optimum = None if dev is dense else dev
             if dense is not None:
-                estimates, value = dense.estimates(summary.final_theta)
+                found_there = None if kept is None else kept.at(summary.final_theta)
+                if found_there is None:
+                    found_there = dense.estimates(summary.final_theta)
+                estimates, value = found_there
                 precomputed = {"estimates": estimates, "objective": value}
         else:
             objective = self.objective(use_reml)
@@ -803,6 +825,36 @@ def _newton_by_differences(
     return replace(summary, final_theta=x, final_objective=f, evaluations=used)
 
 
+class _EstimatesAt:
+    """The dense criterion that keeps the estimates of the last point it was asked for.
+
+    Newton steps take their last value at the optimum (:func:`~mixedmodels.optimize.
+    bounded_newton.bounded_newton`'s ``final``); the estimates there come from the same
+    factorisation (:meth:`~mixedmodels.linalg.dense.DenseSystem.estimates`: a few
+    triangular solves more), which the fit would otherwise repeat.
+    """
+
+    def __init__(self, dense: ProfiledDeviance):
+        self._dense = dense
+        self._point: np.ndarray | None = None
+        self._found: tuple[Any, float] | None = None
+
+    def __call__(self, theta: np.ndarray) -> float:
+        """The criterion at ``theta`` (``inf`` where Omega is not positive definite)."""
+        try:
+            found = self._dense.estimates(theta)
+        except np.linalg.LinAlgError:
+            return math.inf
+        self._point, self._found = np.array(theta, dtype=np.float64), found
+        return found[1]
+
+    def at(self, theta: np.ndarray) -> tuple[Any, float] | None:
+        """The estimates and criterion kept for ``theta`` (None if it was not the last)."""
+        if self._point is None or not np.array_equal(self._point, theta):
+            return None
+        return self._found
+
+
 def _dense_gradient(dense: ProfiledDeviance) -> DenseDevianceGradient | OneTermDerivatives:
     """The analytic gradient of a small model's criterion: in closed form with its Hessian
     for one scalar term (:class:`~mixedmodels.objective.gradient.OneTermDerivatives`, a
@@ -841,17 +893,22 @@ def _template_columns(structure: CovarianceStructure) -> list[np.ndarray]:
 def _even_entries(structure: CovarianceStructure) -> np.ndarray | None:
     """The theta entries of vector-valued terms that the criterion sees only through their
     square (a diagonal with nothing below it in its template column: the last one), for
-    :func:`~mixedmodels.optimize.bounded_newton.bounded_newton`; None without such terms."""
+    :func:`~mixedmodels.optimize.bounded_newton.bounded_newton`; None without such terms.
+
+    On Python lists: a template has a handful of entries, where NumPy calls per entry
+    would cost more (a cold path per fit)."""
     if all(t.ncols == 1 for t in structure.terms):
         return None
     even = np.zeros(structure.ntheta, dtype=bool)
+    offsets = [int(o) for o in structure.offsets]
     for k, term in enumerate(structure.terms):
         if term.ncols == 1:
             continue
-        r, c = np.asarray(structure.rows[k]), np.asarray(structure.cols[k])
-        for j in np.flatnonzero(r == c):
-            if not np.any((c == c[j]) & (r > r[j])):
-                even[structure.offsets[k] + j] = True
+        r, c = structure.rows[k].tolist(), structure.cols[k].tolist()
+        below = {cj for ri, cj in zip(r, c, strict=True) if ri > cj}  # columns with entries below
+        for j, (rj, cj) in enumerate(zip(r, c, strict=True)):
+            if rj == cj and cj not in below:
+                even[offsets[k] + j] = True
     return even
 
 

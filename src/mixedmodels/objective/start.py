@@ -15,7 +15,7 @@ from scipy.linalg.lapack import dpotrf as _dpotrf
 from scipy.linalg.lapack import dpotrs as _dpotrs
 
 from mixedmodels.covariance import CovarianceStructure
-from mixedmodels.linalg.blocked import BlockedSystem
+from mixedmodels.linalg.blocked import _DENSE_UPDATE_LIMIT, BlockedSystem
 from mixedmodels.linalg.choice import prefers_dense
 from mixedmodels.linalg.dense import DenseSystem, cross_products_from_blocks
 
@@ -187,7 +187,7 @@ def _blocked_moment_theta(
             level_sums.append((k, A.xytzr[:, s:e], rest_diagonal[s:e]))
     theta, estimated = moment_theta(structure, level_sums, beta, s2, n, own_level)
     if structure.terms[0].ncols > 1 and s2 > 0:
-        template = _two_stage_template(system, beta, s2)
+        template = _two_stage_template(A.z1tz1, A.xytz1, n, system.t1_index, beta, s2)
         if template is not None:
             rows, cols, stop = system.t1_index
             theta[:stop] = template[rows, cols]
@@ -195,7 +195,14 @@ def _blocked_moment_theta(
     return theta, estimated
 
 
-def _two_stage_template(system: BlockedSystem, beta: np.ndarray, s2: float) -> np.ndarray | None:
+def _two_stage_template(
+    ztz: np.ndarray,
+    xytz1: np.ndarray,
+    n: int,
+    t1_index: tuple[np.ndarray, np.ndarray, int],
+    beta: np.ndarray,
+    s2: float,
+) -> np.ndarray | None:
     """A start for term 1's vector template: the two-stage (per-level OLS) estimate.
 
     Per level, regress the OLS residuals ``r`` on the term's columns:
@@ -207,14 +214,17 @@ def _two_stage_template(system: BlockedSystem, beta: np.ndarray, s2: float) -> n
     out; None when too few remain, or the estimate is not positive definite (lme4's
     identity start is kept then). Entries the template fixes at 0 (``||``) stay 0.
     ``s2`` is the OLS residual variance (``r'r / (n - p)``).
+
+    ``ztz``: the levels' ``Z_l'Z_l`` (``(l1, p1, p1)``); ``xytz1``: ``[X y]'Z_1`` by level
+    (``(p + 1, l1, p1)``); ``n`` rows; ``t1_index``: the template's entries (rows, columns
+    and their count in theta), as :attr:`~mixedmodels.linalg.blocked.BlockedSystem.t1_index`.
     """
-    A, p = system.A, system.p
-    ztz = A.z1tz1
+    p = xytz1.shape[0] - 1
     p1 = ztz.shape[1]
     # beta' [X'Z_l] for every level: np.tensordot's own product, (1, p) x (p, l1 p1), without
     # its Python layers (the same dot, so the same bits).
-    xtz = A.xytz1[:p]
-    ztr = A.xytz1[p] - np.dot(beta.reshape(1, p), xtz.reshape(p, -1)).reshape(xtz.shape[1:])
+    xtz = xytz1[:p]
+    ztr = xytz1[p] - np.dot(beta.reshape(1, p), xtz.reshape(p, -1)).reshape(xtz.shape[1:])
     if p1 == 2:
         # The common case (intercept and slope) in closed form: np.linalg's det and inv
         # on stacks of 2 x 2 blocks are code touched only here, paid cold after a
@@ -223,7 +233,7 @@ def _two_stage_template(system: BlockedSystem, beta: np.ndarray, s2: float) -> n
         det = a * d - b * b
         det_ok = det > 1e-10 * (a * d)
         nok = int(np.count_nonzero(det_ok))
-        dof = system.n - p - nok * p1
+        dof = n - p - nok * p1
         if nok <= p1 + 1 or dof <= 0:
             return None
         inv = np.empty((nok, 2, 2))
@@ -234,17 +244,17 @@ def _two_stage_template(system: BlockedSystem, beta: np.ndarray, s2: float) -> n
     else:
         det_ok = np.linalg.det(ztz) > 1e-10 * np.prod(np.diagonal(ztz, axis1=1, axis2=2), axis=1)
         nok = int(det_ok.sum())
-        dof = system.n - p - nok * p1
+        dof = n - p - nok * p1
         if nok <= p1 + 1 or dof <= 0:
             return None
         inv = np.linalg.inv(ztz[det_ok])
     b = (inv @ ztr[det_ok][:, :, None])[:, :, 0]
-    sigma2 = (s2 * (system.n - p) - float(np.sum(b * ztr[det_ok]))) / dof
+    sigma2 = (s2 * (n - p) - float(np.sum(b * ztr[det_ok]))) / dof
     if not sigma2 > 0:
         return None
     centred = b - b.mean(axis=0)
     cov = centred.T @ centred / (nok - 1) - sigma2 * inv.mean(axis=0)
-    rows, cols, _ = system.t1_index
+    rows, cols, _ = t1_index
     free = np.zeros((p1, p1), dtype=bool)
     free[rows, cols] = True
     cov = np.where(free | free.T, cov, 0.0)
@@ -273,6 +283,8 @@ def dense_moment_start(system: DenseSystem, step: float) -> tuple[np.ndarray, np
         found = quadratic_moment_theta(W, n, system.p, system.scalar_indicator())
         if found is not None:
             return found, _moment_steps(found, found > 0.0, step)
+    elif structure.terms[0].ncols > 1:
+        return _dense_vector_start(system, step)
     ols = ols_from_cross_products(W[q:, q:], n)
     if ols is None:
         return structure.initial_theta(), steps
@@ -284,6 +296,58 @@ def dense_moment_start(system: DenseSystem, step: float) -> tuple[np.ndarray, np
     ]
     theta, estimated = moment_theta(structure, level_sums, *ols, n)
     return theta, _moment_steps(theta, estimated, step)
+
+
+def _dense_vector_start(system: DenseSystem, step: float) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`blocked_moment_start` of a small model whose first term is vector-valued, read
+    from the dense ``A``: the same estimates (the two-stage template of term 1, the one-way
+    moment estimate of scalar terms) and steps, so that the model starts alike in either
+    form without its blocked system being built.
+
+    Term 1's columns lead ``A``, level-major: its ``Z_l'Z_l`` are the ``p1 x p1`` blocks on
+    the diagonal of ``A[:q1, :q1]`` and ``[X y]'Z_1`` is ``A[q:, :q1]``; a scalar rest term's
+    level sums and ``n_l`` are its columns of ``A[q:]`` and of the diagonal.
+    """
+    structure, W, n, p = system.structure, system.W, system.n, system.p
+    m = W.shape[0]
+    q = m - p - 1
+    terms = structure.terms
+    t1 = terms[0]
+    l1, p1 = t1.nlevels, t1.ncols
+    q1 = l1 * p1
+    # The blocked system's choice of estimate (own_level) follows its update's form, which
+    # its sizes decide (blocked.py: a dense update up to m_r = 128 and 2^16 entries).
+    m_r = q - q1 + p + 1
+    dense_update = m_r <= 128 and m_r * m_r * l1 * (p1 * (p1 + 1) // 2) <= _DENSE_UPDATE_LIMIT
+    theta = structure.initial_theta()
+    estimated = np.zeros(theta.shape[0], dtype=bool)
+    ols = ols_from_cross_products(W[q:, q:], n)
+    if ols is not None:
+        beta, s2 = ols
+        diagonal = W.diagonal()
+        level_sums = [
+            (k, W[q:, s:e], diagonal[s:e])
+            for k, (term, (s, e)) in enumerate(zip(terms, system.spans, strict=True))
+            if term.ncols == 1
+        ]
+        theta, estimated = moment_theta(structure, level_sums, beta, s2, n, not dense_update)
+        if s2 > 0:
+            levels = np.arange(l1)
+            ztz = W[:q1, :q1].reshape(l1, p1, l1, p1)[levels, :, levels, :]
+            xytz1 = W[q:, :q1].reshape(p + 1, l1, p1)
+            t1_index = (structure.rows[0], structure.cols[0], int(structure.offsets[1]))
+            template = _two_stage_template(ztz, xytz1, n, t1_index, beta, s2)
+            if template is not None:
+                rows, cols, stop = t1_index
+                theta[:stop] = template[rows, cols]
+                estimated[:stop] = True
+    if dense_update:
+        steps = _moment_steps(theta, estimated, step)
+    else:
+        steps = np.where(estimated, 0.1 * step, step)
+    stop = int(structure.offsets[1])
+    steps[:stop] = np.where(estimated[:stop], 0.1 * step, step)
+    return theta, steps
 
 
 def quadratic_moment_theta(W: np.ndarray, n: int, p: int, S: np.ndarray) -> np.ndarray | None:

@@ -207,7 +207,11 @@ def _plain_solve(
 ) -> tuple[list[float], float] | None:
     """``d = -H_FF^{-1} g_F`` (zero off ``free``) and the decrement ``g_F' H_FF^{-1} g_F``
     by a Cholesky factorisation ``H_FF = C C'`` on Python floats; None where ``H_FF`` is
-    not positive definite."""
+    not positive definite.
+
+    Loops with one running sum each (from 0.0, in index order: the sums ``sum()`` formed,
+    so the same numbers) rather than generator expressions, whose set-up costs more than
+    their three or four products."""
     nf = len(free)
     C = [[0.0] * nf for _ in range(nf)]
     for i in range(nf):
@@ -215,7 +219,10 @@ def _plain_solve(
         Ci = C[i]
         for j in range(i + 1):
             Cj = C[j]
-            v = Hi[free[j]] - sum(Ci[t] * Cj[t] for t in range(j))
+            acc = 0.0
+            for t in range(j):
+                acc += Ci[t] * Cj[t]
+            v = Hi[free[j]] - acc
             if i == j:
                 if not v > 0.0:
                     return None  # not positive definite (or NaN)
@@ -226,14 +233,23 @@ def _plain_solve(
     # C z = g_F, then C' s = z: s = H_FF^{-1} g_F.
     z = [0.0] * nf
     for i in range(nf):
-        z[i] = (gf[i] - sum(C[i][t] * z[t] for t in range(i))) / C[i][i]
+        Ci = C[i]
+        acc = 0.0
+        for t in range(i):
+            acc += Ci[t] * z[t]
+        z[i] = (gf[i] - acc) / Ci[i]
     sol = [0.0] * nf
-    for i in reversed(range(nf)):
-        sol[i] = (z[i] - sum(C[t][i] * sol[t] for t in range(i + 1, nf))) / C[i][i]
+    for i in range(nf - 1, -1, -1):
+        acc = 0.0
+        for t in range(i + 1, nf):
+            acc += C[t][i] * sol[t]
+        sol[i] = (z[i] - acc) / C[i][i]
     d = [0.0] * len(g)
-    for i, v in zip(free, sol, strict=True):
+    dec = 0.0
+    for i, v, gi in zip(free, sol, gf, strict=True):
         d[i] = -v
-    return d, sum(a * b for a, b in zip(gf, sol, strict=True))
+        dec += gi * v
+    return d, dec
 
 
 def _plain_direction(
@@ -352,12 +368,16 @@ def template_columns(
     diagonal's first (``rows``, ``cols``: each template's entries' positions; ``offsets``:
     where each template's entries start in theta)."""
     found = []
+    # On Python lists: a template has a handful of entries (a cold path per fit).
+    starts = np.asarray(offsets).tolist()
     for k, (r, c) in enumerate(zip(rows, cols, strict=True)):
-        r, c = np.asarray(r), np.asarray(c)
-        for j in np.flatnonzero(r == c):
-            below = np.flatnonzero((c == c[j]) & (r > r[j]))
-            if below.shape[0]:
-                found.append(int(offsets[k]) + np.concatenate(([j], below)))
+        r, c = np.asarray(r).tolist(), np.asarray(c).tolist()
+        for j, (rj, cj) in enumerate(zip(r, c, strict=True)):
+            if rj != cj:
+                continue
+            below = [i for i, (ri, ci) in enumerate(zip(r, c, strict=True)) if ci == cj and ri > rj]
+            if below:
+                found.append(np.array([starts[k] + i for i in [j, *below]], dtype=np.int64))
     return found
 
 
@@ -395,6 +415,7 @@ def bounded_newton(
     value_and_gradient: Callable[[np.ndarray], tuple[float, np.ndarray]] | None = None,
     even: np.ndarray | None = None,
     max_iter: int = BOUNDED_NEWTON_MAX,
+    final: Callable[[np.ndarray], float] | None = None,
 ) -> NewtonFirst | None:
     """Minimise from ``x0`` within ``lower`` by projected Newton steps on the exact Hessian.
 
@@ -425,6 +446,10 @@ def bounded_newton(
         Entries stepped in their square away from 0 (see :func:`_newton_direction`).
     max_iter
         Newton iterations before giving up.
+    final
+        The criterion for the values taken at the end (the last step, the snap to a
+        bound), where a caller can compute what it needs at the optimum from the same
+        factorisation (the estimates); ``objective`` by default.
 
     Returns
     -------
@@ -433,6 +458,7 @@ def bounded_newton(
         recorded) and the Hessian there; None where the method cannot certify an optimum.
     """
     lower = np.asarray(lower, dtype=np.float64)
+    last = objective if final is None else final
     x = np.maximum(np.asarray(x0, dtype=np.float64), lower)
     f, g, H = derivatives(x)
     count = 1
@@ -490,12 +516,12 @@ def bounded_newton(
             # balanced design) is not worth a factorisation: the point stays.
             if step.size < _NO_STEP:
                 break
-            f1 = float(objective(step.x1))
+            f1 = float(last(step.x1))
             count += 1
             if math.isfinite(f1) and f1 <= f + noise:
                 x, f = step.x1, f1
             else:
-                f = float(objective(x))
+                f = float(last(x))
                 count += 1
             break
         # Projected line search (Armijo along the projection arc). The full step gets the
@@ -545,7 +571,7 @@ def bounded_newton(
         # b t^4) ends a hair above it; the bound itself is the optimum where the criterion
         # is no worse there (snap_to_bounds' rule), and makes singular fits reproducible.
         snapped = np.where(near, lower, x)
-        fs = float(objective(snapped))
+        fs = float(last(snapped))
         count += 1
         if math.isfinite(fs) and fs <= f + 1e-12 * max(1.0, abs(f)):
             x, f = snapped, fs

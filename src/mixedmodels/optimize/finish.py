@@ -613,6 +613,7 @@ def newton_first(
     x0: np.ndarray,
     lower: np.ndarray,
     max_iter: int = NEWTON_FIRST_MAX,
+    final: Callable[[np.ndarray], float] | None = None,
 ) -> NewtonFirst | None:
     """Minimise from ``x0`` by damped Newton steps on analytic derivatives; None if they
     cannot (then BOBYQA, which handles every case, takes over).
@@ -647,6 +648,10 @@ def newton_first(
         factorisations it cost.
     x0, lower
         Start and lower bounds (``-inf`` where none).
+    final
+        The criterion for the values taken at the end (the last step), where a caller can
+        compute what it needs at the optimum from the same factorisation (the
+        estimates); ``objective`` by default.
 
     Returns
     -------
@@ -656,6 +661,8 @@ def newton_first(
     x = np.array(x0, dtype=np.float64)
     if (x < lower).any():
         return None
+    if final is not None:
+        objective = final  # newton_first takes values only at the end
     if x.shape[0] == 1:
         return _newton_first_1d(objective, value_and_gradient, hessian, x, lower, max_iter)
     f, g = value_and_gradient(x)
