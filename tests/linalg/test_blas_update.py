@@ -189,15 +189,10 @@ def test_blas_rejects_indefinite_blocks(monkeypatch):
         up.update(_packed(W))
 
 
-@pytest.mark.parametrize("case", range(2))
-def test_engine_fits_in_the_blas_layout(case, monkeypatch):
-    """Fits on the large path with the dense products: the criterion of the stored
-    layout's fit to 1e-10, theta to 1e-6."""
-    formula, data = _engine_models()[case]
-    monkeypatch.setattr(blocked, "_DENSE_UPDATE_LIMIT", -1)  # the large path
-    monkeypatch.setattr(rank_update, "_BLAS_COLUMNS", 8)
-    monkeypatch.setattr(rank_update, "UPDATE_THREADS", 2)
-    fits = {}
+def _fits_stored_and_blas(monkeypatch, formula: str, data) -> tuple:
+    """The same model fitted in the stored layout, then in the blas layout (each checked to
+    be the layout its fit used)."""
+    fits = []
     for layout in ("stored", "blas"):
         if layout == "blas":
             _blas(monkeypatch)
@@ -208,8 +203,19 @@ def test_engine_fits_in_the_blas_layout(case, monkeypatch):
             fit = mm.lmer(formula, data)
         pattern = fit.deviance_function.system.pattern
         assert isinstance(pattern, LevelBlockUpdate) and pattern.layout == layout
-        fits[layout] = fit
-    ref, new = fits["stored"], fits["blas"]
+        fits.append(fit)
+    return tuple(fits)
+
+
+@pytest.mark.parametrize("case", range(2))
+def test_engine_fits_in_the_blas_layout(case, monkeypatch):
+    """Fits on the large path with the dense products: the criterion of the stored
+    layout's fit to 1e-10, theta to 1e-6."""
+    formula, data = _engine_models()[case]
+    monkeypatch.setattr(blocked, "_DENSE_UPDATE_LIMIT", -1)  # the large path
+    monkeypatch.setattr(rank_update, "_BLAS_COLUMNS", 8)
+    monkeypatch.setattr(rank_update, "UPDATE_THREADS", 2)
+    ref, new = _fits_stored_and_blas(monkeypatch, formula, data)
     crit = float(ref.deviance_function(np.asarray(ref.theta)))
     assert abs(float(new.deviance_function(np.asarray(new.theta))) - crit) <= 1e-10 * abs(crit)
     np.testing.assert_allclose(np.asarray(new.theta), np.asarray(ref.theta), rtol=1e-6, atol=1e-7)
@@ -326,16 +332,9 @@ def test_wide_rest_fits_in_the_blas_layout(case, monkeypatch):
     monkeypatch.setattr(gradient_module, "_CHEAP_REST_MAX", 1)
     monkeypatch.setattr(rank_update, "_BLAS_COLUMNS", 8)
     monkeypatch.setattr(rank_update, "UPDATE_THREADS", 2)
-    crit = {}
-    for layout in ("stored", "blas"):
-        if layout == "blas":
-            _blas(monkeypatch)
-        else:
-            _force(monkeypatch, "stored")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            fit = mm.lmer(formula, data)
-        pattern = fit.deviance_function.system.pattern
-        assert pattern.layout == layout
-        crit[layout] = float(fit.deviance_function(np.asarray(fit.theta)))
+    fits = _fits_stored_and_blas(monkeypatch, formula, data)
+    crit = {
+        layout: float(fit.deviance_function(np.asarray(fit.theta)))
+        for layout, fit in zip(("stored", "blas"), fits, strict=True)
+    }
     assert abs(crit["blas"] - crit["stored"]) <= 1e-10 * abs(crit["stored"])
