@@ -47,6 +47,7 @@ def run(keys: list[str], rounds: int, libraries: list[str]) -> dict:
     started = time.time()
     load_before = os.getloadavg()
     medians: dict[str, dict[str, list[float]]] = {k: {c: [] for c in libraries} for k in keys}
+    warm: dict[str, dict[str, list[float]]] = {k: {c: [] for c in libraries} for k in keys}
     failures: dict[str, dict[str, str]] = {k: {} for k in keys}
     for r in range(rounds):
         order = libraries if r % 2 == 0 else list(reversed(libraries))
@@ -55,6 +56,8 @@ def run(keys: list[str], rounds: int, libraries: list[str]) -> dict:
                 row = time_one(library, key)
                 if row is not None and row.get("status") == "ok":
                     medians[key][library].append(float(row["median_s"]))
+                    if "warm_median_s" in row:
+                        warm[key][library].append(float(row["warm_median_s"]))
                 else:
                     reason = (row or {}).get("reason") or "worker failed"
                     failures[key][library] = str(reason)[:80]
@@ -69,6 +72,9 @@ def run(keys: list[str], rounds: int, libraries: list[str]) -> dict:
         "rounds": rounds,
         "versions": {c: contestants.BY_KEY[c].version() for c in libraries},
         "medians_s": table,
+        "warm_medians_s": {
+            k: {c: (statistics.median(v) if v else None) for c, v in warm[k].items()} for k in keys
+        },
         "failures": failures,
     }
 
@@ -85,13 +91,16 @@ def section(result: dict, libraries: list[str]) -> str:
         f"load before / after {load} on 2 cores). lme-python's documentation feeds it "
         "polars: it is timed with a polars frame (built once, outside the timing) and with "
         "the pandas frame the main tables use. Median seconds per fit (median of round "
-        f"medians); the last column is ours over lme-python's native time. {versions}.",
+        f"medians); ours over lme-python's native time with that protocol, then warm: the "
+        "median of 15 consecutive fits with no collection in between (issue 17's first "
+        f"table). {versions}.",
         "",
         "| model | "
         + " | ".join(HEADERS[c] for c in libraries)
-        + " | ours / lme-python (polars) |",
-        "|---|" + "---:|" * (len(libraries) + 1),
+        + " | ours / lme-python (polars) | warm: ours / lme-python (polars) |",
+        "|---|" + "---:|" * (len(libraries) + 2),
     ]
+    warm = result.get("warm_medians_s", {})
     for key, row in result["medians_s"].items():
         cells = []
         for c in libraries:
@@ -101,7 +110,10 @@ def section(result: dict, libraries: list[str]) -> str:
             )
         ours, native = row.get("ours"), row.get("lme_python_polars")
         ratio = f"{ours / native:.2f}" if ours and native else ""
-        lines.append(f"| {key} | " + " | ".join(cells) + f" | {ratio} |")
+        w_ours = warm.get(key, {}).get("ours")
+        w_native = warm.get(key, {}).get("lme_python_polars")
+        w_ratio = f"{w_ours / w_native:.2f}" if w_ours and w_native else ""
+        lines.append(f"| {key} | " + " | ".join(cells) + f" | {ratio} | {w_ratio} |")
     return "\n".join(lines)
 
 
