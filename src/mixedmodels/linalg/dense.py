@@ -164,10 +164,7 @@ def _scaled_inverse(R: np.ndarray, sigma2: float) -> np.ndarray:
     a product would be code touched only here, each paid cold after a collection. potrs
     reads R's upper triangle alone; its result is symmetrised, as ``R^{-1} R^{-T}`` was.
     """
-    p = R.shape[0]
-    eye = np.zeros((p, p))
-    eye.ravel()[:: p + 1] = 1.0
-    inv, _ = _dpotrs(R, eye, lower=0, overwrite_b=1)
+    inv, _ = _dpotrs(R, _identity(R.shape[0]), lower=0)  # potrs copies the read-only I
     inv += inv.T
     inv *= 0.5 * sigma2
     return inv
@@ -865,8 +862,13 @@ class DenseSystem:
         if info != 0:
             raise np.linalg.LinAlgError("Omega is not positive definite at theta")
         diag = U.diagonal()
+        # np.add.reduce: ndarray.sum's Python-level wrapper costs more than these sums.
         logs = np.log(diag[:p])
-        terms = (float(np.log(d).sum()), 2.0 * float(logs.sum()), float(diag[p]) ** 2)
+        terms = (
+            float(np.add.reduce(np.log(d))),
+            2.0 * float(np.add.reduce(logs)),
+            float(diag[p]) ** 2,
+        )
         sigma2 = terms[2] / dof
         if p:
             R = U[:p, :p]

@@ -52,10 +52,13 @@ class Estimates:
 
     def __post_init__(self) -> None:
         # Results hand these out; read-only views keep the estimates as computed.
-        for name in ("beta", "vcov_beta"):
-            object.__setattr__(self, name, _read_only(getattr(self, name)))
-        for name in ("b", "u"):
-            object.__setattr__(self, name, tuple(_read_only(a) for a in getattr(self, name)))
+        # (Written out: a small fit builds one of these, where loops over getattr would
+        # cost more than the views.)
+        fields = self.__dict__
+        fields["beta"] = _read_only(self.beta)
+        fields["vcov_beta"] = _read_only(self.vcov_beta)
+        fields["b"] = tuple([_read_only(a) for a in self.b])
+        fields["u"] = tuple([_read_only(a) for a in self.u])
 
 
 def _read_only(a: np.ndarray) -> np.ndarray:

@@ -277,16 +277,18 @@ def dense_moment_start(system: DenseSystem, step: float) -> tuple[np.ndarray, np
     """
     structure, W, n = system.structure, system.W, system.n
     q = W.shape[0] - system.p - 1
-    steps = np.empty(structure.ntheta)  # np.full without its Python-level wrapper
-    steps.fill(float(step))
     if system.scalar_terms:
-        found = quadratic_moment_theta(W, n, system.p, system.scalar_indicator())
+        one = len(structure.terms) == 1
+        found = quadratic_moment_theta(W, n, system.p, None if one else system.scalar_indicator())
         if found is not None:
-            return found, _moment_steps(found, found > 0.0, step)
+            # Every estimate is positive here: _moment_steps' steps on Python floats.
+            return found, np.array([max(0.3 * t, 0.1 * step) for t in found.tolist()])
     elif structure.terms[0].ncols > 1:
         return _dense_vector_start(system, step)
     ols = ols_from_cross_products(W[q:, q:], n)
     if ols is None:
+        steps = np.empty(structure.ntheta)  # np.full without its Python-level wrapper
+        steps.fill(float(step))
         return structure.initial_theta(), steps
     diagonal = W.diagonal()
     level_sums = [
@@ -350,11 +352,14 @@ def _dense_vector_start(system: DenseSystem, step: float) -> tuple[np.ndarray, n
     return theta, steps
 
 
-def quadratic_moment_theta(W: np.ndarray, n: int, p: int, S: np.ndarray) -> np.ndarray | None:
+def quadratic_moment_theta(
+    W: np.ndarray, n: int, p: int, S: np.ndarray | None
+) -> np.ndarray | None:
     """theta of scalar terms from unbiased quadratic-form (ANOVA-type) moment equations.
 
     ``W`` is the dense ``A = [Z X y]'[Z X y]`` of ``n`` rows and ``p`` fixed effects, ``S``
-    the ``q x K`` indicator of each ``Z`` column's term (term k holds theta k). With
+    the ``q x K`` indicator of each ``Z`` column's term (term k holds theta k; None for a
+    single term, whose sums run over all ``q`` levels). With
     ``M = I - X (X'X)^{-1} X'``, ``C = Z'MZ`` and ``s = Z'My`` (both read from ``A`` after
     one ``p x p`` solve), ``n_l = A[l, l]`` and ``V = sigma^2 I + sum_j sigma_j^2 Z_j Z_j'``,
     the quadratic forms
@@ -398,12 +403,24 @@ def quadratic_moment_theta(W: np.ndarray, n: int, p: int, S: np.ndarray) -> np.n
         Cfull = W
     inv_n = 1.0 / nl
     C = Cfull[:q, :q]
-    T = S.T @ ((C * C) * inv_n[:, None]) @ S  # sum_(l in k, l' in j) C_ll'^2 / n_l
     diagC = C.diagonal()
     zy = Cfull[:q, -1]
-    sums = np.stack((diagC * inv_n, diagC, zy * zy * inv_n)) @ S  # (3 x K)
-    rows = sums.tolist()
-    tk = T.tolist()
+    # Rows (C_ll / n_l, C_ll, s_l^2 / n_l), summed by term below; filled in place (np.stack
+    # is a Python-level wrapper costing more than the sums on a small model).
+    Q = np.empty((3, q))
+    np.multiply(diagC, inv_n, out=Q[0])
+    Q[1] = diagC
+    np.multiply(zy, zy, out=Q[2])
+    Q[2] *= inv_n
+    CC = C * C
+    if S is None:
+        # One term: the sums over its levels, T = sum_l sum_l' C_ll'^2 / n_l.
+        rows = [[x] for x in np.add.reduce(Q, axis=1).tolist()]
+        tk = [[float(inv_n @ np.add.reduce(CC, axis=1))]]
+    else:
+        CC *= inv_n[:, None]
+        rows = (Q @ S).tolist()  # (3 x K)
+        tk = (S.T @ CC @ S).tolist()  # sum_(l in k, l' in j) C_ll'^2 / n_l
     k = len(rows[0])
     # Unknowns (sigma^2, sigma_1^2, ..., sigma_K^2): the residual equation first.
     M = [[float(n - p)] + rows[1]] + [[rows[0][i]] + tk[i] for i in range(k)]
@@ -411,8 +428,10 @@ def quadratic_moment_theta(W: np.ndarray, n: int, p: int, S: np.ndarray) -> np.n
     v = _solve_small(M, rhs)
     if v is None or not all(x > 0.0 for x in v):
         return None
-    theta = np.array([min(math.sqrt(x / v[0]), 10.0) for x in v[1:]])
-    return theta if np.all(np.isfinite(theta)) else None
+    values = [min(math.sqrt(x / v[0]), 10.0) for x in v[1:]]
+    if not all(math.isfinite(x) for x in values):
+        return None
+    return np.array(values)
 
 
 def scalar_indicator(structure: CovarianceStructure) -> np.ndarray:
@@ -432,13 +451,33 @@ def _solve_small(M: list[list[float]], rhs: list[float]) -> list[float] | None:
     pivoting, on Python floats (numpy's solve is code touched only here, cold after a
     collection); None if ``M`` is singular to working precision."""
     k = len(rhs)
-    a = [[*row, b] for row, b in zip(M, rhs, strict=True)]
-    scale = max(abs(x) for row in M for x in row)
+    scale = max([abs(x) for row in M for x in row])
     if not scale > 0.0 or not math.isfinite(scale):
         return None
+    if k == 2:
+        # One term (sigma^2 and its component): the same elimination, unrolled.
+        (a0, b0), (a1, b1) = M
+        r0, r1 = rhs
+        if abs(a1) > abs(a0):
+            a0, b0, r0, a1, b1, r1 = a1, b1, r1, a0, b0, r0
+        if not abs(a0) > 1e-13 * scale:
+            return None
+        f = a1 / a0
+        if f:
+            b1 -= f * b0
+            r1 -= f * r0
+        if not abs(b1) > 1e-13 * scale:
+            return None
+        x1 = r1 / b1
+        return [(r0 - b0 * x1) / a0, x1]
+    a = [[*row, b] for row, b in zip(M, rhs, strict=True)]
     for c in range(k):
-        r = max(range(c, k), key=lambda i: abs(a[i][c]))
-        if not abs(a[r][c]) > 1e-13 * scale:
+        # partial pivoting: the row with the largest entry in column c
+        r, big = c, abs(a[c][c])
+        for i in range(c + 1, k):
+            if abs(a[i][c]) > big:
+                r, big = i, abs(a[i][c])
+        if not big > 1e-13 * scale:
             return None
         a[c], a[r] = a[r], a[c]
         pivot = a[c]
@@ -449,9 +488,12 @@ def _solve_small(M: list[list[float]], rhs: list[float]) -> list[float] | None:
                 for j in range(c, k + 1):
                     row[j] -= f * pivot[j]
     x = [0.0] * k
-    for i in reversed(range(k)):
+    for i in range(k - 1, -1, -1):
         row = a[i]
-        x[i] = (row[k] - sum(row[j] * x[j] for j in range(i + 1, k))) / row[i]
+        known = 0.0
+        for j in range(i + 1, k):
+            known += row[j] * x[j]
+        x[i] = (row[k] - known) / row[i]
     return x
 
 
