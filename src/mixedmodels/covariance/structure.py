@@ -13,6 +13,7 @@ block-diagonal term instead of several crossed ones, and theta keeps lme4's orde
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -155,8 +156,20 @@ class CovarianceStructure:
     def ntheta(self) -> int:
         return self.offsets[-1]
 
+    @cached_property
+    def nranef(self) -> int:
+        """``q``: random effects of all terms (the columns of ``Z``)."""
+        return sum(t.nranef for t in self.terms)
+
+    @cached_property
+    def all_scalar(self) -> bool:
+        """Whether every template is ``1 x 1`` (one column per term)."""
+        return all(t.ncols == 1 for t in self.terms)
+
     def lower_bounds(self) -> np.ndarray:
         """0 for diagonal template entries (standard deviations), -inf off the diagonal."""
+        if self.all_scalar:
+            return np.zeros(self.ntheta)  # every entry is a diagonal
         return np.concatenate(
             [np.where(r == c, 0.0, -np.inf) for r, c in zip(self.rows, self.cols, strict=True)]
         )

@@ -29,7 +29,7 @@ ROWS_PRODUCT_MAX = 1 << 21
 
 def dense_size(structure: CovarianceStructure, p: int) -> int:
     """``q + p + 1``: the order of the dense ``Omega`` of a model."""
-    return sum(t.nranef for t in structure.terms) + p + 1
+    return structure.nranef + p + 1
 
 
 def prefers_dense(structure: CovarianceStructure, p: int) -> bool:

@@ -164,7 +164,7 @@ def _scaled_inverse(R: np.ndarray, sigma2: float) -> np.ndarray:
     a product would be code touched only here, each paid cold after a collection. potrs
     reads R's upper triangle alone; its result is symmetrised, as ``R^{-1} R^{-T}`` was.
     """
-    inv, _ = _dpotrs(R, _identity(R.shape[0]), lower=0)  # potrs copies the read-only I
+    inv, _ = _dpotrs(R, read_only_identity(R.shape[0]), lower=0)  # potrs copies the read-only I
     inv += inv.T
     inv *= 0.5 * sigma2
     return inv
@@ -184,7 +184,7 @@ def _upper_gather(cols: np.ndarray, order: int, rows: int) -> np.ndarray:
 _IDENTITIES: dict[int, np.ndarray] = {}
 
 
-def _identity(m: int) -> np.ndarray:
+def read_only_identity(m: int) -> np.ndarray:
     """The ``m x m`` identity, made once per order (a fit asks for one or two)."""
     eye = _IDENTITIES.get(m)
     if eye is None:
@@ -219,7 +219,7 @@ class DenseSystem:
         self.structure = structure
         self.n = int(n)
         terms = structure.terms
-        q = sum(t.nranef for t in terms)
+        q = structure.nranef
         m = W.shape[0]
         self.p = m - q - 1
         self._q, self._m, self._W = q, m, W
@@ -230,7 +230,7 @@ class DenseSystem:
         # (m levels, p_k) for the batched template products.
         self._spans: list[tuple[int, int]] = []
         self._w_columns = []
-        self._scalar = all(t.ncols == 1 for t in terms)
+        self._scalar = structure.all_scalar
         # 1 x 1 templates with one theta each (not gls's null term, which has none)
         one_each = self._scalar and structure.ntheta == len(terms)
         if one_each:
@@ -633,7 +633,7 @@ class DenseSystem:
         else:
             terms = self._log_terms(diag)
         A = self._W
-        G, _ = _dpotrs(U, _identity(self._m), lower=0)  # Omega^{-1}, whole and symmetric
+        G, _ = _dpotrs(U, read_only_identity(self._m), lower=0)  # Omega^{-1}, whole and symmetric
         if self._one_term is None and self.scalar_terms:
             found2 = self._scalar_interior_derivatives(theta, U, G, r2, logdet, logr2_weight)
             if found2 is not None:
@@ -650,7 +650,7 @@ class DenseSystem:
         else:
             weight = logr2_weight
             Kd = K[:q, :q]
-            Gd, _ = _dpotrs(U[:q, :q], _identity(q), lower=0)
+            Gd, _ = _dpotrs(U[:q, :q], read_only_identity(q), lower=0)
             Pd = Kd @ Gd
             Ad = A[:q, :q]
         wr2 = weight * r2
@@ -749,7 +749,7 @@ class DenseSystem:
             Gz = G[:q, :q]
         else:
             weight = logr2_weight
-            Gz, _ = _dpotrs(U[:q, :q], _identity(q), lower=0)
+            Gz, _ = _dpotrs(U[:q, :q], read_only_identity(q), lower=0)
         R = eye_q - Gz
         Q = Gz - R
         Q *= R  # (2 G_ZZ - I) R

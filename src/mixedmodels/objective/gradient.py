@@ -49,6 +49,7 @@ from scipy.linalg.lapack import dtrtri as _dtrtri
 
 from mixedmodels.linalg.blocked import BlockedFactor
 from mixedmodels.linalg.choice import dense_system, prefers_dense
+from mixedmodels.linalg.dense import read_only_identity
 from mixedmodels.linalg.dense_rest import (
     balanced_scalar_crossed,
     balanced_traces,
@@ -64,6 +65,8 @@ from mixedmodels.linalg.solution import (
 from mixedmodels.objective.profiled_deviance import ProfiledDeviance
 
 _LOG_2PI = math.log(2.0 * math.pi)
+#: The powers 1, 2, 3 of OneTermDerivatives' level weights, as a column (broadcast).
+_POWERS = np.array([[1.0], [2.0], [3.0]])
 # A template diagonal below this (relative to the template's largest entry, and absolute)
 # is treated as singular: Lambda^{-1} would amplify rounding beyond use.
 _SINGULAR_DIAGONAL = 1e-6
@@ -742,9 +745,7 @@ class OneTermDerivatives:
         self._outer = np.empty((q, m * m + 1))
         self._outer[:, : m * m] = (S.T[:, :, None] * S.T[:, None, :]).reshape(q, m * m)
         self._outer[:, -1] = self._n_l
-        self._powers = np.array([[1.0], [2.0], [3.0]])
-        self._eye = np.zeros((m, m), order="F")
-        self._eye.ravel(order="F")[:: m + 1] = 1.0
+        self._eye = read_only_identity(m)  # read-only: potrs copies it
 
     def value_gradient_hessian(self, theta: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
         """The criterion, its (1,) gradient and (1, 1) Hessian at ``theta`` (``inf`` and NaN
@@ -768,7 +769,7 @@ class OneTermDerivatives:
         # product give the Schur complement (w = t^2 inv), C1 (w' = 2t inv^2),
         # C2 (w'' = (2 - 6 t^2 n) inv^3 = 8 inv^3 - 6 inv^2), a' = 2t sum n inv and
         # a'' = sum 2n (1 - t^2 n) inv^2 = 4 sum n inv^2 - 2 sum n inv.
-        F = (inv**self._powers) @ self._outer
+        F = (inv**_POWERS) @ self._outer
         schur = self._G - (F[0, :k] * t2).reshape(shape)
         # schur is symmetric: its transpose is the same matrix in Fortran order.
         U, info = _dpotrf(schur.T, lower=0, clean=0, overwrite_a=1)
