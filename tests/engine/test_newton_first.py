@@ -143,12 +143,22 @@ def test_unbalanced_one_term_design_is_detected():
     assert isinstance(frame, pd.DataFrame)
 
 
+@pytest.mark.parametrize(
+    ("dataset", "formula"),
+    [
+        # 322 rows x 27 levels: the level sums by bincount
+        ("ratpup", "weight ~ treatment + sex + litsize + (1|litter)"),
+        ("ratpup", "weight ~ treatment + sex + (0 + litsize|litter)"),  # z = litsize
+        # 30 x 6: by the product with the indicator
+        ("dyestuff", "Yield ~ 1 + (1|Batch)"),
+    ],
+)
 @pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
-def test_one_term_cross_products_by_blocks_equal_the_whole_product(weighted):
+def test_one_term_cross_products_by_blocks_equal_the_whole_product(weighted, dataset, formula):
     """One scalar term's dense A is assembled by blocks; it equals M'WM for M = [Z X y]."""
     from mixedmodels.linalg.dense import cross_products_from_rows
 
-    fit = mm.lmer("weight ~ treatment + sex + litsize + (1|litter)", mm.load_dataset("ratpup"))
+    fit = mm.lmer(formula, mm.load_dataset(dataset))
     model = fit.model
     X, y = model.design.X, model.y
     term = model.structure.terms[0]

@@ -129,6 +129,11 @@ def cross_products_from_blocks(structure: CovarianceStructure, A: CrossProducts)
     return W
 
 
+#: Up to this many entries (rows x levels), one scalar term's ``[X y]'Z`` is a product with
+#: the dense indicator (fewer NumPy calls); beyond, a bincount (see _one_term_cross_products).
+_INDICATOR_PRODUCT_MAX = 4096
+
+
 def _one_term_cross_products(
     term, X: np.ndarray, y: np.ndarray, weights: np.ndarray | None
 ) -> np.ndarray:
@@ -146,10 +151,19 @@ def _one_term_cross_products(
     z = term.z[:, 0]
     left = (Xy * weights[:, None]).T if weights is not None else Xy.T
     wz = z if weights is None else z * weights
-    Z = np.zeros((n, q))
-    Z[np.arange(n), term.refs] = z
+    if n * q <= _INDICATOR_PRODUCT_MAX:
+        Z = np.zeros((n, q))
+        Z[np.arange(n), term.refs] = z
+        S = left @ Z
+    else:
+        # The level sums of [X y] w z by one bincount over (column, level) pairs: the
+        # n x q indicator would cost n q entries to write and n q (p + 1) flops to multiply
+        # (at n = 5,000 and q = 300: 24 ms, where the bincount takes 0.1 ms).
+        wzXy = left * z  # (p + 1) x n
+        cells = term.refs + q * np.arange(p + 1)[:, None]
+        S = np.bincount(cells.ravel(), weights=wzXy.ravel(), minlength=q * (p + 1))
+        S = S.reshape(p + 1, q)
     W = np.zeros((m, m))
-    S = left @ Z
     W[q:, :q] = S
     W[:q, q:] = S.T
     W[q:, q:] = left @ Xy

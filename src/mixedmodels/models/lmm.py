@@ -416,7 +416,7 @@ class LinearMixedModel:
             if start is None:
                 # Scalar terms start at a moment estimate: on large data that halves the
                 # evaluations (see objective/start.py).
-                x0, steps = dev.moment_start((options or OptimizerOptions()).initial_step)
+                x0, steps = dev.moment_start((options or _DEFAULT_OPTIONS).initial_step)
             else:
                 x0 = np.asarray(start, float)
                 steps = start_steps
@@ -424,7 +424,7 @@ class LinearMixedModel:
             # so BOBYQA may stop earlier (20-50% fewer evaluations). A boundary optimum
             # cannot be finished that way: its restart (see minimize_with_restart) runs to
             # the tight tolerances. Options the caller passes are used as given.
-            tight = OptimizerOptions() if early else None
+            tight = _DEFAULT_OPTIONS if early else None
             first = _BEFORE_NEWTON if early else options
             if dense is not None:
                 gradient = _dense_gradient(dense)
@@ -850,7 +850,9 @@ class _EstimatesAt:
 
     def at(self, theta: np.ndarray) -> tuple[Any, float] | None:
         """The estimates and criterion kept for ``theta`` (None if it was not the last)."""
-        if self._point is None or not np.array_equal(self._point, theta):
+        point = self._point
+        # (The few entries compared as Python floats: np.array_equal's wrapper costs more.)
+        if point is None or point.shape != theta.shape or point.tolist() != theta.tolist():
             return None
         return self._found
 
@@ -939,5 +941,7 @@ def _null_terms(n: int) -> tuple[GroupedTerm, ...]:
 
 # BOBYQA's tolerances when Newton steps finish the optimum (see LinearMixedModel._fit).
 _BEFORE_NEWTON = OptimizerOptions(ftol_rel=1e-7, ftol_abs=1e-5, xtol_abs=1e-4)
+# The defaults (frozen, so one instance serves every fit).
+_DEFAULT_OPTIONS = OptimizerOptions()
 # A refit's first BOBYQA trust region, relative to each start value (see refit).
 _NEARBY_STEP = 0.1

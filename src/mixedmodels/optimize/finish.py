@@ -583,7 +583,7 @@ def _newton_first_result(
 ) -> NewtonFirst:
     """The record of a converged :func:`newton_first` run (either of its two loops)."""
     summary = OptSummary(
-        initial_theta=np.array(x0, dtype=np.float64),
+        initial_theta=np.asarray(x0, dtype=np.float64),  # the record keeps its own copy
         final_theta=x,
         lower=np.asarray(lower, dtype=np.float64),
         initial_objective=f0,
