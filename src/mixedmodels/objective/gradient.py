@@ -891,7 +891,9 @@ def _balanced_spectrum(
     (``G = L L'``), the squares of ``z = V' L^{-1} e_m``, ``n``, the number of levels and
     ``log|G|``; None for an unbalanced design or a ``G`` that is not positive definite."""
     q = n_l.shape[0]
-    if q == 0 or float(n_l.max()) != float(n_l.min()) or float(n_l[0]) <= 0.0:
+    if q == 0 or float(np.maximum.reduce(n_l)) != float(np.minimum.reduce(n_l)):
+        return None
+    if float(n_l[0]) <= 0.0:
         return None
     L, info = _dpotrf(G, lower=1, clean=1)
     if info != 0:
@@ -905,5 +907,5 @@ def _balanced_spectrum(
     if info != 0:
         return None
     z = V[-1] / L[-1, -1]
-    log_g = 2.0 * float(np.log(L.diagonal()).sum())
+    log_g = 2.0 * float(np.add.reduce(np.log(L.diagonal())))
     return lam.tolist(), (z * z).tolist(), float(n_l[0]), q, log_g

@@ -387,7 +387,7 @@ def quadratic_moment_theta(
     m = W.shape[0]
     q = m - p - 1
     nl = W.diagonal()[:q]
-    if not float(nl.min()) > 0.0:
+    if not float(np.minimum.reduce(nl)) > 0.0:  # (no ndarray.min wrapper)
         return None
     if p:
         U, info = _dpotrf(W[q : q + p, q : q + p], lower=0, clean=0)

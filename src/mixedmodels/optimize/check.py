@@ -145,7 +145,7 @@ def check_convergence(
     """
     g = summary.gradient
     x, lower = summary.final_theta, summary.lower
-    if g is not None and hessian is not None and np.isfinite(g).all():
+    if g is not None and hessian is not None and np.logical_and.reduce(np.isfinite(g)):
         checked = _verdict(summary, g, g, lambda: hessian, tol)
     else:
         g, on_demand = _derivatives(objective, x, summary.final_objective, lower)
@@ -181,7 +181,7 @@ def _verdict(
     messages = list(summary.messages)
     n_before = len(messages)
     converged = summary.converged
-    if float(np.abs(checked).max(initial=0.0)) > tol:
+    if float(np.maximum.reduce(np.abs(checked), initial=0.0)) > tol:
         H = hessian()
         C = None if H is None else cholesky_or_none(H)
         if C is None:
@@ -232,7 +232,7 @@ def _hessian_verdict(
     x, lower = summary.final_theta, summary.lower
     k = x.shape[0]
     at_bound = x - lower < EDGE_TOL  # False where lower is -inf
-    if at_bound.any():
+    if np.logical_or.reduce(at_bound):
         if callable(blocks):
             blocks = blocks()
         blocks = np.arange(k) if blocks is None else np.asarray(blocks)

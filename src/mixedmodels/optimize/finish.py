@@ -659,7 +659,7 @@ def newton_first(
         The record counts every factorisation as an evaluation.
     """
     x = np.array(x0, dtype=np.float64)
-    if (x < lower).any():
+    if np.logical_or.reduce(x < lower):
         return None
     if final is not None:
         objective = final  # newton_first takes values only at the end
