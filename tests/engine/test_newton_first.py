@@ -146,17 +146,18 @@ def test_unbalanced_one_term_design_is_detected():
 @pytest.mark.parametrize(
     ("dataset", "formula"),
     [
-        # 322 rows x 27 levels: the level sums by bincount
+        # 322 rows x 27 levels: by blocks, the level sums by bincount
         ("ratpup", "weight ~ treatment + sex + litsize + (1|litter)"),
         ("ratpup", "weight ~ treatment + sex + (0 + litsize|litter)"),  # z = litsize
-        # 30 x 6: by the product with the indicator
+        # 30 x 6: by blocks, the level sums by the product with the indicator
         ("dyestuff", "Yield ~ 1 + (1|Batch)"),
     ],
 )
 @pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
 def test_one_term_cross_products_by_blocks_equal_the_whole_product(weighted, dataset, formula):
-    """One scalar term's dense A is assembled by blocks; it equals M'WM for M = [Z X y]."""
-    from mixedmodels.linalg.dense import cross_products_from_rows
+    """One scalar term's dense A, as the whole product or by blocks (the form larger
+    designs take), equals M'WM for M = [Z X y]."""
+    from mixedmodels.linalg.dense import _one_term_cross_products, cross_products_from_rows
 
     fit = mm.lmer(formula, mm.load_dataset(dataset))
     model = fit.model
@@ -171,6 +172,8 @@ def test_one_term_cross_products_by_blocks_equal_the_whole_product(weighted, dat
     expected = M.T @ M if w is None else (M * w[:, None]).T @ M
     got = cross_products_from_rows(model.structure, X, y, w)
     np.testing.assert_allclose(got, expected, rtol=1e-13, atol=1e-10 * np.abs(expected).max())
+    by_blocks = _one_term_cross_products(term, X, y, w)
+    np.testing.assert_allclose(by_blocks, expected, rtol=1e-13, atol=1e-10 * np.abs(expected).max())
 
 
 def test_newton_first_on_simulated_designs_matches_tight_bobyqa():
