@@ -386,7 +386,9 @@ class DenseSystem:
     def _log_terms(self, diag: np.ndarray) -> tuple[float, float, float]:
         logs = np.log(diag[:-1])
         q = self._q
-        return 2.0 * float(logs[:q].sum()), 2.0 * float(logs[q:].sum()), float(diag[-1]) ** 2
+        # np.add.reduce: ndarray.sum's reduction without its Python-level wrapper
+        add = np.add.reduce
+        return 2.0 * float(add(logs[:q])), 2.0 * float(add(logs[q:])), float(diag[-1]) ** 2
 
     def log_diagonal(self, theta: np.ndarray) -> tuple[float, np.ndarray, float] | None:
         """What the criterion reads at ``theta``: 0 (no separately eliminated block), the
@@ -432,7 +434,7 @@ class DenseSystem:
         if info != 0:
             return None
         diag = U.diagonal()
-        return float(np.log(d).sum()), np.log(diag[:-1]), float(diag[-1]) ** 2
+        return float(np.add.reduce(np.log(d))), np.log(diag[:-1]), float(diag[-1]) ** 2
 
     def log_terms(self, theta: np.ndarray) -> tuple[float, float, float] | None:
         """``log|L_Z|^2``, ``log|R_X|^2`` and ``r^2`` at ``theta`` (None if Omega is not
@@ -483,11 +485,11 @@ class DenseSystem:
             found = self._one_term_log_diagonal(float(theta[0]))
             if found is None:  # pragma: no cover - Omega was factored just above
                 return None, np.full(self.structure.ntheta, np.nan)
-            terms = (found[0], 2.0 * float(found[1].sum()), found[2])
+            terms = (found[0], 2.0 * float(np.add.reduce(found[1])), found[2])
             r2 = terms[2]
         elif logdet == "zx":
             r2 = float(diag[-1]) ** 2
-            terms = (2.0 * float(np.log(diag[:-1]).sum()), 0.0, r2)
+            terms = (2.0 * float(np.add.reduce(np.log(diag[:-1]))), 0.0, r2)
         else:
             terms = self._log_terms(diag)
             r2 = terms[2]
@@ -645,9 +647,9 @@ class DenseSystem:
             found = self._one_term_log_diagonal(float(theta[0]))
             if found is None:  # pragma: no cover - Omega was factored just above
                 return None, np.full(k, np.nan), np.full((k, k), np.nan)
-            terms = (found[0], 2.0 * float(found[1].sum()), found[2])
+            terms = (found[0], 2.0 * float(np.add.reduce(found[1])), found[2])
         elif logdet == "zx":
-            terms = (2.0 * float(np.log(diag[:-1]).sum()), 0.0, r2)
+            terms = (2.0 * float(np.add.reduce(np.log(diag[:-1]))), 0.0, r2)
         else:
             terms = self._log_terms(diag)
         A = self._W

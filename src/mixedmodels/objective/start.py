@@ -252,8 +252,9 @@ def _two_stage_template(
     sigma2 = (s2 * (n - p) - float(np.sum(b * ztr[det_ok]))) / dof
     if not sigma2 > 0:
         return None
-    centred = b - b.mean(axis=0)
-    cov = centred.T @ centred / (nok - 1) - sigma2 * inv.mean(axis=0)
+    # np.add.reduce / count: ndarray.mean's own arithmetic, without its Python-level wrapper
+    centred = b - np.add.reduce(b, axis=0) / b.shape[0]
+    cov = centred.T @ centred / (nok - 1) - sigma2 * (np.add.reduce(inv, axis=0) / inv.shape[0])
     rows, cols, _ = t1_index
     free = np.zeros((p1, p1), dtype=bool)
     free[rows, cols] = True

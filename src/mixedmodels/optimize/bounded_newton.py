@@ -316,7 +316,10 @@ def _plain_size(x1: list[float], x: list[float]) -> float:
 def _finite(f: float, g: np.ndarray, H: np.ndarray) -> bool:
     """Whether the criterion and its derivatives are all finite (a NaN or an infinity
     anywhere makes the sum non-finite: one check instead of three)."""
-    return math.isfinite(f + float(g.sum()) + float(H.sum()))
+    # np.add.reduce: what ndarray.sum runs, without its Python-level wrapper
+    return math.isfinite(
+        f + float(np.add.reduce(g, axis=None)) + float(np.add.reduce(H, axis=None))
+    )
 
 
 def _escape(
