@@ -228,7 +228,9 @@ def _two_stage_template(
     if p1 == 2:
         # The common case (intercept and slope) in closed form: np.linalg's det and inv
         # on stacks of 2 x 2 blocks are code touched only here, paid cold after a
-        # collection (~50 us of a 3 ms fit); the same numbers to rounding.
+        # collection (~50 us of a 3 ms fit); the same numbers to rounding. Written on
+        # the columns (no stacked 2 x 2 products: each NumPy call costs more than its
+        # arithmetic here), and without the masks when every block is invertible.
         a, b, d = ztz[:, 0, 0], ztz[:, 0, 1], ztz[:, 1, 1]
         det = a * d - b * b
         det_ok = det > 1e-10 * (a * d)
@@ -236,11 +238,22 @@ def _two_stage_template(
         dof = n - p - nok * p1
         if nok <= p1 + 1 or dof <= 0:
             return None
-        inv = np.empty((nok, 2, 2))
-        inv_det = 1.0 / det[det_ok]
-        inv[:, 0, 0] = d[det_ok] * inv_det
-        inv[:, 1, 1] = a[det_ok] * inv_det
-        inv[:, 0, 1] = inv[:, 1, 0] = -b[det_ok] * inv_det
+        if nok < det.shape[0]:
+            a, b, d, det, ztr = a[det_ok], b[det_ok], d[det_ok], det[det_ok], ztr[det_ok]
+        inv_det = 1.0 / det
+        i00, i11, i01 = d * inv_det, a * inv_det, -b * inv_det
+        z0, z1 = ztr[:, 0], ztr[:, 1]
+        coef = np.empty((nok, 2))
+        coef[:, 0] = i00 * z0 + i01 * z1
+        coef[:, 1] = i01 * z0 + i11 * z1
+        sigma2 = (s2 * (n - p) - float(np.vdot(coef, ztr))) / dof
+        if not sigma2 > 0:
+            return None
+        mean_inv = np.empty((2, 2))
+        mean_inv[0, 0] = float(np.add.reduce(i00)) / nok
+        mean_inv[1, 1] = float(np.add.reduce(i11)) / nok
+        mean_inv[0, 1] = mean_inv[1, 0] = float(np.add.reduce(i01)) / nok
+        b = coef
     else:
         det_ok = np.linalg.det(ztz) > 1e-10 * np.prod(np.diagonal(ztz, axis1=1, axis2=2), axis=1)
         nok = int(det_ok.sum())
@@ -248,24 +261,26 @@ def _two_stage_template(
         if nok <= p1 + 1 or dof <= 0:
             return None
         inv = np.linalg.inv(ztz[det_ok])
-    b = (inv @ ztr[det_ok][:, :, None])[:, :, 0]
-    sigma2 = (s2 * (n - p) - float(np.sum(b * ztr[det_ok]))) / dof
-    if not sigma2 > 0:
-        return None
+        b = (inv @ ztr[det_ok][:, :, None])[:, :, 0]
+        sigma2 = (s2 * (n - p) - float(np.sum(b * ztr[det_ok]))) / dof
+        if not sigma2 > 0:
+            return None
+        mean_inv = np.add.reduce(inv, axis=0) / nok
     # np.add.reduce / count: ndarray.mean's own arithmetic, without its Python-level wrapper
-    centred = b - np.add.reduce(b, axis=0) / b.shape[0]
-    cov = centred.T @ centred / (nok - 1) - sigma2 * (np.add.reduce(inv, axis=0) / inv.shape[0])
+    centred = b - np.add.reduce(b, axis=0) / nok
+    cov = centred.T @ centred / (nok - 1) - sigma2 * mean_inv
     rows, cols, _ = t1_index
-    free = np.zeros((p1, p1), dtype=bool)
-    free[rows, cols] = True
-    cov = np.where(free | free.T, cov, 0.0)
+    if rows.shape[0] < p1 * (p1 + 1) // 2:  # entries the template fixes at 0 (||)
+        free = np.zeros((p1, p1), dtype=bool)
+        free[rows, cols] = True
+        cov = np.where(free | free.T, cov, 0.0)
     # dpotrf, as the fit's other factorisations (np.linalg.cholesky's wrapper and NumPy's
     # own LAPACK copy would be code touched only here, cold after a collection); the same
     # factor to the last bit on these small matrices, zeros above the diagonal.
     T, info = _dpotrf(cov / sigma2, lower=1, clean=1)
     if info != 0:
         return None
-    return np.minimum(T, 10.0) if np.all(np.isfinite(T)) else None
+    return np.minimum(T, 10.0) if np.logical_and.reduce(np.isfinite(T), axis=None) else None
 
 
 def dense_moment_start(system: DenseSystem, step: float) -> tuple[np.ndarray, np.ndarray]:
