@@ -25,9 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.linalg.blas import dsyrk as _dsyrk
-from scipy.linalg.blas import dtrsm as _dtrsm
 
+from mixedmodels.linalg.blas_nogil import syrk_lower, trsm_upper_transposed
 from mixedmodels.linalg.blas_threads import blas_threads_for
 from mixedmodels.linalg.memory import available_bytes
 
@@ -457,9 +456,8 @@ class _BlasLevels:
                         fa += values[b, e0:e1] * fac[at[(b, a)]]
                     Df[base + a * qr] = fa
                 ncols = (g1 - g0) * p1
-                out = _dsyrk(1.0, D[:ncols].T, beta=1.0, c=G, trans=0, lower=1, overwrite_c=1)
-                if out is not G:  # pragma: no cover - scipy copied: keep its result
-                    G[...] = out
+                # GIL released (blas_nogil): the other group's thread runs meanwhile
+                syrk_lower(D[:ncols].T, G)
                 for a in range(p1):
                     Df[base + a * qr] = 0.0
 
@@ -532,7 +530,7 @@ class _BlasLevels:
                 scale = d[items]
                 for a in range(p1):
                     Bc[items, local * p1 + a] = values[a, e0:e1] * scale
-                X = _dtrsm(1.0, U, Bc, lower=0, trans_a=1, overwrite_b=1)  # U' X = B
+                X = trsm_upper_transposed(U, Bc)  # U' X = B, in place, GIL released
                 # (n, p1, q_r), C-ordered view of the rest rows of X's columns.
                 Xt = X[:qr].T.reshape(n, p1, qr)
                 K[lv] = np.matmul(Xt, np.swapaxes(Xt, 1, 2))
