@@ -454,6 +454,9 @@ class _Frame:
         # Float columns whose sum is finite (so no NaN and no infinity: see _missing), read
         # by incomplete_rows(): floats() need not look for infinities in them again.
         self._finite: set[str] = set()
+        # (smallest, largest) value of those float columns, in the rows of this frame: the
+        # response's constancy check reads them instead of two more reductions.
+        self._ranges: dict[str, tuple[float, float]] = {}
         self.codes: dict[str, np.ndarray] = {}  # level indices of factors found in fitting
         self._factorized: dict[str, tuple[np.ndarray, list[str]]] = {}  # see factor()
         # Levels and codes of grouping columns: (1 | a) + (1 | a:b) uses column a twice.
@@ -506,7 +509,7 @@ class _Frame:
         """
         # Column by column: selecting a sub-DataFrame copies it, which costs more than a
         # whole small-model fit's deviance evaluations.
-        na = {c: _missing(self.values(c), c, self._finite) for c in columns}
+        na = {c: _missing(self.values(c), c, self._finite, self._ranges) for c in columns}
         drop: np.ndarray | None = None
         for missing in na.values():
             if missing is not None:
@@ -546,6 +549,7 @@ class _Frame:
         sub._series = self._series if same else {}
         sub._floats = {}
         sub._finite = self._finite  # the rows kept of a finite column are finite
+        sub._ranges = self._ranges if same else {}  # other rows: other ranges
         sub._factorized = {}
         sub.codes = {}
         sub.grouping_levels = {}
@@ -650,6 +654,7 @@ def _missing(
     series: pd.Series | np.ndarray | pd.api.extensions.ExtensionArray,
     column: str | None = None,
     finite: set[str] | None = None,
+    ranges: dict[str, tuple[float, float]] | None = None,
 ) -> np.ndarray | None:
     """Missing-value mask of a column, or None when it holds no missing value.
 
@@ -661,7 +666,8 @@ def _missing(
     A float column whose smallest and largest values are finite holds neither NaN nor an
     infinity (a NaN makes both NaN): two reductions instead of a NaN mask and its test,
     and the column's name is added to ``finite`` (when given), as is an integer or
-    boolean column's, so that the infinity checks of the fitting data are not repeated.
+    boolean column's, so that the infinity checks of the fitting data are not repeated;
+    the two values are kept in ``ranges`` (when given) under the column's name.
     """
     values = column_array(series)
     dtype = values.dtype
@@ -677,6 +683,8 @@ def _missing(
             if math.isfinite(low) and math.isfinite(high):
                 if finite is not None and column is not None:
                     finite.add(column)
+                    if ranges is not None:
+                        ranges[column] = (low, high)
                 return None
             return np.isnan(values)
         return np.asarray(pd.isna(values), dtype=bool)  # objects, datetimes
@@ -739,7 +747,13 @@ def _is_factor(var: Variable, frame: _Frame) -> bool:
 def _response(var: Variable, frame: _Frame, state: TransformState) -> np.ndarray:
     """The numeric response of a linear mixed model; it must vary."""
     y = _response_values(var, frame, state)
-    if y.size and np.minimum.reduce(y) == np.maximum.reduce(y):
+    # A bare float column's range was found by incomplete_rows() on these very rows.
+    known = frame._ranges.get(var.expr.name) if isinstance(var.expr, Name) else None
+    if known is not None:
+        low, high = known
+    elif y.size:
+        low, high = np.minimum.reduce(y), np.maximum.reduce(y)
+    if y.size and low == high:
         # Otherwise the engine fails later with a non-finite deviance and a misleading hint.
         raise DataError(
             f"the response '{var.name}' is constant (every value is {y[0]:.6g} in the "
@@ -1043,18 +1057,24 @@ def _plan(part: FixedPart, factors: dict[str, FactorLevels]) -> MatrixPlan:
     (a refit, a bootstrap, a power simulation), not made again. The part itself is held
     by the entry, so that its ``id`` stays its own.
     """
-    key = (id(part), tuple(factors.get(v.name) for v in part.variables))
+    get = factors.get
+    levels = tuple([get(v.name) for v in part.variables])
+    # Keyed by identity (factor_levels() hands out one object per set of levels): hashing
+    # the levels' labels on every design cost more than the lookup. The entry holds the
+    # part and the levels, so that their ids stay theirs; the tuple comparison is then
+    # one identity test per factor.
+    key = (id(part), *map(id, levels))
     found = _PLANS.get(key)
-    if found is not None and found[0] is part:
-        return found[1]
+    if found is not None and found[0] is part and found[1] == levels:
+        return found[2]
     plan = _make_plan(part, factors)
     if len(_PLANS) >= _CACHE_SIZE:
         _PLANS.clear()
-    _PLANS[key] = (part, plan)
+    _PLANS[key] = (part, levels, plan)
     return plan
 
 
-_PLANS: dict[tuple, tuple[FixedPart, MatrixPlan]] = {}
+_PLANS: dict[tuple, tuple[FixedPart, tuple[FactorLevels | None, ...], MatrixPlan]] = {}
 
 
 def _make_plan(part: FixedPart, factors: dict[str, FactorLevels]) -> MatrixPlan:
@@ -1345,9 +1365,17 @@ def _clearly_full_rank_unscaled(X: np.ndarray, threshold: float) -> bool:
     L, info = _dpotrf(gram, lower=1, clean=0)
     if info != 0:  # not positive definite (a zero or dependent column), or bad input
         return False
+    limit = 2.0 * threshold
+    if gram.shape[0] <= _SMALL_GRAM:
+        # The same comparisons in Python floats: each NumPy call below costs more than
+        # the few products (the same IEEE operations, so the same decision).
+        for lj, gj in zip(L.diagonal().tolist(), gram.diagonal().tolist(), strict=True):
+            if not lj * lj > limit * gj:  # also False for NaN
+                return False
+        return True
     pivots = L.diagonal() ** 2
     # False for NaN pivots (non-finite input): every comparison with NaN is.
-    return bool(np.logical_and.reduce(pivots > 2.0 * threshold * gram.diagonal()))
+    return bool(np.logical_and.reduce(pivots > limit * gram.diagonal()))
 
 
 def _sequential_pivots(gram: np.ndarray, tol2: float, margin: float) -> tuple[list[int], bool]:
@@ -1403,7 +1431,19 @@ def _fit_grouping(grouping: tuple[Variable, ...], frame: _Frame) -> tuple[Groupi
         components.append(levels)
         codes_list.append(codes)
     if len(components) == 1:
-        return GroupingPlan(name, tuple(components), components[0].levels), codes_list[0]
+        # A pure function of the name and the (shared, immutable) levels: the plan made
+        # for them before (a refit, a bootstrap), not a new dataclass per design.
+        only = components[0]
+        key1 = (name, id(only))
+        known1 = _GROUPINGS.get(key1)
+        if known1 is not None and known1[0] is only:
+            return known1[1], codes_list[0]
+        plan1 = GroupingPlan(name, (only,), only.levels)
+        if only.nlevels <= _CACHED_TABLE_SIZE:  # a factor of many levels: not held
+            if len(_GROUPINGS) >= _CACHE_SIZE:
+                _GROUPINGS.clear()
+            _GROUPINGS[key1] = (only, plan1)
+        return plan1, codes_list[0]
     # An interaction of short Arrow string columns seen before (the same ChunkedArrays:
     # immutable, so the same rows; see factors._remember_arrow_codes): its plan and codes.
     arrays = frame.arrow_strings([var.columns[0] for var in grouping])
@@ -1440,6 +1480,10 @@ def _fit_grouping(grouping: tuple[Variable, ...], frame: _Frame) -> tuple[Groupi
         _INTERACTIONS[key] = (arrays, plan, refs)
     return plan, refs
 
+
+#: Grouping factors of one column: ``(name, id(levels)) -> (levels, plan)`` (the entry holds
+#: the levels, so that their ``id`` stays theirs).
+_GROUPINGS: dict[tuple[str, int], tuple[FactorLevels, GroupingPlan]] = {}
 
 #: Interaction grouping factors of short Arrow string columns (``(1 | batch/cask)``):
 #: ``(name, columns, ids of their ChunkedArrays) -> (ChunkedArrays, plan, codes)``, oldest

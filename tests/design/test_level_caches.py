@@ -1,0 +1,112 @@
+"""The caches of integer level labels, factor levels and grouping plans, and the response's
+range read from the missing-value check, never hand out another design's answer.
+
+Each is a pure function of values (the integers present, the labels, the reference), so
+a later design on other data, or on the same frame changed in place, must get the levels
+and codes of its own rows.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mixedmodels.design import build, build_design, factors
+from mixedmodels.errors import DataError
+
+
+def _frame(ids: list[int]) -> pd.DataFrame:
+    y = [1.0, 2.5, 2.0, 4.0, 3.5, 6.0, 5.0, 7.5, 8.0, 7.0, 9.5, 11.0]
+    return pd.DataFrame({"y": y, "x": np.arange(12.0) % 5, "g": ids})
+
+
+def test_integer_labels_follow_the_values_present():
+    first = build_design("y ~ x + (1 | g)", _frame([7, 7, 8, 8, 9, 9] * 2))
+    # The same positions above another lowest value: other labels.
+    second = build_design("y ~ x + (1 | g)", _frame([17, 17, 18, 18, 19, 19] * 2))
+    # Other values present: other labels and codes.
+    third = build_design("y ~ x + (1 | g)", _frame([7, 9, 9, 12, 12, 7] * 2))
+    assert first.re_terms[0].levels == ("7", "8", "9")
+    assert second.re_terms[0].levels == ("17", "18", "19")
+    assert third.re_terms[0].levels == ("7", "9", "12")
+    np.testing.assert_array_equal(third.re_terms[0].refs, [0, 1, 1, 2, 2, 0] * 2)
+
+
+def test_integer_column_changed_in_place_is_coded_again():
+    df = _frame([1, 1, 2, 2, 3, 3] * 2)
+    before = build_design("y ~ x + (1 | g)", df)
+    df.loc[0, "g"] = 3  # the same levels, another row's code
+    after = build_design("y ~ x + (1 | g)", df)
+    assert before.re_terms[0].levels == after.re_terms[0].levels == ("1", "2", "3")
+    assert before.re_terms[0].refs[0] == 0 and after.re_terms[0].refs[0] == 2
+    df.loc[0, "g"] = 4  # a new level
+    assert build_design("y ~ x + (1 | g)", df).re_terms[0].levels == ("1", "2", "3", "4")
+
+
+def test_rank_short_range_matches_numpy_unique():
+    rng = np.random.default_rng(3)
+    for dtype in (np.int8, np.int16, np.int64, np.uint32, np.uint64):
+        for low in (0, 5, 100):
+            values = (rng.integers(0, 20, 200) + low).astype(dtype)
+            codes, labels = factors._rank_short_range(values)
+            uniques, inverse = np.unique(values, return_inverse=True)
+            assert labels == [str(int(u)) for u in uniques]
+            np.testing.assert_array_equal(codes, inverse)
+            assert codes.dtype == np.int64
+    negative = np.array([-128, 5, -3, 5, 127], dtype=np.int8)  # no wrap-around in int8
+    codes, labels = factors._rank_short_range(negative)
+    assert labels == ["-128", "-3", "5", "127"]
+    np.testing.assert_array_equal(codes, [0, 2, 1, 2, 3])
+
+
+def test_integer_labels_cache_is_bounded():
+    factors._INTEGER_LABELS.clear()
+    for start in range(factors._INTEGER_LABELS_MAX + 10):
+        factors._rank_short_range(np.arange(start, start + 4, dtype=np.int64))
+    assert len(factors._INTEGER_LABELS) <= factors._INTEGER_LABELS_MAX
+    many = np.arange(factors._INTEGER_LABELS_LEVELS + 1, dtype=np.int64)
+    factors._INTEGER_LABELS.clear()
+    _codes, labels = factors._rank_short_range(many)
+    assert len(labels) == many.size and not factors._INTEGER_LABELS  # built, not held
+
+
+def test_factor_levels_are_shared_only_for_equal_arguments():
+    a = factors.factor_levels(["p", "q", "r"], "f")
+    assert factors.factor_levels(["p", "q", "r"], "f") is a
+    other_reference = factors.factor_levels(["p", "q", "r"], "f", reference="q")
+    assert other_reference.reference == 1 and a.reference == 0
+    assert factors.factor_levels(["p", "q", "r"], "h").column == "h"
+    assert factors.factor_levels(["p", "q", "r"], "f", contrast="sum").contrast == "sum"
+    for _ in range(2):  # errors every time, never cached
+        with pytest.raises(DataError, match="print the same"):
+            factors.factor_levels(["p", "p"], "f")
+        with pytest.raises(DataError, match="reference level 'z'"):
+            factors.factor_levels(["p", "q"], "f", reference="z")
+
+
+def test_grouping_plans_follow_the_levels():
+    build._GROUPINGS.clear()
+    first = build_design("y ~ x + (1 | g)", _frame([1, 1, 2, 2, 3, 3] * 2))
+    again = build_design("y ~ x + (1 | g)", _frame([1, 2, 3, 1, 2, 3] * 2))
+    other = build_design("y ~ x + (1 | g)", _frame([1, 1, 2, 2, 2, 2] * 2))
+    assert first.spec.random[0].grouping is again.spec.random[0].grouping
+    assert other.spec.random[0].grouping.levels == ("1", "2")
+    np.testing.assert_array_equal(again.re_terms[0].refs, [0, 1, 2] * 4)
+
+
+def test_constant_response_in_the_rows_kept_is_refused():
+    # y varies over all rows but not over the complete ones: the range of the whole
+    # column must not answer for the rows kept.
+    df = pd.DataFrame(
+        {
+            "y": [5.0, 1.0, 1.0, 1.0, 1.0, 1.0],
+            "x": [np.nan, 1.0, 2.0, 3.0, 4.0, 5.0],
+            "g": list("aabbcc"),
+        }
+    )
+    with pytest.raises(DataError, match="the response 'y' is constant"):
+        build_design("y ~ x + (1 | g)", df)
+    with pytest.raises(DataError, match="the response 'y' is constant"):
+        build_design("y ~ x + (1 | g)", df.assign(y=1.0, x=1.0 + np.arange(6)))
+    assert build_design("y ~ x + (1 | g)", df.assign(x=1.0 + np.arange(6))).y[0] == 5.0
