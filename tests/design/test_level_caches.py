@@ -110,3 +110,16 @@ def test_constant_response_in_the_rows_kept_is_refused():
     with pytest.raises(DataError, match="the response 'y' is constant"):
         build_design("y ~ x + (1 | g)", df.assign(y=1.0, x=1.0 + np.arange(6)))
     assert build_design("y ~ x + (1 | g)", df.assign(x=1.0 + np.arange(6))).y[0] == 5.0
+
+
+def test_intercept_matrices_are_read_only_and_right():
+    df = _frame([1, 1, 2, 2, 3, 3] * 2)
+    d = build_design("y ~ 1 + (1 | g)", df)
+    for array in (d.X, d.re_terms[0].z):
+        assert array.shape == (12, 1) and not array.flags.writeable
+        np.testing.assert_array_equal(array, 1.0)
+        with pytest.raises(ValueError):
+            array.setflags(write=True)  # a view of a read-only array stays read-only
+    assert d.x_names == ("(Intercept)",) and d.dropped_columns == ()
+    other = build_design("y ~ 1 + (1 | g)", df.iloc[:9])
+    assert other.X.shape == (9, 1) and other.re_terms[0].z.shape == (9, 1)

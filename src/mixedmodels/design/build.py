@@ -148,7 +148,10 @@ class DesignSpec:
 
     @property
     def x_names(self) -> tuple[str, ...]:
-        return tuple(self.fixed.column_names[j] for j in self.kept_columns)
+        names = self.fixed.column_names
+        if len(self.kept_columns) == len(names):  # every column kept (kept is increasing)
+            return names
+        return tuple(names[j] for j in self.kept_columns)
 
     def offset_values(self, newdata: pd.DataFrame) -> np.ndarray | None:
         """Return the summed ``offset(...)`` terms for ``newdata``, or None without offsets.
@@ -342,8 +345,14 @@ def build_design(
 
     fixed_plan = _plan(parsed.fixed, factors)
     X_full = _model_matrix(fixed_plan, frame, factors, state, fitting=True)
-    kept = _independent_columns(X_full)
-    dropped = tuple(name for j, name in enumerate(fixed_plan.column_names) if j not in set(kept))
+    if fixed_plan.intercept and len(fixed_plan.column_names) == 1:
+        kept = (0,)  # X is the intercept alone: a column of ones (n >= 1 rows), kept
+    else:
+        kept = _independent_columns(X_full)
+    dropped: tuple[str, ...] = ()
+    if len(kept) < X_full.shape[1]:
+        kept_set = set(kept)
+        dropped = tuple(c for j, c in enumerate(fixed_plan.column_names) if j not in kept_set)
     if dropped:
         warnings.warn(
             f"fixed-effect model matrix is rank deficient so dropping {len(dropped)} "
@@ -382,7 +391,11 @@ def build_design(
                         if fresh and len(cols) == z_full.shape[1]
                         else np.ascontiguousarray(z_full[:, list(cols)])
                     ),
-                    column_names=tuple(plan.column_names[j] for j in cols),
+                    column_names=(
+                        plan.column_names
+                        if len(cols) == len(plan.column_names)
+                        else tuple(plan.column_names[j] for j in cols)
+                    ),
                 )
             )
             random_plans.append(RandomPlan(plan, cols, grouping))
@@ -1234,6 +1247,8 @@ def _model_matrix(
     fitting: bool = False,
 ) -> np.ndarray:
     n = frame.nrows
+    if plan.intercept and not plan.terms:
+        return _intercept_column(n)
     # Filled in place: no list of blocks, hstack and contiguous copy (each a NumPy call
     # that costs more than its arithmetic on a small design).
     X = np.empty((n, len(plan.column_names)), dtype=np.float64)
@@ -1255,6 +1270,31 @@ def _model_matrix(
     if j != X.shape[1]:  # pragma: no cover - the plan names every column it builds
         raise AssertionError(f"model matrix has {j} columns, its plan names {X.shape[1]}")
     return X
+
+
+def _intercept_column(n: int) -> np.ndarray:
+    """A read-only (n, 1) column of ones: the model matrix of ``1`` (``y ~ 1``, ``(1 | g)``).
+
+    A pure function of ``n``: a view of one array per ``n`` (:data:`_ONES`), not a new
+    filled array per design and term. The array is read-only, and so is every view of
+    it (NumPy refuses to make a view of a read-only array writeable), so no holder can
+    change what the next design reads.
+    """
+    base = _ONES.get(n)
+    if base is None:
+        base = np.ones((n, 1), dtype=np.float64)
+        base.setflags(write=False)
+        if n <= _ONES_MAX_ROWS:
+            if len(_ONES) >= _ONES_MAX:
+                _ONES.clear()
+            _ONES[n] = base
+    return base.view()
+
+
+#: Columns of ones by number of rows (each at most 8 * ``_ONES_MAX_ROWS`` bytes).
+_ONES: dict[int, np.ndarray] = {}
+_ONES_MAX_ROWS = 100_000
+_ONES_MAX = 16
 
 
 def _independent_columns(X: np.ndarray, tol: float = RANK_TOLERANCE) -> tuple[int, ...]:
