@@ -123,3 +123,36 @@ def test_intercept_matrices_are_read_only_and_right():
     assert d.x_names == ("(Intercept)",) and d.dropped_columns == ()
     other = build_design("y ~ 1 + (1 | g)", df.iloc[:9])
     assert other.X.shape == (9, 1) and other.re_terms[0].z.shape == (9, 1)
+
+
+def test_model_matrix_columns_match_an_independent_construction():
+    # Interactions (earlier variables fastest), sum contrasts, a numeric column in a
+    # product, and a missing level in new data (a NaN row): the transposed fill must give
+    # X in C order with exactly these entries.
+    rng = np.random.default_rng(5)
+    n = 40
+    df = pd.DataFrame(
+        {
+            "y": rng.normal(size=n),
+            "a": rng.choice(["p", "q", "r"], n),
+            "b": rng.choice(["u", "v"], n),
+            "x": rng.normal(size=n),
+            "g": np.arange(n) % 5,
+        }
+    )
+    d = build_design("y ~ a * b + x + C(a, contr.sum):x + (1 + x | g)", df)
+    a_t = np.column_stack([(df.a == lev).to_numpy(float) for lev in ("q", "r")])
+    b_t = (df.b == "v").to_numpy(float)[:, None]
+    a_sum = np.array([[1.0, 0.0], [0.0, 1.0], [-1.0, -1.0]])[df.a.map({"p": 0, "q": 1, "r": 2})]
+    x = df.x.to_numpy()[:, None]
+    expected = np.column_stack([np.ones(n), a_t, b_t, x, a_t * b_t, x * a_sum])
+    assert d.x_names[-2:] == ("x:a1", "x:a2")
+    assert d.X.flags.c_contiguous and d.X.dtype == np.float64
+    np.testing.assert_array_equal(d.X, expected)
+    np.testing.assert_array_equal(d.re_terms[0].z, np.column_stack([np.ones(n), df.x]))
+    new = df.iloc[:3].copy()
+    new["a"] = new["a"].astype(object)
+    new.loc[new.index[1], "a"] = None
+    X_new = d.spec.fixed_matrix(new)
+    assert np.isnan(X_new[1, 1:3]).all() and not np.isnan(X_new[[0, 2]]).any()
+    np.testing.assert_array_equal(X_new[[0, 2]], d.X[[0, 2]])
