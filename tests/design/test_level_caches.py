@@ -156,3 +156,34 @@ def test_model_matrix_columns_match_an_independent_construction():
     X_new = d.spec.fixed_matrix(new)
     assert np.isnan(X_new[1, 1:3]).all() and not np.isnan(X_new[[0, 2]]).any()
     np.testing.assert_array_equal(X_new[[0, 2]], d.X[[0, 2]])
+
+
+def test_long_integer_ranges_are_ranked_as_numpy_unique():
+    values = np.arange(0, 200_000, 3, dtype=np.int64)[::-1].copy()
+    assert values.max() - values.min() + 1 > factors._SHORT_COUNTS  # the boolean path
+    codes, labels = factors._rank_short_range(values)
+    uniques, inverse = np.unique(values, return_inverse=True)
+    np.testing.assert_array_equal(codes, inverse)
+    assert labels == [str(u) for u in uniques.tolist()]
+    linear = np.array([5, 70_000, 5, 3], dtype=np.int64)
+    present, refs = build._present_and_ranks(linear, 70_001)
+    np.testing.assert_array_equal(present, [3, 5, 70_000])
+    np.testing.assert_array_equal(refs, [1, 2, 1, 0])
+
+
+def test_interaction_plans_follow_the_combinations_present():
+    def frame(recipe: list[str], rep: list[int]) -> pd.DataFrame:
+        y = np.arange(len(recipe), dtype=float) ** 1.3
+        return pd.DataFrame({"y": y, "r": recipe, "k": rep})
+
+    build._INTERACTION_PLANS.clear()
+    recipe = ["A", "A", "B", "B", "C", "C"] * 3
+    first = build_design("y ~ 1 + (1 | r:k)", frame(recipe, [1, 2] * 9))
+    again = build_design("y ~ 1 + (1 | r:k)", frame(recipe, [2, 1] * 9))
+    other = build_design("y ~ 1 + (1 | r:k)", frame(recipe, [1, 1, 2, 2, 1, 2] * 3))
+    assert first.re_terms[0].levels == ("A:1", "A:2", "B:1", "B:2", "C:1", "C:2")
+    assert again.spec.random[0].grouping is first.spec.random[0].grouping
+    np.testing.assert_array_equal(again.re_terms[0].refs, [1, 0, 3, 2, 5, 4] * 3)
+    assert other.re_terms[0].levels == ("A:1", "B:2", "C:1", "C:2")
+    np.testing.assert_array_equal(other.re_terms[0].refs, [0, 0, 1, 1, 2, 3] * 3)
+    np.testing.assert_array_equal(other.spec.random[0].grouping.present, [0, 3, 4, 5])

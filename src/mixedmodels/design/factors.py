@@ -270,10 +270,11 @@ def _rank_short_range(values: np.ndarray) -> tuple[np.ndarray, list[str]] | None
     cumulative count over the range; None for wider ranges (a hash table then).
 
     Each NumPy call costs ~1-2 us on a column of a few hundred rows, more than its
-    arithmetic, so the calls are few: the counts are int64 from the start (a cumulative
-    sum of booleans casts them first, ~2 us more), ``add.accumulate`` rather than the
-    ``cumsum`` method (no keyword handling), and the labels of a set of values seen before
-    come from :data:`_INTEGER_LABELS` (``str`` of each level: ~3 us for 20 levels).
+    arithmetic, so the calls are few: over a short range the counts are int64 from the
+    start (a cumulative sum of booleans casts them first, ~2 us more) and summed by
+    ``add.accumulate`` (no keyword handling); a long range keeps a byte per value. The
+    labels of a set of values seen before come from :data:`_INTEGER_LABELS` (``str`` of
+    each level: ~3 us for 20 levels).
     """
     if values.shape[0] == 0:
         return None
@@ -287,19 +288,25 @@ def _rank_short_range(values: np.ndarray) -> tuple[np.ndarray, list[str]] | None
         offset = np.subtract(values, lo, dtype=np.int64)
     else:
         offset = np.asarray(values, dtype=np.int64)
-    present = np.zeros(span, dtype=np.int64)
-    present[offset] = 1
+    if span > _SHORT_COUNTS:  # a long range: a byte per value, not eight
+        present_mask = np.zeros(span, dtype=bool)
+        present_mask[offset] = True
+        rank = present_mask.cumsum(dtype=np.int64)
+        where = present_mask.nonzero()[0]
+    else:
+        present = np.zeros(span, dtype=np.int64)
+        present[offset] = 1
+        rank = np.add.accumulate(present)
+        where = present.nonzero()[0]
     # rank[v] = number of values present at or below v; minus one is the 0-based code.
-    rank = np.add.accumulate(present)
     codes = rank[offset]
     codes -= 1
-    where = present.nonzero()[0]
+    if where.shape[0] > _INTEGER_LABELS_LEVELS:  # many levels: not held
+        return codes, [str(v + lo) for v in where.tolist()]
     key = (lo, where.tobytes())
     labels = _INTEGER_LABELS.get(key)
     if labels is None:
         labels = tuple([str(v + lo) for v in where.tolist()])
-        if where.shape[0] > _INTEGER_LABELS_LEVELS:  # many levels: not held
-            return codes, list(labels)
         if len(_INTEGER_LABELS) >= _INTEGER_LABELS_MAX:
             _forget_oldest(_INTEGER_LABELS)
         _INTEGER_LABELS[key] = labels
@@ -311,6 +318,8 @@ def _rank_short_range(values: np.ndarray) -> tuple[np.ndarray, list[str]] | None
 #: bootstrap or a simulation codes the same subject ids on every design.
 _INTEGER_LABELS: dict[tuple[int, bytes], tuple[str, ...]] = {}
 _INTEGER_LABELS_MAX = 64
+#: Ranges up to which presence is counted in int64 (at most 512 kB), beyond in booleans.
+_SHORT_COUNTS = 65536
 #: Levels up to which the labels are kept (64 entries of at most ~0.3 MB each).
 _INTEGER_LABELS_LEVELS = 4096
 
