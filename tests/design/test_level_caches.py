@@ -187,3 +187,21 @@ def test_interaction_plans_follow_the_combinations_present():
     assert other.re_terms[0].levels == ("A:1", "B:2", "C:1", "C:2")
     np.testing.assert_array_equal(other.re_terms[0].refs, [0, 0, 1, 1, 2, 3] * 3)
     np.testing.assert_array_equal(other.spec.random[0].grouping.present, [0, 3, 4, 5])
+
+
+def test_one_term_grouping_and_shared_free_entries():
+    from mixedmodels.covariance import CovarianceStructure, group_terms
+
+    df = _frame([1, 1, 2, 2, 3, 3] * 2)
+    d = build_design("y ~ x + (1 + x | g)", df)
+    (term,) = group_terms(d.re_terms)
+    assert term.blocks == ((0, 2),) and term.members == (0,)
+    assert term.column_names == ("(Intercept)", "x") and term.levels == ("1", "2", "3")
+    np.testing.assert_array_equal(term.z, d.re_terms[0].z)
+    np.testing.assert_array_equal(term.refs, d.re_terms[0].refs)
+    first = CovarianceStructure.from_terms((term,))
+    second = CovarianceStructure.from_terms(group_terms(d.re_terms))
+    assert first.rows[0].tolist() == [0, 1, 1] and first.cols[0].tolist() == [0, 0, 1]
+    assert first.rows[0] is second.rows[0] and not first.rows[0].flags.writeable
+    fresh_rows, _ = term.free_entries()  # the method still hands out new arrays
+    assert fresh_rows.flags.writeable and fresh_rows is not first.rows[0]
