@@ -205,3 +205,27 @@ def test_one_term_grouping_and_shared_free_entries():
     assert first.rows[0] is second.rows[0] and not first.rows[0].flags.writeable
     fresh_rows, _ = term.free_entries()  # the method still hands out new arrays
     assert fresh_rows.flags.writeable and fresh_rows is not first.rows[0]
+
+
+def test_integer_codes_are_kept_by_dtype_and_values():
+    factors._INTEGER_CODES.clear()
+    ids = np.array([30, 10, 20, 10], dtype=np.int64)
+    codes, labels = factors._factorize_sorted_fast(ids)
+    again, labels_again = factors._factorize_sorted_fast(ids.copy())
+    assert again is codes and labels_again == labels == ["10", "20", "30"]
+    assert not codes.flags.writeable
+    np.testing.assert_array_equal(codes, [2, 0, 1, 0])
+    # The same bytes read as another dtype are other values.
+    as_unsigned = ids.view(np.uint64)
+    other, _ = factors._factorize_sorted_fast(as_unsigned)
+    assert other is not codes
+    ids[0] = 5  # changed in place: new values, a new key
+    changed, changed_labels = factors._factorize_sorted_fast(ids)
+    assert changed_labels == ["5", "10", "20"]
+    np.testing.assert_array_equal(changed, [0, 1, 2, 1])
+    for i in range(factors._INTEGER_CODES_MAX + 5):
+        factors._factorize_sorted_fast(np.arange(i, i + 3, dtype=np.int64))
+    assert len(factors._INTEGER_CODES) <= factors._INTEGER_CODES_MAX
+    factors._INTEGER_CODES.clear()
+    factors._factorize_sorted_fast(np.arange(factors._SHORT_INTEGERS + 1, dtype=np.int64))
+    assert not factors._INTEGER_CODES  # a long column: ranked, not held

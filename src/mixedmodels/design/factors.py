@@ -230,8 +230,23 @@ def _factorize_sorted_fast(
     dtype = values.dtype
     if isinstance(dtype, np.dtype) and dtype.kind in "biuf":
         if dtype.kind in "iu":
+            key = None
+            if values.shape[0] <= _SHORT_INTEGERS:
+                # Keyed by the values themselves (dtype and bytes: equal keys are equal
+                # columns, whatever array holds them), so a column changed in place is a
+                # new key, never a stale answer.
+                key = (dtype.str, values.tobytes())
+                known = _INTEGER_CODES.get(key)
+                if known is not None:
+                    return known[0], list(known[1])
             ranked = _rank_short_range(values)
             if ranked is not None:
+                if key is not None:
+                    codes, labels = ranked
+                    codes.setflags(write=False)  # every caller gets this array
+                    if len(_INTEGER_CODES) >= _INTEGER_CODES_MAX:
+                        _forget_oldest(_INTEGER_CODES)
+                    _INTEGER_CODES[key] = (codes, tuple(labels))
                 return ranked
         if dtype.kind == "f" and np.isnan(values).any():
             return None
@@ -323,6 +338,14 @@ _SHORT_COUNTS = 65536
 #: Levels up to which the labels are kept (64 entries of at most ~0.3 MB each).
 _INTEGER_LABELS_LEVELS = 4096
 
+
+#: Sorted factorisations of short integer columns, by their values: ``(dtype, bytes) ->
+#: (read-only codes, labels)``, oldest first. Hashing a few hundred rows' bytes costs a
+#: third of ranking them again (sleepstudy's Subject, ratpup's litter: ~10 us a design).
+_INTEGER_CODES: dict[tuple[str, bytes], tuple[np.ndarray, tuple[str, ...]]] = {}
+_INTEGER_CODES_MAX = 64
+#: Rows up to which an integer column's factorisation is kept (16 kB of bytes per key).
+_SHORT_INTEGERS = 2048
 
 #: Rows up to which an Arrow string column is coded by a Python dict (see below).
 _SMALL_STRINGS = 4096
