@@ -780,8 +780,17 @@ def _response(var: Variable, frame: _Frame, state: TransformState) -> np.ndarray
 def _response_values(var: Variable, frame: _Frame, state: TransformState) -> np.ndarray:
     """A numeric response (a numeric column or expression), finite in every row used."""
     if isinstance(var.expr, Name):
-        dtype = frame.values(var.columns[0]).dtype
+        column_values = frame.values(var.columns[0])
+        dtype = column_values.dtype
         if isinstance(dtype, np.dtype):  # pandas' answer without its dtype machinery
+            if dtype.kind in "iuf" and frame.fitting:
+                # A bare NumPy column of the fitting data (most responses): its float64
+                # copy, finite already (floats() refused infinities, complete_rows()
+                # dropped the NaN), read-only; what the general path below gives,
+                # without the evaluator and its dictionary.
+                y = frame.floats(var.expr.name, var.name).view()
+                y.setflags(write=False)
+                return y
             refused = dtype.kind not in "iufc"
         else:
             refused = (
