@@ -526,8 +526,21 @@ class _Frame:
             When no row is complete.
         """
         # Column by column: selecting a sub-DataFrame copies it, which costs more than a
-        # whole small-model fit's deviance evaluations.
-        na = {c: _missing(self.values(c), c, self._finite, self._ranges) for c in columns}
+        # whole small-model fit's deviance evaluations. values() inlined: the first read of
+        # every column happens here, and its layers cost ~0.5 us a column.
+        known, positions = self._values, self._positions
+        getter = getattr(self.data, "_get_column_array", None)
+        na: dict[str, np.ndarray | None] = {}
+        for c in columns:
+            values = known.get(c)
+            if values is None:
+                position = positions.get(c)
+                if getter is not None and type(position) is int:
+                    values = getter(position)
+                else:
+                    values = _column_values(self.data, c, position)
+                known[c] = values
+            na[c] = _missing(values, c, self._finite, self._ranges)
         drop: np.ndarray | None = None
         for missing in na.values():
             if missing is not None:
