@@ -229,3 +229,25 @@ def test_integer_codes_are_kept_by_dtype_and_values():
     factors._INTEGER_CODES.clear()
     factors._factorize_sorted_fast(np.arange(factors._SHORT_INTEGERS + 1, dtype=np.int64))
     assert not factors._INTEGER_CODES  # a long column: ranked, not held
+
+
+def test_terms_on_distinct_factors_are_sorted_stably_by_levels():
+    from mixedmodels.covariance import group_terms
+
+    df = pd.DataFrame(
+        {
+            "y": np.arange(24.0) ** 1.2,
+            "a": list("ab") * 12,
+            "b": list("uvwxyz") * 4,
+            "c": list("pq") * 12,
+        }
+    )
+    d = build_design("y ~ 1 + (1 | a) + (1 | b) + (1 | c)", df)
+    grouped = group_terms(d.re_terms)
+    # b has most levels; a and c tie and keep formula order.
+    assert [g.group for g in grouped] == ["b", "a", "c"]
+    assert [g.members for g in grouped] == [(1,), (0,), (2,)]
+    assert all(g.blocks == ((0, 1),) for g in grouped)
+    merged = group_terms(build_design("y ~ 1 + (1 | a) + (0 + c | a) + (1 | b)", df).re_terms)
+    assert [g.group for g in merged] == ["b", "a"]
+    assert merged[1].blocks == ((0, 1), (1, 3)) and merged[1].members == (0, 1)  # cp, cq

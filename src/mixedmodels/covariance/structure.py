@@ -86,6 +86,19 @@ def _block_entries(blocks: tuple[tuple[int, int], ...]) -> tuple[np.ndarray, np.
     return np.asarray(rows, dtype=np.intp), np.asarray(cols, dtype=np.intp)
 
 
+def _single_term(term: RandomEffectsTerm, index: int) -> GroupedTerm:
+    """The GroupedTerm of a term alone on its grouping factor (``index``: its place)."""
+    return GroupedTerm(
+        group=term.group,
+        levels=term.levels,
+        refs=np.asarray(term.refs, dtype=np.int64),
+        z=np.ascontiguousarray(term.z, dtype=np.float64),
+        column_names=tuple(term.column_names),
+        blocks=((0, term.z.shape[1]),),
+        members=(index,),
+    )
+
+
 def group_terms(terms: tuple[RandomEffectsTerm, ...]) -> tuple[GroupedTerm, ...]:
     """Merge terms on the same grouping factor and sort by number of levels, largest first.
 
@@ -94,21 +107,16 @@ def group_terms(terms: tuple[RandomEffectsTerm, ...]) -> tuple[GroupedTerm, ...]
     The sort is stable, so factors with equal numbers of levels keep formula order.
     """
     if len(terms) == 1:
-        # One term (most models): nothing to merge or sort; the same GroupedTerm as below
-        # without the dictionaries, the names' generator and the sort (~5 us of a
-        # sub-millisecond fit).
-        (only,) = terms
-        return (
-            GroupedTerm(
-                group=only.group,
-                levels=only.levels,
-                refs=np.asarray(only.refs, dtype=np.int64),
-                z=np.ascontiguousarray(only.z, dtype=np.float64),
-                column_names=tuple(only.column_names),
-                blocks=((0, only.z.shape[1]),),
-                members=(0,),
-            ),
-        )
+        # One term (most models): nothing to merge or sort.
+        return (_single_term(terms[0], 0),)
+    groups = [term.group for term in terms]
+    if len(set(groups)) == len(groups):
+        # Every term on its own factor ((1 | plate) + (1 | sample)): nothing to merge; the
+        # same GroupedTerms as the general path below, without its dictionaries (~2 us a
+        # term), in the same stable order.
+        single = [_single_term(term, i) for i, term in enumerate(terms)]
+        single.sort(key=lambda g: -g.nlevels)
+        return tuple(single)
     merged: dict[str, list[RandomEffectsTerm]] = {}
     member_index: dict[str, list[int]] = {}
     for i, term in enumerate(terms):
