@@ -93,19 +93,20 @@ def _routines() -> tuple[Any, Any] | None:
     return _BOUND[0]
 
 
+def _takes(*arrays: np.ndarray) -> bool:
+    """Whether the CBLAS call can take the arrays as they are: float64, Fortran-ordered,
+    the last one (the output) writeable; SciPy's wrappers copy or refuse the others."""
+    fits = all(x.dtype == np.float64 and x.flags.f_contiguous for x in arrays)
+    return fits and arrays[-1].flags.writeable
+
+
 def syrk_lower(a: np.ndarray, c: np.ndarray) -> np.ndarray:
     """``c += a a'`` in the lower triangle of ``c``, in place (``dsyrk``; the upper
     triangle is not touched). ``a``: ``(n, k)`` float64; ``c``: ``(n, n)`` float64,
     Fortran-ordered. Returns ``c``."""
     routines = _routines()
     n, k = a.shape
-    if (
-        routines is None
-        or not (a.flags.f_contiguous and c.flags.f_contiguous and c.flags.writeable)
-        or a.dtype != np.float64
-        or c.dtype != np.float64
-        or c.shape != (n, n)
-    ):
+    if routines is None or c.shape != (n, n) or not _takes(a, c):
         out = _scipy_dsyrk(1.0, a, beta=1.0, c=c, trans=0, lower=1, overwrite_c=1)
         if out is not c:  # pragma: no cover - scipy copied: keep its result
             c[...] = out
@@ -122,13 +123,7 @@ def trsm_upper_transposed(u: np.ndarray, b: np.ndarray) -> np.ndarray:
     (``m x n``, Fortran-ordered) with ``x`` (``dtrsm``). Returns ``x``."""
     routines = _routines()
     m, n = b.shape
-    if (
-        routines is None
-        or not (u.flags.f_contiguous and b.flags.f_contiguous and b.flags.writeable)
-        or u.dtype != np.float64
-        or b.dtype != np.float64
-        or u.shape != (m, m)
-    ):
+    if routines is None or u.shape != (m, m) or not _takes(u, b):
         x = _scipy_dtrsm(1.0, u, b, lower=0, trans_a=1, overwrite_b=1)
         if x is not b and b.flags.writeable:
             b[...] = x
