@@ -63,3 +63,31 @@ def test_layouts_it_cannot_take_go_to_scipy():
     c = np.zeros((20, 20), order="F")
     blas_nogil.syrk_lower(a, c)
     np.testing.assert_allclose(np.tril(c), np.tril(a @ a.T), rtol=1e-13, atol=1e-13)
+
+
+def test_two_threads_at_once_give_the_sequential_results():
+    """The rank update calls syrk_lower from two threads at the same time (the GIL released):
+    each thread's sums equal the same calls made one after the other."""
+    import threading
+
+    rng = np.random.default_rng(7)
+    panels = [np.asfortranarray(rng.normal(size=(300, 64))) for _ in range(6)]
+    sequential = [np.zeros((300, 300), order="F") for _ in range(2)]
+    for g in range(2):
+        for a in panels[g::2]:
+            blas_nogil.syrk_lower(a, sequential[g])
+    threaded = [np.zeros((300, 300), order="F") for _ in range(2)]
+
+    def work(g):
+        for _ in range(20):
+            threaded[g][...] = 0.0
+            for a in panels[g::2]:
+                blas_nogil.syrk_lower(a, threaded[g])
+
+    workers = [threading.Thread(target=work, args=(g,)) for g in range(2)]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join()
+    for g in range(2):
+        np.testing.assert_array_equal(threaded[g], sequential[g])
