@@ -86,16 +86,28 @@ def _block_entries(blocks: tuple[tuple[int, int], ...]) -> tuple[np.ndarray, np.
     return np.asarray(rows, dtype=np.intp), np.asarray(cols, dtype=np.intp)
 
 
-def _single_term(term: RandomEffectsTerm, index: int) -> GroupedTerm:
-    """The GroupedTerm of a term alone on its grouping factor (``index``: its place)."""
+def _grouped(members: list[RandomEffectsTerm], indices: list[int]) -> GroupedTerm:
+    """The GroupedTerm of the terms ``members`` on one grouping factor (``indices``: their
+    places in the formula), their columns side by side in formula order."""
+    first = members[0]
+    for other in members[1:]:
+        if other.levels != first.levels or not np.array_equal(other.refs, first.refs):
+            raise ValueError(f"terms on grouping factor {first.group!r} disagree on its levels")
+    blocks = []
+    start = 0
+    for m in members:
+        blocks.append((start, start + m.ncols))
+        start += m.ncols
+    names = tuple(name for m in members for name in m.column_names)
+    z = first.z if len(members) == 1 else np.hstack([m.z for m in members])
     return GroupedTerm(
-        group=term.group,
-        levels=term.levels,
-        refs=np.asarray(term.refs, dtype=np.int64),
-        z=np.ascontiguousarray(term.z, dtype=np.float64),
-        column_names=tuple(term.column_names),
-        blocks=((0, term.z.shape[1]),),
-        members=(index,),
+        group=first.group,
+        levels=first.levels,
+        refs=np.asarray(first.refs, dtype=np.int64),
+        z=np.ascontiguousarray(z, dtype=np.float64),
+        column_names=names,
+        blocks=tuple(blocks),
+        members=tuple(indices),
     )
 
 
@@ -108,13 +120,13 @@ def group_terms(terms: tuple[RandomEffectsTerm, ...]) -> tuple[GroupedTerm, ...]
     """
     if len(terms) == 1:
         # One term (most models): nothing to merge or sort.
-        return (_single_term(terms[0], 0),)
+        return (_grouped([terms[0]], [0]),)
     groups = [term.group for term in terms]
     if len(set(groups)) == len(groups):
         # Every term on its own factor ((1 | plate) + (1 | sample)): nothing to merge; the
         # same GroupedTerms as the general path below, without its dictionaries (~2 us a
         # term), in the same stable order.
-        single = [_single_term(term, i) for i, term in enumerate(terms)]
+        single = [_grouped([term], [i]) for i, term in enumerate(terms)]
         single.sort(key=lambda g: -g.nlevels)
         return tuple(single)
     merged: dict[str, list[RandomEffectsTerm]] = {}
@@ -122,30 +134,7 @@ def group_terms(terms: tuple[RandomEffectsTerm, ...]) -> tuple[GroupedTerm, ...]
     for i, term in enumerate(terms):
         merged.setdefault(term.group, []).append(term)
         member_index.setdefault(term.group, []).append(i)
-    grouped: list[GroupedTerm] = []
-    for group, members in merged.items():
-        first = members[0]
-        for other in members[1:]:
-            if other.levels != first.levels or not np.array_equal(other.refs, first.refs):
-                raise ValueError(f"terms on grouping factor {group!r} disagree on its levels")
-        blocks = []
-        start = 0
-        for m in members:
-            blocks.append((start, start + m.ncols))
-            start += m.ncols
-        names = tuple(name for m in members for name in m.column_names)
-        z = members[0].z if len(members) == 1 else np.hstack([m.z for m in members])
-        grouped.append(
-            GroupedTerm(
-                group=group,
-                levels=first.levels,
-                refs=np.asarray(first.refs, dtype=np.int64),
-                z=np.ascontiguousarray(z, dtype=np.float64),
-                column_names=names,
-                blocks=tuple(blocks),
-                members=tuple(member_index[group]),
-            )
-        )
+    grouped = [_grouped(members, member_index[group]) for group, members in merged.items()]
     order = sorted(range(len(grouped)), key=lambda i: -grouped[i].nlevels)
     return tuple(grouped[i] for i in order)
 

@@ -46,7 +46,7 @@ def evaluates_dense(structure: CovarianceStructure) -> bool:
     ratpup ``(1 + sex | litter)``: 15 against 30 us), so the optimiser uses it and the
     dense form serves the gradient and the estimates only.
     """
-    return all(t.ncols == 1 for t in structure.terms)
+    return structure.all_scalar
 
 
 def dense_system(

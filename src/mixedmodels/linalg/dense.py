@@ -83,7 +83,7 @@ def cross_products_from_rows(
     if len(terms) == 1 and terms[0].ncols == 1 and n * m * m > _WHOLE_PRODUCT_FLOPS:
         return _one_term_cross_products(terms[0], X, y, weights)
     M = np.zeros((n, m))
-    if all(t.ncols == 1 for t in terms):
+    if structure.all_scalar:
         # Scalar terms: one entry per row and term, written through flat positions
         # (row * m + column) without the 2-d broadcast indices.
         flat = M.reshape(-1)
@@ -111,7 +111,7 @@ def cross_products_from_blocks(structure: CovarianceStructure, A: CrossProducts)
     p = A.xytxy.shape[0] - 1
     l1, p1 = A.z1tz1.shape[0], A.z1tz1.shape[1]
     q1 = l1 * p1
-    q = sum(t.nranef for t in structure.terms)
+    q = structure.nranef
     W = np.zeros((q + p + 1, q + p + 1))
     first = np.arange(l1)[:, None, None] * p1
     W[first + np.arange(p1)[None, :, None], first + np.arange(p1)[None, None, :]] = A.z1tz1

@@ -887,7 +887,7 @@ def _exact_derivatives(gradient: DenseDevianceGradient):
 def _template_columns(structure: CovarianceStructure) -> list[np.ndarray]:
     """:func:`~mixedmodels.optimize.bounded_newton.template_columns` of the structure (none
     without a vector-valued term: no call for scalar terms)."""
-    if all(t.ncols == 1 for t in structure.terms):
+    if structure.all_scalar:
         return []
     return template_columns(structure.rows, structure.cols, structure.offsets)
 
@@ -899,7 +899,7 @@ def _even_entries(structure: CovarianceStructure) -> np.ndarray | None:
 
     On Python lists: a template has a handful of entries, where NumPy calls per entry
     would cost more (a cold path per fit)."""
-    if all(t.ncols == 1 for t in structure.terms):
+    if structure.all_scalar:
         return None
     even = np.zeros(structure.ntheta, dtype=bool)
     offsets = [int(o) for o in structure.offsets]
