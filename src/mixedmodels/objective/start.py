@@ -139,7 +139,7 @@ def blocked_moment_start(system: BlockedSystem, step: float) -> tuple[np.ndarray
         The start and the initial step of each entry.
     """
     structure = system.structure
-    if all(t.ncols == 1 for t in structure.terms) and prefers_dense(structure, system.p):
+    if structure.all_scalar and prefers_dense(structure, system.p):
         # A small model: the dense start's estimate (the same model starts alike in
         # either form), from the blocks assembled into the dense A.
         S = scalar_indicator(structure)
@@ -243,17 +243,13 @@ def _two_stage_template(
         inv_det = 1.0 / det
         i00, i11, i01 = d * inv_det, a * inv_det, -b * inv_det
         z0, z1 = ztr[:, 0], ztr[:, 1]
-        coef = np.empty((nok, 2))
-        coef[:, 0] = i00 * z0 + i01 * z1
-        coef[:, 1] = i01 * z0 + i11 * z1
-        sigma2 = (s2 * (n - p) - float(np.vdot(coef, ztr))) / dof
-        if not sigma2 > 0:
-            return None
+        b = np.empty((nok, 2))  # per-level coefficients (Z_l'Z_l)^{-1} Z_l'r
+        b[:, 0] = i00 * z0 + i01 * z1
+        b[:, 1] = i01 * z0 + i11 * z1
         mean_inv = np.empty((2, 2))
         mean_inv[0, 0] = float(np.add.reduce(i00)) / nok
         mean_inv[1, 1] = float(np.add.reduce(i11)) / nok
         mean_inv[0, 1] = mean_inv[1, 0] = float(np.add.reduce(i01)) / nok
-        b = coef
     else:
         det_ok = np.linalg.det(ztz) > 1e-10 * np.prod(np.diagonal(ztz, axis1=1, axis2=2), axis=1)
         nok = int(det_ok.sum())
@@ -261,11 +257,12 @@ def _two_stage_template(
         if nok <= p1 + 1 or dof <= 0:
             return None
         inv = np.linalg.inv(ztz[det_ok])
-        b = (inv @ ztr[det_ok][:, :, None])[:, :, 0]
-        sigma2 = (s2 * (n - p) - float(np.sum(b * ztr[det_ok]))) / dof
-        if not sigma2 > 0:
-            return None
+        ztr = ztr[det_ok]
+        b = (inv @ ztr[:, :, None])[:, :, 0]
         mean_inv = np.add.reduce(inv, axis=0) / nok
+    sigma2 = (s2 * (n - p) - float(np.vdot(b, ztr))) / dof
+    if not sigma2 > 0:
+        return None
     # np.add.reduce / count: ndarray.mean's own arithmetic, without its Python-level wrapper
     centred = b - np.add.reduce(b, axis=0) / nok
     cov = centred.T @ centred / (nok - 1) - sigma2 * mean_inv
