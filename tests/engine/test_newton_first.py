@@ -21,22 +21,31 @@ from mixedmodels.errors import SingularFitWarning
 from mixedmodels.objective.gradient import OneTermDerivatives
 from mixedmodels.optimize import OptimizerOptions, gradient_differences, newton_first
 
+# (dataset, formula, the form OneTermDerivatives takes: balanced designs' eigenvalue form,
+# the projected spectrum of unbalanced designs with few levels, else the level-sum form)
 ONE_TERM = [
-    ("dyestuff", "Yield ~ 1 + (1|Batch)", True),
-    ("sleepstudy", "Reaction ~ Days + (1|Subject)", True),
-    ("ratpup", "weight ~ treatment + sex + litsize + (1|litter)", False),
-    ("cake", "angle ~ recipe * temperature + (1|recipe:replicate)", True),
-    ("sleepstudy", "Reaction ~ Days + (0 + Days|Subject)", True),
+    ("dyestuff", "Yield ~ 1 + (1|Batch)", "balanced"),
+    ("sleepstudy", "Reaction ~ Days + (1|Subject)", "balanced"),
+    ("ratpup", "weight ~ treatment + sex + litsize + (1|litter)", "spectral"),
+    ("cake", "angle ~ recipe * temperature + (1|recipe:replicate)", "balanced"),
+    ("sleepstudy", "Reaction ~ Days + (0 + Days|Subject)", "balanced"),
+    ("Contraception", "age ~ urban + livch + (1|district)", "level-sum"),
 ]
 
 
+def _form(derivs: OneTermDerivatives) -> str:
+    if derivs._balanced is not None:
+        return "balanced"
+    return "spectral" if derivs._spectral is not None else "level-sum"
+
+
 @pytest.mark.parametrize("reml", [True, False], ids=["REML", "ML"])
-@pytest.mark.parametrize(("name", "formula", "balanced"), ONE_TERM, ids=[c[1] for c in ONE_TERM])
-def test_one_term_derivatives_match_the_deviance(name, formula, balanced, reml):
+@pytest.mark.parametrize(("name", "formula", "form"), ONE_TERM, ids=[c[1] for c in ONE_TERM])
+def test_one_term_derivatives_match_the_deviance(name, formula, form, reml):
     fit = mm.lmer(formula, mm.load_dataset(name), reml=reml)
     dev = fit.model.dense_deviance(reml)
     derivs = OneTermDerivatives(dev)
-    assert (derivs._balanced is not None) == balanced
+    assert _form(derivs) == form
     for theta in (fit.theta * 0.4 + 0.05, fit.theta, fit.theta * 2.5):
         f, g, H = derivs.value_gradient_hessian(theta)
         assert abs(f - dev(theta)) <= 1e-12 * abs(f)
@@ -134,6 +143,44 @@ def test_newton_first_with_gradient_differences_on_a_quadratic():
     np.testing.assert_allclose(found.summary.final_theta, np.linalg.solve(A, b), rtol=1e-10)
     np.testing.assert_allclose(found.hessian, A, rtol=1e-4)
     assert found.summary.evaluations < 15
+
+
+@pytest.mark.parametrize("reml", [True, False], ids=["REML", "ML"])
+def test_spectral_and_level_sum_forms_agree(reml):
+    """ratpup's 27 litters (unbalanced): the projected spectrum's sums and the level-sum
+    form, forced, give the same criterion and derivatives."""
+    fit = mm.lmer("weight ~ treatment + sex + litsize + (1|litter)", mm.load_dataset("ratpup"))
+    dev = fit.model.dense_deviance(reml)
+    fast = OneTermDerivatives(dev)
+    assert fast._spectral is not None
+    general = OneTermDerivatives(dev)
+    general._spectral = None
+    W = dev.system.W
+    q = W.shape[0] - dev.p - 1
+    general._level_sum_form(W[q:, :q], dev.p)
+    for t in (0.0, 0.05, 0.77, 4.0, 60.0):
+        a = fast.value_gradient_hessian(np.array([t]))
+        b = general.value_gradient_hessian(np.array([t]))
+        assert abs(a[0] - b[0]) <= 1e-12 * abs(a[0])
+        np.testing.assert_allclose(a[1], b[1], rtol=1e-8, atol=1e-9)
+        np.testing.assert_allclose(a[2], b[2], rtol=1e-8, atol=1e-9)
+
+
+def test_weighted_one_term_spectrum_matches_the_deviance():
+    """Prior weights enter A, so the spectral form of a weighted fit is the weighted
+    criterion (value to rounding, gradient to Richardson differences)."""
+    frame = mm.load_dataset("ratpup")
+    w = 0.5 + (np.arange(len(frame)) % 7) / 4.0
+    fit = mm.lmer("weight ~ treatment + sex + litsize + (1|litter)", frame, weights=w)
+    dev = fit.model.dense_deviance(True)
+    derivs = OneTermDerivatives(dev)
+    assert derivs._spectral is not None
+    for theta in (fit.theta * 0.5, fit.theta, fit.theta * 3.0):
+        f, g, _ = derivs.value_gradient_hessian(theta)
+        assert abs(f - dev(theta)) <= 1e-12 * abs(f)
+        fd = richardson(dev, theta)
+        assert abs(g[0] - fd[0]) <= 1e-6 * max(1.0, abs(fd[0])), (g, fd)
+    assert fit.opt.gradient is not None and abs(float(fit.opt.gradient[0])) < 1e-6
 
 
 def test_unbalanced_one_term_design_is_detected():

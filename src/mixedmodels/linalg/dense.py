@@ -37,12 +37,14 @@ ch. 8.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
 from scipy.linalg.lapack import dpotrf as _dpotrf
 from scipy.linalg.lapack import dpotri as _dpotri
 from scipy.linalg.lapack import dpotrs as _dpotrs
+from scipy.linalg.lapack import dsyev as _dsyev
 from scipy.linalg.lapack import dtrtrs as _dtrtrs
 
 from mixedmodels.covariance import CovarianceStructure
@@ -63,6 +65,11 @@ _SOLVE_MAX = 96
 #: the term's smallest ``A[c, c]``) is at least this: ``1 - G_cc`` then keeps all but
 #: ``eps / 1e-4`` of its relative accuracy (see DenseSystem._scalar_interior_derivatives).
 _INTERIOR_MIN = 1e-4
+#: Unbalanced one-term designs with at most this many levels have a
+#: :meth:`DenseSystem.one_term_spectrum`: its eigendecomposition costs about as much as one
+#: evaluation of the criterion's derivatives in the level-sum form at ~30 levels (65 us,
+#: one thread), and each evaluation from it a fifth of one (10 us, ratpup's 27 litters).
+SPECTRAL_MAX_LEVELS = 32
 #: From this many levels on, a model with one scalar term is evaluated in closed form
 #: (:meth:`DenseSystem._one_term_log_diagonal`).
 _ONE_TERM_MIN = 24
@@ -202,6 +209,39 @@ def _upper_gather(cols: np.ndarray, order: int, rows: int) -> np.ndarray:
 _IDENTITIES: dict[int, np.ndarray] = {}
 
 
+class OneTermSpectrum(NamedTuple):
+    """:meth:`DenseSystem.one_term_spectrum`: Python floats, for loops that cost less than
+    NumPy calls on a few dozen entries."""
+
+    eigenvalues: list[float]  # lambda_i of Z'MZ (ascending, rounding's negatives at 0)
+    c_squared: list[float]  # (v_i' Z'My)^2
+    rss: float  # y'My
+    log_det_xtx: float  # log|X'X|
+    n_l: list[float]  # Z'Z's diagonal
+
+
+def project_out_fixed_effects(W: np.ndarray, p: int) -> tuple[np.ndarray, float] | None:
+    """``A - A_(.X) (X'X)^{-1} A_(X.)`` and ``log|X'X|``, for the dense ``A = [Z X y]'[Z X y]``
+    with ``p`` fixed-effect columns; None where ``X'X`` is not positive definite.
+
+    With ``M = I - X (X'X)^{-1} X'`` the result's ``Z`` and ``y`` blocks are ``Z'MZ``,
+    ``Z'My`` and ``y'My`` (its ``X`` rows and columns are zero to rounding): the quadratic
+    forms of the moment start and the one-term criterion's spectral form (REML's error
+    contrasts, Harville 1977). One ``p x p`` factorisation and one solve.
+    """
+    q = W.shape[0] - p - 1
+    if not p:
+        return W, 0.0
+    U, info = _dpotrf(W[q : q + p, q : q + p], lower=0, clean=0)
+    if info != 0:
+        return None
+    F, info = _dpotrs(U, W[q : q + p], lower=0)  # (X'X)^{-1} [X'Z X'X X'y]
+    if info != 0:  # pragma: no cover - potrs fails only on invalid arguments
+        return None
+    logdet = 2.0 * float(np.add.reduce(np.log(U.diagonal())))
+    return W - W[:, q : q + p] @ F, logdet
+
+
 def read_only_identity(m: int) -> np.ndarray:
     """The ``m x m`` identity, made once per order (a fit asks for one or two)."""
     eye = _IDENTITIES.get(m)
@@ -309,6 +349,8 @@ class DenseSystem:
         self._by_theta: np.ndarray | None = None  # made on the first Hessian
         self._pair_cache: dict[int, tuple[np.ndarray, ...]] = {}  # ... and its gathers
         self._interior: tuple[np.ndarray, np.ndarray, list[float], np.ndarray] | None = None
+        self._projection: tuple[tuple[np.ndarray, float] | None] | None = None
+        self._spectrum: tuple[OneTermSpectrum | None] | None = None
         # (start, stop, theta indices of the diagonal) of each template, for the singular test.
         if one_each:
             self._templates = [(k, k + 1, [k]) for k in range(len(terms))]
@@ -345,6 +387,54 @@ class DenseSystem:
     def W(self) -> np.ndarray:
         """The dense ``A = [Z X y]'[Z X y]``."""
         return self._W
+
+    def fixed_effects_projection(self) -> tuple[np.ndarray, float] | None:
+        """:func:`project_out_fixed_effects` of ``A``, computed once (the moment start and
+        the one-term derivatives both read it)."""
+        if self._projection is None:
+            self._projection = (project_out_fixed_effects(self._W, self.p),)
+        return self._projection[0]
+
+    def one_term_spectrum(self) -> OneTermSpectrum | None:
+        """The spectrum of the projected ``C = Z'MZ`` of a model with one scalar term on an
+        unbalanced design of at most :data:`SPECTRAL_MAX_LEVELS` levels, computed once; None
+        for other models, a balanced design (whose closed form needs no ``q x q`` work),
+        ``X'X`` not positive definite or an eigensolver failure.
+
+        With ``C = V diag(lambda) V'`` and ``c = V' Z'My``, REML's error contrasts (Harville
+        1977) make the criterion's terms sums over the levels:
+        ``log|L_Z|^2 + log|R_X|^2 = log|X'X| + sum log(1 + t^2 lambda_i)`` and
+        ``r^2 = y'My - t^2 sum c_i^2 / (1 + t^2 lambda_i)``; ML's ``log|L_Z|^2`` is
+        ``sum log(1 + t^2 n_l)``.
+        """
+        if self._spectrum is None:
+            self._spectrum = (self._make_one_term_spectrum(),)
+        return self._spectrum[0]
+
+    def _make_one_term_spectrum(self) -> OneTermSpectrum | None:
+        structure, q = self.structure, self._q
+        terms = structure.terms
+        if not (len(terms) == 1 and self._scalar and structure.ntheta == 1):
+            return None
+        if not 0 < q <= SPECTRAL_MAX_LEVELS:
+            return None
+        n_l = self._W.diagonal()[:q]
+        if float(np.maximum.reduce(n_l)) == float(np.minimum.reduce(n_l)):
+            return None
+        projection = self.fixed_effects_projection()
+        if projection is None:
+            return None
+        P, log_xx = projection
+        lam, V, info = _dsyev(P[:q, :q])
+        if info != 0:
+            return None
+        c = P[:q, -1] @ V
+        # C is positive semidefinite: a negative eigenvalue is rounding (the levels a
+        # level-wise covariate such as litter size or treatment absorbs).
+        np.maximum(lam, 0.0, out=lam)
+        return OneTermSpectrum(
+            lam.tolist(), (c * c).tolist(), float(P[-1, -1]), log_xx, n_l.tolist()
+        )
 
     @property
     def spans(self) -> list[tuple[int, int]]:

@@ -17,7 +17,12 @@ from scipy.linalg.lapack import dpotrs as _dpotrs
 from mixedmodels.covariance import CovarianceStructure
 from mixedmodels.linalg.blocked import _DENSE_UPDATE_LIMIT, BlockedSystem
 from mixedmodels.linalg.choice import prefers_dense
-from mixedmodels.linalg.dense import DenseSystem, cross_products_from_blocks
+from mixedmodels.linalg.dense import (
+    DenseSystem,
+    OneTermSpectrum,
+    cross_products_from_blocks,
+    project_out_fixed_effects,
+)
 
 _MOMENT_PASSES = 8  # fixed-point passes of moment_components
 
@@ -292,7 +297,18 @@ def dense_moment_start(system: DenseSystem, step: float) -> tuple[np.ndarray, np
     q = W.shape[0] - system.p - 1
     if system.scalar_terms:
         one = len(structure.terms) == 1
-        found = quadratic_moment_theta(W, n, system.p, None if one else system.scalar_indicator())
+        spectrum = system.one_term_spectrum() if one else None
+        if spectrum is not None:
+            t = spectral_moment_theta(spectrum, n - system.p)
+            if t is not None:
+                return np.array([t]), np.array([max(0.3 * t, 0.1 * step)])
+        found = quadratic_moment_theta(
+            W,
+            n,
+            system.p,
+            None if one else system.scalar_indicator(),
+            system.fixed_effects_projection(),
+        )
         if found is not None:
             # Every estimate is positive here: _moment_steps' steps on Python floats.
             return found, np.array([max(0.3 * t, 0.1 * step) for t in found.tolist()])
@@ -366,7 +382,11 @@ def _dense_vector_start(system: DenseSystem, step: float) -> tuple[np.ndarray, n
 
 
 def quadratic_moment_theta(
-    W: np.ndarray, n: int, p: int, S: np.ndarray | None
+    W: np.ndarray,
+    n: int,
+    p: int,
+    S: np.ndarray | None,
+    projection: tuple[np.ndarray, float] | None = None,
 ) -> np.ndarray | None:
     """theta of scalar terms from unbiased quadratic-form (ANOVA-type) moment equations.
 
@@ -374,8 +394,9 @@ def quadratic_moment_theta(
     the ``q x K`` indicator of each ``Z`` column's term (term k holds theta k; None for a
     single term, whose sums run over all ``q`` levels). With
     ``M = I - X (X'X)^{-1} X'``, ``C = Z'MZ`` and ``s = Z'My`` (both read from ``A`` after
-    one ``p x p`` solve), ``n_l = A[l, l]`` and ``V = sigma^2 I + sum_j sigma_j^2 Z_j Z_j'``,
-    the quadratic forms
+    one ``p x p`` solve, or from ``projection`` where the caller has it:
+    :func:`.linalg.dense.project_out_fixed_effects`), ``n_l = A[l, l]`` and
+    ``V = sigma^2 I + sum_j sigma_j^2 Z_j Z_j'``, the quadratic forms
 
         SS_k = sum_(l in k) s_l^2 / n_l,     RSS = y'My
 
@@ -402,18 +423,12 @@ def quadratic_moment_theta(
     nl = W.diagonal()[:q]
     if not float(np.minimum.reduce(nl)) > 0.0:  # (no ndarray.min wrapper)
         return None
-    if p:
-        U, info = _dpotrf(W[q : q + p, q : q + p], lower=0, clean=0)
-        if info != 0:
+    # C, s and y'My are blocks of A - A_(.X) (X'X)^{-1} A_(X.) (Z'MZ, Z'My, y'My).
+    if projection is None:
+        projection = project_out_fixed_effects(W, p)
+        if projection is None:
             return None
-        # (X'X)^{-1} [X'Z X'X X'y] in one solve; C, s and y'My are then blocks of
-        # A - A_(.X) (X'X)^{-1} A_(X.) (Z'MZ, Z'My, y'My).
-        F, info = _dpotrs(U, W[q : q + p], lower=0)
-        if info != 0:  # pragma: no cover - potrs fails only on invalid arguments
-            return None
-        Cfull = W - W[:, q : q + p] @ F
-    else:
-        Cfull = W
+    Cfull = projection[0]
     inv_n = 1.0 / nl
     C = Cfull[:q, :q]
     diagC = C.diagonal()
@@ -445,6 +460,40 @@ def quadratic_moment_theta(
     if not all(math.isfinite(x) for x in values):
         return None
     return np.array(values)
+
+
+def spectral_moment_theta(spectrum: OneTermSpectrum, dof: float) -> float | None:
+    """theta of one scalar term from two moment equations in the spectrum of ``C = Z'MZ``
+    (:meth:`.linalg.dense.DenseSystem.one_term_spectrum`).
+
+    With ``s = Z'My``, ``Var(s) = sigma^2 C + sigma_1^2 C^2`` and ``E[y'My] = sigma^2 (n - p)
+    + sigma_1^2 tr C``, so the between-level form ``s'C^+ s = sum c_i^2 / lambda_i`` (over
+    the ``k`` positive eigenvalues) and the residual form give
+
+        E[s'C^+ s] = sigma^2 k + sigma_1^2 tr C,   E[y'My] = sigma^2 (n - p) + sigma_1^2 tr C,
+
+    Henderson's method 3 for one component (Searle, Casella & McCulloch 1992, sec. 5.5):
+    ``sigma^2`` from their difference. A few dozen Python operations where the level-sum
+    form (:func:`quadratic_moment_theta`) costs ~40 us; its Newton steps then cost 10 us
+    each. None where an estimate is not positive (the general start decides).
+    """
+    lam = spectrum.eigenvalues
+    cut = 1e-9 * lam[-1]  # ascending: rounding's zeros of the absorbed levels below
+    k = 0
+    trace = between = 0.0
+    for li, ci in zip(lam, spectrum.c_squared, strict=True):
+        if li > cut:
+            k += 1
+            trace += li
+            between += ci / li
+    if not (k and dof > k and trace > 0.0):
+        return None
+    sigma2 = (spectrum.rss - between) / (dof - k)
+    sigma2_1 = (between - sigma2 * k) / trace
+    if not (sigma2 > 0.0 and sigma2_1 > 0.0):
+        return None
+    t = min(math.sqrt(sigma2_1 / sigma2), 10.0)
+    return t if math.isfinite(t) else None
 
 
 def scalar_indicator(structure: CovarianceStructure) -> np.ndarray:
