@@ -165,3 +165,48 @@ def test_thread_limit_when_blas_uses_more_threads():
         assert not isinstance(limiter, contextlib.nullcontext)
         with limiter:
             assert all(n == 1 for n in _blas_thread_counts())
+
+
+def test_thread_limit_from_a_worker_thread_restores_the_counts():
+    """Off the main thread the limit goes through threadpoolctl's controllers, which leave a
+    pool another thread controls (here the main thread, through threadpool_limits) alone:
+    OpenBLAS's own functions, called from the worker, would have set it to one thread. The
+    main thread's limit still applies, and the counts come back either way."""
+    import threading
+
+    from threadpoolctl import threadpool_limits
+
+    fit = mm.lmer(SLEEP, "sleepstudy")
+    with threadpool_limits(limits=2, user_api="blas"):
+        if not any(n > 1 for n in _blas_thread_counts()):
+            pytest.skip("the BLAS library cannot use two threads here")
+        before = _blas_thread_counts()
+        inside: list[list[int]] = []
+
+        def work() -> None:
+            with blas_threads_for(fit.model.rest_size):
+                inside.append(_blas_thread_counts())
+
+        worker = threading.Thread(target=work)
+        worker.start()
+        worker.join()
+        assert inside == [before]
+        assert _blas_thread_counts() == before
+        with blas_threads_for(fit.model.rest_size):
+            assert all(n == 1 for n in _blas_thread_counts())
+        assert _blas_thread_counts() == before
+
+
+def test_direct_thread_functions_only_for_openblas_on_pthreads():
+    from mixedmodels.linalg.blas_threads import _direct_openblas
+
+    class Stub:
+        internal_api = "mkl"
+
+    assert _direct_openblas(Stub()) is None
+
+    class OpenMP:
+        internal_api = "openblas"
+        threading_layer = "openmp"
+
+    assert _direct_openblas(OpenMP()) is None
